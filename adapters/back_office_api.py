@@ -1,0 +1,221 @@
+"""The back-office REST/JSON API of an intermediate server.
+
+Back-office systems (the care-insurance system through the common linkage platform) reach
+their node over mutual TLS with a client certificate issued by the node's back-office CA;
+the certificate's name must be one of the systems configured for the node, so unknown
+systems are refused. Every refusal is JSON with a stable code and two messages.
+See docs/protocol.md ("Back-office API").
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Any
+
+from klein import Klein
+from twisted.application.service import Service
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import Request, Site
+
+from codes import errors
+from codes.errors import RenkeiError
+from codes.individual_number import validate_individual_number
+from codes.institution import validate_institution_code
+from codes.typed import validate_information_name_code, validate_procedure_code
+from crypto.tls import listen_mutual_tls, peer_identity
+from middleware import messages, replica
+from middleware.node import IntermediateServer, QuerySubmission
+
+MAX_BODY = 1_048_576
+INTEGRATED_ADDRESS_NUMBER_LENGTH = 15
+
+
+def _json(request: Request, body: Any, status: int = 200) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
+def _error_body(error: RenkeiError) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": error.code,
+            "message_en": error.message_en,
+            "message_ja": error.message_ja,
+        }
+    }
+
+
+def _read_json(request: Request) -> dict[str, Any]:
+    content = request.content
+    assert content is not None
+    raw = content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise RenkeiError(errors.BAD_REQUEST, detail="body too large")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise RenkeiError(errors.BAD_REQUEST, detail="body is not JSON") from None
+    if not isinstance(body, dict):
+        raise RenkeiError(errors.BAD_REQUEST, detail="body is not a JSON object")
+    return body
+
+
+def _text(body: dict[str, Any], name: str, required: bool = True) -> str:
+    value = body.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or not value:
+        raise RenkeiError(errors.BAD_REQUEST, detail=f"{name} must be a non-empty string")
+    return value
+
+
+def validate_integrated_address_number(value: str) -> str:
+    """団体内統合宛名番号: up to 15 digits (the bulk-query file's field width)."""
+    if not value.isascii() or not value.isdigit() or len(value) > INTEGRATED_ADDRESS_NUMBER_LENGTH:
+        raise RenkeiError(
+            errors.INVALID_CODE, value=value, what="integrated address number (団体内統合宛名番号)"
+        )
+    return value
+
+
+class BackOfficeApi(Service):
+    """The back-office listener of one node."""
+
+    log = Logger()
+    app = Klein()
+
+    def __init__(self, node: IntermediateServer, reactor: Any) -> None:
+        self.node = node
+        self._reactor = reactor
+        self._systems = set(node.institution.back_office_systems)
+        self._port: Any = None
+
+    @inlineCallbacks
+    def startService(self) -> Any:
+        super().startService()
+        site = Site(self.app.resource())
+        site.displayTracebacks = False
+        site.noisy = False
+        self._port = yield listen_mutual_tls(
+            self._reactor, self.node.institution.back_office_listen, self.node.back_office_tls, site
+        )
+
+    @inlineCallbacks
+    def stopService(self) -> Any:
+        super().stopService()
+        if self._port is not None:
+            yield self._port.stopListening()
+            self._port = None
+
+    def _authorize(self, request: Request) -> str:
+        identity = peer_identity(request)
+        if (
+            identity.organizational_unit != "back-office"
+            or identity.organization != self.node.code
+            or identity.common_name not in self._systems
+        ):
+            raise RenkeiError(errors.CERTIFICATE_NOT_AUTHORIZED, subject=identity.common_name)
+        return identity.common_name
+
+    @app.handle_errors(Exception)
+    def _refusal(self, request: Request, failure: Failure) -> bytes:
+        error = failure.value
+        if not isinstance(error, RenkeiError):
+            self.log.failure("internal error in the back-office API", failure)
+            error = RenkeiError(errors.INTERNAL)
+        return _json(request, _error_body(error), error.status)
+
+    @app.route("/persons", methods=["POST"])
+    @inlineCallbacks
+    def register_person(self, request: Request) -> Any:
+        """Register a person: integrated address number in, 符号 acquired through the network."""
+        self._authorize(request)
+        body = _read_json(request)
+        number = validate_integrated_address_number(_text(body, "integrated_address_number"))
+        individual_number = validate_individual_number(_text(body, "individual_number"))
+        yield self.node.register_person(number, individual_number)
+        return _json(request, {"integrated_address_number": number, "fugo_acquired": True}, 201)
+
+    @app.route("/replica-records", methods=["POST"])
+    @inlineCallbacks
+    def register_replica_record(self, request: Request) -> Any:
+        """Register one replica record, validated against the catalogue."""
+        self._authorize(request)
+        body = _read_json(request)
+        items = body.get("items")
+        if not isinstance(items, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in items.items()
+        ):
+            raise RenkeiError(errors.BAD_REQUEST, detail="items must map item codes to strings")
+        record = replica.ReplicaRecord(
+            record_id=_text(body, "record_id"),
+            integrated_address_number=validate_integrated_address_number(
+                _text(body, "integrated_address_number")
+            ),
+            information_name=validate_information_name_code(_text(body, "information_name")),
+            data_set=_text(body, "data_set"),
+            items=items,
+        )
+        yield self.node.register_replica_record(record)
+        return _json(request, {"record_id": record.record_id}, 201)
+
+    @app.route("/replica-records/<record_id>", methods=["DELETE"])
+    @inlineCallbacks
+    def delete_replica_record(self, request: Request, record_id: str) -> Any:
+        """Delete one replica record."""
+        self._authorize(request)
+        yield self.node.delete_replica_record(record_id)
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/queries", methods=["POST"])
+    @inlineCallbacks
+    def submit_query(self, request: Request) -> Any:
+        """情報照会依頼: accepted for asynchronous processing; poll GET /queries/<id>."""
+        self._authorize(request)
+        body = _read_json(request)
+        conditions = body.get("conditions")
+        submission = QuerySubmission(
+            integrated_address_number=validate_integrated_address_number(
+                _text(body, "integrated_address_number")
+            ),
+            procedure=validate_procedure_code(_text(body, "procedure")),
+            information_name=validate_information_name_code(_text(body, "information_name")),
+            provider=validate_institution_code(_text(body, "provider")),
+            conditions=None if conditions is None else _conditions(conditions),
+        )
+        query_id = yield self.node.submit_query(submission)
+        return _json(request, {"query_id": query_id, "state": "submitted"}, 202)
+
+    @app.route("/queries/<query_id>", methods=["GET"])
+    @inlineCallbacks
+    def query_status(self, request: Request, query_id: str) -> Any:
+        """情報照会結果取得: the state and, once provided, the decoded result."""
+        self._authorize(request)
+        status = yield self.node.query_status(query_id)
+        return _json(request, status)
+
+
+def _conditions(value: Any) -> messages.QueryConditions:
+    if not isinstance(value, dict):
+        raise RenkeiError(errors.BAD_REQUEST, detail="conditions must be an object")
+    unknown = set(value) - {"fiscal_year", "period_start", "period_end"}
+    if unknown:
+        raise RenkeiError(errors.BAD_REQUEST, detail=f"unknown conditions {sorted(unknown)}")
+    try:
+        fiscal_year = value.get("fiscal_year")
+        return messages.QueryConditions(
+            fiscal_year=None if fiscal_year is None else int(fiscal_year),
+            period_start=_date(value.get("period_start")),
+            period_end=_date(value.get("period_end")),
+        )
+    except (TypeError, ValueError) as failure:
+        raise RenkeiError(errors.BAD_REQUEST, detail=f"conditions: {failure}") from None
+
+
+def _date(value: Any) -> date | None:
+    return None if value is None else date.fromisoformat(value)

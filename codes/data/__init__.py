@@ -1,0 +1,1 @@
+"""Packaged data of the codes package (catalogue.json, the data standard layout)."""

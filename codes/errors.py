@@ -1,0 +1,336 @@
+"""Coded errors: one error type for the whole project, with a stable code and two messages.
+
+Every refusal that crosses a boundary (a network message, the back-office API, the CLI)
+carries one of the codes below. Codes never change once published; docs/protocol.md lists
+them. Messages are templates filled with keyword arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    """A published error: stable code, HTTP status, English and Japanese message templates."""
+
+    code: str
+    status: int
+    en: str
+    ja: str
+
+
+class RenkeiError(Exception):
+    """A refusal with a stable code; raised by pure logic, rendered at the edges."""
+
+    def __init__(self, kind: ErrorKind, **params: Any) -> None:
+        self.kind = kind
+        self.params = params
+        super().__init__(f"{kind.code}: {self.message_en}")
+
+    @property
+    def code(self) -> str:
+        return self.kind.code
+
+    @property
+    def status(self) -> int:
+        return self.kind.status
+
+    @property
+    def message_en(self) -> str:
+        return self.kind.en.format_map(_Lenient(self.params))
+
+    @property
+    def message_ja(self) -> str:
+        return self.kind.ja.format_map(_Lenient(self.params))
+
+
+class _Lenient(dict[str, Any]):
+    """Template values where a missing one shows as its placeholder instead of failing."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def _kind(code: str, status: int, en: str, ja: str) -> ErrorKind:
+    kind = ErrorKind(code, status, en, ja)
+    if code in ALL:
+        raise ValueError(f"duplicate error code {code}")
+    ALL[code] = kind
+    return kind
+
+
+ALL: dict[str, ErrorKind] = {}
+
+# XML and message format
+XML_TOO_LARGE = _kind(
+    "XmlTooLarge",
+    413,
+    "The document is {size} bytes; at most {limit} are accepted.",
+    "文書が{size}バイトです。受け付けられるのは{limit}バイトまでです。",
+)
+XML_DOCTYPE_FORBIDDEN = _kind(
+    "XmlDoctypeForbidden",
+    400,
+    "Document type declarations and entities are not accepted.",
+    "文書型宣言及び実体参照は受け付けられません。",
+)
+XML_TOO_DEEP = _kind(
+    "XmlTooDeep",
+    400,
+    "The document nests elements deeper than {limit} levels.",
+    "文書の要素の入れ子が{limit}階層を超えています。",
+)
+XML_MALFORMED = _kind(
+    "XmlMalformed",
+    400,
+    "The document is not well-formed XML: {detail}",
+    "文書が整形式のXMLではありません: {detail}",
+)
+XML_SCHEMA_INVALID = _kind(
+    "XmlSchemaInvalid",
+    400,
+    "The {message_type} message does not conform to its schema: {detail}",
+    "{message_type}電文がスキーマに適合しません: {detail}",
+)
+UNEXPECTED_MESSAGE = _kind(
+    "UnexpectedMessage",
+    400,
+    "Expected a {expected} message, received {received}.",
+    "{expected}電文を想定していましたが、{received}電文を受信しました。",
+)
+
+# Identifiers and catalogue
+INVALID_CODE = _kind(
+    "InvalidCode",
+    400,
+    "{value!r} is not a valid {what}.",
+    "{value!r}は有効な{what}ではありません。",
+)
+UNKNOWN_INFORMATION_NAME = _kind(
+    "UnknownInformationName",
+    400,
+    "Information name {code} is not in the data standard layout.",
+    "特定個人情報名{code}はデータ標準レイアウトに存在しません。",
+)
+UNKNOWN_DATA_SET = _kind(
+    "UnknownDataSet",
+    400,
+    "Data set {data_set} is not part of information name {code}.",
+    "データセット{data_set}は特定個人情報名{code}に含まれません。",
+)
+UNKNOWN_ITEM = _kind(
+    "UnknownItem",
+    400,
+    "Item {item} is not part of data set {data_set} of information name {code}.",
+    "項目{item}は特定個人情報名{code}のデータセット{data_set}に含まれません。",
+)
+UNKNOWN_INSTITUTION = _kind(
+    "UnknownInstitution",
+    400,
+    "Institution {code} is not registered on the network.",
+    "機関{code}は情報提供ネットワークシステムに登録されていません。",
+)
+
+# Persons and 符号
+FUGO_NOT_ACQUIRED = _kind(
+    "FugoNotAcquired",
+    409,
+    "The code (fugo) of {integrated_address_number} has not been acquired.",
+    "{integrated_address_number}は符号が未取得です",
+)
+UNKNOWN_PERSON = _kind(
+    "UnknownPerson",
+    404,
+    "No person with integrated address number {integrated_address_number} is registered.",
+    "団体内統合宛名番号{integrated_address_number}の対象者は登録されていません。",
+)
+PERSON_CONFLICT = _kind(
+    "PersonConflict",
+    409,
+    "Integrated address number {integrated_address_number} is already linked to another person.",
+    "団体内統合宛名番号{integrated_address_number}は既に別の者に紐付けられています。",
+)
+UNKNOWN_RESIDENT = _kind(
+    "UnknownResident",
+    404,
+    "The resident registry has no person with this individual number.",
+    "住民基本台帳ネットワークシステムに当該個人番号の者が存在しません。",
+)
+FUGO_INVALID = _kind(
+    "FugoInvalid",
+    400,
+    "The code (fugo) was not issued to the requesting institution.",
+    "符号が照会機関に対して発行されたものではありません。",
+)
+FUGO_UNKNOWN = _kind(
+    "FugoUnknown",
+    404,
+    "No person at this institution is linked to the code (fugo) in the permit.",
+    "許可証の符号に紐付く者が当機関に存在しません。",
+)
+
+# Replica records
+RECORD_ID_EXISTS = _kind(
+    "RecordIdExists",
+    409,
+    "Record identification number {record_id} already exists.",
+    "「レコード識別番号」{record_id}が既に存在します。",
+)
+UNKNOWN_RECORD = _kind(
+    "UnknownRecord",
+    404,
+    "No replica record {record_id} exists.",
+    "副本レコード{record_id}は存在しません。",
+)
+NOT_A_PROVIDER_OF = _kind(
+    "NotAProviderOf",
+    400,
+    "This institution does not provide information name {code}.",
+    "当機関は特定個人情報名{code}の情報提供者ではありません。",
+)
+
+# Permitted-query list
+NOT_PERMITTED = _kind(
+    "NotPermitted",
+    403,
+    "Querying information name {code} is not permitted for procedure {procedure}.",
+    "特定個人情報名{code}の照会は許可されていません",
+)
+PERMITTED_LIST_EXPIRED = _kind(
+    "PermittedListExpired",
+    503,
+    "No valid permitted-query list is held: the latest expired at {expires_at}.",
+    "有効な照会許可照合リストを保持していません(最新版の有効期限: {expires_at})。",
+)
+PERMITTED_LIST_MISSING = _kind(
+    "PermittedListMissing",
+    503,
+    "No permitted-query list has been received from the network yet.",
+    "照会許可照合リストを未だ受信していません。",
+)
+PERMITTED_LIST_SIGNATURE = _kind(
+    "PermittedListSignatureInvalid",
+    502,
+    "The permitted-query list is not signed by the network.",
+    "照会許可照合リストの署名が情報提供ネットワークシステムのものではありません。",
+)
+
+# Permits
+PERMIT_SIGNATURE_INVALID = _kind(
+    "PermitSignatureInvalid",
+    403,
+    "The permit is not signed by the network.",
+    "情報提供許可証の署名が正しくありません。",
+)
+PERMIT_EXPIRED = _kind(
+    "PermitExpired",
+    403,
+    "The permit for transaction {transaction_number} expired at {expires_at}.",
+    "処理通番{transaction_number}の情報提供許可証は{expires_at}に有効期限が切れています。",
+)
+PERMIT_NOT_YET_VALID = _kind(
+    "PermitNotYetValid",
+    403,
+    "The permit for transaction {transaction_number} is not valid before {issued_at}.",
+    "処理通番{transaction_number}の情報提供許可証は{issued_at}より前には有効ではありません。",
+)
+PERMIT_WRONG_PROVIDER = _kind(
+    "PermitWrongProvider",
+    403,
+    "The permit is addressed to institution {provider}, not to this one.",
+    "情報提供許可証の宛先は機関{provider}であり、当機関ではありません。",
+)
+PERMIT_REPLAYED = _kind(
+    "PermitReplayed",
+    409,
+    "The permit for transaction {transaction_number} has already been used.",
+    "処理通番{transaction_number}の情報提供許可証は既に使用されています。",
+)
+PERMIT_MISMATCH = _kind(
+    "PermitMismatch",
+    400,
+    "The route does not match the permit.",
+    "経路情報が情報提供許可証と一致しません。",
+)
+
+# Payloads and results
+PAYLOAD_UNREADABLE = _kind(
+    "PayloadUnreadable",
+    400,
+    "The provision payload cannot be decrypted by this institution.",
+    "提供データを当機関で復号できません。",
+)
+PAYLOAD_SIGNATURE_INVALID = _kind(
+    "PayloadSignatureInvalid",
+    400,
+    "The provision payload is not signed by the provider of transaction {transaction_number}.",
+    "提供データの署名が処理通番{transaction_number}の情報提供者のものではありません。",
+)
+UNKNOWN_TRANSACTION = _kind(
+    "UnknownTransaction",
+    404,
+    "Transaction {transaction_number} is unknown here.",
+    "処理通番{transaction_number}は当機関では不明です。",
+)
+UNKNOWN_QUERY = _kind(
+    "UnknownQuery",
+    404,
+    "Query {query_id} is unknown.",
+    "照会{query_id}は存在しません。",
+)
+NO_RESULT = _kind(
+    "NoResult",
+    404,
+    "Query {query_id} has no result: its state is {state}.",
+    "照会{query_id}には結果がありません(状態: {state})。",
+)
+
+# Authentication of peers
+CERTIFICATE_NOT_AUTHORIZED = _kind(
+    "CertificateNotAuthorized",
+    403,
+    "The client certificate {subject} is not authorized for this service.",
+    "クライアント証明書{subject}はこのサービスの利用を許可されていません。",
+)
+SENDER_NOT_PARTY = _kind(
+    "SenderNotParty",
+    403,
+    "Institution {sender} is not the provider of transaction {transaction_number}.",
+    "機関{sender}は処理通番{transaction_number}の情報提供者ではありません。",
+)
+
+# Requests to the back-office API
+BAD_REQUEST = _kind(
+    "BadRequest",
+    400,
+    "The request is malformed: {detail}",
+    "要求の形式が正しくありません: {detail}",
+)
+NETWORK_UNAVAILABLE = _kind(
+    "NetworkUnavailable",
+    503,
+    "The network could not be reached: {detail}",
+    "情報提供ネットワークシステムに接続できません: {detail}",
+)
+INTERNAL = _kind(
+    "Internal",
+    500,
+    "An internal error occurred; it has been logged.",
+    "内部エラーが発生しました。ログに記録されています。",
+)
+
+# Catalogue (added with codes/catalogue.py)
+UNKNOWN_PROCEDURE = _kind(
+    "UnknownProcedure",
+    400,
+    "Procedure {code} is not in the catalogue.",
+    "事務手続{code}はカタログに存在しません。",
+)
+INVALID_ITEM_VALUE = _kind(
+    "InvalidItemValue",
+    400,
+    "The value of item {item} ({name}) is not a valid {type} of at most {max_length} characters.",
+    "項目{item}({name_ja})の値が{max_length}文字以内の{type_ja}として有効ではありません。",
+)

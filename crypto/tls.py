@@ -1,0 +1,250 @@
+"""Mutual TLS on Twisted: servers that demand client certificates, clients that present one.
+
+Servers: `server_options` builds a `CertificateOptions` whose `trustRoot` turns on peer
+verification and requires a client certificate (endpoint strings cannot express that), and
+`listen_mutual_tls` wraps any server endpoint description with it. Handlers learn who is
+calling with `peer_identity`.
+
+Clients: `ClientTLSPolicy` is an `IPolicyForHTTPS` that knows, for each host and port it
+may contact, which server name the certificate there must carry (the hub listens on
+127.0.0.1 but presents hub.renkei.test). `make_http_client` puts it behind a treq client
+with a persistent connection pool; keep-alive matters (a new mTLS handshake per request
+costs about five times a request on a kept connection).
+
+Only TLS 1.2 and later are offered. `cryptography` objects are handed to Twisted and
+pyOpenSSL wherever they accept them, which avoids pyOpenSSL 26's deprecation warnings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from OpenSSL import crypto
+from treq.client import HTTPClient
+from twisted.internet._sslverify import IOpenSSLTrustRoot
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString, wrapServerTLS
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
+)
+from twisted.internet.protocol import Factory
+from twisted.internet.ssl import (
+    Certificate,
+    CertificateOptions,
+    TLSVersion,
+    optionsForClientTLS,
+    trustRootFromCertificates,
+)
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import IAgent, IPolicyForHTTPS
+from zope.interface import implementer
+
+from codes import errors
+from crypto.pki import Credentials, PeerIdentity, identity_of
+
+__all__ = [
+    "ClientTLSPolicy",
+    "MutualTLSHTTPClient",
+    "ServerNotExpected",
+    "listen_mutual_tls",
+    "make_http_client",
+    "peer_identity",
+    "server_options",
+]
+
+MINIMUM_TLS_VERSION = TLSVersion.TLSv1_2
+# Idle kept-alive connections are closed by the client after this many seconds.
+DEFAULT_CACHED_CONNECTION_TIMEOUT = 120
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+
+def server_options(
+    credentials: Credentials, trust_roots: Sequence[x509.Certificate]
+) -> CertificateOptions:
+    """TLS server options presenting `credentials` and requiring a client certificate.
+
+    The client certificate must chain to one of `trust_roots`; the handshake fails without
+    one. TLS 1.2 or later.
+    """
+    if not trust_roots:
+        raise ValueError("a mutual TLS server needs at least one trust root")
+    return CertificateOptions(
+        privateKey=_tls_key(credentials),
+        # Typed as pyOpenSSL X509, but pyOpenSSL 26 takes (and prefers) cryptography objects.
+        certificate=credentials.certificate,  # type: ignore[arg-type]
+        trustRoot=_trust_root(trust_roots),
+        raiseMinimumTo=MINIMUM_TLS_VERSION,
+    )
+
+
+def listen_mutual_tls(
+    reactor: Any,
+    endpoint_description: str,
+    options: CertificateOptions,
+    factory: Factory[Any],
+) -> Deferred[IListeningPort]:
+    """Listen with TLS `options` on a plain server endpoint such as `tcp:8443:interface=::`."""
+    endpoint: Any = wrapServerTLS(
+        cast(IOpenSSLServerConnectionCreator, options),
+        serverFromString(reactor, endpoint_description),
+    )
+    listening: Deferred[IListeningPort] = endpoint.listen(factory)
+    return listening
+
+
+def peer_identity(transport_or_request: object) -> PeerIdentity:
+    """The CN, OU and O of the verified client certificate of a request or TLS transport.
+
+    Accepts a twisted.web / Klein request (its `transport` or `channel.transport`) or a
+    transport. Raises `RenkeiError(CERTIFICATE_NOT_AUTHORIZED)` when there is no
+    certificate (a plain TCP connection, for instance) or it has no usable common name.
+    """
+    certificate = _peer_certificate(transport_or_request)
+    if certificate is None:
+        raise errors.RenkeiError(errors.CERTIFICATE_NOT_AUTHORIZED, subject="(none)")
+    try:
+        return identity_of(certificate)
+    except ValueError:
+        raise errors.RenkeiError(
+            errors.CERTIFICATE_NOT_AUTHORIZED, subject=certificate.subject.rfc4514_string()
+        ) from None
+
+
+class ServerNotExpected(LookupError):
+    """A client was asked to connect to a host and port nobody registered with `expect`."""
+
+
+@implementer(IPolicyForHTTPS)
+class ClientTLSPolicy:
+    """Client TLS policy: present one client certificate, check each server's expected name.
+
+    Every (host, port) the client may contact is registered with `expect` together with the
+    DNS name its certificate must carry; any other netloc is refused with
+    `ServerNotExpected` (the request's Deferred fails with it). Connection creators are
+    built once per netloc and reused, so the SSL context is not rebuilt per connection.
+    """
+
+    def __init__(
+        self,
+        trust_roots: x509.Certificate | Sequence[x509.Certificate],
+        credentials: Credentials,
+    ) -> None:
+        """Trust servers certified by `trust_roots`; authenticate with `credentials`."""
+        roots = [trust_roots] if isinstance(trust_roots, x509.Certificate) else list(trust_roots)
+        if not roots:
+            raise ValueError("a TLS client needs at least one trust root")
+        self._trust_root = _trust_root(roots)
+        self._client_options: dict[str, Any] = {
+            "privateKey": _tls_key(credentials),
+            "certificate": credentials.certificate,
+            "raiseMinimumTo": MINIMUM_TLS_VERSION,
+        }
+        self._creators: dict[tuple[str, int], IOpenSSLClientConnectionCreator] = {}
+        self._names: dict[tuple[str, int], str] = {}
+
+    def expect(self, host: str, port: int, server_name: str) -> None:
+        """Require the server at `host`:`port` to present a certificate for `server_name`."""
+        netloc = (_normalize_host(host), int(port))
+        # optionsForClientTLS with clientCertificate= would wrap the key and certificate in
+        # pyOpenSSL objects (deprecated); passing the cryptography objects through
+        # extraCertificateOptions does the same thing without the deprecation warning.
+        self._creators[netloc] = optionsForClientTLS(
+            server_name,
+            trustRoot=self._trust_root,
+            extraCertificateOptions=dict(self._client_options),
+        )
+        self._names[netloc] = server_name
+
+    def expected_server_name(self, host: str, port: int) -> str | None:
+        """The server name registered for `host`:`port`, if any."""
+        return self._names.get((_normalize_host(host), int(port)))
+
+    def creatorForNetloc(self, hostname: bytes | str, port: int) -> IOpenSSLClientConnectionCreator:
+        """The connection creator registered for this netloc (Agent passes `hostname` as bytes)."""
+        host = hostname.decode("ascii") if isinstance(hostname, bytes) else hostname
+        try:
+            return self._creators[(_normalize_host(host), int(port))]
+        except KeyError:
+            raise ServerNotExpected(
+                f"no TLS server identity is expected at {host}:{port}; "
+                "register one with ClientTLSPolicy.expect(host, port, server_name)"
+            ) from None
+
+
+class MutualTLSHTTPClient(HTTPClient):
+    """A treq `HTTPClient` that owns its persistent connection pool."""
+
+    def __init__(self, agent: Agent, pool: HTTPConnectionPool) -> None:
+        """Send requests through `agent`, whose connections are kept in `pool`."""
+        super().__init__(cast(IAgent, agent))
+        self.pool = pool
+
+    def close(self) -> Deferred[None]:
+        """Close every cached connection; fires when they are closed."""
+        closed: Deferred[None] = self.pool.closeCachedConnections()
+        return closed
+
+
+def make_http_client(
+    reactor: Any,
+    policy: ClientTLSPolicy,
+    max_per_host: int = 16,
+    *,
+    cached_connection_timeout: int = DEFAULT_CACHED_CONNECTION_TIMEOUT,
+    connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+) -> MutualTLSHTTPClient:
+    """A treq client over mutual TLS keeping up to `max_per_host` idle connections per host.
+
+    Call `close()` (or `client.pool.closeCachedConnections()`) when done with it.
+    """
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = max_per_host
+    pool.cachedConnectionTimeout = cached_connection_timeout
+    agent = Agent(reactor, contextFactory=policy, connectTimeout=connect_timeout, pool=pool)
+    return MutualTLSHTTPClient(agent, pool)
+
+
+def _tls_key(credentials: Credentials) -> Any:
+    key = credentials.private_key
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ValueError("a TLS private key must be EC or RSA")
+    return key
+
+
+def _trust_root(roots: Sequence[x509.Certificate]) -> IOpenSSLTrustRoot:
+    # The trust store API (X509Store.add_cert) still takes pyOpenSSL X509 objects only.
+    trust_root: IOpenSSLTrustRoot = trustRootFromCertificates(
+        [Certificate(crypto.X509.from_cryptography(root)) for root in roots]
+    )
+    return trust_root
+
+
+def _normalize_host(host: str) -> str:
+    return host.strip("[]").lower()
+
+
+def _peer_certificate(source: object) -> x509.Certificate | None:
+    """Find the TLS transport behind a request or transport and return its peer certificate."""
+    channel = getattr(source, "channel", None)
+    candidates = (
+        source,
+        getattr(source, "transport", None),
+        getattr(channel, "transport", None),
+    )
+    for candidate in candidates:
+        get_peer_certificate = getattr(candidate, "getPeerCertificate", None)
+        if get_peer_certificate is None:
+            continue
+        certificate = get_peer_certificate()
+        if certificate is None:
+            return None
+        if isinstance(certificate, x509.Certificate):
+            return certificate
+        converted: x509.Certificate = certificate.to_cryptography()
+        return converted
+    return None

@@ -1,0 +1,161 @@
+"""The one configuration loader: the INI file given to ``twistd renkei -c``.
+
+A file describes a whole network in a box: a ``[network]`` section for the hub (omit it to
+run institution nodes against a hub elsewhere), one ``[institution:NAME]`` section per
+intermediate server, ``[delivery]`` for the outbox, and optionally ``[demo]``. Relative
+paths are read relative to the file. See docs/operations.md for every key.
+"""
+
+from __future__ import annotations
+
+import configparser
+from dataclasses import dataclass
+from pathlib import Path
+
+from codes.institution import validate_institution_code
+from codes.typed import validate_information_name_code
+from middleware.outbox import RetryPolicy
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, unreadable or inconsistent."""
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The hub: its database, listener, address and policies."""
+
+    database: str
+    listen: str
+    address: str
+    permitted_list: Path
+    list_validity: float
+    permit_validity: float
+
+
+@dataclass(frozen=True)
+class InstitutionConfig:
+    """One intermediate server (node)."""
+
+    name: str
+    code: str
+    display_name: str
+    kind: str
+    database: str
+    network_listen: str
+    network_address: str
+    back_office_listen: str
+    back_office_address: str
+    back_office_systems: tuple[str, ...]
+    provides: tuple[str, ...]
+    result_retention: float
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one ``twistd renkei`` process runs."""
+
+    path: Path
+    pki: Path
+    hub_address: str
+    network: NetworkConfig | None
+    institutions: tuple[InstitutionConfig, ...]
+    retry: RetryPolicy
+    poll_interval: float
+    list_refresh: float
+    retention_interval: float
+    demo_data: Path | None
+
+    def institution(self, name_or_code: str) -> InstitutionConfig:
+        """An institution by its section name (``meguro``) or its institution code."""
+        for institution in self.institutions:
+            if name_or_code in (institution.name, institution.code):
+                return institution
+        raise ConfigError(f"no institution {name_or_code!r} in {self.path}")
+
+
+def _database_url(value: str, base: Path) -> str:
+    if value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
+        return "sqlite:///" + str((base / value.removeprefix("sqlite:///")).resolve())
+    return value
+
+
+def load_config(path: Path) -> Config:
+    """Read and check a configuration file; raise ConfigError with a clear message."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with path.open(encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except OSError as failure:
+        raise ConfigError(f"cannot read {path}: {failure.strerror}") from None
+    except configparser.Error as failure:
+        raise ConfigError(f"{path}: {failure}") from None
+    base = path.resolve().parent
+    try:
+        return _build(parser, path, base)
+    except (KeyError, ValueError) as failure:
+        raise ConfigError(f"{path}: {failure}") from None
+    except configparser.Error as failure:
+        raise ConfigError(f"{path}: {failure}") from None
+
+
+def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
+    renkei = parser["renkei"]
+    network = None
+    if parser.has_section("network"):
+        section = parser["network"]
+        network = NetworkConfig(
+            database=_database_url(section["database"], base),
+            listen=section["listen"],
+            address=section["address"],
+            permitted_list=base / section["permitted_list"],
+            list_validity=section.getfloat("list_validity", 86400.0),
+            permit_validity=section.getfloat("permit_validity", 600.0),
+        )
+    institutions = []
+    for name in parser.sections():
+        if not name.startswith("institution:"):
+            continue
+        section = parser[name]
+        institutions.append(
+            InstitutionConfig(
+                name=name.removeprefix("institution:"),
+                code=validate_institution_code(section["code"]),
+                display_name=section["name"],
+                kind=section["kind"],
+                database=_database_url(section["database"], base),
+                network_listen=section["network_listen"],
+                network_address=section["network_address"],
+                back_office_listen=section["back_office_listen"],
+                back_office_address=section["back_office_address"],
+                back_office_systems=tuple(section["back_office_systems"].split()),
+                provides=tuple(
+                    validate_information_name_code(code)
+                    for code in section.get("provides", "").split()
+                ),
+                result_retention=section.getfloat("result_retention", 7 * 86400.0),
+            )
+        )
+    codes = [institution.code for institution in institutions]
+    if len(set(codes)) != len(codes):
+        raise ConfigError(f"{path}: two institutions share an institution code")
+    delivery = (
+        parser["delivery"] if parser.has_section("delivery") else parser[parser.default_section]
+    )
+    demo = parser["demo"] if parser.has_section("demo") else None
+    return Config(
+        path=path,
+        pki=base / renkei["pki"],
+        hub_address=renkei["hub_address"],
+        network=network,
+        institutions=tuple(institutions),
+        retry=RetryPolicy(
+            initial=delivery.getfloat("retry_initial", 0.5),
+            maximum=delivery.getfloat("retry_maximum", 60.0),
+            lease=delivery.getfloat("lease", 30.0),
+        ),
+        poll_interval=delivery.getfloat("poll_interval", 1.0),
+        list_refresh=delivery.getfloat("list_refresh", 300.0),
+        retention_interval=delivery.getfloat("retention_interval", 60.0),
+        demo_data=base / demo["data"] if demo is not None else None,
+    )

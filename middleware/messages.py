@@ -1,0 +1,843 @@
+"""The messages of the linkage protocol: dataclasses, XML encoding and validated decoding.
+
+Every message is an XML document in the namespace `NS` whose root element names its type; its
+schema is ``middleware/schemas/<Root>.xsd``. Receiving always goes through the hardened parser
+(`middleware.hardened_xml.parse_xml`), a root-element check (``UnexpectedMessage``) and XSD
+validation (``XmlSchemaInvalid``) before any dataclass is built.
+
+Signed parts — `PermittedListDocument`, `Permit`, `ProvisionPayload` — end with an enveloped
+XML-DSig ``ds:Signature``; the crypto code elsewhere signs and verifies them. NEVER TRUST THE
+FIELDS OF A SIGNED PART BEFORE ITS SIGNATURE IS VERIFIED. Hence:
+
+* sending: `to_element` returns the UNSIGNED element; the caller signs it (enveloped signature
+  appended as last child) and serializes the signed element with `serialize`;
+* receiving a whole signed document (PermittedList, ProvisionPayload, Permit): `decode_signed`
+  parses, checks the root and validates, and returns the element still to be verified; `decode`
+  refuses signed types. After verification, `from_element` builds the dataclass from the
+  verified element (signxml's ``VerifyResult.signed_xml``, which no longer has the signature);
+* a `ProvisionRequest` carries a signed Permit: `decode` returns it with ``permit_element``, the
+  raw, UNVERIFIED Permit element detached as its own document; the caller verifies it and then
+  calls ``from_element(verified, Permit)``. When sending, ``permit_element`` must be the signed
+  Permit; it is copied into the request, whose root declares only the default namespace so that
+  the Permit canonicalizes exactly as it did when signed.
+
+Times are timezone-aware `datetime` objects, written in UTC as ``YYYY-MM-DDThh:mm:ss[.ffffff]Z``
+and read back as aware UTC datetimes. Base64 fields are `bytes`. Codes are plain `str`, checked
+by the schemas on receipt (encoding does not validate).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from lxml import etree
+
+from codes.errors import UNEXPECTED_MESSAGE, XML_SCHEMA_INVALID, RenkeiError
+from middleware.hardened_xml import parse_xml, serialize
+
+__all__ = [
+    "DSIG_NS",
+    "NS",
+    "SCHEMA_DIR",
+    "ErrorMessage",
+    "FugoRequest",
+    "FugoResponse",
+    "InstitutionEntry",
+    "Message",
+    "PayloadRecord",
+    "Permit",
+    "PermittedListDocument",
+    "PermittedRow",
+    "Provision",
+    "ProvisionAck",
+    "ProvisionPayload",
+    "ProvisionRequest",
+    "ProvisionRequestAck",
+    "QueryAccepted",
+    "QueryConditions",
+    "QueryRequest",
+    "Route",
+    "decode",
+    "decode_signed",
+    "encode",
+    "error_message",
+    "from_element",
+    "root_name",
+    "serialize",
+    "to_element",
+]
+
+NS = "urn:renkei:linkage:1"
+DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
+SCHEMA_DIR = Path(__file__).resolve().with_name("schemas")
+
+_MESSAGE_TEXT_MAX = 2000  # MessageText in common.xsd
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataclasses
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FugoRequest:
+    """Institution → network: acquire the fugo of the person with this individual number."""
+
+    message_id: str
+    individual_number: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FugoResponse:
+    """Network → institution: the fugo issued to the requesting institution."""
+
+    message_id: str
+    fugo: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InstitutionEntry:
+    """An institution registered on the network, as listed in the permitted-query list."""
+
+    code: str
+    name: str
+    kind: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PermittedRow:
+    """One permitted (requester kind, affair, procedure, provider kind, information name)."""
+
+    requester_kind: str
+    affair: str
+    procedure: str
+    provider_kind: str
+    information_name: str
+    legal_basis: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PermittedListDocument:
+    """The permitted-query list (signed by the network; root element ``PermittedList``)."""
+
+    version: int
+    issued_at: datetime
+    expires_at: datetime
+    institutions: tuple[InstitutionEntry, ...] = ()
+    rows: tuple[PermittedRow, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QueryConditions:
+    """Optional conditions narrowing a query."""
+
+    fiscal_year: int | None = None
+    period_start: date | None = None
+    period_end: date | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QueryRequest:
+    """Requester → network: query an information name about the person behind a fugo."""
+
+    message_id: str
+    requester_fugo: str
+    affair: str
+    procedure: str
+    information_name: str
+    provider: str
+    conditions: QueryConditions | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QueryAccepted:
+    """Network → requester: the query is permitted and has this transaction number."""
+
+    message_id: str
+    transaction_number: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Permit:
+    """The information-provision permit (signed by the network)."""
+
+    transaction_number: str
+    requester: str
+    provider: str
+    affair: str
+    procedure: str
+    information_name: str
+    provider_fugo: str
+    conditions: QueryConditions | None = None
+    issued_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Route:
+    """Where the provision goes: the requester and the certificate (DER) to encrypt it to."""
+
+    requester: str
+    encryption_certificate: bytes
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProvisionRequest:
+    """Network → provider: provide under this permit.
+
+    ``permit_element`` is the signed ``Permit`` element. After `decode` it is UNVERIFIED (a
+    detached copy, its own document root): verify it, then ``from_element(verified, Permit)``.
+    """
+
+    message_id: str
+    permit_element: etree._Element
+    route: Route
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProvisionRequestAck:
+    """Provider → network: the provision request was received."""
+
+    message_id: str
+    transaction_number: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Provision:
+    """The outcome of a provision; ``reason_en`` and ``reason_ja`` go together or not at all."""
+
+    message_id: str
+    transaction_number: str
+    status: str
+    error_code: str | None = None
+    encrypted_payload: bytes | None = None
+    reason_en: str | None = None
+    reason_ja: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProvisionAck:
+    """Acknowledgement of a Provision."""
+
+    message_id: str
+    transaction_number: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PayloadRecord:
+    """One record of provided data: its data set, record id and (item code, value) pairs."""
+
+    data_set: str
+    record_id: str
+    items: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProvisionPayload:
+    """The provided information in plaintext (signed by the provider, then encrypted)."""
+
+    transaction_number: str
+    information_name: str
+    provider: str
+    requester: str
+    created_at: datetime
+    records: tuple[PayloadRecord, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ErrorMessage:
+    """A refusal: a published error code and its English and Japanese messages."""
+
+    code: str
+    message_en: str
+    message_ja: str
+
+
+Message = (
+    FugoRequest
+    | FugoResponse
+    | PermittedListDocument
+    | QueryRequest
+    | QueryAccepted
+    | Permit
+    | ProvisionRequest
+    | ProvisionRequestAck
+    | Provision
+    | ProvisionAck
+    | ProvisionPayload
+    | ErrorMessage
+)
+
+T = TypeVar("T", bound=Message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Value helpers
+
+
+def _q(local: str) -> str:
+    return f"{{{NS}}}{local}"
+
+
+def _format_time(value: datetime) -> str:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value!r}: message times must be timezone-aware")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
+
+
+def _parse_time(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError(f"time without a time zone: {text!r}")
+    return value.astimezone(UTC)
+
+
+def _b64encode(value: bytes) -> str:
+    return base64.b64encode(value).decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.b64decode("".join(text.split()), validate=True)
+
+
+_XML_INCOMPATIBLE = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _message_text(text: str) -> str:
+    """Make a human-readable message fit the MessageText type (XML characters, 1–2000)."""
+    text = _XML_INCOMPATIBLE.sub("\ufffd", text)[:_MESSAGE_TEXT_MAX]
+    return text or "-"
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+
+
+def _root(local: str, **attributes: str) -> etree._Element:
+    element = etree.Element(_q(local), nsmap={None: NS})  # type: ignore[dict-item]
+    for name, value in attributes.items():
+        element.set(name, value)
+    return element
+
+
+def _sub(parent: etree._Element, local: str, text: str | None = None) -> etree._Element:
+    element = etree.SubElement(parent, _q(local))
+    if text is not None:
+        element.text = text
+    return element
+
+
+def _add_conditions(parent: etree._Element, conditions: QueryConditions | None) -> None:
+    if conditions is None:
+        return
+    element = _sub(parent, "Conditions")
+    if conditions.fiscal_year is not None:
+        _sub(element, "FiscalYear", f"{conditions.fiscal_year:04d}")
+    if conditions.period_start is not None:
+        _sub(element, "PeriodStart", conditions.period_start.isoformat())
+    if conditions.period_end is not None:
+        _sub(element, "PeriodEnd", conditions.period_end.isoformat())
+
+
+def _add_messages(parent: etree._Element, english: str, japanese: str) -> None:
+    _sub(parent, "Message", english).set("lang", "en")
+    _sub(parent, "Message", japanese).set("lang", "ja")
+
+
+def _fugo_request_element(m: FugoRequest) -> etree._Element:
+    root = _root("FugoRequest", messageId=m.message_id)
+    _sub(root, "IndividualNumber", m.individual_number)
+    return root
+
+
+def _fugo_response_element(m: FugoResponse) -> etree._Element:
+    root = _root("FugoResponse", messageId=m.message_id)
+    _sub(root, "Fugo", m.fugo)
+    return root
+
+
+def _permitted_list_element(m: PermittedListDocument) -> etree._Element:
+    root = _root(
+        "PermittedList",
+        version=str(m.version),
+        issuedAt=_format_time(m.issued_at),
+        expiresAt=_format_time(m.expires_at),
+    )
+    for institution in m.institutions:
+        element = _sub(root, "Institution")
+        element.set("code", institution.code)
+        element.set("name", institution.name)
+        element.set("kind", institution.kind)
+    for row in m.rows:
+        element = _sub(root, "Row")
+        element.set("requesterKind", row.requester_kind)
+        element.set("affair", row.affair)
+        element.set("procedure", row.procedure)
+        element.set("providerKind", row.provider_kind)
+        element.set("informationName", row.information_name)
+        element.set("legalBasis", row.legal_basis)
+    return root
+
+
+def _query_request_element(m: QueryRequest) -> etree._Element:
+    root = _root("QueryRequest", messageId=m.message_id)
+    _sub(root, "RequesterFugo", m.requester_fugo)
+    _sub(root, "Affair", m.affair)
+    _sub(root, "Procedure", m.procedure)
+    _sub(root, "InformationName", m.information_name)
+    _sub(root, "Provider", m.provider)
+    _add_conditions(root, m.conditions)
+    return root
+
+
+def _query_accepted_element(m: QueryAccepted) -> etree._Element:
+    return _root("QueryAccepted", messageId=m.message_id, transactionNumber=m.transaction_number)
+
+
+def _permit_element(m: Permit) -> etree._Element:
+    root = _root("Permit")
+    _sub(root, "TransactionNumber", m.transaction_number)
+    _sub(root, "Requester", m.requester)
+    _sub(root, "Provider", m.provider)
+    _sub(root, "Affair", m.affair)
+    _sub(root, "Procedure", m.procedure)
+    _sub(root, "InformationName", m.information_name)
+    _sub(root, "ProviderFugo", m.provider_fugo)
+    _add_conditions(root, m.conditions)
+    _sub(root, "IssuedAt", _format_time(m.issued_at))
+    _sub(root, "ExpiresAt", _format_time(m.expires_at))
+    return root
+
+
+def _provision_request_element(m: ProvisionRequest) -> etree._Element:
+    if m.permit_element.tag != _q("Permit"):
+        raise ValueError(f"permit_element is a {m.permit_element.tag}, not a Permit")
+    root = _root("ProvisionRequest", messageId=m.message_id)
+    permit = copy.deepcopy(m.permit_element)
+    permit.tail = None
+    root.append(permit)
+    route = _sub(root, "Route")
+    _sub(route, "Requester", m.route.requester)
+    _sub(route, "EncryptionCertificate", _b64encode(m.route.encryption_certificate))
+    return root
+
+
+def _provision_request_ack_element(m: ProvisionRequestAck) -> etree._Element:
+    return _root(
+        "ProvisionRequestAck", messageId=m.message_id, transactionNumber=m.transaction_number
+    )
+
+
+def _provision_element(m: Provision) -> etree._Element:
+    if (m.reason_en is None) != (m.reason_ja is None):
+        raise ValueError("a Provision reason needs both reason_en and reason_ja, or neither")
+    root = _root(
+        "Provision",
+        messageId=m.message_id,
+        transactionNumber=m.transaction_number,
+        status=m.status,
+    )
+    if m.error_code is not None:
+        root.set("errorCode", m.error_code)
+    if m.encrypted_payload is not None:
+        _sub(root, "EncryptedPayload", _b64encode(m.encrypted_payload))
+    if m.reason_en is not None and m.reason_ja is not None:
+        _add_messages(_sub(root, "Reason"), m.reason_en, m.reason_ja)
+    return root
+
+
+def _provision_ack_element(m: ProvisionAck) -> etree._Element:
+    return _root("ProvisionAck", messageId=m.message_id, transactionNumber=m.transaction_number)
+
+
+def _provision_payload_element(m: ProvisionPayload) -> etree._Element:
+    root = _root(
+        "ProvisionPayload",
+        transactionNumber=m.transaction_number,
+        informationName=m.information_name,
+        provider=m.provider,
+        requester=m.requester,
+        createdAt=_format_time(m.created_at),
+    )
+    for record in m.records:
+        record_element = _sub(root, "Record")
+        record_element.set("dataSet", record.data_set)
+        record_element.set("recordId", record.record_id)
+        for code, value in record.items:
+            _sub(record_element, "Item", value).set("code", code)
+    return root
+
+
+def _error_element(m: ErrorMessage) -> etree._Element:
+    root = _root("Error", code=m.code)
+    _add_messages(root, m.message_en, m.message_ja)
+    return root
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding (from validated elements only)
+
+
+def _child(parent: etree._Element, local: str) -> etree._Element:
+    element = parent.find(_q(local))
+    if element is None:
+        raise ValueError(f"missing {local} in {etree.QName(parent).localname}")
+    return element
+
+
+def _text(element: etree._Element) -> str:
+    """The whole text of a simple-content element (text split by comments is joined)."""
+    return "".join(cast("Iterator[str]", element.itertext()))
+
+
+def _child_text(parent: etree._Element, local: str) -> str:
+    return _text(_child(parent, local))
+
+
+def _attr(element: etree._Element, name: str) -> str:
+    value = element.get(name)
+    if value is None:
+        raise ValueError(f"missing attribute {name} on {etree.QName(element).localname}")
+    return value
+
+
+def _read_conditions(parent: etree._Element) -> QueryConditions | None:
+    element = parent.find(_q("Conditions"))
+    if element is None:
+        return None
+    fiscal_year = element.find(_q("FiscalYear"))
+    period_start = element.find(_q("PeriodStart"))
+    period_end = element.find(_q("PeriodEnd"))
+    return QueryConditions(
+        fiscal_year=None if fiscal_year is None else int(_text(fiscal_year)),
+        period_start=None if period_start is None else date.fromisoformat(_text(period_start)),
+        period_end=None if period_end is None else date.fromisoformat(_text(period_end)),
+    )
+
+
+def _read_messages(parent: etree._Element) -> tuple[str, str]:
+    by_lang = {_attr(m, "lang"): _text(m) for m in parent.iterfind(_q("Message"))}
+    return by_lang["en"], by_lang["ja"]
+
+
+def _build_fugo_request(root: etree._Element) -> FugoRequest:
+    return FugoRequest(
+        message_id=_attr(root, "messageId"),
+        individual_number=_child_text(root, "IndividualNumber"),
+    )
+
+
+def _build_fugo_response(root: etree._Element) -> FugoResponse:
+    return FugoResponse(message_id=_attr(root, "messageId"), fugo=_child_text(root, "Fugo"))
+
+
+def _build_permitted_list(root: etree._Element) -> PermittedListDocument:
+    return PermittedListDocument(
+        version=int(_attr(root, "version")),
+        issued_at=_parse_time(_attr(root, "issuedAt")),
+        expires_at=_parse_time(_attr(root, "expiresAt")),
+        institutions=tuple(
+            InstitutionEntry(code=_attr(e, "code"), name=_attr(e, "name"), kind=_attr(e, "kind"))
+            for e in root.iterfind(_q("Institution"))
+        ),
+        rows=tuple(
+            PermittedRow(
+                requester_kind=_attr(e, "requesterKind"),
+                affair=_attr(e, "affair"),
+                procedure=_attr(e, "procedure"),
+                provider_kind=_attr(e, "providerKind"),
+                information_name=_attr(e, "informationName"),
+                legal_basis=_attr(e, "legalBasis"),
+            )
+            for e in root.iterfind(_q("Row"))
+        ),
+    )
+
+
+def _build_query_request(root: etree._Element) -> QueryRequest:
+    return QueryRequest(
+        message_id=_attr(root, "messageId"),
+        requester_fugo=_child_text(root, "RequesterFugo"),
+        affair=_child_text(root, "Affair"),
+        procedure=_child_text(root, "Procedure"),
+        information_name=_child_text(root, "InformationName"),
+        provider=_child_text(root, "Provider"),
+        conditions=_read_conditions(root),
+    )
+
+
+def _build_query_accepted(root: etree._Element) -> QueryAccepted:
+    return QueryAccepted(
+        message_id=_attr(root, "messageId"),
+        transaction_number=_attr(root, "transactionNumber"),
+    )
+
+
+def _build_permit(root: etree._Element) -> Permit:
+    return Permit(
+        transaction_number=_child_text(root, "TransactionNumber"),
+        requester=_child_text(root, "Requester"),
+        provider=_child_text(root, "Provider"),
+        affair=_child_text(root, "Affair"),
+        procedure=_child_text(root, "Procedure"),
+        information_name=_child_text(root, "InformationName"),
+        provider_fugo=_child_text(root, "ProviderFugo"),
+        conditions=_read_conditions(root),
+        issued_at=_parse_time(_child_text(root, "IssuedAt")),
+        expires_at=_parse_time(_child_text(root, "ExpiresAt")),
+    )
+
+
+def _build_provision_request(root: etree._Element) -> ProvisionRequest:
+    permit = copy.deepcopy(_child(root, "Permit"))  # detached: its own document root
+    permit.tail = None
+    route = _child(root, "Route")
+    return ProvisionRequest(
+        message_id=_attr(root, "messageId"),
+        permit_element=permit,
+        route=Route(
+            requester=_child_text(route, "Requester"),
+            encryption_certificate=_b64decode(_child_text(route, "EncryptionCertificate")),
+        ),
+    )
+
+
+def _build_provision_request_ack(root: etree._Element) -> ProvisionRequestAck:
+    return ProvisionRequestAck(
+        message_id=_attr(root, "messageId"),
+        transaction_number=_attr(root, "transactionNumber"),
+    )
+
+
+def _build_provision(root: etree._Element) -> Provision:
+    payload = root.find(_q("EncryptedPayload"))
+    reason = root.find(_q("Reason"))
+    reason_en, reason_ja = (None, None) if reason is None else _read_messages(reason)
+    return Provision(
+        message_id=_attr(root, "messageId"),
+        transaction_number=_attr(root, "transactionNumber"),
+        status=_attr(root, "status"),
+        error_code=root.get("errorCode"),
+        encrypted_payload=None if payload is None else _b64decode(_text(payload)),
+        reason_en=reason_en,
+        reason_ja=reason_ja,
+    )
+
+
+def _build_provision_ack(root: etree._Element) -> ProvisionAck:
+    return ProvisionAck(
+        message_id=_attr(root, "messageId"),
+        transaction_number=_attr(root, "transactionNumber"),
+    )
+
+
+def _build_provision_payload(root: etree._Element) -> ProvisionPayload:
+    return ProvisionPayload(
+        transaction_number=_attr(root, "transactionNumber"),
+        information_name=_attr(root, "informationName"),
+        provider=_attr(root, "provider"),
+        requester=_attr(root, "requester"),
+        created_at=_parse_time(_attr(root, "createdAt")),
+        records=tuple(
+            PayloadRecord(
+                data_set=_attr(record, "dataSet"),
+                record_id=_attr(record, "recordId"),
+                items=tuple(
+                    (_attr(item, "code"), _text(item)) for item in record.iterfind(_q("Item"))
+                ),
+            )
+            for record in root.iterfind(_q("Record"))
+        ),
+    )
+
+
+def _build_error(root: etree._Element) -> ErrorMessage:
+    message_en, message_ja = _read_messages(root)
+    return ErrorMessage(code=_attr(root, "code"), message_en=message_en, message_ja=message_ja)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry: one entry per message type, schemas compiled once at import
+
+
+@dataclass(frozen=True)
+class _Spec:
+    root: str  # local name of the root element, also the schema's file name
+    signed: bool
+    to_element: Callable[[Any], etree._Element]
+    build: Callable[[etree._Element], Any]
+
+
+_SPECS: dict[type, _Spec] = {
+    FugoRequest: _Spec("FugoRequest", False, _fugo_request_element, _build_fugo_request),
+    FugoResponse: _Spec("FugoResponse", False, _fugo_response_element, _build_fugo_response),
+    PermittedListDocument: _Spec(
+        "PermittedList", True, _permitted_list_element, _build_permitted_list
+    ),
+    QueryRequest: _Spec("QueryRequest", False, _query_request_element, _build_query_request),
+    QueryAccepted: _Spec("QueryAccepted", False, _query_accepted_element, _build_query_accepted),
+    Permit: _Spec("Permit", True, _permit_element, _build_permit),
+    ProvisionRequest: _Spec(
+        "ProvisionRequest", False, _provision_request_element, _build_provision_request
+    ),
+    ProvisionRequestAck: _Spec(
+        "ProvisionRequestAck", False, _provision_request_ack_element, _build_provision_request_ack
+    ),
+    Provision: _Spec("Provision", False, _provision_element, _build_provision),
+    ProvisionAck: _Spec("ProvisionAck", False, _provision_ack_element, _build_provision_ack),
+    ProvisionPayload: _Spec(
+        "ProvisionPayload", True, _provision_payload_element, _build_provision_payload
+    ),
+    ErrorMessage: _Spec("Error", False, _error_element, _build_error),
+}
+
+
+def _load_schema(root: str) -> etree.XMLSchema:
+    """Compile a trusted local schema (``xs:include`` resolves relative to its file)."""
+    document = etree.parse(str(SCHEMA_DIR / f"{root}.xsd"), etree.XMLParser())
+    return etree.XMLSchema(document)
+
+
+_SCHEMAS: dict[str, etree.XMLSchema] = {
+    spec.root: _load_schema(spec.root) for spec in _SPECS.values()
+}
+# A compiled schema may be shared, but each XMLSchema object keeps one error log: one validation
+# at a time per schema.
+_SCHEMA_LOCKS: dict[str, threading.Lock] = {root: threading.Lock() for root in _SCHEMAS}
+
+
+def _spec(message_type: type) -> _Spec:
+    spec = _SPECS.get(message_type)
+    if spec is None:
+        raise TypeError(f"{message_type!r} is not a message type")
+    return spec
+
+
+def _received_name(element: etree._Element) -> str:
+    qname = etree.QName(element)
+    if qname.namespace == NS:
+        return qname.localname
+    return f"{qname.localname} (namespace {qname.namespace or 'none'})"
+
+
+def _check_root(element: etree._Element, spec: _Spec) -> None:
+    if not isinstance(element.tag, str) or element.tag != _q(spec.root):
+        received = _received_name(element) if isinstance(element.tag, str) else "a non-element"
+        raise RenkeiError(UNEXPECTED_MESSAGE, expected=spec.root, received=received)
+
+
+def _validate(element: etree._Element, spec: _Spec) -> None:
+    schema = _SCHEMAS[spec.root]
+    with _SCHEMA_LOCKS[spec.root]:
+        if schema.validate(element):
+            return
+        errors: list[Any] = list(cast(Any, schema.error_log))
+    detail = f"line {errors[0].line}: {errors[0].message}" if errors else "invalid"
+    raise RenkeiError(XML_SCHEMA_INVALID, message_type=spec.root, detail=detail)
+
+
+def _build(element: etree._Element, spec: _Spec) -> Any:
+    try:
+        return spec.build(element)
+    except (ValueError, KeyError, binascii.Error) as error:
+        # Schema-valid but not representable (e.g. a date Python cannot hold).
+        raise RenkeiError(XML_SCHEMA_INVALID, message_type=spec.root, detail=str(error)) from None
+
+
+def _is_signature(node: etree._Element) -> bool:
+    return isinstance(node.tag, str) and etree.QName(node).namespace == DSIG_NS
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+
+
+def to_element(message: Message) -> etree._Element:
+    """Build the XML element of a message (for signed parts: the UNSIGNED element)."""
+    return _spec(type(message)).to_element(message)
+
+
+def encode(message: Message) -> bytes:
+    """Serialize a message as a UTF-8 document (for signed parts: UNSIGNED; sign the element)."""
+    return serialize(to_element(message))
+
+
+def root_name(message_type: type[Message]) -> str:
+    """The local name of the root element of a message type (e.g. ``"Error"``)."""
+    return _spec(message_type).root
+
+
+def decode(data: bytes, expected: type[T], *, max_bytes: int | None = None) -> T:
+    """Parse, check and validate a received unsigned message, and build its dataclass.
+
+    Raises `RenkeiError` with the hardened parser's codes, ``UnexpectedMessage`` if the root is
+    not ``expected``'s, ``XmlSchemaInvalid`` with the first libxml2 validation error.
+    A `ProvisionRequest`'s ``permit_element`` is returned UNVERIFIED. Signed documents
+    (`PermittedListDocument`, `Permit`, `ProvisionPayload`) are refused with `TypeError`: use
+    `decode_signed`, verify, then `from_element`.
+    """
+    spec = _spec(expected)
+    if spec.signed:
+        raise TypeError(
+            f"{expected.__name__} is signed: use decode_signed, verify, then from_element"
+        )
+    root = parse_xml(data) if max_bytes is None else parse_xml(data, max_bytes=max_bytes)
+    _check_root(root, spec)
+    _validate(root, spec)
+    return cast(T, _build(root, spec))
+
+
+def decode_signed(
+    data: bytes, expected: type[Message], *, max_bytes: int | None = None
+) -> etree._Element:
+    """Parse, check and validate a whole signed document; return its root element TO VERIFY.
+
+    For `PermittedListDocument`, `ProvisionPayload` and `Permit`. The schema requires the
+    ``ds:Signature`` but does not check it: nothing in the returned element may be trusted
+    until the caller has verified the signature; then build with `from_element`.
+    """
+    spec = _spec(expected)
+    if not spec.signed:
+        raise TypeError(f"{expected.__name__} is not signed: use decode")
+    root = parse_xml(data) if max_bytes is None else parse_xml(data, max_bytes=max_bytes)
+    _check_root(root, spec)
+    _validate(root, spec)
+    return root
+
+
+def from_element(element: etree._Element, expected: type[T]) -> T:
+    """Build a message from an element whose signature has ALREADY been verified.
+
+    Pass the verifier's output (signxml's ``VerifyResult.signed_xml``), never an element whose
+    signature has not been checked. The element is checked (root, ``UnexpectedMessage``) and
+    validated (``XmlSchemaInvalid``) again; as the verified output no longer carries the enveloped
+    ``ds:Signature``, a placeholder signature is appended to a copy for validation. Also accepts
+    elements of unsigned message types (validated the same way).
+    """
+    spec = _spec(expected)
+    _check_root(element, spec)
+    candidate = element
+    if spec.signed:
+        children = [child for child in element if isinstance(child.tag, str)]
+        if not children or not _is_signature(children[-1]):
+            candidate = copy.deepcopy(element)
+            etree.SubElement(candidate, f"{{{DSIG_NS}}}Signature")
+    _validate(candidate, spec)
+    return cast(T, _build(element, spec))
+
+
+def error_message(err: RenkeiError) -> ErrorMessage:
+    """The Error message telling a peer about a refusal (messages fitted to the schema)."""
+    return ErrorMessage(
+        code=err.code,
+        message_en=_message_text(err.message_en),
+        message_ja=_message_text(err.message_ja),
+    )

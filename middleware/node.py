@@ -1,0 +1,783 @@
+"""The intermediate server (中間サーバー): one institution's node on the network.
+
+It keeps the 符号 store, the replica, the permitted-query list and the provision records;
+sends queries to the hub and receives their results (requester side); answers provision
+requests with signed payloads encrypted for the requester alone (provider side); and
+deletes query results when their retention ends. The back-office API
+(adapters/back_office_api.py) calls the public methods below.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from klein import Klein
+from sqlalchemy import Connection, select
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.web.server import Request
+
+from adapters.network_link import (
+    NetworkClient,
+    caller_code,
+    host_and_port,
+    listen,
+    read_body,
+    render_refusal,
+    xml_response,
+)
+from codes import errors, fugo_store
+from codes.catalogue import Catalogue
+from codes.errors import RenkeiError
+from crypto.envelope import open_envelope, seal
+from crypto.pki import (
+    Credentials,
+    PkiLayout,
+    identity_of,
+    load_certificate,
+    server_name_of_hub,
+)
+from crypto.tls import ClientTLSPolicy, server_options
+from crypto.xmlsig import CAVerifier, PinnedVerifier, SignatureInvalid, Signer
+from middleware import messages, replica
+from middleware.clock import utc_now
+from middleware.config import Config, InstitutionConfig
+from middleware.hardened_xml import parse_xml, serialize
+from middleware.outbox import DeliveryRefused, Outbox, OutgoingMessage
+from middleware.permit import check_permit_terms
+from middleware.permitted_list import (
+    ListedInstitution,
+    PermittedList,
+    PermittedRule,
+    latest_version,
+    store_version,
+)
+from middleware.records import RecordEntry, append_records
+from middleware.storage import Database, migrate
+from middleware.tables import (
+    node_list_versions,
+    node_outbox,
+    node_record_head,
+    node_records,
+    provision,
+    query,
+)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+HUB = "hub"
+
+# query states (requester side)
+SUBMITTED = "submitted"
+ACCEPTED = "accepted"
+PROVIDED = "provided"
+NO_DATA = "no_data"
+REFUSED = "refused"
+ERROR = "error"
+FINISHED = (PROVIDED, NO_DATA, REFUSED, ERROR)
+
+
+@dataclass(frozen=True)
+class QuerySubmission:
+    """What a back office asks: a person, a procedure, an information name and a provider."""
+
+    integrated_address_number: str
+    procedure: str
+    information_name: str
+    provider: str
+    conditions: messages.QueryConditions | None = None
+
+
+class IntermediateServer(Service):
+    """One institution's intermediate server."""
+
+    log = Logger()
+    app = Klein()
+
+    def __init__(
+        self,
+        config: Config,
+        institution: InstitutionConfig,
+        catalogue: Catalogue,
+        reactor: Any,
+    ) -> None:
+        self.config = config
+        self.institution = institution
+        self.code = institution.code
+        self.catalogue = catalogue
+        self._reactor = reactor
+        layout = PkiLayout(config.pki)
+        self.ca = load_certificate(layout.ca().certificate)
+        tls = layout.institution_tls(self.code).load()
+        self._network_tls = server_options(tls, [self.ca])
+        self.back_office_tls = server_options(
+            tls, [load_certificate(layout.back_office_ca(self.code).certificate)]
+        )
+        self._signer = Signer(layout.institution_signing(self.code).load())
+        self._encryption: Credentials = layout.institution_encryption(self.code).load()
+        self._hub_verifier = PinnedVerifier(load_certificate(layout.hub_signing().certificate))
+        self._payload_verifier = CAVerifier(self.ca)
+        policy = ClientTLSPolicy([self.ca], tls)
+        host, port = host_and_port(config.hub_address)
+        policy.expect(host, port, server_name_of_hub())
+        self._hub_address = config.hub_address
+        self._client = NetworkClient(reactor, policy)
+        self.database = Database(reactor, institution.database)
+        self.outbox = Outbox(
+            self.database, node_outbox, reactor, self._deliver, config.retry, config.poll_interval
+        )
+        self.permitted_list: PermittedList | None = None
+        self._loops: list[LoopingCall] = []
+        self._port: Any = None
+
+    def now(self) -> datetime:
+        return utc_now(self._reactor)
+
+    # -- service life ---------------------------------------------------------------------
+
+    @inlineCallbacks
+    def startService(self) -> Any:
+        super().startService()
+        migrate(self.institution.database, MIGRATIONS)
+        self.database.start()
+        stored = yield self.database.run(latest_version, node_list_versions)
+        if stored is not None:
+            self._use_list_document(stored[1])
+        self._port = yield listen(
+            self._reactor, self.institution.network_listen, self.app, self._network_tls
+        )
+        self.outbox.start()
+        self._every(self.config.list_refresh, self._refresh_permitted_list)
+        self._every(self.config.retention_interval, self.delete_expired_results)
+
+    def _every(self, interval: float, work: Callable[[], Any]) -> None:
+        loop = LoopingCall(work)
+        loop.clock = self._reactor
+        loop.start(interval, now=True).addErrback(
+            lambda failure: self.log.failure("periodic task stopped", failure)
+        )
+        self._loops.append(loop)
+
+    @inlineCallbacks
+    def stopService(self) -> Any:
+        super().stopService()
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        self._loops.clear()
+        if self._port is not None:
+            yield self._port.stopListening()
+            self._port = None
+        yield self.outbox.stop()
+        yield self._client.close()
+        self.database.stop()
+
+    # -- the permitted-query list ----------------------------------------------------------
+
+    @inlineCallbacks
+    def _refresh_permitted_list(self) -> Any:
+        try:
+            yield self.sync_permitted_list()
+        except Exception as failure:
+            self.log.warn("permitted-query list not refreshed: {failure}", failure=failure)
+            if self.permitted_list is None:
+                # Nothing to work on yet: try again soon rather than at the next refresh.
+                self._reactor.callLater(1.0, self._refresh_once_more)
+
+    def _refresh_once_more(self) -> None:
+        if self.running and self.permitted_list is None:
+            self._refresh_permitted_list()
+
+    @inlineCallbacks
+    def sync_permitted_list(self) -> Any:
+        """Fetch the hub's list, verify it, keep the version and use it when newer."""
+        document = yield self._client.get(self._hub_address + "/permitted-list")
+        permitted = self._verify_list(document)
+        yield self.database.run(
+            store_version,
+            node_list_versions,
+            permitted.version,
+            permitted.issued_at,
+            permitted.expires_at,
+            document,
+            self.now(),
+        )
+        if self.permitted_list is None or permitted.version > self.permitted_list.version:
+            self.permitted_list = permitted
+        return self.permitted_list
+
+    def _verify_list(self, document: bytes) -> PermittedList:
+        element = messages.decode_signed(document, messages.PermittedListDocument)
+        try:
+            verified = self._hub_verifier.verify(element)
+        except SignatureInvalid:
+            raise RenkeiError(errors.PERMITTED_LIST_SIGNATURE) from None
+        listed = messages.from_element(verified, messages.PermittedListDocument)
+        return PermittedList(
+            version=listed.version,
+            issued_at=listed.issued_at,
+            expires_at=listed.expires_at,
+            institutions={
+                i.code: ListedInstitution(i.code, i.name, i.kind) for i in listed.institutions
+            },
+            rules=tuple(
+                PermittedRule(
+                    r.requester_kind,
+                    r.affair,
+                    r.procedure,
+                    r.provider_kind,
+                    r.information_name,
+                    r.legal_basis,
+                )
+                for r in listed.rows
+            ),
+        )
+
+    def _use_list_document(self, document: bytes) -> None:
+        self.permitted_list = self._verify_list(document)
+
+    def current_list(self) -> PermittedList:
+        """The list in force; refused when none was received or it expired."""
+        if self.permitted_list is None:
+            raise RenkeiError(errors.PERMITTED_LIST_MISSING)
+        self.permitted_list.ensure_current(self.now())
+        return self.permitted_list
+
+    # -- persons and replica ---------------------------------------------------------------
+
+    @inlineCallbacks
+    def register_person(self, integrated_address_number: str, individual_number: str) -> Any:
+        """Register a person and acquire this institution's 符号 through the network.
+
+        The individual number is used for the acquisition only and never stored.
+        """
+        yield self.database.run(fugo_store.register, integrated_address_number, self.now())
+        try:
+            answer = yield self._client.post(
+                self._hub_address + "/fugo",
+                messages.encode(
+                    messages.FugoRequest(
+                        message_id=str(uuid.uuid4()), individual_number=individual_number
+                    )
+                ),
+                messages.FugoResponse,
+            )
+        except DeliveryRefused as refusal:
+            raise RenkeiError(errors.ALL[refusal.code]) from None
+        except Exception as failure:
+            raise RenkeiError(errors.NETWORK_UNAVAILABLE, detail=str(failure)) from None
+        yield self.database.run(fugo_store.link, integrated_address_number, answer.fugo, self.now())
+
+    def register_replica_record(self, record: replica.ReplicaRecord) -> Deferred[None]:
+        """Validate a replica record against the catalogue and store it."""
+        replica.validate(record, self.catalogue, self.institution.provides)
+        return self.database.run(replica.store, record, self.now())
+
+    def delete_replica_record(self, record_id: str) -> Deferred[None]:
+        return self.database.run(replica.delete, record_id)
+
+    # -- queries (requester side) -------------------------------------------------------------
+
+    @inlineCallbacks
+    def submit_query(self, submission: QuerySubmission) -> Any:
+        """情報照会: check locally, then send to the hub through the outbox; the query id."""
+        self.catalogue.information_name(submission.information_name)
+        affair = self.catalogue.procedure(submission.procedure).affair
+        self.current_list().check(
+            self.code,
+            submission.provider,
+            affair,
+            submission.procedure,
+            submission.information_name,
+            self.now(),
+        )
+        query_id, outgoing = yield self.database.run(
+            self._create_query, submission, affair, self.now()
+        )
+        self.outbox.send_now(outgoing)
+        return query_id
+
+    def _create_query(
+        self, connection: Connection, submission: QuerySubmission, affair: str, now: datetime
+    ) -> tuple[str, OutgoingMessage]:
+        fugo = fugo_store.fugo_of(connection, submission.integrated_address_number)
+        query_id = str(uuid.uuid4())
+        connection.execute(
+            query.insert().values(
+                query_id=query_id,
+                integrated_address_number=submission.integrated_address_number,
+                affair=affair,
+                procedure=submission.procedure,
+                information_name=submission.information_name,
+                provider=submission.provider,
+                conditions=conditions_json(submission.conditions),
+                state=SUBMITTED,
+                submitted_at=now,
+            )
+        )
+        body = messages.encode(
+            messages.QueryRequest(
+                message_id=query_id,
+                requester_fugo=fugo,
+                affair=affair,
+                procedure=submission.procedure,
+                information_name=submission.information_name,
+                provider=submission.provider,
+                conditions=submission.conditions,
+            )
+        )
+        outgoing = OutgoingMessage(query_id, "query", HUB, query_id, body)
+        self.outbox.enqueue(connection, outgoing)
+        return query_id, outgoing
+
+    def _query_record(self, row: Any, event: str, status: str, **extra: Any) -> RecordEntry:
+        return RecordEntry(
+            event=event,
+            status=status,
+            transaction_number=extra.pop("transaction_number", row.transaction_number),
+            requester=self.code,
+            provider=row.provider,
+            affair=row.affair,
+            procedure=row.procedure,
+            information_name=row.information_name,
+            person=row.integrated_address_number,
+            **extra,
+        )
+
+    def _deliver(self, message: OutgoingMessage) -> Deferred[Any]:
+        handlers: dict[str, Callable[[OutgoingMessage], Deferred[Any]]] = {
+            "query": self._deliver_query,
+            "provision": self._deliver_provision,
+        }
+        return handlers[message.kind](message)
+
+    @inlineCallbacks
+    def _deliver_query(self, message: OutgoingMessage) -> Any:
+        try:
+            accepted = yield self._client.post(
+                self._hub_address + "/queries", message.body, messages.QueryAccepted
+            )
+        except DeliveryRefused as refusal:
+            yield self.database.run(self._query_refused, message.reference, refusal.code)
+            raise
+        yield self.database.run(
+            self._query_accepted, message.reference, accepted.transaction_number
+        )
+
+    def _query_accepted(self, connection: Connection, query_id: str, number: str) -> None:
+        row = connection.execute(select(query).where(query.c.query_id == query_id)).one()
+        if row.state != SUBMITTED:
+            return
+        now = self.now()
+        connection.execute(
+            query.update()
+            .where(query.c.query_id == query_id)
+            .values(state=ACCEPTED, transaction_number=number, accepted_at=now)
+        )
+        append_records(
+            connection,
+            node_records,
+            node_record_head,
+            now,
+            [self._query_record(row, "query", ACCEPTED, transaction_number=number)],
+        )
+
+    def _query_refused(self, connection: Connection, query_id: str, code: str) -> None:
+        row = connection.execute(select(query).where(query.c.query_id == query_id)).one()
+        if row.state != SUBMITTED:
+            return
+        now = self.now()
+        connection.execute(
+            query.update()
+            .where(query.c.query_id == query_id)
+            .values(state=REFUSED, error_code=code, completed_at=now)
+        )
+        append_records(
+            connection,
+            node_records,
+            node_record_head,
+            now,
+            [self._query_record(row, "query", REFUSED, error_code=code)],
+        )
+
+    @app.handle_errors(Exception)
+    def _refusal(self, request: Request, failure: Any) -> bytes:
+        return render_refusal(request, failure)
+
+    @app.route("/provisions", methods=["POST"])
+    @inlineCallbacks
+    def receive_provision(self, request: Request) -> Any:
+        """A provision relayed by the hub: decrypt, verify, store once, acknowledge."""
+        caller_code(request, {HUB})
+        delivered = messages.decode(read_body(request), messages.Provision)
+        row = yield self.database.run(self._query_by_number, delivered.transaction_number)
+        if row.state in FINISHED:
+            return xml_response(request, self._provision_ack(delivered))
+        state, result, code = self._open_result(row, delivered)
+        yield self.database.run(self._store_result, row.query_id, state, result, code)
+        if code is not None and state == ERROR:
+            raise RenkeiError(errors.ALL[code], transaction_number=delivered.transaction_number)
+        return xml_response(request, self._provision_ack(delivered))
+
+    @staticmethod
+    def _provision_ack(delivered: messages.Provision) -> messages.ProvisionAck:
+        return messages.ProvisionAck(
+            message_id=delivered.message_id, transaction_number=delivered.transaction_number
+        )
+
+    def _query_by_number(self, connection: Connection, number: str) -> Any:
+        row = connection.execute(select(query).where(query.c.transaction_number == number)).first()
+        if row is None:
+            raise RenkeiError(errors.UNKNOWN_TRANSACTION, transaction_number=number)
+        return row
+
+    def _open_result(
+        self, row: Any, delivered: messages.Provision
+    ) -> tuple[str, bytes | None, str | None]:
+        """The query's new state, the verified plaintext and an error code, if any."""
+        if delivered.status not in (PROVIDED, NO_DATA):
+            return REFUSED, None, delivered.error_code or "Unspecified"
+        try:
+            if delivered.encrypted_payload is None:
+                raise RenkeiError(errors.PAYLOAD_UNREADABLE)
+            plaintext = open_envelope(delivered.encrypted_payload, self._encryption)
+            payload = self._verify_payload(plaintext, row)
+        except RenkeiError as failure:
+            self.log.warn(
+                "result of {number} refused: {code}",
+                number=row.transaction_number,
+                code=failure.code,
+            )
+            return ERROR, None, failure.code
+        state = PROVIDED if payload.records else NO_DATA
+        return state, plaintext, None
+
+    def _verify_payload(self, plaintext: bytes, row: Any) -> messages.ProvisionPayload:
+        number = row.transaction_number
+        try:
+            element = messages.decode_signed(plaintext, messages.ProvisionPayload)
+        except RenkeiError:
+            raise RenkeiError(errors.PAYLOAD_UNREADABLE) from None
+        try:
+            verified, signer = self._payload_verifier.verify(element)
+        except SignatureInvalid:
+            raise RenkeiError(errors.PAYLOAD_SIGNATURE_INVALID, transaction_number=number) from None
+        identity = identity_of(signer)
+        payload = messages.from_element(verified, messages.ProvisionPayload)
+        if (
+            identity.common_name != row.provider
+            or identity.organizational_unit != "signing"
+            or payload.transaction_number != number
+            or payload.provider != row.provider
+            or payload.requester != self.code
+            or payload.information_name != row.information_name
+        ):
+            raise RenkeiError(errors.PAYLOAD_SIGNATURE_INVALID, transaction_number=number)
+        return payload
+
+    def _store_result(
+        self,
+        connection: Connection,
+        query_id: str,
+        state: str,
+        result: bytes | None,
+        code: str | None,
+    ) -> None:
+        row = connection.execute(select(query).where(query.c.query_id == query_id)).one()
+        if row.state in FINISHED:
+            return  # delivered twice: the first delivery stands
+        now = self.now()
+        connection.execute(
+            query.update()
+            .where(query.c.query_id == query_id)
+            .values(state=state, result=result, error_code=code, completed_at=now)
+        )
+        append_records(
+            connection,
+            node_records,
+            node_record_head,
+            now,
+            [self._query_record(row, "result", state, error_code=code)],
+        )
+
+    def query_status(self, query_id: str) -> Deferred[dict[str, Any]]:
+        """A query's state, 処理通番, error and, once provided, its decoded result."""
+        return self.database.run(self._query_status, query_id)
+
+    def _query_status(self, connection: Connection, query_id: str) -> dict[str, Any]:
+        row = connection.execute(select(query).where(query.c.query_id == query_id)).first()
+        if row is None:
+            raise RenkeiError(errors.UNKNOWN_QUERY, query_id=query_id)
+        status: dict[str, Any] = {
+            "query_id": row.query_id,
+            "state": row.state,
+            "transaction_number": row.transaction_number,
+            "integrated_address_number": row.integrated_address_number,
+            "procedure": row.procedure,
+            "information_name": row.information_name,
+            "provider": row.provider,
+            "submitted_at": row.submitted_at.isoformat(),
+            "completed_at": row.completed_at.isoformat() if row.completed_at else None,
+            "error": None,
+            "result": None,
+            "result_deleted_at": (
+                row.result_deleted_at.isoformat() if row.result_deleted_at else None
+            ),
+        }
+        if row.error_code is not None:
+            kind = errors.ALL.get(row.error_code)
+            status["error"] = {
+                "code": row.error_code,
+                "message_en": kind.en if kind else row.error_code,
+                "message_ja": kind.ja if kind else row.error_code,
+            }
+            if kind is not None:
+                try:
+                    failure = RenkeiError(kind, **_placeholders(row))
+                    status["error"]["message_en"] = failure.message_en
+                    status["error"]["message_ja"] = failure.message_ja
+                except (KeyError, IndexError):
+                    pass
+        if row.result is not None:
+            status["result"] = self.describe_payload(bytes(row.result))
+        return status
+
+    def describe_payload(self, plaintext: bytes) -> dict[str, Any]:
+        """A verified payload as the back office reads it, with names from the catalogue."""
+        payload = messages.from_element(parse_xml(plaintext), messages.ProvisionPayload)
+        information = self.catalogue.information_name(payload.information_name)
+        records = []
+        for record in payload.records:
+            data_set = information.data_set(record.data_set)
+            records.append(
+                {
+                    "record_id": record.record_id,
+                    "data_set": {"code": data_set.code, "name": data_set.name},
+                    "items": [
+                        {"code": code, "name": data_set.item(code).name, "value": value}
+                        for code, value in record.items
+                    ],
+                }
+            )
+        return {
+            "information_name": {"code": information.code, "name": information.name},
+            "provider": payload.provider,
+            "created_at": payload.created_at.isoformat(),
+            "records": records,
+        }
+
+    # -- provision (provider side) ----------------------------------------------------------
+
+    @app.route("/provision-requests", methods=["POST"])
+    @inlineCallbacks
+    def receive_provision_request(self, request: Request) -> Any:
+        """情報提供要求: verify the permit, re-check the list, answer through the outbox."""
+        caller_code(request, {HUB})
+        asked = messages.decode(read_body(request), messages.ProvisionRequest)
+        try:
+            verified = self._hub_verifier.verify(asked.permit_element)
+        except SignatureInvalid:
+            raise RenkeiError(errors.PERMIT_SIGNATURE_INVALID) from None
+        permit = messages.from_element(verified, messages.Permit)
+        now = self.now()
+        check_permit_terms(
+            transaction_number=permit.transaction_number,
+            provider=permit.provider,
+            issued_at=permit.issued_at,
+            expires_at=permit.expires_at,
+            me=self.code,
+            now=now,
+        )
+        recipient = self._route_certificate(asked.route, permit)
+        self.current_list().check(
+            permit.requester,
+            self.code,
+            permit.affair,
+            permit.procedure,
+            permit.information_name,
+            now,
+        )
+        outgoing = yield self.database.run(
+            self._answer_provision_request, asked.message_id, permit, recipient, now
+        )
+        if outgoing is not None:
+            self.outbox.send_now(outgoing)
+        return xml_response(
+            request,
+            messages.ProvisionRequestAck(
+                message_id=asked.message_id, transaction_number=permit.transaction_number
+            ),
+        )
+
+    def _route_certificate(
+        self, route: messages.Route, permit: messages.Permit
+    ) -> x509.Certificate:
+        """The requester's encryption certificate, checked to be the network's and the permit's."""
+        try:
+            certificate = x509.load_der_x509_certificate(route.encryption_certificate)
+            certificate.verify_directly_issued_by(self.ca)
+        except Exception:
+            raise RenkeiError(errors.PERMIT_MISMATCH) from None
+        identity = identity_of(certificate)
+        if (
+            route.requester != permit.requester
+            or identity.common_name != permit.requester
+            or identity.organizational_unit != "encryption"
+        ):
+            raise RenkeiError(errors.PERMIT_MISMATCH)
+        return certificate
+
+    def _answer_provision_request(
+        self,
+        connection: Connection,
+        message_id: str,
+        permit: messages.Permit,
+        recipient: x509.Certificate,
+        now: datetime,
+    ) -> OutgoingMessage | None:
+        number = permit.transaction_number
+        used = connection.execute(
+            select(provision.c.message_id).where(provision.c.transaction_number == number)
+        ).first()
+        if used is not None:
+            if used.message_id == message_id:
+                return None  # the hub's retry of a request already answered
+            raise RenkeiError(errors.PERMIT_REPLAYED, transaction_number=number)
+        person = fugo_store.person_of(connection, permit.provider_fugo)
+        records = replica.records_of(connection, person, permit.information_name)
+        status = PROVIDED if records else NO_DATA
+        payload = messages.ProvisionPayload(
+            transaction_number=number,
+            information_name=permit.information_name,
+            provider=self.code,
+            requester=permit.requester,
+            created_at=now,
+            records=tuple(
+                messages.PayloadRecord(
+                    data_set=record.data_set,
+                    record_id=record.record_id,
+                    items=tuple(sorted(record.items.items())),
+                )
+                for record in records
+            ),
+        )
+        plaintext = serialize(self._signer.sign(messages.to_element(payload)))
+        outgoing_id = str(uuid.uuid4())
+        body = messages.encode(
+            messages.Provision(
+                message_id=outgoing_id,
+                transaction_number=number,
+                status=status,
+                error_code=None,
+                encrypted_payload=seal(plaintext, recipient),
+            )
+        )
+        connection.execute(
+            provision.insert().values(
+                transaction_number=number,
+                message_id=message_id,
+                requester=permit.requester,
+                procedure=permit.procedure,
+                information_name=permit.information_name,
+                integrated_address_number=person,
+                status=status,
+                received_at=now,
+            )
+        )
+        outgoing = OutgoingMessage(outgoing_id, "provision", HUB, number, body)
+        self.outbox.enqueue(connection, outgoing)
+        append_records(
+            connection,
+            node_records,
+            node_record_head,
+            now,
+            [
+                RecordEntry(
+                    event="provision",
+                    status=status,
+                    transaction_number=number,
+                    requester=permit.requester,
+                    provider=self.code,
+                    affair=permit.affair,
+                    procedure=permit.procedure,
+                    information_name=permit.information_name,
+                    person=person,
+                )
+            ],
+        )
+        return outgoing
+
+    @inlineCallbacks
+    def _deliver_provision(self, message: OutgoingMessage) -> Any:
+        yield self._client.post(
+            self._hub_address + "/provisions", message.body, messages.ProvisionAck
+        )
+
+    # -- retention -------------------------------------------------------------------------
+
+    def delete_expired_results(self) -> Deferred[int]:
+        """Delete query results whose retention has ended; each deletion is recorded."""
+        cutoff = self.now() - timedelta(seconds=self.institution.result_retention)
+        return self.database.run(self._delete_results, cutoff, self.now())
+
+    def _delete_results(self, connection: Connection, cutoff: datetime, now: datetime) -> int:
+        rows = connection.execute(
+            select(query)
+            .where(
+                query.c.state.in_(FINISHED),
+                query.c.completed_at <= cutoff,
+                query.c.result_deleted_at.is_(None),
+            )
+            .limit(1000)
+        ).all()
+        if not rows:
+            return 0
+        connection.execute(
+            query.update()
+            .where(query.c.query_id.in_([row.query_id for row in rows]))
+            .values(result=None, result_deleted_at=now)
+        )
+        append_records(
+            connection,
+            node_records,
+            node_record_head,
+            now,
+            [self._query_record(row, "result_deleted", row.state) for row in rows],
+        )
+        return len(rows)
+
+
+def _placeholders(row: Any) -> Mapping[str, Any]:
+    """Values for an error message template from what a query row knows."""
+    return {
+        "transaction_number": row.transaction_number,
+        "integrated_address_number": row.integrated_address_number,
+        "code": row.information_name,
+        "procedure": row.procedure,
+        "provider": row.provider,
+        "query_id": row.query_id,
+        "expires_at": "",
+        "issued_at": "",
+        "sender": row.provider,
+    }
+
+
+def conditions_json(conditions: messages.QueryConditions | None) -> str:
+    """Query conditions as stored with the query (JSON)."""
+    if conditions is None:
+        return "null"
+    return json.dumps(
+        {
+            "fiscal_year": conditions.fiscal_year,
+            "period_start": conditions.period_start and conditions.period_start.isoformat(),
+            "period_end": conditions.period_end and conditions.period_end.isoformat(),
+        }
+    )

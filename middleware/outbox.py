@@ -1,0 +1,268 @@
+"""The durable outbox: at-least-once delivery with retries and backoff.
+
+A message is written to the outbox in the same transaction as the decision that produced it,
+so a crash can never lose it. Right after the commit the writer tries to send it at once
+(``send_now``); it owns the message for a lease, after which the poller claims anything still
+pending (``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so
+several processes can share one outbox and a restarted node picks up what it left. Receivers
+are idempotent on message ids, which turns at-least-once into exactly-once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, func, select
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from middleware.clock import Clock, utc_now
+from middleware.storage import Database
+
+PENDING = "pending"
+DELIVERED = "delivered"
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """One message waiting to be delivered to ``destination`` (an institution code or 'hub').
+
+    ``reference`` names what the message is about (a query id or a 処理通番), so the sender
+    can act on the answer without parsing its own message again.
+    """
+
+    message_id: str
+    kind: str
+    destination: str
+    reference: str
+    body: bytes
+
+
+class DeliveryRefused(Exception):
+    """The receiver answered with a coded refusal: retrying would not change the answer."""
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff between ``initial`` and ``maximum`` seconds; ``lease`` is how long
+    an attempt owns a message before anyone else may try it."""
+
+    initial: float = 0.5
+    maximum: float = 60.0
+    lease: float = 30.0
+
+    def delay(self, attempts: int) -> float:
+        return float(min(self.initial * 2 ** max(attempts - 1, 0), self.maximum))
+
+
+def enqueue(
+    connection: Connection,
+    table: Table,
+    now: datetime,
+    message: OutgoingMessage,
+    policy: RetryPolicy,
+) -> None:
+    """Store ``message``; the caller's immediate attempt holds it for one lease."""
+    connection.execute(
+        table.insert().values(
+            message_id=message.message_id,
+            kind=message.kind,
+            destination=message.destination,
+            reference=message.reference,
+            body=message.body,
+            state=PENDING,
+            attempts=1,
+            created_at=now,
+            next_attempt_at=now + timedelta(seconds=policy.lease),
+        )
+    )
+
+
+def claim_due(
+    connection: Connection, table: Table, now: datetime, limit: int, policy: RetryPolicy
+) -> list[OutgoingMessage]:
+    """Claim up to ``limit`` pending messages whose time has come, for one lease."""
+    rows = connection.execute(
+        select(
+            table.c.id,
+            table.c.message_id,
+            table.c.kind,
+            table.c.destination,
+            table.c.reference,
+            table.c.body,
+        )
+        .where(table.c.state == PENDING, table.c.next_attempt_at <= now)
+        .order_by(table.c.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if rows:
+        connection.execute(
+            table.update()
+            .where(table.c.id.in_([row.id for row in rows]))
+            .values(
+                attempts=table.c.attempts + 1,
+                next_attempt_at=now + timedelta(seconds=policy.lease),
+            )
+        )
+    return [
+        OutgoingMessage(row.message_id, row.kind, row.destination, row.reference, row.body)
+        for row in rows
+    ]
+
+
+def finish(
+    connection: Connection,
+    table: Table,
+    message_id: str,
+    now: datetime,
+    state: str,
+    error: str | None = None,
+) -> None:
+    """Mark a message delivered or failed for good."""
+    connection.execute(
+        table.update()
+        .where(table.c.message_id == message_id, table.c.state == PENDING)
+        .values(state=state, finished_at=now, last_error=error)
+    )
+
+
+def reschedule(
+    connection: Connection,
+    table: Table,
+    message_id: str,
+    now: datetime,
+    policy: RetryPolicy,
+    error: str,
+) -> None:
+    """Put a message back for a later attempt after a transient failure."""
+    attempts = connection.execute(
+        select(table.c.attempts).where(table.c.message_id == message_id)
+    ).scalar_one()
+    connection.execute(
+        table.update()
+        .where(table.c.message_id == message_id, table.c.state == PENDING)
+        .values(
+            next_attempt_at=now + timedelta(seconds=policy.delay(attempts)),
+            last_error=error[:500],
+        )
+    )
+
+
+def backlog(connection: Connection, table: Table) -> int:
+    """How many messages are waiting to be delivered."""
+    return int(
+        connection.execute(
+            select(func.count()).select_from(table).where(table.c.state == PENDING)
+        ).scalar_one()
+    )
+
+
+Sender = Callable[[OutgoingMessage], "Deferred[Any]"]
+
+
+class Outbox:
+    """Delivers one database's outbox through ``sender``.
+
+    ``sender`` posts the message and handles the answer; it fails with ``DeliveryRefused``
+    when the receiver refused it for good and with anything else for a transient failure.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        database: Database,
+        table: Table,
+        clock: Clock,
+        sender: Sender,
+        policy: RetryPolicy,
+        poll_interval: float = 1.0,
+        batch: int = 64,
+    ) -> None:
+        self._database = database
+        self._table = table
+        self._clock = clock
+        self._sender = sender
+        self.policy = policy
+        self._poll_interval = poll_interval
+        self._batch = batch
+        self._loop: LoopingCall | None = None
+        self._in_flight: set[Deferred[None]] = set()
+
+    def start(self) -> None:
+        self._loop = LoopingCall(self.poll)
+        self._loop.clock = cast(IReactorTime, self._clock)
+        self._loop.start(self._poll_interval, now=True).addErrback(
+            lambda failure: self.log.failure("outbox poller stopped", failure)
+        )
+
+    def stop(self) -> Deferred[Any]:
+        """Stop polling and wait for attempts in flight."""
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        return DeferredList(list(self._in_flight))
+
+    def enqueue(self, connection: Connection, message: OutgoingMessage) -> None:
+        """Store ``message`` inside the caller's transaction (runs on a database thread)."""
+        enqueue(connection, self._table, utc_now(self._clock), message, self.policy)
+
+    def send_now(self, message: OutgoingMessage) -> None:
+        """Attempt delivery right away; the message was enqueued in a committed transaction."""
+        attempt = self._attempt(message)
+        self._in_flight.add(attempt)
+        attempt.addBoth(lambda _: self._in_flight.discard(attempt))
+
+    @inlineCallbacks
+    def poll(self) -> Any:
+        """Claim due messages and attempt each (the LoopingCall's body)."""
+        now = utc_now(self._clock)
+        due = yield self._database.run(claim_due, self._table, now, self._batch, self.policy)
+        for message in due:
+            self.send_now(message)
+
+    @inlineCallbacks
+    def _attempt(self, message: OutgoingMessage) -> Any:
+        try:
+            yield self._sender(message)
+        except DeliveryRefused as refusal:
+            self.log.info(
+                "{kind} {message_id} refused by {destination}: {code}",
+                kind=message.kind,
+                message_id=message.message_id,
+                destination=message.destination,
+                code=refusal.code,
+            )
+            yield self._settle(finish, message.message_id, FAILED, refusal.code)
+        except Exception as failure:
+            yield self._settle(reschedule, message.message_id, self.policy, repr(failure))
+        else:
+            yield self._settle(finish, message.message_id, DELIVERED)
+
+    @inlineCallbacks
+    def _settle(self, work: Callable[..., None], *args: Any) -> Any:
+        try:
+            yield self._database.run(_settle_with_now, work, self._table, self._clock, *args)
+        except Exception:
+            self.log.failure("could not settle an outbox message")
+
+
+def _settle_with_now(
+    connection: Connection,
+    work: Callable[..., None],
+    table: Table,
+    clock: Clock,
+    message_id: str,
+    *rest: Any,
+) -> None:
+    work(connection, table, message_id, utc_now(clock), *rest)

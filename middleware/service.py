@@ -1,0 +1,146 @@
+"""The twistd service: a network in a box built from one configuration file.
+
+``twistd -n renkei -c twistd.conf`` loads the plugin in ``twisted/plugins/renkei_plugin.py``,
+which calls ``make_service``. The box starts the hub first, then every intermediate server
+with its back-office API, then (if configured) registers the demo population.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python import usage
+
+from adapters.back_office_api import BackOfficeApi
+from codes.catalogue import default_catalogue
+from middleware.config import Config, ConfigError, load_config
+from middleware.node import IntermediateServer
+from simulators.back_office import BackOfficeClient, BackOfficeError
+from simulators.network import jukinet
+from simulators.network.hub import Hub
+
+
+class Options(usage.Options):
+    """twistd renkei options."""
+
+    optParameters: ClassVar[list[list[str]]] = [
+        ["config", "c", "twistd.conf", "The configuration file (INI) describing the network."],
+    ]
+
+    def postOptions(self) -> None:
+        try:
+            self["loaded"] = load_config(Path(self["config"]))
+        except ConfigError as failure:
+            raise usage.UsageError(str(failure)) from None
+
+
+class Box(MultiService):
+    """The hub (when configured) and the intermediate servers of one configuration."""
+
+    log = Logger()
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        catalogue = default_catalogue()
+        self.hub = Hub(config, reactor) if config.network is not None else None
+        self.nodes = {
+            institution.name: IntermediateServer(config, institution, catalogue, reactor)
+            for institution in config.institutions
+        }
+        self.back_offices = {
+            name: BackOfficeApi(node, reactor) for name, node in self.nodes.items()
+        }
+        if self.hub is not None:
+            self.hub.setServiceParent(self)
+        for name, node in self.nodes.items():
+            node.setServiceParent(self)
+            self.back_offices[name].setServiceParent(self)
+
+    def startService(self) -> None:
+        # Children start in order and each waits for the previous one's listeners.
+        self.running = True
+        self.start().addErrback(self._failed_to_start)
+
+    def _failed_to_start(self, failure: Any) -> None:
+        self.log.failure("renkei could not start", failure)
+        if self.reactor.running:
+            self.reactor.stop()
+
+    @inlineCallbacks
+    def start(self) -> Any:
+        """Start everything in order; fires when all listeners are up."""
+        self.running = True
+        for service in list(self):
+            yield service.startService()
+        if self.hub is not None:
+            yield self._first_lists()
+        if self.config.demo_data is not None:
+            yield seed_demo(self, self.config.demo_data)
+
+    @inlineCallbacks
+    def _first_lists(self) -> Any:
+        for node in self.nodes.values():
+            if node.permitted_list is None:
+                yield node.sync_permitted_list()
+
+    @inlineCallbacks
+    def stopService(self) -> Any:
+        # Stop in reverse order of start: back offices and nodes before the hub.
+        self.running = False
+        for service in reversed(list(self)):
+            yield service.stopService()
+
+
+@inlineCallbacks
+def seed_demo(box: Box, path: Path) -> Any:
+    """Register the demo population: residents at the registry, persons and replica at nodes."""
+    demo = json.loads(path.read_text(encoding="utf-8"))
+    if box.hub is not None:
+        for person in demo["persons"]:
+            yield box.hub.database.run(jukinet.register_resident, person["individual_number"])
+    for name, node in box.nodes.items():
+        system = node.institution.back_office_systems[0]
+        client = BackOfficeClient(box.reactor, box.config, node.institution, system)
+        try:
+            for person in demo["persons"]:
+                number = person["registrations"].get(name)
+                if number is not None:
+                    yield _retrying(
+                        box, client.register_person, number, person["individual_number"]
+                    )
+            for record in demo["replica_records"].get(name, []):
+                try:
+                    yield client.register_replica_record(record)
+                except BackOfficeError as refusal:
+                    if refusal.code != "RecordIdExists":
+                        raise
+        finally:
+            yield client.close()
+    box.log.info("demo population registered")
+
+
+@inlineCallbacks
+def _retrying(box: Box, call: Any, *args: Any) -> Any:
+    for attempt in range(20):
+        try:
+            result = yield call(*args)
+            return result
+        except BackOfficeError as refusal:
+            if refusal.code != "NetworkUnavailable" or attempt == 19:
+                raise
+            yield deferLater(box.reactor, 0.5, lambda: None)
+
+
+def makeService(options: Options) -> Box:
+    """The twistd service maker's body."""
+    from twisted.internet import reactor
+
+    return Box(options["loaded"], reactor)

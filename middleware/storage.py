@@ -1,0 +1,116 @@
+"""The database: SQLAlchemy Core on a dedicated thread pool, never on the reactor.
+
+Follows Buildbot's ``db/pool.py``: each unit of work is a plain function taking a
+``Connection`` inside one transaction (``engine.begin()``), run on a thread pool of its own;
+no Result object leaves the worker thread. SQLite gets WAL, foreign keys, a busy timeout and
+``BEGIN IMMEDIATE`` so that read-then-write transactions never lose updates; PostgreSQL
+(psycopg 3) is used by URL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_LOCKED_RETRIES = 20
+
+
+def create_database_engine(url: str, pool_size: int) -> Engine:
+    """Build an engine for ``url`` with the settings this project depends on."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            poolclass=NullPool if ":memory:" in url else None,
+            connect_args={"check_same_thread": False, "timeout": 30},
+        )
+        _configure_sqlite(engine)
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return create_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE instead of pysqlite's
+        # deferred BEGIN (which does not begin before a SELECT).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def migrate(url: str, script_location: Path) -> None:
+    """Bring the database at ``url`` to the newest Alembic revision in ``script_location``."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(script_location))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(config, "head")
+
+
+class Database:
+    """One institution's (or the hub's) database, used only through ``run``."""
+
+    def __init__(self, reactor: IReactorThreads, url: str, threads: int | None = None) -> None:
+        self.url = url
+        if threads is None:
+            # SQLite serializes writers anyway: one thread avoids lock contention.
+            threads = 1 if url.startswith("sqlite") else 4
+        self.engine = create_database_engine(url, pool_size=threads)
+        self._reactor = reactor
+        self._pool = ThreadPool(minthreads=1, maxthreads=threads, name=f"db:{url}")
+        self._started = False
+
+    def start(self) -> None:
+        if not self._started:
+            self._pool.start()
+            self._started = True
+
+    def stop(self) -> None:
+        if self._started:
+            self._pool.stop()
+            self._started = False
+        self.engine.dispose()
+
+    def run(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        """Run ``work(connection, *args, **kwargs)`` in one transaction on the pool."""
+        return deferToThreadPool(
+            self._reactor, self._pool, self.run_blocking, work, *args, **kwargs
+        )
+
+    def run_blocking(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a unit of work on the calling thread (CLI tools and migrations only)."""
+        for attempt in range(_LOCKED_RETRIES):
+            try:
+                with self.engine.begin() as connection:
+                    return work(connection, *args, **kwargs)
+            except OperationalError as failure:
+                if "database is locked" not in str(failure) or attempt == _LOCKED_RETRIES - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")

@@ -1,0 +1,228 @@
+"""Table definitions (SQLAlchemy Core) of an intermediate server's database and the hub's.
+
+Each institution has a database of its own; the hub has another. Tables that both keep
+(outbox, provision records, permitted-list versions) are built by one function each, so
+the two schemas cannot drift apart. Migrations live in ``middleware/migrations`` and
+``simulators/network/migrations``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Stores aware UTC datetimes as naive UTC and gives them back aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UtcDateTime column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC)
+
+
+def _outbox(metadata: MetaData) -> Table:
+    """Messages to deliver at least once, written in the transaction that decided them."""
+    return Table(
+        "outbox",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("message_id", String(36), nullable=False, unique=True),
+        Column("kind", String(32), nullable=False),
+        Column("destination", String(16), nullable=False),
+        Column("reference", String(36), nullable=False),
+        Column("body", LargeBinary, nullable=False),
+        Column("state", String(16), nullable=False),
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("created_at", UtcDateTime, nullable=False),
+        Column("next_attempt_at", UtcDateTime, nullable=False),
+        Column("finished_at", UtcDateTime),
+        Column("last_error", Text),
+        Index("ix_outbox_due", "state", "next_attempt_at"),
+    )
+
+
+def _provision_records(metadata: MetaData) -> tuple[Table, Table]:
+    """情報提供等記録: append-only and hash-chained, plus the chain's head row."""
+    records = Table(
+        "provision_record",
+        metadata,
+        Column("seq", Integer, primary_key=True, autoincrement=False),
+        Column("recorded_at", UtcDateTime, nullable=False),
+        Column("event", String(32), nullable=False),
+        Column("transaction_number", String(20)),
+        Column("requester", String(16)),
+        Column("provider", String(16)),
+        Column("affair", String(16)),
+        Column("procedure", String(16)),
+        Column("information_name", String(16)),
+        Column("person", String(32)),
+        Column("status", String(16), nullable=False),
+        Column("error_code", String(64)),
+        Column("non_disclosure", Boolean, nullable=False, default=False),
+        Column("prev_hash", String(64), nullable=False),
+        Column("hash", String(64), nullable=False),
+        Index("ix_provision_record_transaction", "transaction_number"),
+        Index("ix_provision_record_recorded_at", "recorded_at"),
+        Index("ix_provision_record_person", "person", "recorded_at"),
+    )
+    head = Table(
+        "provision_record_head",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("seq", Integer, nullable=False),
+        Column("hash", String(64), nullable=False),
+    )
+    return records, head
+
+
+def _permitted_list_versions(metadata: MetaData) -> Table:
+    """Every version of the permitted-query list ever issued or received, signed."""
+    return Table(
+        "permitted_list_version",
+        metadata,
+        Column("version", Integer, primary_key=True, autoincrement=False),
+        Column("issued_at", UtcDateTime, nullable=False),
+        Column("expires_at", UtcDateTime, nullable=False),
+        Column("document", LargeBinary, nullable=False),
+        Column("stored_at", UtcDateTime, nullable=False),
+    )
+
+
+# -- an intermediate server (node) -------------------------------------------------------
+
+node_metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+person = Table(
+    "person",
+    node_metadata,
+    Column("integrated_address_number", String(15), primary_key=True),
+    Column("fugo", String(32), unique=True),
+    Column("registered_at", UtcDateTime, nullable=False),
+    Column("fugo_acquired_at", UtcDateTime),
+)
+
+replica_record = Table(
+    "replica_record",
+    node_metadata,
+    Column("record_id", String(32), primary_key=True),
+    Column(
+        "integrated_address_number",
+        String(15),
+        ForeignKey("person.integrated_address_number"),
+        nullable=False,
+    ),
+    Column("information_name", String(16), nullable=False),
+    Column("data_set", String(4), nullable=False),
+    Column("items", Text, nullable=False),
+    Column("registered_at", UtcDateTime, nullable=False),
+    Index("ix_replica_record_person", "integrated_address_number", "information_name"),
+)
+
+query = Table(
+    "query",
+    node_metadata,
+    Column("query_id", String(36), primary_key=True),
+    Column("integrated_address_number", String(15), nullable=False),
+    Column("affair", String(16), nullable=False),
+    Column("procedure", String(16), nullable=False),
+    Column("information_name", String(16), nullable=False),
+    Column("provider", String(16), nullable=False),
+    Column("conditions", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("transaction_number", String(20), unique=True),
+    Column("error_code", String(64)),
+    Column("submitted_at", UtcDateTime, nullable=False),
+    Column("accepted_at", UtcDateTime),
+    Column("completed_at", UtcDateTime),
+    Column("result", LargeBinary),
+    Column("result_deleted_at", UtcDateTime),
+    Index("ix_query_completed", "state", "completed_at"),
+)
+
+provision = Table(
+    "provision",
+    node_metadata,
+    Column("transaction_number", String(20), primary_key=True),
+    Column("message_id", String(36), nullable=False),
+    Column("requester", String(16), nullable=False),
+    Column("procedure", String(16), nullable=False),
+    Column("information_name", String(16), nullable=False),
+    Column("integrated_address_number", String(15)),
+    Column("status", String(16), nullable=False),
+    Column("error_code", String(64)),
+    Column("received_at", UtcDateTime, nullable=False),
+)
+
+node_outbox = _outbox(node_metadata)
+node_records, node_record_head = _provision_records(node_metadata)
+node_list_versions = _permitted_list_versions(node_metadata)
+
+
+# -- the hub ------------------------------------------------------------------------------
+
+hub_metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+resident = Table(
+    "resident",
+    hub_metadata,
+    Column("individual_number", String(12), primary_key=True),
+    Column("resident_code", String(11), nullable=False, unique=True),
+)
+
+hub_query = Table(
+    "hub_query",
+    hub_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("transaction_number", String(20), unique=True),
+    Column("requester", String(16), nullable=False),
+    Column("requester_message_id", String(36), nullable=False, unique=True),
+    Column("provider", String(16), nullable=False),
+    Column("affair", String(16), nullable=False),
+    Column("procedure", String(16), nullable=False),
+    Column("information_name", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("error_code", String(64)),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("permit_expires_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+)
+
+hub_outbox = _outbox(hub_metadata)
+hub_records, hub_record_head = _provision_records(hub_metadata)
+hub_list_versions = _permitted_list_versions(hub_metadata)

@@ -1,0 +1,104 @@
+"""A back-office system's client of its intermediate server (REST/JSON over mutual TLS).
+
+Used by the demo, the network in a box's seeding, the tests and the benchmarks: one client
+with the behaviour of a real back office (its own client certificate, JSON bodies, polling
+for asynchronous results).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.web.http_headers import Headers
+
+from adapters.network_link import host_and_port
+from crypto.pki import PkiLayout, load_certificate, server_name_of_institution
+from crypto.tls import ClientTLSPolicy, make_http_client
+from middleware.config import Config, InstitutionConfig
+
+FINISHED = ("provided", "no_data", "refused", "error")
+
+
+class BackOfficeError(Exception):
+    """The node refused a request: ``status`` and the coded ``error`` body."""
+
+    def __init__(self, status: int, error: dict[str, Any]) -> None:
+        super().__init__(f"{status} {error.get('code')}: {error.get('message_en')}")
+        self.status = status
+        self.error = error
+
+    @property
+    def code(self) -> str:
+        return str(self.error.get("code"))
+
+
+class BackOfficeClient:
+    """One back-office system (``system``) talking to its institution's node."""
+
+    def __init__(
+        self, reactor: Any, config: Config, institution: InstitutionConfig, system: str
+    ) -> None:
+        layout = PkiLayout(config.pki)
+        policy = ClientTLSPolicy(
+            [load_certificate(layout.ca().certificate)],
+            layout.back_office_client(institution.code, system).load(),
+        )
+        host, port = host_and_port(institution.back_office_address)
+        policy.expect(host, port, server_name_of_institution(institution.code))
+        self._reactor = reactor
+        self._address = institution.back_office_address
+        self._http = make_http_client(reactor, policy, max_per_host=64)
+
+    def close(self) -> Any:
+        return self._http.close()
+
+    @inlineCallbacks
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        """Send one request; the decoded JSON answer, or BackOfficeError."""
+        data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
+        response = yield self._http.request(
+            method,
+            self._address + path,
+            data=data,
+            headers=Headers({b"Content-Type": [b"application/json"]}),
+        )
+        content = yield response.content()
+        answer = json.loads(content) if content else None
+        if response.code >= 400:
+            raise BackOfficeError(response.code, (answer or {}).get("error", {}))
+        return answer
+
+    def register_person(self, integrated_address_number: str, individual_number: str) -> Any:
+        return self.request(
+            "POST",
+            "/persons",
+            {
+                "integrated_address_number": integrated_address_number,
+                "individual_number": individual_number,
+            },
+        )
+
+    def register_replica_record(self, record: dict[str, Any]) -> Any:
+        return self.request("POST", "/replica-records", record)
+
+    def submit_query(self, **query: Any) -> Any:
+        return self.request("POST", "/queries", query)
+
+    def query_status(self, query_id: str) -> Any:
+        return self.request("GET", f"/queries/{query_id}")
+
+    @inlineCallbacks
+    def wait_for_result(self, query_id: str, interval: float = 0.05, timeout: float = 30.0) -> Any:
+        """Poll a query until it has ended (情報照会結果取得); its final status."""
+        waited = 0.0
+        while True:
+            status = yield self.query_status(query_id)
+            if status["state"] in FINISHED:
+                return status
+            if waited >= timeout:
+                raise TimeoutError(f"query {query_id} still {status['state']} after {timeout}s")
+            yield deferLater(self._reactor, interval, lambda: None)
+            waited += interval

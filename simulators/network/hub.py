@@ -1,0 +1,471 @@
+"""The hub: a working simulation of the information-linkage network (情報提供ネットワークシステム).
+
+It authenticates institutions by their client certificates, issues 符号 through the 住基ネット
+simulator, publishes the signed permitted-query list, checks and records every query,
+converts the requester's 符号 into the provider's, signs permits, delivers provision
+requests and relays provisions, which it cannot read, back to the requester. Deliveries go
+through the hub's own durable outbox.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
+from klein import Klein
+from sqlalchemy import Connection, select
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.web.server import Request
+
+from adapters.network_link import (
+    NetworkClient,
+    caller_code,
+    host_and_port,
+    listen,
+    read_body,
+    render_refusal,
+    xml_response,
+)
+from codes import errors
+from codes.errors import RenkeiError
+from crypto.pki import PkiLayout, load_certificate, load_secret_key, server_name_of_institution
+from crypto.tls import ClientTLSPolicy, server_options
+from crypto.xmlsig import Signer
+from middleware import messages
+from middleware.clock import utc_now
+from middleware.config import Config, InstitutionConfig
+from middleware.hardened_xml import serialize
+from middleware.outbox import DeliveryRefused, Outbox, OutgoingMessage
+from middleware.permitted_list import (
+    ListedInstitution,
+    PermittedList,
+    directory,
+    latest_version,
+    read_rules,
+    store_version,
+)
+from middleware.records import RecordEntry, append_records
+from middleware.storage import Database, migrate
+from middleware.tables import hub_list_versions, hub_outbox, hub_query, hub_record_head, hub_records
+from simulators.network import jukinet
+from simulators.network.fugo import FugoCipher, id_code
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+# hub_query states
+PERMITTED = "permitted"
+DELIVERED = "delivered"
+PROVIDED = "provided"
+COMPLETED = "completed"
+REFUSED = "refused"
+FAILED = "failed"
+
+
+def transaction_number(moment: datetime, row_id: int) -> str:
+    """処理通番: the issue date and a sequence, 20 digits (the real format is not public)."""
+    return f"{moment:%Y%m%d}{row_id:012d}"
+
+
+@dataclass(frozen=True)
+class Member:
+    """An institution connected to the network."""
+
+    config: InstitutionConfig
+    encryption_certificate: bytes  # DER, handed to providers in the route
+
+
+class Hub(Service):
+    """The network in one service: listeners, database, outbox and list issuance."""
+
+    log = Logger()
+    app = Klein()
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        assert config.network is not None
+        self._config = config
+        self._network = config.network
+        self._reactor = reactor
+        layout = PkiLayout(config.pki)
+        ca = load_certificate(layout.ca().certificate)
+        self._tls = server_options(layout.hub_tls().load(), [ca])
+        self._signer = Signer(layout.hub_signing().load())
+        self._fugo = FugoCipher(load_secret_key(layout.hub_fugo_key()))
+        self._id_code_key = load_secret_key(layout.hub_idcode_key())
+        self.members = {
+            member.code: Member(
+                member,
+                load_certificate(
+                    layout.institution_encryption(member.code).certificate
+                ).public_bytes(Encoding.DER),
+            )
+            for member in config.institutions
+        }
+        policy = ClientTLSPolicy([ca], layout.hub_tls().load())
+        for member in config.institutions:
+            host, port = host_and_port(member.network_address)
+            policy.expect(host, port, server_name_of_institution(member.code))
+        self._client = NetworkClient(reactor, policy)
+        self.database = Database(reactor, self._network.database)
+        self.outbox = Outbox(
+            self.database,
+            hub_outbox,
+            reactor,
+            self._deliver,
+            config.retry,
+            config.poll_interval,
+        )
+        self.permitted_list: PermittedList | None = None
+        self._list_document = b""
+        self._list_loop: LoopingCall | None = None
+        self._port: Any = None
+
+    # -- service life ---------------------------------------------------------------------
+
+    @inlineCallbacks
+    def startService(self) -> Any:
+        super().startService()
+        migrate(self._network.database, MIGRATIONS)
+        self.database.start()
+        yield self.issue_permitted_list()
+        self._list_loop = LoopingCall(self.issue_permitted_list)
+        self._list_loop.clock = self._reactor
+        self._list_loop.start(self._network.list_validity / 2, now=False)
+        self._port = yield listen(self._reactor, self._network.listen, self.app, self._tls)
+        self.outbox.start()
+
+    @inlineCallbacks
+    def stopService(self) -> Any:
+        super().stopService()
+        if self._list_loop is not None and self._list_loop.running:
+            self._list_loop.stop()
+        if self._port is not None:
+            yield self._port.stopListening()
+        yield self.outbox.stop()
+        yield self._client.close()
+        self.database.stop()
+
+    # -- the permitted-query list ----------------------------------------------------------
+
+    @inlineCallbacks
+    def issue_permitted_list(self) -> Any:
+        """Sign and publish a new version of the list from the rules file and the registry."""
+        now = utc_now(self._reactor)
+        expires_at = now + timedelta(seconds=self._network.list_validity)
+        institutions = directory(
+            ListedInstitution(m.code, m.display_name, m.kind) for m in self._config.institutions
+        )
+        rules = tuple(read_rules(self._network.permitted_list))
+        latest = yield self.database.run(latest_version, hub_list_versions)
+        version = 1 if latest is None else latest[0] + 1
+        document = messages.PermittedListDocument(
+            version=version,
+            issued_at=now,
+            expires_at=expires_at,
+            institutions=tuple(
+                messages.InstitutionEntry(code=i.code, name=i.name, kind=i.kind)
+                for i in institutions.values()
+            ),
+            rows=tuple(
+                messages.PermittedRow(
+                    requester_kind=r.requester_kind,
+                    affair=r.affair,
+                    procedure=r.procedure,
+                    provider_kind=r.provider_kind,
+                    information_name=r.information_name,
+                    legal_basis=r.legal_basis,
+                )
+                for r in rules
+            ),
+        )
+        signed = serialize(self._signer.sign(messages.to_element(document)))
+        yield self.database.run(
+            store_version, hub_list_versions, version, now, expires_at, signed, now
+        )
+        self.permitted_list = PermittedList(version, now, expires_at, institutions, rules)
+        self._list_document = signed
+        self.log.info("permitted-query list version {version} issued", version=version)
+
+    def _current_list(self) -> PermittedList:
+        if self.permitted_list is None:
+            raise RenkeiError(errors.PERMITTED_LIST_MISSING)
+        return self.permitted_list
+
+    # -- the network interface (routes) ---------------------------------------------------
+
+    @app.handle_errors(Exception)
+    def _refusal(self, request: Request, failure: Any) -> bytes:
+        return render_refusal(request, failure)
+
+    @app.route("/permitted-list", methods=["GET"])
+    def get_permitted_list(self, request: Request) -> bytes:
+        caller_code(request, self.members)
+        request.setHeader(b"Content-Type", b"application/xml; charset=utf-8")
+        return self._list_document
+
+    @app.route("/fugo", methods=["POST"])
+    @inlineCallbacks
+    def acquire_fugo(self, request: Request) -> Any:
+        """符号取得: 個人番号 → 住民票コード (住基ネット) → IDコード → the caller's 符号."""
+        requester = caller_code(request, self.members)
+        ask = messages.decode(read_body(request), messages.FugoRequest)
+        resident_code = yield self.database.run(jukinet.resident_code_of, ask.individual_number)
+        fugo = self._fugo.issue(id_code(resident_code, self._id_code_key), requester)
+        return xml_response(request, messages.FugoResponse(message_id=ask.message_id, fugo=fugo))
+
+    @app.route("/queries", methods=["POST"])
+    @inlineCallbacks
+    def receive_query(self, request: Request) -> Any:
+        """情報照会要求: check the list, convert the 符号, record, permit and route."""
+        requester = caller_code(request, self.members)
+        query = messages.decode(read_body(request), messages.QueryRequest)
+        now = utc_now(self._reactor)
+        self._current_list().check(
+            requester, query.provider, query.affair, query.procedure, query.information_name, now
+        )
+        provider_fugo = self._fugo.convert(query.requester_fugo, requester, query.provider)
+        number, outgoing = yield self.database.run(
+            self._record_query, requester, query, provider_fugo, now
+        )
+        if outgoing is not None:
+            self.outbox.send_now(outgoing)
+        return xml_response(
+            request,
+            messages.QueryAccepted(message_id=query.message_id, transaction_number=number),
+        )
+
+    def _record_query(
+        self,
+        connection: Connection,
+        requester: str,
+        query: messages.QueryRequest,
+        provider_fugo: str,
+        now: datetime,
+    ) -> tuple[str, OutgoingMessage | None]:
+        known = connection.execute(
+            select(hub_query.c.transaction_number).where(
+                hub_query.c.requester_message_id == query.message_id
+            )
+        ).scalar_one_or_none()
+        if known is not None:
+            return str(known), None  # a retried query request: same 処理通番, nothing new
+        expires_at = now + timedelta(seconds=self._network.permit_validity)
+        inserted = connection.execute(
+            hub_query.insert().values(
+                requester=requester,
+                requester_message_id=query.message_id,
+                provider=query.provider,
+                affair=query.affair,
+                procedure=query.procedure,
+                information_name=query.information_name,
+                state=PERMITTED,
+                received_at=now,
+                permit_expires_at=expires_at,
+            )
+        ).inserted_primary_key
+        assert inserted is not None
+        row_id = int(inserted[0])
+        number = transaction_number(now, row_id)
+        connection.execute(
+            hub_query.update().where(hub_query.c.id == row_id).values(transaction_number=number)
+        )
+        permit = messages.Permit(
+            transaction_number=number,
+            requester=requester,
+            provider=query.provider,
+            affair=query.affair,
+            procedure=query.procedure,
+            information_name=query.information_name,
+            provider_fugo=provider_fugo,
+            conditions=query.conditions,
+            issued_at=now,
+            expires_at=expires_at,
+        )
+        message_id = str(uuid.uuid4())
+        body = messages.encode(
+            messages.ProvisionRequest(
+                message_id=message_id,
+                permit_element=self._signer.sign(messages.to_element(permit)),
+                route=messages.Route(
+                    requester=requester,
+                    encryption_certificate=self.members[requester].encryption_certificate,
+                ),
+            )
+        )
+        outgoing = OutgoingMessage(message_id, "provision_request", query.provider, number, body)
+        self.outbox.enqueue(connection, outgoing)
+        append_records(
+            connection,
+            hub_records,
+            hub_record_head,
+            now,
+            [
+                RecordEntry(
+                    event="query",
+                    status=PERMITTED,
+                    transaction_number=number,
+                    requester=requester,
+                    provider=query.provider,
+                    affair=query.affair,
+                    procedure=query.procedure,
+                    information_name=query.information_name,
+                    person=query.requester_fugo,
+                )
+            ],
+        )
+        return number, outgoing
+
+    @app.route("/provisions", methods=["POST"])
+    @inlineCallbacks
+    def receive_provision(self, request: Request) -> Any:
+        """情報提供 from a provider: relay it, unread, to the requester."""
+        sender = caller_code(request, self.members)
+        body = read_body(request)
+        provision = messages.decode(body, messages.Provision)
+        outgoing = yield self.database.run(
+            self._record_provision, sender, provision, body, utc_now(self._reactor)
+        )
+        if outgoing is not None:
+            self.outbox.send_now(outgoing)
+        return xml_response(
+            request,
+            messages.ProvisionAck(
+                message_id=provision.message_id,
+                transaction_number=provision.transaction_number,
+            ),
+        )
+
+    def _record_provision(
+        self,
+        connection: Connection,
+        sender: str,
+        provision: messages.Provision,
+        body: bytes,
+        now: datetime,
+    ) -> OutgoingMessage | None:
+        number = provision.transaction_number
+        row = connection.execute(
+            select(hub_query).where(hub_query.c.transaction_number == number)
+        ).first()
+        if row is None:
+            raise RenkeiError(errors.UNKNOWN_TRANSACTION, transaction_number=number)
+        if row.provider != sender:
+            raise RenkeiError(errors.SENDER_NOT_PARTY, sender=sender, transaction_number=number)
+        if row.state not in (PERMITTED, DELIVERED):
+            return None  # the provider's retry of a provision already relayed
+        return self._relay(connection, row, provision.status, provision.error_code, body, now)
+
+    def _relay(
+        self,
+        connection: Connection,
+        row: Any,
+        status: str,
+        error_code: str | None,
+        body: bytes,
+        now: datetime,
+    ) -> OutgoingMessage:
+        state = PROVIDED if error_code is None else REFUSED
+        connection.execute(
+            hub_query.update()
+            .where(hub_query.c.id == row.id)
+            .values(state=state, error_code=error_code)
+        )
+        outgoing = OutgoingMessage(
+            message_id=str(uuid.uuid4()),
+            kind="provision",
+            destination=row.requester,
+            reference=row.transaction_number,
+            body=body,
+        )
+        self.outbox.enqueue(connection, outgoing)
+        append_records(
+            connection,
+            hub_records,
+            hub_record_head,
+            now,
+            [
+                RecordEntry(
+                    event="provision",
+                    status=status,
+                    transaction_number=row.transaction_number,
+                    requester=row.requester,
+                    provider=row.provider,
+                    affair=row.affair,
+                    procedure=row.procedure,
+                    information_name=row.information_name,
+                    error_code=error_code,
+                )
+            ],
+        )
+        return outgoing
+
+    # -- deliveries from the outbox ----------------------------------------------------------
+
+    def _deliver(self, message: OutgoingMessage) -> Deferred[Any]:
+        handlers: dict[str, Callable[[OutgoingMessage], Deferred[Any]]] = {
+            "provision_request": self._deliver_provision_request,
+            "provision": self._deliver_provision,
+        }
+        return handlers[message.kind](message)
+
+    @inlineCallbacks
+    def _deliver_provision_request(self, message: OutgoingMessage) -> Any:
+        address = self.members[message.destination].config.network_address
+        try:
+            yield self._client.post(
+                address + "/provision-requests", message.body, messages.ProvisionRequestAck
+            )
+        except DeliveryRefused as refusal:
+            # The provider refused: tell the requester, with the provider's code.
+            outgoing = yield self.database.run(
+                self._provider_refused, message.reference, refusal.code, utc_now(self._reactor)
+            )
+            if outgoing is not None:
+                self.outbox.send_now(outgoing)
+            raise
+        yield self.database.run(self._set_state, message.reference, PERMITTED, DELIVERED)
+
+    def _provider_refused(
+        self, connection: Connection, number: str, code: str, now: datetime
+    ) -> OutgoingMessage | None:
+        row = connection.execute(
+            select(hub_query).where(hub_query.c.transaction_number == number)
+        ).first()
+        if row is None or row.state not in (PERMITTED, DELIVERED):
+            return None
+        body = messages.encode(
+            messages.Provision(
+                message_id=str(uuid.uuid4()),
+                transaction_number=number,
+                status="error",
+                error_code=code,
+                encrypted_payload=None,
+            )
+        )
+        return self._relay(connection, row, "error", code, body, now)
+
+    @inlineCallbacks
+    def _deliver_provision(self, message: OutgoingMessage) -> Any:
+        address = self.members[message.destination].config.network_address
+        try:
+            yield self._client.post(address + "/provisions", message.body, messages.ProvisionAck)
+        except DeliveryRefused:
+            yield self.database.run(self._set_state, message.reference, None, FAILED)
+            raise
+        yield self.database.run(self._set_state, message.reference, PROVIDED, COMPLETED)
+
+    def _set_state(
+        self, connection: Connection, number: str, expected: str | None, state: str
+    ) -> None:
+        update = hub_query.update().where(hub_query.c.transaction_number == number)
+        if expected is not None:
+            update = update.where(hub_query.c.state == expected)
+        finished = {"finished_at": utc_now(self._reactor)} if state in (COMPLETED, FAILED) else {}
+        connection.execute(update.values(state=state, **finished))

@@ -1,0 +1,59 @@
+"""住基ネット simulator: 個人番号 → 住民票コード, as J-LIS answers the network.
+
+Only the resident registry holds individual numbers; intermediate servers never store them.
+Residents are registered by testers and by the network in a box's demo population.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from codes import errors
+from codes.errors import RenkeiError
+from codes.individual_number import validate_individual_number
+from middleware.tables import resident
+
+
+def register_resident(connection: Connection, individual_number: str) -> str:
+    """Register a resident (idempotent) and return the 住民票コード."""
+    validate_individual_number(individual_number)
+    existing = connection.execute(
+        select(resident.c.resident_code).where(resident.c.individual_number == individual_number)
+    ).scalar_one_or_none()
+    if existing is not None:
+        return str(existing)
+    while True:
+        resident_code = f"{secrets.randbelow(10**11):011d}"
+        taken = connection.execute(
+            select(resident.c.individual_number).where(resident.c.resident_code == resident_code)
+        ).first()
+        if taken is None:
+            break
+    dialect = connection.dialect.name
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(resident)
+    connection.execute(
+        insert.values(
+            individual_number=individual_number, resident_code=resident_code
+        ).on_conflict_do_nothing()
+    )
+    return str(
+        connection.execute(
+            select(resident.c.resident_code).where(
+                resident.c.individual_number == individual_number
+            )
+        ).scalar_one()
+    )
+
+
+def resident_code_of(connection: Connection, individual_number: str) -> str:
+    """The 住民票コード of a registered resident; refused for anyone else."""
+    validate_individual_number(individual_number)
+    code = connection.execute(
+        select(resident.c.resident_code).where(resident.c.individual_number == individual_number)
+    ).scalar_one_or_none()
+    if code is None:
+        raise RenkeiError(errors.UNKNOWN_RESIDENT)
+    return str(code)
