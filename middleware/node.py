@@ -49,7 +49,7 @@ from crypto.pki import (
 from crypto.tls import ClientTLSPolicy, server_options
 from crypto.xmlsig import CAVerifier, PinnedVerifier, SignatureInvalid, Signer
 from middleware import messages, replica
-from middleware.clock import utc_now
+from middleware.clock import Clock, utc_now
 from middleware.config import Config, InstitutionConfig
 from middleware.hardened_xml import parse_xml, serialize
 from middleware.outbox import DeliveryRefused, Outbox, OutgoingMessage
@@ -108,8 +108,11 @@ class IntermediateServer(Service):
         institution: InstitutionConfig,
         catalogue: Catalogue,
         reactor: Any,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
+        # Wall time comes from ``clock`` (the reactor unless a test moves time itself).
+        self.clock: Clock = reactor if clock is None else clock
         self.institution = institution
         self.code = institution.code
         self.catalogue = catalogue
@@ -139,7 +142,7 @@ class IntermediateServer(Service):
         self._port: Any = None
 
     def now(self) -> datetime:
-        return utc_now(self._reactor)
+        return utc_now(self.clock)
 
     # -- service life ---------------------------------------------------------------------
 

@@ -1,0 +1,124 @@
+"""Test helper: a real network in a box on loopback, configured like twistd.conf.
+
+Every box gets fresh databases and free ports; the PKI is made once per test session.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+from crypto.pki import InstitutionEntry, init_pki
+from middleware.config import Config, load_config
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+MEGURO = "1131105000000000"
+SETAGAYA = "1131121000000000"
+CARE_INSURANCE = "care-insurance"
+LOCAL_TAX = "local-tax"
+PREMIUM_ASSESSMENT = "JT90010000000001"  # 保険料の賦課 (care insurance)
+INHABITANT_TAX = "JT90020000000001"  # 住民税の賦課 (local tax)
+CARE_INFORMATION = "TM00000000000004"
+TAX_INFORMATION = "TM00000000000002"
+# Demo persons (simulators/data/demo.json)
+HANAKO_MEGURO = "000000000010001"
+HANAKO_INDIVIDUAL_NUMBER = "123456789018"
+ICHIRO_MEGURO = "000000000010003"  # registered in Meguro only
+DEMO_INDIVIDUAL_NUMBERS = ("123456789018", "234567890121", "345678901234")
+
+
+def make_network_pki(directory: Path) -> Path:
+    """The PKI of the test network (hub, Meguro, Setagaya and their back offices)."""
+    init_pki(
+        directory,
+        [InstitutionEntry(MEGURO, (CARE_INSURANCE,)), InstitutionEntry(SETAGAYA, (LOCAL_TAX,))],
+    )
+    return directory
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def write_config(
+    directory: Path,
+    pki: Path,
+    *,
+    database: dict[str, str] | None = None,
+    permit_validity: float = 600,
+    result_retention: float = 3600,
+    demo: bool = True,
+) -> Config:
+    """Write a configuration for a box in ``directory`` and load it."""
+    database = database or {}
+    ports = {name: free_port() for name in ("hub", "mn", "mb", "sn", "sb")}
+
+    def url(name: str) -> str:
+        return database.get(name, f"sqlite:///{directory / (name + '.sqlite')}")
+
+    text = f"""
+[renkei]
+pki = {pki}
+hub_address = https://127.0.0.1:{ports["hub"]}
+
+[network]
+database = {url("hub")}
+listen = tcp:port={ports["hub"]}:interface=127.0.0.1
+address = https://127.0.0.1:{ports["hub"]}
+permitted_list = {REPOSITORY / "simulators/network/data/permitted_list.csv"}
+list_validity = 3600
+permit_validity = {permit_validity}
+
+[institution:meguro]
+code = {MEGURO}
+name = 目黒区
+kind = municipality
+database = {url("meguro")}
+network_listen = tcp:port={ports["mn"]}:interface=127.0.0.1
+network_address = https://127.0.0.1:{ports["mn"]}
+back_office_listen = tcp:port={ports["mb"]}:interface=127.0.0.1
+back_office_address = https://127.0.0.1:{ports["mb"]}
+back_office_systems = {CARE_INSURANCE}
+provides = {CARE_INFORMATION}
+result_retention = {result_retention}
+
+[institution:setagaya]
+code = {SETAGAYA}
+name = 世田谷区
+kind = municipality
+database = {url("setagaya")}
+network_listen = tcp:port={ports["sn"]}:interface=127.0.0.1
+network_address = https://127.0.0.1:{ports["sn"]}
+back_office_listen = tcp:port={ports["sb"]}:interface=127.0.0.1
+back_office_address = https://127.0.0.1:{ports["sb"]}
+back_office_systems = {LOCAL_TAX}
+provides = {TAX_INFORMATION}
+result_retention = {result_retention}
+
+[delivery]
+retry_initial = 0.1
+retry_maximum = 0.5
+lease = 2
+poll_interval = 0.2
+list_refresh = 300
+retention_interval = 300
+"""
+    if demo:
+        text += f"\n[demo]\ndata = {REPOSITORY / 'simulators/data/demo.json'}\n"
+    path = directory / "renkei.conf"
+    path.write_text(text, encoding="utf-8")
+    return load_config(path)
+
+
+class MovableClock:
+    """Wall time that a test can move forward (the node's injected clock)."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self.offset = 0.0
+
+    def seconds(self) -> float:
+        return float(self._reactor.seconds()) + self.offset

@@ -1,0 +1,180 @@
+"""Retention, permitted-list versions and expiry, restarts, and PostgreSQL storage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from sqlalchemy import select
+
+from crypto.pki import PkiLayout
+from crypto.xmlsig import Signer
+from middleware.hardened_xml import parse_xml, serialize
+from middleware.tables import hub_query, node_list_versions, node_records
+from simulators.back_office import BackOfficeError
+from tests.network import MEGURO, MovableClock, write_config
+from tests.test_flow import ask_tax, count
+
+
+@pytest_twisted.ensureDeferred
+async def test_query_result_is_deleted_when_its_retention_ends(box: Any, meguro_care: Any) -> None:
+    """A result is kept for the configured time after completion, then deleted and the
+    deletion recorded; the query's state and 処理通番 remain."""
+    from twisted.internet import reactor
+
+    meguro = box.nodes["meguro"]
+    meguro.clock = MovableClock(reactor)
+    submitted = await ask_tax(meguro_care)
+    await meguro_care.wait_for_result(submitted["query_id"])
+
+    assert await meguro.delete_expired_results() == 0
+    meguro.clock.offset = meguro.institution.result_retention + 1
+    assert await meguro.delete_expired_results() == 1
+
+    status = await meguro_care.query_status(submitted["query_id"])
+    assert status["state"] == "provided"
+    assert status["result"] is None
+    assert status["result_deleted_at"] is not None
+    events = count(
+        box,
+        "meguro",
+        node_records,
+        node_records.c.transaction_number == status["transaction_number"],
+        node_records.c.event == "result_deleted",
+    )
+    assert events == 1
+    assert await meguro.delete_expired_results() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_requester_refuses_to_query_on_an_expired_list(box: Any, meguro_care: Any) -> None:
+    """Once the list in force has expired and no newer one arrived, queries are refused."""
+    from twisted.internet import reactor
+
+    meguro = box.nodes["meguro"]
+    meguro.clock = MovableClock(reactor)
+    meguro.clock.offset = 3601  # the test network's list_validity is 3600 s
+    with pytest.raises(BackOfficeError) as refused:
+        await ask_tax(meguro_care)
+    assert refused.value.status == 503
+    assert refused.value.code == "PermittedListExpired"
+
+
+@pytest_twisted.ensureDeferred
+async def test_node_keeps_every_list_version_and_uses_the_newest(box: Any) -> None:
+    """A newly issued list is fetched, verified and stored beside the older versions."""
+    meguro = box.nodes["meguro"]
+    first = meguro.permitted_list.version
+    await box.hub.issue_permitted_list()
+    synced = await meguro.sync_permitted_list()
+    assert synced.version == first + 1
+    versions = meguro.database.run_blocking(
+        lambda connection: (
+            connection.execute(
+                select(node_list_versions.c.version).order_by(node_list_versions.c.version)
+            )
+            .scalars()
+            .all()
+        )
+    )
+    assert versions == [first, first + 1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_node_refuses_a_list_not_signed_by_the_hub(box: Any) -> None:
+    """A list re-signed by another key is refused and the list in force is kept."""
+    meguro = box.nodes["meguro"]
+    before = meguro.permitted_list
+    document = parse_xml(box.hub._list_document)
+    for signature in document.findall("{http://www.w3.org/2000/09/xmldsig#}Signature"):
+        document.remove(signature)
+    document.set("version", "999")
+    forger = Signer(PkiLayout(box.config.pki).institution_signing(MEGURO).load())
+    box.hub._list_document = serialize(forger.sign(document))
+    with pytest.raises(Exception) as refused:
+        await meguro.sync_permitted_list()
+    assert getattr(refused.value, "code", None) == "PermittedListSignatureInvalid"
+    assert meguro.permitted_list is before
+
+
+async def wait_until(condition: Any, timeout: float = 20.0) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    waited = 0.0
+    while not condition():
+        assert waited < timeout, "condition not reached"
+        await deferLater(reactor, 0.05, lambda: None)
+        waited += 0.05
+
+
+@pytest_twisted.ensureDeferred
+async def test_requester_restarted_while_the_hub_relays_receives_the_result_once(
+    box: Any, meguro_care: Any
+) -> None:
+    """With the requester down when the hub relays the provision, the hub retries and the
+    restarted requester stores the result exactly once."""
+    from twisted.internet import reactor
+
+    from middleware.node import IntermediateServer
+
+    meguro, setagaya = box.nodes["meguro"], box.nodes["setagaya"]
+    await setagaya.stopService()
+    submitted = await ask_tax(meguro_care)
+    await wait_until(lambda: count(box, "hub", hub_query, hub_query.c.state == "permitted") == 1)
+    await meguro.stopService()
+    provider = IntermediateServer(box.config, setagaya.institution, setagaya.catalogue, reactor)
+    await provider.startService()
+    requester = IntermediateServer(box.config, meguro.institution, meguro.catalogue, reactor)
+    try:
+        await wait_until(lambda: count(box, "hub", hub_query, hub_query.c.state == "provided") == 1)
+        relay = box.hub.outbox._table
+        await wait_until(
+            lambda: count(box, "hub", relay, relay.c.kind == "provision", relay.c.attempts > 1) == 1
+        )
+        box.back_offices["meguro"].node = requester
+        await requester.startService()
+        status = await meguro_care.wait_for_result(submitted["query_id"])
+        assert status["state"] == "provided"
+        assert count(box, "meguro", node_records, node_records.c.event == "result") == 1
+        await wait_until(
+            lambda: count(box, "hub", hub_query, hub_query.c.state == "completed") == 1
+        )
+    finally:
+        box.back_offices["meguro"].node = meguro
+        await requester.stopService()
+        await provider.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_flow_works_on_postgresql(
+    tmp_path: Path, network_pki: Path, postgresql_database: Any
+) -> None:
+    """Hub and nodes on PostgreSQL: migrations run and a query is provided end to end."""
+    from twisted.internet import reactor
+
+    from middleware.service import Box
+    from simulators.back_office import BackOfficeClient
+
+    config = write_config(
+        tmp_path,
+        network_pki,
+        database={
+            "hub": postgresql_database(),
+            "meguro": postgresql_database(),
+            "setagaya": postgresql_database(),
+        },
+    )
+    running = Box(config, reactor)
+    await running.start()
+    client = BackOfficeClient(reactor, config, config.institution("meguro"), "care-insurance")
+    try:
+        submitted = await ask_tax(client)
+        status = await client.wait_for_result(submitted["query_id"])
+        assert status["state"] == "provided"
+        assert status["result"]["records"][0]["record_id"] == "SET-TAX-2026-0001"
+    finally:
+        await client.close()
+        await running.stopService()
