@@ -280,12 +280,6 @@ UNKNOWN_QUERY = _kind(
     "Query {query_id} is unknown.",
     "照会{query_id}は存在しません。",
 )
-NO_RESULT = _kind(
-    "NoResult",
-    404,
-    "Query {query_id} has no result: its state is {state}.",
-    "照会{query_id}には結果がありません(状態: {state})。",
-)
 
 # Authentication of peers
 CERTIFICATE_NOT_AUTHORIZED = _kind(

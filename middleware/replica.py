@@ -7,6 +7,7 @@ the catalogue before it is written.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +19,10 @@ from codes import errors
 from codes.catalogue import Catalogue
 from codes.errors import RenkeiError
 from middleware.tables import person, replica_record
+
+
+# レコード識別番号: what the payload schema's RecordId accepts, within the column's width.
+RECORD_ID = re.compile(r"[0-9A-Za-z._\-]{1,32}")
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,7 @@ class ReplicaRecord:
 
 def validate(record: ReplicaRecord, catalogue: Catalogue, provides: tuple[str, ...]) -> None:
     """Refuse a record that this institution does not provide or the catalogue does not know."""
-    if not record.record_id or len(record.record_id) > 32:
+    if RECORD_ID.fullmatch(record.record_id) is None:
         raise RenkeiError(
             errors.INVALID_CODE, value=record.record_id, what="record identification number"
         )
