@@ -20,7 +20,6 @@ from codes.catalogue import Catalogue
 from codes.errors import RenkeiError
 from middleware.tables import person, replica_record
 
-
 # レコード識別番号: what the payload schema's RecordId accepts, within the column's width.
 RECORD_ID = re.compile(r"[0-9A-Za-z._\-]{1,32}")
 
