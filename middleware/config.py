@@ -12,6 +12,7 @@ import configparser
 from dataclasses import dataclass
 from pathlib import Path
 
+from codes.errors import RenkeiError
 from codes.institution import validate_institution_code
 from codes.typed import validate_information_name_code
 from middleware.outbox import RetryPolicy
@@ -93,22 +94,33 @@ def load_config(path: Path) -> Config:
     base = path.resolve().parent
     try:
         return _build(parser, path, base)
-    except (KeyError, ValueError) as failure:
+    except (ValueError, configparser.Error) as failure:
         raise ConfigError(f"{path}: {failure}") from None
-    except configparser.Error as failure:
-        raise ConfigError(f"{path}: {failure}") from None
+    except RenkeiError as failure:
+        raise ConfigError(f"{path}: {failure.message_en}") from None
+    except KeyError as failure:
+        raise ConfigError(f"{path}: {failure.args[0]}") from None
+
+
+def _value(section: configparser.SectionProxy, key: str) -> str:
+    try:
+        return section[key]
+    except KeyError:
+        raise KeyError(f"[{section.name}] has no {key!r}") from None
 
 
 def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
+    if not parser.has_section("renkei"):
+        raise KeyError("the [renkei] section is missing")
     renkei = parser["renkei"]
     network = None
     if parser.has_section("network"):
         section = parser["network"]
         network = NetworkConfig(
-            database=_database_url(section["database"], base),
-            listen=section["listen"],
-            address=section["address"],
-            permitted_list=base / section["permitted_list"],
+            database=_database_url(_value(section, "database"), base),
+            listen=_value(section, "listen"),
+            address=_value(section, "address"),
+            permitted_list=base / _value(section, "permitted_list"),
             list_validity=section.getfloat("list_validity", 86400.0),
             permit_validity=section.getfloat("permit_validity", 600.0),
         )
@@ -120,15 +132,15 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
         institutions.append(
             InstitutionConfig(
                 name=name.removeprefix("institution:"),
-                code=validate_institution_code(section["code"]),
-                display_name=section["name"],
-                kind=section["kind"],
-                database=_database_url(section["database"], base),
-                network_listen=section["network_listen"],
-                network_address=section["network_address"],
-                back_office_listen=section["back_office_listen"],
-                back_office_address=section["back_office_address"],
-                back_office_systems=tuple(section["back_office_systems"].split()),
+                code=validate_institution_code(_value(section, "code")),
+                display_name=_value(section, "name"),
+                kind=_value(section, "kind"),
+                database=_database_url(_value(section, "database"), base),
+                network_listen=_value(section, "network_listen"),
+                network_address=_value(section, "network_address"),
+                back_office_listen=_value(section, "back_office_listen"),
+                back_office_address=_value(section, "back_office_address"),
+                back_office_systems=tuple(_value(section, "back_office_systems").split()),
                 provides=tuple(
                     validate_information_name_code(code)
                     for code in section.get("provides", "").split()
@@ -145,8 +157,8 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
     demo = parser["demo"] if parser.has_section("demo") else None
     return Config(
         path=path,
-        pki=base / renkei["pki"],
-        hub_address=renkei["hub_address"],
+        pki=base / _value(renkei, "pki"),
+        hub_address=_value(renkei, "hub_address"),
         network=network,
         institutions=tuple(institutions),
         retry=RetryPolicy(
@@ -157,5 +169,5 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
         poll_interval=delivery.getfloat("poll_interval", 1.0),
         list_refresh=delivery.getfloat("list_refresh", 300.0),
         retention_interval=delivery.getfloat("retention_interval", 60.0),
-        demo_data=base / demo["data"] if demo is not None else None,
+        demo_data=base / _value(demo, "data") if demo is not None else None,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -19,6 +20,7 @@ from codes import errors
 from codes.errors import RenkeiError
 
 ID_CODE_BYTES = 8
+FUGO = re.compile(r"[0-9A-F]{32}")
 
 
 def id_code(resident_code: str, key: bytes) -> bytes:
@@ -47,12 +49,9 @@ class FugoCipher:
 
     def id_code_of(self, fugo: str, institution_code: str) -> bytes:
         """The IDコード behind ``fugo``; refused unless it was issued to ``institution_code``."""
-        try:
-            raw = bytes.fromhex(fugo)
-        except ValueError:
-            raise RenkeiError(errors.FUGO_INVALID) from None
-        if len(raw) != 16:
+        if FUGO.fullmatch(fugo) is None:
             raise RenkeiError(errors.FUGO_INVALID)
+        raw = bytes.fromhex(fugo)
         decryptor = self._cipher.decryptor()
         block = decryptor.update(raw) + decryptor.finalize()
         if block[ID_CODE_BYTES:] != _institution_block(institution_code):

@@ -1,0 +1,163 @@
+"""Unit tests for middleware.config: loading and checking the twistd INI file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from middleware.config import Config, ConfigError, load_config
+from middleware.outbox import RetryPolicy
+
+ROOT = Path(__file__).resolve().parents[1]
+TWISTD_CONF = ROOT / "twistd.conf"
+MEGURO = "1131105000000000"
+SETAGAYA = "1131121000000000"
+
+
+@pytest.fixture(scope="module")
+def config() -> Config:
+    """The repository's own twistd.conf, loaded."""
+    return load_config(TWISTD_CONF)
+
+
+def _variant(tmp_path: Path, old: str, new: str) -> Path:
+    """A copy of twistd.conf in tmp_path with one piece of text replaced."""
+    text = TWISTD_CONF.read_text(encoding="utf-8")
+    assert old in text
+    path = tmp_path / "twistd.conf"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+def _load_error(path: Path) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return str(caught.value)
+
+
+def test_repository_config_has_meguro_and_setagaya(config: Config) -> None:
+    """twistd.conf describes two institution nodes with their codes, names and kinds."""
+    assert [(i.name, i.code, i.display_name, i.kind) for i in config.institutions] == [
+        ("meguro", MEGURO, "目黒区", "municipality"),
+        ("setagaya", SETAGAYA, "世田谷区", "municipality"),
+    ]
+
+
+def test_institutions_carry_their_services_and_provided_information(config: Config) -> None:
+    """Each node has its listeners, back-office systems, provided information and retention."""
+    meguro = config.institution("meguro")
+    setagaya = config.institution("setagaya")
+    assert meguro.provides == ("TM00000000000004",)
+    assert setagaya.provides == ("TM00000000000002",)
+    assert meguro.back_office_systems == ("care-insurance",)
+    assert setagaya.back_office_systems == ("local-tax",)
+    assert meguro.network_listen == "tcp:port=7411:interface=127.0.0.1"
+    assert meguro.network_address == "https://127.0.0.1:7411"
+    assert meguro.back_office_address == "https://127.0.0.1:7412"
+    assert meguro.result_retention == 604800.0
+
+
+def test_relative_sqlite_urls_are_resolved_against_the_file(config: Config) -> None:
+    """A relative sqlite:/// database path is made absolute relative to the config file."""
+    assert config.institution("meguro").database == f"sqlite:///{ROOT / 'var' / 'meguro.sqlite'}"
+    assert config.network is not None
+    assert config.network.database == f"sqlite:///{ROOT / 'var' / 'hub.sqlite'}"
+
+
+def test_network_section_is_read(config: Config) -> None:
+    """The [network] section gives the hub's listener, address, rules file and validities."""
+    network = config.network
+    assert network is not None
+    assert network.listen == "tcp:port=7400:interface=127.0.0.1"
+    assert network.address == "https://127.0.0.1:7400"
+    assert network.permitted_list == ROOT / "simulators" / "network" / "data" / "permitted_list.csv"
+    assert network.permitted_list.is_file()
+    assert network.list_validity == 86400.0
+    assert network.permit_validity == 600.0
+    assert config.hub_address == "https://127.0.0.1:7400"
+    assert config.pki == ROOT / "var" / "pki"
+
+
+def test_delivery_section_gives_the_retry_policy(config: Config) -> None:
+    """The [delivery] section gives retry backoff, lease and polling intervals."""
+    assert config.retry == RetryPolicy(initial=0.5, maximum=60.0, lease=30.0)
+    assert config.poll_interval == 1.0
+    assert config.list_refresh == 300.0
+    assert config.retention_interval == 60.0
+    assert config.demo_data == ROOT / "simulators" / "data" / "demo.json"
+
+
+def test_institution_is_found_by_name_or_code(config: Config) -> None:
+    """config.institution accepts the section name or the institution code."""
+    assert config.institution(SETAGAYA) is config.institution("setagaya")
+
+
+def test_unknown_institution_lookup_is_a_config_error(config: Config) -> None:
+    """Asking for an institution not in the file raises ConfigError naming it."""
+    with pytest.raises(ConfigError, match="nerima"):
+        config.institution("nerima")
+
+
+def test_network_section_is_optional(tmp_path: Path) -> None:
+    """Without [network] the file runs nodes only and network is None."""
+    text = TWISTD_CONF.read_text(encoding="utf-8")
+    start = text.index("[network]")
+    end = text.index("[institution:meguro]")
+    path = tmp_path / "nodes.conf"
+    path.write_text(text[:start] + text[end:], encoding="utf-8")
+    config = load_config(path)
+    assert config.network is None
+    assert len(config.institutions) == 2
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    """A file that does not exist raises ConfigError naming the path."""
+    path = tmp_path / "absent.conf"
+    message = _load_error(path)
+    assert "cannot read" in message
+    assert str(path) in message
+
+
+def test_missing_key_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
+    """An institution section without its code raises ConfigError naming the missing key."""
+    path = _variant(tmp_path, f"code = {SETAGAYA}\n", "")
+    message = _load_error(path)
+    assert str(path) in message
+    assert "'code'" in message
+
+
+def test_missing_renkei_section_is_a_config_error(tmp_path: Path) -> None:
+    """A file without the [renkei] section raises ConfigError naming it."""
+    path = _variant(tmp_path, "[renkei]", "[something-else]")
+    assert "renkei" in _load_error(path)
+
+
+def test_non_numeric_setting_is_a_config_error(tmp_path: Path) -> None:
+    """A retry delay that is not a number raises ConfigError quoting the bad value."""
+    path = _variant(tmp_path, "retry_initial = 0.5", "retry_initial = soon")
+    assert "soon" in _load_error(path)
+
+
+def test_duplicate_section_is_a_config_error(tmp_path: Path) -> None:
+    """Two sections of the same name are reported as a ConfigError naming the section."""
+    path = _variant(tmp_path, "[institution:setagaya]", "[institution:meguro]")
+    assert "institution:meguro" in _load_error(path)
+
+
+def test_two_institutions_with_one_code_is_a_config_error(tmp_path: Path) -> None:
+    """Two institutions sharing an institution code raise ConfigError saying so."""
+    path = _variant(tmp_path, f"code = {SETAGAYA}", f"code = {MEGURO}")
+    assert "share an institution code" in _load_error(path)
+
+
+def test_bad_institution_code_is_a_config_error(tmp_path: Path) -> None:
+    """An institution code that is not 16 digits raises ConfigError quoting it."""
+    path = _variant(tmp_path, f"code = {SETAGAYA}", "code = 11311")
+    assert "11311" in _load_error(path)
+
+
+def test_bad_provided_information_name_is_a_config_error(tmp_path: Path) -> None:
+    """A malformed information name code in 'provides' raises ConfigError quoting it."""
+    path = _variant(tmp_path, "provides = TM00000000000002", "provides = TM2")
+    assert "TM2" in _load_error(path)

@@ -1,0 +1,362 @@
+"""Unit tests for middleware.outbox: the durable outbox's database functions and its poller."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import pytest_twisted
+from sqlalchemy import Connection, select
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.task import Clock
+
+from middleware.outbox import (
+    DELIVERED,
+    FAILED,
+    PENDING,
+    DeliveryRefused,
+    Outbox,
+    OutgoingMessage,
+    RetryPolicy,
+    backlog,
+    claim_due,
+    enqueue,
+    finish,
+    reschedule,
+)
+from middleware.storage import Database, migrate
+from middleware.tables import node_outbox
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE_MIGRATIONS = ROOT / "middleware" / "migrations"
+
+POLICY = RetryPolicy(initial=0.5, maximum=4.0, lease=30.0)
+T0 = datetime(2026, 1, 1, 9, 0, 0, tzinfo=UTC)
+START_SECONDS = T0.timestamp()
+
+
+def _message(number: int = 1) -> OutgoingMessage:
+    return OutgoingMessage(
+        message_id=f"00000000-0000-4000-8000-{number:012d}",
+        kind="ProvisionRequest",
+        destination="1131121000000000",
+        reference=f"2026010100000000000{number}",
+        body=b"<message/>",
+    )
+
+
+MESSAGE = _message()
+
+
+def _url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'node.sqlite'}"
+    migrate(url, NODE_MIGRATIONS)
+    return url
+
+
+@pytest.fixture
+def node_db(tmp_path: Path) -> Iterator[Database]:
+    """A migrated node database in a SQLite file, used through run_blocking only."""
+    database = Database(cast(IReactorThreads, object()), _url(tmp_path))
+    yield database
+    database.stop()
+
+
+def _row(connection: Connection, message_id: str) -> Any:
+    return connection.execute(
+        select(node_outbox).where(node_outbox.c.message_id == message_id)
+    ).one()
+
+
+def _enqueue(database: Database, now: datetime, message: OutgoingMessage = MESSAGE) -> None:
+    database.run_blocking(enqueue, node_outbox, now, message, POLICY)
+
+
+def _claim(database: Database, now: datetime, limit: int = 10) -> list[OutgoingMessage]:
+    return database.run_blocking(claim_due, node_outbox, now, limit, POLICY)
+
+
+# -- RetryPolicy ---------------------------------------------------------------------------
+
+
+def test_retry_delay_doubles_from_initial_up_to_maximum() -> None:
+    """The default backoff is 0.5, 1, 2, 4, ... seconds, capped at 60."""
+    policy = RetryPolicy()
+    assert [policy.delay(n) for n in range(1, 10)] == [0.5, 1, 2, 4, 8, 16, 32, 60, 60]
+
+
+def test_retry_delay_of_zero_attempts_is_the_initial_delay() -> None:
+    """No attempt yet still waits the initial delay, never less."""
+    assert RetryPolicy().delay(0) == 0.5
+
+
+def test_retry_delay_respects_a_small_maximum() -> None:
+    """A configured cap applies as soon as the doubling reaches it."""
+    assert [POLICY.delay(n) for n in range(1, 6)] == [0.5, 1, 2, 4, 4]
+
+
+# -- database functions ----------------------------------------------------------------------
+
+
+def test_enqueue_leases_the_message_to_the_immediate_attempt(node_db: Database) -> None:
+    """A new message is pending, counts one attempt and is next due one lease later."""
+    _enqueue(node_db, T0)
+    row = node_db.run_blocking(_row, MESSAGE.message_id)
+    assert row.state == PENDING
+    assert row.attempts == 1
+    assert row.created_at == T0
+    assert row.next_attempt_at == T0 + timedelta(seconds=POLICY.lease)
+    assert row.finished_at is None
+    assert (row.kind, row.destination, row.reference, row.body) == (
+        MESSAGE.kind,
+        MESSAGE.destination,
+        MESSAGE.reference,
+        MESSAGE.body,
+    )
+
+
+def test_claim_due_returns_nothing_before_the_lease_expires(node_db: Database) -> None:
+    """While the immediate attempt owns the message the poller cannot claim it."""
+    _enqueue(node_db, T0)
+    assert _claim(node_db, T0) == []
+    assert _claim(node_db, T0 + timedelta(seconds=29)) == []
+
+
+def test_claim_due_returns_the_message_once_the_lease_expires(node_db: Database) -> None:
+    """At the end of the lease the message is claimed, whole."""
+    _enqueue(node_db, T0)
+    assert _claim(node_db, T0 + timedelta(seconds=30)) == [MESSAGE]
+
+
+def test_claim_due_counts_an_attempt_and_takes_a_new_lease(node_db: Database) -> None:
+    """Claiming increments attempts and pushes next_attempt_at a lease ahead."""
+    _enqueue(node_db, T0)
+    claimed_at = T0 + timedelta(seconds=45)
+    _claim(node_db, claimed_at)
+    row = node_db.run_blocking(_row, MESSAGE.message_id)
+    assert row.attempts == 2
+    assert row.next_attempt_at == claimed_at + timedelta(seconds=POLICY.lease)
+    assert _claim(node_db, claimed_at) == []
+    assert _claim(node_db, claimed_at + timedelta(seconds=30)) == [MESSAGE]
+
+
+def test_claim_due_honours_the_limit_and_oldest_due_first(node_db: Database) -> None:
+    """At most ``limit`` messages are claimed, the one due first coming first."""
+    _enqueue(node_db, T0 + timedelta(seconds=2), _message(1))
+    _enqueue(node_db, T0, _message(2))
+    _enqueue(node_db, T0 + timedelta(seconds=1), _message(3))
+    later = T0 + timedelta(minutes=5)
+    assert _claim(node_db, later, limit=2) == [_message(2), _message(3)]
+    assert _claim(node_db, later, limit=2) == [_message(1)]
+
+
+def test_finish_delivered_removes_the_message_from_claims(node_db: Database) -> None:
+    """A delivered message is never claimed again and no longer counts as backlog."""
+    _enqueue(node_db, T0)
+    node_db.run_blocking(finish, node_outbox, MESSAGE.message_id, T0, DELIVERED)
+    assert _claim(node_db, T0 + timedelta(days=1)) == []
+    row = node_db.run_blocking(_row, MESSAGE.message_id)
+    assert row.state == DELIVERED
+    assert row.finished_at == T0
+    assert row.last_error is None
+    assert node_db.run_blocking(backlog, node_outbox) == 0
+
+
+def test_finish_failed_keeps_the_error_and_stops_retries(node_db: Database) -> None:
+    """A message failed for good records the refusal code and is never claimed again."""
+    _enqueue(node_db, T0)
+    node_db.run_blocking(finish, node_outbox, MESSAGE.message_id, T0, FAILED, "NotPermitted")
+    row = node_db.run_blocking(_row, MESSAGE.message_id)
+    assert (row.state, row.last_error) == (FAILED, "NotPermitted")
+    assert _claim(node_db, T0 + timedelta(days=1)) == []
+
+
+def test_finish_does_not_overwrite_a_finished_message(node_db: Database) -> None:
+    """A late second outcome leaves the first one in place."""
+    _enqueue(node_db, T0)
+    node_db.run_blocking(finish, node_outbox, MESSAGE.message_id, T0, DELIVERED)
+    node_db.run_blocking(
+        finish, node_outbox, MESSAGE.message_id, T0 + timedelta(seconds=1), FAILED, "late"
+    )
+    row = node_db.run_blocking(_row, MESSAGE.message_id)
+    assert (row.state, row.finished_at, row.last_error) == (DELIVERED, T0, None)
+
+
+def test_reschedule_backs_off_exponentially(node_db: Database) -> None:
+    """Successive transient failures wait 0.5, 1, 2, 4 and then 4 seconds (the cap)."""
+    _enqueue(node_db, T0)
+    now = T0
+    delays = []
+    for _ in range(5):
+        node_db.run_blocking(reschedule, node_outbox, MESSAGE.message_id, now, POLICY, "down")
+        row = node_db.run_blocking(_row, MESSAGE.message_id)
+        delay = (row.next_attempt_at - now).total_seconds()
+        delays.append(delay)
+        assert row.state == PENDING
+        assert row.last_error == "down"
+        now = row.next_attempt_at
+        assert _claim(node_db, now - timedelta(seconds=0.25)) == []
+        assert _claim(node_db, now) == [MESSAGE]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0]
+
+
+def test_reschedule_truncates_a_long_error(node_db: Database) -> None:
+    """The stored error text is cut to 500 characters."""
+    _enqueue(node_db, T0)
+    node_db.run_blocking(reschedule, node_outbox, MESSAGE.message_id, T0, POLICY, "x" * 2000)
+    assert node_db.run_blocking(_row, MESSAGE.message_id).last_error == "x" * 500
+
+
+def test_reschedule_leaves_a_finished_message_alone(node_db: Database) -> None:
+    """A transient failure reported after delivery does not make the message pending again."""
+    _enqueue(node_db, T0)
+    node_db.run_blocking(finish, node_outbox, MESSAGE.message_id, T0, DELIVERED)
+    node_db.run_blocking(reschedule, node_outbox, MESSAGE.message_id, T0, POLICY, "late")
+    row = node_db.run_blocking(_row, MESSAGE.message_id)
+    assert (row.state, row.last_error) == (DELIVERED, None)
+
+
+def test_backlog_counts_pending_messages_only(node_db: Database) -> None:
+    """Delivered and failed messages leave the backlog; pending ones, due or not, stay."""
+    for number in range(1, 5):
+        _enqueue(node_db, T0, _message(number))
+    assert node_db.run_blocking(backlog, node_outbox) == 4
+    node_db.run_blocking(finish, node_outbox, _message(1).message_id, T0, DELIVERED)
+    node_db.run_blocking(finish, node_outbox, _message(2).message_id, T0, FAILED, "Refused")
+    assert node_db.run_blocking(backlog, node_outbox) == 2
+
+
+# -- the Outbox class on a Clock ----------------------------------------------------------------
+
+
+class FakeSender:
+    """A sender answering with scripted outcomes (an exception fails, anything else succeeds)."""
+
+    def __init__(self, *outcomes: Exception | None) -> None:
+        self.outcomes = list(outcomes)
+        self.sent: list[str] = []
+
+    def __call__(self, message: OutgoingMessage) -> defer.Deferred[Any]:
+        self.sent.append(message.message_id)
+        outcome = self.outcomes.pop(0) if self.outcomes else None
+        if isinstance(outcome, Exception):
+            return defer.fail(outcome)
+        return defer.succeed(None)
+
+
+def _clock() -> Clock:
+    clock = Clock()
+    clock.advance(START_SECONDS)
+    return clock
+
+
+@pytest_twisted.inlineCallbacks
+def test_outbox_retries_a_transient_failure_after_the_backoff(tmp_path: Path) -> Any:
+    """A failed immediate attempt is rescheduled and re-sent by poll() once the backoff passed."""
+    from twisted.internet import reactor
+
+    database = Database(reactor, _url(tmp_path))
+    database.start()
+    try:
+        clock = _clock()
+        sender = FakeSender(ConnectionRefusedError("provider down"))
+        outbox = Outbox(database, node_outbox, clock, sender, POLICY)
+        yield database.run(outbox.enqueue, MESSAGE)
+        outbox.send_now(MESSAGE)
+        yield outbox.stop()
+        row = yield database.run(_row, MESSAGE.message_id)
+        assert row.state == PENDING
+        assert row.next_attempt_at == T0 + timedelta(seconds=0.5)
+        assert "provider down" in row.last_error
+
+        yield outbox.poll()
+        yield outbox.stop()
+        assert sender.sent == [MESSAGE.message_id]
+
+        clock.advance(1)
+        yield outbox.poll()
+        yield outbox.stop()
+        assert sender.sent == [MESSAGE.message_id, MESSAGE.message_id]
+        row = yield database.run(_row, MESSAGE.message_id)
+        assert (row.state, row.attempts) == (DELIVERED, 2)
+        assert row.finished_at == T0 + timedelta(seconds=1)
+    finally:
+        database.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_outbox_marks_a_refused_message_failed_and_never_retries(tmp_path: Path) -> Any:
+    """A DeliveryRefused answer fails the message for good with its code; polls skip it."""
+    from twisted.internet import reactor
+
+    database = Database(reactor, _url(tmp_path))
+    database.start()
+    try:
+        clock = _clock()
+        sender = FakeSender(DeliveryRefused("NotPermitted", "no rule"))
+        outbox = Outbox(database, node_outbox, clock, sender, POLICY)
+        yield database.run(outbox.enqueue, MESSAGE)
+        outbox.send_now(MESSAGE)
+        yield outbox.stop()
+        row = yield database.run(_row, MESSAGE.message_id)
+        assert (row.state, row.last_error) == (FAILED, "NotPermitted")
+
+        clock.advance(3600)
+        yield outbox.poll()
+        yield outbox.stop()
+        assert sender.sent == [MESSAGE.message_id]
+        pending = yield database.run(backlog, node_outbox)
+        assert pending == 0
+    finally:
+        database.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_outbox_marks_a_successful_send_delivered(tmp_path: Path) -> Any:
+    """A send that succeeds marks the message delivered at the clock's time."""
+    from twisted.internet import reactor
+
+    database = Database(reactor, _url(tmp_path))
+    database.start()
+    try:
+        clock = _clock()
+        sender = FakeSender()
+        outbox = Outbox(database, node_outbox, clock, sender, POLICY)
+        yield database.run(outbox.enqueue, MESSAGE)
+        outbox.send_now(MESSAGE)
+        yield outbox.stop()
+        row = yield database.run(_row, MESSAGE.message_id)
+        assert (row.state, row.attempts, row.finished_at) == (DELIVERED, 1, T0)
+        assert sender.sent == [MESSAGE.message_id]
+    finally:
+        database.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_outbox_poll_picks_up_a_message_left_by_a_crash_after_the_lease(tmp_path: Path) -> Any:
+    """A message enqueued but never sent is delivered by poll() only once its lease expired."""
+    from twisted.internet import reactor
+
+    database = Database(reactor, _url(tmp_path))
+    database.start()
+    try:
+        clock = _clock()
+        sender = FakeSender()
+        outbox = Outbox(database, node_outbox, clock, sender, POLICY)
+        yield database.run(outbox.enqueue, MESSAGE)
+        yield outbox.poll()
+        yield outbox.stop()
+        assert sender.sent == []
+
+        clock.advance(POLICY.lease)
+        yield outbox.poll()
+        yield outbox.stop()
+        assert sender.sent == [MESSAGE.message_id]
+        row = yield database.run(_row, MESSAGE.message_id)
+        assert (row.state, row.attempts) == (DELIVERED, 2)
+    finally:
+        database.stop()

@@ -1,0 +1,137 @@
+"""Unit tests for middleware.storage: SQLite settings and transactions through run_blocking."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import cast
+
+import pytest
+from sqlalchemy import Column, Connection, Integer, MetaData, Table, inspect, select, update
+from twisted.internet.interfaces import IReactorThreads
+
+from middleware.storage import Database, migrate
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE_MIGRATIONS = ROOT / "middleware" / "migrations"
+
+metadata = MetaData()
+counter = Table(
+    "unit_counter",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("value", Integer, nullable=False),
+)
+
+INCREMENTS = 200
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[Database]:
+    """A SQLite file database holding a counter table at zero."""
+    db = Database(cast(IReactorThreads, object()), f"sqlite:///{tmp_path / 'unit.sqlite'}")
+    metadata.create_all(db.engine)
+
+    def seed(connection: Connection) -> None:
+        connection.execute(counter.insert().values(id=1, value=0))
+
+    db.run_blocking(seed)
+    yield db
+    db.stop()
+
+
+def _read(connection: Connection) -> int:
+    return int(connection.execute(select(counter.c.value).where(counter.c.id == 1)).scalar_one())
+
+
+def _increment(connection: Connection) -> None:
+    value = _read(connection)
+    time.sleep(0)  # let the other thread run between the read and the write
+    connection.execute(update(counter).where(counter.c.id == 1).values(value=value + 1))
+
+
+def test_concurrent_read_then_write_increments_lose_no_update(database: Database) -> None:
+    """Two threads incrementing one counter 200 times each end at exactly 400."""
+    barrier = threading.Barrier(2)
+    failures: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            for _ in range(INCREMENTS):
+                database.run_blocking(_increment)
+        except BaseException as failure:
+            failures.append(failure)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert failures == []
+    assert database.run_blocking(_read) == 2 * INCREMENTS
+
+
+def test_sqlite_runs_in_wal_mode(database: Database) -> None:
+    """The SQLite journal mode is WAL."""
+
+    def journal_mode(connection: Connection) -> str:
+        return str(connection.exec_driver_sql("PRAGMA journal_mode").scalar_one())
+
+    assert database.run_blocking(journal_mode).lower() == "wal"
+
+
+def test_sqlite_enforces_foreign_keys(database: Database) -> None:
+    """Foreign key enforcement is switched on for every connection."""
+
+    def foreign_keys(connection: Connection) -> int:
+        return int(connection.exec_driver_sql("PRAGMA foreign_keys").scalar_one())
+
+    assert database.run_blocking(foreign_keys) == 1
+
+
+def test_run_blocking_returns_the_work_result_and_passes_arguments(database: Database) -> None:
+    """run_blocking calls work(connection, *args, **kwargs) and gives back its value."""
+
+    def work(connection: Connection, a: int, *, b: int) -> tuple[int, int]:
+        return _read(connection) + a, b
+
+    assert database.run_blocking(work, 5, b=7) == (5, 7)
+
+
+def test_run_blocking_rolls_back_when_the_work_fails(database: Database) -> None:
+    """A unit of work that raises leaves nothing of its writes behind."""
+
+    def failing(connection: Connection) -> None:
+        _increment(connection)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        database.run_blocking(failing)
+    assert database.run_blocking(_read) == 0
+
+
+def test_migrate_creates_the_node_schema(tmp_path: Path) -> None:
+    """Migrating an empty file creates the node tables and can be run again harmlessly."""
+    path = tmp_path / "sub" / "node.sqlite"
+    url = f"sqlite:///{path}"
+    migrate(url, NODE_MIGRATIONS)
+    migrate(url, NODE_MIGRATIONS)
+    db = Database(cast(IReactorThreads, object()), url)
+    try:
+        names = set(inspect(db.engine).get_table_names())
+    finally:
+        db.stop()
+    assert {
+        "person",
+        "replica_record",
+        "query",
+        "provision",
+        "outbox",
+        "provision_record",
+        "provision_record_head",
+        "permitted_list_version",
+    } <= names
