@@ -62,7 +62,7 @@ from middleware.permitted_list import (
     store_version,
 )
 from middleware.records import RecordEntry, append_records
-from middleware.storage import Database, migrate
+from middleware.storage import Database
 from middleware.tables import (
     node_list_versions,
     node_outbox,
@@ -149,8 +149,8 @@ class IntermediateServer(Service):
     @inlineCallbacks
     def startService(self) -> Any:
         super().startService()
-        migrate(self.institution.database, MIGRATIONS)
         self.database.start()
+        yield self.database.migrate(MIGRATIONS)
         stored = yield self.database.run(latest_version, node_list_versions)
         if stored is not None:
             self._use_list_document(stored[1])
@@ -158,13 +158,15 @@ class IntermediateServer(Service):
             self._reactor, self.institution.network_listen, self.app, self._network_tls
         )
         self.outbox.start()
-        self._every(self.config.list_refresh, self._refresh_permitted_list)
+        # The first fetch is awaited, so a node started after its hub starts with a list.
+        yield self._refresh_permitted_list()
+        self._every(self.config.list_refresh, self._refresh_permitted_list, now=False)
         self._every(self.config.retention_interval, self.delete_expired_results)
 
-    def _every(self, interval: float, work: Callable[[], Any]) -> None:
+    def _every(self, interval: float, work: Callable[[], Any], now: bool = True) -> None:
         loop = LoopingCall(work)
         loop.clock = self._reactor
-        loop.start(interval, now=True).addErrback(
+        loop.start(interval, now=now).addErrback(
             lambda failure: self.log.failure("periodic task stopped", failure)
         )
         self._loops.append(loop)
@@ -274,7 +276,7 @@ class IntermediateServer(Service):
                 messages.FugoResponse,
             )
         except DeliveryRefused as refusal:
-            raise RenkeiError(errors.ALL[refusal.code]) from None
+            raise RenkeiError(errors.ALL.get(refusal.code, errors.INTERNAL)) from None
         except Exception as failure:
             raise RenkeiError(errors.NETWORK_UNAVAILABLE, detail=str(failure)) from None
         yield self.database.run(fugo_store.link, integrated_address_number, answer.fugo, self.now())

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Table, select
 from codes import errors
 from codes.errors import RenkeiError
 from middleware.clock import iso
+from middleware.storage import insert_if_absent
 
 
 @dataclass(frozen=True)
@@ -136,20 +137,16 @@ def store_version(
     document: bytes,
     now: datetime,
 ) -> bool:
-    """Keep a version (idempotent); True when it was new."""
-    exists = connection.execute(select(table.c.version).where(table.c.version == version)).first()
-    if exists is not None:
-        return False
-    connection.execute(
-        table.insert().values(
-            version=version,
-            issued_at=issued_at,
-            expires_at=expires_at,
-            document=document,
-            stored_at=now,
-        )
+    """Keep a version (idempotent, also under concurrent calls); True when it was new."""
+    return insert_if_absent(
+        connection,
+        table,
+        version=version,
+        issued_at=issued_at,
+        expires_at=expires_at,
+        document=document,
+        stored_at=now,
     )
-    return True
 
 
 def latest_version(connection: Connection, table: Table) -> tuple[int, bytes] | None:

@@ -80,16 +80,8 @@ class Box(MultiService):
         self.running = True
         for service in list(self):
             yield service.startService()
-        if self.hub is not None:
-            yield self._first_lists()
         if self.config.demo_data is not None:
             yield seed_demo(self, self.config.demo_data)
-
-    @inlineCallbacks
-    def _first_lists(self) -> Any:
-        for node in self.nodes.values():
-            if node.permitted_list is None:
-                yield node.sync_permitted_list()
 
     @inlineCallbacks
     def stopService(self) -> Any:

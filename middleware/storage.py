@@ -16,7 +16,8 @@ from typing import Any, ParamSpec, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 from twisted.internet.defer import Deferred
@@ -73,6 +74,17 @@ def migrate(url: str, script_location: Path) -> None:
     command.upgrade(config, "head")
 
 
+def insert_if_absent(connection: Connection, table: Table, **values: Any) -> bool:
+    """Insert a row unless one with the same key exists; True when inserted.
+
+    Safe against a concurrent insert of the same key (``ON CONFLICT DO NOTHING``).
+    """
+    dialect = connection.dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    result = connection.execute(insert(table).values(**values).on_conflict_do_nothing())
+    return bool(result.rowcount == 1)
+
+
 class Database:
     """One institution's (or the hub's) database, used only through ``run``."""
 
@@ -96,6 +108,10 @@ class Database:
             self._pool.stop()
             self._started = False
         self.engine.dispose()
+
+    def migrate(self, script_location: Path) -> Deferred[None]:
+        """Bring the schema up to date, on the pool like every other database call."""
+        return deferToThreadPool(self._reactor, self._pool, migrate, self.url, script_location)
 
     def run(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         """Run ``work(connection, *args, **kwargs)`` in one transaction on the pool."""

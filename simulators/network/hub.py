@@ -53,7 +53,7 @@ from middleware.permitted_list import (
     store_version,
 )
 from middleware.records import RecordEntry, append_records
-from middleware.storage import Database, migrate
+from middleware.storage import Database
 from middleware.tables import hub_list_versions, hub_outbox, hub_query, hub_record_head, hub_records
 from simulators.network import jukinet
 from simulators.network.fugo import FugoCipher, id_code
@@ -132,8 +132,8 @@ class Hub(Service):
     @inlineCallbacks
     def startService(self) -> Any:
         super().startService()
-        migrate(self._network.database, MIGRATIONS)
         self.database.start()
+        yield self.database.migrate(MIGRATIONS)
         yield self.issue_permitted_list()
         self._list_loop = LoopingCall(self.issue_permitted_list)
         self._list_loop.clock = self._reactor

@@ -9,11 +9,11 @@ from __future__ import annotations
 import secrets
 
 from sqlalchemy import Connection, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from codes import errors
 from codes.errors import RenkeiError
 from codes.individual_number import validate_individual_number
+from middleware.storage import insert_if_absent
 from middleware.tables import resident
 
 
@@ -32,12 +32,8 @@ def register_resident(connection: Connection, individual_number: str) -> str:
         ).first()
         if taken is None:
             break
-    dialect = connection.dialect.name
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(resident)
-    connection.execute(
-        insert.values(
-            individual_number=individual_number, resident_code=resident_code
-        ).on_conflict_do_nothing()
+    insert_if_absent(
+        connection, resident, individual_number=individual_number, resident_code=resident_code
     )
     return str(
         connection.execute(
