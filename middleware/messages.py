@@ -212,12 +212,17 @@ class ProvisionRequestAck:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Provision:
-    """The outcome of a provision; ``reason_en`` and ``reason_ja`` go together or not at all."""
+    """The outcome of a provision; ``reason_en`` and ``reason_ja`` go together or not at all.
+
+    ``query_message_id`` is set by the network on the hop to the requester: the messageId of
+    the requester's QueryRequest.
+    """
 
     message_id: str
     transaction_number: str
     status: str
     error_code: str | None = None
+    query_message_id: str | None = None
     encrypted_payload: bytes | None = None
     reason_en: str | None = None
     reason_ja: str | None = None
@@ -447,6 +452,8 @@ def _provision_element(m: Provision) -> etree._Element:
     )
     if m.error_code is not None:
         root.set("errorCode", m.error_code)
+    if m.query_message_id is not None:
+        root.set("queryMessageId", m.query_message_id)
     if m.encrypted_payload is not None:
         _sub(root, "EncryptedPayload", _b64encode(m.encrypted_payload))
     if m.reason_en is not None and m.reason_ja is not None:
@@ -626,6 +633,7 @@ def _build_provision(root: etree._Element) -> Provision:
         transaction_number=_attr(root, "transactionNumber"),
         status=_attr(root, "status"),
         error_code=root.get("errorCode"),
+        query_message_id=root.get("queryMessageId"),
         encrypted_payload=None if payload is None else _b64decode(_text(payload)),
         reason_en=reason_en,
         reason_ja=reason_ja,

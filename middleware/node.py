@@ -153,7 +153,7 @@ class IntermediateServer(Service):
         yield self.database.migrate(MIGRATIONS)
         stored = yield self.database.run(latest_version, node_list_versions)
         if stored is not None:
-            self._use_list_document(stored[1])
+            self.permitted_list = self._verify_list(stored[1])
         self._port = yield listen(
             self._reactor, self.institution.network_listen, self.app, self._network_tls
         )
@@ -245,9 +245,6 @@ class IntermediateServer(Service):
                 for r in listed.rows
             ),
         )
-
-    def _use_list_document(self, document: bytes) -> None:
-        self.permitted_list = self._verify_list(document)
 
     def current_list(self) -> PermittedList:
         """The list in force; refused when none was received or it expired."""
@@ -423,11 +420,13 @@ class IntermediateServer(Service):
         """A provision relayed by the hub: decrypt, verify, store once, acknowledge."""
         caller_code(request, {HUB})
         delivered = messages.decode(read_body(request), messages.Provision)
-        row = yield self.database.run(self._query_by_number, delivered.transaction_number)
+        row = yield self.database.run(self._query_of_result, delivered)
         if row.state in FINISHED:
             return xml_response(request, self._provision_ack(delivered))
         state, result, code = self._open_result(row, delivered)
-        yield self.database.run(self._store_result, row.query_id, state, result, code)
+        yield self.database.run(
+            self._store_result, row.query_id, delivered.transaction_number, state, result, code
+        )
         if code is not None and state == ERROR:
             raise RenkeiError(errors.ALL[code], transaction_number=delivered.transaction_number)
         return xml_response(request, self._provision_ack(delivered))
@@ -438,9 +437,14 @@ class IntermediateServer(Service):
             message_id=delivered.message_id, transaction_number=delivered.transaction_number
         )
 
-    def _query_by_number(self, connection: Connection, number: str) -> Any:
-        row = connection.execute(select(query).where(query.c.transaction_number == number)).first()
-        if row is None:
+    def _query_of_result(self, connection: Connection, delivered: messages.Provision) -> Any:
+        """The query a relayed provision answers: by our query id, which the hub adds, and
+        its 処理通番 (the result may overtake the hub's QueryAccepted answer)."""
+        number = delivered.transaction_number
+        row = connection.execute(
+            select(query).where(query.c.query_id == delivered.query_message_id)
+        ).first()
+        if row is None or row.transaction_number not in (None, number):
             raise RenkeiError(errors.UNKNOWN_TRANSACTION, transaction_number=number)
         return row
 
@@ -492,6 +496,7 @@ class IntermediateServer(Service):
         self,
         connection: Connection,
         query_id: str,
+        number: str,
         state: str,
         result: bytes | None,
         code: str | None,
@@ -500,18 +505,26 @@ class IntermediateServer(Service):
         if row.state in FINISHED:
             return  # delivered twice: the first delivery stands
         now = self.now()
+        entries = []
+        if row.transaction_number is None:
+            # The result overtook the hub's QueryAccepted answer: accept here.
+            entries.append(self._query_record(row, "query", ACCEPTED, transaction_number=number))
         connection.execute(
             query.update()
             .where(query.c.query_id == query_id)
-            .values(state=state, result=result, error_code=code, completed_at=now)
+            .values(
+                state=state,
+                transaction_number=number,
+                accepted_at=row.accepted_at or now,
+                result=result,
+                error_code=code,
+                completed_at=now,
+            )
         )
-        append_records(
-            connection,
-            node_records,
-            node_record_head,
-            now,
-            [self._query_record(row, "result", state, error_code=code)],
+        entries.append(
+            self._query_record(row, "result", state, transaction_number=number, error_code=code)
         )
+        append_records(connection, node_records, node_record_head, now, entries)
 
     def query_status(self, query_id: str) -> Deferred[dict[str, Any]]:
         """A query's state, 処理通番, error and, once provided, its decoded result."""

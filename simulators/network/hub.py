@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -330,7 +330,7 @@ class Hub(Service):
         body = read_body(request)
         provision = messages.decode(body, messages.Provision)
         outgoing = yield self.database.run(
-            self._record_provision, sender, provision, body, utc_now(self._reactor)
+            self._record_provision, sender, provision, utc_now(self._reactor)
         )
         if outgoing is not None:
             self.outbox.send_now(outgoing)
@@ -347,7 +347,6 @@ class Hub(Service):
         connection: Connection,
         sender: str,
         provision: messages.Provision,
-        body: bytes,
         now: datetime,
     ) -> OutgoingMessage | None:
         number = provision.transaction_number
@@ -360,29 +359,25 @@ class Hub(Service):
             raise RenkeiError(errors.SENDER_NOT_PARTY, sender=sender, transaction_number=number)
         if row.state not in (PERMITTED, DELIVERED):
             return None  # the provider's retry of a provision already relayed
-        return self._relay(connection, row, provision.status, provision.error_code, body, now)
+        return self._relay(connection, row, provision, now)
 
     def _relay(
-        self,
-        connection: Connection,
-        row: Any,
-        status: str,
-        error_code: str | None,
-        body: bytes,
-        now: datetime,
+        self, connection: Connection, row: Any, provision: messages.Provision, now: datetime
     ) -> OutgoingMessage:
+        """Queue the provision, unread, for the requester, naming the requester's query."""
+        error_code = provision.error_code
         state = PROVIDED if error_code is None else REFUSED
         connection.execute(
             hub_query.update()
             .where(hub_query.c.id == row.id)
             .values(state=state, error_code=error_code)
         )
+        message_id = str(uuid.uuid4())
+        body = messages.encode(
+            replace(provision, message_id=message_id, query_message_id=row.requester_message_id)
+        )
         outgoing = OutgoingMessage(
-            message_id=str(uuid.uuid4()),
-            kind="provision",
-            destination=row.requester,
-            reference=row.transaction_number,
-            body=body,
+            message_id, "provision", row.requester, row.transaction_number, body
         )
         self.outbox.enqueue(connection, outgoing)
         append_records(
@@ -393,7 +388,7 @@ class Hub(Service):
             [
                 RecordEntry(
                     event="provision",
-                    status=status,
+                    status=provision.status,
                     transaction_number=row.transaction_number,
                     requester=row.requester,
                     provider=row.provider,
@@ -440,16 +435,10 @@ class Hub(Service):
         ).first()
         if row is None or row.state not in (PERMITTED, DELIVERED):
             return None
-        body = messages.encode(
-            messages.Provision(
-                message_id=str(uuid.uuid4()),
-                transaction_number=number,
-                status="error",
-                error_code=code,
-                encrypted_payload=None,
-            )
+        refusal = messages.Provision(
+            message_id=str(uuid.uuid4()), transaction_number=number, status="error", error_code=code
         )
-        return self._relay(connection, row, "error", code, body, now)
+        return self._relay(connection, row, refusal, now)
 
     @inlineCallbacks
     def _deliver_provision(self, message: OutgoingMessage) -> Any:
