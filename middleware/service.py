@@ -82,6 +82,14 @@ class Box(MultiService):
             yield service.startService()
         if self.config.demo_data is not None:
             yield seed_demo(self, self.config.demo_data)
+        for node in self.nodes.values():
+            self.log.info(
+                "{name} ({code}) ready: back-office API at {address}",
+                name=node.institution.display_name,
+                code=node.code,
+                address=node.institution.back_office_address,
+            )
+        self.log.info("renkei ready; try `.venv/bin/renkei demo -c {path}`", path=self.config.path)
 
     @inlineCallbacks
     def stopService(self) -> Any:
