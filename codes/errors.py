@@ -328,3 +328,67 @@ INVALID_ITEM_VALUE = _kind(
     "The value of item {item} ({name}) is not a valid {type} of at most {max_length} characters.",
     "項目{item}({name_ja})の値が{max_length}文字以内の{type_ja}として有効ではありません。",
 )
+
+# Staff authentication and authorization (added with middleware/staff.py)
+LOGIN_FAILED = _kind(
+    "LoginFailed",
+    401,
+    "Login failed: the user name, password or one-time code is not correct.",
+    "ログインに失敗しました。利用者名、パスワード又はワンタイムパスワードが正しくありません。",
+)
+ACCOUNT_LOCKED = _kind(
+    "AccountLocked",
+    423,
+    "This account is locked after repeated failed logins; try again after {until}.",
+    "ログインの失敗が続いたため、このアカウントはロックされています。{until}以降に再度お試しください。",
+)
+SESSION_EXPIRED = _kind(
+    "SessionExpired",
+    401,
+    "The session has expired or is not valid; log in again.",
+    "セッションの有効期限が切れたか、セッションが無効です。再度ログインしてください。",
+)
+CSRF_REJECTED = _kind(
+    "CsrfRejected",
+    403,
+    "The form's CSRF token is missing or wrong; reload the page and try again.",
+    "フォームのCSRFトークンが無いか正しくありません。画面を再読み込みしてやり直してください。",
+)
+ROLE_FORBIDDEN = _kind(
+    "RoleForbidden",
+    403,
+    "This operation requires the role {role}.",
+    "この操作には{role}の権限が必要です。",
+)
+UNKNOWN_STAFF_USER = _kind(
+    "UnknownStaffUser",
+    404,
+    "No staff user {name} exists.",
+    "職員利用者{name}は存在しません。",
+)
+STAFF_USER_EXISTS = _kind(
+    "StaffUserExists",
+    409,
+    "A staff user {name} already exists.",
+    "職員利用者{name}は既に存在します。",
+)
+WEAK_PASSWORD = _kind(
+    "WeakPassword",
+    400,
+    "The password must have at least {minimum} and at most {maximum} characters.",
+    "パスワードは{minimum}文字以上{maximum}文字以下にしてください。",
+)
+UNKNOWN_ROLE = _kind(
+    "UnknownRole",
+    400,
+    "{role!r} is not a staff role; the roles are {roles}.",
+    "{role!r}は職員の権限ではありません(権限: {roles})。",
+)
+INVALID_STAFF_NAME = _kind(
+    "InvalidStaffName",
+    400,
+    "{name!r} cannot be a staff user name: use 1 to 64 lower-case letters, digits, '.', '_' or"
+    " '-', starting with a letter, and not a reserved name.",
+    "{name!r}は職員の利用者名に使用できません。英小文字で始まる64文字以内の英小文字、数字、"
+    "「.」「_」「-」を使用し、予約名は使用しないでください。",
+)

@@ -194,6 +194,63 @@ node_records, node_record_head = _provision_records(node_metadata)
 node_list_versions = _permitted_list_versions(node_metadata)
 
 
+# -- staff and their audit log (情報提供等記録 are separate: middleware/records.py) -------
+
+audit_record = Table(
+    "audit_record",
+    node_metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("target", Text),
+    Column("detail", Text),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_record_actor", "actor", "seq"),
+    Index("ix_audit_record_action", "action", "seq"),
+)
+
+
+audit_head = Table(
+    "audit_head",
+    node_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+
+staff_user = Table(
+    "staff_user",
+    node_metadata,
+    Column("name", String(64), primary_key=True),
+    Column("display_name", String(200), nullable=False),
+    Column("password_hash", Text, nullable=False),
+    Column("roles", String(200), nullable=False),
+    Column("totp_secret", String(64)),
+    # The newest TOTP time step accepted, so that a code cannot be replayed (RFC 6238 §5.2).
+    Column("totp_last_counter", Integer),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("failed_attempts", Integer, nullable=False, default=0),
+    Column("locked_until", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("password_changed_at", UtcDateTime, nullable=False),
+)
+
+
+staff_session = Table(
+    "staff_session",
+    node_metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_name", String(64), ForeignKey("staff_user.name"), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Index("ix_staff_session_user_name", "user_name"),
+)
+
+
 # -- the hub ------------------------------------------------------------------------------
 
 hub_metadata = MetaData(naming_convention=NAMING_CONVENTION)

@@ -1,0 +1,214 @@
+"""The staff audit log: append-only and hash-chained, one chain per node.
+
+Every staff login, failed login, logout and operation (views of held content, approvals,
+refusals, exports, flag and user changes) is written here with who, when and what, in the
+same transaction as the operation itself. As with the provision records
+(``middleware/records.py``), each entry's hash covers its content and the previous entry's
+hash, and the single head row serializes appends and remembers the newest entry, so an
+edited entry, a removed entry (the newest one included) or a removed head row is detected by
+``verify_audit``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    func,
+    select,
+    true,
+)
+
+from middleware.tables import audit_head, audit_record
+
+GENESIS = "0" * 64
+
+SYSTEM = "system"
+"""The actor of entries not caused by a logged-in staff member (CLI, set-up, timers)."""
+
+ACTIONS = frozenset(
+    {
+        "login",
+        "login_failed",
+        "logout",
+        "session_expired",
+        "view_held_content",
+        "approve",
+        "refuse",
+        "export",
+        "flag_change",
+        "user_add",
+        "user_disable",
+        "password_reset",
+        "totp_reset",
+        "role_change",
+    }
+)
+"""The actions known today; ``append_audit`` accepts others so new features can add theirs."""
+
+
+def _detail_text(detail: Mapping[str, Any] | None) -> str | None:
+    if detail is None:
+        return None
+    return json.dumps(dict(detail), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def audit_hash(
+    prev_hash: str,
+    seq: int,
+    recorded_at: datetime,
+    actor: str,
+    action: str,
+    target: str | None,
+    detail: str | None,
+) -> str:
+    """The hash of one entry given the previous entry's hash (``detail`` as stored, JSON)."""
+    content = json.dumps(
+        {
+            "seq": seq,
+            "recorded_at": recorded_at.astimezone(UTC).isoformat(timespec="microseconds"),
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "detail": detail,
+        },
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256((prev_hash + content).encode()).hexdigest()
+
+
+def append_audit(
+    connection: Connection,
+    recorded_at: datetime,
+    actor: str,
+    action: str,
+    target: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> int:
+    """Append one entry inside the caller's transaction; its ``seq``.
+
+    ``detail`` is a JSON-serializable mapping, stored as canonical JSON text.
+    """
+    if recorded_at.tzinfo is None:
+        raise ValueError("naive datetime given as an audit time")
+    if not actor or not action:
+        raise ValueError("an audit entry needs an actor and an action")
+    detail_text = _detail_text(detail)
+    row = connection.execute(
+        select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+    ).first()
+    if row is None:
+        seq, prev_hash = 0, GENESIS
+        connection.execute(audit_head.insert().values(id=1, seq=0, hash=GENESIS))
+    else:
+        seq, prev_hash = row.seq, row.hash
+    seq += 1
+    digest = audit_hash(prev_hash, seq, recorded_at, actor, action, target, detail_text)
+    connection.execute(
+        audit_record.insert().values(
+            seq=seq,
+            recorded_at=recorded_at,
+            actor=actor,
+            action=action,
+            target=target,
+            detail=detail_text,
+            prev_hash=prev_hash,
+            hash=digest,
+        )
+    )
+    connection.execute(audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=digest))
+    return seq
+
+
+def verify_audit(connection: Connection) -> int | None:
+    """The ``seq`` of the first entry that breaks the chain, or None when it is whole.
+
+    An edited entry breaks at its own ``seq``, a removed one at the ``seq`` it held; a removed
+    newest entry (or a removed head row) breaks at the first ``seq`` past the entries left.
+    """
+    prev_hash = GENESIS
+    expected_seq = 0
+    for row in connection.execute(select(audit_record).order_by(audit_record.c.seq)):
+        expected_seq += 1
+        if (
+            row.seq != expected_seq
+            or row.prev_hash != prev_hash
+            or row.hash
+            != audit_hash(
+                prev_hash, row.seq, row.recorded_at, row.actor, row.action, row.target, row.detail
+            )
+        ):
+            return expected_seq
+        prev_hash = row.hash
+    head_row = connection.execute(select(audit_head.c.seq, audit_head.c.hash)).first()
+    if head_row is None:
+        return None if expected_seq == 0 else expected_seq + 1
+    if head_row.seq != expected_seq or head_row.hash != prev_hash:
+        return expected_seq + 1
+    return None
+
+
+def _filter(actor: str | None, action: str | None) -> ColumnElement[bool]:
+    conditions: list[ColumnElement[bool]] = []
+    if actor is not None:
+        conditions.append(audit_record.c.actor == actor)
+    if action is not None:
+        conditions.append(audit_record.c.action == action)
+    return and_(true(), *conditions)
+
+
+def audit_entries(
+    connection: Connection,
+    *,
+    limit: int,
+    offset: int = 0,
+    actor: str | None = None,
+    action: str | None = None,
+) -> list[dict[str, Any]]:
+    """One page of entries, newest first, as plain dictionaries (``detail`` decoded).
+
+    Keys: seq, recorded_at, actor, action, target, detail.
+    """
+    if limit < 0 or offset < 0:
+        raise ValueError("limit and offset must not be negative")
+    rows = connection.execute(
+        select(
+            audit_record.c.seq,
+            audit_record.c.recorded_at,
+            audit_record.c.actor,
+            audit_record.c.action,
+            audit_record.c.target,
+            audit_record.c.detail,
+        )
+        .where(_filter(actor, action))
+        .order_by(audit_record.c.seq.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    entries = []
+    for row in rows:
+        entry = dict(row._mapping)
+        if entry["detail"] is not None:
+            entry["detail"] = json.loads(entry["detail"])
+        entries.append(entry)
+    return entries
+
+
+def count_audit(
+    connection: Connection, *, actor: str | None = None, action: str | None = None
+) -> int:
+    """How many entries match the same filters as ``audit_entries`` (for paging)."""
+    return int(
+        connection.execute(
+            select(func.count()).select_from(audit_record).where(_filter(actor, action))
+        ).scalar_one()
+    )
