@@ -328,3 +328,29 @@ INVALID_ITEM_VALUE = _kind(
     "The value of item {item} ({name}) is not a valid {type} of at most {max_length} characters.",
     "項目{item}({name_ja})の値が{max_length}文字以内の{type_ja}として有効ではありません。",
 )
+
+# Held provisions (自動応答不可フラグ)
+PROVISION_REFUSED = _kind(
+    "ProvisionRefused",
+    403,
+    "The provider's staff reviewed the held provision and refused it.",
+    "情報提供者の職員が保留中の情報提供を審査し、提供不可としました。",
+)
+HELD_PERMIT_EXPIRED = _kind(
+    "HeldPermitExpired",
+    410,
+    "The permit expired before the held provision was decided.",
+    "保留中の情報提供について判断される前に情報提供許可証の有効期限が切れました。",
+)
+UNKNOWN_HELD_PROVISION = _kind(
+    "UnknownHeldProvision",
+    404,
+    "No held provision has transaction number {transaction_number}.",
+    "処理通番{transaction_number}の保留中の情報提供は存在しません。",
+)
+HELD_ALREADY_DECIDED = _kind(
+    "HeldAlreadyDecided",
+    409,
+    "The held provision {transaction_number} was already decided ({state}).",
+    "処理通番{transaction_number}の保留中の情報提供は既に判断済みです({state})。",
+)
