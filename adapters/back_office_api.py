@@ -151,6 +151,11 @@ class BackOfficeApi(Service):
             isinstance(k, str) and isinstance(v, str) for k, v in items.items()
         ):
             raise RenkeiError(errors.BAD_REQUEST, detail="items must map item codes to strings")
+        suppressed = body.get("auto_response_suppressed", False)
+        if not isinstance(suppressed, bool):
+            raise RenkeiError(
+                errors.BAD_REQUEST, detail="auto_response_suppressed must be a boolean"
+            )
         record = replica.ReplicaRecord(
             record_id=_text(body, "record_id"),
             integrated_address_number=validate_integrated_address_number(
@@ -159,6 +164,7 @@ class BackOfficeApi(Service):
             information_name=validate_information_name_code(_text(body, "information_name")),
             data_set=_text(body, "data_set"),
             items=items,
+            suppressed=suppressed,
         )
         yield self.node.register_replica_record(record)
         return _json(request, {"record_id": record.record_id}, 201)

@@ -392,3 +392,29 @@ INVALID_STAFF_NAME = _kind(
     "{name!r}は職員の利用者名に使用できません。英小文字で始まる64文字以内の英小文字、数字、"
     "「.」「_」「-」を使用し、予約名は使用しないでください。",
 )
+
+# Held provisions (自動応答不可フラグ)
+PROVISION_REFUSED = _kind(
+    "ProvisionRefused",
+    403,
+    "The provider's staff reviewed the held provision and refused it.",
+    "情報提供者の職員が保留中の情報提供を審査し、提供不可としました。",
+)
+HELD_PERMIT_EXPIRED = _kind(
+    "HeldPermitExpired",
+    410,
+    "The permit expired before the held provision was decided.",
+    "保留中の情報提供について判断される前に情報提供許可証の有効期限が切れました。",
+)
+UNKNOWN_HELD_PROVISION = _kind(
+    "UnknownHeldProvision",
+    404,
+    "No held provision has transaction number {transaction_number}.",
+    "処理通番{transaction_number}の保留中の情報提供は存在しません。",
+)
+HELD_ALREADY_DECIDED = _kind(
+    "HeldAlreadyDecided",
+    409,
+    "The held provision {transaction_number} was already decided ({state}).",
+    "処理通番{transaction_number}の保留中の情報提供は既に判断済みです({state})。",
+)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from klein import Klein
 from sqlalchemy import Connection, select
 from twisted.application.service import Service
@@ -48,7 +49,7 @@ from crypto.pki import (
 )
 from crypto.tls import ClientTLSPolicy, server_options
 from crypto.xmlsig import CAVerifier, PinnedVerifier, SignatureInvalid, Signer
-from middleware import messages, replica
+from middleware import held_queue, messages, replica
 from middleware.clock import Clock, utc_now
 from middleware.config import Config, InstitutionConfig
 from middleware.hardened_xml import parse_xml, serialize
@@ -81,6 +82,7 @@ ACCEPTED = "accepted"
 PROVIDED = "provided"
 NO_DATA = "no_data"
 REFUSED = "refused"
+HELD = "held"  # 保留中: the provider holds the provision for a staff decision
 ERROR = "error"
 FINISHED = (PROVIDED, NO_DATA, REFUSED, ERROR)
 
@@ -162,6 +164,7 @@ class IntermediateServer(Service):
         yield self._refresh_permitted_list()
         self._every(self.config.list_refresh, self._refresh_permitted_list, now=False)
         self._every(self.config.retention_interval, self.delete_expired_results)
+        self._every(self.config.retention_interval, self.expire_held)
 
     def _every(self, interval: float, work: Callable[[], Any], now: bool = True) -> None:
         loop = LoopingCall(work)
@@ -423,6 +426,9 @@ class IntermediateServer(Service):
         row = yield self.database.run(self._query_of_result, delivered)
         if row.state in FINISHED:
             return xml_response(request, self._provision_ack(delivered))
+        if delivered.status == HELD:
+            yield self.database.run(self._mark_held, row.query_id, delivered.transaction_number)
+            return xml_response(request, self._provision_ack(delivered))
         state, result, code = self._open_result(row, delivered)
         yield self.database.run(
             self._store_result, row.query_id, delivered.transaction_number, state, result, code
@@ -491,6 +497,22 @@ class IntermediateServer(Service):
         ):
             raise RenkeiError(errors.PAYLOAD_SIGNATURE_INVALID, transaction_number=number)
         return payload
+
+    def _mark_held(self, connection: Connection, query_id: str, number: str) -> None:
+        row = connection.execute(select(query).where(query.c.query_id == query_id)).one()
+        if row.state not in (SUBMITTED, ACCEPTED):
+            return  # already held, or the final result overtook this notice
+        now = self.now()
+        entries = []
+        if row.transaction_number is None:
+            entries.append(self._query_record(row, "query", ACCEPTED, transaction_number=number))
+        connection.execute(
+            query.update()
+            .where(query.c.query_id == query_id)
+            .values(state=HELD, transaction_number=number, accepted_at=row.accepted_at or now)
+        )
+        entries.append(self._query_record(row, "result", HELD, transaction_number=number))
+        append_records(connection, node_records, node_record_head, now, entries)
 
     def _store_result(
         self,
@@ -671,7 +693,8 @@ class IntermediateServer(Service):
             raise RenkeiError(errors.PERMIT_REPLAYED, transaction_number=number)
         person = fugo_store.person_of(connection, permit.provider_fugo)
         records = replica.records_of(connection, person, permit.information_name)
-        status = PROVIDED if records else NO_DATA
+        held = any(record.suppressed for record in records)
+        status = HELD if held else PROVIDED if records else NO_DATA
         payload = messages.ProvisionPayload(
             transaction_number=number,
             information_name=permit.information_name,
@@ -687,17 +710,6 @@ class IntermediateServer(Service):
                 for record in records
             ),
         )
-        plaintext = serialize(self._signer.sign(messages.to_element(payload)))
-        outgoing_id = str(uuid.uuid4())
-        body = messages.encode(
-            messages.Provision(
-                message_id=outgoing_id,
-                transaction_number=number,
-                status=status,
-                error_code=None,
-                encrypted_payload=seal(plaintext, recipient),
-            )
-        )
         connection.execute(
             provision.insert().values(
                 transaction_number=number,
@@ -710,6 +722,32 @@ class IntermediateServer(Service):
                 received_at=now,
             )
         )
+        outgoing_id = str(uuid.uuid4())
+        if held:
+            held_queue.hold(
+                connection,
+                held_queue.HeldItem(
+                    transaction_number=number,
+                    requester=permit.requester,
+                    procedure=permit.procedure,
+                    information_name=permit.information_name,
+                    integrated_address_number=person,
+                    payload=serialize(messages.to_element(payload)),
+                    recipient_certificate=recipient.public_bytes(Encoding.DER),
+                    permit_expires_at=permit.expires_at,
+                    held_at=now,
+                    state=held_queue.HELD,
+                    decided_at=None,
+                    decided_by=None,
+                    reason=None,
+                ),
+            )
+            # The requester learns that its query is held (保留中), nothing more.
+            body = messages.encode(
+                messages.Provision(message_id=outgoing_id, transaction_number=number, status=HELD)
+            )
+        else:
+            body = self._sealed_provision(outgoing_id, number, status, payload, recipient)
         outgoing = OutgoingMessage(outgoing_id, "provision", HUB, number, body)
         self.outbox.enqueue(connection, outgoing)
         append_records(
@@ -728,6 +766,134 @@ class IntermediateServer(Service):
                     procedure=permit.procedure,
                     information_name=permit.information_name,
                     person=person,
+                )
+            ],
+        )
+        return outgoing
+
+    def _sealed_provision(
+        self,
+        message_id: str,
+        number: str,
+        status: str,
+        payload: messages.ProvisionPayload,
+        recipient: x509.Certificate,
+    ) -> bytes:
+        """A Provision carrying ``payload`` signed by us and encrypted for ``recipient``."""
+        plaintext = serialize(self._signer.sign(messages.to_element(payload)))
+        return messages.encode(
+            messages.Provision(
+                message_id=message_id,
+                transaction_number=number,
+                status=status,
+                encrypted_payload=seal(plaintext, recipient),
+            )
+        )
+
+    # -- held provisions (自動応答不可フラグ) --------------------------------------------------
+
+    def held_items(self) -> Deferred[list[held_queue.HeldItem]]:
+        """Held provisions waiting for a decision."""
+        return self.database.run(held_queue.waiting)
+
+    @inlineCallbacks
+    def held_content(self, number: str) -> Any:
+        """A held item and the exact content that would be sent, decoded with item names."""
+        item = yield self.database.run(held_queue.get, number)
+        return item, self.describe_payload(item.payload)
+
+    @inlineCallbacks
+    def approve_held(self, number: str, actor: str) -> Any:
+        """Approve a held provision: sign, encrypt and send exactly the held content."""
+        outgoing = yield self.database.run(
+            self._decide_held, number, held_queue.APPROVED, actor, None
+        )
+        self.outbox.send_now(outgoing)
+
+    @inlineCallbacks
+    def refuse_held(self, number: str, actor: str, reason: str) -> Any:
+        """Refuse a held provision: the requester receives 提供不可 (ProvisionRefused)."""
+        outgoing = yield self.database.run(
+            self._decide_held, number, held_queue.REFUSED, actor, reason
+        )
+        self.outbox.send_now(outgoing)
+
+    @inlineCallbacks
+    def expire_held(self) -> Any:
+        """Refuse, with HeldPermitExpired, every held item whose permit expired undecided."""
+        numbers = yield self.database.run(held_queue.expired_numbers, self.now())
+        for number in numbers:
+            try:
+                outgoing = yield self.database.run(
+                    self._decide_held, number, held_queue.EXPIRED, "system", None
+                )
+            except RenkeiError:
+                continue  # decided meanwhile by someone else
+            self.outbox.send_now(outgoing)
+        return len(numbers)
+
+    def _decide_held(
+        self,
+        connection: Connection,
+        number: str,
+        decision: str,
+        actor: str,
+        reason: str | None,
+    ) -> OutgoingMessage:
+        now = self.now()
+        item = held_queue.decide(connection, number, decision, actor, reason, now)
+        outgoing_id = str(uuid.uuid4())
+        if decision == held_queue.APPROVED:
+            payload = messages.from_element(parse_xml(item.payload), messages.ProvisionPayload)
+            status = PROVIDED if payload.records else NO_DATA
+            body = self._sealed_provision(
+                outgoing_id,
+                number,
+                status,
+                payload,
+                x509.load_der_x509_certificate(item.recipient_certificate),
+            )
+            code = None
+        else:
+            status = REFUSED
+            kind = (
+                errors.PROVISION_REFUSED
+                if decision == held_queue.REFUSED
+                else errors.HELD_PERMIT_EXPIRED
+            )
+            code = kind.code
+            body = messages.encode(
+                messages.Provision(
+                    message_id=outgoing_id,
+                    transaction_number=number,
+                    status=REFUSED,
+                    error_code=code,
+                )
+            )
+        connection.execute(
+            provision.update()
+            .where(provision.c.transaction_number == number)
+            .values(status=status, error_code=code)
+        )
+        outgoing = OutgoingMessage(outgoing_id, "provision", HUB, number, body)
+        self.outbox.enqueue(connection, outgoing)
+        append_records(
+            connection,
+            node_records,
+            node_record_head,
+            now,
+            [
+                RecordEntry(
+                    event="provision",
+                    status=status,
+                    transaction_number=number,
+                    requester=item.requester,
+                    provider=self.code,
+                    affair=self.catalogue.procedure(item.procedure).affair,
+                    procedure=item.procedure,
+                    information_name=item.information_name,
+                    person=item.integrated_address_number,
+                    error_code=code,
                 )
             ],
         )

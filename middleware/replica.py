@@ -33,6 +33,7 @@ class ReplicaRecord:
     information_name: str
     data_set: str
     items: Mapping[str, str]
+    suppressed: bool = False  # 自動応答不可フラグ
 
 
 def validate(record: ReplicaRecord, catalogue: Catalogue, provides: tuple[str, ...]) -> None:
@@ -71,6 +72,7 @@ def store(connection: Connection, record: ReplicaRecord, now: datetime) -> None:
                 information_name=record.information_name,
                 data_set=record.data_set,
                 items=json.dumps(dict(record.items), ensure_ascii=False, sort_keys=True),
+                suppressed=record.suppressed,
                 registered_at=now,
             )
         )
@@ -106,6 +108,7 @@ def records_of(
             information_name=row.information_name,
             data_set=row.data_set,
             items=json.loads(row.items),
+            suppressed=row.suppressed,
         )
         for row in rows
     ]

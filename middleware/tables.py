@@ -150,6 +150,8 @@ replica_record = Table(
     Column("information_name", String(16), nullable=False),
     Column("data_set", String(4), nullable=False),
     Column("items", Text, nullable=False),
+    # 自動応答不可フラグ: never provide this record without a staff member's approval.
+    Column("suppressed", Boolean, nullable=False, default=False, server_default="0"),
     Column("registered_at", UtcDateTime, nullable=False),
     Index("ix_replica_record_person", "integrated_address_number", "information_name"),
 )
@@ -187,6 +189,31 @@ provision = Table(
     Column("status", String(16), nullable=False),
     Column("error_code", String(64)),
     Column("received_at", UtcDateTime, nullable=False),
+)
+
+held_provision = Table(
+    "held_provision",
+    node_metadata,
+    Column(
+        "transaction_number",
+        String(20),
+        ForeignKey("provision.transaction_number"),
+        primary_key=True,
+    ),
+    Column("requester", String(16), nullable=False),
+    Column("procedure", String(16), nullable=False),
+    Column("information_name", String(16), nullable=False),
+    Column("integrated_address_number", String(15), nullable=False),
+    # The exact content that would be sent (unsigned ProvisionPayload XML) and for whom.
+    Column("payload", LargeBinary, nullable=False),
+    Column("recipient_certificate", LargeBinary, nullable=False),
+    Column("permit_expires_at", UtcDateTime, nullable=False),
+    Column("held_at", UtcDateTime, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("decided_at", UtcDateTime),
+    Column("decided_by", String(64)),
+    Column("reason", Text),
+    Index("ix_held_provision_state", "state", "permit_expires_at"),
 )
 
 node_outbox = _outbox(node_metadata)

@@ -67,6 +67,8 @@ PROVIDED = "provided"
 COMPLETED = "completed"
 REFUSED = "refused"
 FAILED = "failed"
+HELD = "held"  # the provider holds the provision for a staff decision (保留中)
+OPEN = (PERMITTED, DELIVERED, HELD)  # a provision may still arrive
 
 
 def transaction_number(moment: datetime, row_id: int) -> str:
@@ -357,7 +359,7 @@ class Hub(Service):
             raise RenkeiError(errors.UNKNOWN_TRANSACTION, transaction_number=number)
         if row.provider != sender:
             raise RenkeiError(errors.SENDER_NOT_PARTY, sender=sender, transaction_number=number)
-        if row.state not in (PERMITTED, DELIVERED):
+        if row.state not in OPEN or (row.state == HELD and provision.status == HELD):
             return None  # the provider's retry of a provision already relayed
         return self._relay(connection, row, provision, now)
 
@@ -366,7 +368,9 @@ class Hub(Service):
     ) -> OutgoingMessage:
         """Queue the provision, unread, for the requester, naming the requester's query."""
         error_code = provision.error_code
-        state = PROVIDED if error_code is None else REFUSED
+        state = {"held": HELD, "provided": PROVIDED, "no_data": PROVIDED}.get(
+            provision.status, REFUSED
+        )
         connection.execute(
             hub_query.update()
             .where(hub_query.c.id == row.id)
@@ -433,7 +437,7 @@ class Hub(Service):
         row = connection.execute(
             select(hub_query).where(hub_query.c.transaction_number == number)
         ).first()
-        if row is None or row.state not in (PERMITTED, DELIVERED):
+        if row is None or row.state not in OPEN:
             return None
         refusal = messages.Provision(
             message_id=str(uuid.uuid4()), transaction_number=number, status="error", error_code=code

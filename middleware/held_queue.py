@@ -1,0 +1,151 @@
+"""保留 (held provisions): the auto-response suppression flag's queue at a provider.
+
+A provision request that touches a replica record flagged 自動応答不可 is not answered: the
+exact content that would be sent is kept here, unsigned, with the requester's encryption
+certificate and the permit's expiry. A staff member with the approver role then approves it
+(it is signed, encrypted and sent like any provision) or refuses it; a held item whose permit
+expires first is refused automatically. Each item is decided once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from codes import errors
+from codes.errors import RenkeiError
+from middleware.tables import held_provision
+
+HELD = "held"
+APPROVED = "approved"
+REFUSED = "refused"
+EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class HeldItem:
+    """One held provision."""
+
+    transaction_number: str
+    requester: str
+    procedure: str
+    information_name: str
+    integrated_address_number: str
+    payload: bytes
+    recipient_certificate: bytes
+    permit_expires_at: datetime
+    held_at: datetime
+    state: str
+    decided_at: datetime | None
+    decided_by: str | None
+    reason: str | None
+
+    def metadata(self) -> dict[str, Any]:
+        """What an operator may see: everything but the content."""
+        return {
+            "transaction_number": self.transaction_number,
+            "requester": self.requester,
+            "procedure": self.procedure,
+            "information_name": self.information_name,
+            "integrated_address_number": self.integrated_address_number,
+            "permit_expires_at": self.permit_expires_at.isoformat(),
+            "held_at": self.held_at.isoformat(),
+            "state": self.state,
+            "decided_at": self.decided_at.isoformat() if self.decided_at else None,
+            "decided_by": self.decided_by,
+        }
+
+
+def hold(connection: Connection, item: HeldItem) -> None:
+    """Put a provision on hold (inside the transaction that answers the request)."""
+    connection.execute(
+        held_provision.insert().values(
+            transaction_number=item.transaction_number,
+            requester=item.requester,
+            procedure=item.procedure,
+            information_name=item.information_name,
+            integrated_address_number=item.integrated_address_number,
+            payload=item.payload,
+            recipient_certificate=item.recipient_certificate,
+            permit_expires_at=item.permit_expires_at,
+            held_at=item.held_at,
+            state=HELD,
+        )
+    )
+
+
+def _item(row: Any) -> HeldItem:
+    return HeldItem(
+        transaction_number=row.transaction_number,
+        requester=row.requester,
+        procedure=row.procedure,
+        information_name=row.information_name,
+        integrated_address_number=row.integrated_address_number,
+        payload=bytes(row.payload),
+        recipient_certificate=bytes(row.recipient_certificate),
+        permit_expires_at=row.permit_expires_at,
+        held_at=row.held_at,
+        state=row.state,
+        decided_at=row.decided_at,
+        decided_by=row.decided_by,
+        reason=row.reason,
+    )
+
+
+def get(connection: Connection, number: str) -> HeldItem:
+    """One held item by 処理通番."""
+    row = connection.execute(
+        select(held_provision).where(held_provision.c.transaction_number == number)
+    ).first()
+    if row is None:
+        raise RenkeiError(errors.UNKNOWN_HELD_PROVISION, transaction_number=number)
+    return _item(row)
+
+
+def waiting(connection: Connection) -> list[HeldItem]:
+    """Items still waiting for a decision, the soonest to expire first."""
+    rows = connection.execute(
+        select(held_provision)
+        .where(held_provision.c.state == HELD)
+        .order_by(held_provision.c.permit_expires_at)
+    )
+    return [_item(row) for row in rows]
+
+
+def decide(
+    connection: Connection,
+    number: str,
+    decision: str,
+    actor: str,
+    reason: str | None,
+    now: datetime,
+) -> HeldItem:
+    """Record one decision (approved, refused or expired) on a waiting item.
+
+    Approving an item whose permit has expired is refused: it must expire instead.
+    """
+    item = get(connection, number)
+    if item.state != HELD:
+        raise RenkeiError(errors.HELD_ALREADY_DECIDED, transaction_number=number, state=item.state)
+    if decision == APPROVED and now >= item.permit_expires_at:
+        raise RenkeiError(errors.HELD_PERMIT_EXPIRED)
+    connection.execute(
+        held_provision.update()
+        .where(held_provision.c.transaction_number == number, held_provision.c.state == HELD)
+        .values(state=decision, decided_at=now, decided_by=actor, reason=reason)
+    )
+    return get(connection, number)
+
+
+def expired_numbers(connection: Connection, now: datetime) -> list[str]:
+    """Waiting items whose permit has expired."""
+    return list(
+        connection.execute(
+            select(held_provision.c.transaction_number).where(
+                held_provision.c.state == HELD, held_provision.c.permit_expires_at <= now
+            )
+        ).scalars()
+    )

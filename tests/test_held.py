@@ -1,0 +1,189 @@
+"""Held provisions (自動応答不可フラグ): a flagged record is never provided automatically."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+
+from codes.errors import RenkeiError
+from middleware.node import IntermediateServer
+from middleware.tables import node_outbox, node_records
+from simulators.back_office import BackOfficeClient
+from tests.network import CARE_INFORMATION, LOCAL_TAX, MEGURO, MovableClock
+from tests.test_flow import count
+
+TARO_MEGURO = "000000000010002"
+TARO_SETAGAYA = "000000000020002"
+CERTIFICATION = "JT90010000000002"  # 要介護認定: may query care information of a municipality
+FLAGGED_RECORD = {
+    "record_id": "MEG-KAIGO-0201-DV01",
+    "integrated_address_number": TARO_MEGURO,
+    "information_name": CARE_INFORMATION,
+    "data_set": "0201",
+    "items": {"TK00000402010001": "0001310599", "TK00000402010002": "13"},
+    "auto_response_suppressed": True,
+}
+
+
+@pytest_twisted.async_yield_fixture
+async def setagaya_asks(box: Any, meguro_care: Any) -> AsyncIterator[Any]:
+    """Meguro holds a flagged record of 世田谷 太郎; Setagaya's back office asks for it."""
+    from twisted.internet import reactor
+
+    await meguro_care.register_replica_record(FLAGGED_RECORD)
+    client = BackOfficeClient(reactor, box.config, box.config.institution("setagaya"), LOCAL_TAX)
+
+    async def ask() -> str:
+        submitted = await client.submit_query(
+            integrated_address_number=TARO_SETAGAYA,
+            procedure=CERTIFICATION,
+            information_name=CARE_INFORMATION,
+            provider=MEGURO,
+        )
+        return str(submitted["query_id"])
+
+    client.ask = ask
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def wait_for_state(client: Any, query_id: str, state: str) -> Any:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    for _ in range(400):
+        status = await client.query_status(query_id)
+        if status["state"] == state:
+            return status
+        await deferLater(reactor, 0.05, lambda: None)
+    raise AssertionError(f"query never reached {state}: {status}")
+
+
+async def held_item(node: IntermediateServer) -> Any:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    for _ in range(400):
+        items = await node.held_items()
+        if items:
+            return items[0]
+        await deferLater(reactor, 0.05, lambda: None)
+    raise AssertionError("nothing was held")
+
+
+@pytest_twisted.ensureDeferred
+async def test_flagged_record_is_held_and_the_requester_sees_held(
+    box: Any, setagaya_asks: Any
+) -> None:
+    """A request touching a flagged record is not answered: the requester's query shows held
+    and the provider keeps the exact content for review, nothing is sent."""
+    query_id = await setagaya_asks.ask()
+    status = await wait_for_state(setagaya_asks, query_id, "held")
+    assert status["result"] is None
+    meguro = box.nodes["meguro"]
+    item = await held_item(meguro)
+    assert item.transaction_number == status["transaction_number"]
+    _, content = await meguro.held_content(item.transaction_number)
+    (record,) = content["records"]
+    assert record["record_id"] == "MEG-KAIGO-0201-DV01"
+    assert {i["name"]: i["value"] for i in record["items"]}["要介護状態区分"] == "13"
+
+
+@pytest_twisted.ensureDeferred
+async def test_approved_held_provision_reaches_the_requester_once(
+    box: Any, setagaya_asks: Any
+) -> None:
+    """Approval signs, encrypts and sends exactly the held content; a second decision is
+    refused and nothing is sent twice."""
+    query_id = await setagaya_asks.ask()
+    await wait_for_state(setagaya_asks, query_id, "held")
+    meguro = box.nodes["meguro"]
+    item = await held_item(meguro)
+    await meguro.approve_held(item.transaction_number, "approver1")
+    status = await wait_for_state(setagaya_asks, query_id, "provided")
+    (record,) = status["result"]["records"]
+    assert record["record_id"] == "MEG-KAIGO-0201-DV01"
+    with pytest.raises(RenkeiError) as again:
+        await meguro.approve_held(item.transaction_number, "approver2")
+    assert again.value.code == "HeldAlreadyDecided"
+    sent = count(box, "meguro", node_outbox, node_outbox.c.reference == item.transaction_number)
+    assert sent == 2  # the held notice and the approved provision
+    assert await meguro.held_items() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_refused_held_provision_arrives_as_refused(box: Any, setagaya_asks: Any) -> None:
+    """A refusal reaches the requester as 提供不可 with the ProvisionRefused code."""
+    query_id = await setagaya_asks.ask()
+    await wait_for_state(setagaya_asks, query_id, "held")
+    meguro = box.nodes["meguro"]
+    item = await held_item(meguro)
+    await meguro.refuse_held(item.transaction_number, "approver1", "DV protection order")
+    status = await wait_for_state(setagaya_asks, query_id, "refused")
+    assert status["error"]["code"] == "ProvisionRefused"
+    assert status["result"] is None
+    decided = await meguro.database.run(
+        lambda connection: __import__("middleware.held_queue").held_queue.get(
+            connection, item.transaction_number
+        )
+    )
+    assert (decided.state, decided.decided_by, decided.reason) == (
+        "refused",
+        "approver1",
+        "DV protection order",
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_held_provision_whose_permit_expires_is_refused_automatically(
+    box: Any, setagaya_asks: Any
+) -> None:
+    """A held item not decided before its permit expires is refused with HeldPermitExpired,
+    and can no longer be approved."""
+    from twisted.internet import reactor
+
+    query_id = await setagaya_asks.ask()
+    await wait_for_state(setagaya_asks, query_id, "held")
+    meguro = box.nodes["meguro"]
+    item = await held_item(meguro)
+    meguro.clock = MovableClock(reactor)
+    meguro.clock.offset = 601  # the test network's permit_validity is 600 s
+    with pytest.raises(RenkeiError) as late:
+        await meguro.approve_held(item.transaction_number, "approver1")
+    assert late.value.code == "HeldPermitExpired"
+    assert await meguro.expire_held() == 1
+    status = await wait_for_state(setagaya_asks, query_id, "refused")
+    assert status["error"]["code"] == "HeldPermitExpired"
+
+
+@pytest_twisted.ensureDeferred
+async def test_held_provision_survives_a_provider_restart(box: Any, setagaya_asks: Any) -> None:
+    """Items held when the provider stops are still held after it restarts and can be
+    approved then; the requester receives the provision once."""
+    from twisted.internet import reactor
+
+    query_id = await setagaya_asks.ask()
+    await wait_for_state(setagaya_asks, query_id, "held")
+    old = box.nodes["meguro"]
+    await old.stopService()
+    restarted = IntermediateServer(box.config, old.institution, old.catalogue, reactor)
+    await restarted.startService()
+    try:
+        item = await held_item(restarted)
+        await restarted.approve_held(item.transaction_number, "approver1")
+        status = await wait_for_state(setagaya_asks, query_id, "provided")
+        results = count(
+            box,
+            "setagaya",
+            node_records,
+            node_records.c.transaction_number == status["transaction_number"],
+            node_records.c.event == "result",
+        )
+        assert results == 2  # held, then provided
+    finally:
+        await restarted.stopService()
