@@ -18,14 +18,15 @@ from twisted.application.service import Service
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 
+from adapters.network_link import Listener, listen
 from codes import errors
 from codes.errors import RenkeiError
 from codes.individual_number import validate_individual_number
 from codes.institution import validate_institution_code
 from codes.typed import validate_information_name_code, validate_procedure_code
-from crypto.tls import listen_mutual_tls, peer_identity
+from crypto.tls import peer_identity
 from middleware import messages, replica
 from middleware.node import IntermediateServer, QuerySubmission
 
@@ -92,24 +93,24 @@ class BackOfficeApi(Service):
         self.node = node
         self._reactor = reactor
         self._systems = set(node.institution.back_office_systems)
-        self._port: Any = None
+        self._listener: Listener | None = None
 
     @inlineCallbacks
     def startService(self) -> Any:
         super().startService()
-        site = Site(self.app.resource())
-        site.displayTracebacks = False
-        site.noisy = False
-        self._port = yield listen_mutual_tls(
-            self._reactor, self.node.institution.back_office_listen, self.node.back_office_tls, site
+        self._listener = yield listen(
+            self._reactor,
+            self.node.institution.back_office_listen,
+            self.app,
+            self.node.back_office_tls,
         )
 
     @inlineCallbacks
     def stopService(self) -> Any:
         super().stopService()
-        if self._port is not None:
-            yield self._port.stopListening()
-            self._port = None
+        if self._listener is not None:
+            yield self._listener.stop()
+            self._listener = None
 
     def _authorize(self, request: Request) -> str:
         identity = peer_identity(request)

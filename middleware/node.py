@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from adapters.network_link import (
+    Listener,
     NetworkClient,
     caller_code,
     host_and_port,
@@ -141,7 +142,7 @@ class IntermediateServer(Service):
         )
         self.permitted_list: PermittedList | None = None
         self._loops: list[LoopingCall] = []
-        self._port: Any = None
+        self._listener: Listener | None = None
 
     def now(self) -> datetime:
         return utc_now(self.clock)
@@ -156,7 +157,7 @@ class IntermediateServer(Service):
         stored = yield self.database.run(latest_version, node_list_versions)
         if stored is not None:
             self.permitted_list = self._verify_list(stored[1])
-        self._port = yield listen(
+        self._listener = yield listen(
             self._reactor, self.institution.network_listen, self.app, self._network_tls
         )
         self.outbox.start()
@@ -181,9 +182,9 @@ class IntermediateServer(Service):
             if loop.running:
                 loop.stop()
         self._loops.clear()
-        if self._port is not None:
-            yield self._port.stopListening()
-            self._port = None
+        if self._listener is not None:
+            yield self._listener.stop()
+            self._listener = None
         yield self.outbox.stop()
         yield self._client.close()
         self.database.stop()

@@ -208,10 +208,14 @@ class Outbox:
         )
 
     def stop(self) -> Deferred[Any]:
-        """Stop polling and wait for attempts in flight."""
+        """Stop polling and cancel attempts in flight; their messages stay pending, so the
+        next start (or another process) delivers them."""
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-        return DeferredList(list(self._in_flight))
+        attempts = list(self._in_flight)
+        for attempt in attempts:
+            attempt.cancel()
+        return DeferredList(attempts, consumeErrors=True)
 
     def enqueue(self, connection: Connection, message: OutgoingMessage) -> None:
         """Store ``message`` inside the caller's transaction (runs on a database thread)."""

@@ -73,6 +73,8 @@ class Box(MultiService):
         self.log.failure("renkei could not start", failure)
         if self.reactor.running:
             self.reactor.stop()
+        else:
+            self.reactor.callWhenRunning(self.reactor.stop)
 
     @inlineCallbacks
     def start(self) -> Any:

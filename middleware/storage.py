@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
@@ -85,6 +85,10 @@ def insert_if_absent(connection: Connection, table: Table, **values: Any) -> boo
     return bool(result.rowcount == 1)
 
 
+class DatabaseStopped(Exception):
+    """Work was submitted to a database whose service has stopped."""
+
+
 class Database:
     """One institution's (or the hub's) database, used only through ``run``."""
 
@@ -111,10 +115,15 @@ class Database:
 
     def migrate(self, script_location: Path) -> Deferred[None]:
         """Bring the schema up to date, on the pool like every other database call."""
+        if not self._started:
+            return fail(DatabaseStopped(self.url))
         return deferToThreadPool(self._reactor, self._pool, migrate, self.url, script_location)
 
     def run(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         """Run ``work(connection, *args, **kwargs)`` in one transaction on the pool."""
+        if not self._started:
+            # A stopped Twisted thread pool drops work silently: fail instead of hanging.
+            return fail(DatabaseStopped(self.url))
         return deferToThreadPool(
             self._reactor, self._pool, self.run_blocking, work, *args, **kwargs
         )

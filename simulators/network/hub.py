@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from adapters.network_link import (
+    Listener,
     NetworkClient,
     caller_code,
     host_and_port,
@@ -127,7 +128,7 @@ class Hub(Service):
         self.permitted_list: PermittedList | None = None
         self._list_document = b""
         self._list_loop: LoopingCall | None = None
-        self._port: Any = None
+        self._listener: Listener | None = None
 
     # -- service life ---------------------------------------------------------------------
 
@@ -140,7 +141,7 @@ class Hub(Service):
         self._list_loop = LoopingCall(self.issue_permitted_list)
         self._list_loop.clock = self._reactor
         self._list_loop.start(self._network.list_validity / 2, now=False)
-        self._port = yield listen(self._reactor, self._network.listen, self.app, self._tls)
+        self._listener = yield listen(self._reactor, self._network.listen, self.app, self._tls)
         self.outbox.start()
 
     @inlineCallbacks
@@ -148,8 +149,9 @@ class Hub(Service):
         super().stopService()
         if self._list_loop is not None and self._list_loop.running:
             self._list_loop.stop()
-        if self._port is not None:
-            yield self._port.stopListening()
+        if self._listener is not None:
+            yield self._listener.stop()
+            self._listener = None
         yield self.outbox.stop()
         yield self._client.close()
         self.database.stop()
