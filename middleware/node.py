@@ -51,6 +51,7 @@ from crypto.pki import (
 from crypto.tls import ClientTLSPolicy, server_options
 from crypto.xmlsig import CAVerifier, PinnedVerifier, SignatureInvalid, Signer
 from middleware import held_queue, messages, replica
+from middleware.audit import SYSTEM, append_audit
 from middleware.clock import Clock, utc_now
 from middleware.config import Config, InstitutionConfig
 from middleware.hardened_xml import parse_xml, serialize
@@ -798,10 +799,35 @@ class IntermediateServer(Service):
         return self.database.run(held_queue.waiting)
 
     @inlineCallbacks
-    def held_content(self, number: str) -> Any:
-        """A held item and the exact content that would be sent, decoded with item names."""
-        item = yield self.database.run(held_queue.get, number)
+    def held_content(self, number: str, actor: str) -> Any:
+        """A held item and the exact content that would be sent, decoded with item names;
+        the view is audited."""
+        item = yield self.database.run(self._view_held, number, actor)
         return item, self.describe_payload(item.payload)
+
+    def _view_held(self, connection: Connection, number: str, actor: str) -> held_queue.HeldItem:
+        item = held_queue.get(connection, number)
+        append_audit(connection, self.now(), actor, "view_held_content", number)
+        return item
+
+    def set_suppression(
+        self, record_id: str, suppressed: bool, actor: str, reason: str
+    ) -> Deferred[None]:
+        """Change a replica record's auto-response suppression flag (audited, with a reason)."""
+        return self.database.run(self._set_suppression, record_id, suppressed, actor, reason)
+
+    def _set_suppression(
+        self, connection: Connection, record_id: str, suppressed: bool, actor: str, reason: str
+    ) -> None:
+        replica.set_suppressed(connection, record_id, suppressed)
+        append_audit(
+            connection,
+            self.now(),
+            actor,
+            "flag_change",
+            record_id,
+            {"auto_response_suppressed": suppressed, "reason": reason},
+        )
 
     @inlineCallbacks
     def approve_held(self, number: str, actor: str) -> Any:
@@ -826,7 +852,7 @@ class IntermediateServer(Service):
         for number in numbers:
             try:
                 outgoing = yield self.database.run(
-                    self._decide_held, number, held_queue.EXPIRED, "system", None
+                    self._decide_held, number, held_queue.EXPIRED, SYSTEM, None
                 )
             except RenkeiError:
                 continue  # decided meanwhile by someone else
@@ -843,6 +869,8 @@ class IntermediateServer(Service):
     ) -> OutgoingMessage:
         now = self.now()
         item = held_queue.decide(connection, number, decision, actor, reason, now)
+        action = {"approved": "approve", "refused": "refuse", "expired": "expire"}[decision]
+        append_audit(connection, now, actor, action, number, {"reason": reason} if reason else None)
         outgoing_id = str(uuid.uuid4())
         if decision == held_queue.APPROVED:
             payload = messages.from_element(parse_xml(item.payload), messages.ProvisionPayload)

@@ -80,6 +80,17 @@ def store(connection: Connection, record: ReplicaRecord, now: datetime) -> None:
         raise RenkeiError(errors.RECORD_ID_EXISTS, record_id=record.record_id) from None
 
 
+def set_suppressed(connection: Connection, record_id: str, suppressed: bool) -> None:
+    """Set or clear a record's auto-response suppression flag."""
+    result = connection.execute(
+        replica_record.update()
+        .where(replica_record.c.record_id == record_id)
+        .values(suppressed=suppressed)
+    )
+    if result.rowcount == 0:
+        raise RenkeiError(errors.UNKNOWN_RECORD, record_id=record_id)
+
+
 def delete(connection: Connection, record_id: str) -> None:
     """Delete a record; an unknown record id is refused."""
     result = connection.execute(

@@ -88,7 +88,7 @@ async def test_flagged_record_is_held_and_the_requester_sees_held(
     meguro = box.nodes["meguro"]
     item = await held_item(meguro)
     assert item.transaction_number == status["transaction_number"]
-    _, content = await meguro.held_content(item.transaction_number)
+    _, content = await meguro.held_content(item.transaction_number, "approver1")
     (record,) = content["records"]
     assert record["record_id"] == "MEG-KAIGO-0201-DV01"
     assert {i["name"]: i["value"] for i in record["items"]}["要介護状態区分"] == "13"
@@ -187,3 +187,42 @@ async def test_held_provision_survives_a_provider_restart(box: Any, setagaya_ask
         assert results == 2  # held, then provided
     finally:
         await restarted.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_viewing_and_deciding_held_items_is_audited(box: Any, setagaya_asks: Any) -> None:
+    """Viewing held content and the decision each leave an audit entry naming the staff
+    member, and the audit chain stays intact."""
+    from middleware.audit import audit_entries, verify_audit
+
+    query_id = await setagaya_asks.ask()
+    await wait_for_state(setagaya_asks, query_id, "held")
+    meguro = box.nodes["meguro"]
+    item = await held_item(meguro)
+    await meguro.held_content(item.transaction_number, "approver1")
+    await meguro.refuse_held(item.transaction_number, "approver1", "DV protection order")
+    entries = await meguro.database.run(lambda connection: audit_entries(connection, limit=10))
+    assert [(e["actor"], e["action"], e["target"]) for e in reversed(entries)] == [
+        ("approver1", "view_held_content", item.transaction_number),
+        ("approver1", "refuse", item.transaction_number),
+    ]
+    assert await meguro.database.run(verify_audit) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_changing_the_flag_is_audited_and_takes_effect(box: Any, setagaya_asks: Any) -> None:
+    """Clearing a record's flag (with a reason) lets the next request be answered
+    automatically, and the change is audited."""
+    from middleware.audit import audit_entries
+
+    meguro = box.nodes["meguro"]
+    await meguro.set_suppression(FLAGGED_RECORD["record_id"], False, "admin1", "order lifted")
+    query_id = await setagaya_asks.ask()
+    await wait_for_state(setagaya_asks, query_id, "provided")
+    (entry,) = await meguro.database.run(lambda connection: audit_entries(connection, limit=10))
+    assert (entry["actor"], entry["action"], entry["target"]) == (
+        "admin1",
+        "flag_change",
+        FLAGGED_RECORD["record_id"],
+    )
+    assert entry["detail"] == {"auto_response_suppressed": False, "reason": "order lifted"}
