@@ -201,10 +201,30 @@ class BackOfficeApi(Service):
     @app.route("/queries/<query_id>", methods=["GET"])
     @inlineCallbacks
     def query_status(self, request: Request, query_id: str) -> Any:
-        """情報照会結果取得: the state and, once provided, the decoded result."""
+        """情報照会結果取得: the state and, once provided, the decoded result. With
+        ``?wait=N`` (at most 60) the answer waits up to N seconds for the query to end."""
         self._authorize(request)
-        status = yield self.node.query_status(query_id)
+        wait = _wait_seconds(request)
+        if wait > 0:
+            status = yield self.node.wait_for_end(query_id, wait)
+        else:
+            status = yield self.node.query_status(query_id)
         return _json(request, status)
+
+
+MAX_WAIT = 60.0
+
+
+def _wait_seconds(request: Request) -> float:
+    args: dict[bytes, list[bytes]] = request.args or {}
+    raw = args.get(b"wait", [b"0"])[0]
+    try:
+        wait = float(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise RenkeiError(errors.BAD_REQUEST, detail="wait must be a number of seconds") from None
+    if not 0 <= wait <= MAX_WAIT:
+        raise RenkeiError(errors.BAD_REQUEST, detail=f"wait must be between 0 and {MAX_WAIT:g}")
+    return wait
 
 
 def _conditions(value: Any) -> messages.QueryConditions:

@@ -105,7 +105,7 @@ DEFAULTS = Settings(
     processes=2,
     clients=4,
     persons=200,
-    poll_interval=0.01,
+    poll_interval=0.0,
     seed=2026,
 )
 QUICK = Settings(
@@ -119,7 +119,7 @@ QUICK = Settings(
     processes=2,
     clients=4,
     persons=40,
-    poll_interval=0.01,
+    poll_interval=0.0,
     seed=2026,
 )
 
@@ -208,7 +208,8 @@ def parse_arguments(argv: Sequence[str] | None = None) -> tuple[Settings, argpar
         "--poll-interval",
         seconds,
         "S",
-        "seconds between GET /queries/<id> polls of one flow; polls are load on the box too",
+        "seconds between GET /queries/<id> polls of one flow (polls are load on the box too); "
+        "0, the default, long-polls with ?wait= so each flow makes one status request",
     )
     option("--seed", int, "N", "seed for choosing persons")
     parser.add_argument(
@@ -595,7 +596,9 @@ def flow_client(params: dict[str, Any], connection: Connection, parent: int) -> 
                 submitted = time.monotonic()
                 query_id = accepted["query_id"]
                 while True:
-                    status = yield client.query_status(query_id)
+                    status = yield client.query_status(
+                        query_id, wait=0 if interval else FLOW_TIMEOUT
+                    )
                     polls += 1
                     if window_start <= time.monotonic() < window_end:
                         result["polls_in_window"] += 1
@@ -605,7 +608,8 @@ def flow_client(params: dict[str, Any], connection: Connection, parent: int) -> 
                     if time.monotonic() - began > FLOW_TIMEOUT or time.monotonic() > hard_stop:
                         state = f"still {state} after {time.monotonic() - began:.1f} s"
                         break
-                    yield deferLater(reactor, interval, lambda: None)
+                    if interval:
+                        yield deferLater(reactor, interval, lambda: None)
             except Exception as failure:
                 failed(repr(failure))
                 return
@@ -1068,8 +1072,12 @@ def print_report(report: dict[str, Any]) -> None:
     )
     show(
         "flow load",
-        f"{s['processes']} processes x {s['clients']} back-office clients, "
-        f"poll every {s['poll_interval'] * 1000:g} ms, {s['persons']} persons",
+        f"{s['processes']} processes x {s['clients']} back-office clients, "(
+            f"poll every {s['poll_interval'] * 1000:g} ms"
+            if s["poll_interval"]
+            else "long poll (?wait=)"
+        )
+        + f", {s['persons']} persons",
     )
     b = report["baseline"]
     print("\n1. baseline: bare mutual-TLS keep-alive echo")

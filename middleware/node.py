@@ -143,6 +143,7 @@ class IntermediateServer(Service):
         )
         self.permitted_list: PermittedList | None = None
         self._loops: list[LoopingCall] = []
+        self._waiters: dict[str, list[Deferred[None]]] = {}
         self._listener: Listener | None = None
 
     def now(self) -> datetime:
@@ -374,6 +375,7 @@ class IntermediateServer(Service):
             )
         except DeliveryRefused as refusal:
             yield self.database.run(self._query_refused, message.reference, refusal.code)
+            self._query_ended(message.reference)
             raise
         yield self.database.run(
             self._query_accepted, message.reference, accepted.transaction_number
@@ -435,6 +437,7 @@ class IntermediateServer(Service):
         yield self.database.run(
             self._store_result, row.query_id, delivered.transaction_number, state, result, code
         )
+        self._query_ended(row.query_id)
         if code is not None and state == ERROR:
             raise RenkeiError(errors.ALL[code], transaction_number=delivered.transaction_number)
         return xml_response(request, self._provision_ack(delivered))
@@ -553,6 +556,37 @@ class IntermediateServer(Service):
     def query_status(self, query_id: str) -> Deferred[dict[str, Any]]:
         """A query's state, 処理通番, error and, once provided, its decoded result."""
         return self.database.run(self._query_status, query_id)
+
+    @inlineCallbacks
+    def wait_for_end(self, query_id: str, timeout: float) -> Any:
+        """The query's status once it has ended, or after ``timeout`` seconds (long poll).
+
+        Waiters live only in this process: a result stored by another process of the same
+        institution is seen when the wait times out.
+        """
+        ended: Deferred[None] = Deferred()
+        # Register before reading, so an end stored meanwhile is not missed.
+        self._waiters.setdefault(query_id, []).append(ended)
+        timer = self._reactor.callLater(timeout, _fire, ended)
+        try:
+            status = yield self.query_status(query_id)
+            if status["state"] in FINISHED or timeout <= 0:
+                return status
+            yield ended
+            status = yield self.query_status(query_id)
+            return status
+        finally:
+            if timer.active():
+                timer.cancel()
+            waiting = self._waiters.get(query_id, [])
+            if ended in waiting:
+                waiting.remove(ended)
+            if not waiting:
+                self._waiters.pop(query_id, None)
+
+    def _query_ended(self, query_id: str) -> None:
+        for ended in self._waiters.pop(query_id, []):
+            _fire(ended)
 
     def _query_status(self, connection: Connection, query_id: str) -> dict[str, Any]:
         row = connection.execute(select(query).where(query.c.query_id == query_id)).first()
@@ -994,3 +1028,8 @@ def conditions_json(conditions: messages.QueryConditions | None) -> str:
             "period_end": conditions.period_end and conditions.period_end.isoformat(),
         }
     )
+
+
+def _fire(ended: Deferred[None]) -> None:
+    if not ended.called:
+        ended.callback(None)

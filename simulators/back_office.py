@@ -11,7 +11,6 @@ import json
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.task import deferLater
 from twisted.web.http_headers import Headers
 
 from adapters.network_link import host_and_port
@@ -87,18 +86,20 @@ class BackOfficeClient:
     def submit_query(self, **query: Any) -> Any:
         return self.request("POST", "/queries", query)
 
-    def query_status(self, query_id: str) -> Any:
-        return self.request("GET", f"/queries/{query_id}")
+    def query_status(self, query_id: str, wait: float = 0) -> Any:
+        """情報照会結果取得; with ``wait`` the node answers once the query ended or after
+        ``wait`` seconds (long poll)."""
+        suffix = f"?wait={wait:g}" if wait > 0 else ""
+        return self.request("GET", f"/queries/{query_id}{suffix}")
 
     @inlineCallbacks
-    def wait_for_result(self, query_id: str, interval: float = 0.05, timeout: float = 30.0) -> Any:
-        """Poll a query until it has ended (情報照会結果取得); its final status."""
-        waited = 0.0
+    def wait_for_result(self, query_id: str, timeout: float = 30.0) -> Any:
+        """Wait (long-polling) until a query has ended; its final status."""
+        deadline = self._reactor.seconds() + timeout
         while True:
-            status = yield self.query_status(query_id)
+            left = deadline - self._reactor.seconds()
+            status = yield self.query_status(query_id, wait=max(min(left, 60.0), 0.001))
             if status["state"] in FINISHED:
                 return status
-            if waited >= timeout:
+            if self._reactor.seconds() >= deadline:
                 raise TimeoutError(f"query {query_id} still {status['state']} after {timeout}s")
-            yield deferLater(self._reactor, interval, lambda: None)
-            waited += interval

@@ -53,6 +53,17 @@ def count(box: Any, party: str, table: Any, *conditions: Any) -> int:
     )
 
 
+async def wait_until(condition: Any, timeout: float = 20.0) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    waited = 0.0
+    while not condition():
+        assert waited < timeout, "condition not reached"
+        await deferLater(reactor, 0.05, lambda: None)
+        waited += 0.05
+
+
 @pytest_twisted.ensureDeferred
 async def test_query_is_provided_decrypted_and_recorded_by_all_three_parties(
     box: Any, meguro_care: Any
@@ -210,11 +221,8 @@ async def test_provider_restarted_mid_flow_delivers_exactly_once(
     await old.stopService()
     submitted = await ask_tax(meguro_care)
     # Let the hub fail at least once against the stopped provider.
-    from twisted.internet.task import deferLater
-
-    await deferLater(reactor, 0.5, lambda: None)
-    attempts = count(box, "hub", box.hub.outbox._table)
-    assert attempts == 1
+    table = box.hub.outbox._table
+    await wait_until(lambda: count(box, "hub", table, table.c.attempts > 1) == 1)
     restarted = IntermediateServer(box.config, old.institution, old.catalogue, reactor)
     await restarted.startService()
     try:
@@ -247,3 +255,21 @@ async def test_query_in_meguro_only_person_fails_at_the_provider_with_its_code(
     status = await meguro_care.wait_for_result(submitted["query_id"])
     assert status["state"] == "refused"
     assert status["error"]["code"] == "FugoUnknown"
+
+
+@pytest_twisted.ensureDeferred
+async def test_long_poll_answers_when_the_query_ends(box: Any, meguro_care: Any) -> None:
+    """GET /queries/<id>?wait=N returns the final status in one request once the query ends."""
+    submitted = await ask_tax(meguro_care)
+    status = await meguro_care.query_status(submitted["query_id"], wait=20)
+    assert status["state"] == "provided"
+
+
+@pytest.mark.parametrize("wait", ["abc", "-1", "61"])
+@pytest_twisted.ensureDeferred
+async def test_long_poll_refuses_a_bad_wait(box: Any, meguro_care: Any, wait: str) -> None:
+    """A wait that is not a number of seconds between 0 and 60 is a BadRequest."""
+    submitted = await ask_tax(meguro_care)
+    with pytest.raises(BackOfficeError) as refused:
+        await meguro_care.request("GET", f"/queries/{submitted['query_id']}?wait={wait}")
+    assert refused.value.code == "BadRequest"

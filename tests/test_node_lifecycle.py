@@ -15,7 +15,7 @@ from middleware.hardened_xml import parse_xml, serialize
 from middleware.tables import hub_query, node_list_versions, node_records
 from simulators.back_office import BackOfficeError
 from tests.network import MEGURO, MovableClock, write_config
-from tests.test_flow import ask_tax, count
+from tests.test_flow import ask_tax, count, wait_until
 
 
 @pytest_twisted.ensureDeferred
@@ -97,17 +97,6 @@ async def test_node_refuses_a_list_not_signed_by_the_hub(box: Any) -> None:
         await meguro.sync_permitted_list()
     assert getattr(refused.value, "code", None) == "PermittedListSignatureInvalid"
     assert meguro.permitted_list is before
-
-
-async def wait_until(condition: Any, timeout: float = 20.0) -> None:
-    from twisted.internet import reactor
-    from twisted.internet.task import deferLater
-
-    waited = 0.0
-    while not condition():
-        assert waited < timeout, "condition not reached"
-        await deferLater(reactor, 0.05, lambda: None)
-        waited += 0.05
 
 
 @pytest_twisted.ensureDeferred
