@@ -1070,14 +1070,11 @@ def print_report(report: dict[str, Any]) -> None:
         f"{s['baseline_processes']} processes x {s['baseline_concurrency']} concurrent, "
         f"{s['body_bytes']} B body",
     )
+    polling = f"poll every {s['poll_interval'] * 1000:g} ms" if s["poll_interval"] else "long poll"
     show(
         "flow load",
-        f"{s['processes']} processes x {s['clients']} back-office clients, "(
-            f"poll every {s['poll_interval'] * 1000:g} ms"
-            if s["poll_interval"]
-            else "long poll (?wait=)"
-        )
-        + f", {s['persons']} persons",
+        f"{s['processes']} processes x {s['clients']} back-office clients, {polling}, "
+        f"{s['persons']} persons",
     )
     b = report["baseline"]
     print("\n1. baseline: bare mutual-TLS keep-alive echo")
