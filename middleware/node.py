@@ -609,19 +609,14 @@ class IntermediateServer(Service):
             ),
         }
         if row.error_code is not None:
-            kind = errors.ALL.get(row.error_code)
+            # A code from another party may be unknown here: show it as it came.
+            kind = errors.ALL.get(row.error_code, errors.ErrorKind(row.error_code, 0, "", ""))
+            failure = RenkeiError(kind, **_placeholders(row))
             status["error"] = {
                 "code": row.error_code,
-                "message_en": kind.en if kind else row.error_code,
-                "message_ja": kind.ja if kind else row.error_code,
+                "message_en": failure.message_en or row.error_code,
+                "message_ja": failure.message_ja or row.error_code,
             }
-            if kind is not None:
-                try:
-                    failure = RenkeiError(kind, **_placeholders(row))
-                    status["error"]["message_en"] = failure.message_en
-                    status["error"]["message_ja"] = failure.message_ja
-                except (KeyError, IndexError):
-                    pass
         if row.result is not None:
             status["result"] = self.describe_payload(bytes(row.result))
         return status
@@ -1011,8 +1006,6 @@ def _placeholders(row: Any) -> Mapping[str, Any]:
         "procedure": row.procedure,
         "provider": row.provider,
         "query_id": row.query_id,
-        "expires_at": "",
-        "issued_at": "",
         "sender": row.provider,
     }
 
