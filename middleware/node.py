@@ -779,27 +779,37 @@ class IntermediateServer(Service):
             )
         else:
             body = self._sealed_provision(outgoing_id, number, status, payload, recipient)
-        outgoing = OutgoingMessage(outgoing_id, "provision", HUB, number, body)
-        self.outbox.enqueue(connection, outgoing)
-        append_records(
+        return self._queue_provision(
             connection,
-            node_records,
-            node_record_head,
             now,
-            [
-                RecordEntry(
-                    event="provision",
-                    status=status,
-                    transaction_number=number,
-                    requester=permit.requester,
-                    provider=self.code,
-                    affair=permit.affair,
-                    procedure=permit.procedure,
-                    information_name=permit.information_name,
-                    person=person,
-                )
-            ],
+            outgoing_id,
+            body,
+            RecordEntry(
+                event="provision",
+                status=status,
+                transaction_number=number,
+                requester=permit.requester,
+                provider=self.code,
+                affair=permit.affair,
+                procedure=permit.procedure,
+                information_name=permit.information_name,
+                person=person,
+            ),
         )
+
+    def _queue_provision(
+        self,
+        connection: Connection,
+        now: datetime,
+        message_id: str,
+        body: bytes,
+        entry: RecordEntry,
+    ) -> OutgoingMessage:
+        """Put a Provision for the hub in the outbox and record it, in one transaction."""
+        assert entry.transaction_number is not None
+        outgoing = OutgoingMessage(message_id, "provision", HUB, entry.transaction_number, body)
+        self.outbox.enqueue(connection, outgoing)
+        append_records(connection, node_records, node_record_head, now, [entry])
         return outgoing
 
     def _sealed_provision(
@@ -933,29 +943,24 @@ class IntermediateServer(Service):
             .where(provision.c.transaction_number == number)
             .values(status=status, error_code=code)
         )
-        outgoing = OutgoingMessage(outgoing_id, "provision", HUB, number, body)
-        self.outbox.enqueue(connection, outgoing)
-        append_records(
+        return self._queue_provision(
             connection,
-            node_records,
-            node_record_head,
             now,
-            [
-                RecordEntry(
-                    event="provision",
-                    status=status,
-                    transaction_number=number,
-                    requester=item.requester,
-                    provider=self.code,
-                    affair=self.catalogue.procedure(item.procedure).affair,
-                    procedure=item.procedure,
-                    information_name=item.information_name,
-                    person=item.integrated_address_number,
-                    error_code=code,
-                )
-            ],
+            outgoing_id,
+            body,
+            RecordEntry(
+                event="provision",
+                status=status,
+                transaction_number=number,
+                requester=item.requester,
+                provider=self.code,
+                affair=self.catalogue.procedure(item.procedure).affair,
+                procedure=item.procedure,
+                information_name=item.information_name,
+                person=item.integrated_address_number,
+                error_code=code,
+            ),
         )
-        return outgoing
 
     @inlineCallbacks
     def _deliver_provision(self, message: OutgoingMessage) -> Any:
