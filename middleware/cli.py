@@ -186,3 +186,229 @@ def records_verify(config_path: str) -> None:
             click.echo(f"{name}: chain broken at record {first_bad}")
     if broken:
         sys.exit(1)
+
+
+# -- staff and the audit log ------------------------------------------------------------------
+
+institution_option = click.option(
+    "-i",
+    "--institution",
+    "institution_name",
+    required=True,
+    help="The institution (section name, e.g. meguro, or code) whose database to use.",
+)
+
+
+def _node_database(config: Config, name: str) -> tuple[Any, Database]:
+    """An institution and its database, migrated to the current schema."""
+    from twisted.internet import reactor
+
+    from middleware.node import MIGRATIONS
+    from middleware.storage import migrate
+
+    try:
+        institution = config.institution(name)
+    except ConfigError as failure:
+        raise click.ClickException(str(failure)) from None
+    migrate(institution.database, MIGRATIONS)
+    return institution, Database(reactor, institution.database)
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _coded(call: Any, *args: Any, **kwargs: Any) -> Any:
+    from codes.errors import RenkeiError
+
+    try:
+        return call(*args, **kwargs)
+    except RenkeiError as refusal:
+        raise click.ClickException(
+            f"{refusal.code}: {refusal.message_en} / {refusal.message_ja}"
+        ) from None
+
+
+def _password(password_file: Path | None, generate: bool) -> tuple[str, bool]:
+    """The password from a file, generated, or asked for; and whether to print it."""
+    import secrets
+
+    if password_file is not None and password_file.exists():
+        return password_file.read_text(encoding="utf-8").strip(), False
+    if generate or password_file is not None:
+        password = secrets.token_urlsafe(15)
+        if password_file is not None:
+            password_file.parent.mkdir(parents=True, exist_ok=True)
+            password_file.touch(mode=0o600)
+            password_file.write_text(password + "\n", encoding="utf-8")
+        return password, True
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True), False
+
+
+@main.group("staff")
+def staff_group() -> None:
+    """Staff users of an institution's console (first set-up and recovery)."""
+
+
+@staff_group.command("add")
+@click.argument("name")
+@config_option
+@institution_option
+@click.option("--roles", required=True, help='Space-separated roles, e.g. "admin approver".')
+@click.option("--display-name", default=None, help="The person's name (default: NAME).")
+@click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Read the password from this file; when it does not exist, generate one into it.",
+)
+@click.option("--generate-password", is_flag=True, help="Generate a password and print it.")
+@click.option("--totp", "with_totp", is_flag=True, help="Enrol TOTP even if no role needs it.")
+@click.option("--if-absent", is_flag=True, help="Do nothing (exit 0) when the user exists.")
+def staff_add(
+    name: str,
+    config_path: str,
+    institution_name: str,
+    roles: str,
+    display_name: str | None,
+    password_file: Path | None,
+    generate_password: bool,
+    with_totp: bool,
+    if_absent: bool,
+) -> None:
+    """Add staff user NAME; print its TOTP secret and provisioning URI when it has one."""
+    from middleware import audit, staff
+
+    config = _config(config_path)
+    institution, database = _node_database(config, institution_name)
+    try:
+        exists = any(u["name"] == name for u in database.run_blocking(staff.list_users))
+        if exists and if_absent:
+            click.echo(f"staff user {name} already exists at {institution.name}")
+            return
+        password, show = _password(password_file, generate_password)
+        secret = _coded(
+            database.run_blocking,
+            staff.add_user,
+            _now(),
+            name,
+            display_name or name,
+            password,
+            roles,
+            actor=audit.SYSTEM,
+            with_totp=with_totp,
+        )
+    finally:
+        database.stop()
+    click.echo(f"staff user {name} added at {institution.display_name} ({institution.name})")
+    if institution.console_address:
+        click.echo(f"console:  {institution.console_address}/")
+    click.echo(f"user:     {name}")
+    if show:
+        click.echo(f"password: {password}")
+    elif password_file is not None:
+        click.echo(f"password: in {password_file}")
+    if secret is not None:
+        click.echo(f"TOTP secret: {secret}")
+        click.echo(f"TOTP URI:    {staff.totp_provisioning_uri(name, secret, institution.name)}")
+
+
+@staff_group.command("list")
+@config_option
+@institution_option
+def staff_list(config_path: str, institution_name: str) -> None:
+    """List the staff users of an institution."""
+    from middleware import staff
+
+    config = _config(config_path)
+    _, database = _node_database(config, institution_name)
+    try:
+        users = database.run_blocking(staff.list_users)
+    finally:
+        database.stop()
+    for user in users:
+        flags = []
+        if user["totp_enabled"]:
+            flags.append("totp")
+        if user["disabled"]:
+            flags.append("disabled")
+        if user["locked_until"] is not None:
+            flags.append(f"locked until {user['locked_until'].isoformat()}")
+        click.echo(
+            f"{user['name']}\t{user['display_name']}\t{' '.join(user['roles'])}\t{' '.join(flags)}"
+        )
+
+
+@staff_group.command("disable")
+@click.argument("name")
+@config_option
+@institution_option
+def staff_disable(name: str, config_path: str, institution_name: str) -> None:
+    """Disable staff user NAME for good and end its sessions."""
+    from middleware import audit, staff
+
+    config = _config(config_path)
+    _, database = _node_database(config, institution_name)
+    try:
+        _coded(database.run_blocking, staff.disable_user, _now(), name, actor=audit.SYSTEM)
+    finally:
+        database.stop()
+    click.echo(f"staff user {name} disabled")
+
+
+@staff_group.command("reset-password")
+@click.argument("name")
+@config_option
+@institution_option
+@click.option("--password-file", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--generate-password", is_flag=True, help="Generate a password and print it.")
+def staff_reset_password(
+    name: str,
+    config_path: str,
+    institution_name: str,
+    password_file: Path | None,
+    generate_password: bool,
+) -> None:
+    """Set a new password for NAME, clear its lockout and end its sessions."""
+    from middleware import audit, staff
+
+    config = _config(config_path)
+    _, database = _node_database(config, institution_name)
+    password, show = _password(password_file, generate_password)
+    try:
+        _coded(
+            database.run_blocking, staff.reset_password, _now(), name, password, actor=audit.SYSTEM
+        )
+    finally:
+        database.stop()
+    click.echo(f"password of {name} reset")
+    if show:
+        click.echo(f"password: {password}")
+
+
+@main.group("audit")
+def audit_group() -> None:
+    """The staff audit log."""
+
+
+@audit_group.command("verify")
+@config_option
+@institution_option
+def audit_verify(config_path: str, institution_name: str) -> None:
+    """Check an institution's audit-log hash chain; exit 1 on a break."""
+    from middleware import audit
+
+    config = _config(config_path)
+    institution, database = _node_database(config, institution_name)
+    try:
+        first_bad = database.run_blocking(audit.verify_audit)
+        count = database.run_blocking(audit.count_audit)
+    finally:
+        database.stop()
+    if first_bad is None:
+        click.echo(f"{institution.name}: {count} audit entries, chain intact")
+    else:
+        click.echo(f"{institution.name}: audit chain broken at entry {first_bad}")
+        sys.exit(1)

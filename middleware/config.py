@@ -50,6 +50,9 @@ class InstitutionConfig:
     back_office_systems: tuple[str, ...]
     provides: tuple[str, ...]
     result_retention: float
+    console_listen: str | None = None
+    console_address: str | None = None
+    console_idle_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,13 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
                     for code in section.get("provides", "").split()
                 ),
                 result_retention=section.getfloat("result_retention", 7 * 86400.0),
+                console_listen=section.get("console_listen"),
+                console_address=section.get("console_address"),
+                console_idle_timeout=(
+                    section.getfloat("console_idle_timeout")
+                    if section.get("console_idle_timeout")
+                    else None
+                ),
             )
         )
     codes = [institution.code for institution in institutions]

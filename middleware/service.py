@@ -58,11 +58,21 @@ class Box(MultiService):
         self.back_offices = {
             name: BackOfficeApi(node, reactor) for name, node in self.nodes.items()
         }
+        # The operator console of each node that has ``console_listen``.
+        from adapters.console import ConsoleService
+
+        self.consoles = {
+            name: ConsoleService(node, reactor)
+            for name, node in self.nodes.items()
+            if node.institution.console_listen is not None
+        }
         if self.hub is not None:
             self.hub.setServiceParent(self)
         for name, node in self.nodes.items():
             node.setServiceParent(self)
             self.back_offices[name].setServiceParent(self)
+            if name in self.consoles:
+                self.consoles[name].setServiceParent(self)
 
     def startService(self) -> None:
         # Children start in order and each waits for the previous one's listeners.
@@ -86,10 +96,11 @@ class Box(MultiService):
             yield seed_demo(self, self.config.demo_data)
         for node in self.nodes.values():
             self.log.info(
-                "{name} ({code}) ready: back-office API at {address}",
+                "{name} ({code}) ready: back-office API at {address}, console at {console}",
                 name=node.institution.display_name,
                 code=node.code,
                 address=node.institution.back_office_address,
+                console=node.institution.console_address or "(none)",
             )
         self.log.info("renkei ready; try `.venv/bin/renkei demo -c {path}`", path=self.config.path)
 

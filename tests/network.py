@@ -51,10 +51,12 @@ def write_config(
     permit_validity: float = 600,
     result_retention: float = 3600,
     demo: bool = True,
+    console_idle_timeout: float | None = None,
 ) -> Config:
     """Write a configuration for a box in ``directory`` and load it."""
     database = database or {}
-    ports = {name: free_port() for name in ("hub", "mn", "mb", "sn", "sb")}
+    ports = {name: free_port() for name in ("hub", "mn", "mb", "mc", "sn", "sb", "sc")}
+    idle = f"console_idle_timeout = {console_idle_timeout}\n" if console_idle_timeout else ""
 
     def url(name: str) -> str:
         return database.get(name, f"sqlite:///{directory / (name + '.sqlite')}")
@@ -82,7 +84,9 @@ network_address = https://127.0.0.1:{ports["mn"]}
 back_office_listen = tcp:port={ports["mb"]}:interface=127.0.0.1
 back_office_address = https://127.0.0.1:{ports["mb"]}
 back_office_systems = {CARE_INSURANCE}
-provides = {CARE_INFORMATION}
+console_listen = tcp:port={ports["mc"]}:interface=127.0.0.1
+console_address = https://127.0.0.1:{ports["mc"]}
+{idle}provides = {CARE_INFORMATION}
 result_retention = {result_retention}
 
 [institution:setagaya]
@@ -95,6 +99,8 @@ network_address = https://127.0.0.1:{ports["sn"]}
 back_office_listen = tcp:port={ports["sb"]}:interface=127.0.0.1
 back_office_address = https://127.0.0.1:{ports["sb"]}
 back_office_systems = {LOCAL_TAX}
+console_listen = tcp:port={ports["sc"]}:interface=127.0.0.1
+console_address = https://127.0.0.1:{ports["sc"]}
 provides = {TAX_INFORMATION}
 result_retention = {result_retention}
 

@@ -1,0 +1,771 @@
+"""The operator console: a Klein app over HTTPS for an institution's staff.
+
+Every page goes through ``Console.page`` (one place for the session, the role check and, on
+POST, the CSRF token). Staff log in with name, password and TOTP code
+(``middleware.staff.authenticate``); the session token travels in a Secure, HTTP-only,
+SameSite=Strict cookie. Coded errors (``RenkeiError``) are rendered as a page with the code,
+both messages and the error's HTTP status. Core actions are plain HTML forms: no JavaScript.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from functools import wraps
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from klein import Klein
+from sqlalchemy import Connection, and_, delete, func, or_, select, true
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
+from twisted.internet.ssl import CertificateOptions
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import Request
+
+from adapters.console.i18n import LANGUAGES, translator
+from adapters.network_link import Listener, listen
+from codes import errors
+from codes.errors import RenkeiError
+from crypto.pki import PkiLayout
+from middleware import audit, staff
+from middleware.audit import append_audit
+from middleware.node import IntermediateServer
+from middleware.outbox import backlog
+from middleware.records import records_of_transaction
+from middleware.tables import (
+    held_provision,
+    node_outbox,
+    node_records,
+    person,
+    provision,
+    query,
+    replica_record,
+    staff_session,
+)
+
+HERE = Path(__file__).resolve().parent
+SESSION_COOKIE = b"renkei_console"
+LANG_COOKIE = b"renkei_lang"
+PAGE_SIZE = 50
+EXPORT_LIMIT = 100_000
+JST = ZoneInfo("Asia/Tokyo")
+
+Handler = Callable[..., Awaitable[Any]]
+
+RECORD_FILTERS = (
+    "date_from",
+    "date_to",
+    "event",
+    "direction",
+    "counterpart",
+    "procedure",
+    "information_name",
+    "status",
+    "transaction_number",
+    "person",
+)
+
+
+def tls_options(layout: PkiLayout, code: str) -> CertificateOptions:
+    """Server-only TLS with the institution's TLS certificate (no client certificate)."""
+    credentials = layout.institution_tls(code).load()
+    return CertificateOptions(
+        privateKey=credentials.private_key,  # type: ignore[arg-type]
+        certificate=credentials.certificate,  # type: ignore[arg-type]
+    )
+
+
+def _arg(request: Request, name: str) -> str:
+    args: dict[bytes, list[bytes]] = request.args or {}
+    values = args.get(name.encode())
+    if not values:
+        return ""
+    return str(values[0].decode("utf-8", "replace")).strip()
+
+
+def _args(request: Request, name: str) -> list[str]:
+    args: dict[bytes, list[bytes]] = request.args or {}
+    return [v.decode("utf-8", "replace") for v in args.get(name.encode(), [])]
+
+
+def _cookie(request: Request, name: bytes) -> str | None:
+    value = request.getCookie(name)
+    return value.decode("ascii", "replace") if value else None
+
+
+def _parse_date(value: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        day = datetime.strptime(value, "%Y-%m-%d")
+    except ValueError:
+        raise RenkeiError(errors.BAD_REQUEST, detail=f"not a date (YYYY-MM-DD): {value}") from None
+    return day.replace(tzinfo=JST)
+
+
+def page(*roles: str, method: str = "GET") -> Callable[[Handler], Callable[..., Deferred[Any]]]:
+    """Authorize a route: a live session, one of ``roles``, and on POST the CSRF token.
+
+    The handler is called as ``handler(self, request, session, **kwargs)``.
+    """
+
+    def decorate(handler: Handler) -> Callable[..., Deferred[Any]]:
+        @wraps(handler)
+        def route(instance: Console, request: Request, **kwargs: Any) -> Deferred[Any]:
+            async def run() -> Any:
+                session = await instance.resume(request)
+                if roles:
+                    staff.require_role(session.user, *roles)
+                if method == "POST":
+                    staff.check_csrf(session, _arg(request, "csrf_token") or None)
+                return await handler(instance, request, session, **kwargs)
+
+            return ensureDeferred(run())
+
+        route.roles = roles  # type: ignore[attr-defined]
+        return route
+
+    return decorate
+
+
+class Console:
+    """The console of one intermediate server."""
+
+    app = Klein()
+    log = Logger()
+
+    def __init__(self, node: IntermediateServer, idle_timeout: float | None = None) -> None:
+        self.node = node
+        default = staff.IDLE_TIMEOUT
+        self.idle_timeout = (
+            min(timedelta(seconds=idle_timeout), default) if idle_timeout else default
+        )
+        self.templates = Environment(
+            loader=FileSystemLoader(HERE / "templates"),
+            autoescape=select_autoescape(["html"]),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _language(self, request: Request) -> str:
+        asked = _arg(request, "lang")
+        if asked in LANGUAGES:
+            request.addCookie(
+                LANG_COOKIE, asked.encode(), path=b"/", secure=True, sameSite=b"strict"
+            )
+            return asked
+        cookie = _cookie(request, LANG_COOKIE)
+        return cookie if cookie in LANGUAGES else "ja"
+
+    def render(
+        self,
+        request: Request,
+        template: str,
+        session: staff.Session | None = None,
+        status: int = 200,
+        **values: Any,
+    ) -> bytes:
+        lang = self._language(request)
+        request.setResponseCode(status)
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(b"X-Frame-Options", b"DENY")
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        request.setHeader(
+            b"Content-Security-Policy",
+            b"default-src 'self'; style-src 'self'; form-action 'self'; frame-ancestors 'none'",
+        )
+        page = self.templates.get_template(template).render(
+            t=translator(lang),
+            lang=lang,
+            session=session,
+            user=session.user if session else None,
+            csrf=session.csrf_token if session else "",
+            institution=self.node.institution,
+            path=request.path.decode("utf-8", "replace"),
+            **values,
+        )
+        return page.encode("utf-8")
+
+    def _check_idle(self, connection: Connection, now: datetime, token: str | None) -> None:
+        """End a session idle for longer than this console's (possibly shorter) timeout."""
+        if not token or self.idle_timeout >= staff.IDLE_TIMEOUT:
+            return
+        digest = staff.session_token_hash(token)
+        row = connection.execute(
+            select(staff_session).where(staff_session.c.token_hash == digest)
+        ).first()
+        if row is None or now - row.last_seen_at <= self.idle_timeout:
+            return
+        connection.execute(delete(staff_session).where(staff_session.c.token_hash == digest))
+        append_audit(
+            connection,
+            now,
+            row.user_name,
+            "session_expired",
+            row.user_name,
+            {"session": digest[:16], "reason": "idle"},
+        )
+        connection.commit()
+        raise RenkeiError(errors.SESSION_EXPIRED)
+
+    def _resume(self, connection: Connection, now: datetime, token: str | None) -> staff.Session:
+        self._check_idle(connection, now, token)
+        return staff.resume_session(connection, now, token)
+
+    def resume(self, request: Request) -> Deferred[staff.Session]:
+        return self.node.database.run(
+            self._resume, self.node.now(), _cookie(request, SESSION_COOKIE)
+        )
+
+    @app.handle_errors(RenkeiError)
+    def coded_error(self, request: Request, failure: Failure) -> bytes:
+        error = failure.value
+        assert isinstance(error, RenkeiError)
+        return self.render(
+            request,
+            "error.html",
+            status=error.status,
+            error=error,
+            login_again=error.code == errors.SESSION_EXPIRED.code,
+        )
+
+    @app.handle_errors(Exception)
+    def internal_error(self, request: Request, failure: Failure) -> bytes:
+        self.log.failure("console error", failure)
+        error = RenkeiError(errors.INTERNAL)
+        return self.render(request, "error.html", status=error.status, error=error)
+
+    @app.route("/static/console.css")
+    def stylesheet(self, request: Request) -> bytes:
+        request.setHeader(b"Content-Type", b"text/css; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"max-age=3600")
+        return (HERE / "static" / "console.css").read_bytes()
+
+    # -- login and logout -------------------------------------------------------------------
+
+    @app.route("/login", methods=["GET"])
+    def login_form(self, request: Request) -> bytes:
+        return self.render(request, "login.html", expired=_arg(request, "expired") == "1")
+
+    @app.route("/login", methods=["POST"])
+    @inlineCallbacks
+    def login(self, request: Request) -> Any:
+        try:
+            session = yield self.node.database.run(
+                staff.authenticate,
+                self.node.now(),
+                _arg(request, "name"),
+                _arg(request, "password"),
+                _arg(request, "totp") or None,
+            )
+        except RenkeiError as refusal:
+            return self.render(
+                request,
+                "login.html",
+                status=refusal.status,
+                error=refusal,
+                name=_arg(request, "name"),
+            )
+        request.addCookie(
+            SESSION_COOKIE,
+            session.token.encode(),
+            path=b"/",
+            secure=True,
+            httpOnly=True,
+            sameSite=b"strict",
+        )
+        request.redirect(b"/")
+        return b""
+
+    @app.route("/logout", methods=["POST"])
+    @inlineCallbacks
+    def logout(self, request: Request) -> Any:
+        session = yield self.resume(request)
+        staff.check_csrf(session, _arg(request, "csrf_token") or None)
+        yield self.node.database.run(staff.logout, self.node.now(), session.token)
+        request.addCookie(
+            SESSION_COOKIE,
+            b"",
+            path=b"/",
+            secure=True,
+            httpOnly=True,
+            sameSite=b"strict",
+            max_age=b"0",
+        )
+        request.redirect(b"/login")
+        return b""
+
+    # -- dashboard --------------------------------------------------------------------------
+
+    @app.route("/", methods=["GET"])
+    @page()
+    async def dashboard(self, request: Request, session: staff.Session) -> bytes:
+        now = self.node.now()
+        today = now.astimezone(JST).replace(hour=0, minute=0, second=0, microsecond=0)
+        figures = await self.node.database.run(_dashboard_figures, today.astimezone(UTC))
+        listed = self.node.permitted_list
+        return self.render(
+            request,
+            "dashboard.html",
+            session,
+            figures=figures,
+            listed=listed,
+            list_expired=listed is not None and listed.expires_at <= now,
+        )
+
+    # -- held provisions ---------------------------------------------------------------------
+
+    @app.route("/held", methods=["GET"])
+    @page("approver", "operator")
+    async def held_list(self, request: Request, session: staff.Session) -> bytes:
+        items = await self.node.held_items()
+        return self.render(request, "held_list.html", session, items=items)
+
+    @app.route("/held/<number>", methods=["GET"])
+    @page("approver")
+    async def held_detail(self, request: Request, session: staff.Session, number: str) -> bytes:
+        item, content = await self.node.held_content(number, session.user.name)
+        return self.render(request, "held_detail.html", session, item=item, content=content)
+
+    @app.route("/held/<number>/approve", methods=["POST"])
+    @page("approver", method="POST")
+    async def held_approve(self, request: Request, session: staff.Session, number: str) -> bytes:
+        await self.node.approve_held(number, session.user.name)
+        request.redirect(b"/held?done=approved")
+        return b""
+
+    @app.route("/held/<number>/refuse", methods=["POST"])
+    @page("approver", method="POST")
+    async def held_refuse(self, request: Request, session: staff.Session, number: str) -> bytes:
+        reason = _arg(request, "reason")
+        if not reason:
+            raise RenkeiError(errors.BAD_REQUEST, detail="a refusal needs a reason")
+        await self.node.refuse_held(number, session.user.name, reason)
+        request.redirect(b"/held?done=refused")
+        return b""
+
+    # -- audit log ------------------------------------------------------------------------------
+
+    @app.route("/audit", methods=["GET"])
+    @page("auditor")
+    async def audit_log(self, request: Request, session: staff.Session) -> bytes:
+        actor = _arg(request, "actor") or None
+        action = _arg(request, "action") or None
+        page_number = max(1, int(_arg(request, "page") or "1"))
+
+        def read(connection: Connection) -> tuple[list[dict[str, Any]], int, int | None]:
+            entries = audit.audit_entries(
+                connection,
+                limit=PAGE_SIZE,
+                offset=(page_number - 1) * PAGE_SIZE,
+                actor=actor,
+                action=action,
+            )
+            total = audit.count_audit(connection, actor=actor, action=action)
+            return entries, total, audit.verify_audit(connection)
+
+        entries, total, broken = await self.node.database.run(read)
+        return self.render(
+            request,
+            "audit.html",
+            session,
+            entries=entries,
+            total=total,
+            broken=broken,
+            actor=actor or "",
+            action=action or "",
+            actions=sorted(audit.ACTIONS),
+            page=page_number,
+            pages=max(1, -(-total // PAGE_SIZE)),
+            detail_json=lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True),
+        )
+
+    # -- users ------------------------------------------------------------------------------------
+
+    @app.route("/users", methods=["GET"])
+    @page("admin")
+    async def users(self, request: Request, session: staff.Session) -> bytes:
+        return await self._users_page(request, session)
+
+    async def _users_page(
+        self, request: Request, session: staff.Session, status: int = 200, **values: Any
+    ) -> bytes:
+        users = await self.node.database.run(staff.list_users)
+        return self.render(
+            request,
+            "users.html",
+            session,
+            status=status,
+            users=users,
+            roles=sorted(staff.ROLES),
+            **values,
+        )
+
+    @app.route("/users", methods=["POST"])
+    @page("admin", method="POST")
+    async def user_add(self, request: Request, session: staff.Session) -> bytes:
+        name = _arg(request, "name")
+        try:
+            secret = await self.node.database.run(
+                staff.add_user,
+                self.node.now(),
+                name,
+                _arg(request, "display_name") or name,
+                _arg(request, "password"),
+                _args(request, "roles"),
+                actor=session.user.name,
+                with_totp=_arg(request, "with_totp") == "1",
+            )
+        except RenkeiError as refusal:
+            return await self._users_page(request, session, status=refusal.status, error=refusal)
+        uri = (
+            staff.totp_provisioning_uri(name, secret, self.node.institution.name)
+            if secret
+            else None
+        )
+        return await self._users_page(
+            request, session, created=name, totp_secret=secret, totp_uri=uri
+        )
+
+    @app.route("/users/<name>/disable", methods=["POST"])
+    @page("admin", method="POST")
+    async def user_disable(self, request: Request, session: staff.Session, name: str) -> bytes:
+        await self.node.database.run(
+            staff.disable_user, self.node.now(), name, actor=session.user.name
+        )
+        request.redirect(b"/users")
+        return b""
+
+    @app.route("/users/<name>/password", methods=["POST"])
+    @page("admin", method="POST")
+    async def user_password(self, request: Request, session: staff.Session, name: str) -> bytes:
+        try:
+            await self.node.database.run(
+                staff.reset_password,
+                self.node.now(),
+                name,
+                _arg(request, "password"),
+                actor=session.user.name,
+            )
+        except RenkeiError as refusal:
+            return await self._users_page(request, session, status=refusal.status, error=refusal)
+        return await self._users_page(request, session, password_reset=name)
+
+    # -- provision records -------------------------------------------------------------------
+
+    def _record_conditions(self, request: Request) -> tuple[dict[str, str], list[Any]]:
+        values = {name: _arg(request, name) for name in RECORD_FILTERS}
+        table = node_records
+        conditions: list[Any] = [true()]
+        start = _parse_date(values["date_from"])
+        if start is not None:
+            conditions.append(table.c.recorded_at >= start.astimezone(UTC))
+        end = _parse_date(values["date_to"])
+        if end is not None:
+            conditions.append(table.c.recorded_at < (end + timedelta(days=1)).astimezone(UTC))
+        if values["event"]:
+            conditions.append(table.c.event == values["event"])
+        if values["direction"] == "outgoing":
+            conditions.append(table.c.requester == self.node.code)
+        elif values["direction"] == "incoming":
+            conditions.append(table.c.provider == self.node.code)
+        if values["counterpart"]:
+            conditions.append(
+                or_(
+                    and_(
+                        table.c.requester == self.node.code,
+                        table.c.provider == values["counterpart"],
+                    ),
+                    and_(
+                        table.c.provider == self.node.code,
+                        table.c.requester == values["counterpart"],
+                    ),
+                )
+            )
+        for name in ("procedure", "information_name", "status", "transaction_number", "person"):
+            if values[name]:
+                conditions.append(table.c[name] == values[name])
+        return values, conditions
+
+    @app.route("/records", methods=["GET"])
+    @page("operator", "auditor")
+    async def records(self, request: Request, session: staff.Session) -> bytes:
+        values, conditions = self._record_conditions(request)
+        before = _arg(request, "before")
+        if before:
+            conditions.append(node_records.c.seq < int(before))
+
+        def read(connection: Connection) -> list[dict[str, Any]]:
+            rows = connection.execute(
+                select(node_records)
+                .where(and_(*conditions))
+                .order_by(node_records.c.seq.desc())
+                .limit(PAGE_SIZE + 1)
+            )
+            return [dict(row._mapping) for row in rows]
+
+        rows = await self.node.database.run(read)
+        more = len(rows) > PAGE_SIZE
+        rows = rows[:PAGE_SIZE]
+        query_string = urlencode({k: v for k, v in values.items() if v})
+        next_link = f"/records?{query_string}&before={rows[-1]['seq']}" if more and rows else None
+        return self.render(
+            request,
+            "records.html",
+            session,
+            rows=rows,
+            filters=values,
+            next_link=next_link,
+            query_string=query_string,
+            code=self.node.code,
+        )
+
+    @app.route("/records/export.csv", methods=["GET"])
+    @page("auditor")
+    async def records_export(self, request: Request, session: staff.Session) -> bytes:
+        values, conditions = self._record_conditions(request)
+        columns = [c.name for c in node_records.columns if c.name not in ("prev_hash", "hash")]
+        now = self.node.now()
+
+        def read(connection: Connection) -> list[Any]:
+            rows = list(
+                connection.execute(
+                    select(*[node_records.c[name] for name in columns])
+                    .where(and_(*conditions))
+                    .order_by(node_records.c.seq.desc())
+                    .limit(EXPORT_LIMIT)
+                )
+            )
+            append_audit(
+                connection,
+                now,
+                session.user.name,
+                "export",
+                "provision_records",
+                {"filters": {k: v for k, v in values.items() if v}, "rows": len(rows)},
+            )
+            return rows
+
+        rows = await self.node.database.run(read)
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(
+                [
+                    v.isoformat() if isinstance(v, datetime) else ("" if v is None else v)
+                    for v in row
+                ]
+            )
+        request.setHeader(b"Content-Type", b"text/csv; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(b"Content-Disposition", b'attachment; filename="provision-records.csv"')
+        return out.getvalue().encode("utf-8-sig")
+
+    @app.route("/records/<number>", methods=["GET"])
+    @page("operator", "auditor")
+    async def record_detail(self, request: Request, session: staff.Session, number: str) -> bytes:
+        def read(connection: Connection) -> dict[str, Any]:
+            return {
+                "records": records_of_transaction(connection, node_records, number),
+                "query": connection.execute(
+                    select(
+                        query.c.query_id,
+                        query.c.state,
+                        query.c.provider,
+                        query.c.submitted_at,
+                        query.c.completed_at,
+                        query.c.error_code,
+                    ).where(query.c.transaction_number == number)
+                ).first(),
+                "provision": connection.execute(
+                    select(
+                        provision.c.requester,
+                        provision.c.status,
+                        provision.c.error_code,
+                        provision.c.received_at,
+                    ).where(provision.c.transaction_number == number)
+                ).first(),
+            }
+
+        found = await self.node.database.run(read)
+        if not found["records"]:
+            raise RenkeiError(errors.BAD_REQUEST, detail=f"no records of {number}")
+        return self.render(request, "record_detail.html", session, number=number, **found)
+
+    # -- persons ------------------------------------------------------------------------------
+
+    @app.route("/persons", methods=["GET"])
+    @page("operator", "auditor", "admin")
+    async def person_search(self, request: Request, session: staff.Session) -> bytes:
+        number = _arg(request, "number")
+        if number:
+            request.redirect(f"/persons/{number}".encode())
+            return b""
+        return self.render(request, "person.html", session, number="", found=None)
+
+    @app.route("/persons/<number>", methods=["GET"])
+    @page("operator", "auditor", "admin")
+    async def person_page(self, request: Request, session: staff.Session, number: str) -> bytes:
+        def read(connection: Connection) -> dict[str, Any] | None:
+            row = connection.execute(
+                select(
+                    person.c.integrated_address_number,
+                    person.c.registered_at,
+                    person.c.fugo_acquired_at,
+                    (person.c.fugo.is_not(None)).label("has_fugo"),
+                ).where(person.c.integrated_address_number == number)
+            ).first()
+            replica = connection.execute(
+                select(
+                    replica_record.c.record_id,
+                    replica_record.c.information_name,
+                    replica_record.c.data_set,
+                    replica_record.c["items"],
+                    replica_record.c.suppressed,
+                    replica_record.c.registered_at,
+                )
+                .where(replica_record.c.integrated_address_number == number)
+                .order_by(replica_record.c.information_name, replica_record.c.record_id)
+            ).all()
+            if row is None and not replica:
+                return None
+            return {"person": row, "replica": replica}
+
+        found = await self.node.database.run(read)
+        records = []
+        for item in (found or {}).get("replica", []):
+            records.append(
+                {
+                    "record_id": item.record_id,
+                    "information_name": item.information_name,
+                    "data_set": item.data_set,
+                    "items": self._item_names(item.information_name, item.data_set, item.items),
+                    "suppressed": bool(item.suppressed),
+                    "registered_at": item.registered_at,
+                }
+            )
+        return self.render(
+            request,
+            "person.html",
+            session,
+            number=number,
+            found=found,
+            records=records,
+            done=_arg(request, "done"),
+        )
+
+    def _item_names(self, information_name: str, data_set: str, items: str) -> list[str]:
+        codes = list(json.loads(items))
+        try:
+            found = self.node.catalogue.information_name(information_name).data_set(data_set)
+            return [f"{code} {found.item(code).name}" for code in codes]
+        except (RenkeiError, KeyError):
+            return codes
+
+    @app.route("/persons/<number>/flags/<record_id>", methods=["POST"])
+    @page("admin", method="POST")
+    async def person_flag(
+        self, request: Request, session: staff.Session, number: str, record_id: str
+    ) -> bytes:
+        reason = _arg(request, "reason")
+        if not reason:
+            raise RenkeiError(errors.BAD_REQUEST, detail="a flag change needs a reason")
+        suppressed = _arg(request, "suppressed") == "1"
+        await self.node.set_suppression(record_id, suppressed, session.user.name, reason)
+        request.redirect(f"/persons/{number}?done=flag".encode())
+        return b""
+
+    # -- permitted-query list -------------------------------------------------------------
+
+    @app.route("/permitted-list", methods=["GET"])
+    @page("operator", "auditor", "admin", "approver")
+    async def permitted_list(self, request: Request, session: staff.Session) -> bytes:
+        listed = self.node.permitted_list
+        text = _arg(request, "q")
+        rows = []
+        if listed is not None:
+            for rule in listed.rules:
+                fields = [
+                    rule.requester_kind,
+                    rule.affair,
+                    rule.procedure,
+                    rule.provider_kind,
+                    rule.information_name,
+                    rule.legal_basis,
+                ]
+                if not text or any(text in field for field in fields):
+                    rows.append(fields)
+        return self.render(
+            request, "permitted_list.html", session, listed=listed, rows=rows, q=text
+        )
+
+
+def _dashboard_figures(connection: Connection, since: datetime) -> dict[str, int]:
+    def count(statement: Any) -> int:
+        return int(connection.execute(statement).scalar_one())
+
+    return {
+        "queries_today": count(
+            select(func.count()).select_from(query).where(query.c.submitted_at >= since)
+        ),
+        "provisions_today": count(
+            select(func.count()).select_from(provision).where(provision.c.received_at >= since)
+        ),
+        "held_waiting": count(
+            select(func.count()).select_from(held_provision).where(held_provision.c.state == "held")
+        ),
+        "errors_today": count(
+            select(func.count())
+            .select_from(node_records)
+            .where(node_records.c.recorded_at >= since, node_records.c.error_code.is_not(None))
+        ),
+        "outbox_backlog": backlog(connection, node_outbox),
+    }
+
+
+ROUTE_ROLES: dict[str, tuple[str, ...]] = {
+    name: getattr(getattr(Console, name), "roles", ())
+    for name in dir(Console)
+    if hasattr(getattr(Console, name), "roles")
+}
+"""Each page handler's roles (for tests and documentation)."""
+
+
+class ConsoleService(Service):
+    """Listens for the console of one node (after the node has started)."""
+
+    def __init__(self, node: IntermediateServer, reactor: Any) -> None:
+        self.node = node
+        self.reactor = reactor
+        institution = node.institution
+        assert institution.console_listen is not None
+        self.console = Console(node, institution.console_idle_timeout)
+        self._options = tls_options(PkiLayout(node.config.pki), node.code)
+        self._listener: Listener | None = None
+
+    @inlineCallbacks
+    def startService(self) -> Any:
+        super().startService()
+        assert self.node.institution.console_listen is not None
+        self._listener = yield listen(
+            self.reactor, self.node.institution.console_listen, self.console.app, self._options
+        )
+
+    @inlineCallbacks
+    def stopService(self) -> Any:
+        super().stopService()
+        if self._listener is not None:
+            yield self._listener.stop()
+            self._listener = None

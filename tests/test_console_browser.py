@@ -1,0 +1,322 @@
+"""The operator console in a real browser: Playwright driving Debian's chromium headless.
+
+The box runs under twistd in a subprocess (Playwright's sync API cannot run inside the
+reactor), staff users are made with the `renkei staff add` CLI against its Meguro database,
+and the requester's side is driven and observed with small back-office client scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.network import CARE_INFORMATION, MEGURO, write_config
+from tests.test_held import CERTIFICATION, FLAGGED_RECORD, TARO_SETAGAYA
+
+CHROMIUM = Path("/usr/bin/chromium")
+BIN = Path(sys.executable).parent
+PASSWORD = "browser test password"
+IDLE_TIMEOUT = 8.0
+
+# Playwright's sync API and pytest-twisted's reactor greenlet do not mix in one process once
+# the reactor has run: the browser tests run in a pytest of their own, started by the one
+# test below that the main run collects.
+IN_OWN_PROCESS = os.environ.get("RENKEI_BROWSER_TESTS") == "1"
+NO_CHROMIUM = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="/usr/bin/chromium is missing (make test installs it)"
+)
+browser_test = pytest.mark.skipif(
+    not IN_OWN_PROCESS, reason="run by test_browser_tests_in_their_own_process"
+)
+
+
+@NO_CHROMIUM
+@pytest.mark.skipif(IN_OWN_PROCESS, reason="this is the process")
+def test_browser_tests_in_their_own_process() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+        env={**os.environ, "RENKEI_BROWSER_TESTS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
+    assert "6 passed" in done.stdout, done.stdout[-2000:]
+
+
+CLIENT_SCRIPT = """
+import json, sys
+from pathlib import Path
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import react
+from middleware.config import load_config
+from simulators.back_office import BackOfficeClient, BackOfficeError
+
+async def main(reactor, path, action, argument):
+    config = load_config(Path(path))
+    if action == "register":
+        client = BackOfficeClient(reactor, config, config.institution("meguro"), "care-insurance")
+    else:
+        client = BackOfficeClient(reactor, config, config.institution("setagaya"), "local-tax")
+    try:
+        if action == "register":
+            try:
+                await client.register_replica_record(json.loads(argument))
+            except BackOfficeError as refusal:
+                if refusal.code != "RecordIdExists":
+                    raise
+        elif action == "ask":
+            print(json.dumps(await client.submit_query(**json.loads(argument))))
+        else:
+            print(json.dumps(await client.query_status(argument)))
+    finally:
+        await client.close()
+
+react(lambda reactor: ensureDeferred(main(reactor, *sys.argv[1:])))
+"""
+
+
+class RunningBox:
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.url = config.institution("meguro").console_address
+
+    def client(self, action: str, argument: str) -> Any:
+        done = subprocess.run(
+            [sys.executable, "-c", CLIENT_SCRIPT, str(self.config.path), action, argument],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return json.loads(done.stdout) if done.stdout.strip() else None
+
+    def ask_held(self) -> tuple[str, str]:
+        """Setagaya asks for the flagged record; the query id and 処理通番 once held."""
+        submitted = self.client(
+            "ask",
+            json.dumps(
+                {
+                    "integrated_address_number": TARO_SETAGAYA,
+                    "procedure": CERTIFICATION,
+                    "information_name": CARE_INFORMATION,
+                    "provider": MEGURO,
+                }
+            ),
+        )
+        status = self.wait(submitted["query_id"], "held")
+        return submitted["query_id"], status["transaction_number"]
+
+    def wait(self, query_id: str, state: str) -> Any:
+        deadline = time.monotonic() + 30
+        while True:
+            status = self.client("status", query_id)
+            if status["state"] == state:
+                return status
+            assert time.monotonic() < deadline, status
+            time.sleep(0.3)
+
+    def add_staff(self, name: str, roles: str) -> str | None:
+        """Add a staff user with the CLI; its TOTP secret, if it has one."""
+        done = subprocess.run(
+            [
+                str(BIN / "renkei"),
+                "staff",
+                "add",
+                name,
+                "-c",
+                str(self.config.path),
+                "--institution",
+                "meguro",
+                "--roles",
+                roles,
+                "--password-file",
+                str(self.config.path.parent / "password"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        found = re.search(r"TOTP secret: ([A-Z2-7]+)", done.stdout)
+        return found.group(1) if found else None
+
+
+@pytest.fixture(scope="module")
+def running_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBox]:
+    directory = tmp_path_factory.mktemp("console-box")
+    pki = directory / "pki"
+    config = write_config(directory, pki, console_idle_timeout=IDLE_TIMEOUT)
+    (directory / "password").write_text(PASSWORD + "\n", encoding="utf-8")
+    made = subprocess.run(
+        [str(BIN / "renkei"), "pki", "init", str(pki), "-c", str(config.path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    log = directory / "twistd.log"
+    process = subprocess.Popen(
+        [str(BIN / "twistd"), "-n", "--pidfile=", "-l", str(log), "renkei", "-c", str(config.path)],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while "demo population registered" not in (log.read_text() if log.exists() else ""):
+            assert process.poll() is None, log.read_text() if log.exists() else "twistd exited"
+            assert time.monotonic() < deadline, "the box did not start"
+            time.sleep(0.1)
+        box = RunningBox(config)
+        box.client("register", json.dumps(FLAGGED_RECORD))
+        yield box
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(ignore_https_errors=True)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def totp(secret: str | None) -> str:
+    import pyotp
+
+    return pyotp.TOTP(secret).now() if secret else ""
+
+
+def log_in(page: Any, box: RunningBox, name: str, secret: str | None, password: str = PASSWORD):
+    page.goto(box.url + "/login")
+    page.fill("#name", name)
+    page.fill("#password", password)
+    page.fill("#totp", totp(secret))
+    page.click("#login")
+
+
+@NO_CHROMIUM
+@browser_test
+def test_approver_logs_in_with_totp_and_approves_a_held_provision(
+    running_box: RunningBox, page: Any
+) -> None:
+    """The requester's back office receives the approved provision."""
+    secret = running_box.add_staff("approver1", "approver")
+    assert secret is not None
+    query_id, number = running_box.ask_held()
+    log_in(page, running_box, "approver1", secret)
+    assert page.url == running_box.url + "/"
+    assert "ダッシュボード" in page.content()
+    page.click("text=保留一覧")
+    page.click(f'a[href="/held/{number}"]')
+    assert "要介護状態区分" in page.content()
+    assert "MEG-KAIGO-0201-DV01" in page.content()
+    page.click("#approve")
+    assert "/held" in page.url
+    status = running_box.wait(query_id, "provided")
+    assert status["result"]["records"][0]["record_id"] == "MEG-KAIGO-0201-DV01"
+
+
+@NO_CHROMIUM
+@browser_test
+def test_approver_refuses_and_the_requester_sees_provision_refused(
+    running_box: RunningBox, page: Any
+) -> None:
+    secret = running_box.add_staff("approver2", "approver")
+    query_id, number = running_box.ask_held()
+    log_in(page, running_box, "approver2", secret)
+    page.goto(f"{running_box.url}/held/{number}?lang=en")
+    assert "Content to be sent" in page.content()
+    page.fill("#reason", "DV protection order")
+    page.click("#refuse")
+    status = running_box.wait(query_id, "refused")
+    assert status["error"]["code"] == "ProvisionRefused"
+    assert "提供不可" in status["error"]["message_ja"]
+
+
+@NO_CHROMIUM
+@browser_test
+def test_operator_is_refused_the_approval_page(running_box: RunningBox, page: Any) -> None:
+    running_box.add_staff("operator1", "operator")
+    _, number = running_box.ask_held()
+    log_in(page, running_box, "operator1", None)
+    page.goto(running_box.url + "/held")
+    assert number in page.content()
+    response = page.goto(f"{running_box.url}/held/{number}")
+    assert response.status == 403
+    assert "RoleForbidden" in page.content()
+
+
+@NO_CHROMIUM
+@browser_test
+def test_lockout_after_repeated_failures(running_box: RunningBox, page: Any) -> None:
+    running_box.add_staff("operator2", "operator")
+    for _ in range(5):
+        log_in(page, running_box, "operator2", None, password="not the password")
+        assert "LoginFailed" in page.content()
+    log_in(page, running_box, "operator2", None)
+    assert "AccountLocked" in page.content()
+    assert page.url.endswith("/login")
+
+
+@NO_CHROMIUM
+@browser_test
+def test_a_form_posted_without_its_csrf_token_is_refused(
+    running_box: RunningBox, page: Any
+) -> None:
+    running_box.add_staff("operator3", "operator")
+    log_in(page, running_box, "operator3", None)
+    assert page.url == running_box.url + "/"
+    page.evaluate("document.querySelector('input[name=csrf_token]').remove()")
+    with page.expect_response(lambda r: r.url.endswith("/logout")) as posted:
+        page.click("#logout")
+    assert posted.value.status == 403
+    assert "CsrfRejected" in page.content()
+
+
+@NO_CHROMIUM
+@browser_test
+def test_session_expires_after_the_idle_timeout(running_box: RunningBox, page: Any) -> None:
+    running_box.add_staff("operator4", "operator")
+    log_in(page, running_box, "operator4", None)
+    assert page.url == running_box.url + "/"
+    time.sleep(IDLE_TIMEOUT + 1.5)
+    response = page.goto(running_box.url + "/records")
+    assert response.status == 401
+    assert "SessionExpired" in page.content()
+    page.click('main a[href="/login"]')
+    assert page.url.endswith("/login")
