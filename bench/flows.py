@@ -436,12 +436,12 @@ def echo_server(params: dict[str, Any], connection: Connection, parent: int) -> 
         from klein import Klein
         from twisted.internet.task import LoopingCall
         from twisted.logger import globalLogBeginner, textFileLogObserver
-        from twisted.web.server import Site
 
+        from adapters.network_link import ListeningSite
         from crypto.pki import PkiLayout, load_certificate
         from crypto.tls import listen_mutual_tls, server_options
 
-        # Log like twistd -l does: Site writes one access-log line per request there.
+        # Log like twistd -l does (the box's listeners write no access log, nor does this one).
         log = open(params["log"], "a", encoding="utf-8")  # noqa: SIM115
         observer: Any = textFileLogObserver(log)
         globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
@@ -457,9 +457,8 @@ def echo_server(params: dict[str, Any], connection: Connection, parent: int) -> 
             body: bytes = request.content.read()
             return body
 
-        site = Site(app.resource())
-        site.displayTracebacks = False
-        site.noisy = False
+        # The same Site class as the box's listeners.
+        site = ListeningSite(app.resource())
         ports: list[Any] = []
         listening = listen_mutual_tls(reactor, "tcp:port=0:interface=127.0.0.1", options, site)
         listening.addCallback(ports.append)
