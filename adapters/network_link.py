@@ -79,6 +79,16 @@ class NetworkClient:
         return self._answer(response.code, content, expected)
 
     @inlineCallbacks
+    def get_message(self, url: str, expected: type[T]) -> Any:
+        """GET and decode the ``expected`` answer; refusals as for ``post``."""
+        try:
+            response = yield self._http.get(url, timeout=REQUEST_TIMEOUT)
+            content = yield response.content()
+        except Exception as failure:
+            raise TransientFailure(repr(failure)) from failure
+        return self._answer(response.code, content, expected)
+
+    @inlineCallbacks
     def get(self, url: str) -> Any:
         """GET a document (bytes); any failure is transient."""
         try:

@@ -266,6 +266,28 @@ class ErrorMessage:
     message_ja: str
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NetworkRecord:
+    """One of the network's provision records."""
+
+    seq: int
+    recorded_at: datetime
+    event: str
+    status: str
+    requester: str | None = None
+    provider: str | None = None
+    information_name: str | None = None
+    error_code: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RecordList:
+    """The network's records of one transaction, for one of its parties."""
+
+    transaction_number: str
+    records: tuple[NetworkRecord, ...] = ()
+
+
 Message = (
     FugoRequest
     | FugoResponse
@@ -279,6 +301,7 @@ Message = (
     | ProvisionAck
     | ProvisionPayload
     | ErrorMessage
+    | RecordList
 )
 
 T = TypeVar("T", bound=Message)
@@ -459,6 +482,44 @@ def _provision_element(m: Provision) -> etree._Element:
     if m.reason_en is not None and m.reason_ja is not None:
         _add_messages(_sub(root, "Reason"), m.reason_en, m.reason_ja)
     return root
+
+
+def _record_list_element(m: RecordList) -> etree._Element:
+    root = _root("RecordList", transactionNumber=m.transaction_number)
+    for record in m.records:
+        entry = _sub(root, "Record")
+        entry.set("seq", str(record.seq))
+        entry.set("recordedAt", _format_time(record.recorded_at))
+        entry.set("event", record.event)
+        entry.set("status", record.status)
+        for name, value in (
+            ("requester", record.requester),
+            ("provider", record.provider),
+            ("informationName", record.information_name),
+            ("errorCode", record.error_code),
+        ):
+            if value is not None:
+                entry.set(name, value)
+    return root
+
+
+def _build_record_list(root: etree._Element) -> RecordList:
+    return RecordList(
+        transaction_number=_attr(root, "transactionNumber"),
+        records=tuple(
+            NetworkRecord(
+                seq=int(_attr(entry, "seq")),
+                recorded_at=_parse_time(_attr(entry, "recordedAt")),
+                event=_attr(entry, "event"),
+                status=_attr(entry, "status"),
+                requester=entry.get("requester"),
+                provider=entry.get("provider"),
+                information_name=entry.get("informationName"),
+                error_code=entry.get("errorCode"),
+            )
+            for entry in root.findall(_q("Record"))
+        ),
+    )
 
 
 def _provision_ack_element(m: ProvisionAck) -> etree._Element:
@@ -705,6 +766,7 @@ _SPECS: dict[type, _Spec] = {
         "ProvisionPayload", True, _provision_payload_element, _build_provision_payload
     ),
     ErrorMessage: _Spec("Error", False, _error_element, _build_error),
+    RecordList: _Spec("RecordList", False, _record_list_element, _build_record_list),
 }
 
 

@@ -64,7 +64,7 @@ from middleware.permitted_list import (
     latest_version,
     store_version,
 )
-from middleware.records import RecordEntry, append_records
+from middleware.records import RecordEntry, append_records, records_of_transaction
 from middleware.storage import Database
 from middleware.tables import (
     node_list_versions,
@@ -87,6 +87,16 @@ REFUSED = "refused"
 HELD = "held"  # 保留中: the provider holds the provision for a staff decision
 ERROR = "error"
 FINISHED = (PROVIDED, NO_DATA, REFUSED, ERROR)
+PATH_KEYS = (
+    "seq",
+    "recorded_at",
+    "event",
+    "status",
+    "requester",
+    "provider",
+    "information_name",
+    "error_code",
+)
 
 
 @dataclass(frozen=True)
@@ -620,6 +630,33 @@ class IntermediateServer(Service):
         if row.result is not None:
             status["result"] = self.describe_payload(bytes(row.result))
         return status
+
+    @inlineCallbacks
+    def transaction_path(self, number: str) -> Any:
+        """The path of one transaction as one timeline: the hub's records (asked of the hub,
+        which answers only the transaction's parties) and this node's, by time."""
+        own = yield self.database.run(records_of_transaction, node_records, number)
+        answer = yield self._client.get_message(
+            f"{self._hub_address}/records/{number}", messages.RecordList
+        )
+        path = [
+            {
+                "party": HUB,
+                "seq": record.seq,
+                "recorded_at": record.recorded_at,
+                "event": record.event,
+                "status": record.status,
+                "requester": record.requester,
+                "provider": record.provider,
+                "information_name": record.information_name,
+                "error_code": record.error_code,
+            }
+            for record in answer.records
+        ]
+        path += [
+            {"party": self.institution.name, **{key: row[key] for key in PATH_KEYS}} for row in own
+        ]
+        return sorted(path, key=lambda entry: (entry["recorded_at"], entry["party"] != HUB))
 
     def describe_payload(self, plaintext: bytes) -> dict[str, Any]:
         """A verified payload as the back office reads it, with names from the catalogue."""

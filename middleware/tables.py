@@ -100,6 +100,11 @@ def _provision_records(metadata: MetaData) -> tuple[Table, Table]:
         Index("ix_provision_record_transaction", "transaction_number"),
         Index("ix_provision_record_recorded_at", "recorded_at"),
         Index("ix_provision_record_person", "person", "recorded_at"),
+        # The operators' search filters, newest first (seq) within each.
+        Index("ix_provision_record_requester", "requester", "seq"),
+        Index("ix_provision_record_provider", "provider", "seq"),
+        Index("ix_provision_record_procedure", "procedure", "seq"),
+        Index("ix_provision_record_information_name", "information_name", "seq"),
     )
     head = Table(
         "provision_record_head",

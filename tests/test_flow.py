@@ -273,3 +273,35 @@ async def test_long_poll_refuses_a_bad_wait(box: Any, meguro_care: Any, wait: st
     with pytest.raises(BackOfficeError) as refused:
         await meguro_care.request("GET", f"/queries/{submitted['query_id']}?wait={wait}")
     assert refused.value.code == "BadRequest"
+
+
+@pytest_twisted.ensureDeferred
+async def test_transaction_path_joins_the_hubs_records_and_the_nodes(
+    box: Any, meguro_care: Any
+) -> None:
+    """A node shows one transaction's path: the hub's records, asked of the hub over mutual
+    TLS, and its own, in time order."""
+    submitted = await ask_tax(meguro_care)
+    status = await meguro_care.wait_for_result(submitted["query_id"])
+    path = await box.nodes["meguro"].transaction_path(status["transaction_number"])
+    # Records carry whole seconds, so steps within one second may come in either order.
+    assert sorted((e["party"], e["event"], e["status"]) for e in path) == [
+        ("hub", "provision", "provided"),
+        ("hub", "query", "permitted"),
+        ("meguro", "query", "accepted"),
+        ("meguro", "result", "provided"),
+    ]
+    times = [entry["recorded_at"] for entry in path]
+    assert times == sorted(times)
+
+
+def test_hub_gives_a_transactions_records_to_its_parties_only(box: Any) -> None:
+    """Records of a transaction are refused to an institution that is not one of its
+    parties, with the same answer as for an unknown transaction."""
+    from codes.errors import RenkeiError
+
+    with pytest.raises(RenkeiError) as refused:
+        box.hub.database.run_blocking(
+            box.hub._records_for_party, "1131130000000000", "20261126000000000001"
+        )
+    assert refused.value.code == "UnknownTransaction"

@@ -53,7 +53,7 @@ from middleware.permitted_list import (
     read_rules,
     store_version,
 )
-from middleware.records import RecordEntry, append_records
+from middleware.records import RecordEntry, append_records, records_of_transaction
 from middleware.storage import Database
 from middleware.tables import hub_list_versions, hub_outbox, hub_query, hub_record_head, hub_records
 from simulators.network import jukinet
@@ -213,6 +213,45 @@ class Hub(Service):
         caller_code(request, self.members)
         request.setHeader(b"Content-Type", b"application/xml; charset=utf-8")
         return self._list_document
+
+    @app.route("/records/<number>", methods=["GET"])
+    @inlineCallbacks
+    def transaction_records(self, request: Request, number: str) -> Any:
+        """The hub's records of one transaction, for its requester or provider only."""
+        caller = caller_code(request, self.members)
+        rows = yield self.database.run(self._records_for_party, caller, number)
+        return xml_response(
+            request,
+            messages.RecordList(
+                transaction_number=number,
+                records=tuple(
+                    messages.NetworkRecord(
+                        seq=row["seq"],
+                        recorded_at=row["recorded_at"],
+                        event=row["event"],
+                        status=row["status"],
+                        requester=row["requester"],
+                        provider=row["provider"],
+                        information_name=row["information_name"],
+                        error_code=row["error_code"],
+                    )
+                    for row in rows
+                ),
+            ),
+        )
+
+    def _records_for_party(
+        self, connection: Connection, caller: str, number: str
+    ) -> list[dict[str, Any]]:
+        row = connection.execute(
+            select(hub_query.c.requester, hub_query.c.provider).where(
+                hub_query.c.transaction_number == number
+            )
+        ).first()
+        if row is None or caller not in (row.requester, row.provider):
+            # The same answer for unknown and other parties' transactions.
+            raise RenkeiError(errors.UNKNOWN_TRANSACTION, transaction_number=number)
+        return records_of_transaction(connection, hub_records, number)
 
     @app.route("/fugo", methods=["POST"])
     @inlineCallbacks
