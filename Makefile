@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 CONFIG ?= twistd.conf
 
-.PHONY: run test lint bench system-packages clean
+.PHONY: run test lint bench bench-records system-packages clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,9 @@ test: $(BIN)/.installed system-packages lint
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/flows.py
+
+bench-records: $(BIN)/.installed
+	$(BIN)/python bench/records.py
 
 clean:
 	rm -rf var $(VENV)

@@ -418,3 +418,11 @@ HELD_ALREADY_DECIDED = _kind(
     "The held provision {transaction_number} was already decided ({state}).",
     "処理通番{transaction_number}の保留中の情報提供は既に判断済みです({state})。",
 )
+
+# The operator console
+PAGE_NOT_FOUND = _kind(
+    "PageNotFound",
+    404,
+    "There is no page at this address.",
+    "このアドレスのページはありません。",
+)

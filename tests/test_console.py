@@ -125,6 +125,8 @@ ROUTES: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("POST", "/users", ("admin",)),
     ("POST", "/users/nobody/disable", ("admin",)),
     ("POST", "/users/nobody/password", ("admin",)),
+    ("POST", "/users/nobody/roles", ("admin",)),
+    ("POST", "/users/nobody/totp", ("admin",)),
     ("GET", "/records", ("operator", "auditor")),
     ("GET", "/records/export.csv", ("auditor",)),
     ("GET", "/records/00000000000000000001", ("operator", "auditor")),
@@ -270,6 +272,64 @@ async def test_admin_adds_a_user_and_sees_the_totp_secret_once(box: Any) -> None
 
 
 @pytest_twisted.ensureDeferred
+async def test_admin_changes_roles_and_resets_totp(box: Any) -> None:
+    """Role changes show a new TOTP secret once when the new roles need one; a TOTP reset
+    gives a new secret and ends the user's sessions; both are audited; others get 403."""
+    node = box.nodes["meguro"]
+    secrets = await add_users(node)
+    admin = await logged_in(box, "ad", secrets["ad"])
+    operator = await logged_in(box, "op", None)
+
+    # operator (no TOTP) -> operator + approver: a TOTP secret is now needed, shown once
+    code, body, _ = await admin.post("/users/op/roles", {"roles": ["operator", "approver"]})
+    assert code == 200 and 'id="roles-changed"' in body
+    found = re.search(r'id="totp-secret">([A-Z2-7]+)<', body)
+    assert found is not None and "otpauth://" in body
+    op_secret = found.group(1)
+    user = await node.database.run(staff.get_user, "op")
+    assert set(user.roles) == {"operator", "approver"}
+    code, body, _ = await admin.get("/users")
+    assert op_secret not in body
+    # back to auditor only: no new secret
+    code, body, _ = await admin.post("/users/op/roles", {"roles": ["auditor"]})
+    assert code == 200 and 'id="totp-secret"' not in body
+    # an unknown role is refused, and so is an admin dropping their own admin role
+    code, body, _ = await admin.post("/users/op/roles", {"roles": ["root"]})
+    assert code == 400 and "UnknownRole" in body
+    code, body, _ = await admin.post("/users/ad/roles", {"roles": ["auditor"]})
+    assert code == 400 and "BadRequest" in body
+    assert set((await node.database.run(staff.get_user, "ad")).roles) == {"admin"}
+
+    # TOTP reset of the approver: a new secret, the approver's session ended
+    approver = await logged_in(box, "ap", secrets["ap"])
+    code, body, _ = await admin.post("/users/ap/totp", {})
+    assert code == 200 and 'id="totp-reset"' in body
+    found = re.search(r'id="totp-secret">([A-Z2-7]+)<', body)
+    assert found is not None and found.group(1) != secrets["ap"]
+    code, body, _ = await approver.get("/held")
+    assert code == 401 and "SessionExpired" in body
+    fresh = Browser(box)
+    code, body, _ = await fresh.login("ap", totp=code_for(node, found.group(1)))
+    assert code == 302, body
+
+    # not an admin: 403, nothing changed (the CSRF token is valid)
+    code, body, _ = await fresh.post("/users/op/roles", {"roles": ["admin"]})
+    assert code == 403 and "RoleForbidden" in body
+    code, body, _ = await operator.post("/users/ap/totp", {})
+    assert code == 403 and "RoleForbidden" in body
+    assert set((await node.database.run(staff.get_user, "op")).roles) == {"auditor"}
+
+    # without its CSRF token, the admin's POST is refused
+    code, body, _ = await admin.post("/users/op/roles", {"roles": ["operator"]}, csrf=False)
+    assert code == 403 and "CsrfRejected" in body
+
+    changes = await node.database.run(audit.audit_entries, limit=10, action="role_change")
+    assert [(e["actor"], e["target"]) for e in changes] == [("ad", "op"), ("ad", "op")]
+    resets = await node.database.run(audit.audit_entries, limit=10, action="totp_reset")
+    assert [(e["actor"], e["target"]) for e in resets] == [("ad", "ap")]
+
+
+@pytest_twisted.ensureDeferred
 async def test_held_provision_is_reviewed_and_approved_in_the_console(
     box: Any, setagaya_asks: Any
 ) -> None:
@@ -299,6 +359,36 @@ async def test_held_provision_is_reviewed_and_approved_in_the_console(
     assert code == 409 or "HeldAlreadyDecided" in body
 
 
+async def check_transaction_path(node: Any, browser: Browser, number: str) -> None:
+    """The detail page shows the hub's and this node's records as one timeline, and this
+    node's records alone (with a notice) when the hub cannot be asked."""
+    path = await node.transaction_path(number)
+    assert {entry["party"] for entry in path} == {"hub", node.institution.name}
+    code, body, _ = await browser.get(f"/records/{number}?lang=en")
+    assert code == 200 and 'id="path-fallback"' not in body
+    timeline = body[body.index('<ol id="timeline">') : body.index("</ol>")]
+    assert timeline.count("<li") == len(path)
+    assert timeline.count('class="party-hub"') == sum(e["party"] == "hub" for e in path) > 0
+    assert f'<span class="party">{node.institution.name}</span>' in timeline
+    assert '<span class="party">the hub</span>' in timeline
+
+    def unreachable(number: str) -> Any:
+        from twisted.internet.defer import fail
+
+        return fail(ConnectionRefusedError("hub down"))
+
+    node.transaction_path = unreachable
+    try:
+        code, body, _ = await browser.get(f"/records/{number}")
+    finally:
+        del node.transaction_path
+    assert code == 200 and 'id="path-fallback"' in body and "ConnectionRefusedError" in body
+    timeline = body[body.index('<ol id="timeline">') : body.index("</ol>")]
+    assert 'class="party-hub"' not in timeline and timeline.count("<li") == sum(
+        e["party"] != "hub" for e in path
+    )
+
+
 @pytest_twisted.ensureDeferred
 async def test_records_search_detail_export_and_person_page(box: Any, setagaya_asks: Any) -> None:
     node = box.nodes["meguro"]
@@ -313,6 +403,7 @@ async def test_records_search_detail_export_and_person_page(box: Any, setagaya_a
     assert code == 200
     code, body, _ = await auditor.get(f"/records/{number}")
     assert code == 200 and "timeline" in body
+    await check_transaction_path(node, auditor, number)
     code, body, headers = await auditor.get(f"/records/export.csv?transaction_number={number}")
     assert code == 200 and number in body
     assert headers.getRawHeaders(b"content-type")[0].startswith(b"text/csv")
@@ -334,3 +425,10 @@ async def test_records_search_detail_export_and_person_page(box: Any, setagaya_a
     assert code == 200 and "TM00000000000004" in body
     code, body, _ = await admin.get("/")
     assert code == 200 and 'id="held_waiting">1<' in body
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unknown_address_is_a_coded_404_page(box: Any) -> None:
+    """A page that does not exist answers 404 PageNotFound, not an internal error."""
+    code, body, _ = await Browser(box).get("/favicon.ico")
+    assert code == 404 and "PageNotFound" in body

@@ -179,6 +179,27 @@ UNSIGNED_SAMPLES: dict[str, messages.Message] = {
     ),
     "ProvisionAck": ProvisionAck(message_id=MESSAGE_ID, transaction_number=TRANSACTION),
     "Error": ErrorMessage(code="NotPermitted", message_en="Not permitted.", message_ja="不許可"),
+    "RecordList": messages.RecordList(
+        transaction_number=TRANSACTION,
+        records=(
+            messages.NetworkRecord(
+                seq=1,
+                recorded_at=datetime(2026, 11, 26, 10, 0, tzinfo=UTC),
+                event="query",
+                status="permitted",
+                requester="1131105000000000",
+                provider="1131121000000000",
+                information_name="TM00000000000002",
+            ),
+            messages.NetworkRecord(
+                seq=2,
+                recorded_at=datetime(2026, 11, 26, 10, 0, 1, tzinfo=UTC),
+                event="provision",
+                status="error",
+                error_code="FugoUnknown",
+            ),
+        ),
+    ),
 }
 
 SIGNED_SAMPLES: dict[str, messages.Message] = {
@@ -452,6 +473,7 @@ def test_every_message_type_has_a_compiled_schema() -> None:
         "ProvisionAck",
         "ProvisionPayload",
         "Error",
+        "RecordList",
     }
 
 

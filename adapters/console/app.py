@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from functools import wraps
 from pathlib import Path
@@ -22,13 +22,14 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from klein import Klein
-from sqlalchemy import Connection, and_, delete, func, or_, select, true
+from sqlalchemy import Connection, Select, and_, delete, func, or_, select, true
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
+from werkzeug.exceptions import NotFound
 
 from adapters.console.i18n import LANGUAGES, translator
 from adapters.network_link import Listener, listen
@@ -71,6 +72,18 @@ RECORD_FILTERS = (
     "status",
     "transaction_number",
     "person",
+)
+
+# The keys of one timeline entry (besides ``party``), as ``transaction_path`` gives them.
+TIMELINE_KEYS = (
+    "seq",
+    "recorded_at",
+    "event",
+    "status",
+    "requester",
+    "provider",
+    "information_name",
+    "error_code",
 )
 
 
@@ -239,6 +252,11 @@ class Console:
             error=error,
             login_again=error.code == errors.SESSION_EXPIRED.code,
         )
+
+    @app.handle_errors(NotFound)
+    def not_found(self, request: Request, failure: Failure) -> bytes:
+        error = RenkeiError(errors.PAGE_NOT_FOUND)
+        return self.render(request, "error.html", status=error.status, error=error)
 
     @app.handle_errors(Exception)
     def internal_error(self, request: Request, failure: Failure) -> bytes:
@@ -462,58 +480,60 @@ class Console:
             return await self._users_page(request, session, status=refusal.status, error=refusal)
         return await self._users_page(request, session, password_reset=name)
 
+    @app.route("/users/<name>/roles", methods=["POST"])
+    @page("admin", method="POST")
+    async def user_roles(self, request: Request, session: staff.Session, name: str) -> bytes:
+        roles = _args(request, "roles")
+        try:
+            if name == session.user.name and "admin" not in roles:
+                # An admin cannot take the role away from themself (no admin-less console).
+                raise RenkeiError(
+                    errors.BAD_REQUEST, detail="you cannot remove your own admin role"
+                )
+            secret = await self.node.database.run(
+                staff.set_roles, self.node.now(), name, roles, actor=session.user.name
+            )
+        except RenkeiError as refusal:
+            return await self._users_page(request, session, status=refusal.status, error=refusal)
+        return await self._users_page(
+            request, session, roles_changed=name, **self._totp_values(name, secret)
+        )
+
+    @app.route("/users/<name>/totp", methods=["POST"])
+    @page("admin", method="POST")
+    async def user_totp_reset(self, request: Request, session: staff.Session, name: str) -> bytes:
+        try:
+            secret = await self.node.database.run(
+                staff.reset_totp, self.node.now(), name, actor=session.user.name
+            )
+        except RenkeiError as refusal:
+            return await self._users_page(request, session, status=refusal.status, error=refusal)
+        return await self._users_page(
+            request, session, totp_reset=name, **self._totp_values(name, secret)
+        )
+
+    def _totp_values(self, name: str, secret: str | None) -> dict[str, Any]:
+        """The template values that show a new TOTP secret (once) and its provisioning URI."""
+        if not secret:
+            return {}
+        uri = staff.totp_provisioning_uri(name, secret, self.node.institution.name)
+        return {"totp_secret": secret, "totp_uri": uri}
+
     # -- provision records -------------------------------------------------------------------
 
     def _record_conditions(self, request: Request) -> tuple[dict[str, str], list[Any]]:
         values = {name: _arg(request, name) for name in RECORD_FILTERS}
-        table = node_records
-        conditions: list[Any] = [true()]
-        start = _parse_date(values["date_from"])
-        if start is not None:
-            conditions.append(table.c.recorded_at >= start.astimezone(UTC))
-        end = _parse_date(values["date_to"])
-        if end is not None:
-            conditions.append(table.c.recorded_at < (end + timedelta(days=1)).astimezone(UTC))
-        if values["event"]:
-            conditions.append(table.c.event == values["event"])
-        if values["direction"] == "outgoing":
-            conditions.append(table.c.requester == self.node.code)
-        elif values["direction"] == "incoming":
-            conditions.append(table.c.provider == self.node.code)
-        if values["counterpart"]:
-            conditions.append(
-                or_(
-                    and_(
-                        table.c.requester == self.node.code,
-                        table.c.provider == values["counterpart"],
-                    ),
-                    and_(
-                        table.c.provider == self.node.code,
-                        table.c.requester == values["counterpart"],
-                    ),
-                )
-            )
-        for name in ("procedure", "information_name", "status", "transaction_number", "person"):
-            if values[name]:
-                conditions.append(table.c[name] == values[name])
-        return values, conditions
+        return values, record_conditions(values, self.node.code)
 
     @app.route("/records", methods=["GET"])
     @page("operator", "auditor")
     async def records(self, request: Request, session: staff.Session) -> bytes:
         values, conditions = self._record_conditions(request)
         before = _arg(request, "before")
-        if before:
-            conditions.append(node_records.c.seq < int(before))
+        statement = records_page_statement(conditions, int(before) if before else None)
 
         def read(connection: Connection) -> list[dict[str, Any]]:
-            rows = connection.execute(
-                select(node_records)
-                .where(and_(*conditions))
-                .order_by(node_records.c.seq.desc())
-                .limit(PAGE_SIZE + 1)
-            )
-            return [dict(row._mapping) for row in rows]
+            return [dict(row._mapping) for row in connection.execute(statement)]
 
         rows = await self.node.database.run(read)
         more = len(rows) > PAGE_SIZE
@@ -535,18 +555,12 @@ class Console:
     @page("auditor")
     async def records_export(self, request: Request, session: staff.Session) -> bytes:
         values, conditions = self._record_conditions(request)
-        columns = [c.name for c in node_records.columns if c.name not in ("prev_hash", "hash")]
+        columns = EXPORT_COLUMNS
+        statement = records_export_statement(conditions)
         now = self.node.now()
 
         def read(connection: Connection) -> list[Any]:
-            rows = list(
-                connection.execute(
-                    select(*[node_records.c[name] for name in columns])
-                    .where(and_(*conditions))
-                    .order_by(node_records.c.seq.desc())
-                    .limit(EXPORT_LIMIT)
-                )
-            )
+            rows = list(connection.execute(statement))
             append_audit(
                 connection,
                 now,
@@ -558,20 +572,11 @@ class Console:
             return rows
 
         rows = await self.node.database.run(read)
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow(
-                [
-                    v.isoformat() if isinstance(v, datetime) else ("" if v is None else v)
-                    for v in row
-                ]
-            )
+        out = records_csv(columns, rows)
         request.setHeader(b"Content-Type", b"text/csv; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-store")
         request.setHeader(b"Content-Disposition", b'attachment; filename="provision-records.csv"')
-        return out.getvalue().encode("utf-8-sig")
+        return out.encode("utf-8-sig")
 
     @app.route("/records/<number>", methods=["GET"])
     @page("operator", "auditor")
@@ -602,7 +607,32 @@ class Console:
         found = await self.node.database.run(read)
         if not found["records"]:
             raise RenkeiError(errors.BAD_REQUEST, detail=f"no records of {number}")
-        return self.render(request, "record_detail.html", session, number=number, **found)
+        path_error: str | None = None
+        try:
+            path = await self.node.transaction_path(number)
+        except Exception as failure:  # the hub unreachable or refusing: our records only
+            path_error = (
+                failure.code if isinstance(failure, RenkeiError) else type(failure).__name__
+            )
+            self.log.warn(
+                "transaction path of {number} from the hub failed: {failure}",
+                number=number,
+                failure=failure,
+            )
+            party = self.node.institution.name
+            path = [
+                {"party": party, **{key: row[key] for key in TIMELINE_KEYS}}
+                for row in found["records"]
+            ]
+        return self.render(
+            request,
+            "record_detail.html",
+            session,
+            number=number,
+            timeline=path,
+            path_error=path_error,
+            **found,
+        )
 
     # -- persons ------------------------------------------------------------------------------
 
@@ -710,6 +740,75 @@ class Console:
         return self.render(
             request, "permitted_list.html", session, listed=listed, rows=rows, q=text
         )
+
+
+def record_conditions(values: dict[str, str], code: str) -> list[Any]:
+    """The WHERE conditions of a record search (``values`` by ``RECORD_FILTERS``; ``code``:
+    this institution). Used by the console and by ``bench/records.py``."""
+    table = node_records
+    conditions: list[Any] = [true()]
+    start = _parse_date(values.get("date_from", ""))
+    if start is not None:
+        conditions.append(table.c.recorded_at >= start.astimezone(UTC))
+    end = _parse_date(values.get("date_to", ""))
+    if end is not None:
+        conditions.append(table.c.recorded_at < (end + timedelta(days=1)).astimezone(UTC))
+    if values.get("event"):
+        conditions.append(table.c.event == values["event"])
+    if values.get("direction") == "outgoing":
+        conditions.append(table.c.requester == code)
+    elif values.get("direction") == "incoming":
+        conditions.append(table.c.provider == code)
+    counterpart = values.get("counterpart")
+    if counterpart:
+        conditions.append(
+            or_(
+                and_(table.c.requester == code, table.c.provider == counterpart),
+                and_(table.c.provider == code, table.c.requester == counterpart),
+            )
+        )
+    for name in ("procedure", "information_name", "status", "transaction_number", "person"):
+        if values.get(name):
+            conditions.append(table.c[name] == values[name])
+    return conditions
+
+
+def records_page_statement(conditions: list[Any], before: int | None = None) -> Select[Any]:
+    """One page of the search, newest first: ``PAGE_SIZE + 1`` rows (the extra one says
+    whether there is a next page), below ``seq`` ``before`` when given (keyset paging)."""
+    if before is not None:
+        conditions = [*conditions, node_records.c.seq < before]
+    return (
+        select(node_records)
+        .where(and_(*conditions))
+        .order_by(node_records.c.seq.desc())
+        .limit(PAGE_SIZE + 1)
+    )
+
+
+EXPORT_COLUMNS = [c.name for c in node_records.columns if c.name not in ("prev_hash", "hash")]
+
+
+def records_export_statement(conditions: list[Any]) -> Select[Any]:
+    """The CSV export's rows (``EXPORT_COLUMNS``), newest first, at most ``EXPORT_LIMIT``."""
+    return (
+        select(*[node_records.c[name] for name in EXPORT_COLUMNS])
+        .where(and_(*conditions))
+        .order_by(node_records.c.seq.desc())
+        .limit(EXPORT_LIMIT)
+    )
+
+
+def records_csv(columns: list[str], rows: Iterable[Any]) -> str:
+    """The export's CSV text (a header row, then ``rows``)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(
+            [v.isoformat() if isinstance(v, datetime) else ("" if v is None else v) for v in row]
+        )
+    return out.getvalue()
 
 
 def _dashboard_figures(connection: Connection, since: datetime) -> dict[str, int]:
