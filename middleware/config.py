@@ -53,6 +53,7 @@ class InstitutionConfig:
     console_listen: str | None = None
     console_address: str | None = None
     console_idle_timeout: float | None = None
+    metrics_listen: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
                 result_retention=section.getfloat("result_retention", 7 * 86400.0),
                 console_listen=section.get("console_listen"),
                 console_address=section.get("console_address"),
+                metrics_listen=section.get("metrics_listen"),
                 console_idle_timeout=(
                     section.getfloat("console_idle_timeout")
                     if section.get("console_idle_timeout")

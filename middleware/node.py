@@ -190,16 +190,18 @@ class IntermediateServer(Service):
     @inlineCallbacks
     def stopService(self) -> Any:
         super().stopService()
-        for loop in self._loops:
-            if loop.running:
-                loop.stop()
-        self._loops.clear()
-        if self._listener is not None:
-            yield self._listener.stop()
-            self._listener = None
-        yield self.outbox.stop()
-        yield self._client.close()
-        self.database.stop()
+        try:
+            for loop in self._loops:
+                if loop.running:
+                    loop.stop()
+            self._loops.clear()
+            if self._listener is not None:
+                yield self._listener.stop()
+                self._listener = None
+            yield self.outbox.stop()
+            yield self._client.close()
+        finally:
+            self.database.stop()
 
     # -- the permitted-query list ----------------------------------------------------------
 

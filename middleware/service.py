@@ -66,6 +66,14 @@ class Box(MultiService):
             for name, node in self.nodes.items()
             if node.institution.console_listen is not None
         }
+        # Prometheus metrics of each node that has ``metrics_listen``.
+        from adapters.metrics import NodeMetrics
+
+        self.metrics = {
+            name: NodeMetrics(node, reactor)
+            for name, node in self.nodes.items()
+            if node.institution.metrics_listen is not None
+        }
         if self.hub is not None:
             self.hub.setServiceParent(self)
         for name, node in self.nodes.items():
@@ -73,6 +81,8 @@ class Box(MultiService):
             self.back_offices[name].setServiceParent(self)
             if name in self.consoles:
                 self.consoles[name].setServiceParent(self)
+            if name in self.metrics:
+                self.metrics[name].setServiceParent(self)
 
     def startService(self) -> None:
         # Children start in order and each waits for the previous one's listeners.
@@ -109,7 +119,12 @@ class Box(MultiService):
         # Stop in reverse order of start: back offices and nodes before the hub.
         self.running = False
         for service in reversed(list(self)):
-            yield service.stopService()
+            # One service failing to stop must not leave the others (and their database
+            # threads) running.
+            try:
+                yield service.stopService()
+            except Exception:
+                self.log.failure("{service} did not stop cleanly", service=service)
 
 
 @inlineCallbacks

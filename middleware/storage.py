@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
+from weakref import WeakSet
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -85,6 +86,17 @@ def insert_if_absent(connection: Connection, table: Table, **values: Any) -> boo
     return bool(result.rowcount == 1)
 
 
+# Started databases, so that a process can stop every pool before it exits (the pools'
+# threads are not daemon threads: one left running keeps the interpreter alive).
+_RUNNING: WeakSet[Database] = WeakSet()
+
+
+def stop_all() -> None:
+    """Stop every database still running in this process."""
+    for database in list(_RUNNING):
+        database.stop()
+
+
 class DatabaseStopped(Exception):
     """Work was submitted to a database whose service has stopped."""
 
@@ -106,11 +118,13 @@ class Database:
         if not self._started:
             self._pool.start()
             self._started = True
+            _RUNNING.add(self)
 
     def stop(self) -> None:
         if self._started:
             self._pool.stop()
             self._started = False
+            _RUNNING.discard(self)
         self.engine.dispose()
 
     def migrate(self, script_location: Path) -> Deferred[None]:

@@ -18,6 +18,13 @@ import pytest_twisted
 from tests.network import CARE_INSURANCE, make_network_pki, write_config
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop any database pool a failed teardown left running, so the run can exit."""
+    from middleware.storage import stop_all
+
+    stop_all()
+
+
 @pytest.fixture(scope="session")
 def network_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The test network's PKI, made once per session."""

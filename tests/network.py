@@ -55,7 +55,7 @@ def write_config(
 ) -> Config:
     """Write a configuration for a box in ``directory`` and load it."""
     database = database or {}
-    ports = {name: free_port() for name in ("hub", "mn", "mb", "mc", "sn", "sb", "sc")}
+    ports = {name: free_port() for name in ("mm", "hub", "mn", "mb", "mc", "sn", "sb", "sc")}
     idle = f"console_idle_timeout = {console_idle_timeout}\n" if console_idle_timeout else ""
 
     def url(name: str) -> str:
@@ -86,6 +86,7 @@ back_office_address = https://127.0.0.1:{ports["mb"]}
 back_office_systems = {CARE_INSURANCE}
 console_listen = tcp:port={ports["mc"]}:interface=127.0.0.1
 console_address = https://127.0.0.1:{ports["mc"]}
+metrics_listen = tcp:port={ports["mm"]}:interface=127.0.0.1
 {idle}provides = {CARE_INFORMATION}
 result_retention = {result_retention}
 

@@ -226,3 +226,25 @@ async def test_changing_the_flag_is_audited_and_takes_effect(box: Any, setagaya_
         FLAGGED_RECORD["record_id"],
     )
     assert entry["detail"] == {"auto_response_suppressed": False, "reason": "order lifted"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_show_held_provisions_waiting(box: Any, setagaya_asks: Any) -> None:
+    """The provider's metrics listener reports a held provision waiting, and none once it
+    has been decided."""
+    import treq
+
+    query_id = await setagaya_asks.ask()
+    await wait_for_state(setagaya_asks, query_id, "held")
+    metrics = box.metrics["meguro"]
+    address = metrics._port.getHost()
+    url = f"http://127.0.0.1:{address.port}/metrics"
+    await metrics.refresh()
+    text = await (await treq.get(url)).text()
+    assert f'renkei_held_waiting{{institution="{MEGURO}"}} 1.0' in text
+    assert f'renkei_provisions{{institution="{MEGURO}",status="held"}} 1.0' in text
+    item = await held_item(box.nodes["meguro"])
+    await box.nodes["meguro"].approve_held(item.transaction_number, "approver1")
+    await metrics.refresh()
+    text = await (await treq.get(url)).text()
+    assert f'renkei_held_waiting{{institution="{MEGURO}"}} 0.0' in text

@@ -147,14 +147,16 @@ class Hub(Service):
     @inlineCallbacks
     def stopService(self) -> Any:
         super().stopService()
-        if self._list_loop is not None and self._list_loop.running:
-            self._list_loop.stop()
-        if self._listener is not None:
-            yield self._listener.stop()
-            self._listener = None
-        yield self.outbox.stop()
-        yield self._client.close()
-        self.database.stop()
+        try:
+            if self._list_loop is not None and self._list_loop.running:
+                self._list_loop.stop()
+            if self._listener is not None:
+                yield self._listener.stop()
+                self._listener = None
+            yield self.outbox.stop()
+            yield self._client.close()
+        finally:
+            self.database.stop()
 
     # -- the permitted-query list ----------------------------------------------------------
 

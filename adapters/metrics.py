@@ -1,0 +1,134 @@
+"""Prometheus metrics of an intermediate server, on a loopback HTTP listener.
+
+Gauges are refreshed from the node's database on its pool every few seconds, never while a
+scrape waits on the reactor: queries by state, provisions by status, held provisions
+waiting for a decision, the outbox backlog and the permitted-query list in force.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.twisted import MetricsResource
+from sqlalchemy import Connection, func, select
+from twisted.application.service import Service
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import LoopingCall
+from twisted.web.resource import IResource, Resource
+
+from adapters.network_link import ListeningSite
+from middleware import outbox
+from middleware.node import IntermediateServer
+from middleware.tables import held_provision, node_outbox, provision, query
+
+
+def snapshot(connection: Connection) -> dict[str, Any]:
+    """The figures the gauges show, read in one transaction."""
+    return {
+        "queries": dict(
+            connection.execute(select(query.c.state, func.count()).group_by(query.c.state)).all()
+        ),
+        "provisions": dict(
+            connection.execute(
+                select(provision.c.status, func.count()).group_by(provision.c.status)
+            ).all()
+        ),
+        "held": connection.execute(
+            select(func.count()).select_from(held_provision).where(held_provision.c.state == "held")
+        ).scalar_one(),
+        "backlog": outbox.backlog(connection, node_outbox),
+    }
+
+
+class NodeMetrics(Service):
+    """The metrics listener of one node (``metrics_listen``)."""
+
+    def __init__(self, node: IntermediateServer, reactor: Any, interval: float = 5.0) -> None:
+        self.node = node
+        self._reactor = reactor
+        self._interval = interval
+        self.registry = CollectorRegistry()
+        labels = {"institution": node.code}
+        self.queries = Gauge(
+            "renkei_queries",
+            "Queries sent, by state",
+            ["institution", "state"],
+            registry=self.registry,
+        )
+        self.provisions = Gauge(
+            "renkei_provisions",
+            "Provision requests answered, by status",
+            ["institution", "status"],
+            registry=self.registry,
+        )
+        self.held = Gauge(
+            "renkei_held_waiting",
+            "Held provisions waiting for a staff decision",
+            ["institution"],
+            registry=self.registry,
+        ).labels(**labels)
+        self.backlog = Gauge(
+            "renkei_outbox_backlog",
+            "Messages waiting in the outbox",
+            ["institution"],
+            registry=self.registry,
+        ).labels(**labels)
+        self.list_version = Gauge(
+            "renkei_permitted_list_version",
+            "Version of the permitted-query list in force",
+            ["institution"],
+            registry=self.registry,
+        ).labels(**labels)
+        self.list_expires = Gauge(
+            "renkei_permitted_list_expires_timestamp_seconds",
+            "When the permitted-query list in force expires",
+            ["institution"],
+            registry=self.registry,
+        ).labels(**labels)
+        self._loop: LoopingCall | None = None
+        self._port: Any = None
+        self._site: ListeningSite | None = None
+
+    @inlineCallbacks
+    def refresh(self) -> Any:
+        """Read the figures from the database and set the gauges."""
+        figures = yield self.node.database.run(snapshot)
+        for state, count in figures["queries"].items():
+            self.queries.labels(institution=self.node.code, state=state).set(count)
+        for status, count in figures["provisions"].items():
+            self.provisions.labels(institution=self.node.code, status=status).set(count)
+        self.held.set(figures["held"])
+        self.backlog.set(figures["backlog"])
+        permitted = self.node.permitted_list
+        if permitted is not None:
+            self.list_version.set(permitted.version)
+            self.list_expires.set(permitted.expires_at.timestamp())
+
+    @inlineCallbacks
+    def startService(self) -> Any:
+        super().startService()
+        root = Resource()
+        # A WSGI resource (it renders the registry on the reactor's thread pool).
+        root.putChild(b"metrics", cast(IResource, MetricsResource(registry=self.registry)))
+        self._site = ListeningSite(root)
+        description = self.node.institution.metrics_listen
+        assert description is not None
+        self._port = yield serverFromString(self._reactor, description).listen(self._site)
+        self._loop = LoopingCall(self.refresh)
+        self._loop.clock = self._reactor
+        self._loop.start(self._interval, now=True).addErrback(
+            lambda failure: None  # the node is stopping: its database refuses work
+        )
+
+    @inlineCallbacks
+    def stopService(self) -> Any:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        if self._port is not None:
+            yield self._port.stopListening()
+            self._port = None
+        if self._site is not None:
+            self._site.drop_connections()
