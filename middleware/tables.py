@@ -105,6 +105,8 @@ def _provision_records(metadata: MetaData) -> tuple[Table, Table]:
         Index("ix_provision_record_provider", "provider", "seq"),
         Index("ix_provision_record_procedure", "procedure", "seq"),
         Index("ix_provision_record_information_name", "information_name", "seq"),
+        Index("ix_provision_record_status", "status", "seq"),
+        Index("ix_provision_record_event", "event", "seq"),
     )
     head = Table(
         "provision_record_head",
