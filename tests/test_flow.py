@@ -240,7 +240,10 @@ async def test_provider_restarted_mid_flow_delivers_exactly_once(
             )
             == 1
         )
-        assert count(box, "hub", hub_query, hub_query.c.state == "completed") == 1
+        # The hub marks the transaction completed once the requester's acknowledgement is in.
+        await wait_until(
+            lambda: count(box, "hub", hub_query, hub_query.c.state == "completed") == 1
+        )
     finally:
         await restarted.stopService()
 
