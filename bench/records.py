@@ -5,7 +5,7 @@ one intermediate server (Meguro, 1131105000000000) migrated with the project's A
 migrations, fills it with ``--records`` provision records (default 1,000,000; ``--quick``:
 100,000) forming a valid hash chain (``middleware.records.chain_hash``, head row written),
 then times the console's typical searches with the very statements the console runs
-(``adapters.console.app.record_conditions``, ``records_page_statement``,
+(``adapters.console.app.record_branches``, ``records_page_statement``,
 ``records_export_statement`` and ``records_csv``). ``--url postgresql://...`` uses an
 (empty) PostgreSQL database instead. What the figures mean and a real run's figures are in
 docs/performance.md ("Record search"). Nothing here asserts a timing.
@@ -31,12 +31,12 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 if str(REPOSITORY) not in sys.path:
     sys.path.insert(0, str(REPOSITORY))
 
-from sqlalchemy import Connection, Engine, func, inspect, select, text  # noqa: E402
+from sqlalchemy import Connection, Engine, and_, func, inspect, or_, select, text  # noqa: E402
 
 from adapters.console.app import (  # noqa: E402
     EXPORT_COLUMNS,
     JST,
-    record_conditions,
+    record_branches,
     records_csv,
     records_export_statement,
     records_page_statement,
@@ -256,26 +256,26 @@ def searches(connection: Connection) -> list[Search]:
 
 def run_search(engine: Engine, filters: dict[str, str], before: int | None, export: bool) -> int:
     """One search as the console runs it: statement, one transaction, rows materialized."""
-    conditions = record_conditions(filters, HERE_CODE)
+    branches = record_branches(filters, HERE_CODE)
     if export:
         with engine.begin() as connection:
-            rows = list(connection.execute(records_export_statement(conditions)))
+            rows = list(connection.execute(records_export_statement(branches)))
         records_csv(EXPORT_COLUMNS, rows).encode("utf-8-sig")
         return len(rows)
     with engine.begin() as connection:
         found = [
-            dict(r._mapping) for r in connection.execute(records_page_statement(conditions, before))
+            dict(r._mapping) for r in connection.execute(records_page_statement(branches, before))
         ]
     return len(found)
 
 
 def paged_before(engine: Engine, filters: dict[str, str], pages: int) -> int | None:
     """The ``before`` of page ``pages`` of a search (following the console's next links)."""
-    conditions = record_conditions(filters, HERE_CODE)
+    matches = or_(*[and_(*branch) for branch in record_branches(filters, HERE_CODE)])
     with engine.begin() as connection:
         seqs = connection.execute(
             select(node_records.c.seq)
-            .where(*conditions)
+            .where(matches)
             .order_by(node_records.c.seq.desc())
             .offset(50 * (pages - 1) - 1)
             .limit(1)
@@ -289,17 +289,15 @@ def matching(engine: Engine, filters: dict[str, str]) -> int:
             connection.execute(
                 select(func.count())
                 .select_from(node_records)
-                .where(*record_conditions(filters, HERE_CODE))
+                .where(or_(*[and_(*branch) for branch in record_branches(filters, HERE_CODE)]))
             ).scalar_one()
         )
 
 
 def plan(engine: Engine, filters: dict[str, str], before: int | None, export: bool) -> str:
-    conditions = record_conditions(filters, HERE_CODE)
+    branches = record_branches(filters, HERE_CODE)
     statement = (
-        records_export_statement(conditions)
-        if export
-        else records_page_statement(conditions, before)
+        records_export_statement(branches) if export else records_page_statement(branches, before)
     )
     compiled = statement.compile(engine, compile_kwargs={"literal_binds": True})
     with engine.begin() as connection:

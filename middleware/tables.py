@@ -103,6 +103,8 @@ def _provision_records(metadata: MetaData) -> tuple[Table, Table]:
         # The operators' search filters, newest first (seq) within each.
         Index("ix_provision_record_requester", "requester", "seq"),
         Index("ix_provision_record_provider", "provider", "seq"),
+        # A counterpart search: one seek per direction (see the console's record_branches).
+        Index("ix_provision_record_pair", "requester", "provider", "seq"),
         Index("ix_provision_record_procedure", "procedure", "seq"),
         Index("ix_provision_record_information_name", "information_name", "seq"),
         Index("ix_provision_record_status", "status", "seq"),
