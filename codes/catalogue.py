@@ -1,7 +1,11 @@
 """データ標準レイアウト (data standard layout): information names, data sets, items, procedures.
 
-The catalogue is data (``codes/data/catalogue.json``), loaded once and checked on load. What is
-public and what is this project's emulation is marked in the data itself:
+The catalogue is data (``codes/data/catalogue.json``), loaded once and checked on load. It is
+versioned: ``versions`` names each version and the date it comes into force (it ends when the
+next one starts), and any entry may carry ``since`` (the first version that has it) and
+``until`` (the first version that no longer has it); :func:`parse_catalogues` builds every
+version, :func:`in_force` picks the one of a day. What is public and what is this project's
+emulation is marked in the data itself:
 
 - ``emulated: true`` on an information name, data set, item or procedure means its code (and
   for items also type and length) is designed by this project, not taken from the real system;
@@ -28,7 +32,7 @@ import functools
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
@@ -203,9 +207,12 @@ class Procedure:
 
 @dataclass(frozen=True)
 class Catalogue:
-    """One version of the data standard layout plus the procedures known to the network."""
+    """One version of the data standard layout plus the procedures known to the network,
+    in force from ``valid_from`` until ``valid_until`` (exclusive; None: still in force)."""
 
     version: str
+    valid_from: date
+    valid_until: date | None
     information_names: tuple[InformationName, ...]
     procedures: tuple[Procedure, ...]
     _names: dict[str, InformationName] = field(init=False, repr=False, compare=False)
@@ -247,18 +254,42 @@ class Catalogue:
 
 _T = TypeVar("_T")
 
-_TOP_KEYS = {"version", "information_names", "procedures"}
+_TOP_KEYS = {"versions", "information_names", "procedures"}
+_VERSION_KEYS = {"version", "valid_from"}
 _NAME_KEYS = {"code", "name", "name_en", "emulated", "data_sets"}
 _DATA_SET_KEYS = {"code", "name", "name_en", "emulated", "items"}
 _ITEM_KEYS = {"code", "name", "name_en", "type", "max_length", "emulated"}
 _PROCEDURE_KEYS = {"affair", "affair_name", "affair_name_en", "code", "name", "name_en", "emulated"}
+# Any entry may say in which version it first appears and from which one it is gone.
+_LIFE = frozenset({"since", "until"})
 
 
 class _Reader:
-    """Typed access to the parsed JSON, with errors naming the file and the place."""
+    """Typed access to the parsed JSON, with errors naming the file and the place, building
+    the catalogue of one version (``versions``: every version name in order; ``index``: the
+    one being built)."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, versions: list[str], index: int) -> None:
         self.source = source
+        self.versions = versions
+        self.index = index
+
+    def present(self, d: dict[str, object], where: str) -> bool:
+        """Whether an entry with optional ``since`` / ``until`` is part of this version."""
+        since = self.versions.index(self.known(d.get("since", self.versions[0]), where))
+        until = (
+            self.versions.index(self.known(d["until"], where))
+            if "until" in d
+            else len(self.versions)
+        )
+        if until <= since:
+            raise self.fail(where, "until must be a later version than since")
+        return since <= self.index < until
+
+    def known(self, value: object, where: str) -> str:
+        if value not in self.versions:
+            raise self.fail(where, f"unknown version {value!r}")
+        return str(value)
 
     def fail(self, where: str, problem: str) -> CatalogueError:
         return CatalogueError(f"{self.source}: {where}: {problem}")
@@ -310,8 +341,12 @@ class _Reader:
             seen.add(code)
 
 
-def _item(r: _Reader, raw: object, where: str, tm: InformationNameCode, ds: DataSetCode) -> Item:
-    d = r.obj(raw, where, _ITEM_KEYS)
+def _item(
+    r: _Reader, raw: object, where: str, tm: InformationNameCode, ds: DataSetCode
+) -> Item | None:
+    d = r.obj(raw, where, _ITEM_KEYS, _LIFE)
+    if not r.present(d, where):
+        return None
     code = r.code(validate_item_code, d["code"], f"{where}.code")
     if information_name_of_item(code) != tm:
         raise r.fail(f"{where}.code", f"item {code} does not carry the number of {tm}")
@@ -335,15 +370,17 @@ def _item(r: _Reader, raw: object, where: str, tm: InformationNameCode, ds: Data
     )
 
 
-def _data_set(r: _Reader, raw: object, where: str, tm: InformationNameCode) -> DataSet:
-    d = r.obj(raw, where, _DATA_SET_KEYS)
+def _data_set(r: _Reader, raw: object, where: str, tm: InformationNameCode) -> DataSet | None:
+    d = r.obj(raw, where, _DATA_SET_KEYS, _LIFE)
+    if not r.present(d, where):
+        return None
     code = r.code(validate_data_set_code, d["code"], f"{where}.code")
     raw_items = r.seq(d["items"], f"{where}.items")
-    if not raw_items:
-        raise r.fail(f"{where}.items", "a data set has at least one item")
-    items = tuple(
+    items = _present(
         _item(r, raw_item, f"{where}.items[{i}]", tm, code) for i, raw_item in enumerate(raw_items)
     )
+    if not items:
+        raise r.fail(f"{where}.items", "a data set has at least one item")
     return DataSet(
         code=code,
         name=r.text(d["name"], f"{where}.name"),
@@ -354,11 +391,13 @@ def _data_set(r: _Reader, raw: object, where: str, tm: InformationNameCode) -> D
     )
 
 
-def _information_name(r: _Reader, raw: object, where: str) -> InformationName:
-    d = r.obj(raw, where, _NAME_KEYS, frozenset({"name_inferred"}))
+def _information_name(r: _Reader, raw: object, where: str) -> InformationName | None:
+    d = r.obj(raw, where, _NAME_KEYS, frozenset({"name_inferred"}) | _LIFE)
+    if not r.present(d, where):
+        return None
     code = r.code(validate_information_name_code, d["code"], f"{where}.code")
     raw_sets = r.seq(d["data_sets"], f"{where}.data_sets")
-    data_sets = tuple(
+    data_sets = _present(
         _data_set(r, raw_set, f"{where}.data_sets[{i}]", code) for i, raw_set in enumerate(raw_sets)
     )
     r.unique([ds.code for ds in data_sets], f"{where}.data_sets")
@@ -373,8 +412,10 @@ def _information_name(r: _Reader, raw: object, where: str) -> InformationName:
     )
 
 
-def _procedure(r: _Reader, raw: object, where: str) -> Procedure:
-    d = r.obj(raw, where, _PROCEDURE_KEYS)
+def _procedure(r: _Reader, raw: object, where: str) -> Procedure | None:
+    d = r.obj(raw, where, _PROCEDURE_KEYS, _LIFE)
+    if not r.present(d, where):
+        return None
     return Procedure(
         affair=r.code(validate_affair_code, d["affair"], f"{where}.affair"),
         affair_name=r.text(d["affair_name"], f"{where}.affair_name"),
@@ -386,27 +427,60 @@ def _procedure(r: _Reader, raw: object, where: str) -> Procedure:
     )
 
 
-def parse_catalogue(text: str, source: str = "<catalogue>") -> Catalogue:
-    """Build a Catalogue from the JSON text of a catalogue file.
+def _present(entries: Iterable[_T | None]) -> tuple[_T, ...]:
+    return tuple(entry for entry in entries if entry is not None)
+
+
+def parse_catalogues(text: str, source: str = "<catalogue>") -> tuple[Catalogue, ...]:
+    """Build every version of the catalogue from the JSON text of a catalogue file, oldest
+    first; each version is in force until the next one's ``valid_from``.
 
     Raises CatalogueError (a ValueError) naming `source` and the place of the first problem:
     bad JSON, missing or unknown keys, malformed or duplicate codes, an item code that does not
-    carry its information name's number, an unknown item type.
+    carry its information name's number, an unknown item type, versions out of order, an
+    unknown version in ``since`` / ``until``.
     """
-    r = _Reader(source)
+    r = _Reader(source, [], 0)
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise r.fail("document", f"not JSON: {exc}") from None
     d = r.obj(raw, "document", _TOP_KEYS, frozenset({"notes"}))
+    raw_versions = r.seq(d["versions"], "versions")
+    if not raw_versions:
+        raise r.fail("versions", "at least one version is needed")
+    names: list[str] = []
+    starts: list[date] = []
+    for i, raw_version in enumerate(raw_versions):
+        where = f"versions[{i}]"
+        v = r.obj(raw_version, where, _VERSION_KEYS)
+        names.append(r.text(v["version"], f"{where}.version"))
+        try:
+            starts.append(date.fromisoformat(r.text(v["valid_from"], f"{where}.valid_from")))
+        except ValueError:
+            raise r.fail(f"{where}.valid_from", "expected a date YYYY-MM-DD") from None
+        if i and starts[i] <= starts[i - 1]:
+            raise r.fail(f"{where}.valid_from", "versions must start in increasing order")
+    r.unique(names, "versions")
+    return tuple(
+        _version(
+            _Reader(source, names, i), d, starts[i], starts[i + 1] if i + 1 < len(names) else None
+        )
+        for i in range(len(names))
+    )
+
+
+def _version(
+    r: _Reader, d: dict[str, object], valid_from: date, valid_until: date | None
+) -> Catalogue:
     raw_names = r.seq(d["information_names"], "information_names")
-    names = tuple(
+    names = _present(
         _information_name(r, raw_name, f"information_names[{i}]")
         for i, raw_name in enumerate(raw_names)
     )
     r.unique([n.code for n in names], "information_names")
     raw_procedures = r.seq(d["procedures"], "procedures")
-    procedures = tuple(
+    procedures = _present(
         _procedure(r, raw_p, f"procedures[{i}]") for i, raw_p in enumerate(raw_procedures)
     )
     r.unique([p.code for p in procedures], "procedures")
@@ -418,24 +492,45 @@ def parse_catalogue(text: str, source: str = "<catalogue>") -> Catalogue:
         ):
             raise r.fail("procedures", f"affair {p.affair} is given two different names")
     return Catalogue(
-        version=r.text(d["version"], "version"),
+        version=r.versions[r.index],
+        valid_from=valid_from,
+        valid_until=valid_until,
         information_names=names,
         procedures=procedures,
     )
 
 
-def load_catalogue(path: Path | None = None) -> Catalogue:
-    """Load a catalogue file; without `path`, the one packaged in codes/data/catalogue.json.
+def in_force(catalogues: tuple[Catalogue, ...], day: date) -> Catalogue:
+    """The version in force on ``day`` (the oldest one before the first version starts)."""
+    current = catalogues[0]
+    for catalogue in catalogues:
+        if catalogue.valid_from <= day:
+            current = catalogue
+    return current
 
-    Raises CatalogueError if the file is malformed or inconsistent, OSError if unreadable.
-    """
+
+def parse_catalogue(text: str, source: str = "<catalogue>", on: date | None = None) -> Catalogue:
+    """The version of a catalogue file in force on ``on`` (default: the newest version)."""
+    catalogues = parse_catalogues(text, source)
+    return catalogues[-1] if on is None else in_force(catalogues, on)
+
+
+def load_catalogues(path: Path | None = None) -> tuple[Catalogue, ...]:
+    """Every version of a catalogue file; without `path`, of the packaged one
+    (codes/data/catalogue.json). Raises CatalogueError if the file is malformed or
+    inconsistent, OSError if unreadable."""
     if path is None:
         resource = resources.files("codes").joinpath(PACKAGED_CATALOGUE)
-        return parse_catalogue(resource.read_text(encoding="utf-8"), f"codes/{PACKAGED_CATALOGUE}")
-    return parse_catalogue(path.read_text(encoding="utf-8"), str(path))
+        return parse_catalogues(resource.read_text(encoding="utf-8"), f"codes/{PACKAGED_CATALOGUE}")
+    return parse_catalogues(path.read_text(encoding="utf-8"), str(path))
+
+
+def load_catalogue(path: Path | None = None) -> Catalogue:
+    """The newest version of a catalogue file (see load_catalogues)."""
+    return load_catalogues(path)[-1]
 
 
 @functools.cache
 def default_catalogue() -> Catalogue:
-    """Return the packaged catalogue, loaded once per process."""
+    """The newest version of the packaged catalogue, loaded once per process."""
     return load_catalogue()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,11 @@ from codes.catalogue import (
     CatalogueError,
     ItemType,
     default_catalogue,
+    in_force,
     load_catalogue,
+    load_catalogues,
     parse_catalogue,
+    parse_catalogues,
 )
 from codes.errors import RenkeiError
 from codes.typed import (
@@ -63,6 +68,57 @@ def test_default_catalogue_is_loaded_once() -> None:
 def test_packaged_catalogue_has_version_2026_1(catalogue: Catalogue) -> None:
     """The packaged data standard layout is version 2026.1."""
     assert catalogue.version == "2026.1"
+
+
+def test_versions_are_in_force_one_after_another() -> None:
+    """Each version is in force from its valid_from until the next one starts, and an entry
+    marked since a version is absent before it."""
+    versions = load_catalogues()
+    assert [(c.version, c.valid_from, c.valid_until) for c in versions] == [
+        ("2025.1", date(2025, 6, 1), date(2026, 6, 1)),
+        ("2026.1", date(2026, 6, 1), None),
+    ]
+    assert in_force(versions, date(2026, 5, 31)).version == "2025.1"
+    assert in_force(versions, date(2026, 6, 1)).version == "2026.1"
+    assert in_force(versions, date(2020, 1, 1)).version == "2025.1"
+    resident = "TM00000000900003"
+    assert versions[1].information_name(resident).name == "住民票関係情報"
+    with pytest.raises(RenkeiError) as info:
+        versions[0].information_name(resident)
+    assert info.value.kind is errors.UNKNOWN_INFORMATION_NAME
+
+
+def test_an_entry_until_a_version_is_gone_from_it(raw: dict[str, Any]) -> None:
+    """An item with until is part of the versions before that one only."""
+    raw["versions"].append({"version": "2027.1", "valid_from": "2027-06-01"})
+    raw["information_names"][0]["data_sets"][0]["items"][5]["until"] = "2027.1"
+    text = json.dumps(raw, ensure_ascii=False)
+    old, _, new = parse_catalogues(text, "test.json")
+    assert len(old.information_name(CARE).data_set("0101").items) == 6
+    assert len(new.information_name(CARE).data_set("0101").items) == 5
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda raw: raw.update(versions=[]), "at least one version"),
+        (lambda raw: raw["versions"][1].update(valid_from="2024-01-01"), "increasing order"),
+        (lambda raw: raw["versions"][0].update(valid_from="June"), "YYYY-MM-DD"),
+        (lambda raw: raw["information_names"][0].update(since="1999.9"), "unknown version"),
+        (
+            lambda raw: raw["information_names"][0].update(since="2026.1", until="2025.1"),
+            "later version",
+        ),
+    ],
+)
+def test_bad_versions_are_rejected_on_load(
+    raw: dict[str, Any], change: Callable[[dict[str, Any]], None], message: str
+) -> None:
+    """Missing, unordered or malformed versions and unknown since/until are load errors."""
+    change(raw)
+    with pytest.raises(CatalogueError) as info:
+        parse(raw)
+    assert message in str(info.value)
 
 
 def test_load_catalogue_from_path_equals_packaged(catalogue: Catalogue) -> None:
@@ -406,7 +462,7 @@ def test_copy_of_packaged_data_parses(raw: dict[str, Any]) -> None:
 
 def test_load_catalogue_from_other_path(tmp_path: Path, raw: dict[str, Any]) -> None:
     """load_catalogue reads another file when given its path."""
-    raw["version"] = "2027.1"
+    raw["versions"].append({"version": "2027.1", "valid_from": "2027-06-01"})
     path = tmp_path / "catalogue.json"
     path.write_text(json.dumps(raw, ensure_ascii=False), encoding="utf-8")
     assert load_catalogue(path).version == "2027.1"
