@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from klein import Klein
@@ -20,6 +21,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 
+from adapters.care_insurance.bulk_query import BulkQueries
+from adapters.care_insurance.replica_file import import_replica_file
 from adapters.network_link import Listener, listen
 from codes import errors
 from codes.errors import RenkeiError
@@ -31,6 +34,8 @@ from middleware import messages, replica
 from middleware.node import IntermediateServer, QuerySubmission
 
 MAX_BODY = 1_048_576
+OPENAPI_DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
+MAX_FILE_BODY = 64 * 1_048_576  # a 副本 file or a bulk-query file
 INTEGRATED_ADDRESS_NUMBER_LENGTH = 15
 
 
@@ -50,12 +55,17 @@ def _error_body(error: RenkeiError) -> dict[str, Any]:
     }
 
 
-def _read_json(request: Request) -> dict[str, Any]:
+def _read_body(request: Request, limit: int) -> bytes:
     content = request.content
     assert content is not None
-    raw = content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise RenkeiError(errors.BAD_REQUEST, detail="body too large")
+    raw = content.read(limit + 1)
+    if len(raw) > limit:
+        raise RenkeiError(errors.BAD_REQUEST, detail=f"body larger than {limit} bytes")
+    return raw
+
+
+def _read_json(request: Request) -> dict[str, Any]:
+    raw = _read_body(request, MAX_BODY)
     try:
         body = json.loads(raw)
     except ValueError:
@@ -94,10 +104,12 @@ class BackOfficeApi(Service):
         self._reactor = reactor
         self._systems = set(node.institution.back_office_systems)
         self._listener: Listener | None = None
+        self.bulk_queries = BulkQueries(node, reactor)
 
     @inlineCallbacks
     def startService(self) -> Any:
         super().startService()
+        yield self.bulk_queries.start()
         self._listener = yield listen(
             self._reactor,
             self.node.institution.back_office_listen,
@@ -111,6 +123,7 @@ class BackOfficeApi(Service):
         if self._listener is not None:
             yield self._listener.stop()
             self._listener = None
+        yield self.bulk_queries.stop()
 
     def _authorize(self, request: Request) -> str:
         identity = peer_identity(request)
@@ -130,16 +143,38 @@ class BackOfficeApi(Service):
             error = RenkeiError(errors.INTERNAL)
         return _json(request, _error_body(error), error.status)
 
+    @app.route("/openapi.json", methods=["GET"])
+    def openapi(self, request: Request) -> bytes:
+        """This API's OpenAPI 3.1 document (docs/openapi.json)."""
+        self._authorize(request)
+        request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+        return OPENAPI_DOCUMENT.read_bytes()
+
     @app.route("/persons", methods=["POST"])
     @inlineCallbacks
     def register_person(self, request: Request) -> Any:
-        """Register a person: integrated address number in, 符号 acquired through the network."""
+        """The integrated-address function: individual number in, integrated address number
+        out (a proposed one is kept); the 符号 is acquired in the background. With
+        ``?wait=N`` the answer waits up to N seconds for the acquisition to end."""
         self._authorize(request)
+        wait = _wait_seconds(request)
         body = _read_json(request)
-        number = validate_integrated_address_number(_text(body, "integrated_address_number"))
         individual_number = validate_individual_number(_text(body, "individual_number"))
-        yield self.node.register_person(number, individual_number)
-        return _json(request, {"integrated_address_number": number, "fugo_acquired": True}, 201)
+        proposed = _text(body, "integrated_address_number", required=False)
+        state = yield self.node.register_person(
+            individual_number,
+            validate_integrated_address_number(proposed) if proposed else None,
+            wait,
+        )
+        return _person_answer(request, state)
+
+    @app.route("/persons/<number>", methods=["GET"])
+    @inlineCallbacks
+    def person_state(self, request: Request, number: str) -> Any:
+        """A person's registration: whether this institution's 符号 is acquired."""
+        self._authorize(request)
+        state = yield self.node.person_state(validate_integrated_address_number(number))
+        return _person_answer(request, state)
 
     @app.route("/replica-records", methods=["POST"])
     @inlineCallbacks
@@ -179,6 +214,52 @@ class BackOfficeApi(Service):
         request.setResponseCode(204)
         return b""
 
+    @app.route("/replica-files", methods=["POST"])
+    @inlineCallbacks
+    def post_replica_file(self, request: Request) -> Any:
+        """A 副本 registration and deletion file (XML); answers with its result file."""
+        self._authorize(request)
+        document = _read_body(request, MAX_FILE_BODY)
+        result = yield import_replica_file(self.node, document)
+        request.setHeader(b"Content-Type", b"application/xml; charset=utf-8")
+        return result
+
+    @app.route("/bulk-queries", methods=["POST"])
+    @inlineCallbacks
+    def post_bulk_query(self, request: Request) -> Any:
+        """A bulk-query file (the 18-field CSV, UTF-8 or Shift_JIS): accepted, then run."""
+        system = self._authorize(request)
+        data = _read_body(request, MAX_FILE_BODY)
+        accepted = yield self.bulk_queries.submit(data, system)
+        return _json(request, accepted, 202)
+
+    @app.route("/bulk-queries/<bulk_query_id>", methods=["GET"])
+    @inlineCallbacks
+    def bulk_query_progress(self, request: Request, bulk_query_id: str) -> Any:
+        """A bulk query's progress: lines ended so far, by state."""
+        system = self._authorize(request)
+        progress = yield self._own_bulk_query(bulk_query_id, system)
+        return _json(request, progress)
+
+    @app.route("/bulk-queries/<bulk_query_id>/result", methods=["GET"])
+    @inlineCallbacks
+    def bulk_query_result(self, request: Request, bulk_query_id: str) -> Any:
+        """The result file of an ended bulk query (CSV, in the encoding of the input)."""
+        system = self._authorize(request)
+        yield self._own_bulk_query(bulk_query_id, system)
+        content, content_type = yield self.bulk_queries.result_file(bulk_query_id)
+        request.setHeader(b"Content-Type", content_type.encode("ascii"))
+        return content
+
+    @inlineCallbacks
+    def _own_bulk_query(self, bulk_query_id: str, system: str) -> Any:
+        """A bulk query's progress, for the system that posted it only (to any other it is
+        unknown)."""
+        progress = yield self.bulk_queries.progress(bulk_query_id)
+        if progress["system"] != system:
+            raise RenkeiError(errors.UNKNOWN_BULK_QUERY, bulk_query_id=bulk_query_id)
+        return progress
+
     @app.route("/queries", methods=["POST"])
     @inlineCallbacks
     def submit_query(self, request: Request) -> Any:
@@ -213,6 +294,14 @@ class BackOfficeApi(Service):
 
 
 MAX_WAIT = 60.0
+
+
+def _person_answer(request: Request, state: dict[str, Any]) -> bytes:
+    """200 once the 符号 is acquired, 202 while pending; a failed acquisition is answered
+    with its error (the person stays registered; registering again retries)."""
+    if state["fugo_state"] == "failed":
+        raise RenkeiError(errors.ALL.get(state["error"], errors.INTERNAL))
+    return _json(request, state, 200 if state["fugo_state"] == "acquired" else 202)
 
 
 def _wait_seconds(request: Request) -> float:

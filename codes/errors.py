@@ -191,6 +191,51 @@ NOT_A_PROVIDER_OF = _kind(
     "当機関は特定個人情報名{code}の情報提供者ではありません。",
 )
 
+REPLICA_DATES_INVALID = _kind(
+    "ReplicaDatesInvalid",
+    400,
+    "Record {record_id}: the publication dates are not valid ({detail}).",
+    "レコード{record_id}: 公開日又は公開終了日が正しくありません({detail})。",
+)
+REPLICA_RECORD_TOO_LARGE = _kind(
+    "ReplicaRecordTooLarge",
+    413,
+    "Record {record_id} is {size} bytes; at most {limit} are accepted per record.",
+    "レコード{record_id}が{size}バイトです。1レコードに受け付けられるのは{limit}バイトまでです。",
+)
+REPLICA_FILE_INVALID = _kind(
+    "ReplicaFileInvalid",
+    400,
+    "The replica file cannot be processed: {detail}",
+    "副本ファイルを処理できません: {detail}",
+)
+
+# Bulk queries (一括照会)
+BULK_QUERY_FILE_INVALID = _kind(
+    "BulkQueryFileInvalid",
+    400,
+    "The bulk-query file cannot be read: {detail}",
+    "一括照会ファイルを読み込めません: {detail}",
+)
+BULK_QUERY_LINE_INVALID = _kind(
+    "BulkQueryLineInvalid",
+    400,
+    "Line {line}, field {field}: {detail}",
+    "{line}行目 項目「{field}」: {detail}",
+)
+UNKNOWN_BULK_QUERY = _kind(
+    "UnknownBulkQuery",
+    404,
+    "Bulk query {bulk_query_id} is unknown.",
+    "一括照会{bulk_query_id}は存在しません。",
+)
+BULK_QUERY_NOT_ENDED = _kind(
+    "BulkQueryNotEnded",
+    409,
+    "Bulk query {bulk_query_id} has not ended: {ended} of {lines} lines have ended.",
+    "一括照会{bulk_query_id}は終了していません({lines}行中{ended}行が終了)。",
+)
+
 # Permitted-query list
 NOT_PERMITTED = _kind(
     "NotPermitted",

@@ -7,13 +7,18 @@ institution's 符号.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from codes import errors
 from codes.errors import RenkeiError
 from middleware.tables import person
+
+INTEGRATED_ADDRESS_DIGITS = 15
 
 
 def register(connection: Connection, integrated_address_number: str, now: datetime) -> None:
@@ -66,7 +71,7 @@ def link(connection: Connection, integrated_address_number: str, fugo: str, now:
         connection.execute(
             person.update()
             .where(person.c.integrated_address_number == integrated_address_number)
-            .values(fugo=fugo, fugo_acquired_at=now)
+            .values(fugo=fugo, fugo_acquired_at=now, fugo_error=None)
         )
     return True
 
@@ -91,3 +96,86 @@ def person_of(connection: Connection, fugo: str) -> str:
     if number is None:
         raise RenkeiError(errors.FUGO_UNKNOWN)
     return str(number)
+
+
+def person_key(secret: bytes, individual_number: str) -> str:
+    """The integrated-address function's key of a person: HMAC-SHA256 of the individual
+    number under the institution's secret (``person.key``). The node stores this key, never
+    the number; without the secret the key cannot be matched against candidate numbers."""
+    return hmac.new(secret, individual_number.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def enrol(
+    connection: Connection, key: str, requested: str | None, now: datetime
+) -> tuple[str, str | None]:
+    """The integrated-address function: the person with ``key`` gets (or keeps) an integrated
+    address number; returns it and the person's 符号 if already acquired.
+
+    A back office may propose the number (``requested``); without one the next free
+    15-digit number is allocated. One person never gets two numbers and one number never
+    two persons (PersonConflict).
+    """
+    row = connection.execute(select(person).where(person.c.person_key == key)).first()
+    if row is not None:
+        if requested is not None and requested != row.integrated_address_number:
+            raise RenkeiError(errors.PERSON_CONFLICT, integrated_address_number=requested)
+        return str(row.integrated_address_number), row.fugo
+    if requested is None:
+        highest = connection.execute(
+            select(func.max(person.c.integrated_address_number)).where(
+                func.length(person.c.integrated_address_number) == INTEGRATED_ADDRESS_DIGITS
+            )
+        ).scalar_one_or_none()
+        requested = f"{int(highest or 0) + 1:0{INTEGRATED_ADDRESS_DIGITS}d}"
+    existing = connection.execute(
+        select(person).where(person.c.integrated_address_number == requested)
+    ).first()
+    if existing is None:
+        connection.execute(
+            person.insert().values(
+                integrated_address_number=requested, person_key=key, registered_at=now
+            )
+        )
+        return requested, None
+    if existing.person_key is not None:
+        raise RenkeiError(errors.PERSON_CONFLICT, integrated_address_number=requested)
+    connection.execute(
+        person.update()
+        .where(person.c.integrated_address_number == requested)
+        .values(person_key=key)
+    )
+    return requested, existing.fugo
+
+
+def record_failure(connection: Connection, integrated_address_number: str, code: str) -> None:
+    """Remember why the background acquisition of a person's 符号 failed."""
+    connection.execute(
+        person.update()
+        .where(person.c.integrated_address_number == integrated_address_number)
+        .values(fugo_error=code)
+    )
+
+
+def person_state(connection: Connection, integrated_address_number: str) -> dict[str, Any]:
+    """A person's registration: ``fugo_state`` acquired, pending or failed (with ``error``,
+    a code). Never the 符号 itself: it does not leave the node."""
+    row = connection.execute(
+        select(person).where(person.c.integrated_address_number == integrated_address_number)
+    ).first()
+    if row is None:
+        raise RenkeiError(
+            errors.UNKNOWN_PERSON, integrated_address_number=integrated_address_number
+        )
+    if row.fugo is not None:
+        state = "acquired"
+    elif row.fugo_error is not None:
+        state = "failed"
+    else:
+        state = "pending"
+    return {
+        "integrated_address_number": row.integrated_address_number,
+        "fugo_state": state,
+        "error": row.fugo_error if state == "failed" else None,
+        "registered_at": row.registered_at.isoformat(),
+        "fugo_acquired_at": row.fugo_acquired_at.isoformat() if row.fugo_acquired_at else None,
+    }

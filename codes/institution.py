@@ -19,6 +19,17 @@ InstitutionCode = NewType("InstitutionCode", str)
 
 WHAT = "institution code (機関コード)"
 
+# The kinds of institution the permitted-query list names (the XSD's InstitutionKind).
+INSTITUTION_KINDS = (
+    "municipality",
+    "prefecture",
+    "ministry",
+    "pension",
+    "health_insurer",
+    "welfare_office",
+    "other",
+)
+
 _CODE = re.compile(r"[0-9]{16}")
 _MUNICIPALITY_PREFIX = "1"
 _MUNICIPALITY_SUFFIX = "0" * 9

@@ -178,6 +178,11 @@ class PkiLayout:
         """An institution's RSA certificate that payload envelopes are sealed to."""
         return self._pair(self.institution_directory(code), "encryption")
 
+    def institution_person_key(self, code: str) -> Path:
+        """An institution's secret for person keys (32 raw bytes): the integrated-address
+        function finds a person by HMAC-SHA256 of the individual number under it."""
+        return self.institution_directory(code) / "person.key"
+
     def back_office_ca(self, code: str) -> CredentialPaths:
         """The local CA that issues an institution's back-office client certificates."""
         return self._pair(self.institution_directory(code), "back-office-ca")
@@ -271,6 +276,8 @@ def init_pki(directory: Path, institutions: Sequence[InstitutionEntry]) -> None:
             _ENCRYPTION,
             now,
         )
+        if not layout.institution_person_key(code).exists():
+            _write_new(layout.institution_person_key(code), secrets.token_bytes(SECRET_KEY_BYTES))
         local_ca = _ensure_ca(
             layout.back_office_ca(code), _name(f"{code} back office CA", organization=code), now
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -412,3 +413,295 @@ def audit_verify(config_path: str, institution_name: str) -> None:
     else:
         click.echo(f"{institution.name}: audit chain broken at entry {first_bad}")
         sys.exit(1)
+
+
+# -- bulk queries (一括照会) ------------------------------------------------------------------
+
+
+@main.command("bulk-query")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@config_option
+@click.option(
+    "-i",
+    "--institution",
+    "institution_name",
+    required=True,
+    help="The institution (section name, e.g. meguro, or code) whose node to send FILE to.",
+)
+@click.option(
+    "-s",
+    "--system",
+    required=True,
+    help="The back-office system (e.g. care-insurance) whose client certificate to present.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the result file (default: FILE.result.csv).",
+)
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Wait for the end and download the result, or print the bulk query's id and return.",
+)
+@click.option(
+    "--interval", default=1.0, show_default=True, help="Seconds between two progress polls."
+)
+@click.option(
+    "--timeout",
+    default=None,
+    type=float,
+    help="Give up waiting after this many seconds (default: wait as long as it runs).",
+)
+def bulk_query(
+    file: Path,
+    config_path: str,
+    institution_name: str,
+    system: str,
+    output: Path | None,
+    wait: bool,
+    interval: float,
+    timeout: float | None,
+) -> None:
+    """Send FILE (the 18-field bulk-query CSV, UTF-8 or Shift_JIS) to the institution's node
+    over its back-office API, with mutual TLS as back-office SYSTEM. Unless --no-wait, show a
+    progress bar until every line has ended, then save the result file (CSV in the input's
+    encoding). A refusal prints its code and exits with status 1. See docs/bulk-query.md."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    config = _config(config_path)
+    try:
+        institution = config.institution(institution_name)
+    except ConfigError as failure:
+        raise click.ClickException(str(failure)) from None
+    node = _BackOfficeConnection(config, institution, system)
+    accepted = node.request("POST", "/bulk-queries", file.read_bytes())
+    bulk_query_id = accepted["bulk_query_id"]
+    click.echo(
+        f"bulk query {bulk_query_id}: {accepted['lines']} lines, {accepted['invalid']} invalid"
+    )
+    if not wait:
+        return
+    deadline = None if timeout is None else time.monotonic() + timeout
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns) as bar:
+        task = bar.add_task("一括照会", total=accepted["lines"])
+        while True:
+            progress = node.request("GET", f"/bulk-queries/{bulk_query_id}")
+            bar.update(task, completed=progress["ended"])
+            if progress["state"] == "ended":
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                raise click.ClickException(
+                    f"bulk query {bulk_query_id} still running after {timeout:g} s "
+                    f"({progress['ended']} of {progress['lines']} lines ended)"
+                )
+            time.sleep(interval)
+    counts = ", ".join(f"{state} {count}" for state, count in progress["by_state"].items())
+    click.echo(f"ended: {counts}")
+    content = node.request("GET", f"/bulk-queries/{bulk_query_id}/result", raw=True)
+    target = output or file.with_name(file.name + ".result.csv")
+    target.write_bytes(content)
+    click.echo(f"result file: {target}")
+
+
+class _BackOfficeConnection:
+    """A synchronous back-office client (the CLI's): mutual TLS with the system's certificate,
+    the node's name checked as i<code>.renkei.test, whatever address reaches it."""
+
+    def __init__(self, config: Config, institution: Any, system: str) -> None:
+        import ssl
+
+        from adapters.network_link import host_and_port
+        from crypto.pki import PkiLayout, server_name_of_institution
+
+        layout = PkiLayout(config.pki)
+        client = layout.back_office_client(institution.code, system)
+        if not client.certificate.exists():
+            raise click.ClickException(
+                f"no client certificate for {system} at {institution.name}: {client.certificate}"
+            )
+        context = ssl.create_default_context(cafile=str(layout.ca().certificate))
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(str(client.certificate), str(client.key))
+        self._context = context
+        self._host, self._port = host_and_port(institution.back_office_address)
+        self._server_name = server_name_of_institution(institution.code)
+
+    def request(self, method: str, path: str, body: bytes | None = None, raw: bool = False) -> Any:
+        """One request on a fresh connection; the JSON answer (or bytes with ``raw``)."""
+        import http.client
+        import socket
+
+        connection = http.client.HTTPConnection(self._host, self._port, timeout=120)
+        try:
+            plain = socket.create_connection((self._host, self._port), timeout=120)
+            connection.sock = self._context.wrap_socket(plain, server_hostname=self._server_name)
+            headers = {"Content-Type": "text/csv"} if body is not None else {}
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            content = response.read()
+        except (OSError, http.client.HTTPException) as failure:
+            raise click.ClickException(f"the node did not answer: {failure}") from None
+        finally:
+            connection.close()
+        if response.status >= 400:
+            try:
+                error = json.loads(content)["error"]
+            except (ValueError, KeyError, TypeError):
+                raise click.ClickException(f"HTTP {response.status}") from None
+            raise click.ClickException(
+                f"{error['code']}: {error['message_en']} / {error['message_ja']}"
+            )
+        return content if raw else json.loads(content)
+
+
+@main.command()
+@config_option
+@click.option(
+    "--municipality",
+    type=click.Choice(["meguro", "setagaya", "shibuya", "all"]),
+    default="meguro",
+    show_default=True,
+    help="Whose population to generate; all: the three wards, movers between them kept.",
+)
+@click.option(
+    "--size",
+    default="small",
+    show_default=True,
+    help="small, full (the realistic size) or a number of residents (one ward only).",
+)
+@click.option("--seed", default=20261126, show_default=True, help="The generator's seed.")
+def populate(config_path: str, municipality: str, size: str, seed: int) -> None:
+    """Generate a population (docs/population.md) and load it into the running network in a
+    box: residents into the 住基ネット simulator's database, then each institution's persons
+    (符号 acquired) and 副本 through its back-office API, with progress."""
+    from twisted.internet.task import react
+
+    config = _config(config_path)
+    if not (size in ("small", "full") or size.isdigit()):
+        raise click.BadParameter("small, full or a number", param_hint="--size")
+    if municipality == "all" and size.isdigit():
+        raise click.BadParameter("with --municipality all: small or full", param_hint="--size")
+    react(lambda reactor: _populate(reactor, config, municipality, size, seed))
+
+
+def _populate(reactor: Any, config: Config, municipality: str, size: str, seed: int) -> Any:
+    from twisted.internet.defer import ensureDeferred
+
+    return ensureDeferred(_run_populate(reactor, config, municipality, size, seed))
+
+
+async def _run_populate(
+    reactor: Any, config: Config, municipality: str, size: str, seed: int
+) -> None:
+    from rich.progress import Progress
+
+    from simulators import seeding
+    from simulators.back_office import BackOfficeClient, BackOfficeError
+    from simulators.network import jukinet
+    from simulators.population import generate, world
+
+    if config.network is None:
+        raise click.ClickException("the configuration has no [network] section (the registry)")
+    amount: str | int = int(size) if size.isdigit() else size
+    if municipality == "all":
+        generated = world(size, seed)
+    else:
+        generated = {municipality: generate(municipality, amount, seed)}
+    numbers = seeding.residents(generated)
+    registry = Database(reactor, config.network.database)
+    registry.start()
+    try:
+        added = await registry.run(jukinet.register_residents, numbers)
+    finally:
+        registry.stop()
+    click.echo(
+        f"住基ネット simulator: {added:,} residents added ({len(numbers):,} in the population)"
+    )
+    with Progress() as progress:
+        for institution in config.institutions:
+            held = seeding.holdings(institution, generated)
+            if not held:
+                continue
+            records = sum(len(h.records) for h in held)
+            persons_task = progress.add_task(f"{institution.display_name} persons", total=len(held))
+            records_task = progress.add_task(f"{institution.display_name} 副本", total=records)
+            tasks = {"persons": persons_task, "records": records_task}
+            client = BackOfficeClient(
+                reactor, config, institution, institution.back_office_systems[0]
+            )
+            try:
+                await seeding.register_holdings(
+                    client,
+                    institution,
+                    held,
+                    _advance(progress, tasks),
+                )
+            except BackOfficeError as refusal:
+                raise click.ClickException(f"{institution.name}: {refusal}") from None
+            finally:
+                await client.close()
+
+
+def _advance(progress: Any, tasks: dict[str, Any]) -> Callable[[str, int], None]:
+    """A seeding progress callback that moves the bar of ``what`` by ``n``."""
+
+    def advance(what: str, n: int) -> None:
+        progress.advance(tasks[what], n)
+
+    return advance
+
+
+@main.command(name="use-case")
+@config_option
+@click.argument("number", type=click.IntRange(1, 4))
+def use_case(config_path: str, number: int) -> None:
+    """Run care-insurance use case NUMBER against the running network in a box (its
+    [population] loaded) and print what happened: 1 premium assessment (bulk query of
+    movers-in's local tax), 2 a move from Setagaya (Setagaya's certification), 3 a move to
+    Shibuya (Meguro's 副本; a DV-protected person's provision held), 4 premium stage check
+    (welfare office and pension-office institution)."""
+    from twisted.internet.task import react
+
+    config = _config(config_path)
+    react(lambda reactor: _use_case(reactor, config, number))
+
+
+def _use_case(reactor: Any, config: Config, number: int) -> Any:
+    from twisted.internet.defer import ensureDeferred
+
+    return ensureDeferred(_run_use_case(reactor, config, number))
+
+
+async def _run_use_case(reactor: Any, config: Config, number: int) -> None:
+    from simulators import use_cases
+    from simulators.back_office import BackOfficeError
+
+    try:
+        persons = use_cases.population_of(config)
+        outcome = await use_cases.USE_CASES[number](reactor, config, persons)
+    except LookupError as failure:
+        raise click.ClickException(str(failure)) from None
+    except BackOfficeError as refusal:
+        raise click.ClickException(str(refusal)) from None
+    click.echo(outcome.title)
+    for step in outcome.steps:
+        click.echo(f"- {step}")
+    for status in outcome.statuses:
+        if "query_id" in status:
+            click.echo("")
+            _print_status(status)
+    if outcome.result_file is not None:
+        click.echo("")
+        click.echo(outcome.result_file.decode(outcome.result_encoding))

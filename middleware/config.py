@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codes.errors import RenkeiError
-from codes.institution import validate_institution_code
+from codes.institution import INSTITUTION_KINDS, validate_institution_code
 from codes.typed import validate_information_name_code
 from middleware.outbox import RetryPolicy
 
@@ -54,6 +54,16 @@ class InstitutionConfig:
     console_address: str | None = None
     console_idle_timeout: float | None = None
     metrics_listen: str | None = None
+    # A folder watched for 副本 registration files (docs/replica-files.md); optional.
+    replica_inbox: Path | None = None
+
+
+@dataclass(frozen=True)
+class PopulationConfig:
+    """The generated population the box loads at start: its size and seed."""
+
+    size: str
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,8 @@ class Config:
     list_refresh: float
     retention_interval: float
     demo_data: Path | None
+    # A generated population loaded at start ([population]; docs/population.md).
+    population: PopulationConfig | None = None
 
     def institution(self, name_or_code: str) -> InstitutionConfig:
         """An institution by its section name (``meguro``) or its institution code."""
@@ -133,6 +145,10 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
         if not name.startswith("institution:"):
             continue
         section = parser[name]
+        if _value(section, "kind") not in INSTITUTION_KINDS:
+            raise ValueError(
+                f"[{name}] kind {section['kind']!r} is not one of {', '.join(INSTITUTION_KINDS)}"
+            )
         institutions.append(
             InstitutionConfig(
                 name=name.removeprefix("institution:"),
@@ -158,6 +174,9 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
                     if section.get("console_idle_timeout")
                     else None
                 ),
+                replica_inbox=(
+                    base / section["replica_inbox"] if section.get("replica_inbox") else None
+                ),
             )
         )
     codes = [institution.code for institution in institutions]
@@ -167,6 +186,13 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
         parser["delivery"] if parser.has_section("delivery") else parser[parser.default_section]
     )
     demo = parser["demo"] if parser.has_section("demo") else None
+    population = None
+    if parser.has_section("population"):
+        section = parser["population"]
+        size = _value(section, "size")
+        if size not in ("small", "full"):
+            raise ValueError(f"[population] size {size!r} is not small or full")
+        population = PopulationConfig(size=size, seed=section.getint("seed", 20261126))
     return Config(
         path=path,
         pki=base / _value(renkei, "pki"),
@@ -182,4 +208,5 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
         list_refresh=delivery.getfloat("list_refresh", 300.0),
         retention_interval=delivery.getfloat("retention_interval", 60.0),
         demo_data=base / _value(demo, "data") if demo is not None else None,
+        population=population,
     )

@@ -46,6 +46,7 @@ from crypto.pki import (
     PkiLayout,
     identity_of,
     load_certificate,
+    load_secret_key,
     server_name_of_hub,
 )
 from crypto.tls import ClientTLSPolicy, server_options
@@ -154,6 +155,9 @@ class IntermediateServer(Service):
         self.permitted_list: PermittedList | None = None
         self._loops: list[LoopingCall] = []
         self._waiters: dict[str, list[Deferred[None]]] = {}
+        # Persons whose 符号 is being acquired, with whoever waits for the end.
+        self._acquiring: dict[str, list[Deferred[None]]] = {}
+        self._person_secret = load_secret_key(layout.institution_person_key(self.code))
         self._listener: Listener | None = None
 
     def now(self) -> datetime:
@@ -274,12 +278,38 @@ class IntermediateServer(Service):
     # -- persons and replica ---------------------------------------------------------------
 
     @inlineCallbacks
-    def register_person(self, integrated_address_number: str, individual_number: str) -> Any:
-        """Register a person and acquire this institution's 符号 through the network.
+    def register_person(
+        self, individual_number: str, integrated_address_number: str | None, wait: float
+    ) -> Any:
+        """The integrated-address function: the person gets (or keeps) an integrated address
+        number, and this institution's 符号 is acquired through the network in the
+        background. Fires with the person's state (``fugo_state`` acquired, pending or
+        failed) once the acquisition ended or after ``wait`` seconds.
 
-        The individual number is used for the acquisition only and never stored.
+        The individual number is used for the person key and the acquisition only: it lives
+        in memory until the acquisition ends and is never stored. A restart during an
+        acquisition leaves the person pending; registering again acquires again.
         """
-        yield self.database.run(fugo_store.register, integrated_address_number, self.now())
+        key = fugo_store.person_key(self._person_secret, individual_number)
+        number, fugo = yield self.database.run(
+            fugo_store.enrol, key, integrated_address_number, self.now()
+        )
+        if fugo is None:
+            if number not in self._acquiring:
+                self._acquiring[number] = []
+                self._acquire_fugo(number, individual_number)
+            if wait > 0:
+                ended: Deferred[None] = Deferred()
+                self._acquiring[number].append(ended)
+                timer = self._reactor.callLater(wait, _fire, ended)
+                yield ended
+                if timer.active():
+                    timer.cancel()
+        state = yield self.database.run(fugo_store.person_state, number)
+        return state
+
+    @inlineCallbacks
+    def _acquire_fugo(self, number: str, individual_number: str) -> Any:
         try:
             answer = yield self._client.post(
                 self._hub_address + "/fugo",
@@ -290,11 +320,28 @@ class IntermediateServer(Service):
                 ),
                 messages.FugoResponse,
             )
-        except DeliveryRefused as refusal:
-            raise RenkeiError(errors.ALL.get(refusal.code, errors.INTERNAL)) from None
+            yield self.database.run(fugo_store.link, number, answer.fugo, self.now())
         except Exception as failure:
-            raise RenkeiError(errors.NETWORK_UNAVAILABLE, detail=str(failure)) from None
-        yield self.database.run(fugo_store.link, integrated_address_number, answer.fugo, self.now())
+            if isinstance(failure, DeliveryRefused):
+                code = failure.code if failure.code in errors.ALL else errors.INTERNAL.code
+            elif isinstance(failure, RenkeiError):
+                code = failure.code
+            else:
+                code = errors.NETWORK_UNAVAILABLE.code
+            self.log.info("符号 of {number} not acquired: {code}", number=number, code=code)
+            try:
+                yield self.database.run(fugo_store.record_failure, number, code)
+            except Exception:
+                self.log.failure(
+                    "could not record the failed acquisition of {number}", number=number
+                )
+        finally:
+            for ended in self._acquiring.pop(number, []):
+                _fire(ended)
+
+    def person_state(self, integrated_address_number: str) -> Deferred[dict[str, Any]]:
+        """A person's registration state (see fugo_store.person_state)."""
+        return self.database.run(fugo_store.person_state, integrated_address_number)
 
     def register_replica_record(self, record: replica.ReplicaRecord) -> Deferred[None]:
         """Validate a replica record against the catalogue and store it."""
@@ -762,7 +809,10 @@ class IntermediateServer(Service):
                 return None  # the hub's retry of a request already answered
             raise RenkeiError(errors.PERMIT_REPLAYED, transaction_number=number)
         person = fugo_store.person_of(connection, permit.provider_fugo)
-        records = replica.records_of(connection, person, permit.information_name)
+        # Only records whose publication window covers today (JST) are provided.
+        records = replica.records_of(
+            connection, person, permit.information_name, replica.today_in_japan(now)
+        )
         held = any(record.suppressed for record in records)
         status = HELD if held else PROVIDED if records else NO_DATA
         payload = messages.ProvisionPayload(

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Table, select
 
 from codes import errors
 from codes.errors import RenkeiError
+from codes.institution import INSTITUTION_KINDS
 from middleware.clock import iso
 from middleware.storage import insert_if_absent
 
@@ -105,9 +106,10 @@ class PermittedList:
 
 
 def read_rules(path: Path) -> list[PermittedRule]:
-    """The hub's source of rules: a CSV file with a header row (see docs/protocol.md)."""
+    """The hub's source of rules: a CSV file with a header row (see docs/protocol.md).
+    Raises ValueError naming the file for a kind outside INSTITUTION_KINDS."""
     with path.open(encoding="utf-8", newline="") as handle:
-        return [
+        rules = [
             PermittedRule(
                 requester_kind=row["requester_kind"],
                 affair=row["affair"],
@@ -118,6 +120,11 @@ def read_rules(path: Path) -> list[PermittedRule]:
             )
             for row in csv.DictReader(line for line in handle if not line.startswith("#"))
         ]
+    for rule in rules:
+        for kind in (rule.requester_kind, rule.provider_kind):
+            if kind not in INSTITUTION_KINDS:
+                raise ValueError(f"{path}: {kind!r} is not an institution kind")
+    return rules
 
 
 def directory(entries: Iterable[ListedInstitution]) -> dict[str, ListedInstitution]:

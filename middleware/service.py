@@ -2,7 +2,8 @@
 
 ``twistd -n renkei -c twistd.conf`` loads the plugin in ``twisted/plugins/renkei_plugin.py``,
 which calls ``make_service``. The box starts the hub first, then every intermediate server
-with its back-office API, then (if configured) registers the demo population.
+with its back-office API, then (if configured) registers the demo persons and loads the
+generated population.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python import usage
 
 from adapters.back_office_api import BackOfficeApi
 from codes.catalogue import default_catalogue
-from middleware.config import Config, ConfigError, load_config
+from middleware.config import Config, ConfigError, PopulationConfig, load_config
 from middleware.node import IntermediateServer
 from simulators.back_office import BackOfficeClient, BackOfficeError
 from simulators.network import jukinet
@@ -74,6 +75,14 @@ class Box(MultiService):
             for name, node in self.nodes.items()
             if node.institution.metrics_listen is not None
         }
+        # The watched 副本 folder of each node that has ``replica_inbox``.
+        from adapters.care_insurance.replica_file import ReplicaInbox
+
+        self.replica_inboxes = {
+            name: ReplicaInbox(node, node.institution.replica_inbox, reactor)
+            for name, node in self.nodes.items()
+            if node.institution.replica_inbox is not None
+        }
         if self.hub is not None:
             self.hub.setServiceParent(self)
         for name, node in self.nodes.items():
@@ -83,6 +92,8 @@ class Box(MultiService):
                 self.consoles[name].setServiceParent(self)
             if name in self.metrics:
                 self.metrics[name].setServiceParent(self)
+            if name in self.replica_inboxes:
+                self.replica_inboxes[name].setServiceParent(self)
 
     def startService(self) -> None:
         # Children start in order and each waits for the previous one's listeners.
@@ -104,6 +115,8 @@ class Box(MultiService):
             yield service.startService()
         if self.config.demo_data is not None:
             yield seed_demo(self, self.config.demo_data)
+        if self.config.population is not None:
+            yield seed_population(self, self.config.population)
         for node in self.nodes.values():
             self.log.info(
                 "{name} ({code}) ready: back-office API at {address}, console at {console}",
@@ -112,7 +125,10 @@ class Box(MultiService):
                 address=node.institution.back_office_address,
                 console=node.institution.console_address or "(none)",
             )
-        self.log.info("renkei ready; try `.venv/bin/renkei demo -c {path}`", path=self.config.path)
+        self.log.info(
+            "renkei ready; try `.venv/bin/renkei use-case 1 -c {path}` (1 to 4)",
+            path=self.config.path,
+        )
 
     @inlineCallbacks
     def stopService(self) -> Any:
@@ -153,6 +169,45 @@ def seed_demo(box: Box, path: Path) -> Any:
         finally:
             yield client.close()
     box.log.info("demo population registered")
+
+
+@inlineCallbacks
+def seed_population(box: Box, population: PopulationConfig) -> Any:
+    """Load the generated population (docs/population.md): residents at the registry, then
+    each institution's persons and 副本 through its back-office API."""
+    from simulators import seeding
+    from simulators.population import world
+
+    generated = world(population.size, population.seed)
+    if box.hub is not None:
+        yield box.hub.database.run(jukinet.register_residents, seeding.residents(generated))
+    loads = [
+        _load_holdings(box, name, seeding.holdings(node.institution, generated))
+        for name, node in box.nodes.items()
+    ]
+    yield gatherResults(loads, consumeErrors=True)
+
+
+@inlineCallbacks
+def _load_holdings(box: Box, name: str, held: list[Any]) -> Any:
+    from simulators import seeding
+
+    if not held:
+        return
+    institution = box.nodes[name].institution
+    client = BackOfficeClient(
+        box.reactor, box.config, institution, institution.back_office_systems[0]
+    )
+    try:
+        stored = yield seeding.register_holdings(client, institution, held)
+    finally:
+        yield client.close()
+    box.log.info(
+        "{name}: {persons} persons and {records} 副本 records loaded",
+        name=name,
+        persons=len(held),
+        records=stored,
+    )
 
 
 @inlineCallbacks

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     Column,
+    Date,
     DateTime,
     Dialect,
     ForeignKey,
@@ -144,6 +145,12 @@ person = Table(
     Column("fugo", String(32), unique=True),
     Column("registered_at", UtcDateTime, nullable=False),
     Column("fugo_acquired_at", UtcDateTime),
+    # The integrated-address function's key of a person: HMAC-SHA256 of the individual
+    # number under the node's person key (never the number itself), so that registering
+    # the same person again finds the same integrated address number.
+    Column("person_key", String(64), unique=True),
+    # Why the last background acquisition of the 符号 failed (an error code), if it did.
+    Column("fugo_error", String(64)),
 )
 
 replica_record = Table(
@@ -162,6 +169,12 @@ replica_record = Table(
     # 自動応答不可フラグ: never provide this record without a staff member's approval.
     Column("suppressed", Boolean, nullable=False, default=False, server_default="0"),
     Column("registered_at", UtcDateTime, nullable=False),
+    # The 副本 file's entry fields (docs/replica-files.md); absent for records posted as JSON.
+    Column("data_set_record_key", String(32)),
+    Column("parent_record_key", String(32)),
+    Column("major_version", String(8)),
+    Column("publication_date", Date),
+    Column("published_end_date", Date),
     Index("ix_replica_record_person", "integrated_address_number", "information_name"),
 )
 
@@ -284,6 +297,57 @@ staff_session = Table(
     Column("last_seen_at", UtcDateTime, nullable=False),
     Column("csrf_token", String(64), nullable=False),
     Index("ix_staff_session_user_name", "user_name"),
+)
+
+
+# -- bulk queries (一括照会, adapters/care_insurance/bulk_query.py) ------------------------
+
+bulk_query = Table(
+    "bulk_query",
+    node_metadata,
+    Column("bulk_query_id", String(36), primary_key=True),
+    # The back-office system (client certificate CN) that posted the file.
+    Column("system", String(64), nullable=False),
+    # The input's encoding ("utf-8", "utf-8-sig" or "cp932"): the result file's too.
+    Column("encoding", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("lines", Integer, nullable=False),
+    Column("invalid", Integer, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("ended_at", UtcDateTime),
+    Index("ix_bulk_query_state", "state", "created_at"),
+)
+
+bulk_query_line = Table(
+    "bulk_query_line",
+    node_metadata,
+    Column(
+        "bulk_query_id",
+        String(36),
+        ForeignKey("bulk_query.bulk_query_id"),
+        primary_key=True,
+    ),
+    # The physical line number in the file (1 = the first line).
+    Column("line_number", Integer, primary_key=True, autoincrement=False),
+    Column("raw", Text, nullable=False),
+    Column("state", String(24), nullable=False),
+    # What a valid line asks (absent on an invalid line).
+    Column("integrated_address_number", String(15)),
+    Column("procedure", String(16)),
+    Column("information_name", String(16)),
+    Column("provider", String(16)),
+    Column("conditions", Text),
+    Column("query_id", String(36)),
+    Column("error_code", String(64)),
+    # The refusal's template values (JSON), e.g. the field and detail of an invalid line.
+    Column("error_params", Text),
+    # When the driver took the line to submit it: a re-link after a crash looks for the
+    # query created at or after this time.
+    Column("claimed_at", UtcDateTime),
+    Column("ended_at", UtcDateTime),
+    Index("ix_bulk_query_line_state", "state"),
+    Index("ix_bulk_query_line_progress", "bulk_query_id", "state", "line_number"),
+    Index("ix_bulk_query_line_query_id", "query_id"),
 )
 
 

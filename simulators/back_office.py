@@ -8,6 +8,7 @@ for asynchronous results).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
@@ -34,6 +35,15 @@ class BackOfficeError(Exception):
         return str(self.error.get("code"))
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One HTTP answer of the node."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
 class BackOfficeClient:
     """One back-office system (``system``) talking to its institution's node."""
 
@@ -55,30 +65,52 @@ class BackOfficeClient:
         return self._http.close()
 
     @inlineCallbacks
-    def request(self, method: str, path: str, body: Any = None) -> Any:
-        """Send one request; the decoded JSON answer, or BackOfficeError."""
-        data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
+    def send(
+        self, method: str, path: str, data: bytes | None, content_type: str = "application/json"
+    ) -> Any:
+        """Send one request as it is; fires with the answer (status, content type, body)."""
         response = yield self._http.request(
             method,
             self._address + path,
             data=data,
-            headers=Headers({b"Content-Type": [b"application/json"]}),
+            headers=Headers({b"Content-Type": [content_type.encode("ascii")]}),
         )
         content = yield response.content()
-        answer = json.loads(content) if content else None
-        if response.code >= 400:
-            raise BackOfficeError(response.code, (answer or {}).get("error", {}))
-        return answer
+        answer_type = response.headers.getRawHeaders(b"content-type", [b""])[0].decode()
+        return Answer(response.code, answer_type, content)
 
-    def register_person(self, integrated_address_number: str, individual_number: str) -> Any:
-        return self.request(
-            "POST",
-            "/persons",
-            {
-                "integrated_address_number": integrated_address_number,
-                "individual_number": individual_number,
-            },
-        )
+    @inlineCallbacks
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        """Send one JSON request; the decoded JSON answer, or BackOfficeError."""
+        data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
+        answer = yield self.send(method, path, data)
+        decoded = json.loads(answer.body) if answer.body else None
+        if answer.status >= 400:
+            raise BackOfficeError(answer.status, (decoded or {}).get("error", {}))
+        return decoded
+
+    @inlineCallbacks
+    def send_file(self, path: str, data: bytes, content_type: str) -> Any:
+        """POST a file (a 副本 XML file, a bulk-query CSV); the answer's body, or
+        BackOfficeError with the coded refusal."""
+        answer = yield self.send("POST", path, data, content_type)
+        if answer.status >= 400:
+            raise BackOfficeError(answer.status, json.loads(answer.body).get("error", {}))
+        return answer.body
+
+    def register_person(
+        self, integrated_address_number: str | None, individual_number: str, wait: float = 30
+    ) -> Any:
+        """Register a person (proposing ``integrated_address_number``, or letting the node
+        allocate one) and wait up to ``wait`` seconds for the 符号; a failed acquisition
+        raises BackOfficeError with its code."""
+        body = {"individual_number": individual_number}
+        if integrated_address_number is not None:
+            body["integrated_address_number"] = integrated_address_number
+        return self.request("POST", f"/persons?wait={wait:g}", body)
+
+    def person_state(self, integrated_address_number: str) -> Any:
+        return self.request("GET", f"/persons/{integrated_address_number}")
 
     def register_replica_record(self, record: dict[str, Any]) -> Any:
         return self.request("POST", "/replica-records", record)

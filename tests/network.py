@@ -5,6 +5,7 @@ Every box gets fresh databases and free ports; the PKI is made once per test ses
 
 from __future__ import annotations
 
+import configparser
 import socket
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,56 @@ retention_interval = 300
     path = directory / "renkei.conf"
     path.write_text(text, encoding="utf-8")
     return load_config(path)
+
+
+def write_network_config(directory: Path, population: str = "small") -> Config:
+    """The repository's own twistd.conf (every institution of the network in a box) moved
+    into ``directory``: free ports, databases, PKI and replica inbox there, quick delivery
+    settings, no demo persons, the generated ``population`` loaded at start. Run
+    ``init_network_pki`` on the result before starting it."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(REPOSITORY / "twistd.conf", encoding="utf-8")
+    parser["renkei"]["pki"] = str(directory / "pki")
+    parser.remove_section("demo")
+    parser["population"]["size"] = population
+    ports: dict[str, int] = {}
+
+    def port(endpoint: str) -> int:
+        old = int(endpoint.split("port=")[1].split(":")[0])
+        return ports.setdefault(old, free_port())
+
+    for name in parser.sections():
+        section = parser[name]
+        for key in list(section):
+            value = section[key]
+            if key.endswith("listen"):
+                section[key] = value.replace(
+                    f"port={value.split('port=')[1].split(':')[0]}", f"port={port(value)}"
+                )
+            elif key.endswith("address") and value.startswith("https://127.0.0.1:"):
+                old = value.rsplit(":", 1)[1]
+                section[key] = f"https://127.0.0.1:{port(f'port={old}:')}"
+            elif key == "database":
+                section[key] = f"sqlite:///{directory / (name.split(':')[-1] + '.sqlite')}"
+            elif key == "replica_inbox":
+                section[key] = str(directory / "replica-inbox")
+            elif key == "permitted_list":
+                section[key] = str(REPOSITORY / value)
+    parser["delivery"].update(
+        {"retry_initial": "0.1", "retry_maximum": "0.5", "lease": "2", "poll_interval": "0.2"}
+    )
+    path = directory / "network.conf"
+    with path.open("w", encoding="utf-8") as handle:
+        parser.write(handle)
+    return load_config(path)
+
+
+def init_network_pki(config: Config) -> None:
+    """The PKI of every institution of ``config`` and its back-office systems."""
+    init_pki(
+        config.pki,
+        [InstitutionEntry(i.code, i.back_office_systems) for i in config.institutions],
+    )
 
 
 class MovableClock:

@@ -36,11 +36,15 @@ def _load_error(path: Path) -> str:
     return str(caught.value)
 
 
-def test_repository_config_has_meguro_and_setagaya(config: Config) -> None:
-    """twistd.conf describes two institution nodes with their codes, names and kinds."""
+def test_repository_config_has_the_five_institutions(config: Config) -> None:
+    """twistd.conf describes the three wards, a welfare office and a pension-office
+    institution with their codes, names and kinds."""
     assert [(i.name, i.code, i.display_name, i.kind) for i in config.institutions] == [
         ("meguro", MEGURO, "目黒区", "municipality"),
         ("setagaya", SETAGAYA, "世田谷区", "municipality"),
+        ("shibuya", "1131130000000000", "渋谷区", "municipality"),
+        ("welfare", "2131105000000001", "目黒区福祉事務所", "welfare_office"),
+        ("pension", "3000000000000001", "年金事務機関", "pension"),
     ]
 
 
@@ -49,9 +53,10 @@ def test_institutions_carry_their_services_and_provided_information(config: Conf
     meguro = config.institution("meguro")
     setagaya = config.institution("setagaya")
     assert meguro.provides == ("TM00000000000004",)
-    assert setagaya.provides == ("TM00000000000002",)
+    assert setagaya.provides == ("TM00000000000002", "TM00000000000004")
     assert meguro.back_office_systems == ("care-insurance",)
-    assert setagaya.back_office_systems == ("local-tax",)
+    assert setagaya.back_office_systems == ("local-tax", "care-insurance")
+    assert meguro.replica_inbox == ROOT / "var" / "meguro" / "replica-inbox"
     assert meguro.network_listen == "tcp:port=7411:interface=127.0.0.1"
     assert meguro.network_address == "https://127.0.0.1:7411"
     assert meguro.back_office_address == "https://127.0.0.1:7412"
@@ -108,7 +113,7 @@ def test_network_section_is_optional(tmp_path: Path) -> None:
     path.write_text(text[:start] + text[end:], encoding="utf-8")
     config = load_config(path)
     assert config.network is None
-    assert len(config.institutions) == 2
+    assert len(config.institutions) == 5
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
@@ -161,3 +166,21 @@ def test_bad_provided_information_name_is_a_config_error(tmp_path: Path) -> None
     """A malformed information name code in 'provides' raises ConfigError quoting it."""
     path = _variant(tmp_path, "provides = TM00000000000002", "provides = TM2")
     assert "TM2" in _load_error(path)
+
+
+def test_population_section_gives_size_and_seed(config: Config) -> None:
+    """[population] gives the generated population's size and seed."""
+    assert config.population is not None
+    assert (config.population.size, config.population.seed) == ("small", 20261126)
+
+
+def test_unknown_population_size_is_a_config_error(tmp_path: Path) -> None:
+    """A population size other than small or full is refused naming the value."""
+    message = _load_error(_variant(tmp_path, "size = small", "size = huge"))
+    assert "'huge'" in message
+
+
+def test_unknown_institution_kind_is_a_config_error(tmp_path: Path) -> None:
+    """An institution kind the permitted-query list cannot name is refused on load."""
+    message = _load_error(_variant(tmp_path, "kind = pension", "kind = pension-office"))
+    assert "pension-office" in message

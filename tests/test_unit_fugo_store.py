@@ -12,7 +12,16 @@ from sqlalchemy import Connection, select
 from twisted.internet.interfaces import IReactorThreads
 
 from codes.errors import RenkeiError
-from codes.fugo_store import fugo_of, link, person_of, register
+from codes.fugo_store import (
+    enrol,
+    fugo_of,
+    link,
+    person_key,
+    person_of,
+    person_state,
+    record_failure,
+    register,
+)
 from middleware.storage import Database, migrate
 from middleware.tables import person
 
@@ -129,3 +138,47 @@ def test_person_of_an_unknown_fugo_is_refused(node_db: Database) -> None:
     refusal = _refusal(node_db, person_of, FUGO_B)
     assert refusal.code == "FugoUnknown"
     assert refusal.status == 404
+
+
+SECRET = bytes(range(32))
+KEY_A = person_key(SECRET, "123456789018")
+KEY_B = person_key(SECRET, "234567890121")
+
+
+def test_person_key_is_keyed_and_never_the_number() -> None:
+    """The person key depends on the secret and does not contain the individual number."""
+    assert person_key(bytes(32), "123456789018") != KEY_A
+    assert "123456789018" not in KEY_A and len(KEY_A) == 64
+
+
+def test_enrol_allocates_numbers_and_finds_the_same_person_again(node_db: Database) -> None:
+    """Without a proposed number the next 15-digit one is allocated; enrolling the same
+    person again returns the same number and the 符号 once acquired."""
+    assert node_db.run_blocking(enrol, KEY_A, None, NOW) == ("000000000000001", None)
+    assert node_db.run_blocking(enrol, KEY_B, None, NOW) == ("000000000000002", None)
+    node_db.run_blocking(link, "000000000000001", FUGO_A, LATER)
+    assert node_db.run_blocking(enrol, KEY_A, None, LATER) == ("000000000000001", FUGO_A)
+
+
+def test_enrol_keeps_a_proposed_number_and_refuses_conflicts(node_db: Database) -> None:
+    """A proposed number is kept; proposing another person's number, or another number for
+    a known person, is PersonConflict and changes nothing."""
+    assert node_db.run_blocking(enrol, KEY_A, ALICE, NOW) == (ALICE, None)
+    assert _refusal(node_db, enrol, KEY_B, ALICE, NOW).code == "PersonConflict"
+    assert _refusal(node_db, enrol, KEY_A, BOB, NOW).code == "PersonConflict"
+    assert node_db.run_blocking(enrol, KEY_B, BOB, NOW) == (BOB, None)
+
+
+def test_person_state_reports_pending_failed_and_acquired(node_db: Database) -> None:
+    """A person is pending until the 符号 is linked, failed with the code after a failed
+    acquisition, and acquired once linked (which clears the failure)."""
+    node_db.run_blocking(enrol, KEY_A, ALICE, NOW)
+    assert node_db.run_blocking(person_state, ALICE)["fugo_state"] == "pending"
+    node_db.run_blocking(record_failure, ALICE, "NetworkUnavailable")
+    failed = node_db.run_blocking(person_state, ALICE)
+    assert (failed["fugo_state"], failed["error"]) == ("failed", "NetworkUnavailable")
+    node_db.run_blocking(link, ALICE, FUGO_A, LATER)
+    acquired = node_db.run_blocking(person_state, ALICE)
+    assert (acquired["fugo_state"], acquired["error"]) == ("acquired", None)
+    assert "fugo" not in acquired
+    assert _refusal(node_db, person_state, BOB).code == "UnknownPerson"

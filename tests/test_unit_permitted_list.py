@@ -160,16 +160,30 @@ def test_ensure_current_passes_before_expiry(permitted: PermittedList) -> None:
     permitted.ensure_current(EXPIRES - timedelta(seconds=1))
 
 
+def test_read_rules_refuses_an_unknown_kind(tmp_path: Path) -> None:
+    """A rules file naming a kind outside INSTITUTION_KINDS is refused on load."""
+    path = tmp_path / "rules.csv"
+    path.write_text(
+        "requester_kind,affair,procedure,provider_kind,information_name,legal_basis\n"
+        f"municipality,{AFFAIR},{TAX_PROCEDURE},welfare-office,{LOCAL_TAX},x\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ValueError, match="welfare-office"):
+        read_rules(path)
+
+
 def test_read_rules_reads_the_repository_csv(rules: list[PermittedRule]) -> None:
-    """The shipped CSV gives its three rows with every column, and no comment line as a row."""
-    assert [(r.procedure, r.information_name) for r in rules] == [
-        (TAX_PROCEDURE, LOCAL_TAX),
-        (CARE_PROCEDURE, CARE_INSURANCE),
-        ("JT90010000000003", CARE_INSURANCE),
+    """The shipped CSV gives its six rows with every column, and no comment line as a row."""
+    assert [(r.procedure, r.provider_kind, r.information_name) for r in rules] == [
+        (TAX_PROCEDURE, "municipality", LOCAL_TAX),
+        (CARE_PROCEDURE, "municipality", CARE_INSURANCE),
+        ("JT90010000000003", "municipality", CARE_INSURANCE),
+        (TAX_PROCEDURE, "welfare_office", "TM00000000900001"),
+        (TAX_PROCEDURE, "pension", "TM00000000900002"),
+        (TAX_PROCEDURE, "municipality", "TM00000000900003"),
     ]
     for rule in rules:
         assert rule.requester_kind == "municipality"
-        assert rule.provider_kind == "municipality"
         assert rule.affair == AFFAIR
         assert rule.legal_basis.startswith("番号法第19条第8号")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -14,7 +14,18 @@ from twisted.internet.interfaces import IReactorThreads
 from codes.catalogue import Catalogue, default_catalogue
 from codes.errors import RenkeiError
 from codes.fugo_store import register
-from middleware.replica import ReplicaRecord, delete, records_of, store, validate
+from middleware.replica import (
+    MAX_RECORD_BYTES,
+    RecordKey,
+    ReplicaRecord,
+    delete,
+    delete_batch,
+    records_of,
+    store,
+    store_batch,
+    today_in_japan,
+    validate,
+)
 from middleware.storage import Database, migrate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,3 +215,137 @@ def test_records_of_orders_by_data_set_then_record_id(node_db: Database) -> None
     ]
     assert found[2].items == {"TK00000401020002": "目黒"}
     assert node_db.run_blocking(records_of, ALICE, LOCAL_TAX) == []
+
+
+def test_record_larger_than_the_limit_is_refused(catalogue: Catalogue) -> None:
+    """Items over MAX_RECORD_BYTES give ReplicaRecordTooLarge before any catalogue check."""
+    record = replace(RECORD, items={"TK00000401019999": "x" * MAX_RECORD_BYTES})
+    refusal = _invalid(record, catalogue)
+    assert refusal.code == "ReplicaRecordTooLarge"
+    assert refusal.status == 413
+
+
+def test_publication_window_ending_before_it_starts_is_refused(catalogue: Catalogue) -> None:
+    """A PublishedEndDate before the PublicationDate gives ReplicaDatesInvalid."""
+    record = replace(
+        RECORD, publication_date=date(2026, 4, 1), published_end_date=date(2026, 3, 31)
+    )
+    refusal = _invalid(record, catalogue)
+    assert refusal.code == "ReplicaDatesInvalid"
+    assert "R0001" in refusal.message_en
+
+
+def test_one_day_publication_window_passes_validation(catalogue: Catalogue) -> None:
+    """A window that starts and ends on the same day is valid (both days are included)."""
+    validate(
+        replace(RECORD, publication_date=date(2026, 4, 1), published_end_date=date(2026, 4, 1)),
+        catalogue,
+        PROVIDES,
+    )
+
+
+def test_file_fields_are_stored_and_read_back(node_db: Database) -> None:
+    """The 副本 file's extra fields (keys, version, publication window) come back as stored."""
+    record = replace(
+        RECORD,
+        data_set_record_key="K-1",
+        parent_record_key="P-1",
+        major_version="2",
+        publication_date=date(2026, 1, 1),
+        published_end_date=date(2026, 12, 31),
+    )
+    node_db.run_blocking(store, record, NOW)
+    assert node_db.run_blocking(records_of, ALICE, CARE) == [record]
+
+
+def test_records_outside_their_publication_window_are_not_provided(node_db: Database) -> None:
+    """With today given, records_of leaves out records not yet published or no longer."""
+    window = [
+        replace(RECORD, record_id="OPEN"),
+        replace(RECORD, record_id="FUTURE", publication_date=date(2026, 4, 2)),
+        replace(RECORD, record_id="ENDED", published_end_date=date(2026, 3, 31)),
+        replace(RECORD, record_id="STARTS", publication_date=date(2026, 4, 1)),
+        replace(RECORD, record_id="ENDS", published_end_date=date(2026, 4, 1)),
+        replace(
+            RECORD,
+            record_id="INSIDE",
+            publication_date=date(2026, 1, 1),
+            published_end_date=date(2026, 12, 31),
+        ),
+    ]
+    for record in window:
+        node_db.run_blocking(store, record, NOW)
+    today = date(2026, 4, 1)
+    found = node_db.run_blocking(records_of, ALICE, CARE, today)
+    assert sorted(r.record_id for r in found) == ["ENDS", "INSIDE", "OPEN", "STARTS"]
+    assert len(node_db.run_blocking(records_of, ALICE, CARE)) == len(window)
+
+
+def test_today_is_the_day_in_japan() -> None:
+    """15:00 UTC is already the next day in Japan (UTC+9)."""
+    assert today_in_japan(datetime(2026, 3, 31, 15, 0, tzinfo=UTC)) == date(2026, 4, 1)
+    assert today_in_japan(datetime(2026, 3, 31, 14, 59, tzinfo=UTC)) == date(2026, 3, 31)
+
+
+def test_store_batch_refuses_unknown_persons_and_duplicates_and_stores_the_rest(
+    node_db: Database,
+) -> None:
+    """One batch: unknown person, id already stored, id claimed before, id twice in the batch."""
+    node_db.run_blocking(store, replace(RECORD, record_id="OLD"), NOW)
+    batch = [
+        replace(RECORD, record_id="A"),
+        replace(RECORD, record_id="B", integrated_address_number=BOB),
+        replace(RECORD, record_id="OLD"),
+        replace(RECORD, record_id="CLAIMED"),
+        replace(RECORD, record_id="A", data_set="0102", items={}),
+        replace(RECORD, record_id="C", data_set="0102", items={}),
+    ]
+    outcomes = node_db.run_blocking(store_batch, batch, NOW, {"CLAIMED"})
+    codes = [None if o is None else o.code for o in outcomes]
+    assert codes == [
+        None,
+        "UnknownPerson",
+        "RecordIdExists",
+        "RecordIdExists",
+        "RecordIdExists",
+        None,
+    ]
+    stored = node_db.run_blocking(records_of, ALICE, CARE)
+    assert sorted(r.record_id for r in stored) == ["A", "C", "OLD"]
+
+
+def test_store_batch_without_writing_changes_nothing(node_db: Database) -> None:
+    """write=False gives the same outcomes and stores nothing (a file's test mode)."""
+    outcomes = node_db.run_blocking(store_batch, [RECORD, RECORD], NOW, write=False)
+    assert [None if o is None else o.code for o in outcomes] == [None, "RecordIdExists"]
+    assert node_db.run_blocking(records_of, ALICE, CARE) == []
+
+
+def test_delete_batch_deletes_only_records_matching_their_key(node_db: Database) -> None:
+    """A key must name an existing record of that person, information name and data set."""
+    node_db.run_blocking(register, BOB, NOW)
+    for record_id in ("D1", "D2", "D3"):
+        node_db.run_blocking(store, replace(RECORD, record_id=record_id), NOW)
+    key = RecordKey("D1", ALICE, CARE, "0101")
+    keys = [
+        key,
+        replace(key, record_id="D2", integrated_address_number=BOB),
+        replace(key, record_id="D3", data_set="0102"),
+        replace(key, record_id="NONE"),
+        key,
+    ]
+    outcomes = node_db.run_blocking(delete_batch, keys)
+    codes = [None if o is None else o.code for o in outcomes]
+    assert codes == [None, "UnknownRecord", "UnknownRecord", "UnknownRecord", "UnknownRecord"]
+    left = node_db.run_blocking(records_of, ALICE, CARE)
+    assert sorted(r.record_id for r in left) == ["D2", "D3"]
+
+
+def test_many_records_are_checked_and_stored_in_one_batch(node_db: Database) -> None:
+    """A batch larger than one IN list (900 ids) is checked and stored whole."""
+    batch = [replace(RECORD, record_id=f"M{n:05d}") for n in range(2000)]
+    outcomes = node_db.run_blocking(store_batch, batch, NOW)
+    assert outcomes == [None] * 2000
+    again = node_db.run_blocking(store_batch, batch[-5:], NOW)
+    assert [o.code for o in again if o is not None] == ["RecordIdExists"] * 5
+    assert len(node_db.run_blocking(records_of, ALICE, CARE)) == 2000

@@ -7,6 +7,7 @@ Residents are registered by testers and by the network in a box's demo populatio
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 
 from sqlalchemy import Connection, select
 
@@ -15,6 +16,8 @@ from codes.errors import RenkeiError
 from codes.individual_number import validate_individual_number
 from middleware.storage import insert_if_absent
 from middleware.tables import resident
+
+_CHUNK = 500  # below SQLite's default limit of bound parameters
 
 
 def register_resident(connection: Connection, individual_number: str) -> str:
@@ -53,3 +56,39 @@ def resident_code_of(connection: Connection, individual_number: str) -> str:
     if code is None:
         raise RenkeiError(errors.UNKNOWN_RESIDENT)
     return str(code)
+
+
+def register_residents(connection: Connection, individual_numbers: Sequence[str]) -> int:
+    """Register many residents at once (idempotent); the number newly registered. Used to
+    load a generated population: one query per chunk instead of three per resident."""
+    added = 0
+    for start in range(0, len(individual_numbers), _CHUNK):
+        chunk = [validate_individual_number(n) for n in individual_numbers[start : start + _CHUNK]]
+        known = set(
+            connection.execute(
+                select(resident.c.individual_number).where(resident.c.individual_number.in_(chunk))
+            ).scalars()
+        )
+        fresh = sorted(set(chunk) - known)
+        codes = {f"{secrets.randbelow(10**11):011d}" for _ in fresh}
+        while len(codes) < len(fresh):
+            codes.add(f"{secrets.randbelow(10**11):011d}")
+        taken = set(
+            connection.execute(
+                select(resident.c.resident_code).where(resident.c.resident_code.in_(codes))
+            ).scalars()
+        )
+        for code in taken:
+            codes.discard(code)
+            while len(codes) < len(fresh):
+                codes.add(f"{secrets.randbelow(10**11):011d}")
+        if fresh:
+            connection.execute(
+                resident.insert(),
+                [
+                    {"individual_number": n, "resident_code": c}
+                    for n, c in zip(fresh, sorted(codes), strict=True)
+                ],
+            )
+        added += len(fresh)
+    return added

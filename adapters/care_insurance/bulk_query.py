@@ -1,0 +1,1288 @@
+"""Bulk queries (一括照会): a back office's 18-field CSV file, run as one query per line.
+
+A back office posts a file (``POST /bulk-queries``). `parse_bulk_query_file` decodes it
+(UTF-8 with or without BOM, else Shift_JIS/cp932) and validates each line on its own: an
+invalid line is refused (``BulkQueryLineInvalid``) without stopping the others; a file that
+cannot be decoded, is empty or has more than `MAX_LINES` lines is refused as a whole
+(``BulkQueryFileInvalid``) and nothing is stored. `BulkQueries.submit` stores the bulk query
+and every line in one transaction and answers at once; the driver of `BulkQueries` then
+submits the valid lines to the node (at most `CONCURRENCY` at a time, at most `WINDOW` lines
+submitted and not yet ended) and watches their ends with one batch query every
+`POLL_INTERVAL` seconds. The result file is available once every line has ended.
+
+File format, states, the result file and what is emulated: docs/bulk-query.md.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import re
+import uuid
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, func, or_, select
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from codes import errors
+from codes.catalogue import Catalogue
+from codes.errors import RenkeiError
+from codes.institution import institution_code_for_municipality, validate_institution_code
+from codes.typed import (
+    validate_affair_code,
+    validate_information_name_code,
+    validate_procedure_code,
+)
+from middleware import messages
+from middleware.hardened_xml import parse_xml
+from middleware.node import FINISHED, IntermediateServer, QuerySubmission, conditions_json
+from middleware.storage import DatabaseStopped
+from middleware.tables import bulk_query, bulk_query_line, person, query
+
+MAX_LINES = 100_000
+CONCURRENCY = 32  # submissions to the node in flight at once
+WINDOW = 64  # lines submitted (or being submitted) and not yet ended, per node
+POLL_INTERVAL = 0.5  # seconds between two batch polls of the lines' queries
+CLAIM_BATCH = 500  # lines taken from the database at most per poll
+RETRY_PAUSE = 5.0  # seconds without submissions after a transient refusal (HTTP 503)
+RESULT_PAGE = 2_000  # lines read per database call when writing the result file
+
+# -- line states -------------------------------------------------------------------------
+
+PENDING = "pending"  # valid, not yet submitted
+SUBMITTING = "submitting"  # taken by the driver; the node may have created its query
+SUBMITTED = "submitted"  # the node's query id is recorded; waiting for its end
+HELD = "held"  # 保留中 at the provider; final once no other line is in flight
+NORMAL_END = "normal_end"
+NOT_PERMITTED = "not_permitted"
+FUGO_NOT_ACQUIRED = "fugo_not_acquired"
+UNKNOWN_PERSON = "unknown_person"
+REFUSED = "refused"
+ERROR = "error"
+INVALID = "invalid"
+
+IN_FLIGHT = (PENDING, SUBMITTING, SUBMITTED)
+FINAL = (NORMAL_END, NOT_PERMITTED, FUGO_NOT_ACQUIRED, UNKNOWN_PERSON, REFUSED, ERROR, INVALID)
+
+# The result file's 処理結果コード and 処理結果. '09' is the real system's normal end
+# (SOURCES.md); every other code is this emulation's.
+STATE_CODES: dict[str, tuple[str, str]] = {
+    NORMAL_END: ("09", "正常終了"),
+    HELD: ("10", "保留中"),
+    NOT_PERMITTED: ("20", "照会不許可"),
+    FUGO_NOT_ACQUIRED: ("21", "符号未取得"),
+    UNKNOWN_PERSON: ("22", "対象者未登録"),
+    REFUSED: ("30", "提供不可"),
+    INVALID: ("80", "入力不備"),
+    ERROR: ("90", "エラー"),
+}
+# 特定個人情報名単位の結果: '01' with '09' is a normal end (SOURCES.md).
+INFORMATION_NAME_NORMAL = "01"
+
+# bulk query states
+RUNNING = "running"
+ENDED = "ended"
+
+CONTENT_TYPES = {
+    "utf-8": "text/csv; charset=utf-8",
+    "utf-8-sig": "text/csv; charset=utf-8",
+    "cp932": "text/csv; charset=shift_jis",
+}
+
+RESULT_HEADER = (
+    "行番号",
+    "宛名番号",
+    "統合宛名番号",
+    "特定個人情報名コード",
+    "処理結果コード",
+    "処理結果",
+    "特定個人情報名単位結果コード",
+    "処理通番",
+    "照会ID",
+    "エラーコード",
+    "エラーメッセージ",
+    "提供件数",
+    "提供情報",
+)
+
+
+# -- the input file (pure) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Field:
+    """One of the 18 fields of a line: its name and its width in characters."""
+
+    name: str
+    width: int
+
+
+FIELDS = (
+    Field("番号体系", 2),
+    Field("宛名番号", 15),
+    Field("統合宛名番号", 15),
+    Field("照会依頼日時", 17),
+    Field("情報照会者部署コード", 20),
+    Field("情報照会者ユーザーID", 20),
+    Field("情報照会者機関コード", 16),
+    Field("照会側不開示コード", 1),
+    Field("事務コード", 16),
+    Field("事務手続コード", 16),
+    Field("照会者機関コード(委任元)", 16),
+    Field("提供者機関コード(委任元)", 16),
+    Field("情報提供者機関コード又は転入元", 16),
+    Field("特定個人情報名コード", 16),
+    Field("照会条件区分", 1),
+    Field("照会年度区分", 4),
+    Field("照会開始日付", 8),
+    Field("照会終了日付", 8),
+)
+(
+    NUMBER_SYSTEM,
+    ADDRESS_NUMBER,
+    INTEGRATED_ADDRESS_NUMBER,
+    REQUESTED_AT,
+    DEPARTMENT,
+    USER_ID,
+    REQUESTER,
+    NON_DISCLOSURE,
+    AFFAIR,
+    PROCEDURE,
+    DELEGATING_REQUESTER,
+    DELEGATING_PROVIDER,
+    PROVIDER,
+    INFORMATION_NAME,
+    CONDITION_KIND,
+    FISCAL_YEAR,
+    PERIOD_START,
+    PERIOD_END,
+) = range(len(FIELDS))
+
+HEADER_MARKER = FIELDS[NUMBER_SYSTEM].name
+INTEGRATED_NUMBER_SYSTEM = "01"  # 番号体系 01: the line names the person by 統合宛名番号
+CONDITION_KINDS = {"": (False, False), "0": (False, False), "1": (True, False)}
+CONDITION_KINDS |= {"2": (False, True), "3": (True, True)}
+
+_DIGITS = re.compile(r"[0-9]+")
+_WIDTHS = tuple(field.width for field in FIELDS)
+_TIMESTAMP_PARTS = ((0, 4), (4, 6), (6, 8), (8, 10), (10, 12), (12, 14))
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc
+
+
+@dataclass(frozen=True)
+class LineRefusal:
+    """Why one line was refused: the field and the detail in English and Japanese."""
+
+    field: str
+    detail_en: str
+    detail_ja: str
+
+    def params(self, line: int) -> dict[str, Any]:
+        """The template values of ``BulkQueryLineInvalid`` (both details kept)."""
+        return {
+            "line": line,
+            "field": self.field,
+            "detail": self.detail_en,
+            "detail_ja": self.detail_ja,
+        }
+
+    def error(self, line: int) -> RenkeiError:
+        """The refusal as a coded error (English detail; see `invalid_line_message_ja`)."""
+        return RenkeiError(errors.BULK_QUERY_LINE_INVALID, **self.params(line))
+
+
+def invalid_line_message_ja(params: dict[str, Any]) -> str:
+    """The Japanese message of an invalid line, with the Japanese detail."""
+    values = {**params, "detail": params.get("detail_ja", params.get("detail", ""))}
+    return RenkeiError(errors.BULK_QUERY_LINE_INVALID, **values).message_ja
+
+
+class _Refused(Exception):
+    def __init__(self, field: int | str, detail_en: str, detail_ja: str) -> None:
+        super().__init__(detail_en)
+        name = FIELDS[field].name if isinstance(field, int) else field
+        self.refusal = LineRefusal(name, detail_en, detail_ja)
+
+
+@dataclass(frozen=True)
+class BulkQueryLine:
+    """One line of the file: its number, text and either the query it asks or its refusal."""
+
+    number: int
+    raw: str
+    submission: QuerySubmission | None
+    refusal: LineRefusal | None
+
+
+@dataclass(frozen=True)
+class BulkQueryFile:
+    """A decoded and validated bulk-query file."""
+
+    encoding: str  # "utf-8", "utf-8-sig" or "cp932"
+    header: bool
+    lines: tuple[BulkQueryLine, ...]
+
+    @property
+    def invalid(self) -> int:
+        return sum(1 for line in self.lines if line.refusal is not None)
+
+
+def decode_file(data: bytes) -> tuple[str, str]:
+    """The text of a file and its encoding: UTF-8 (a BOM is noted) if valid, else cp932."""
+    if data.startswith(codecs.BOM_UTF8):
+        try:
+            return data[len(codecs.BOM_UTF8) :].decode("utf-8"), "utf-8-sig"
+        except UnicodeDecodeError:
+            raise _file_invalid("it starts with a UTF-8 byte order mark but is not UTF-8") from None
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        return data.decode("cp932"), "cp932"
+    except UnicodeDecodeError:
+        raise _file_invalid("it is neither UTF-8 nor Shift_JIS (cp932)") from None
+
+
+def _file_invalid(detail: str) -> RenkeiError:
+    return RenkeiError(errors.BULK_QUERY_FILE_INVALID, detail=detail)
+
+
+def parse_bulk_query_file(
+    data: bytes, requester: str, catalogue: Catalogue, max_lines: int = MAX_LINES
+) -> BulkQueryFile:
+    """Decode and validate a bulk-query file of institution ``requester``.
+
+    Raises RenkeiError(BULK_QUERY_FILE_INVALID) when the file cannot be decoded, holds no
+    line or more than ``max_lines`` lines; invalid lines are returned with their refusal.
+    """
+    text, encoding = decode_file(data)
+    physical = text.split("\n")
+    if physical and physical[-1] == "":
+        physical.pop()  # the last line's terminator
+    numbered = [
+        (number, line.removesuffix("\r"))
+        for number, line in enumerate(physical, start=1)
+        if line.strip(" \r") != ""
+    ]
+    header = bool(numbered) and numbered[0][1].lstrip(' "').startswith(HEADER_MARKER)
+    if header:
+        numbered = numbered[1:]
+    if not numbered:
+        raise _file_invalid("it holds no line")
+    if len(numbered) > max_lines:
+        raise _file_invalid(f"it holds {len(numbered)} lines; at most {max_lines} are accepted")
+    lines = tuple(_parse_line(number, raw, requester, catalogue) for number, raw in numbered)
+    return BulkQueryFile(encoding=encoding, header=header, lines=lines)
+
+
+def split_fields(raw: str) -> list[str]:
+    """The fields of one line (CSV; double quotes allowed), stripped of surrounding spaces."""
+    return [value.strip(" ") for value in next(csv.reader([raw], strict=True))]
+
+
+def _parse_line(number: int, raw: str, requester: str, catalogue: Catalogue) -> BulkQueryLine:
+    try:
+        submission = _submission(raw, requester, catalogue)
+    except _Refused as refused:
+        return BulkQueryLine(number, raw, None, refused.refusal)
+    return BulkQueryLine(number, raw, submission, None)
+
+
+def _submission(raw: str, requester: str, catalogue: Catalogue) -> QuerySubmission:
+    try:
+        values = split_fields(raw)
+    except csv.Error as failure:
+        raise _Refused(
+            "行", f"not a CSV line ({failure})", f"CSVの行ではありません({failure})"
+        ) from None
+    if len(values) != len(FIELDS):
+        raise _Refused(
+            "項目数",
+            f"{len(FIELDS)} fields are expected, {len(values)} were found",
+            f"{len(FIELDS)}項目が必要ですが、{len(values)}項目です",
+        )
+    for index, value in enumerate(values):
+        width = _WIDTHS[index]
+        if len(value) > width:
+            raise _Refused(
+                index,
+                f"at most {width} characters are accepted ({len(value)} given)",
+                f"{width}文字以内で指定してください({len(value)}文字)",
+            )
+    if _CONTROL.search(raw):
+        index = next(i for i, value in enumerate(values) if _CONTROL.search(value))
+        raise _Refused(index, "control characters are not accepted", "制御文字は使用できません")
+
+    if values[NUMBER_SYSTEM] != INTEGRATED_NUMBER_SYSTEM:
+        raise _Refused(
+            NUMBER_SYSTEM,
+            f"only {INTEGRATED_NUMBER_SYSTEM} (団体内統合宛名番号) is supported",
+            f"{INTEGRATED_NUMBER_SYSTEM}(団体内統合宛名番号)のみ指定できます",
+        )
+    if values[ADDRESS_NUMBER]:
+        _digits(ADDRESS_NUMBER, values[ADDRESS_NUMBER])
+    _required(INTEGRATED_ADDRESS_NUMBER, values)
+    integrated = _digits(INTEGRATED_ADDRESS_NUMBER, values[INTEGRATED_ADDRESS_NUMBER])
+    _required(REQUESTED_AT, values)
+    _timestamp(values[REQUESTED_AT])
+    _required(REQUESTER, values)
+    _coded(REQUESTER, validate_institution_code, values[REQUESTER])
+    if values[REQUESTER] != requester:
+        raise _Refused(
+            REQUESTER,
+            f"must be this institution's code {requester}",
+            f"当機関の機関コード{requester}を指定してください",
+        )
+    if values[NON_DISCLOSURE] not in ("", "0", "1"):
+        raise _Refused(NON_DISCLOSURE, "must be 0, 1 or empty", "0、1又は空欄を指定してください")
+    _required(AFFAIR, values)
+    affair = _coded(AFFAIR, validate_affair_code, values[AFFAIR])
+    _required(PROCEDURE, values)
+    procedure_code = _coded(PROCEDURE, validate_procedure_code, values[PROCEDURE])
+    procedure = _coded(PROCEDURE, catalogue.procedure, procedure_code)
+    if procedure.affair != affair:
+        raise _Refused(
+            AFFAIR,
+            f"procedure {procedure_code} belongs to affair {procedure.affair}, not {affair}",
+            f"事務手続{procedure_code}の事務は{procedure.affair}であり、{affair}ではありません",
+        )
+    _required(PROVIDER, values)
+    provider = _provider(values[PROVIDER])
+    for index, expected in ((DELEGATING_REQUESTER, requester), (DELEGATING_PROVIDER, provider)):
+        if values[index]:
+            _coded(index, validate_institution_code, values[index])
+            if values[index] != expected:
+                raise _Refused(
+                    index,
+                    f"delegation (委任) is not emulated: leave it empty or give {expected}",
+                    f"委任は未対応です。空欄又は{expected}を指定してください",
+                )
+    _required(INFORMATION_NAME, values)
+    information_name = _coded(
+        INFORMATION_NAME, validate_information_name_code, values[INFORMATION_NAME]
+    )
+    _coded(INFORMATION_NAME, catalogue.information_name, information_name)
+    return QuerySubmission(
+        integrated_address_number=integrated,
+        procedure=procedure_code,
+        information_name=information_name,
+        provider=provider,
+        conditions=_conditions(values),
+    )
+
+
+def _required(index: int, values: Sequence[str]) -> None:
+    if not values[index]:
+        raise _Refused(index, "is required", "必須項目です")
+
+
+def _digits(index: int, value: str) -> str:
+    if not _DIGITS.fullmatch(value):
+        raise _Refused(index, "must be digits", "数字で指定してください")
+    return value
+
+
+def _coded(index: int, validate: Any, value: str) -> Any:
+    """Run a validator of ``codes``; its refusal becomes the line's, with both messages."""
+    try:
+        return validate(value)
+    except RenkeiError as failure:
+        raise _Refused(index, failure.message_en, failure.message_ja) from None
+
+
+def _timestamp(value: str) -> datetime:
+    if not (len(value) == 17 and _DIGITS.fullmatch(value)):
+        raise _Refused(
+            REQUESTED_AT,
+            "must be 17 digits YYYYMMDDhhmmssfff",
+            "YYYYMMDDhhmmssfffの17桁で指定してください",
+        )
+    try:
+        year, month, day, hour, minute, second = (int(value[a:b]) for a, b in _TIMESTAMP_PARTS)
+        return datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        raise _Refused(REQUESTED_AT, "is not a real date and time", "存在しない日時です") from None
+
+
+def _date(index: int, value: str) -> date:
+    try:
+        if len(value) != 8 or not _DIGITS.fullmatch(value):
+            raise ValueError(value)
+        return date(int(value[:4]), int(value[4:6]), int(value[6:]))
+    except ValueError:
+        raise _Refused(
+            index, "must be a real date YYYYMMDD", "実在する日付をYYYYMMDDで指定してください"
+        ) from None
+
+
+def _provider(value: str) -> str:
+    """情報提供者機関コード (16 digits) or 転入元 as a 6-digit municipality code."""
+    if len(value) == 6:
+        return str(_coded(PROVIDER, institution_code_for_municipality, value))
+    return str(_coded(PROVIDER, validate_institution_code, value))
+
+
+def _conditions(values: Sequence[str]) -> messages.QueryConditions | None:
+    kind = values[CONDITION_KIND]
+    if kind not in CONDITION_KINDS:
+        raise _Refused(
+            CONDITION_KIND, "must be 0, 1, 2, 3 or empty", "0、1、2、3又は空欄を指定してください"
+        )
+    by_year, by_period = CONDITION_KINDS[kind]
+    for index, wanted in (
+        (FISCAL_YEAR, by_year),
+        (PERIOD_START, by_period),
+        (PERIOD_END, by_period),
+    ):
+        if wanted and not values[index]:
+            raise _Refused(
+                index,
+                f"is required when 照会条件区分 is {kind}",
+                f"照会条件区分が{kind}のときは必須です",
+            )
+        if not wanted and values[index]:
+            raise _Refused(
+                index,
+                f"must be empty when 照会条件区分 is {kind or 'empty'}",
+                f"照会条件区分が{kind or '空欄'}のときは空欄にしてください",
+            )
+    if not (by_year or by_period):
+        return None
+    fiscal_year = None
+    if by_year:
+        year = values[FISCAL_YEAR]
+        if not (len(year) == 4 and _DIGITS.fullmatch(year) and int(year) >= 1):
+            raise _Refused(
+                FISCAL_YEAR, "must be a fiscal year YYYY", "年度を西暦4桁(YYYY)で指定してください"
+            )
+        fiscal_year = int(year)
+    start = end = None
+    if by_period:
+        start = _date(PERIOD_START, values[PERIOD_START])
+        end = _date(PERIOD_END, values[PERIOD_END])
+        if end < start:
+            raise _Refused(
+                PERIOD_END,
+                "must not be before 照会開始日付",
+                "照会開始日付より前の日付は指定できません",
+            )
+    return messages.QueryConditions(fiscal_year=fiscal_year, period_start=start, period_end=end)
+
+
+def conditions_from_json(text: str | None) -> messages.QueryConditions | None:
+    """Conditions as `middleware.node.conditions_json` stored them."""
+    stored = json.loads(text) if text else None
+    if stored is None:
+        return None
+    return messages.QueryConditions(
+        fiscal_year=stored["fiscal_year"],
+        period_start=_iso_date(stored["period_start"]),
+        period_end=_iso_date(stored["period_end"]),
+    )
+
+
+def _iso_date(value: str | None) -> date | None:
+    return None if value is None else date.fromisoformat(value)
+
+
+# -- the database (units of work for ``Database.run``) -----------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimedLine:
+    """A line the driver took to submit."""
+
+    bulk_query_id: str
+    line_number: int
+    submission: QuerySubmission
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a submission: the line's next state, query id and error code."""
+
+    bulk_query_id: str
+    line_number: int
+    state: str
+    query_id: str | None = None
+    error_code: str | None = None
+
+
+def store_bulk_query(
+    connection: Connection,
+    bulk_query_id: str,
+    system: str,
+    parsed: BulkQueryFile,
+    now: datetime,
+) -> None:
+    """Store a bulk query and all its lines (valid lines pending, invalid ones ended)."""
+    valid = len(parsed.lines) - parsed.invalid
+    connection.execute(
+        bulk_query.insert().values(
+            bulk_query_id=bulk_query_id,
+            system=system,
+            encoding=parsed.encoding,
+            state=RUNNING if valid else ENDED,
+            lines=len(parsed.lines),
+            invalid=parsed.invalid,
+            created_at=now,
+            ended_at=None if valid else now,
+        )
+    )
+    rows = []
+    for line in parsed.lines:
+        row: dict[str, Any] = {
+            "bulk_query_id": bulk_query_id,
+            "line_number": line.number,
+            "raw": line.raw,
+            "state": PENDING,
+            "integrated_address_number": None,
+            "procedure": None,
+            "information_name": None,
+            "provider": None,
+            "conditions": None,
+            "error_code": None,
+            "error_params": None,
+            "ended_at": None,
+        }
+        if line.submission is not None:
+            submission = line.submission
+            row.update(
+                integrated_address_number=submission.integrated_address_number,
+                procedure=submission.procedure,
+                information_name=submission.information_name,
+                provider=submission.provider,
+                conditions=conditions_json(submission.conditions),
+            )
+        else:
+            assert line.refusal is not None
+            row.update(
+                state=INVALID,
+                error_code=errors.BULK_QUERY_LINE_INVALID.code,
+                error_params=json.dumps(line.refusal.params(line.number), ensure_ascii=False),
+                ended_at=now,
+            )
+        rows.append(row)
+    for start in range(0, len(rows), 5_000):
+        connection.execute(bulk_query_line.insert(), rows[start : start + 5_000])
+
+
+def recover(connection: Connection) -> tuple[int, int]:
+    """After a stop or crash: re-link or release every line left ``submitting``.
+
+    The node creates a query in its own transaction, so a crash may fall between that and
+    the recording of its id here. A line is re-linked to a query created at or after the
+    line was claimed that asks exactly the same thing and belongs to no other line; without
+    one it goes back to ``pending``. The (re-linked, released) counts.
+    """
+    lines = connection.execute(
+        select(bulk_query_line)
+        .where(bulk_query_line.c.state == SUBMITTING)
+        .order_by(bulk_query_line.c.claimed_at, bulk_query_line.c.line_number)
+    ).all()
+    if not lines:
+        return 0, 0
+    earliest = min(line.claimed_at for line in lines)
+    numbers = sorted({line.integrated_address_number for line in lines})
+    linked = select(bulk_query_line.c.query_id).where(
+        bulk_query_line.c.query_id == query.c.query_id
+    )
+    candidates = connection.execute(
+        select(query)
+        .where(
+            query.c.submitted_at >= earliest,
+            query.c.integrated_address_number.in_(numbers),
+            ~linked.exists(),
+        )
+        .order_by(query.c.submitted_at)
+    ).all()
+    used: set[str] = set()
+    relinked, released = [], []
+    for line in lines:
+        match = next(
+            (
+                candidate
+                for candidate in candidates
+                if candidate.query_id not in used
+                and candidate.submitted_at >= line.claimed_at
+                and (
+                    candidate.integrated_address_number,
+                    candidate.procedure,
+                    candidate.information_name,
+                    candidate.provider,
+                    candidate.conditions,
+                )
+                == (
+                    line.integrated_address_number,
+                    line.procedure,
+                    line.information_name,
+                    line.provider,
+                    line.conditions,
+                )
+            ),
+            None,
+        )
+        key = {"b_id": line.bulk_query_id, "b_line": line.line_number}
+        if match is None:
+            released.append({**key, "b_state": PENDING, "b_query": None})
+        else:
+            used.add(match.query_id)
+            relinked.append({**key, "b_state": SUBMITTED, "b_query": match.query_id})
+    for batch in (relinked, released):
+        if batch:
+            connection.execute(
+                bulk_query_line.update()
+                .where(
+                    bulk_query_line.c.bulk_query_id == bindparam("b_id"),
+                    bulk_query_line.c.line_number == bindparam("b_line"),
+                )
+                .values(state=bindparam("b_state"), query_id=bindparam("b_query")),
+                batch,
+            )
+    return len(relinked), len(released)
+
+
+def record_outcomes(connection: Connection, outcomes: Sequence[Outcome], now: datetime) -> set[str]:
+    """Write the outcomes of submissions; the bulk queries touched.
+
+    A line refused with FugoNotAcquired whose person this node does not know at all is
+    recorded as ``unknown_person`` (the node does not tell the two apart).
+    """
+    if not outcomes:
+        return set()
+    missing: dict[str, list[int]] = {}
+    for outcome in outcomes:
+        if outcome.error_code == errors.FUGO_NOT_ACQUIRED.code:
+            missing.setdefault(outcome.bulk_query_id, []).append(outcome.line_number)
+    unknown: set[tuple[str, int]] = set()
+    for bulk_query_id, numbers in missing.items():
+        for start in range(0, len(numbers), 500):
+            found = connection.execute(
+                select(bulk_query_line.c.line_number)
+                .select_from(
+                    bulk_query_line.outerjoin(
+                        person,
+                        person.c.integrated_address_number
+                        == bulk_query_line.c.integrated_address_number,
+                    )
+                )
+                .where(
+                    bulk_query_line.c.bulk_query_id == bulk_query_id,
+                    bulk_query_line.c.line_number.in_(numbers[start : start + 500]),
+                    person.c.integrated_address_number.is_(None),
+                )
+            ).all()
+            unknown |= {(bulk_query_id, row.line_number) for row in found}
+    rows = []
+    for outcome in outcomes:
+        state, code = outcome.state, outcome.error_code
+        if (outcome.bulk_query_id, outcome.line_number) in unknown:
+            state, code = UNKNOWN_PERSON, errors.UNKNOWN_PERSON.code
+        final = state in FINAL
+        rows.append(
+            {
+                "b_id": outcome.bulk_query_id,
+                "b_line": outcome.line_number,
+                "b_state": state,
+                "b_query": outcome.query_id,
+                "b_code": code,
+                "b_ended": now if final else None,
+            }
+        )
+    connection.execute(
+        bulk_query_line.update()
+        .where(
+            bulk_query_line.c.bulk_query_id == bindparam("b_id"),
+            bulk_query_line.c.line_number == bindparam("b_line"),
+            bulk_query_line.c.state == SUBMITTING,
+        )
+        .values(
+            state=bindparam("b_state"),
+            query_id=bindparam("b_query"),
+            error_code=bindparam("b_code"),
+            ended_at=bindparam("b_ended"),
+        ),
+        rows,
+    )
+    return {outcome.bulk_query_id for outcome in outcomes}
+
+
+def line_state_of_query(state: str, error_code: str | None) -> str:
+    """A line's state from its query's end (or hold)."""
+    if state in ("provided", "no_data"):
+        return NORMAL_END
+    if state == HELD:
+        return HELD
+    if state == "refused":
+        if error_code in (errors.PROVISION_REFUSED.code, errors.HELD_PERMIT_EXPIRED.code):
+            return REFUSED
+        if error_code == errors.NOT_PERMITTED.code:
+            return NOT_PERMITTED
+    return ERROR
+
+
+def watch(connection: Connection, now: datetime) -> set[str]:
+    """One batch poll: every submitted or held line of a running bulk query whose query has
+    ended (or is held) takes its state; the bulk queries touched."""
+    rows = connection.execute(
+        select(
+            bulk_query_line.c.bulk_query_id,
+            bulk_query_line.c.line_number,
+            bulk_query_line.c.state,
+            query.c.state.label("query_state"),
+            query.c.error_code,
+        )
+        .select_from(
+            bulk_query_line.join(query, query.c.query_id == bulk_query_line.c.query_id).join(
+                bulk_query, bulk_query.c.bulk_query_id == bulk_query_line.c.bulk_query_id
+            )
+        )
+        .where(
+            bulk_query_line.c.state.in_((SUBMITTED, HELD)),
+            bulk_query.c.state == RUNNING,
+            query.c.state.in_((*FINISHED, HELD)),
+            or_(bulk_query_line.c.state == SUBMITTED, query.c.state != HELD),
+        )
+    ).all()
+    if not rows:
+        return set()
+    updates = []
+    for row in rows:
+        state = line_state_of_query(row.query_state, row.error_code)
+        updates.append(
+            {
+                "b_id": row.bulk_query_id,
+                "b_line": row.line_number,
+                "b_old": row.state,
+                "b_state": state,
+                "b_code": row.error_code,
+                "b_ended": None if state == HELD else now,
+            }
+        )
+    connection.execute(
+        bulk_query_line.update()
+        .where(
+            bulk_query_line.c.bulk_query_id == bindparam("b_id"),
+            bulk_query_line.c.line_number == bindparam("b_line"),
+            bulk_query_line.c.state == bindparam("b_old"),
+        )
+        .values(
+            state=bindparam("b_state"),
+            error_code=bindparam("b_code"),
+            ended_at=bindparam("b_ended"),
+        ),
+        updates,
+    )
+    return {row.bulk_query_id for row in rows}
+
+
+def end_finished(connection: Connection, bulk_query_ids: Iterable[str], now: datetime) -> list[str]:
+    """End each of these bulk queries that has no line in flight; the ones ended.
+
+    Lines still held then keep ``held`` as their final state in this bulk query.
+    """
+    ended = []
+    for bulk_query_id in sorted(bulk_query_ids):
+        open_lines = connection.execute(
+            select(bulk_query_line.c.line_number)
+            .where(
+                bulk_query_line.c.bulk_query_id == bulk_query_id,
+                bulk_query_line.c.state.in_(IN_FLIGHT),
+            )
+            .limit(1)
+        ).first()
+        if open_lines is not None:
+            continue
+        done = connection.execute(
+            bulk_query.update()
+            .where(bulk_query.c.bulk_query_id == bulk_query_id, bulk_query.c.state == RUNNING)
+            .values(state=ENDED, ended_at=now)
+        )
+        if done.rowcount:
+            ended.append(bulk_query_id)
+    return ended
+
+
+def claim(connection: Connection, limit: int, now: datetime) -> list[ClaimedLine]:
+    """Take up to ``limit`` pending lines, oldest bulk query first, in line order."""
+    claimed: list[ClaimedLine] = []
+    if limit <= 0:
+        return claimed
+    running = connection.execute(
+        select(bulk_query.c.bulk_query_id)
+        .where(bulk_query.c.state == RUNNING)
+        .order_by(bulk_query.c.created_at)
+    ).all()
+    for (bulk_query_id,) in running:
+        rows = connection.execute(
+            select(
+                bulk_query_line.c.line_number,
+                bulk_query_line.c.integrated_address_number,
+                bulk_query_line.c.procedure,
+                bulk_query_line.c.information_name,
+                bulk_query_line.c.provider,
+                bulk_query_line.c.conditions,
+            )
+            .where(
+                bulk_query_line.c.bulk_query_id == bulk_query_id,
+                bulk_query_line.c.state == PENDING,
+            )
+            .order_by(bulk_query_line.c.line_number)
+            .limit(limit - len(claimed))
+        ).all()
+        if not rows:
+            continue
+        connection.execute(
+            bulk_query_line.update()
+            .where(
+                bulk_query_line.c.bulk_query_id == bulk_query_id,
+                bulk_query_line.c.line_number.in_([row.line_number for row in rows]),
+            )
+            .values(state=SUBMITTING, claimed_at=now)
+        )
+        claimed += [
+            ClaimedLine(
+                bulk_query_id,
+                row.line_number,
+                QuerySubmission(
+                    integrated_address_number=row.integrated_address_number,
+                    procedure=row.procedure,
+                    information_name=row.information_name,
+                    provider=row.provider,
+                    conditions=conditions_from_json(row.conditions),
+                ),
+            )
+            for row in rows
+        ]
+        if len(claimed) >= limit:
+            break
+    return claimed
+
+
+def drive(
+    connection: Connection,
+    outcomes: Sequence[Outcome],
+    claim_limit: int,
+    window: int,
+    now: datetime,
+) -> list[ClaimedLine]:
+    """One tick of the driver in one transaction: record outcomes, poll ends, end finished
+    bulk queries, and take new lines while fewer than ``window`` are in flight."""
+    touched = record_outcomes(connection, outcomes, now)
+    touched |= watch(connection, now)
+    end_finished(connection, touched, now)
+    if claim_limit <= 0:
+        return []
+    outstanding = connection.execute(
+        select(func.count())
+        .select_from(bulk_query_line)
+        .where(bulk_query_line.c.state.in_((SUBMITTING, SUBMITTED)))
+    ).scalar_one()
+    return claim(connection, min(claim_limit, window - int(outstanding)), now)
+
+
+def finish_outcomes(connection: Connection, outcomes: Sequence[Outcome], now: datetime) -> None:
+    """Record the last outcomes when the driver stops."""
+    end_finished(connection, record_outcomes(connection, outcomes, now), now)
+
+
+def progress_of(connection: Connection, bulk_query_id: str) -> dict[str, Any]:
+    """A bulk query's progress (see `BulkQueries.progress`)."""
+    head = connection.execute(
+        select(bulk_query).where(bulk_query.c.bulk_query_id == bulk_query_id)
+    ).first()
+    if head is None:
+        raise RenkeiError(errors.UNKNOWN_BULK_QUERY, bulk_query_id=bulk_query_id)
+    counts = {
+        state: int(number)
+        for state, number in connection.execute(
+            select(bulk_query_line.c.state, func.count())
+            .where(bulk_query_line.c.bulk_query_id == bulk_query_id)
+            .group_by(bulk_query_line.c.state)
+        ).all()
+    }
+    ended = sum(number for state, number in counts.items() if state in FINAL)
+    if head.state == ENDED:
+        ended += counts.get(HELD, 0)
+    return {
+        "bulk_query_id": bulk_query_id,
+        "state": head.state,
+        "system": head.system,
+        "lines": head.lines,
+        "invalid": head.invalid,
+        "ended": ended,
+        "by_state": dict(sorted(counts.items())),
+        "created_at": head.created_at.isoformat(),
+        "ended_at": head.ended_at.isoformat() if head.ended_at else None,
+    }
+
+
+def _result_head(connection: Connection, bulk_query_id: str) -> str:
+    progress = progress_of(connection, bulk_query_id)
+    if progress["state"] != ENDED:
+        raise RenkeiError(
+            errors.BULK_QUERY_NOT_ENDED,
+            bulk_query_id=bulk_query_id,
+            ended=progress["ended"],
+            lines=progress["lines"],
+        )
+    encoding = connection.execute(
+        select(bulk_query.c.encoding).where(bulk_query.c.bulk_query_id == bulk_query_id)
+    ).scalar_one()
+    return str(encoding)
+
+
+def _result_page(
+    connection: Connection, bulk_query_id: str, after: int, size: int
+) -> list[dict[str, Any]]:
+    rows = connection.execute(
+        select(
+            bulk_query_line,
+            query.c.transaction_number,
+            query.c.state.label("query_state"),
+            query.c.result,
+        )
+        .select_from(
+            bulk_query_line.outerjoin(query, query.c.query_id == bulk_query_line.c.query_id)
+        )
+        .where(
+            bulk_query_line.c.bulk_query_id == bulk_query_id,
+            bulk_query_line.c.line_number > after,
+        )
+        .order_by(bulk_query_line.c.line_number)
+        .limit(size)
+    ).all()
+    return [dict(row._mapping) for row in rows]
+
+
+# -- the result file (pure) ---------------------------------------------------------------
+
+
+def result_header(encoding: str) -> bytes:
+    """The result file's first line (and the BOM when the input had one)."""
+    return (codecs.BOM_UTF8 if encoding == "utf-8-sig" else b"") + _csv_bytes(
+        [RESULT_HEADER], encoding
+    )
+
+
+def result_lines(rows: Sequence[dict[str, Any]], encoding: str) -> bytes:
+    """Result lines for these line rows (joined with their queries), encoded."""
+    return _csv_bytes([_result_row(row, encoding) for row in rows], encoding)
+
+
+def _csv_bytes(rows: Iterable[Sequence[str]], encoding: str) -> bytes:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerows(rows)
+    codec = "utf-8" if encoding.startswith("utf-8") else encoding
+    return out.getvalue().encode(codec, errors="replace")
+
+
+def _result_row(row: dict[str, Any], encoding: str) -> list[str]:
+    try:
+        echoed = split_fields(row["raw"])
+    except csv.Error:
+        echoed = []
+    echoed += [""] * (len(FIELDS) - len(echoed))
+    state = row["state"]
+    code, name = STATE_CODES.get(state, ("", state))
+    normal = state == NORMAL_END
+    count, provided = "", ""
+    if normal and row["result"] is not None:
+        records = _provided_records(bytes(row["result"]))
+        count = str(len(records))
+        provided = _json_field(records, encoding)
+    return [
+        str(row["line_number"]),
+        echoed[ADDRESS_NUMBER],
+        echoed[INTEGRATED_ADDRESS_NUMBER],
+        echoed[INFORMATION_NAME],
+        code,
+        name,
+        INFORMATION_NAME_NORMAL if normal else "",
+        row["transaction_number"] or "",
+        row["query_id"] or "",
+        "" if normal else row["error_code"] or "",
+        _message_ja(row) if row["error_code"] and not normal else "",
+        count,
+        provided,
+    ]
+
+
+def _provided_records(plaintext: bytes) -> list[dict[str, Any]]:
+    payload = messages.from_element(parse_xml(plaintext), messages.ProvisionPayload)
+    return [
+        {"data_set": record.data_set, "record_id": record.record_id, "items": dict(record.items)}
+        for record in payload.records
+    ]
+
+
+def _json_field(records: list[dict[str, Any]], encoding: str) -> str:
+    text = json.dumps(records, ensure_ascii=False, separators=(",", ":"))
+    if encoding == "cp932":
+        try:
+            text.encode("cp932")
+        except UnicodeEncodeError:
+            # Characters Shift_JIS cannot carry travel as JSON escapes: still the same JSON.
+            text = "".join(ch if _in_cp932(ch) else json.dumps(ch)[1:-1] for ch in text)
+    return text
+
+
+def _in_cp932(ch: str) -> bool:
+    try:
+        ch.encode("cp932")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _message_ja(row: dict[str, Any]) -> str:
+    code = row["error_code"]
+    if code == errors.BULK_QUERY_LINE_INVALID.code:
+        return invalid_line_message_ja(json.loads(row["error_params"] or "{}"))
+    kind = errors.ALL.get(code)
+    if kind is None:
+        return str(code)  # a code from another party that this node does not know
+    return RenkeiError(
+        kind,
+        integrated_address_number=row["integrated_address_number"],
+        code=row["information_name"],
+        procedure=row["procedure"],
+        provider=row["provider"],
+        sender=row["provider"],
+        transaction_number=row["transaction_number"],
+        query_id=row["query_id"],
+    ).message_ja
+
+
+# -- the service ----------------------------------------------------------------------------
+
+
+class BulkQueries:
+    """The bulk queries of one node: intake, the driver that runs them, progress and results.
+
+    ``start`` resumes every unfinished bulk query; ``stop`` waits for the submissions in
+    flight, records them and releases the lines taken but not yet submitted.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        node: IntermediateServer,
+        reactor: Any,
+        *,
+        concurrency: int = CONCURRENCY,
+        window: int = WINDOW,
+        poll_interval: float = POLL_INTERVAL,
+        max_lines: int = MAX_LINES,
+    ) -> None:
+        self.node = node
+        self.reactor = reactor
+        self.concurrency = concurrency
+        self.window = window
+        self.poll_interval = poll_interval
+        self.max_lines = max_lines
+        self._running = False
+        self._loop: LoopingCall | None = None
+        self._busy = False
+        self._queue: deque[ClaimedLine] = deque()
+        self._in_flight = 0
+        self._outcomes: list[Outcome] = []
+        self._paused_until = 0.0
+        self._idle_waiters: list[Deferred[None]] = []
+
+    # -- life ---------------------------------------------------------------------------
+
+    @inlineCallbacks
+    def start(self) -> Any:
+        """Re-link or release lines left ``submitting``, then drive every running bulk query."""
+        if self._running:
+            return
+        relinked, released = yield self.node.database.run(recover)
+        if relinked or released:
+            self.log.info(
+                "bulk queries resumed: {relinked} lines re-linked to their queries, "
+                "{released} to submit again",
+                relinked=relinked,
+                released=released,
+            )
+        self._running = True
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = self.reactor
+        self._loop.start(self.poll_interval, now=True).addErrback(
+            lambda failure: self.log.failure("bulk-query driver stopped", failure)
+        )
+
+    @inlineCallbacks
+    def stop(self) -> Any:
+        """Stop driving: nothing half-written; what is left resumes at the next start."""
+        self._running = False
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        yield self._idle()
+        self._release_queue()
+        outcomes, self._outcomes = self._outcomes, []
+        if outcomes:
+            try:
+                yield self.node.database.run(finish_outcomes, outcomes, self.node.now())
+            except Exception as failure:
+                # Left ``submitting``: the next start re-links or releases them.
+                self.log.warn("bulk-query outcomes not recorded at stop: {f}", f=failure)
+
+    def _idle(self) -> Deferred[None]:
+        if not self._busy and self._in_flight == 0:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._idle_waiters.append(waiter)
+        return waiter
+
+    def _maybe_idle(self) -> None:
+        if not self._busy and self._in_flight == 0:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def _release_queue(self) -> None:
+        while self._queue:
+            line = self._queue.popleft()
+            self._outcomes.append(Outcome(line.bulk_query_id, line.line_number, PENDING))
+
+    # -- the driver -------------------------------------------------------------------------
+
+    def _tick(self) -> Deferred[Any] | None:
+        if self._busy or not self._running:
+            return None
+        self._busy = True
+        outcomes, self._outcomes = self._outcomes, []
+        paused = self.reactor.seconds() < self._paused_until
+        limit = 0 if paused else CLAIM_BATCH
+        worked = self.node.database.run(drive, outcomes, limit, self.window, self.node.now())
+
+        def taken(claimed: list[ClaimedLine]) -> None:
+            self._queue.extend(claimed)
+
+        def failed(failure: Failure) -> None:
+            self._outcomes[:0] = outcomes  # nothing was written: keep them for the next tick
+            if not failure.check(DatabaseStopped):
+                self.log.failure("bulk-query driver tick failed", failure)
+
+        def done(_: Any) -> None:
+            self._busy = False
+            self._pump()
+            self._maybe_idle()
+
+        worked.addCallbacks(taken, failed)
+        worked.addBoth(done)
+        return worked
+
+    def _kick(self) -> None:
+        if self._running and not self._busy:
+            self._tick()
+
+    def _pump(self) -> None:
+        if self.reactor.seconds() < self._paused_until:
+            self._release_queue()
+            return
+        while self._running and self._queue and self._in_flight < self.concurrency:
+            line = self._queue.popleft()
+            self._in_flight += 1
+            submitted = maybeDeferred(self.node.submit_query, line.submission)
+            submitted.addCallbacks(
+                self._submitted, self._refused, callbackArgs=(line,), errbackArgs=(line,)
+            )
+            submitted.addBoth(self._one_done)
+
+    def _submitted(self, query_id: str, line: ClaimedLine) -> None:
+        self._outcomes.append(
+            Outcome(line.bulk_query_id, line.line_number, SUBMITTED, query_id=query_id)
+        )
+
+    def _refused(self, failure: Failure, line: ClaimedLine) -> None:
+        self._outcomes.append(self._outcome_of_refusal(failure, line))
+
+    def _outcome_of_refusal(self, failure: Failure, line: ClaimedLine) -> Outcome:
+        key = (line.bulk_query_id, line.line_number)
+        error = failure.value
+        if isinstance(error, DatabaseStopped):
+            return Outcome(*key, PENDING)
+        if not isinstance(error, RenkeiError):
+            self.log.failure("bulk-query line {line} not submitted", failure, line=key)
+            return Outcome(*key, ERROR, error_code=errors.INTERNAL.code)
+        if error.status == 503:
+            # No valid permitted-query list or no network for now: retry the line later.
+            self._paused_until = self.reactor.seconds() + RETRY_PAUSE
+            return Outcome(*key, PENDING)
+        state = {
+            errors.NOT_PERMITTED.code: NOT_PERMITTED,
+            errors.FUGO_NOT_ACQUIRED.code: FUGO_NOT_ACQUIRED,
+            errors.UNKNOWN_PERSON.code: UNKNOWN_PERSON,
+        }.get(error.code, ERROR)
+        return Outcome(*key, state, error_code=error.code)
+
+    def _one_done(self, _: Any) -> None:
+        self._in_flight -= 1
+        self._pump()
+        self._maybe_idle()
+
+    # -- the back-office API's calls -----------------------------------------------------
+
+    @inlineCallbacks
+    def submit(self, data: bytes, system: str) -> Any:
+        """Validate and store a bulk-query file; runs in the background. Answers
+        ``{bulk_query_id, state, lines, invalid}``."""
+        parsed = yield deferToThreadPool(
+            self.reactor,
+            self.reactor.getThreadPool(),
+            parse_bulk_query_file,
+            data,
+            self.node.code,
+            self.node.catalogue,
+            self.max_lines,
+        )
+        bulk_query_id = str(uuid.uuid4())
+        yield self.node.database.run(
+            store_bulk_query, bulk_query_id, system, parsed, self.node.now()
+        )
+        invalid = parsed.invalid
+        self._kick()
+        return {
+            "bulk_query_id": bulk_query_id,
+            "state": RUNNING if invalid < len(parsed.lines) else ENDED,
+            "lines": len(parsed.lines),
+            "invalid": invalid,
+        }
+
+    def progress(self, bulk_query_id: str) -> Deferred[dict[str, Any]]:
+        """``{bulk_query_id, state, system, lines, invalid, ended, by_state, created_at,
+        ended_at}``; ``ended`` counts lines in a final state (held ones once ended)."""
+        return self.node.database.run(progress_of, bulk_query_id)
+
+    @inlineCallbacks
+    def result_file(self, bulk_query_id: str) -> Any:
+        """The result file and its content type; BulkQueryNotEnded until every line ended."""
+        encoding = yield self.node.database.run(_result_head, bulk_query_id)
+        chunks = [result_header(encoding)]
+        after = 0
+        while True:
+            rows = yield self.node.database.run(_result_page, bulk_query_id, after, RESULT_PAGE)
+            if not rows:
+                break
+            # Decoding the results is CPU work: off the reactor and off the database thread.
+            chunk = yield deferToThreadPool(
+                self.reactor, self.reactor.getThreadPool(), result_lines, rows, encoding
+            )
+            chunks.append(chunk)
+            after = rows[-1]["line_number"]
+        return b"".join(chunks), CONTENT_TYPES[encoding]
