@@ -174,6 +174,8 @@ async def test_role_checks_on_every_route(box: Any) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_login_sets_a_strict_secure_cookie_and_logout_ends_the_session(box: Any) -> None:
+    """A login with password and TOTP sets a Secure, HttpOnly, SameSite=strict session cookie, the
+    language choice sticks, and logging out ends the session."""
     node = box.nodes["meguro"]
     secrets = await add_users(node)
     browser = Browser(box)
@@ -195,6 +197,8 @@ async def test_login_sets_a_strict_secure_cookie_and_logout_ends_the_session(box
 
 @pytest_twisted.ensureDeferred
 async def test_login_failures_lock_the_account(box: Any) -> None:
+    """Wrong passwords are LoginFailed, and after the maximum number of failures even the right
+    password meets AccountLocked."""
     node = box.nodes["meguro"]
     await add_users(node)
     browser = Browser(box)
@@ -208,6 +212,8 @@ async def test_login_failures_lock_the_account(box: Any) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_a_form_without_its_csrf_token_is_refused(box: Any) -> None:
+    """A form posted without its CSRF token is CsrfRejected and changes nothing; with the token it
+    is applied."""
     node = box.nodes["meguro"]
     secrets = await add_users(node)
     browser = await logged_in(box, "ad", secrets["ad"])
@@ -248,6 +254,7 @@ async def test_idle_session_expires(box: Any) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_admin_adds_a_user_and_sees_the_totp_secret_once(box: Any) -> None:
+    """An admin adds a user and sees the new TOTP secret once, never again on the users page."""
     node = box.nodes["meguro"]
     secrets = await add_users(node)
     browser = await logged_in(box, "ad", secrets["ad"])
@@ -391,6 +398,8 @@ async def check_transaction_path(node: Any, browser: Browser, number: str) -> No
 
 @pytest_twisted.ensureDeferred
 async def test_records_search_detail_export_and_person_page(box: Any, setagaya_asks: Any) -> None:
+    """An auditor finds a held provision's records by 処理通番 and by filters, opens its timeline,
+    exports the CSV (audited), and sees the person's page."""
     node = box.nodes["meguro"]
     secrets = await add_users(node)
     query_id = await setagaya_asks.ask()

@@ -42,6 +42,8 @@ browser_test = pytest.mark.skipif(
 @NO_CHROMIUM
 @pytest.mark.skipif(IN_OWN_PROCESS, reason="this is the process")
 def test_browser_tests_in_their_own_process() -> None:
+    """The Playwright tests below pass when run in a pytest process of their own (Playwright's
+    sync API cannot share the reactor's process)."""
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
         env={**os.environ, "RENKEI_BROWSER_TESTS": "1"},
@@ -256,6 +258,8 @@ def test_approver_logs_in_with_totp_and_approves_a_held_provision(
 def test_approver_refuses_and_the_requester_sees_provision_refused(
     running_box: RunningBox, page: Any
 ) -> None:
+    """An approver refuses a held provision with a reason and the requester's back office sees
+    ProvisionRefused."""
     secret = running_box.add_staff("approver2", "approver")
     query_id, number = running_box.ask_held()
     log_in(page, running_box, "approver2", secret)
@@ -271,6 +275,7 @@ def test_approver_refuses_and_the_requester_sees_provision_refused(
 @NO_CHROMIUM
 @browser_test
 def test_operator_is_refused_the_approval_page(running_box: RunningBox, page: Any) -> None:
+    """An operator opening a held provision's approval page gets 403."""
     running_box.add_staff("operator1", "operator")
     _, number = running_box.ask_held()
     log_in(page, running_box, "operator1", None)
@@ -284,6 +289,7 @@ def test_operator_is_refused_the_approval_page(running_box: RunningBox, page: An
 @NO_CHROMIUM
 @browser_test
 def test_lockout_after_repeated_failures(running_box: RunningBox, page: Any) -> None:
+    """Repeated failed logins in the browser lock the account."""
     running_box.add_staff("operator2", "operator")
     for _ in range(5):
         log_in(page, running_box, "operator2", None, password="not the password")
@@ -298,6 +304,7 @@ def test_lockout_after_repeated_failures(running_box: RunningBox, page: Any) -> 
 def test_a_form_posted_without_its_csrf_token_is_refused(
     running_box: RunningBox, page: Any
 ) -> None:
+    """A form posted from the browser without its CSRF token is refused."""
     running_box.add_staff("operator3", "operator")
     log_in(page, running_box, "operator3", None)
     assert page.url == running_box.url + "/"
@@ -311,6 +318,7 @@ def test_a_form_posted_without_its_csrf_token_is_refused(
 @NO_CHROMIUM
 @browser_test
 def test_session_expires_after_the_idle_timeout(running_box: RunningBox, page: Any) -> None:
+    """After the idle timeout the next page asks to log in again."""
     running_box.add_staff("operator4", "operator")
     log_in(page, running_box, "operator4", None)
     assert page.url == running_box.url + "/"

@@ -19,6 +19,8 @@ def renkei(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_staff_commands_and_audit_verify_detects_tampering(tmp_path: Path) -> None:
+    """`renkei staff add|list|disable|reset-password` work on a node's database and `renkei audit
+    verify` detects an edited audit entry."""
     config = write_config(tmp_path, tmp_path / "pki")
     conf = str(config.path)
     password_file = tmp_path / "admin-password"

@@ -69,6 +69,7 @@ def _page(database: Database, values: dict[str, str], before: int | None = None)
 
 
 def test_no_filter_pages_newest_first_with_one_extra_row(searched: Database) -> None:
+    """Without filters a page is the newest records plus one, and the next page starts below it."""
     rows = _page(searched, {})
     assert [r.seq for r in rows] == list(range(120, 120 - console.PAGE_SIZE - 1, -1))
     following = _page(searched, {}, before=rows[console.PAGE_SIZE - 1].seq)
@@ -76,6 +77,7 @@ def test_no_filter_pages_newest_first_with_one_extra_row(searched: Database) -> 
 
 
 def test_counterpart_search_covers_both_directions_newest_first(searched: Database) -> None:
+    """A counterpart search returns both directions merged newest first and pages on across them."""
     rows = _page(searched, {"counterpart": SETAGAYA})
     expected = [seq for seq in range(120, 0, -1) if (seq - 1) % 3 != 2]
     assert [r.seq for r in rows] == expected[: console.PAGE_SIZE + 1]
@@ -85,22 +87,26 @@ def test_counterpart_search_covers_both_directions_newest_first(searched: Databa
 
 
 def test_counterpart_with_direction_and_status_is_one_direction(searched: Database) -> None:
+    """A counterpart with a direction and a status keeps to that one direction and status."""
     rows = _page(searched, {"counterpart": SETAGAYA, "direction": "incoming", "status": "refused"})
     assert rows
     assert all((r.requester, r.provider, r.status) == (SETAGAYA, MEGURO, "refused") for r in rows)
 
 
 def test_unknown_counterpart_finds_nothing(searched: Database) -> None:
+    """A counterpart with no records finds nothing."""
     assert _page(searched, {"counterpart": "1132012000000000"}) == []
 
 
 def test_date_range_is_a_seq_range(searched: Database) -> None:
+    """A date range finds the records of those days and nothing after them."""
     day = START.strftime("%Y-%m-%d")
     assert len(_page(searched, {"date_from": day, "date_to": day})) == console.PAGE_SIZE + 1
     assert _page(searched, {"date_from": "2026-01-02"}) == []
 
 
 def test_export_uses_the_same_branches(searched: Database) -> None:
+    """The export returns every record of the search newest first, with the CSV header."""
     statement = console.records_export_statement(
         console.record_branches({"counterpart": SHIBUYA}, MEGURO)
     )
