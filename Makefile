@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 CONFIG ?= twistd.conf
 
-.PHONY: run test lint bench bench-records system-packages clean
+.PHONY: run test lint bench bench-records bench-care-insurance system-packages clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,9 @@ bench: $(BIN)/.installed
 
 bench-records: $(BIN)/.installed
 	$(BIN)/python bench/records.py
+
+bench-care-insurance: $(BIN)/.installed
+	$(BIN)/python bench/care_insurance.py
 
 clean:
 	rm -rf var $(VENV)
