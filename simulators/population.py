@@ -582,6 +582,9 @@ def _stream_names() -> tuple[str, ...]:
 
 _STREAMS = {name: index for index, name in enumerate(_stream_names(), start=1)}
 _SERIALS_PER_STREAM = 10**8
+# 宛名番号 and 統合宛名番号 both end in the person's serial (below 5 × 10**9); the 宛名番号
+# adds this so that the two numbers of a person differ.
+_ADDRESS_NUMBER_BASE = 5 * 10**9
 
 
 def _stream(seed: int, name: str) -> random.Random:
@@ -793,11 +796,11 @@ def _place_in_facilities(rng: random.Random, stayers: list[_Entry], here: Munici
 
 
 def _persons(here: Municipality, entries: list[_Entry]) -> list[Person]:
-    """Number the entries in their final order and make the persons."""
+    """Make the persons in the entries' final order (insured numbers follow that order)."""
     persons = []
     insured = 0
     code5 = here.code[:5]
-    for i, e in enumerate(entries, start=1):
+    for e in entries:
         core = e.core
         care = None
         if e.care is not None:
@@ -821,8 +824,10 @@ def _persons(here: Municipality, entries: list[_Entry]) -> list[Person]:
         persons.append(
             Person(
                 individual_number=core.individual_number,
-                integrated_address_number=f"{here.code}{i:09d}",
-                address_number=f"{code5}{1_000_000 + i:010d}",
+                # Numbered by serial, not by position: a person keeps their numbers in every
+                # size of the population, so a larger one can be loaded over a smaller one.
+                integrated_address_number=f"{code5}{core.serial:010d}",
+                address_number=f"{code5}{_ADDRESS_NUMBER_BASE + core.serial:010d}",
                 family_name=core.family_name,
                 given_name=core.given_name,
                 family_name_kana=core.family_name_kana,
@@ -999,7 +1004,7 @@ def assessment(person: Person, earned: Income) -> Assessment:
 
 def _ward_record_id(person: Person, system: str, part: str, seq: int = 0) -> str:
     prefix = MUNICIPALITIES[person.municipality].record_prefix
-    return f"{prefix}-{system}-{part}-{person.integrated_address_number[-9:]}{seq:03d}"
+    return f"{prefix}-{system}-{part}-{person.integrated_address_number[-10:]}{seq:03d}"
 
 
 def _record(

@@ -490,3 +490,16 @@ def test_population_csv_has_the_documented_columns(
     assert rows[0]["family_name_kana"] == first.family_name_kana
     assert rows[0]["birth_date"] == first.birth_date.isoformat()
     assert {r["dv_protected"] for r in rows} == {"0", "1"}
+
+
+def test_a_person_keeps_their_numbers_in_every_size() -> None:
+    """A person in both a small and a larger population of a ward has the same individual,
+    integrated address and address numbers in both, so the larger can be loaded over the
+    smaller one."""
+    small = {p.individual_number: p for p in generate("meguro", "small")}
+    larger = {p.individual_number: p for p in generate("meguro", 3000)}
+    shared = small.keys() & larger.keys()
+    assert len(shared) > len(small) // 2
+    for number in shared:
+        assert small[number].integrated_address_number == larger[number].integrated_address_number
+        assert small[number].address_number == larger[number].address_number
