@@ -402,7 +402,7 @@ def replica_import(
         insert_persons(base_url, numbers)
         now = datetime.datetime.now(datetime.UTC)
         began = time.perf_counter()
-        rows = [replica._row(record, now) for record in records]
+        rows = [replica.row_of(record, now) for record in records]
         figures["baseline_rows_s"] = round(time.perf_counter() - began, 2)
         engine = create_database_engine(base_url, pool_size=1)
         began = time.perf_counter()
@@ -607,7 +607,6 @@ def bulk_query(reactor: Any, settings: Settings, directory: Path, supervisor: Su
         log = work / "box.log"
         box = yield start_box(reactor, supervisor, config_path, log)
         meguro_client = BackOfficeClient(reactor, config, meguro, CARE_INSURANCE)
-        setagaya_client = BackOfficeClient(reactor, config, setagaya, LOCAL_TAX)
         try:
             print(
                 f"    registering {n:,} persons at Meguro and at Setagaya (POST /persons, "
@@ -625,8 +624,8 @@ def bulk_query(reactor: Any, settings: Settings, directory: Path, supervisor: Su
             began = time.perf_counter()
             stored = yield gatherResults(
                 [
-                    register_holdings(meguro_client, meguro, [Holding(p, ()) for p in persons]),
-                    register_holdings(setagaya_client, setagaya, at_setagaya),
+                    register_holdings(reactor, config, meguro, [Holding(p, ()) for p in persons]),
+                    register_holdings(reactor, config, setagaya, at_setagaya),
                 ],
                 consumeErrors=True,
             )
@@ -654,7 +653,6 @@ def bulk_query(reactor: Any, settings: Settings, directory: Path, supervisor: Su
             print(f"    {figures['bulk']['lines_per_s']} lines/s", flush=True)
         finally:
             yield meguro_client.close()
-            yield setagaya_client.close()
         stop_popen(box)
         with sqlite3.connect(f"file:{work / 'meguro.sqlite'}?mode=ro", uri=True) as db:
             figures["meguro_query_states"] = dict(

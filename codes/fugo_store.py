@@ -21,21 +21,6 @@ from middleware.tables import person
 INTEGRATED_ADDRESS_DIGITS = 15
 
 
-def register(connection: Connection, integrated_address_number: str, now: datetime) -> None:
-    """Register a person before the 符号 is acquired (idempotent)."""
-    exists = connection.execute(
-        select(person.c.integrated_address_number).where(
-            person.c.integrated_address_number == integrated_address_number
-        )
-    ).first()
-    if exists is None:
-        connection.execute(
-            person.insert().values(
-                integrated_address_number=integrated_address_number, registered_at=now
-            )
-        )
-
-
 def link(connection: Connection, integrated_address_number: str, fugo: str, now: datetime) -> bool:
     """Pair a person with the 符号 just acquired; True when the pair is new.
 

@@ -608,7 +608,7 @@ async def _run_populate(
     from rich.progress import Progress
 
     from simulators import seeding
-    from simulators.back_office import BackOfficeClient, BackOfficeError
+    from simulators.back_office import BackOfficeError
     from simulators.network import jukinet
     from simulators.population import generate, world
 
@@ -638,20 +638,12 @@ async def _run_populate(
             persons_task = progress.add_task(f"{institution.display_name} persons", total=len(held))
             records_task = progress.add_task(f"{institution.display_name} 副本", total=records)
             tasks = {"persons": persons_task, "records": records_task}
-            client = BackOfficeClient(
-                reactor, config, institution, institution.back_office_systems[0]
-            )
             try:
                 await seeding.register_holdings(
-                    client,
-                    institution,
-                    held,
-                    _advance(progress, tasks),
+                    reactor, config, institution, held, _advance(progress, tasks)
                 )
             except BackOfficeError as refusal:
                 raise click.ClickException(f"{institution.name}: {refusal}") from None
-            finally:
-                await client.close()
 
 
 def _advance(progress: Any, tasks: dict[str, Any]) -> Callable[[str, int], None]:

@@ -113,7 +113,8 @@ def validate(record: ReplicaRecord, catalogue: Catalogue, provides: tuple[str, .
         )
 
 
-def _row(record: ReplicaRecord, now: datetime) -> dict[str, Any]:
+def row_of(record: ReplicaRecord, now: datetime) -> dict[str, Any]:
+    """The replica_record row that stores ``record`` (registered at ``now``)."""
     return {
         "record_id": record.record_id,
         "integrated_address_number": record.integrated_address_number,
@@ -147,7 +148,7 @@ def store(connection: Connection, record: ReplicaRecord, now: datetime) -> None:
     if exists is not None:
         raise RenkeiError(errors.RECORD_ID_EXISTS, record_id=record.record_id)
     try:
-        connection.execute(replica_record.insert().values(**_row(record, now)))
+        connection.execute(replica_record.insert().values(**row_of(record, now)))
     except IntegrityError:
         raise RenkeiError(errors.RECORD_ID_EXISTS, record_id=record.record_id) from None
 
@@ -213,7 +214,7 @@ def store_batch(
             outcomes.append(RenkeiError(errors.RECORD_ID_EXISTS, record_id=record.record_id))
         else:
             taken.add(record.record_id)
-            rows.append(_row(record, now))
+            rows.append(row_of(record, now))
             outcomes.append(None)
     if rows and write:
         connection.execute(replica_record.insert(), rows)

@@ -195,13 +195,7 @@ def _load_holdings(box: Box, name: str, held: list[Any]) -> Any:
     if not held:
         return
     institution = box.nodes[name].institution
-    client = BackOfficeClient(
-        box.reactor, box.config, institution, institution.back_office_systems[0]
-    )
-    try:
-        stored = yield seeding.register_holdings(client, institution, held)
-    finally:
-        yield client.close()
+    stored = yield seeding.register_holdings(box.reactor, box.config, institution, held)
     box.log.info(
         "{name}: {persons} persons and {records} 副本 records loaded",
         name=name,

@@ -21,13 +21,13 @@ municipalities whose numbers overlap).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from twisted.internet.defer import DeferredSemaphore, gatherResults, inlineCallbacks
 
-from adapters.care_insurance.replica_file import build_replica_file
+from adapters.care_insurance.replica_file import build_replica_file, refused_codes
 from codes.institution import municipality_code_of_institution
 from middleware.config import Config, InstitutionConfig
 from middleware.replica import ReplicaRecord
@@ -107,15 +107,33 @@ def keeps_generated_numbers(institution: InstitutionConfig) -> bool:
 
 @inlineCallbacks
 def register_holdings(
-    client: BackOfficeClient,
+    reactor: Any,
+    config: Config,
     institution: InstitutionConfig,
     held: Sequence[Holding],
     progress: Callable[[str, int], None] | None = None,
 ) -> Any:
-    """Register ``held`` at the node of ``institution`` through ``client``: persons first
-    (``CONCURRENT_REGISTRATIONS`` at a time, each waiting for its 符号), then the 副本 in
-    files of ``ENTRIES_PER_FILE`` entries. Fires with the number of records stored;
-    a refused entry other than an existing record id raises RuntimeError."""
+    """Register ``held`` at the node of ``institution`` as its first back-office system:
+    persons first (``CONCURRENT_REGISTRATIONS`` at a time, each waiting for its 符号), then
+    the 副本 in files of ``ENTRIES_PER_FILE`` entries. Fires with the number of records
+    stored; a refused entry other than an existing record id raises RuntimeError, a refused
+    registration BackOfficeError."""
+    system = institution.back_office_systems[0]
+    client = BackOfficeClient(reactor, config, institution, system)
+    try:
+        stored = yield _register(client, institution, held, progress)
+    finally:
+        yield client.close()
+    return stored
+
+
+@inlineCallbacks
+def _register(
+    client: BackOfficeClient,
+    institution: InstitutionConfig,
+    held: Sequence[Holding],
+    progress: Callable[[str, int], None] | None,
+) -> Any:
     keep = keeps_generated_numbers(institution)
     limit = DeferredSemaphore(CONCURRENT_REGISTRATIONS)
     numbers: dict[str, str] = {}
@@ -146,8 +164,6 @@ def register_holdings(
 
 
 def _count_stored(result: bytes, entries: int) -> int:
-    from adapters.care_insurance.replica_file import refused_codes
-
     codes = refused_codes(result)
     unexpected = [code for code in codes if code != "RecordIdExists"]
     if unexpected:
@@ -158,10 +174,3 @@ def _count_stored(result: bytes, entries: int) -> int:
 def residents(world: dict[str, list[Person]]) -> list[str]:
     """Every individual number of the world, once (for the resident registry)."""
     return sorted({person.individual_number for persons in world.values() for person in persons})
-
-
-def institutions_of(config: Config, names: Iterable[str] | None = None) -> list[InstitutionConfig]:
-    """The configured institutions, or those named."""
-    if names is None:
-        return list(config.institutions)
-    return [config.institution(name) for name in names]

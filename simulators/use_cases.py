@@ -19,6 +19,7 @@ use case relies on.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -122,8 +123,6 @@ def premium_assessment(
     try:
         body = ("\r\n".join(lines) + "\r\n").encode("cp932")
         answer = yield client.send_file("/bulk-queries", body, "text/csv")
-        import json
-
         accepted = json.loads(answer)
         bulk_id = accepted["bulk_query_id"]
         outcome.steps.append(f"bulk query {bulk_id} accepted ({accepted['lines']} lines)")

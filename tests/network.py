@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import configparser
 import socket
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Connection
+
+from codes.fugo_store import enrol, person_key
 from crypto.pki import InstitutionEntry, init_pki
 from middleware.config import Config, load_config
 
@@ -131,7 +135,7 @@ def write_network_config(directory: Path, population: str = "small") -> Config:
     parser["renkei"]["pki"] = str(directory / "pki")
     parser.remove_section("demo")
     parser["population"]["size"] = population
-    ports: dict[str, int] = {}
+    ports: dict[int, int] = {}
 
     def port(endpoint: str) -> int:
         old = int(endpoint.split("port=")[1].split(":")[0])
@@ -169,6 +173,12 @@ def init_network_pki(config: Config) -> None:
         config.pki,
         [InstitutionEntry(i.code, i.back_office_systems) for i in config.institutions],
     )
+
+
+def register(connection: Connection, number: str, now: datetime) -> None:
+    """Register a person in a node database before the 符号 is acquired (through the
+    integrated-address function, with a person key made from the number itself)."""
+    enrol(connection, person_key(bytes(32), number), number, now)
 
 
 class MovableClock:

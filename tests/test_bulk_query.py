@@ -25,7 +25,6 @@ from adapters.care_insurance.bulk_query import (
     result_header,
     result_lines,
 )
-from codes import fugo_store
 from codes.catalogue import default_catalogue
 from codes.errors import RenkeiError
 from middleware import messages
@@ -40,6 +39,7 @@ from tests.network import (
     PREMIUM_ASSESSMENT,
     SETAGAYA,
     TAX_INFORMATION,
+    register,
 )
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -379,7 +379,7 @@ async def test_unknown_person_missing_fugo_not_permitted_and_invalid_lines_get_t
     """Lines for an unknown person, a person without 符号, a procedure not permitted and a
     bad field end with their own states and messages; the valid line still ends normally."""
     meguro = box.nodes["meguro"]
-    await meguro.database.run(fugo_store.register, "000000000019999", meguro.now())
+    await meguro.database.run(register, "000000000019999", meguro.now())
     accepted = await bulk(box).submit(
         file_of(
             line(統合宛名番号=UNKNOWN),

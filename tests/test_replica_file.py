@@ -29,11 +29,10 @@ from adapters.care_insurance.replica_file import (
 )
 from codes.catalogue import Catalogue, default_catalogue
 from codes.errors import RenkeiError
-from codes.fugo_store import register
 from middleware.replica import MAX_RECORD_BYTES, ReplicaRecord
 from middleware.storage import Database, migrate
 from middleware.tables import replica_record
-from tests.network import CARE_INSURANCE, HANAKO_MEGURO, ICHIRO_MEGURO, MEGURO
+from tests.network import CARE_INSURANCE, HANAKO_MEGURO, ICHIRO_MEGURO, MEGURO, register
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_MIGRATIONS = ROOT / "middleware" / "migrations"

@@ -20,10 +20,10 @@ from codes.fugo_store import (
     person_of,
     person_state,
     record_failure,
-    register,
 )
 from middleware.storage import Database, migrate
 from middleware.tables import person
+from tests.network import register
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_MIGRATIONS = ROOT / "middleware" / "migrations"

@@ -13,7 +13,6 @@ from twisted.internet.interfaces import IReactorThreads
 
 from codes.catalogue import Catalogue, default_catalogue
 from codes.errors import RenkeiError
-from codes.fugo_store import register
 from middleware.replica import (
     MAX_RECORD_BYTES,
     RecordKey,
@@ -27,6 +26,7 @@ from middleware.replica import (
     validate,
 )
 from middleware.storage import Database, migrate
+from tests.network import register
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_MIGRATIONS = ROOT / "middleware" / "migrations"

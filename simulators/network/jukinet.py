@@ -28,13 +28,7 @@ def register_resident(connection: Connection, individual_number: str) -> str:
     ).scalar_one_or_none()
     if existing is not None:
         return str(existing)
-    while True:
-        resident_code = f"{secrets.randbelow(10**11):011d}"
-        taken = connection.execute(
-            select(resident.c.individual_number).where(resident.c.resident_code == resident_code)
-        ).first()
-        if taken is None:
-            break
+    (resident_code,) = _free_codes(connection, 1)
     insert_if_absent(
         connection, resident, individual_number=individual_number, resident_code=resident_code
     )
@@ -70,25 +64,28 @@ def register_residents(connection: Connection, individual_numbers: Sequence[str]
             ).scalars()
         )
         fresh = sorted(set(chunk) - known)
-        codes = {f"{secrets.randbelow(10**11):011d}" for _ in fresh}
-        while len(codes) < len(fresh):
-            codes.add(f"{secrets.randbelow(10**11):011d}")
-        taken = set(
-            connection.execute(
-                select(resident.c.resident_code).where(resident.c.resident_code.in_(codes))
-            ).scalars()
-        )
-        for code in taken:
-            codes.discard(code)
-            while len(codes) < len(fresh):
-                codes.add(f"{secrets.randbelow(10**11):011d}")
+        codes = _free_codes(connection, len(fresh))
         if fresh:
             connection.execute(
                 resident.insert(),
                 [
                     {"individual_number": n, "resident_code": c}
-                    for n, c in zip(fresh, sorted(codes), strict=True)
+                    for n, c in zip(fresh, codes, strict=True)
                 ],
             )
         added += len(fresh)
     return added
+
+
+def _free_codes(connection: Connection, count: int) -> list[str]:
+    """``count`` random 住民票コード that no resident has yet."""
+    codes: set[str] = set()
+    while len(codes) < count:
+        drawn = {f"{secrets.randbelow(10**11):011d}" for _ in range(count - len(codes))} - codes
+        taken = set(
+            connection.execute(
+                select(resident.c.resident_code).where(resident.c.resident_code.in_(drawn))
+            ).scalars()
+        )
+        codes |= drawn - taken
+    return sorted(codes)
