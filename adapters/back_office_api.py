@@ -16,13 +16,14 @@ from typing import Any
 
 from klein import Klein
 from twisted.application.service import Service
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import DeferredLock, inlineCallbacks
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 
 from adapters.care_insurance.bulk_query import BulkQueries
-from adapters.care_insurance.replica_file import import_replica_file
+from adapters.care_insurance.replica_file import run_import
 from adapters.network_link import Listener, listen
 from codes import errors
 from codes.errors import RenkeiError
@@ -32,6 +33,7 @@ from codes.typed import validate_information_name_code, validate_procedure_code
 from crypto.tls import peer_identity
 from middleware import messages, replica
 from middleware.node import IntermediateServer, QuerySubmission
+from middleware.process_memory import release_free_memory
 
 MAX_BODY = 1_048_576
 OPENAPI_DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
@@ -53,6 +55,13 @@ def _error_body(error: RenkeiError) -> dict[str, Any]:
             "message_ja": error.message_ja,
         }
     }
+
+
+def _json_refusal(error: RenkeiError) -> tuple[bytes, bytes]:
+    """A refusal the listener makes itself (a body over the limit), as this API's JSON."""
+    return b"application/json; charset=utf-8", json.dumps(
+        _error_body(error), ensure_ascii=False
+    ).encode()
 
 
 def _read_body(request: Request, limit: int) -> bytes:
@@ -104,6 +113,7 @@ class BackOfficeApi(Service):
         self._reactor = reactor
         self._systems = set(node.institution.back_office_systems)
         self._listener: Listener | None = None
+        self._files = DeferredLock()
         self.bulk_queries = BulkQueries(node, reactor)
 
     @inlineCallbacks
@@ -115,6 +125,8 @@ class BackOfficeApi(Service):
             self.node.institution.back_office_listen,
             self.app,
             self.node.back_office_tls,
+            max_body=MAX_FILE_BODY,
+            render_refusal=_json_refusal,
         )
 
     @inlineCallbacks
@@ -136,11 +148,20 @@ class BackOfficeApi(Service):
         return identity.common_name
 
     @app.handle_errors(Exception)
-    def _refusal(self, request: Request, failure: Failure) -> bytes:
+    @inlineCallbacks
+    def _refusal(self, request: Request, failure: Failure) -> Any:
+        """Every refusal is coded JSON; every refusal of a request (4xx) is audited."""
         error = failure.value
         if not isinstance(error, RenkeiError):
             self.log.failure("internal error in the back-office API", failure)
             error = RenkeiError(errors.INTERNAL)
+        if error.status < 500:
+            try:
+                yield self.node.audit_back_office_refusal(
+                    _caller_name(request), _request_line(request), error.code
+                )
+            except Exception:
+                self.log.failure("the refusal of a back-office request was not audited")
         return _json(request, _error_body(error), error.status)
 
     @app.route("/openapi.json", methods=["GET"])
@@ -179,8 +200,9 @@ class BackOfficeApi(Service):
     @app.route("/replica-records", methods=["POST"])
     @inlineCallbacks
     def register_replica_record(self, request: Request) -> Any:
-        """Register one replica record, validated against the catalogue."""
-        self._authorize(request)
+        """Register one replica record of an information name the system keeps, validated
+        against the catalogue."""
+        system = self._authorize(request)
         body = _read_json(request)
         items = body.get("items")
         if not isinstance(items, dict) or not all(
@@ -202,36 +224,73 @@ class BackOfficeApi(Service):
             items=items,
             suppressed=suppressed,
         )
-        yield self.node.register_replica_record(record)
+        yield self.node.register_replica_record(record, system)
         return _json(request, {"record_id": record.record_id}, 201)
 
     @app.route("/replica-records/<record_id>", methods=["DELETE"])
     @inlineCallbacks
     def delete_replica_record(self, request: Request, record_id: str) -> Any:
-        """Delete one replica record."""
-        self._authorize(request)
-        yield self.node.delete_replica_record(record_id)
+        """Delete one replica record of an information name the system keeps."""
+        system = self._authorize(request)
+        yield self.node.delete_replica_record(record_id, system)
         request.setResponseCode(204)
         return b""
 
     @app.route("/replica-files", methods=["POST"])
     @inlineCallbacks
     def post_replica_file(self, request: Request) -> Any:
-        """A 副本 registration and deletion file (XML); answers with its result file."""
-        self._authorize(request)
-        document = _read_body(request, MAX_FILE_BODY)
-        result = yield import_replica_file(self.node, document)
+        """A 副本 registration and deletion file (XML); answers with its result file, with
+        the status of its refusal (4xx) when the file was refused whole."""
+        system = self._authorize(request)
+        result, document = yield self._one_file_at_a_time(
+            lambda request: run_import(
+                self.node, _read_body(request, MAX_FILE_BODY), self._reactor, system
+            ),
+            request,
+        )
+        unauthorized = sum(
+            1
+            for entry in result.entries
+            if entry.error is not None and entry.error.code == errors.SYSTEM_NOT_AUTHORIZED.code
+        )
+        if unauthorized:
+            yield self.node.audit_back_office_refusal(
+                system,
+                _request_line(request),
+                errors.SYSTEM_NOT_AUTHORIZED.code,
+                entries=unauthorized,
+                reception_number=result.header.reception_number,
+            )
+        request.setResponseCode(200 if result.file_error is None else result.file_error.status)
         request.setHeader(b"Content-Type", b"application/xml; charset=utf-8")
-        return result
+        return document
 
     @app.route("/bulk-queries", methods=["POST"])
     @inlineCallbacks
     def post_bulk_query(self, request: Request) -> Any:
         """A bulk-query file (the 18-field CSV, UTF-8 or Shift_JIS): accepted, then run."""
         system = self._authorize(request)
-        data = _read_body(request, MAX_FILE_BODY)
-        accepted = yield self.bulk_queries.submit(data, system)
+        accepted = yield self._one_file_at_a_time(
+            lambda request: self.bulk_queries.submit(_read_body(request, MAX_FILE_BODY), system),
+            request,
+        )
         return _json(request, accepted, 202)
+
+    @inlineCallbacks
+    def _one_file_at_a_time(self, work: Any, request: Request) -> Any:
+        """Read and process one posted file at a time, then give the memory back.
+
+        A 64 MiB file and what is read from it take a few hundred megabytes while they are
+        processed: files posted together wait for each other instead of adding up."""
+        yield self._files.acquire()
+        try:
+            outcome = yield work(request)
+        finally:
+            self._files.release()
+            yield deferToThreadPool(
+                self._reactor, self._reactor.getThreadPool(), release_free_memory
+            )
+        return outcome
 
     @app.route("/bulk-queries/<bulk_query_id>", methods=["GET"])
     @inlineCallbacks
@@ -263,8 +322,9 @@ class BackOfficeApi(Service):
     @app.route("/queries", methods=["POST"])
     @inlineCallbacks
     def submit_query(self, request: Request) -> Any:
-        """情報照会依頼: accepted for asynchronous processing; poll GET /queries/<id>."""
-        self._authorize(request)
+        """情報照会依頼: accepted for asynchronous processing; poll GET /queries/<id>. The
+        procedure's affair must be one the system may query under."""
+        system = self._authorize(request)
         body = _read_json(request)
         conditions = body.get("conditions")
         submission = QuerySubmission(
@@ -276,24 +336,40 @@ class BackOfficeApi(Service):
             provider=validate_institution_code(_text(body, "provider")),
             conditions=None if conditions is None else _conditions(conditions),
         )
-        query_id = yield self.node.submit_query(submission)
+        query_id = yield self.node.submit_query(submission, system)
         return _json(request, {"query_id": query_id, "state": "submitted"}, 202)
 
     @app.route("/queries/<query_id>", methods=["GET"])
     @inlineCallbacks
     def query_status(self, request: Request, query_id: str) -> Any:
         """情報照会結果取得: the state and, once provided, the decoded result. With
-        ``?wait=N`` (at most 60) the answer waits up to N seconds for the query to end."""
-        self._authorize(request)
+        ``?wait=N`` (at most 60) the answer waits up to N seconds for the query to end.
+        Only the system that submitted the query may read it: to any other it is unknown."""
+        system = self._authorize(request)
         wait = _wait_seconds(request)
         if wait > 0:
-            status = yield self.node.wait_for_end(query_id, wait)
+            status = yield self.node.wait_for_end(query_id, wait, system)
         else:
-            status = yield self.node.query_status(query_id)
+            status = yield self.node.query_status(query_id, system)
         return _json(request, status)
 
 
 MAX_WAIT = 60.0
+
+
+def _caller_name(request: Request) -> str:
+    """The back-office system (client certificate CN) a request came from."""
+    try:
+        return peer_identity(request).common_name
+    except RenkeiError:
+        return "(no certificate)"
+
+
+def _request_line(request: Request) -> str:
+    """The method and path of a request (no query string), for the audit log."""
+    method = (request.method or b"").decode("ascii", "replace")
+    path = (request.path or b"").decode("utf-8", "replace")
+    return f"{method} {path}"[:200]
 
 
 def _person_answer(request: Request, state: dict[str, Any]) -> bytes:
@@ -317,21 +393,41 @@ def _wait_seconds(request: Request) -> float:
 
 
 def _conditions(value: Any) -> messages.QueryConditions:
+    """照会条件 from a query's JSON: ``fiscal_year`` (an integer YYYY), ``period_start`` and
+    ``period_end`` (dates YYYY-MM-DD, the end not before the start); any may be left out."""
     if not isinstance(value, dict):
         raise RenkeiError(errors.BAD_REQUEST, detail="conditions must be an object")
     unknown = set(value) - {"fiscal_year", "period_start", "period_end"}
     if unknown:
         raise RenkeiError(errors.BAD_REQUEST, detail=f"unknown conditions {sorted(unknown)}")
-    try:
-        fiscal_year = value.get("fiscal_year")
-        return messages.QueryConditions(
-            fiscal_year=None if fiscal_year is None else int(fiscal_year),
-            period_start=_date(value.get("period_start")),
-            period_end=_date(value.get("period_end")),
+    fiscal_year = value.get("fiscal_year")
+    if fiscal_year is not None and (
+        isinstance(fiscal_year, bool)
+        or not isinstance(fiscal_year, int)
+        or not 1000 <= fiscal_year <= 9999
+    ):
+        raise RenkeiError(
+            errors.BAD_REQUEST, detail="conditions: fiscal_year must be an integer YYYY"
         )
-    except (TypeError, ValueError) as failure:
-        raise RenkeiError(errors.BAD_REQUEST, detail=f"conditions: {failure}") from None
+    conditions = messages.QueryConditions(
+        fiscal_year=fiscal_year,
+        period_start=_date(value.get("period_start"), "period_start"),
+        period_end=_date(value.get("period_end"), "period_end"),
+    )
+    start, end = conditions.period_start, conditions.period_end
+    if start is not None and end is not None and end < start:
+        raise RenkeiError(
+            errors.BAD_REQUEST, detail="conditions: period_end is before period_start"
+        )
+    return conditions
 
 
-def _date(value: Any) -> date | None:
-    return None if value is None else date.fromisoformat(value)
+def _date(value: Any, name: str) -> date | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and len(value) == 10:
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise RenkeiError(errors.BAD_REQUEST, detail=f"conditions: {name} must be a date YYYY-MM-DD")

@@ -112,7 +112,7 @@ class NodeMetrics(Service):
         root = Resource()
         # A WSGI resource (it renders the registry on the reactor's thread pool).
         root.putChild(b"metrics", cast(IResource, MetricsResource(registry=self.registry)))
-        self._site = ListeningSite(root)
+        self._site = ListeningSite(root, max_body=0)  # GET only: no body
         description = self.node.institution.metrics_listen
         assert description is not None
         self._port = yield serverFromString(self._reactor, description).listen(self._site)

@@ -8,8 +8,10 @@ as the same ``Error`` message with its stable code and HTTP status.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from io import BytesIO
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 from weakref import WeakSet
 
@@ -33,6 +35,8 @@ XML = b"application/xml; charset=utf-8"
 MAX_MESSAGE_BYTES = 1_048_576
 # Seconds to wait for a peer's answer before the outbox treats the attempt as failed.
 REQUEST_TIMEOUT = 30.0
+# Seconds a connection whose body was refused stays open for the answer to reach the peer.
+REFUSAL_GRACE = 1.0
 
 
 class TransientFailure(Exception):
@@ -152,16 +156,107 @@ def caller_code(request: Request, allowed: set[str] | dict[str, Any]) -> str:
     return identity.common_name
 
 
-class ListeningSite(Site):
-    """A Site whose open connections can be dropped when its service stops.
+# How a listener words a refusal it makes itself, before any route runs: a content type and
+# a body (the network's Error message, the back office's JSON, plain text for people).
+RefusalRenderer = Callable[[RenkeiError], tuple[bytes, bytes]]
 
-    Stopping a listening port leaves kept-alive connections open; a peer would go on sending
-    requests to a stopped service through them. The per-request access log is off: it costs
-    a few per cent of CPU on the hot path, and every party records what matters itself.
+
+def xml_refusal(error: RenkeiError) -> tuple[bytes, bytes]:
+    """A refusal as the network's ``Error`` message."""
+    return XML, messages.encode(messages.error_message(error))
+
+
+def text_refusal(error: RenkeiError) -> tuple[bytes, bytes]:
+    """A refusal as plain text: the code and both messages."""
+    text = f"{error.code}: {error.message_en}\n{error.message_ja}\n"
+    return b"text/plain; charset=utf-8", text.encode()
+
+
+class BoundedRequest(Request):
+    """A request whose body may not exceed its site's ``max_body``, checked while it arrives.
+
+    Twisted would otherwise receive a whole body (into a temporary file) before any route
+    sees it. A declared ``Content-Length`` over the limit is refused as soon as the headers
+    end, a chunked body as soon as it passes the limit: the listener answers 413 with the
+    ``BodyTooLarge`` code itself, drops what has arrived and closes the connection, and no
+    route runs.
     """
 
-    def __init__(self, resource: Any) -> None:
+    _refused = False
+    _received = 0
+
+    def _limit(self) -> int:
+        site = getattr(self.channel, "site", None)
+        return site.max_body if isinstance(site, ListeningSite) else MAX_MESSAGE_BYTES
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self._limit():
+            self._refuse()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._received += len(data)
+        if self._received > self._limit():
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self._refused:
+            return  # answered already; the connection is closing
+        super().requestReceived(command, path, version)
+
+    def _refuse(self) -> None:
+        self._refused = True
+        if self.content is not None:
+            self.content.close()
+        self.content = cast(Any, BytesIO())
+        site = getattr(self.channel, "site", None)
+        render = site.render_refusal if isinstance(site, ListeningSite) else text_refusal
+        content_type, body = render(RenkeiError(errors.BODY_TOO_LARGE, limit=self._limit()))
+        channel = self.channel
+        transport: Any = channel.transport
+        if transport is None:
+            return
+        # Stop reading what the peer goes on sending, answer, and close. A TLS close waits
+        # for the peer's close_notify, which a peer busy sending never sends: abort after a
+        # short grace period in which the answer can reach it.
+        transport.pauseProducing()
+        transport.write(
+            b"HTTP/1.1 413 Request Entity Too Large\r\n"
+            b"Connection: close\r\n"
+            b"Content-Type: " + content_type + b"\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        channel.loseConnection()
+        channel.callLater(REFUSAL_GRACE, transport.abortConnection)
+
+
+class ListeningSite(Site):
+    """A Site that caps request bodies and whose open connections can be dropped.
+
+    ``max_body`` is the largest body any of its routes accepts (routes may accept less);
+    a larger one is refused while it is being read (`BoundedRequest`), worded by
+    ``render_refusal``. Stopping a listening port leaves kept-alive connections open; a peer
+    would go on sending requests to a stopped service through them, hence
+    ``drop_connections``. The per-request access log is off: it costs a few per cent of CPU
+    on the hot path, and every party records what matters itself.
+    """
+
+    requestFactory = BoundedRequest
+
+    def __init__(
+        self,
+        resource: Any,
+        max_body: int = MAX_MESSAGE_BYTES,
+        render_refusal: RefusalRenderer = text_refusal,
+    ) -> None:
         super().__init__(resource)
+        self.max_body = max_body
+        self.render_refusal = render_refusal
         self.displayTracebacks = False
         self.noisy = False
         self._channels: WeakSet[Any] = WeakSet()
@@ -196,8 +291,17 @@ class Listener:
 
 
 @inlineCallbacks
-def listen(reactor: Any, description: str, app: Klein, options: Any) -> Any:
-    """Serve a Klein app on ``description`` with mutual TLS ``options`` (a Deferred Listener)."""
-    site = ListeningSite(app.resource())
+def listen(
+    reactor: Any,
+    description: str,
+    app: Klein,
+    options: Any,
+    *,
+    max_body: int = MAX_MESSAGE_BYTES,
+    render_refusal: RefusalRenderer = xml_refusal,
+) -> Any:
+    """Serve a Klein app on ``description`` with mutual TLS ``options`` (a Deferred Listener);
+    request bodies over ``max_body`` are refused while they arrive (`BoundedRequest`)."""
+    site = ListeningSite(app.resource(), max_body, render_refusal)
     port = yield listen_mutual_tls(reactor, description, options, site)
     return Listener(port, site)

@@ -773,6 +773,10 @@ back_office_systems = {CARE_INSURANCE}
 provides = {CARE_INFORMATION}
 result_retention = 604800
 
+[back-office:meguro:{CARE_INSURANCE}]
+affairs = JM90000000001000
+information_names = {CARE_INFORMATION}
+
 [institution:setagaya]
 code = {SETAGAYA}
 name = 世田谷区
@@ -785,6 +789,10 @@ back_office_address = https://127.0.0.1:{ports["sb"]}
 back_office_systems = {LOCAL_TAX}
 provides = {INFORMATION_NAME}
 result_retention = 604800
+
+[back-office:setagaya:{LOCAL_TAX}]
+affairs = JM90000000002000
+information_names = {INFORMATION_NAME}
 
 [delivery]
 retry_initial = 0.5

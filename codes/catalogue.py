@@ -24,6 +24,13 @@ Item value types, checked by :meth:`Item.validate_value` and :meth:`Catalogue.va
 - ``date``: ``YYYY-MM-DD``, a real calendar date.
 
 An item absent from a record is simply left out of its mapping; there is no "empty" value.
+
+A data set may say which of its items place a record in time (``period``), so that a query's
+conditions (fiscal year, start and end dates) can select records: ``{"from": TK, "to": TK}``
+(dates: the record is valid from … to, either end may be absent from a record and is then
+open), ``{"fiscal_year": TK}`` (an integer item: the record is of that fiscal year, 年度,
+1 April to 31 March), or ``{"month": TK}`` (a code item ``YYYYMM``: the record is of that
+month). Which items do so is this project's emulation, like the item codes themselves.
 """
 
 from __future__ import annotations
@@ -141,6 +148,17 @@ class Item:
 
 
 @dataclass(frozen=True)
+class Period:
+    """Which items of a data set place a record in time (see the module docstring): exactly
+    one of ``fiscal_year`` and ``month``, or one or both of ``starts`` and ``ends``."""
+
+    starts: ItemCode | None = None
+    ends: ItemCode | None = None
+    fiscal_year: ItemCode | None = None
+    month: ItemCode | None = None
+
+
+@dataclass(frozen=True)
 class DataSet:
     """A data set (データセット) of an information name: a group of items."""
 
@@ -150,6 +168,7 @@ class DataSet:
     emulated: bool
     information_name: InformationNameCode
     items: tuple[Item, ...]
+    period: Period | None = None
     _by_code: dict[str, Item] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -258,6 +277,14 @@ _TOP_KEYS = {"versions", "information_names", "procedures"}
 _VERSION_KEYS = {"version", "valid_from"}
 _NAME_KEYS = {"code", "name", "name_en", "emulated", "data_sets"}
 _DATA_SET_KEYS = {"code", "name", "name_en", "emulated", "items"}
+_PERIOD_KEYS = frozenset({"from", "to", "fiscal_year", "month"})
+# The type and length an item needs to play each part of a period.
+_PERIOD_ITEM_TYPES = {
+    "from": (ItemType.DATE, None),
+    "to": (ItemType.DATE, None),
+    "fiscal_year": (ItemType.INTEGER, 4),
+    "month": (ItemType.CODE, 6),
+}
 _ITEM_KEYS = {"code", "name", "name_en", "type", "max_length", "emulated"}
 _PROCEDURE_KEYS = {"affair", "affair_name", "affair_name_en", "code", "name", "name_en", "emulated"}
 # Any entry may say in which version it first appears and from which one it is gone.
@@ -371,7 +398,7 @@ def _item(
 
 
 def _data_set(r: _Reader, raw: object, where: str, tm: InformationNameCode) -> DataSet | None:
-    d = r.obj(raw, where, _DATA_SET_KEYS, _LIFE)
+    d = r.obj(raw, where, _DATA_SET_KEYS, _LIFE | {"period"})
     if not r.present(d, where):
         return None
     code = r.code(validate_data_set_code, d["code"], f"{where}.code")
@@ -388,6 +415,33 @@ def _data_set(r: _Reader, raw: object, where: str, tm: InformationNameCode) -> D
         emulated=r.flag(d["emulated"], f"{where}.emulated"),
         information_name=tm,
         items=items,
+        period=_period(r, d["period"], f"{where}.period", items) if "period" in d else None,
+    )
+
+
+def _period(r: _Reader, raw: object, where: str, items: tuple[Item, ...]) -> Period:
+    d = r.obj(raw, where, set(), _PERIOD_KEYS)
+    if not d:
+        raise r.fail(where, "a period names at least one item")
+    if ("fiscal_year" in d or "month" in d) and len(d) > 1:
+        raise r.fail(where, "fiscal_year and month each stand alone")
+    by_code = {item.code: item for item in items}
+    codes: dict[str, ItemCode] = {}
+    for part, raw_code in d.items():
+        code = r.code(validate_item_code, raw_code, f"{where}.{part}")
+        item = by_code.get(code)
+        if item is None:
+            raise r.fail(f"{where}.{part}", f"{code} is not an item of this data set")
+        item_type, length = _PERIOD_ITEM_TYPES[part]
+        if item.type is not item_type or (length is not None and item.max_length != length):
+            wanted = item_type.value + ("" if length is None else f" of length {length}")
+            raise r.fail(f"{where}.{part}", f"{code} must be a {wanted} item")
+        codes[part] = code
+    return Period(
+        starts=codes.get("from"),
+        ends=codes.get("to"),
+        fiscal_year=codes.get("fiscal_year"),
+        month=codes.get("month"),
     )
 
 

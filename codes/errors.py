@@ -82,6 +82,12 @@ XML_TOO_DEEP = _kind(
     "The document nests elements deeper than {limit} levels.",
     "文書の要素の入れ子が{limit}階層を超えています。",
 )
+XML_TOO_MANY_ELEMENTS = _kind(
+    "XmlTooManyElements",
+    413,
+    "An element of the document holds more than {limit} elements.",
+    "文書の要素が{limit}個を超える要素を含んでいます。",
+)
 XML_MALFORMED = _kind(
     "XmlMalformed",
     400,
@@ -333,6 +339,12 @@ CERTIFICATE_NOT_AUTHORIZED = _kind(
     "The client certificate {subject} is not authorized for this service.",
     "クライアント証明書{subject}はこのサービスの利用を許可されていません。",
 )
+SYSTEM_NOT_AUTHORIZED = _kind(
+    "SystemNotAuthorized",
+    403,
+    "Back-office system {system} is not authorized for {what}.",
+    "業務システム{system}には{what_ja}の権限がありません。",
+)
 SENDER_NOT_PARTY = _kind(
     "SenderNotParty",
     403,
@@ -341,6 +353,12 @@ SENDER_NOT_PARTY = _kind(
 )
 
 # Requests to the back-office API
+BODY_TOO_LARGE = _kind(
+    "BodyTooLarge",
+    413,
+    "The request body is larger than {limit} bytes, the most this service accepts.",
+    "要求の本文が、このサービスが受け付ける{limit}バイトを超えています。",
+)
 BAD_REQUEST = _kind(
     "BadRequest",
     400,

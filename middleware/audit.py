@@ -49,6 +49,7 @@ ACTIONS = frozenset(
         "password_reset",
         "totp_reset",
         "role_change",
+        "back_office_refused",
     }
 )
 """The actions known today; ``append_audit`` accepts others so new features can add theirs."""

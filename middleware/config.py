@@ -2,7 +2,9 @@
 
 A file describes a whole network in a box: a ``[network]`` section for the hub (omit it to
 run institution nodes against a hub elsewhere), one ``[institution:NAME]`` section per
-intermediate server, ``[delivery]`` for the outbox, and optionally ``[demo]``. Relative
+intermediate server with one ``[back-office:NAME:SYSTEM]`` section per back-office system
+it serves (what that system may do), ``[delivery]`` for the outbox, and optionally
+``[demo]``. Relative
 paths are read relative to the file. See docs/operations.md for every key.
 """
 
@@ -14,7 +16,7 @@ from pathlib import Path
 
 from codes.errors import RenkeiError
 from codes.institution import INSTITUTION_KINDS, validate_institution_code
-from codes.typed import validate_information_name_code
+from codes.typed import validate_affair_code, validate_information_name_code
 from middleware.outbox import RetryPolicy
 
 
@@ -32,6 +34,18 @@ class NetworkConfig:
     permitted_list: Path
     list_validity: float
     permit_validity: float
+
+
+@dataclass(frozen=True)
+class BackOfficeSystem:
+    """One back-office system of an institution and what it may do (per-system authorization):
+    query under the procedures of ``affairs`` (事務), register and delete the 副本 of
+    ``information_names``. Every system may register persons (the integrated-address
+    function serves the whole institution)."""
+
+    name: str
+    affairs: tuple[str, ...]
+    information_names: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,15 @@ class InstitutionConfig:
     metrics_listen: str | None = None
     # A folder watched for 副本 registration files (docs/replica-files.md); optional.
     replica_inbox: Path | None = None
+    # What each of ``back_office_systems`` may do, in the same order.
+    systems: tuple[BackOfficeSystem, ...] = ()
+
+    def system(self, name: str) -> BackOfficeSystem | None:
+        """The back-office system ``name`` of this institution, or None."""
+        for system in self.systems:
+            if system.name == name:
+                return system
+        return None
 
 
 @dataclass(frozen=True)
@@ -125,6 +148,35 @@ def _value(section: configparser.SectionProxy, key: str) -> str:
         raise KeyError(f"[{section.name}] has no {key!r}") from None
 
 
+def _system(
+    parser: configparser.ConfigParser, institution: str, name: str, provides: tuple[str, ...]
+) -> BackOfficeSystem:
+    """``[back-office:INSTITUTION:SYSTEM]``: the 事務 a system queries under and the
+    information names whose 副本 it keeps (each one provided by the institution)."""
+    section_name = f"back-office:{institution}:{name}"
+    if not parser.has_section(section_name):
+        raise KeyError(
+            f"[institution:{institution}] names the back-office system {name!r}:"
+            f" [{section_name}] must say what it may do (affairs, information_names)"
+        )
+    section = parser[section_name]
+    information_names = tuple(
+        validate_information_name_code(code)
+        for code in section.get("information_names", "").split()
+    )
+    for code in information_names:
+        if code not in provides:
+            raise ValueError(
+                f"[{section_name}] keeps the 副本 of {code}, which"
+                f" [institution:{institution}] does not provide"
+            )
+    return BackOfficeSystem(
+        name=name,
+        affairs=tuple(validate_affair_code(code) for code in section.get("affairs", "").split()),
+        information_names=information_names,
+    )
+
+
 def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
     if not parser.has_section("renkei"):
         raise KeyError("the [renkei] section is missing")
@@ -149,9 +201,14 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
             raise ValueError(
                 f"[{name}] kind {section['kind']!r} is not one of {', '.join(INSTITUTION_KINDS)}"
             )
+        institution_name = name.removeprefix("institution:")
+        provides = tuple(
+            validate_information_name_code(code) for code in section.get("provides", "").split()
+        )
+        system_names = tuple(_value(section, "back_office_systems").split())
         institutions.append(
             InstitutionConfig(
-                name=name.removeprefix("institution:"),
+                name=institution_name,
                 code=validate_institution_code(_value(section, "code")),
                 display_name=_value(section, "name"),
                 kind=_value(section, "kind"),
@@ -160,11 +217,8 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
                 network_address=_value(section, "network_address"),
                 back_office_listen=_value(section, "back_office_listen"),
                 back_office_address=_value(section, "back_office_address"),
-                back_office_systems=tuple(_value(section, "back_office_systems").split()),
-                provides=tuple(
-                    validate_information_name_code(code)
-                    for code in section.get("provides", "").split()
-                ),
+                back_office_systems=system_names,
+                provides=provides,
                 result_retention=section.getfloat("result_retention", 7 * 86400.0),
                 console_listen=section.get("console_listen"),
                 console_address=section.get("console_address"),
@@ -177,8 +231,17 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
                 replica_inbox=(
                     base / section["replica_inbox"] if section.get("replica_inbox") else None
                 ),
+                systems=tuple(
+                    _system(parser, institution_name, system, provides) for system in system_names
+                ),
             )
         )
+    known = {
+        f"back-office:{i.name}:{system}" for i in institutions for system in i.back_office_systems
+    }
+    for name in parser.sections():
+        if name.startswith("back-office:") and name not in known:
+            raise ValueError(f"[{name}] is not a back-office system of a configured institution")
     codes = [institution.code for institution in institutions]
     if len(set(codes)) != len(codes):
         raise ConfigError(f"{path}: two institutions share an institution code")

@@ -13,7 +13,9 @@ The checks run in a fixed order, cheapest and most protective first:
    disabled. A well-formedness error is refused as ``XmlMalformed`` with libxml2's message; a
    reference to an undeclared entity, or libxml2's entity-amplification limit (it still checks
    declared entities even when not substituting them), as ``XmlDoctypeForbidden``; libxml2's
-   own nesting limit (256 levels without ``huge_tree``) as ``XmlTooDeep``;
+   own nesting limit (256 levels without ``huge_tree``) as ``XmlTooDeep``; a namespace error
+   (an undeclared prefix, a malformed qualified name) as ``XmlMalformed``, also when libxml2
+   reports a warning after it (lxml would otherwise raise for the last message only);
 4. post-parse: the tree is refused (``XmlDoctypeForbidden``) if it has a document type
    declaration, an internal or external subset, or any entity reference node — this is the
    authoritative check, whatever the encoding — and (``XmlMalformed``) if it has a processing
@@ -21,6 +23,18 @@ The checks run in a fixed order, cheapest and most protective first:
 5. depth: a level-by-level walk (a compiled XPath location path of ``max_depth + 1`` steps, run
    by libxml2 without recursion) refuses (``XmlTooDeep``) a document with an element nested
    deeper than ``max_depth`` (the root is at depth 1); it never descends below that level.
+
+`parse_xml` builds the whole tree, for documents of at most `MAX_TREE_BYTES` (a network message
+is at most 1 MiB). Larger documents (副本 files) are read with `iter_children`, which streams
+with the same checks in the same order of precedence: the pre-scan; a first pass of libxml2
+over the whole document without building anything (well-formedness and namespace errors, for
+a fifth of a second per 60 MiB); then the document read piece by piece, the DOCTYPE check at
+the root's start, entity references, processing instructions and depth as they come, each
+child of the root handed over once complete and dropped once the parser is past it, and at
+most ``max_child_elements`` elements under any one child, so that neither a huge tree nor
+libxml2's XPath limits are ever reached. Measured on a 60 MiB file of 110,000 entries: 1.2 s
+(2.8 s on a loaded machine) against 0.65 s for one tree, and a flat resident size against
+330 MB more for the tree.
 
 lxml parsers and XPath evaluators are not thread-safe, so each thread gets its own
 (`threading.local`). Measured with lxml 6.1 / libxml2 2.14: creating a parser per call adds about
@@ -31,7 +45,8 @@ lxml parsers and XPath evaluators are not thread-safe, so each thread gets its o
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, cast
 
 from lxml import etree
 
@@ -40,13 +55,29 @@ from codes.errors import (
     XML_MALFORMED,
     XML_TOO_DEEP,
     XML_TOO_LARGE,
+    XML_TOO_MANY_ELEMENTS,
     RenkeiError,
 )
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_DEPTH", "LIBXML2_MAX_DEPTH", "parse_xml", "serialize"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_DEPTH",
+    "LIBXML2_MAX_DEPTH",
+    "MAX_TREE_BYTES",
+    "StreamedDocument",
+    "iter_children",
+    "parse_xml",
+    "serialize",
+]
 
 DEFAULT_MAX_BYTES = 1_048_576
 DEFAULT_MAX_DEPTH = 32
+# The largest document `parse_xml` turns into one tree. libxml2 keeps about 100 bytes per
+# element, and its XPath node sets (the depth check) stop at 10 million nodes: 16 MiB of
+# ``<x/>`` is 4 million elements and some 400 MB of tree, transient. Stream anything larger.
+MAX_TREE_BYTES = 16 * 1_048_576
+# Bytes fed to the streaming parser at a time.
+_CHUNK = 65_536
 # libxml2 refuses deeper documents by itself unless XML_PARSE_HUGE (huge_tree) is set.
 LIBXML2_MAX_DEPTH = 256
 
@@ -57,6 +88,17 @@ _FORBIDDEN_MARKERS: tuple[bytes, ...] = tuple(
 )
 
 _local = threading.local()
+
+
+def _prescan(data: bytes, max_bytes: int) -> None:
+    """The checks on raw bytes, before any parsing: size, then DOCTYPE and ENTITY markers."""
+    if not isinstance(data, bytes):
+        raise TypeError(f"expected bytes, not {type(data).__name__}")
+    size = len(data)
+    if size > max_bytes:
+        raise RenkeiError(XML_TOO_LARGE, size=size, limit=max_bytes)
+    if any(marker in data for marker in _FORBIDDEN_MARKERS):
+        raise RenkeiError(XML_DOCTYPE_FORBIDDEN)
 
 
 def _parser() -> etree.XMLParser:
@@ -127,22 +169,25 @@ def parse_xml(
     """Parse an untrusted document and return its root element, or raise a `RenkeiError`.
 
     Raises ``XmlTooLarge``, ``XmlDoctypeForbidden``, ``XmlMalformed`` or ``XmlTooDeep`` as
-    described in the module docstring. ``max_depth`` may not exceed `LIBXML2_MAX_DEPTH`.
+    described in the module docstring. ``max_depth`` may not exceed `LIBXML2_MAX_DEPTH`, nor
+    ``max_bytes`` `MAX_TREE_BYTES`.
     """
-    if not isinstance(data, bytes):
-        raise TypeError(f"parse_xml expects bytes, not {type(data).__name__}")
     if not 1 <= max_depth <= LIBXML2_MAX_DEPTH:
         raise ValueError(f"max_depth must be between 1 and {LIBXML2_MAX_DEPTH}")
-    size = len(data)
-    if size > max_bytes:
-        raise RenkeiError(XML_TOO_LARGE, size=size, limit=max_bytes)
-    if any(marker in data for marker in _FORBIDDEN_MARKERS):
-        raise RenkeiError(XML_DOCTYPE_FORBIDDEN)
+    if max_bytes > MAX_TREE_BYTES:
+        raise ValueError(f"max_bytes above {MAX_TREE_BYTES}: stream the document (iter_children)")
+    _prescan(data, max_bytes)
 
+    parser = _parser()
     try:
-        root = etree.fromstring(data, _parser())
+        root = etree.fromstring(data, parser)
     except etree.XMLSyntaxError as error:
         raise _refuse_syntax_error(error, max_depth) from None
+    # lxml raises for the last error libxml2 reported only: a namespace error followed by a
+    # warning (a relative namespace URI, say) would pass.
+    for entry in parser.error_log:
+        if entry.level >= etree.ErrorLevels.ERROR:
+            raise RenkeiError(XML_MALFORMED, detail=entry.message)
 
     docinfo: Any = root.getroottree().docinfo  # the stubs lack DocInfo.doctype
     if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
@@ -157,6 +202,196 @@ def parse_xml(
     if _too_deep_finder(max_depth)(root):
         raise RenkeiError(XML_TOO_DEEP, limit=max_depth)
     return root
+
+
+_XML_SPACE = " \t\n\r"
+
+
+def _is_xml_space(text: str | None) -> bool:
+    """Whether ``text`` is empty or XML white space only (not Python's wider idea of it)."""
+    return not text or not text.strip(_XML_SPACE)
+
+
+class StreamedDocument:
+    """An untrusted document read incrementally (see `iter_children`).
+
+    ``root`` is the root element once the parser has seen it (None before): its tag and
+    attributes are complete, its children are only those not yet handed over.
+    """
+
+    def __init__(
+        self,
+        data: bytes,
+        *,
+        max_bytes: int,
+        max_depth: int,
+        max_child_elements: int,
+        refuse_text: Callable[[int], RenkeiError] | None = None,
+    ) -> None:
+        if not 2 <= max_depth <= LIBXML2_MAX_DEPTH:
+            raise ValueError(f"max_depth must be between 2 and {LIBXML2_MAX_DEPTH}")
+        self._data = data
+        self._max_bytes = max_bytes
+        self._max_depth = max_depth
+        self._max_child_elements = max_child_elements
+        self._refuse_text = refuse_text
+        self.root: etree._Element | None = None
+        self._depth = 0
+        self._below_child = 0  # elements inside the current child of the root
+        self._done: etree._Element | None = None  # the child handed over, not yet removed
+
+    def children(self) -> Iterator[etree._Element]:
+        """Each child element of the root, complete, in document order.
+
+        A child is cleared and removed from the tree once the parser has moved past it (its
+        tail, the text after it, is then complete and checked), so memory holds about one
+        child at a time; a child's ``tail`` is not meaningful to the caller. Raises
+        `RenkeiError` as `parse_xml` does, at the point where the problem is met (children
+        before it have been handed over); ``XmlTooManyElements`` for a child holding more than
+        ``max_child_elements`` elements; and, with ``refuse_text``, the error it makes (given
+        the line) for text other than XML white space directly under the root.
+        """
+        _prescan(self._data, self._max_bytes)
+        _check_well_formed(self._data, self._max_depth)
+        parser = etree.XMLPullParser(
+            events=("start", "end", "pi"),
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            dtd_validation=False,
+            huge_tree=False,
+            remove_comments=True,
+        )
+        data = self._data
+        for offset in range(0, max(len(data), 1), _CHUNK):
+            try:
+                parser.feed(data[offset : offset + _CHUNK])
+                events: list[Any] = list(parser.read_events())
+            except etree.XMLSyntaxError as error:
+                raise _refuse_syntax_error(error, self._max_depth) from None
+            yield from self._handle(events)
+        try:
+            parser.close()
+        except etree.XMLSyntaxError as error:
+            raise _refuse_syntax_error(error, self._max_depth) from None
+        # libxml2 delivers the events of a document shorter than its look-ahead at close.
+        yield from self._handle(list(parser.read_events()))
+        for entry in parser.error_log:
+            if entry.level >= etree.ErrorLevels.ERROR:
+                raise RenkeiError(XML_MALFORMED, detail=entry.message)
+
+    def _handle(self, events: Iterable[tuple[str, Any]]) -> Iterator[etree._Element]:
+        for event, found in events:
+            node = cast(etree._Element, found)
+            line = cast("int | None", node.sourceline)
+            if event == "start":
+                self._depth += 1
+                if self._depth == 1:
+                    self.root = node
+                    _refuse_document_type(node)
+                elif self._depth == 2:
+                    self._drop_done(line)
+                elif self._depth > self._max_depth:
+                    raise RenkeiError(XML_TOO_DEEP, limit=self._max_depth)
+                else:
+                    self._below_child += 1
+                    if self._below_child > self._max_child_elements:
+                        raise RenkeiError(XML_TOO_MANY_ELEMENTS, limit=self._max_child_elements)
+            elif event == "end":
+                self._depth -= 1
+                if self._depth == 1:
+                    self._below_child = 0
+                    for inner in node.iter(etree.Entity):
+                        _check_node(inner)
+                    self._done = node
+                    yield node
+                elif self._depth == 0:
+                    self._drop_done(line)
+            else:
+                raise RenkeiError(XML_MALFORMED, detail="processing instructions are not accepted")
+
+    def _drop_done(self, line: int | None) -> None:
+        """The parser is past the last child handed over: check the text before ``line``
+        (the root's text, or that child's tail), then clear and remove that child."""
+        root, done = self.root, self._done
+        if done is not None:
+            text = done.tail
+        elif root is not None:
+            text = root.text
+        else:
+            text = None
+        if self._refuse_text is not None and not _is_xml_space(text):
+            raise self._refuse_text(line or 0)
+        if done is not None:
+            done.clear()
+            parent = done.getparent()
+            if parent is not None:
+                parent.remove(done)
+            self._done = None
+
+
+class _NoTree:
+    """A parser target with no callbacks: libxml2 parses without building anything."""
+
+    def close(self) -> None:
+        return None
+
+
+def _check_well_formed(data: bytes, max_depth: int) -> None:
+    """Parse the whole document once without building a tree (libxml2 alone, no Python per
+    element: 0.2 s and no memory for 60 MiB), so that a document that is not well-formed is
+    refused as such (``XmlMalformed``, entity and depth codes as `parse_xml` gives them)
+    before anything is read from it, whatever else is wrong with it."""
+    parser = etree.XMLParser(
+        target=cast(Any, _NoTree()),
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+    )
+    try:
+        etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as error:
+        raise _refuse_syntax_error(error, max_depth) from None
+    for entry in parser.error_log:
+        if entry.level >= etree.ErrorLevels.ERROR:
+            raise RenkeiError(XML_MALFORMED, detail=entry.message)
+
+
+def _refuse_document_type(root: etree._Element) -> None:
+    """The post-parse DOCTYPE check of `parse_xml`, at the root's start (the declaration
+    comes before the root; an encoding may hide it from the byte pre-scan)."""
+    docinfo: Any = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+        raise RenkeiError(XML_DOCTYPE_FORBIDDEN)
+
+
+def iter_children(
+    data: bytes,
+    *,
+    max_bytes: int,
+    max_depth: int,
+    max_child_elements: int,
+    refuse_text: Callable[[int], RenkeiError] | None = None,
+) -> StreamedDocument:
+    """Stream an untrusted document too large to hold as one tree (a 副本 file).
+
+    The same pre-scan (size, DOCTYPE and ENTITY markers) and parser settings as `parse_xml`,
+    and its post-parse checks as the document arrives: a document type declaration
+    (``XmlDoctypeForbidden``, checked when the root starts), entity references
+    (``XmlDoctypeForbidden``), processing instructions anywhere (``XmlMalformed``), nesting
+    deeper than ``max_depth`` (``XmlTooDeep``), namespace errors (``XmlMalformed``, at the
+    end); comments are dropped. Iterate ``document.children()`` and read ``document.root``
+    for the root element.
+    """
+    return StreamedDocument(
+        data,
+        max_bytes=max_bytes,
+        max_depth=max_depth,
+        max_child_elements=max_child_elements,
+        refuse_text=refuse_text,
+    )
 
 
 def serialize(element: etree._Element) -> bytes:

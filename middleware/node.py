@@ -38,7 +38,7 @@ from adapters.network_link import (
     xml_response,
 )
 from codes import errors, fugo_store
-from codes.catalogue import Catalogue
+from codes.catalogue import Catalogue, DataSet
 from codes.errors import RenkeiError
 from crypto.envelope import open_envelope, seal
 from crypto.pki import (
@@ -51,10 +51,10 @@ from crypto.pki import (
 )
 from crypto.tls import ClientTLSPolicy, server_options
 from crypto.xmlsig import CAVerifier, PinnedVerifier, SignatureInvalid, Signer
-from middleware import held_queue, messages, replica
+from middleware import conditions, held_queue, messages, replica
 from middleware.audit import SYSTEM, append_audit
 from middleware.clock import Clock, utc_now
-from middleware.config import Config, InstitutionConfig
+from middleware.config import BackOfficeSystem, Config, InstitutionConfig
 from middleware.hardened_xml import parse_xml, serialize
 from middleware.outbox import DeliveryRefused, Outbox, OutgoingMessage
 from middleware.permit import check_permit_terms
@@ -78,6 +78,8 @@ from middleware.tables import (
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 HUB = "hub"
+# The audit log's actor for a back-office system (staff names cannot contain ':').
+BACK_OFFICE_ACTOR = "back-office:"
 
 # query states (requester side)
 SUBMITTED = "submitted"
@@ -343,21 +345,62 @@ class IntermediateServer(Service):
         """A person's registration state (see fugo_store.person_state)."""
         return self.database.run(fugo_store.person_state, integrated_address_number)
 
-    def register_replica_record(self, record: replica.ReplicaRecord) -> Deferred[None]:
-        """Validate a replica record against the catalogue and store it."""
+    def audit_back_office_refusal(
+        self, system: str, request_line: str, code: str, **detail: Any
+    ) -> Deferred[int]:
+        """Write a refused back-office request (or refused entries of a file) to the audit
+        log: who (the system), what was asked and the code it was refused with."""
+        return self.database.run(
+            append_audit,
+            self.now(),
+            f"{BACK_OFFICE_ACTOR}{system}"[:64],
+            "back_office_refused",
+            request_line,
+            {"code": code, **detail},
+        )
+
+    def back_office_system(self, name: str) -> BackOfficeSystem:
+        """The configured back-office system ``name`` (CertificateNotAuthorized if none)."""
+        system = self.institution.system(name)
+        if system is None:
+            raise RenkeiError(errors.CERTIFICATE_NOT_AUTHORIZED, subject=name)
+        return system
+
+    def register_replica_record(self, record: replica.ReplicaRecord, system: str) -> Deferred[None]:
+        """Validate a replica record against the catalogue and store it, when ``system``
+        keeps the 副本 of its information name (else SystemNotAuthorized)."""
         replica.validate(record, self.catalogue, self.institution.provides)
+        if record.information_name not in self.back_office_system(system).information_names:
+            raise RenkeiError(
+                errors.SYSTEM_NOT_AUTHORIZED,
+                system=system,
+                what=f"the replica of information name {record.information_name}",
+                what_ja=f"特定個人情報名{record.information_name}の副本",
+            )
         return self.database.run(replica.store, record, self.now())
 
-    def delete_replica_record(self, record_id: str) -> Deferred[None]:
-        return self.database.run(replica.delete, record_id)
+    def delete_replica_record(self, record_id: str, system: str) -> Deferred[None]:
+        """Delete a replica record of an information name ``system`` keeps; any other record
+        is UnknownRecord to it, as if it did not exist."""
+        names = self.back_office_system(system).information_names
+        return self.database.run(replica.delete, record_id, names)
 
     # -- queries (requester side) -------------------------------------------------------------
 
     @inlineCallbacks
-    def submit_query(self, submission: QuerySubmission) -> Any:
-        """情報照会: check locally, then send to the hub through the outbox; the query id."""
+    def submit_query(self, submission: QuerySubmission, system: str) -> Any:
+        """情報照会 by back-office ``system``: check locally (the system may use the
+        procedure's affair, the list permits it), then send to the hub through the outbox;
+        the query id. The query belongs to ``system``."""
         self.catalogue.information_name(submission.information_name)
         affair = self.catalogue.procedure(submission.procedure).affair
+        if affair not in self.back_office_system(system).affairs:
+            raise RenkeiError(
+                errors.SYSTEM_NOT_AUTHORIZED,
+                system=system,
+                what=f"procedure {submission.procedure} (affair {affair})",
+                what_ja=f"事務手続{submission.procedure}(事務{affair})",
+            )
         self.current_list().check(
             self.code,
             submission.provider,
@@ -367,19 +410,25 @@ class IntermediateServer(Service):
             self.now(),
         )
         query_id, outgoing = yield self.database.run(
-            self._create_query, submission, affair, self.now()
+            self._create_query, submission, system, affair, self.now()
         )
         self.outbox.send_now(outgoing)
         return query_id
 
     def _create_query(
-        self, connection: Connection, submission: QuerySubmission, affair: str, now: datetime
+        self,
+        connection: Connection,
+        submission: QuerySubmission,
+        system: str,
+        affair: str,
+        now: datetime,
     ) -> tuple[str, OutgoingMessage]:
         fugo = fugo_store.fugo_of(connection, submission.integrated_address_number)
         query_id = str(uuid.uuid4())
         connection.execute(
             query.insert().values(
                 query_id=query_id,
+                system=system,
                 integrated_address_number=submission.integrated_address_number,
                 affair=affair,
                 procedure=submission.procedure,
@@ -612,13 +661,15 @@ class IntermediateServer(Service):
         )
         append_records(connection, node_records, node_record_head, now, entries)
 
-    def query_status(self, query_id: str) -> Deferred[dict[str, Any]]:
-        """A query's state, 処理通番, error and, once provided, its decoded result."""
-        return self.database.run(self._query_status, query_id)
+    def query_status(self, query_id: str, system: str) -> Deferred[dict[str, Any]]:
+        """A query's state, 処理通番, error and, once provided, its decoded result, for the
+        system that submitted it (to any other it is UnknownQuery)."""
+        return self.database.run(self._query_status, query_id, system)
 
     @inlineCallbacks
-    def wait_for_end(self, query_id: str, timeout: float) -> Any:
-        """The query's status once it has ended, or after ``timeout`` seconds (long poll).
+    def wait_for_end(self, query_id: str, timeout: float, system: str) -> Any:
+        """The query's status once it has ended, or after ``timeout`` seconds (long poll),
+        for the system that submitted it (to any other it is UnknownQuery at once).
 
         Waiters live only in this process: a result stored by another process of the same
         institution is seen when the wait times out.
@@ -628,11 +679,11 @@ class IntermediateServer(Service):
         self._waiters.setdefault(query_id, []).append(ended)
         timer = self._reactor.callLater(timeout, _fire, ended)
         try:
-            status = yield self.query_status(query_id)
+            status = yield self.query_status(query_id, system)
             if status["state"] in FINISHED or timeout <= 0:
                 return status
             yield ended
-            status = yield self.query_status(query_id)
+            status = yield self.query_status(query_id, system)
             return status
         finally:
             if timer.active():
@@ -647,9 +698,10 @@ class IntermediateServer(Service):
         for ended in self._waiters.pop(query_id, []):
             _fire(ended)
 
-    def _query_status(self, connection: Connection, query_id: str) -> dict[str, Any]:
+    def _query_status(self, connection: Connection, query_id: str, system: str) -> dict[str, Any]:
         row = connection.execute(select(query).where(query.c.query_id == query_id)).first()
-        if row is None:
+        if row is None or row.system != system:
+            # Another system's query is answered exactly as one that does not exist.
             raise RenkeiError(errors.UNKNOWN_QUERY, query_id=query_id)
         status: dict[str, Any] = {
             "query_id": row.query_id,
@@ -809,9 +861,13 @@ class IntermediateServer(Service):
                 return None  # the hub's retry of a request already answered
             raise RenkeiError(errors.PERMIT_REPLAYED, transaction_number=number)
         person = fugo_store.person_of(connection, permit.provider_fugo)
-        # Only records whose publication window covers today (JST) are provided.
-        records = replica.records_of(
-            connection, person, permit.information_name, replica.today_in_japan(now)
+        # Only records whose publication window covers today (JST) and that meet the
+        # query's conditions (照会条件, carried in the permit) are provided.
+        records = self._records_asked(
+            replica.records_of(
+                connection, person, permit.information_name, replica.today_in_japan(now)
+            ),
+            permit,
         )
         held = any(record.suppressed for record in records)
         status = HELD if held else PROVIDED if records else NO_DATA
@@ -885,6 +941,20 @@ class IntermediateServer(Service):
                 person=person,
             ),
         )
+
+    def _records_asked(
+        self, records: list[replica.ReplicaRecord], permit: messages.Permit
+    ) -> list[replica.ReplicaRecord]:
+        """The records that meet the permit's conditions (all of them without conditions)."""
+        if not conditions.span_of_conditions(permit.conditions):
+            return records
+        information = self.catalogue.information_name(permit.information_name)
+        data_sets: dict[str, DataSet] = {ds.code: ds for ds in information.data_sets}
+        return [
+            record
+            for record in records
+            if conditions.meets(permit.conditions, data_sets.get(record.data_set), record.items)
+        ]
 
     def _queue_provision(
         self,

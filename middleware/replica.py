@@ -280,11 +280,15 @@ def set_suppressed(connection: Connection, record_id: str, suppressed: bool) -> 
         raise RenkeiError(errors.UNKNOWN_RECORD, record_id=record_id)
 
 
-def delete(connection: Connection, record_id: str) -> None:
-    """Delete a record; an unknown record id is refused."""
-    result = connection.execute(
-        replica_record.delete().where(replica_record.c.record_id == record_id)
-    )
+def delete(
+    connection: Connection, record_id: str, information_names: Collection[str] | None = None
+) -> None:
+    """Delete a record (of one of ``information_names``, when given); an unknown record id,
+    or one of another information name, is refused as UnknownRecord."""
+    where = replica_record.c.record_id == record_id
+    if information_names is not None:
+        where = where & replica_record.c.information_name.in_(sorted(information_names))
+    result = connection.execute(replica_record.delete().where(where))
     if result.rowcount == 0:
         raise RenkeiError(errors.UNKNOWN_RECORD, record_id=record_id)
 

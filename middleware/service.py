@@ -151,9 +151,18 @@ def seed_demo(box: Box, path: Path) -> Any:
         for person in demo["persons"]:
             yield box.hub.database.run(jukinet.register_resident, person["individual_number"])
     for name, node in box.nodes.items():
-        system = node.institution.back_office_systems[0]
-        client = BackOfficeClient(box.reactor, box.config, node.institution, system)
+        # Persons through the first system; each record through the system keeping its 副本.
+        clients = {
+            system.name: BackOfficeClient(box.reactor, box.config, node.institution, system.name)
+            for system in node.institution.systems
+        }
+        keeper = {
+            code: clients[system.name]
+            for system in node.institution.systems
+            for code in system.information_names
+        }
         try:
+            client = clients[node.institution.back_office_systems[0]]
             for person in demo["persons"]:
                 number = person["registrations"].get(name)
                 if number is not None:
@@ -162,12 +171,13 @@ def seed_demo(box: Box, path: Path) -> Any:
                     )
             for record in demo["replica_records"].get(name, []):
                 try:
-                    yield client.register_replica_record(record)
+                    yield keeper[record["information_name"]].register_replica_record(record)
                 except BackOfficeError as refusal:
                     if refusal.code != "RecordIdExists":
                         raise
         finally:
-            yield client.close()
+            for client in clients.values():
+                yield client.close()
     box.log.info("demo population registered")
 
 

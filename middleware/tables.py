@@ -182,6 +182,9 @@ query = Table(
     "query",
     node_metadata,
     Column("query_id", String(36), primary_key=True),
+    # The back-office system that submitted the query: the only one that may read it
+    # (NULL for queries submitted before systems were recorded: no system may).
+    Column("system", String(64)),
     Column("integrated_address_number", String(15), nullable=False),
     Column("affair", String(16), nullable=False),
     Column("procedure", String(16), nullable=False),

@@ -92,9 +92,10 @@ class BackOfficeClient:
     @inlineCallbacks
     def send_file(self, path: str, data: bytes, content_type: str) -> Any:
         """POST a file (a 副本 XML file, a bulk-query CSV); the answer's body, or
-        BackOfficeError with the coded refusal."""
+        BackOfficeError with the coded refusal. A 副本 file refused whole is answered with
+        its result file (MSGResult 9, its code in FileError): that body is returned too."""
         answer = yield self.send("POST", path, data, content_type)
-        if answer.status >= 400:
+        if answer.status >= 400 and not answer.content_type.startswith("application/xml"):
             raise BackOfficeError(answer.status, json.loads(answer.body).get("error", {}))
         return answer.body
 

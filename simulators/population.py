@@ -4,7 +4,8 @@
 during the current fiscal year) and the persons who moved out during the year (the ward's
 back offices still hold their records). `world` builds the three lists together; a person
 who moved between two of the wards appears in both, with the same individual number.
-`replica_records` gives the 副本 records an institution's back office holds about a person,
+`replica_records` gives the 副本 records an institution's back office holds about a person
+(with the previous year's tax and the previous certification where the ward holds them),
 valid against the packaged catalogue. Everything is a pure function of the seed: no clock,
 no network, no global random state.
 
@@ -35,8 +36,10 @@ from middleware.replica import ReplicaRecord
 DEFAULT_SEED = 20261126
 REFERENCE_DATE = date(2026, 11, 26)  # "today" of every generated population
 FISCAL_YEAR_START = date(REFERENCE_DATE.year - (REFERENCE_DATE.month < 4), 4, 1)
-TAX_BASE_DATE = date(REFERENCE_DATE.year, 1, 1)  # 賦課期日: where a person lives decides who taxes
-TAX_YEAR = REFERENCE_DATE.year  # 課税年度 assessed on the previous calendar year's income
+# 課税年度 of the fiscal year in course, assessed on the previous calendar year's income by the
+# ward the person lived in on its 1 January (賦課期日). The ward also keeps the year before's.
+TAX_YEAR = FISCAL_YEAR_START.year
+TAX_BASE_DATE = date(TAX_YEAR, 1, 1)
 SCHEME_START = date(2000, 4, 1)  # 介護保険制度の施行
 
 ELSEWHERE = "elsewhere"  # origin or destination of a move outside the three wards
@@ -163,6 +166,18 @@ class CareInsurance:
     certified_on: date | None = None  # 認定年月日
     lost_on: date | None = None  # 資格喪失年月日 (moved out)
     change_reason: str = "01"  # 資格異動事由 of the latest change, a key of ELIGIBILITY_CHANGES
+
+
+@dataclass(frozen=True)
+class Certification:
+    """A 要介護/要支援 certification (認定): the current one of a CareInsurance, or the one
+    before it (`previous_certification`)."""
+
+    care_level: str  # a key of CARE_LEVELS
+    applied_on: date
+    certified_on: date  # 認定年月日
+    certified_from: date  # 認定有効期間 (both days included)
+    certified_to: date
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +333,13 @@ _ELDERLY_MOVERS = 4  # the first movers of every stream between wards are 65+
 _DV_MOVER = 1  # ... and the second one is DV-protected, for the held-provision scenarios
 _BENEFIT_RATE = 0.35  # 要介護 persons with 給付情報 (0300)
 _PROGRAM_RATE = 0.40  # 要支援 persons in the 総合事業 (0400)
+# The certification before a renewal: its level compared with the current one (one step lower
+# most often: levels tend to rise), and whether it was a renewal itself or the first one.
+_PREVIOUS_LEVEL_STEPS = ((-1, 50), (0, 35), (1, 15))
+_PREVIOUS_RENEWAL_RATE = 0.6
+_LONGEST_PERIOD = 48  # months; granted only to a renewal with an unchanged level (2021 on)
+# Yearly revision of pension amounts (about 2 % in recent years), for the previous year's tax.
+_PENSION_REVISION = 1.019
 _EXTRA_FAMILY_WEIGHT = 40_000.0  # weight of names.json surnames next to Faker's counts
 
 
@@ -904,7 +926,7 @@ def pension_details(person: Person) -> PensionDetails | None:
 
 @dataclass(frozen=True)
 class Income:
-    """Income of the previous calendar year, the base of this year's inhabitant tax."""
+    """Income of a calendar year, the base of the next year's inhabitant tax."""
 
     total: int  # 合計所得金額
     public_pension: int  # 公的年金等収入額
@@ -938,11 +960,27 @@ def _pension_income(amount: int) -> int:
     return amount * 85 // 100 - 685_000
 
 
-def income(person: Person) -> Income:
-    """The person's (synthetic) income; 65+ persons' fits their copayment ratio's bracket."""
+def income(person: Person, tax_year: int = TAX_YEAR) -> Income:
+    """The person's (synthetic) income of the calendar year before ``tax_year``, the base of
+    that year's inhabitant tax: TAX_YEAR (65+ persons' income fits their copayment ratio's
+    bracket) or TAX_YEAR - 1 (a year earlier: a little different, docs/population.md)."""
+    if tax_year not in (TAX_YEAR, TAX_YEAR - 1):
+        raise ValueError(f"tax_year must be {TAX_YEAR} or {TAX_YEAR - 1}, not {tax_year!r}")
+    current, previous = _incomes(person, previous=tax_year != TAX_YEAR)
+    return current if previous is None else previous
+
+
+def _incomes(person: Person, previous: bool) -> tuple[Income, Income | None]:
+    """This year's income and, when asked, the previous year's (drawn after it, from the
+    same generator, so this year's figures do not depend on whether it is asked)."""
     rng = _derived(person, "income")
-    age = _age(person.birth_date, TAX_BASE_DATE)
     pension = pension_details(person)
+    current = _current_income(person, rng, pension)
+    return current, _previous_income(person, rng, pension, current) if previous else None
+
+
+def _current_income(person: Person, rng: random.Random, pension: PensionDetails | None) -> Income:
+    age = _age(person.birth_date, TAX_BASE_DATE)
     pension_amount = pension.annual_amount if pension else 0
     if person.public_assistance:
         return Income(rng.choice((0, 0, 0, 120_000, 240_000)), pension_amount, 0, 0)
@@ -976,9 +1014,50 @@ def income(person: Person) -> Income:
     )
 
 
+def _pension_received(pension: PensionDetails | None, year: int) -> int:
+    """The public pension paid in calendar ``year`` (before TAX_YEAR - 1, whose pension is
+    the annual amount): that amount before the yearly revisions since, from the month after
+    the right arose (none before), rounded down to 100 yen."""
+    if pension is None or pension.right_on.year > year:
+        return 0
+    months = 12 if pension.right_on.year < year else 12 - pension.right_on.month
+    amount = pension.annual_amount / _PENSION_REVISION ** (TAX_YEAR - 1 - year)
+    return int(amount * months / 12) // 100 * 100
+
+
+def _previous_income(
+    person: Person, rng: random.Random, pension: PensionDetails | None, current: Income
+) -> Income:
+    """The income of the year before ``current``'s: the same kind of income, a little
+    different; drawn afresh by the younger age's rules for a person who turned 22 or 65."""
+    age = _age(person.birth_date, date(TAX_YEAR - 1, 1, 1))
+    age_now = _age(person.birth_date, TAX_BASE_DATE)
+    received = _pension_received(pension, TAX_YEAR - 2)
+    if person.public_assistance:
+        return Income(rng.choice((0, 0, 0, 120_000, 240_000)), received, 0, 0)
+    if age >= 65:  # pension plus other income (rents, savings, work), which varies
+        other = current.total - _pension_income(current.public_pension)
+        if other:
+            other = int(other * rng.uniform(0.85, 1.15)) // 1_000 * 1_000
+        return Income(_pension_income(received) + other, received, 0, 0)
+    dependants = 0
+    if (age < 22) == (age_now < 22) and age_now < 65:  # wages rose about 2 % since
+        wages = int(current.wages * math.exp(rng.gauss(-0.02, 0.08))) // 1_000 * 1_000
+        dependants = current.dependants if wages else 0
+    elif age < 22:  # a student then, working now
+        wages = 0 if rng.random() < 0.8 else rng.randrange(200_000, 1_300_001, 1_000)
+    elif rng.random() < 0.4:  # 64 then, 65 now: retired already
+        wages = 0
+    else:
+        wages = min(50_000_000, int(math.exp(rng.gauss(math.log(4_000_000), 0.5))))
+    return Income(
+        _employment_income(wages) + _pension_income(received), received, dependants, wages
+    )
+
+
 @dataclass(frozen=True)
 class Assessment:
-    """This year's individual inhabitant tax (個人住民税) of a person."""
+    """A year's individual inhabitant tax (個人住民税) of a person."""
 
     category: str  # a key of TAX_CATEGORIES
     municipal_per_capita: int  # 区市町村民税均等割額
@@ -1029,10 +1108,70 @@ def _iso(d: date | None) -> str | None:
     return None if d is None else d.isoformat()
 
 
-def _copayment_period() -> tuple[date, date]:
-    """The 負担割合 period (1 August to 31 July) that holds REFERENCE_DATE."""
-    year = REFERENCE_DATE.year if REFERENCE_DATE.month >= 8 else REFERENCE_DATE.year - 1
+def _copayment_period(on: date = REFERENCE_DATE) -> tuple[date, date]:
+    """The 負担割合 period (1 August to 31 July) that holds ``on``."""
+    year = on.year if on.month >= 8 else on.year - 1
     return date(year, 8, 1), date(year + 1, 7, 31)
+
+
+def previous_certification(person: Person) -> Certification | None:
+    """The certification before the person's current one, as their ward holds it, or None.
+
+    A renewal (更新: applied before its period, which starts on the 1st) follows a previous
+    certification that ended the day before; a first certification (its period starts on the
+    day of application) has none. The previous one is itself a renewal or the first one, of
+    the same level or one step away (lower most often), and the ward holds it only when it
+    started while the person was insured there (from 資格取得, up to 資格喪失). Seeded by the
+    person, so a mover's is the same in both lists (but each ward's eligibility decides).
+    """
+    care = person.care
+    if care is None or care.care_level is None:
+        return None
+    current_from, current_to, applied = care.certified_from, care.certified_to, care.applied_on
+    assert current_from is not None and current_to is not None and applied is not None
+    if applied >= current_from:
+        return None  # a first certification
+    rng = _derived(person, "previous-certification")
+    end = current_from - timedelta(days=1)
+    last_month = _month_index(end)
+    level = care.care_level
+    if _month_index(current_to) - _month_index(current_from) + 1 < _LONGEST_PERIOD:
+        steps = [step for step, _ in _PREVIOUS_LEVEL_STEPS]
+        (step,) = rng.choices(steps, [weight for _, weight in _PREVIOUS_LEVEL_STEPS])
+        index = _LEVEL_CODES.index(level) + step
+        level = _LEVEL_CODES[min(max(index, 0), len(_LEVEL_CODES) - 1)]
+    if rng.random() < _PREVIOUS_RENEWAL_RATE:
+        months = rng.choice((12, 24, 36))
+        start = _first_of(last_month - months + 1)
+        applied_on = start - timedelta(days=rng.randint(20, 60))
+        certified_on = applied_on + timedelta(days=rng.randint(14, 19))
+    else:
+        months = rng.choice((6, 12))
+        first_month = last_month - months + 1
+        start = applied_on = _between(rng, _first_of(first_month), _end_of(first_month))
+        certified_on = applied_on + timedelta(days=rng.randint(25, 34))
+    if start < care.acquired_on or (care.lost_on is not None and start > care.lost_on):
+        return None
+    return Certification(level, applied_on, certified_on, start, end)
+
+
+def _certification_record(person: Person, seq: int, cert: Certification) -> ReplicaRecord:
+    assert person.care is not None
+    return _record(
+        person,
+        _ward_record_id(person, "KAIGO", "0201", seq),
+        "care-insurance",
+        "0201",
+        {
+            "TK00000402010001": person.care.insured_number,
+            "TK00000402010002": cert.care_level,
+            "TK00000402010003": cert.applied_on.isoformat(),
+            "TK00000402010004": cert.certified_on.isoformat(),
+            "TK00000402010005": cert.certified_from.isoformat(),
+            "TK00000402010006": cert.certified_to.isoformat(),
+            "TK00000402010007": str(BENEFIT_CAPS[cert.care_level]),
+        },
+    )
 
 
 def _care_records(person: Person) -> list[ReplicaRecord]:
@@ -1075,24 +1214,17 @@ def _care_records(person: Person) -> list[ReplicaRecord]:
     level = care.care_level
     if level is None:
         return records
-    records.append(
-        _record(
-            person,
-            _ward_record_id(person, "KAIGO", "0201"),
-            "care-insurance",
-            "0201",
-            {
-                "TK00000402010001": number,
-                "TK00000402010002": level,
-                "TK00000402010003": _iso(care.applied_on),
-                "TK00000402010004": _iso(care.certified_on),
-                "TK00000402010005": _iso(care.certified_from),
-                "TK00000402010006": _iso(care.certified_to),
-                "TK00000402010007": str(BENEFIT_CAPS[level]),
-            },
-        )
+    assert care.applied_on and care.certified_on and care.certified_from and care.certified_to
+    current = Certification(
+        level, care.applied_on, care.certified_on, care.certified_from, care.certified_to
     )
-    start, end = _copayment_period()
+    records.append(_certification_record(person, 0, current))
+    previous = previous_certification(person)
+    if previous is not None:
+        records.append(_certification_record(person, 1, previous))
+    # The period in force on the day of the move for a person who moved out (their ward's
+    # ratio ends then), else today's.
+    start, end = _copayment_period(care.lost_on or REFERENCE_DATE)
     records.append(
         _record(
             person,
@@ -1154,39 +1286,55 @@ def _care_records(person: Person) -> list[ReplicaRecord]:
     return records
 
 
-def taxed_here(person: Person) -> bool:
-    """Whether the person's ward assesses their inhabitant tax this year.
+def taxed_here(person: Person, tax_year: int = TAX_YEAR) -> bool:
+    """Whether the person's ward assessed their inhabitant tax of ``tax_year`` (TAX_YEAR or
+    TAX_YEAR - 1).
 
-    That is the ward they lived in on 1 January (賦課期日), aged 16 or more then: everyone
-    in the list but those who moved in during the fiscal year.
+    That is the ward they lived in on 1 January of that year (賦課期日), aged 16 or more then:
+    everyone in the list but those who moved in during the fiscal year and, for the previous
+    year, the insured whose eligibility here began with a move-in (転入) after its 1 January.
+    Persons who moved out during the fiscal year lived here on both days.
     """
-    return person.moved_in_on is None and _age(person.birth_date, TAX_BASE_DATE) >= 16
+    if tax_year not in (TAX_YEAR, TAX_YEAR - 1):
+        raise ValueError(f"tax_year must be {TAX_YEAR} or {TAX_YEAR - 1}, not {tax_year!r}")
+    base = date(tax_year, 1, 1)
+    if person.moved_in_on is not None or _age(person.birth_date, base) < 16:
+        return False
+    care = person.care
+    return care is None or care.change_reason != "02" or care.acquired_on <= base
 
 
 def _tax_records(person: Person) -> list[ReplicaRecord]:
     if not taxed_here(person):
         return []
-    earned = income(person)
-    tax = assessment(person, earned)
-    return [
-        _record(
-            person,
-            _ward_record_id(person, "TAX", str(TAX_YEAR)),
-            "local-tax",
-            "0101",
-            {
-                "TK00000201010001": str(TAX_YEAR),
-                "TK00000201010002": tax.category,
-                "TK00000201010003": str(tax.municipal_per_capita),
-                "TK00000201010004": str(tax.municipal_income_levy),
-                "TK00000201010005": str(tax.prefectural_per_capita),
-                "TK00000201010006": str(tax.prefectural_income_levy),
-                "TK00000201010007": str(earned.total),
-                "TK00000201010008": str(earned.public_pension),
-                "TK00000201010009": str(earned.dependants),
-            },
+    previous = taxed_here(person, TAX_YEAR - 1)
+    current_income, previous_income = _incomes(person, previous)
+    years = [(TAX_YEAR, current_income)]
+    if previous_income is not None:
+        years.insert(0, (TAX_YEAR - 1, previous_income))
+    records = []
+    for year, earned in years:
+        tax = assessment(person, earned)
+        records.append(
+            _record(
+                person,
+                _ward_record_id(person, "TAX", str(year)),
+                "local-tax",
+                "0101",
+                {
+                    "TK00000201010001": str(year),
+                    "TK00000201010002": tax.category,
+                    "TK00000201010003": str(tax.municipal_per_capita),
+                    "TK00000201010004": str(tax.municipal_income_levy),
+                    "TK00000201010005": str(tax.prefectural_per_capita),
+                    "TK00000201010006": str(tax.prefectural_income_levy),
+                    "TK00000201010007": str(earned.total),
+                    "TK00000201010008": str(earned.public_pension),
+                    "TK00000201010009": str(earned.dependants),
+                },
+            )
         )
-    ]
+    return records
 
 
 def _welfare_records(person: Person) -> list[ReplicaRecord]:

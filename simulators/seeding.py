@@ -113,23 +113,26 @@ def register_holdings(
     held: Sequence[Holding],
     progress: Callable[[str, int], None] | None = None,
 ) -> Any:
-    """Register ``held`` at the node of ``institution`` as its first back-office system:
-    persons first (``CONCURRENT_REGISTRATIONS`` at a time, each waiting for its 符号), then
-    the 副本 in files of ``ENTRIES_PER_FILE`` entries. Fires with the number of records
-    stored; a refused entry other than an existing record id raises RuntimeError, a refused
-    registration BackOfficeError."""
-    system = institution.back_office_systems[0]
-    client = BackOfficeClient(reactor, config, institution, system)
+    """Register ``held`` at the node of ``institution``: persons first through its first
+    back-office system (``CONCURRENT_REGISTRATIONS`` at a time, each waiting for its 符号),
+    then each 副本 record through the system that keeps its information name, in files of
+    ``ENTRIES_PER_FILE`` entries. Fires with the number of records stored; a refused entry
+    other than an existing record id raises RuntimeError, a refused registration
+    BackOfficeError."""
+    clients = {
+        system.name: BackOfficeClient(reactor, config, institution, system.name)
+        for system in institution.systems
+    }
     try:
-        stored = yield _register(client, institution, held, progress)
+        stored = yield _register(clients, institution, held, progress)
     finally:
-        yield client.close()
+        yield gatherResults([client.close() for client in clients.values()])
     return stored
 
 
 @inlineCallbacks
 def _register(
-    client: BackOfficeClient,
+    clients: dict[str, BackOfficeClient],
     institution: InstitutionConfig,
     held: Sequence[Holding],
     progress: Callable[[str, int], None] | None,
@@ -137,29 +140,36 @@ def _register(
     keep = keeps_generated_numbers(institution)
     limit = DeferredSemaphore(CONCURRENT_REGISTRATIONS)
     numbers: dict[str, str] = {}
+    persons_client = clients[institution.back_office_systems[0]]
 
     @inlineCallbacks
     def register(holding: Holding) -> Any:
         proposed = holding.person.integrated_address_number if keep else None
-        answer = yield client.register_person(proposed, holding.person.individual_number)
+        answer = yield persons_client.register_person(proposed, holding.person.individual_number)
         numbers[holding.person.individual_number] = answer["integrated_address_number"]
         if progress is not None:
             progress("persons", 1)
 
     yield gatherResults([limit.run(register, holding) for holding in held], consumeErrors=True)
-    records = [
-        replace(record, integrated_address_number=numbers[holding.person.individual_number])
-        for holding in held
-        for record in holding.records
-    ]
+    keeper = {
+        name: system.name for system in institution.systems for name in system.information_names
+    }
+    by_system: dict[str, list[ReplicaRecord]] = {}
+    for holding in held:
+        for record in holding.records:
+            by_system.setdefault(keeper[record.information_name], []).append(
+                replace(record, integrated_address_number=numbers[holding.person.individual_number])
+            )
     stored = 0
-    for start in range(0, len(records), ENTRIES_PER_FILE):
-        chunk = records[start : start + ENTRIES_PER_FILE]
-        document = build_replica_file(chunk, f"{institution.name}-{start // ENTRIES_PER_FILE:06d}")
-        result = yield client.send_file("/replica-files", document, "application/xml")
-        stored += _count_stored(result, len(chunk))
-        if progress is not None:
-            progress("records", len(chunk))
+    for system, records in by_system.items():
+        for start in range(0, len(records), ENTRIES_PER_FILE):
+            chunk = records[start : start + ENTRIES_PER_FILE]
+            reception = f"{institution.name}-{system}-{start // ENTRIES_PER_FILE:06d}"
+            document = build_replica_file(chunk, reception[:32], source_system=system)
+            result = yield clients[system].send_file("/replica-files", document, "application/xml")
+            stored += _count_stored(result, len(chunk))
+            if progress is not None:
+                progress("records", len(chunk))
     return stored
 
 

@@ -8,13 +8,16 @@ use case relies on.
 
 1. Premium assessment (保険料の賦課): Meguro bulk-queries local tax information of its
    first-category insured persons who moved in this year, from the municipality where they
-   lived on 1 January.
+   lived on 1 January, for the fiscal year the premium is assessed on (照会年度).
 2. A person moves from Setagaya to Meguro: Meguro queries Setagaya's care-insurance
-   information (certification, 受給者基本情報 0201) for 要介護認定.
-3. A person moves out of Meguro to Shibuya: Shibuya queries Meguro's 副本; for a
-   DV-protected person the provision is held (保留中) for Meguro's staff.
+   information (certification, 受給者基本情報 0201) for 要介護認定, as of the move (照会期間).
+3. A person moves out of Meguro to Shibuya: Shibuya queries Meguro's 副本 as of the move;
+   for a DV-protected person the provision is held (保留中) for Meguro's staff.
 4. Premium stage check: Meguro queries the welfare office for public assistance and the
-   pension-office institution for pension information.
+   pension-office institution for pension information, in the fiscal year being assessed.
+
+The queries carry conditions (照会条件, middleware/conditions.py) so that only the records
+the business step needs are provided, not the other years a provider keeps.
 """
 
 from __future__ import annotations
@@ -31,7 +34,14 @@ from twisted.internet.task import deferLater
 from adapters.care_insurance import bulk_query
 from middleware.config import Config, InstitutionConfig
 from simulators.back_office import BackOfficeClient
-from simulators.population import MUNICIPALITIES, TAX_BASE_DATE, Person, world
+from simulators.population import (
+    FISCAL_YEAR_START,
+    MUNICIPALITIES,
+    TAX_BASE_DATE,
+    TAX_YEAR,
+    Person,
+    world,
+)
 
 CARE = "TM00000000000004"
 TAX = "TM00000000000002"
@@ -41,6 +51,14 @@ PREMIUM_ASSESSMENT = "JT90010000000001"  # 保険料の賦課
 CERTIFICATION = "JT90010000000002"  # 要介護認定
 CARE_AFFAIR = "JM90000000001000"
 CARE_INSURANCE = "care-insurance"
+# The premium of fiscal year N (its 所得段階) is set on the inhabitant tax of 年度 N
+# (介護保険法施行令 第38条: 当該年度分の市町村民税), assessed in June of N on the income of
+# N - 1 by the municipality of 1 January N. The population's TAX_YEAR is the 年度 of the fiscal
+# year in course (FISCAL_YEAR_START), already assessed on its REFERENCE_DATE (November), so
+# the premium assessment of this fiscal year asks for TAX_YEAR, not TAX_YEAR - 1, which the
+# wards also keep and which set last year's premium.
+PREMIUM_TAX_YEAR = TAX_YEAR
+PREMIUM_FISCAL_YEAR = FISCAL_YEAR_START.year  # the fiscal year whose premium is assessed
 
 
 @dataclass
@@ -79,9 +97,16 @@ def movers_in_to_meguro(persons: dict[str, list[Person]]) -> list[Person]:
     ]
 
 
-def bulk_query_line(person: Person, requester: str, provider: str, asked_at: datetime) -> str:
+def bulk_query_line(
+    person: Person,
+    requester: str,
+    provider: str,
+    asked_at: datetime,
+    fiscal_year: int | None = PREMIUM_TAX_YEAR,
+) -> str:
     """One line of the 18-field bulk-query CSV (docs/bulk-query.md): ``person``'s local tax
-    information from ``provider`` for premium assessment."""
+    information from ``provider`` for premium assessment, of ``fiscal_year`` (照会条件区分 1,
+    照会年度区分), or of every year the provider keeps with None (no condition)."""
     values = [""] * len(bulk_query.FIELDS)
     values[bulk_query.NUMBER_SYSTEM] = bulk_query.INTEGRATED_NUMBER_SYSTEM
     values[bulk_query.ADDRESS_NUMBER] = person.address_number
@@ -97,6 +122,9 @@ def bulk_query_line(person: Person, requester: str, provider: str, asked_at: dat
     values[bulk_query.PROCEDURE] = PREMIUM_ASSESSMENT
     values[bulk_query.PROVIDER] = provider
     values[bulk_query.INFORMATION_NAME] = TAX
+    if fiscal_year is not None:
+        values[bulk_query.CONDITION_KIND] = "1"  # by fiscal year
+        values[bulk_query.FISCAL_YEAR] = f"{fiscal_year:04d}"
     return ",".join(values)
 
 
@@ -152,6 +180,7 @@ def _ask(
     procedure: str,
     information_name: str,
     provider: InstitutionConfig,
+    conditions: dict[str, Any],
     outcome: Outcome,
     timeout: float,
 ) -> Any:
@@ -160,6 +189,7 @@ def _ask(
         procedure=procedure,
         information_name=information_name,
         provider=provider.code,
+        conditions=conditions,
     )
     status = yield client.wait_for_result(submitted["query_id"], timeout=timeout)
     outcome.statuses.append(status)
@@ -190,6 +220,15 @@ def mover_from_setagaya(persons: dict[str, list[Person]]) -> Person:
     return movers[0]
 
 
+def as_of_the_move(person: Person) -> dict[str, Any]:
+    """The conditions of a query about a mover's care insurance at their former insurer:
+    what was valid from the day of the move on (the day eligibility changed insurer), that
+    is the insured record that ended that day and the certification carried over (the one
+    valid now), not the former insurer's earlier certifications."""
+    assert person.moved_in_on is not None, "not a mover in"
+    return {"period_start": person.moved_in_on.isoformat()}
+
+
 @inlineCallbacks
 def move_from_setagaya(
     reactor: Any, config: Config, persons: dict[str, list[Person]], timeout: float = 30
@@ -205,6 +244,7 @@ def move_from_setagaya(
             CERTIFICATION,
             CARE,
             _municipality_node(config, "setagaya"),
+            as_of_the_move(person),
             outcome,
             timeout,
         )
@@ -242,6 +282,7 @@ def move_to_shibuya(
                 procedure=CERTIFICATION,
                 information_name=CARE,
                 provider=meguro.code,
+                conditions=as_of_the_move(person),
             )
             deadline = reactor.seconds() + timeout
             while True:
@@ -282,6 +323,8 @@ def premium_stage_check(
                 PREMIUM_ASSESSMENT,
                 information_name,
                 _of_kind(config, kind),
+                # the assistance and pension in the fiscal year whose premium is assessed
+                {"fiscal_year": PREMIUM_FISCAL_YEAR},
                 outcome,
                 timeout,
             )

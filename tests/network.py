@@ -22,7 +22,10 @@ MEGURO = "1131105000000000"
 SETAGAYA = "1131121000000000"
 CARE_INSURANCE = "care-insurance"
 LOCAL_TAX = "local-tax"
+CARE_AFFAIR = "JM90000000001000"  # 介護保険 affairs
+TAX_AFFAIR = "JM90000000002000"  # 地方税 affairs
 PREMIUM_ASSESSMENT = "JT90010000000001"  # 保険料の賦課 (care insurance)
+CARE_CERTIFICATION = "JT90010000000002"  # 要介護認定 (care insurance)
 INHABITANT_TAX = "JT90020000000001"  # 住民税の賦課 (local tax)
 CARE_INFORMATION = "TM00000000000004"
 TAX_INFORMATION = "TM00000000000002"
@@ -34,10 +37,14 @@ DEMO_INDIVIDUAL_NUMBERS = ("123456789018", "234567890121", "345678901234")
 
 
 def make_network_pki(directory: Path) -> Path:
-    """The PKI of the test network (hub, Meguro, Setagaya and their back offices)."""
+    """The PKI of the test network (hub, Meguro, Setagaya and their back offices: Meguro's
+    care-insurance system, Setagaya's local-tax and care-insurance systems)."""
     init_pki(
         directory,
-        [InstitutionEntry(MEGURO, (CARE_INSURANCE,)), InstitutionEntry(SETAGAYA, (LOCAL_TAX,))],
+        [
+            InstitutionEntry(MEGURO, (CARE_INSURANCE,)),
+            InstitutionEntry(SETAGAYA, (LOCAL_TAX, CARE_INSURANCE)),
+        ],
     )
     return directory
 
@@ -95,6 +102,10 @@ metrics_listen = tcp:port={ports["mm"]}:interface=127.0.0.1
 {idle}provides = {CARE_INFORMATION}
 result_retention = {result_retention}
 
+[back-office:meguro:{CARE_INSURANCE}]
+affairs = {CARE_AFFAIR}
+information_names = {CARE_INFORMATION}
+
 [institution:setagaya]
 code = {SETAGAYA}
 name = 世田谷区
@@ -104,11 +115,19 @@ network_listen = tcp:port={ports["sn"]}:interface=127.0.0.1
 network_address = https://127.0.0.1:{ports["sn"]}
 back_office_listen = tcp:port={ports["sb"]}:interface=127.0.0.1
 back_office_address = https://127.0.0.1:{ports["sb"]}
-back_office_systems = {LOCAL_TAX}
+back_office_systems = {LOCAL_TAX} {CARE_INSURANCE}
 console_listen = tcp:port={ports["sc"]}:interface=127.0.0.1
 console_address = https://127.0.0.1:{ports["sc"]}
-provides = {TAX_INFORMATION}
+provides = {TAX_INFORMATION} {CARE_INFORMATION}
 result_retention = {result_retention}
+
+[back-office:setagaya:{LOCAL_TAX}]
+affairs = {TAX_AFFAIR}
+information_names = {TAX_INFORMATION}
+
+[back-office:setagaya:{CARE_INSURANCE}]
+affairs = {CARE_AFFAIR}
+information_names = {CARE_INFORMATION}
 
 [delivery]
 retry_initial = 0.1

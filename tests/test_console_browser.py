@@ -69,7 +69,7 @@ async def main(reactor, path, action, argument):
     if action == "register":
         client = BackOfficeClient(reactor, config, config.institution("meguro"), "care-insurance")
     else:
-        client = BackOfficeClient(reactor, config, config.institution("setagaya"), "local-tax")
+        client = BackOfficeClient(reactor, config, config.institution("setagaya"), "care-insurance")
     try:
         if action == "register":
             try:

@@ -20,9 +20,9 @@ from middleware.tables import (
 )
 from simulators.back_office import BackOfficeError
 from tests.network import (
+    CARE_CERTIFICATION,
     HANAKO_MEGURO,
     ICHIRO_MEGURO,
-    INHABITANT_TAX,
     MEGURO,
     PREMIUM_ASSESSMENT,
     SETAGAYA,
@@ -126,7 +126,7 @@ async def test_query_not_on_the_list_is_refused_at_the_requester(
     """A procedure the list does not permit for this information name is refused before
     anything is sent or stored."""
     with pytest.raises(BackOfficeError) as refused:
-        await ask_tax(meguro_care, procedure=INHABITANT_TAX)
+        await ask_tax(meguro_care, procedure=CARE_CERTIFICATION)
     assert refused.value.status == 403
     assert refused.value.code == "NotPermitted"
     assert (

@@ -12,7 +12,7 @@ from codes.errors import RenkeiError
 from middleware.node import IntermediateServer
 from middleware.tables import node_outbox, node_records
 from simulators.back_office import BackOfficeClient
-from tests.network import CARE_INFORMATION, LOCAL_TAX, MEGURO, MovableClock
+from tests.network import CARE_INFORMATION, CARE_INSURANCE, MEGURO, MovableClock
 from tests.test_flow import count
 
 TARO_MEGURO = "000000000010002"
@@ -34,7 +34,9 @@ async def setagaya_asks(box: Any, meguro_care: Any) -> AsyncIterator[Any]:
     from twisted.internet import reactor
 
     await meguro_care.register_replica_record(FLAGGED_RECORD)
-    client = BackOfficeClient(reactor, box.config, box.config.institution("setagaya"), LOCAL_TAX)
+    client = BackOfficeClient(
+        reactor, box.config, box.config.institution("setagaya"), CARE_INSURANCE
+    )
 
     async def ask() -> str:
         submitted = await client.submit_query(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,8 @@ import pytest
 from codes.catalogue import default_catalogue
 from codes.individual_number import validate_individual_number
 from codes.institution import institution_code_for_municipality
+from middleware import conditions
+from middleware.messages import QueryConditions
 from middleware.replica import RECORD_ID, ReplicaRecord
 from simulators import population
 from simulators.population import (
@@ -25,8 +27,12 @@ from simulators.population import (
     REFERENCE_DATE,
     SIZES,
     TAX_BASE_DATE,
+    TAX_YEAR,
     Person,
+    assessment,
     generate,
+    income,
+    previous_certification,
     replica_records,
     taxed_here,
     world,
@@ -34,6 +40,7 @@ from simulators.population import (
 )
 
 MEDIUM = 20_000
+LAST_TAX_BASE_DATE = date(TAX_YEAR - 1, 1, 1)  # 賦課期日 of the previous year's tax
 KATAKANA = re.compile(r"[\u30a1-\u30fcー]+")
 
 
@@ -357,13 +364,14 @@ def test_dv_protected_persons_have_only_suppressed_records(
 def test_local_tax_records_are_for_residents_of_1_january_aged_16(
     small: dict[str, list[Person]],
 ) -> None:
-    """Only persons who lived in the ward on 1 January, aged 16 or more, have a tax record."""
+    """Only persons who lived in the ward on 1 January, aged 16 or more, have this year's
+    tax record."""
     for persons in small.values():
         for p in persons:
-            records = replica_records(p, "local-tax")
+            years = [r.items["TK00000201010001"] for r in replica_records(p, "local-tax")]
             expected = p.moved_in_on is None and p.age(TAX_BASE_DATE) >= 16
             assert taxed_here(p) is expected
-            assert len(records) == (1 if expected else 0)
+            assert (str(TAX_YEAR) in years) is expected
 
 
 def test_welfare_and_pension_records_follow_the_flags(small: dict[str, list[Person]]) -> None:
@@ -379,6 +387,229 @@ def test_unknown_institution_is_refused() -> None:
     person = generate("meguro", "small")[0]
     with pytest.raises(ValueError, match="unknown institution"):
         replica_records(person, "police")
+
+
+# Earlier tax years and certifications -----------------------------------------------------
+
+
+def tax_years(person: Person) -> dict[int, ReplicaRecord]:
+    return {int(r.items["TK00000201010001"]): r for r in replica_records(person, "local-tax")}
+
+
+def certifications(person: Person) -> list[ReplicaRecord]:
+    return [r for r in replica_records(person, "care-insurance") if r.data_set == "0201"]
+
+
+def test_persons_who_lived_in_the_ward_the_year_before_have_two_tax_years(
+    small: dict[str, list[Person]], medium: list[Person]
+) -> None:
+    """A person who lived in the ward on the previous 1 January aged 16+ (stayers and the
+    year's movers out) has the tax of TAX_YEAR - 1 and TAX_YEAR, each with its own id."""
+    two = movers_out = 0
+    for persons in [*small.values(), medium]:
+        for p in persons:
+            if p.moved_in_on is not None or p.age(LAST_TAX_BASE_DATE) < 16:
+                continue
+            care = p.care
+            if (
+                care is not None
+                and care.change_reason == "02"
+                and care.acquired_on > LAST_TAX_BASE_DATE
+            ):
+                continue  # moved in during the previous year
+            assert taxed_here(p, TAX_YEAR - 1)
+            years = tax_years(p)
+            assert sorted(years) == [TAX_YEAR - 1, TAX_YEAR]
+            assert all(f"-TAX-{year}-" in r.record_id for year, r in years.items())
+            two += 1
+            movers_out += p.moved_out_to is not None
+    assert two > 10_000 and movers_out > 500
+
+
+def test_persons_who_moved_in_have_one_tax_year_or_none(
+    small: dict[str, list[Person]], medium: list[Person]
+) -> None:
+    """A mover in this year has no tax record here; an insured person who moved in during
+    the previous year, or who turned 16 after its 1 January, has this year's only."""
+    moved_last_year = turned_16 = 0
+    for persons in [*small.values(), medium]:
+        for p in persons:
+            if p.moved_in_on is not None:
+                assert tax_years(p) == {} and not taxed_here(p, TAX_YEAR - 1)
+                continue
+            care = p.care
+            if (
+                care is not None
+                and care.change_reason == "02"
+                and care.acquired_on > LAST_TAX_BASE_DATE
+            ):
+                assert care.acquired_on < TAX_BASE_DATE
+                assert list(tax_years(p)) == [TAX_YEAR]
+                moved_last_year += 1
+            elif p.age(LAST_TAX_BASE_DATE) < 16 <= p.age(TAX_BASE_DATE):
+                assert list(tax_years(p)) == [TAX_YEAR]
+                turned_16 += 1
+    assert moved_last_year >= 20 and turned_16 >= 100
+
+
+def test_previous_tax_year_is_plausible_and_assessed_by_the_same_rules(
+    medium: list[Person],
+) -> None:
+    """The previous year's record is the assessment of the previous year's income, which
+    stays close to this year's for most (same kind of income, pensions before revision)."""
+    close = compared = 0
+    for p in medium[:6000]:
+        if not taxed_here(p, TAX_YEAR - 1):
+            continue
+        before, now = income(p, TAX_YEAR - 1), income(p)
+        items = tax_years(p)[TAX_YEAR - 1].items
+        tax = assessment(p, before)
+        assert items["TK00000201010002"] == tax.category
+        assert items["TK00000201010004"] == str(tax.municipal_income_levy)
+        assert items["TK00000201010007"] == str(before.total)
+        assert items["TK00000201010008"] == str(before.public_pension)
+        assert before.public_pension <= now.public_pension
+        if p.public_assistance:
+            assert tax.category == "3"
+        if now.total:
+            compared += 1
+            close += 0.7 <= before.total / now.total <= 1.3
+    assert close > 0.9 * compared
+
+
+def test_earlier_tax_year_is_deterministic_and_leaves_this_years_unchanged(
+    small: dict[str, list[Person]],
+) -> None:
+    """The previous year's income is the same on every call and for a mover in both lists,
+    and asking it does not change this year's figures."""
+    for p in small["setagaya"][:100]:
+        now = income(p)
+        assert income(p, TAX_YEAR - 1) == income(p, TAX_YEAR - 1)
+        assert income(p) == now
+    regenerated = {p.individual_number: p for p in world("small")["setagaya"]}
+    for p in small["setagaya"]:
+        assert tax_years(regenerated[p.individual_number]) == tax_years(p)
+    with pytest.raises(ValueError):
+        income(small["meguro"][0], TAX_YEAR - 2)
+
+
+def test_a_fiscal_year_condition_selects_one_of_the_two_tax_years(
+    small: dict[str, list[Person]],
+) -> None:
+    """A query for fiscal year TAX_YEAR meets this year's tax record and not last year's."""
+    data_set = default_catalogue().information_name(INFORMATION_NAMES["local-tax"]).data_sets[0]
+    asked = QueryConditions(fiscal_year=TAX_YEAR)
+    for p in small["shibuya"]:
+        met = [
+            r for r in replica_records(p, "local-tax") if conditions.meets(asked, data_set, r.items)
+        ]
+        assert [r.items["TK00000201010001"] for r in met] == (
+            [str(TAX_YEAR)] if taxed_here(p) else []
+        )
+
+
+def test_previous_certifications_end_the_day_before_the_current_one_starts(
+    small: dict[str, list[Person]], medium: list[Person]
+) -> None:
+    """A previous certification ends the day before the current period, never starts
+    before the person's acquisition of eligibility, was applied for and decided in order,
+    and its level is the current one or a neighbour (the same when the current period is
+    the 48-month one); its 0201 record is the second one, with its own id."""
+    seen = 0
+    for persons in [*small.values(), medium]:
+        for p in persons:
+            previous = previous_certification(p)
+            records = certifications(p)
+            if previous is None:
+                assert len(records) <= 1
+                continue
+            care = p.care
+            assert care is not None and care.certified_from and care.certified_to
+            assert care.applied_on is not None
+            assert previous.certified_to == care.certified_from - timedelta(days=1)
+            assert care.acquired_on <= previous.certified_from < previous.certified_to
+            assert care.lost_on is None or previous.certified_from <= care.lost_on
+            assert previous.applied_on <= previous.certified_from
+            assert previous.applied_on <= previous.certified_on < care.applied_on
+            levels = list(CARE_LEVELS)
+            step = levels.index(previous.care_level) - levels.index(str(care.care_level))
+            assert abs(step) <= 1
+            months = (care.certified_to.year - care.certified_from.year) * 12
+            months += care.certified_to.month - care.certified_from.month + 1
+            if months == 48:
+                assert step == 0
+            current, earlier = records
+            assert earlier.items["TK00000402010005"] == previous.certified_from.isoformat()
+            assert earlier.items["TK00000402010006"] == previous.certified_to.isoformat()
+            assert earlier.items["TK00000402010002"] == previous.care_level
+            assert current.record_id != earlier.record_id
+            assert earlier.suppressed is p.dv_protected
+            seen += 1
+    assert seen > 500
+
+
+def test_only_renewals_have_a_previous_certification_in_a_realistic_share(
+    medium: list[Person],
+) -> None:
+    """First certifications (the period starts on the day of application) have none; about
+    two certified persons in three have their previous certification, lower more often than
+    higher."""
+    certified = [p for p in medium if p.care is not None and p.care.care_level is not None]
+    previous = {p.individual_number: previous_certification(p) for p in certified}
+    for p in certified:
+        assert p.care is not None
+        if p.care.applied_on == p.care.certified_from:
+            assert previous[p.individual_number] is None
+    with_previous = [p for p in certified if previous[p.individual_number] is not None]
+    assert 0.55 <= share(len(with_previous), len(certified)) <= 0.75
+    lower = higher = 0
+    for p in with_previous:
+        before = previous[p.individual_number]
+        assert before is not None and p.care is not None and p.care.care_level is not None
+        lower += before.care_level < p.care.care_level
+        higher += before.care_level > p.care.care_level
+    assert lower > 2 * higher > 0
+
+
+def test_previous_certifications_are_deterministic(small: dict[str, list[Person]]) -> None:
+    """A new generation of the same seed gives the same previous certifications and records."""
+    again = world("small")
+    for key, persons in small.items():
+        for p, q in zip(persons, again[key], strict=True):
+            assert previous_certification(p) == previous_certification(q)
+            assert certifications(p) == certifications(q)
+
+
+def test_a_period_condition_of_today_selects_the_current_certification_only(
+    medium: list[Person],
+) -> None:
+    """A query for the certification valid today meets the current 0201 record and not the
+    previous one."""
+    data_sets = default_catalogue().information_name(INFORMATION_NAMES["care-insurance"]).data_sets
+    data_set = next(d for d in data_sets if d.code == "0201")
+    today = QueryConditions(period_start=REFERENCE_DATE, period_end=REFERENCE_DATE)
+    checked = 0
+    for p in medium[:5000]:
+        records = certifications(p)
+        if len(records) == 2:
+            met = [r.record_id for r in records if conditions.meets(today, data_set, r.items)]
+            assert met == [records[0].record_id]
+            checked += 1
+    assert checked > 50
+
+
+def test_a_mover_outs_copayment_period_ends_on_the_move(medium: list[Person]) -> None:
+    """The 負担割合 record of a certified person who moved out is the period in force on the
+    day of the move, ending that day."""
+    checked = 0
+    for p in medium:
+        if p.care is None or p.care.lost_on is None or p.care.care_level is None:
+            continue
+        (record,) = [r for r in replica_records(p, "care-insurance") if r.data_set == "0202"]
+        start, end = record.items["TK00000402020003"], record.items["TK00000402020004"]
+        assert start <= end == p.care.lost_on.isoformat()
+        checked += 1
+    assert checked > 5
 
 
 # The world ---------------------------------------------------------------------------------
@@ -407,7 +638,8 @@ def test_every_mover_between_wards_is_in_the_origin_list(small: dict[str, list[P
 
 
 def test_movers_local_tax_record_is_at_their_origin(small: dict[str, list[Person]]) -> None:
-    """A mover aged 16+ on 1 January has this year's tax record at the origin, none here."""
+    """A mover aged 16+ on 1 January has this year's tax record at the origin (and last
+    year's when 16+ then too), none here."""
     checked = 0
     for persons in small.values():
         for p in persons:
@@ -418,7 +650,9 @@ def test_movers_local_tax_record_is_at_their_origin(small: dict[str, list[Person
             origin = next(
                 q for q in small[p.moved_in_from] if q.individual_number == p.individual_number
             )
-            assert len(replica_records(origin, "local-tax")) == 1
+            years = {r.items["TK00000201010001"] for r in replica_records(origin, "local-tax")}
+            expected = {TAX_YEAR, TAX_YEAR - 1} if p.age(LAST_TAX_BASE_DATE) >= 16 else {TAX_YEAR}
+            assert years == {str(year) for year in expected}
             checked += 1
     assert checked > 20
 

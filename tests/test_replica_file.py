@@ -29,6 +29,7 @@ from adapters.care_insurance.replica_file import (
 )
 from codes.catalogue import Catalogue, default_catalogue
 from codes.errors import RenkeiError
+from middleware.config import BackOfficeSystem
 from middleware.replica import MAX_RECORD_BYTES, ReplicaRecord
 from middleware.storage import Database, migrate
 from middleware.tables import replica_record
@@ -195,10 +196,11 @@ def fake_node(url: str, catalogue: Catalogue) -> Any:
     database.start()
     for person in (HANAKO_MEGURO, ICHIRO_MEGURO):
         database.run_blocking(register, person, NOW)
+    systems = {CARE_INSURANCE: BackOfficeSystem(CARE_INSURANCE, (), (CARE,))}
     return SimpleNamespace(
         code=MEGURO,
         catalogue=catalogue,
-        institution=SimpleNamespace(provides=(CARE,)),
+        institution=SimpleNamespace(code=MEGURO, provides=(CARE,), system=systems.get),
         database=database,
         now=lambda: NOW,
     )
@@ -777,7 +779,8 @@ async def test_posted_file_is_imported_and_answered_with_its_result_file(box: An
 
 @pytest_twisted.ensureDeferred
 async def test_posted_hostile_file_is_refused_whole_and_stores_nothing(box: Any) -> None:
-    """An entity-expansion file posted is answered with MSGResult 9 XmlDoctypeForbidden."""
+    """An entity-expansion file posted is answered 400 with its result file, MSGResult 9
+    XmlDoctypeForbidden; a schema-invalid one 400 ReplicaFileInvalid."""
     bomb = replica_document(entry("HOSTILE-1")).replace(
         b"<SPIRegistrationDeleteList>",
         b'<!DOCTYPE l [<!ENTITY a "aaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;">]>'
@@ -787,12 +790,12 @@ async def test_posted_hostile_file_is_refused_whole_and_stores_nothing(box: Any)
     status, body, _ = await post_file(box, bomb)
     result = read_result(body)
     assert (status, result.header["MSGResult"], result.file_error) == (
-        200,
+        400,
         "9",
         "XmlDoctypeForbidden",
     )
     status, body, _ = await post_file(box, replica_document(entry("HOSTILE-2", data_set="X")))
-    assert read_result(body).file_error == "ReplicaFileInvalid"
+    assert (status, read_result(body).file_error) == (400, "ReplicaFileInvalid")
     rows = stored_rows(box.nodes["meguro"].database)
     assert "HOSTILE-1" not in rows and "HOSTILE-2" not in rows
 

@@ -41,12 +41,20 @@ def persons(network: Any) -> dict[str, Any]:
     return use_cases.population_of(network.config)
 
 
-def _items(status: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """Provided records as {data set code: {item name: value}}."""
-    return {
-        record["data_set"]["code"]: {item["name"]: item["value"] for item in record["items"]}
+def _records(status: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
+    """Provided records as (data set code, {item name: value}), in the order provided."""
+    return [
+        (record["data_set"]["code"], {item["name"]: item["value"] for item in record["items"]})
         for record in status["result"]["records"]
-    }
+    ]
+
+
+def _items(status: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Provided records as {data set code: {item name: value}} (one record per data set)."""
+    records = _records(status)
+    by_data_set = dict(records)
+    assert len(by_data_set) == len(records), "a data set was provided twice"
+    return by_data_set
 
 
 @pytest_twisted.ensureDeferred
@@ -54,8 +62,9 @@ async def test_premium_assessment_bulk_queries_local_tax_of_movers_in(
     network: Any, persons: dict[str, Any]
 ) -> None:
     """Use case 1: Meguro's bulk query of its movers-in's local tax, each line asked of the
-    ward they lived in on 1 January, ends with a normal end and the tax figures per line,
-    except for DV-protected persons, whose former ward holds the provision (保留中)."""
+    ward they lived in on 1 January for the fiscal year assessed, ends with a normal end and
+    that year's tax figures per line (one record, although the ward keeps the year before
+    too), except for DV-protected persons, whose former ward holds the provision (保留中)."""
     from twisted.internet import reactor
 
     movers = use_cases.movers_in_to_meguro(persons)
@@ -68,35 +77,48 @@ async def test_premium_assessment_bulk_queries_local_tax_of_movers_in(
     assert progress["by_state"] == {state: n for state, n in expected.items() if n}
     assert outcome.result_file is not None
     rows = list(csv.reader(io.StringIO(outcome.result_file.decode(outcome.result_encoding))))
-    body = rows[1:]
+    header, body = rows[0], rows[1:]
+    count, provided = header.index("提供件数"), header.index("提供情報")
     assert [row[2] for row in body] == [p.integrated_address_number for p in movers]
     for person, row in zip(movers, body, strict=True):
         if person.dv_protected:
             assert (row[4], row[5]) == ("10", "保留中")
         else:
             assert row[4] == "09"
-            assert "TK00000201010004" in row[-1]  # 市町村民税所得割額
+            assert row[count] == "1"
+            (record,) = json.loads(row[provided])
+            assert record["items"]["TK00000201010001"] == str(use_cases.PREMIUM_TAX_YEAR)
+            assert "TK00000201010004" in record["items"]  # 市町村民税所得割額
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_mover_from_setagaya_gets_setagayas_certification(
     network: Any, persons: dict[str, Any]
 ) -> None:
-    """Use case 2: Meguro asks Setagaya about a person who moved in; Setagaya's 副本 about
-    them is provided, with their certification (0201) when Setagaya certified them."""
+    """Use case 2: Meguro asks Setagaya about a person who moved in, as of the move;
+    Setagaya's 副本 about them is provided, with the certification valid since the move
+    (0201) when Setagaya certified them, and none that ended before the move."""
     from twisted.internet import reactor
 
     person = use_cases.mover_from_setagaya(persons)
     outcome = await use_cases.move_from_setagaya(reactor, network.config, persons)
     (status,) = outcome.statuses
     assert status["state"] == "provided"
-    provided = _items(status)
+    records = _records(status)
+    provided = dict(records)
     assert "0101" in provided
     origin = next(p for p in persons["setagaya"] if p.individual_number == person.individual_number)
     assert origin.care is not None
     assert provided["0101"]["被保険者番号"] == origin.care.insured_number
+    assert person.moved_in_on is not None
+    certified = [items for code, items in records if code == "0201"]
+    for items in certified:
+        assert items["認定有効期間終了年月日"] >= person.moved_in_on.isoformat()
     if origin.care.care_level is not None:
-        assert provided["0201"]["要介護状態区分"] == origin.care.care_level
+        assert origin.care.certified_from is not None
+        current = {items["認定有効期間開始年月日"]: items for items in certified}
+        valid_now = current[origin.care.certified_from.isoformat()]
+        assert valid_now["要介護状態区分"] == origin.care.care_level
 
 
 @pytest_twisted.ensureDeferred

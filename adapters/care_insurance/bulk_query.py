@@ -321,8 +321,11 @@ def _submission(raw: str, requester: str, catalogue: Catalogue) -> QuerySubmissi
                 f"{width}文字以内で指定してください({len(value)}文字)",
             )
     if _CONTROL.search(raw):
-        index = next(i for i, value in enumerate(values) if _CONTROL.search(value))
-        raise _Refused(index, "control characters are not accepted", "制御文字は使用できません")
+        # A control character outside the fields (a line ending in CR CR LF): the line's.
+        where: int | str = next(
+            (i for i, value in enumerate(values) if _CONTROL.search(value)), "行"
+        )
+        raise _Refused(where, "control characters are not accepted", "制御文字は使用できません")
 
     if values[NUMBER_SYSTEM] != INTEGRATED_NUMBER_SYSTEM:
         raise _Refused(
@@ -501,11 +504,12 @@ def _iso_date(value: str | None) -> date | None:
 
 @dataclass(frozen=True)
 class ClaimedLine:
-    """A line the driver took to submit."""
+    """A line the driver took to submit, for the back-office system that posted its file."""
 
     bulk_query_id: str
     line_number: int
     submission: QuerySubmission
+    system: str
 
 
 @dataclass(frozen=True)
@@ -587,7 +591,8 @@ def recover(connection: Connection) -> tuple[int, int]:
     one it goes back to ``pending``. The (re-linked, released) counts.
     """
     lines = connection.execute(
-        select(bulk_query_line)
+        select(bulk_query_line, bulk_query.c.system)
+        .join(bulk_query, bulk_query.c.bulk_query_id == bulk_query_line.c.bulk_query_id)
         .where(bulk_query_line.c.state == SUBMITTING)
         .order_by(bulk_query_line.c.claimed_at, bulk_query_line.c.line_number)
     ).all()
@@ -617,6 +622,7 @@ def recover(connection: Connection) -> tuple[int, int]:
                 if candidate.query_id not in used
                 and candidate.submitted_at >= line.claimed_at
                 and (
+                    candidate.system,
                     candidate.integrated_address_number,
                     candidate.procedure,
                     candidate.information_name,
@@ -624,6 +630,7 @@ def recover(connection: Connection) -> tuple[int, int]:
                     candidate.conditions,
                 )
                 == (
+                    line.system,
                     line.integrated_address_number,
                     line.procedure,
                     line.information_name,
@@ -820,11 +827,11 @@ def claim(connection: Connection, limit: int, now: datetime) -> list[ClaimedLine
     if limit <= 0:
         return claimed
     running = connection.execute(
-        select(bulk_query.c.bulk_query_id)
+        select(bulk_query.c.bulk_query_id, bulk_query.c.system)
         .where(bulk_query.c.state == RUNNING)
         .order_by(bulk_query.c.created_at)
     ).all()
-    for (bulk_query_id,) in running:
+    for bulk_query_id, system in running:
         rows = connection.execute(
             select(
                 bulk_query_line.c.line_number,
@@ -862,6 +869,7 @@ def claim(connection: Connection, limit: int, now: datetime) -> list[ClaimedLine
                     provider=row.provider,
                     conditions=conditions_from_json(row.conditions),
                 ),
+                system,
             )
             for row in rows
         ]
@@ -1198,7 +1206,7 @@ class BulkQueries:
         while self._running and self._queue and self._in_flight < self.concurrency:
             line = self._queue.popleft()
             self._in_flight += 1
-            submitted = maybeDeferred(self.node.submit_query, line.submission)
+            submitted = maybeDeferred(self.node.submit_query, line.submission, line.system)
             submitted.addCallbacks(
                 self._submitted, self._refused, callbackArgs=(line,), errbackArgs=(line,)
             )
@@ -1226,6 +1234,7 @@ class BulkQueries:
             return Outcome(*key, PENDING)
         state = {
             errors.NOT_PERMITTED.code: NOT_PERMITTED,
+            errors.SYSTEM_NOT_AUTHORIZED.code: NOT_PERMITTED,
             errors.FUGO_NOT_ACQUIRED.code: FUGO_NOT_ACQUIRED,
             errors.UNKNOWN_PERSON.code: UNKNOWN_PERSON,
         }.get(error.code, ERROR)

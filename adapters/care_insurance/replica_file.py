@@ -7,9 +7,11 @@ the result file and the watched folder.
 
 A file goes through three stages:
 
-1. the whole file (`read_replica_file`): the hardened parser (``Xml*`` codes), the root
-   element and the schema ``schemas/SPIRegistrationDeleteList.xsd`` and the destination
-   (``ReplicaFileInvalid``). A failure here refuses the whole file and nothing is stored;
+1. the whole file (`read_replica_file`), streamed: the hardened parser (``Xml*`` codes), the
+   root element, the schema ``schemas/SPIRegistrationDeleteList.xsd`` (each part of the file
+   validated as it is read, their order checked in Python) and the destination
+   (``ReplicaFileInvalid``). A failure here refuses the whole file and nothing is stored. The
+   file is never held as one tree: memory holds the entries read;
 2. each entry on its own, in Python (`check_registration`): dates, size and the catalogue;
 3. each entry against the database, by batches of `BATCH` entries (one transaction and one
    ``executemany`` each, see `middleware.replica.store_batch`): persons, record ids.
@@ -43,12 +45,15 @@ from codes import errors
 from codes.catalogue import Catalogue
 from codes.errors import RenkeiError
 from middleware import replica
-from middleware.hardened_xml import parse_xml, serialize
+from middleware.config import BackOfficeSystem, InstitutionConfig
+from middleware.hardened_xml import iter_children, serialize
 from middleware.node import IntermediateServer
+from middleware.process_memory import release_free_memory
 
 __all__ = [
     "BATCH",
     "MAX_DEPTH",
+    "MAX_ENTRY_ELEMENTS",
     "MAX_FILE_BYTES",
     "RESULT_SCHEMA",
     "SCHEMA",
@@ -78,6 +83,9 @@ RESULT_SCHEMA = SCHEMA.with_name("SPIRegistrationDeleteResult.xsd")
 MAX_FILE_BYTES = 64 * 1_048_576
 # Root 1, entry 2, DuplicateCopyData 3, Item 4: a little room, no more.
 MAX_DEPTH = 8
+# Elements inside one entry (or the header): twelve fields and the items of one data set
+# (at most nine in the catalogue), with room to spare; a file is never held as one tree.
+MAX_ENTRY_ELEMENTS = 256
 # Entries per database transaction.
 BATCH = 5_000
 
@@ -179,10 +187,11 @@ def _scrub(message: str) -> str:
     return _QUOTED_VALUE.sub(r"The value is not \1", message)
 
 
-def _schema_detail(root: etree._Element) -> str | None:
-    """None when ``root`` is valid, else the first validation error without quoted values."""
+def _schema_detail(element: etree._Element) -> str | None:
+    """None when ``element`` (a file, or one part of a file) is valid, else the first
+    validation error without quoted values."""
     with _SCHEMA_LOCK:
-        if _SCHEMA.validate(root):
+        if _SCHEMA.validate(element):
             return None
         log: list[Any] = list(cast(Any, _SCHEMA.error_log))
     if not log:
@@ -195,8 +204,10 @@ def _header(element: etree._Element | None, *, safe_only: bool) -> Header:
         return Header()
     values: dict[str, str] = {}
     for child in element.iterchildren(tag=etree.Element):
-        name = etree.QName(child).localname
-        if name in _SAFE_HEADER_VALUES and name not in values:
+        # The header has no namespace: compare tags as they are (a tag lxml cannot make a
+        # QName of, with an undeclared prefix say, is simply not one of these).
+        name = child.tag
+        if isinstance(name, str) and name in _SAFE_HEADER_VALUES and name not in values:
             value = _text(child)
             if not safe_only or _SAFE_HEADER_VALUES[name].fullmatch(value):
                 values[name] = value
@@ -208,13 +219,6 @@ def _header(element: etree._Element | None, *, safe_only: bool) -> Header:
         destination_system_id=values.get("DestinationSystemID", ""),
         reception_number=values.get("ReceptionNumber", ""),
     )
-
-
-def _header_of_any(root: etree._Element) -> Header:
-    """What can safely be read of the header of a file that may not be valid."""
-    if root.tag != ROOT:
-        return Header()
-    return _header(root.find("MessageHeader"), safe_only=True)
 
 
 def _entry(number: int, element: etree._Element) -> Entry:
@@ -245,41 +249,130 @@ def _entry(number: int, element: etree._Element) -> Entry:
     )
 
 
-def _read_tree(root: etree._Element, institution_code: str) -> ReplicaFile:
-    if root.tag != ROOT:
-        name = root.tag if isinstance(root.tag, str) else "not an element"
-        raise RenkeiError(
-            errors.REPLICA_FILE_INVALID, detail=f"the root element is {name}, not {ROOT}"
-        )
-    detail = _schema_detail(root)
-    if detail is not None:
-        raise RenkeiError(errors.REPLICA_FILE_INVALID, detail=detail)
-    header = _header(root.find("MessageHeader"), safe_only=False)
-    if header.destination_system_id not in ("", institution_code):
-        raise RenkeiError(
-            errors.REPLICA_FILE_INVALID,
-            detail=(
-                f"DestinationSystemID {header.destination_system_id} is not this"
-                f" institution ({institution_code})"
-            ),
-        )
-    segment = _text(cast(etree._Element, root.find("SegmentOfRegistrationDelete")))
-    entries = tuple(
-        _entry(number, element) for number, element in enumerate(root.iterchildren(ENTRY), start=1)
+class _FileRefused(Exception):
+    """A file refused whole, with what could safely be read of its header."""
+
+    def __init__(self, error: RenkeiError, header: Header) -> None:
+        super().__init__(error.code)
+        self.error = error
+        self.header = header
+
+
+def _not_expected(element: etree._Element, expected: str) -> RenkeiError:
+    name = element.tag if isinstance(element.tag, str) else "not an element"
+    return RenkeiError(
+        errors.REPLICA_FILE_INVALID,
+        detail=(
+            f"line {element.sourceline}: Element '{name}': This element is not expected."
+            f" Expected is ( {expected} )."
+        ),
     )
-    return ReplicaFile(header=header, segment=segment, entries=entries)
+
+
+def _stream(document: bytes, institution_code: str) -> ReplicaFile:
+    """Stage 1 of a file, streamed: each part checked against the schema as it is read.
+
+    The file is never held as one tree: the root's children (header, segment, entries) are
+    read one at a time, each validated on its own against its global element in the schema,
+    their order checked here (the root's content model), then converted and dropped.
+    """
+    stream = iter_children(
+        document,
+        max_bytes=MAX_FILE_BYTES,
+        max_depth=MAX_DEPTH,
+        max_child_elements=MAX_ENTRY_ELEMENTS,
+        refuse_text=lambda line: RenkeiError(
+            errors.REPLICA_FILE_INVALID,
+            detail=f"line {line}: Element '{ROOT}': text is not allowed here.",
+        ),
+    )
+    header: Header | None = None
+    safe_header = Header()
+    segment: str | None = None
+    entries: list[Entry] = []
+    try:
+        for child in stream.children():
+            root = stream.root
+            assert root is not None
+            if root.tag != ROOT:
+                name = root.tag if isinstance(root.tag, str) else "not an element"
+                raise RenkeiError(
+                    errors.REPLICA_FILE_INVALID, detail=f"the root element is {name}, not {ROOT}"
+                )
+            if root.attrib:
+                raise RenkeiError(
+                    errors.REPLICA_FILE_INVALID,
+                    detail=f"line {root.sourceline}: Element '{ROOT}': no attribute is allowed.",
+                )
+            if header is None:
+                if child.tag != "MessageHeader":
+                    raise _not_expected(child, "MessageHeader")
+                safe_header = _header(child, safe_only=True)
+                detail = _schema_detail(child)
+                if detail is not None:
+                    raise RenkeiError(errors.REPLICA_FILE_INVALID, detail=detail)
+                header = _header(child, safe_only=False)
+            elif segment is None:
+                if child.tag != "SegmentOfRegistrationDelete":
+                    raise _not_expected(child, "SegmentOfRegistrationDelete")
+                detail = _schema_detail(child)
+                if detail is not None:
+                    raise RenkeiError(errors.REPLICA_FILE_INVALID, detail=detail)
+                segment = _text(child)
+            else:
+                if child.tag != ENTRY:
+                    raise _not_expected(child, ENTRY)
+                detail = _schema_detail(child)
+                if detail is not None:
+                    raise RenkeiError(errors.REPLICA_FILE_INVALID, detail=detail)
+                entries.append(_entry(len(entries) + 1, child))
+        root = stream.root
+        if root is not None and root.tag != ROOT:
+            name = root.tag if isinstance(root.tag, str) else "not an element"
+            raise RenkeiError(
+                errors.REPLICA_FILE_INVALID, detail=f"the root element is {name}, not {ROOT}"
+            )
+        if header is None or segment is None or not entries:
+            missing = (
+                "MessageHeader"
+                if header is None
+                else "SegmentOfRegistrationDelete"
+                if segment is None
+                else ENTRY
+            )
+            raise RenkeiError(
+                errors.REPLICA_FILE_INVALID,
+                detail=f"Element '{ROOT}': Missing child element(s). Expected is ( {missing} ).",
+            )
+    except RenkeiError as refusal:
+        raise _FileRefused(refusal, safe_header) from None
+    if header.destination_system_id not in ("", institution_code):
+        raise _FileRefused(
+            RenkeiError(
+                errors.REPLICA_FILE_INVALID,
+                detail=(
+                    f"DestinationSystemID {header.destination_system_id} is not this"
+                    f" institution ({institution_code})"
+                ),
+            ),
+            safe_header,
+        )
+    return ReplicaFile(header=header, segment=segment, entries=tuple(entries))
 
 
 def read_replica_file(document: bytes, institution_code: str) -> ReplicaFile:
-    """Parse and validate a whole 副本 file addressed to ``institution_code``.
+    """Parse and validate a whole 副本 file addressed to ``institution_code``, streamed.
 
-    Raises RenkeiError: the hardened parser's ``Xml*`` codes (at most `MAX_FILE_BYTES`
-    and `MAX_DEPTH` levels), or ``ReplicaFileInvalid`` for a wrong root element, a file that
-    does not conform to the schema (the first error, without the values it quotes) or a file
-    addressed to another institution.
+    Raises RenkeiError: the hardened parser's ``Xml*`` codes (at most `MAX_FILE_BYTES`,
+    `MAX_DEPTH` levels and `MAX_ENTRY_ELEMENTS` elements in one entry), or
+    ``ReplicaFileInvalid`` for a wrong root element, a file that does not conform to the
+    schema (the first error, without the values it quotes) or a file addressed to another
+    institution. Memory holds the entries read, never the file's tree.
     """
-    root = parse_xml(document, max_bytes=MAX_FILE_BYTES, max_depth=MAX_DEPTH)
-    return _read_tree(root, institution_code)
+    try:
+        return _stream(document, institution_code)
+    except _FileRefused as refused:
+        raise refused.error from None
 
 
 # -- each entry --------------------------------------------------------------------------
@@ -487,15 +580,19 @@ def build_replica_file(
 def refused_codes(result_file: bytes) -> list[str]:
     """The error codes of a result file: its FileError's alone when the whole file was
     refused, else one per refused entry in file order (empty when everything was applied)."""
-    root = parse_xml(result_file, max_bytes=4 * MAX_FILE_BYTES, max_depth=MAX_DEPTH)
-    file_error = root.findtext("FileError/ErrorCode")
-    if file_error is not None:
-        return [file_error]
-    return [
-        element.findtext("ErrorCode") or ""
-        for element in root.iterfind("ResultOfSPIRegistrationDelete")
-        if element.findtext("Status") == REFUSED
-    ]
+    stream = iter_children(
+        result_file,
+        max_bytes=4 * MAX_FILE_BYTES,
+        max_depth=MAX_DEPTH,
+        max_child_elements=MAX_ENTRY_ELEMENTS,
+    )
+    codes: list[str] = []
+    for child in stream.children():
+        if child.tag == "FileError":
+            return [child.findtext("ErrorCode") or ""]
+        if child.tag == "ResultOfSPIRegistrationDelete" and child.findtext("Status") == REFUSED:
+            codes.append(child.findtext("ErrorCode") or "")
+    return codes
 
 
 # -- the import --------------------------------------------------------------------------
@@ -523,41 +620,57 @@ def _refused_file(header: Header, refusal: RenkeiError) -> _Prepared:
 
 
 def _prepare(
-    document: bytes, institution_code: str, catalogue: Catalogue, provides: tuple[str, ...]
+    document: bytes, institution: InstitutionConfig, catalogue: Catalogue, system: str | None
 ) -> _Prepared:
-    """Stages 1 and 2 (runs on a worker thread)."""
+    """Stages 1 and 2 (runs on a worker thread), for back-office ``system`` (None: the
+    file's SourceSystemID names it, as for the watched folder)."""
     try:
-        root = parse_xml(document, max_bytes=MAX_FILE_BYTES, max_depth=MAX_DEPTH)
-    except RenkeiError as refusal:
-        return _refused_file(Header(), refusal)
-    try:
-        replica_file = _read_tree(root, institution_code)
-    except RenkeiError as refusal:
-        return _refused_file(_header_of_any(root), refusal)
-    del root  # the tree is the largest thing in memory; the entries are all that is needed
+        replica_file = _stream(document, institution.code)
+    except _FileRefused as refused:
+        return _refused_file(refused.header, refused.error)
+    name = system if system is not None else replica_file.header.source_system_id
+    authorized = institution.system(name)
+    if authorized is None:
+        return _refused_file(
+            replica_file.header,
+            RenkeiError(
+                errors.REPLICA_FILE_INVALID,
+                detail=f"SourceSystemID {name} is not a back-office system of this institution",
+            ),
+        )
     prepared = _Prepared(replica_file.header, replica_file.segment, None, [], [], [])
     deleting = replica_file.segment == DELETION
     for index, entry in enumerate(replica_file.entries):
         prepared.entries.append((entry.number, entry.record_id))
         what: replica.ReplicaRecord | replica.RecordKey
-        if deleting:
-            what = replica.RecordKey(
-                entry.record_id,
-                entry.integrated_address_number,
-                entry.information_name,
-                entry.data_set,
-            )
-        else:
-            try:
-                what = check_registration(entry, catalogue, provides)
-            except RenkeiError as refusal:
-                prepared.results.append(
-                    EntryResult(entry.number, entry.record_id, REFUSED, refusal)
+        try:
+            if deleting:
+                what = replica.RecordKey(
+                    entry.record_id,
+                    entry.integrated_address_number,
+                    entry.information_name,
+                    entry.data_set,
                 )
-                continue
+            else:
+                what = check_registration(entry, catalogue, institution.provides)
+            # A valid entry of an information name another system of this institution keeps.
+            _check_authorized(authorized, entry.information_name)
+        except RenkeiError as refusal:
+            prepared.results.append(EntryResult(entry.number, entry.record_id, REFUSED, refusal))
+            continue
         prepared.pending.append((index, what))
         prepared.results.append(None)
     return prepared
+
+
+def _check_authorized(system: BackOfficeSystem, information_name: str) -> None:
+    if information_name not in system.information_names:
+        raise RenkeiError(
+            errors.SYSTEM_NOT_AUTHORIZED,
+            system=system.name,
+            what=f"the replica of information name {information_name}",
+            what_ja=f"特定個人情報名{information_name}の副本",
+        )
 
 
 def _in_thread(reactor: Any, work: Any, *args: Any) -> Deferred[Any]:
@@ -602,19 +715,22 @@ def _apply(node: IntermediateServer, prepared: _Prepared) -> Generator[Any, Any,
 
 @inlineCallbacks
 def run_import(
-    node: IntermediateServer, document: bytes, reactor: Any = None
+    node: IntermediateServer, document: bytes, reactor: Any = None, system: str | None = None
 ) -> Generator[Any, Any, tuple[ImportResult, bytes]]:
-    """Import one 副本 file: what became of it and its result file.
+    """Import one 副本 file for back-office ``system``: what became of it and its result file.
 
-    A refused file is an outcome, not an error. Errors are raised only for the unexpected
-    (the database failing): batches before the failure stay applied.
+    ``system`` is the system that posted the file; None takes the file's SourceSystemID
+    (the watched folder), which must name one of the institution's systems. Entries of an
+    information name the system does not keep are refused (SystemNotAuthorized). A refused
+    file is an outcome, not an error. Errors are raised only for the unexpected (the
+    database failing): batches before the failure stay applied.
     """
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
     prepared = yield _in_thread(
-        reactor, _prepare, document, node.code, node.catalogue, node.institution.provides
+        reactor, _prepare, document, node.institution, node.catalogue, system
     )
     if prepared.file_error is None:
         yield _apply(node, prepared)
@@ -635,15 +751,16 @@ def run_import(
 
 
 def import_replica_file(
-    node: IntermediateServer, document: bytes, reactor: Any = None
+    node: IntermediateServer, document: bytes, reactor: Any = None, system: str | None = None
 ) -> Deferred[bytes]:
-    """Import one 副本 file; fires with the result file (XML, UTF-8).
+    """Import one 副本 file (for ``system``, see `run_import`); fires with the result file
+    (XML, UTF-8).
 
     Never fails for what the file contains: a refused file gives a result file with
     MSGResult 9 and its error code. ``reactor`` runs the parsing on its thread pool (the
     global reactor when None).
     """
-    finished: Deferred[bytes] = run_import(node, document, reactor).addCallback(
+    finished: Deferred[bytes] = run_import(node, document, reactor, system).addCallback(
         lambda outcome: outcome[1]
     )
     return finished
@@ -744,6 +861,8 @@ class ReplicaInbox(Service):
                 self.log.failure("副本 file {name} met an internal error", name=path.name)
                 result = ImportResult(Header(), None, (), RenkeiError(errors.INTERNAL))
                 document = render_result(result)
+            del data
+            yield _in_thread(self.reactor, release_free_memory)
         stem = self._free_stem(path.stem)
         written = self.results / f"{stem}.result.xml"
         yield _in_thread(self.reactor, _write_atomically, written, document)

@@ -32,7 +32,7 @@ from twisted.web.server import Request
 from werkzeug.exceptions import NotFound
 
 from adapters.console.i18n import LANGUAGES, translator
-from adapters.network_link import Listener, listen
+from adapters.network_link import Listener, listen, text_refusal
 from codes import errors
 from codes.errors import RenkeiError
 from crypto.pki import PkiLayout
@@ -56,6 +56,8 @@ HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = b"renkei_console"
 LANG_COOKIE = b"renkei_lang"
 PAGE_SIZE = 50
+# The largest request body: the console's forms are a few fields (a reason, a password).
+MAX_FORM_BODY = 65_536
 EXPORT_LIMIT = 100_000
 JST = ZoneInfo("Asia/Tokyo")
 
@@ -889,7 +891,12 @@ class ConsoleService(Service):
         super().startService()
         assert self.node.institution.console_listen is not None
         self._listener = yield listen(
-            self.reactor, self.node.institution.console_listen, self.console.app, self._options
+            self.reactor,
+            self.node.institution.console_listen,
+            self.console.app,
+            self._options,
+            max_body=MAX_FORM_BODY,
+            render_refusal=text_refusal,
         )
 
     @inlineCallbacks
