@@ -469,6 +469,12 @@ HELD_PERMIT_EXPIRED = _kind(
     "The permit expired before the held provision was decided.",
     "保留中の情報提供について判断される前に情報提供許可証の有効期限が切れました。",
 )
+HOLD_EXPIRED = _kind(
+    "HoldExpired",
+    410,
+    "The held provision was not decided before its hold ended at {expires_at}.",
+    "保留中の情報提供について、保留期限({expires_at})までに判断されませんでした。",
+)
 UNKNOWN_HELD_PROVISION = _kind(
     "UnknownHeldProvision",
     404,

@@ -64,6 +64,8 @@ class InstitutionConfig:
     back_office_systems: tuple[str, ...]
     provides: tuple[str, ...]
     result_retention: float
+    # Seconds a held provision waits for a staff decision before it is refused (HoldExpired).
+    hold_lifetime: float = 72 * 3600.0
     console_listen: str | None = None
     console_address: str | None = None
     console_idle_timeout: float | None = None
@@ -220,6 +222,7 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
                 back_office_systems=system_names,
                 provides=provides,
                 result_retention=section.getfloat("result_retention", 7 * 86400.0),
+                hold_lifetime=section.getfloat("hold_lifetime", 72 * 3600.0),
                 console_listen=section.get("console_listen"),
                 console_address=section.get("console_address"),
                 metrics_listen=section.get("metrics_listen"),

@@ -2,9 +2,11 @@
 
 A provision request that touches a replica record flagged 自動応答不可 is not answered: the
 exact content that would be sent is kept here, unsigned, with the requester's encryption
-certificate and the permit's expiry. A staff member with the approver role then approves it
-(it is signed, encrypted and sent like any provision) or refuses it; a held item whose permit
-expires first is refused automatically. Each item is decided once.
+certificate. A staff member with the approver role then approves it (it is signed, encrypted
+and sent like any provision) or refuses it. A hold has a lifetime of its own (the provider's
+``hold_lifetime``, 72 hours by default), independent of the permit's validity, which only
+bounds automatic answers: a held item still undecided when its hold ends is refused
+automatically (``HoldExpired``) and stays listed as expired. Each item is decided once.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class HeldItem:
     recipient_certificate: bytes
     permit_expires_at: datetime
     held_at: datetime
+    hold_expires_at: datetime  # when an undecided hold is refused (HoldExpired)
     state: str
     decided_at: datetime | None
     decided_by: str | None
@@ -53,6 +56,7 @@ class HeldItem:
             "integrated_address_number": self.integrated_address_number,
             "permit_expires_at": self.permit_expires_at.isoformat(),
             "held_at": self.held_at.isoformat(),
+            "hold_expires_at": self.hold_expires_at.isoformat(),
             "state": self.state,
             "decided_at": self.decided_at.isoformat() if self.decided_at else None,
             "decided_by": self.decided_by,
@@ -72,6 +76,7 @@ def hold(connection: Connection, item: HeldItem) -> None:
             recipient_certificate=item.recipient_certificate,
             permit_expires_at=item.permit_expires_at,
             held_at=item.held_at,
+            hold_expires_at=item.hold_expires_at,
             state=HELD,
         )
     )
@@ -88,6 +93,7 @@ def _item(row: Any) -> HeldItem:
         recipient_certificate=bytes(row.recipient_certificate),
         permit_expires_at=row.permit_expires_at,
         held_at=row.held_at,
+        hold_expires_at=row.hold_expires_at,
         state=row.state,
         decided_at=row.decided_at,
         decided_by=row.decided_by,
@@ -110,7 +116,18 @@ def waiting(connection: Connection) -> list[HeldItem]:
     rows = connection.execute(
         select(held_provision)
         .where(held_provision.c.state == HELD)
-        .order_by(held_provision.c.permit_expires_at)
+        .order_by(held_provision.c.hold_expires_at)
+    )
+    return [_item(row) for row in rows]
+
+
+def expired(connection: Connection, limit: int = 50) -> list[HeldItem]:
+    """The ``limit`` items whose hold ended undecided most recently, newest first."""
+    rows = connection.execute(
+        select(held_provision)
+        .where(held_provision.c.state == EXPIRED)
+        .order_by(held_provision.c.hold_expires_at.desc())
+        .limit(limit)
     )
     return [_item(row) for row in rows]
 
@@ -125,13 +142,14 @@ def decide(
 ) -> HeldItem:
     """Record one decision (approved, refused or expired) on a waiting item.
 
-    Approving an item whose permit has expired is refused: it must expire instead.
+    Approving an item whose hold has ended is refused (HoldExpired): it must expire instead.
+    The permit's own expiry does not matter here: it bounds automatic answers only.
     """
     item = get(connection, number)
     if item.state != HELD:
         raise RenkeiError(errors.HELD_ALREADY_DECIDED, transaction_number=number, state=item.state)
-    if decision == APPROVED and now >= item.permit_expires_at:
-        raise RenkeiError(errors.HELD_PERMIT_EXPIRED)
+    if decision == APPROVED and now >= item.hold_expires_at:
+        raise RenkeiError(errors.HOLD_EXPIRED, expires_at=item.hold_expires_at.isoformat())
     connection.execute(
         held_provision.update()
         .where(held_provision.c.transaction_number == number, held_provision.c.state == HELD)
@@ -141,11 +159,11 @@ def decide(
 
 
 def expired_numbers(connection: Connection, now: datetime) -> list[str]:
-    """Waiting items whose permit has expired."""
+    """Waiting items whose hold has ended."""
     return list(
         connection.execute(
             select(held_provision.c.transaction_number).where(
-                held_provision.c.state == HELD, held_provision.c.permit_expires_at <= now
+                held_provision.c.state == HELD, held_provision.c.hold_expires_at <= now
             )
         ).scalars()
     )

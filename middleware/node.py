@@ -912,6 +912,7 @@ class IntermediateServer(Service):
                     recipient_certificate=recipient.public_bytes(Encoding.DER),
                     permit_expires_at=permit.expires_at,
                     held_at=now,
+                    hold_expires_at=now + timedelta(seconds=self.institution.hold_lifetime),
                     state=held_queue.HELD,
                     decided_at=None,
                     decided_by=None,
@@ -993,8 +994,12 @@ class IntermediateServer(Service):
     # -- held provisions (自動応答不可フラグ) --------------------------------------------------
 
     def held_items(self) -> Deferred[list[held_queue.HeldItem]]:
-        """Held provisions waiting for a decision."""
+        """Held provisions waiting for a decision, the soonest to expire first."""
         return self.database.run(held_queue.waiting)
+
+    def expired_holds(self) -> Deferred[list[held_queue.HeldItem]]:
+        """The holds that ended undecided most recently (refused with HoldExpired)."""
+        return self.database.run(held_queue.expired)
 
     @inlineCallbacks
     def held_content(self, number: str, actor: str) -> Any:
@@ -1045,7 +1050,7 @@ class IntermediateServer(Service):
 
     @inlineCallbacks
     def expire_held(self) -> Any:
-        """Refuse, with HeldPermitExpired, every held item whose permit expired undecided."""
+        """Refuse, with HoldExpired, every held item whose hold ended undecided."""
         numbers = yield self.database.run(held_queue.expired_numbers, self.now())
         for number in numbers:
             try:
@@ -1084,9 +1089,7 @@ class IntermediateServer(Service):
         else:
             status = REFUSED
             kind = (
-                errors.PROVISION_REFUSED
-                if decision == held_queue.REFUSED
-                else errors.HELD_PERMIT_EXPIRED
+                errors.PROVISION_REFUSED if decision == held_queue.REFUSED else errors.HOLD_EXPIRED
             )
             code = kind.code
             body = messages.encode(

@@ -234,11 +234,13 @@ held_provision = Table(
     Column("recipient_certificate", LargeBinary, nullable=False),
     Column("permit_expires_at", UtcDateTime, nullable=False),
     Column("held_at", UtcDateTime, nullable=False),
+    # The hold's own end (held_at + the provider's hold_lifetime), not the permit's.
+    Column("hold_expires_at", UtcDateTime, nullable=False),
     Column("state", String(16), nullable=False),
     Column("decided_at", UtcDateTime),
     Column("decided_by", String(64)),
     Column("reason", Text),
-    Index("ix_held_provision_state", "state", "permit_expires_at"),
+    Index("ix_held_provision_hold", "state", "hold_expires_at"),
 )
 
 node_outbox = _outbox(node_metadata)

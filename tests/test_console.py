@@ -341,7 +341,8 @@ async def test_held_provision_is_reviewed_and_approved_in_the_console(
     box: Any, setagaya_asks: Any
 ) -> None:
     """The approver sees the exact content (audited) and approves; the operator sees the
-    queue but gets 403 on the detail; the requester receives the provision."""
+    queue, with the hold's time left, but gets 403 on the detail; the requester receives the
+    provision."""
     node = box.nodes["meguro"]
     secrets = await add_users(node)
     query_id = await setagaya_asks.ask()
@@ -351,6 +352,7 @@ async def test_held_provision_is_reviewed_and_approved_in_the_console(
     operator = await logged_in(box, "op", None)
     code, body, _ = await operator.get("/held")
     assert code == 200 and number in body and f'href="/held/{number}"' not in body
+    assert '<td class="time-left">71時間59分</td>' in body or "72時間0分" in body
     code, body, _ = await operator.get(f"/held/{number}")
     assert code == 403 and "RoleForbidden" in body
     approver = await logged_in(box, "ap", secrets["ap"])
@@ -441,3 +443,27 @@ async def test_an_unknown_address_is_a_coded_404_page(box: Any) -> None:
     """A page that does not exist answers 404 PageNotFound, not an internal error."""
     code, body, _ = await Browser(box).get("/favicon.ico")
     assert code == 404 and "PageNotFound" in body
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_ended_hold_stays_listed_as_expired(box: Any, setagaya_asks: Any) -> None:
+    """A hold refused at the end of its lifetime leaves the queue but stays on the held page,
+    marked expired, with no link to its content."""
+    from twisted.internet import reactor
+
+    from tests.network import MovableClock
+
+    node = box.nodes["meguro"]
+    await add_users(node)
+    query_id = await setagaya_asks.ask()
+    await wait_for_state(setagaya_asks, query_id, "held")
+    number = (await held_item(node)).transaction_number
+    node.clock = MovableClock(reactor)
+    node.clock.offset = 72 * 3600 + 60
+    assert await node.expire_held() == 1
+    operator = await logged_in(box, "op", None)
+    code, body, _ = await operator.get("/held")
+    assert code == 200
+    ended = body[body.index('<table id="expired-holds">') :]
+    assert number in ended and "期限切れ" in ended
+    assert number not in body[: body.index('<table id="expired-holds">')]

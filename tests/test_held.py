@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -142,11 +143,32 @@ async def test_refused_held_provision_arrives_as_refused(box: Any, setagaya_asks
 
 
 @pytest_twisted.ensureDeferred
-async def test_held_provision_whose_permit_expires_is_refused_automatically(
+async def test_held_provision_outlives_its_permit_and_is_approved_after_it(
     box: Any, setagaya_asks: Any
 ) -> None:
-    """A held item not decided before its permit expires is refused with HeldPermitExpired,
-    and can no longer be approved."""
+    """A hold does not end with the permit (600 s in the test network): an hour later the
+    held item is still waiting and its approval reaches the requester."""
+    from twisted.internet import reactor
+
+    query_id = await setagaya_asks.ask()
+    await wait_for_state(setagaya_asks, query_id, "held")
+    meguro = box.nodes["meguro"]
+    item = await held_item(meguro)
+    assert item.hold_expires_at - item.held_at == timedelta(hours=72)
+    meguro.clock = MovableClock(reactor)
+    meguro.clock.offset = 3600
+    assert await meguro.expire_held() == 0
+    await meguro.approve_held(item.transaction_number, "approver1")
+    status = await wait_for_state(setagaya_asks, query_id, "provided")
+    assert status["result"]["records"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_held_provision_not_decided_within_its_hold_is_refused_and_stays_listed(
+    box: Any, setagaya_asks: Any
+) -> None:
+    """A held item still undecided when its 72-hour hold ends can no longer be approved, is
+    refused with HoldExpired, and stays listed among the expired holds."""
     from twisted.internet import reactor
 
     query_id = await setagaya_asks.ask()
@@ -154,13 +176,16 @@ async def test_held_provision_whose_permit_expires_is_refused_automatically(
     meguro = box.nodes["meguro"]
     item = await held_item(meguro)
     meguro.clock = MovableClock(reactor)
-    meguro.clock.offset = 601  # the test network's permit_validity is 600 s
+    meguro.clock.offset = 72 * 3600 + 1
     with pytest.raises(RenkeiError) as late:
         await meguro.approve_held(item.transaction_number, "approver1")
-    assert late.value.code == "HeldPermitExpired"
+    assert late.value.code == "HoldExpired"
     assert await meguro.expire_held() == 1
     status = await wait_for_state(setagaya_asks, query_id, "refused")
-    assert status["error"]["code"] == "HeldPermitExpired"
+    assert status["error"]["code"] == "HoldExpired"
+    assert await meguro.held_items() == []
+    (ended,) = await meguro.expired_holds()
+    assert (ended.transaction_number, ended.state) == (item.transaction_number, "expired")
 
 
 @pytest_twisted.ensureDeferred

@@ -732,7 +732,11 @@ def line_state_of_query(state: str, error_code: str | None) -> str:
     if state == HELD:
         return HELD
     if state == "refused":
-        if error_code in (errors.PROVISION_REFUSED.code, errors.HELD_PERMIT_EXPIRED.code):
+        if error_code in (
+            errors.PROVISION_REFUSED.code,
+            errors.HOLD_EXPIRED.code,
+            errors.HELD_PERMIT_EXPIRED.code,  # holds decided before hold_lifetime existed
+        ):
             return REFUSED
         if error_code == errors.NOT_PERMITTED.code:
             return NOT_PERMITTED

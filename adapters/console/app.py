@@ -98,6 +98,14 @@ def tls_options(layout: PkiLayout, code: str) -> CertificateOptions:
     )
 
 
+def time_left(until: datetime, now: datetime) -> tuple[int, int] | None:
+    """Hours and minutes from ``now`` until ``until`` (None when it has passed)."""
+    seconds = int((until - now).total_seconds())
+    if seconds <= 0:
+        return None
+    return seconds // 3600, seconds % 3600 // 60
+
+
 def _arg(request: Request, name: str) -> str:
     args: dict[bytes, list[bytes]] = request.args or {}
     values = args.get(name.encode())
@@ -350,7 +358,15 @@ class Console:
     @page("approver", "operator")
     async def held_list(self, request: Request, session: staff.Session) -> bytes:
         items = await self.node.held_items()
-        return self.render(request, "held_list.html", session, items=items)
+        ended = await self.node.expired_holds()
+        now = self.node.now()
+        return self.render(
+            request,
+            "held_list.html",
+            session,
+            items=[(item, time_left(item.hold_expires_at, now)) for item in items],
+            ended=ended,
+        )
 
     @app.route("/held/<number>", methods=["GET"])
     @page("approver")
