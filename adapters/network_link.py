@@ -116,7 +116,7 @@ class NetworkClient:
                 refusal = messages.decode(content, messages.ErrorMessage)
             except RenkeiError:
                 raise TransientFailure(f"HTTP {status} without an Error message") from None
-            raise DeliveryRefused(refusal.code, refusal.message_en)
+            raise DeliveryRefused(refusal.code, refusal.message_en, refusal.transaction_number)
         raise TransientFailure(f"HTTP {status}")
 
 
@@ -270,7 +270,10 @@ class ListeningSite(Site):
         pass
 
     def drop_connections(self) -> None:
-        for channel in list(self._channels):
+        for protocol in list(self._channels):
+            # Site.buildProtocol gives a wrapper (_GenericHTTPChannelProtocol, which picks
+            # HTTP/1.1 or HTTP/2) without a transport of its own: the channel inside has it.
+            channel = getattr(protocol, "_channel", protocol)
             transport = getattr(channel, "transport", None)
             if transport is not None:
                 transport.abortConnection()

@@ -81,6 +81,7 @@ DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
 SCHEMA_DIR = Path(__file__).resolve().with_name("schemas")
 
 _MESSAGE_TEXT_MAX = 2000  # MessageText in common.xsd
+_TRANSACTION = re.compile(r"[0-9]{20}")  # TransactionNumber in common.xsd
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,11 +260,13 @@ class ProvisionPayload:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ErrorMessage:
-    """A refusal: a published error code and its English and Japanese messages."""
+    """A refusal: a published error code and its English and Japanese messages, and the
+    処理通番 the refusal concerns (under which the refusing party recorded it), if any."""
 
     code: str
     message_en: str
     message_ja: str
+    transaction_number: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -546,6 +549,8 @@ def _provision_payload_element(m: ProvisionPayload) -> etree._Element:
 
 def _error_element(m: ErrorMessage) -> etree._Element:
     root = _root("Error", code=m.code)
+    if m.transaction_number is not None:
+        root.set("transactionNumber", m.transaction_number)
     _add_messages(root, m.message_en, m.message_ja)
     return root
 
@@ -730,7 +735,12 @@ def _build_provision_payload(root: etree._Element) -> ProvisionPayload:
 
 def _build_error(root: etree._Element) -> ErrorMessage:
     message_en, message_ja = _read_messages(root)
-    return ErrorMessage(code=_attr(root, "code"), message_en=message_en, message_ja=message_ja)
+    return ErrorMessage(
+        code=_attr(root, "code"),
+        message_en=message_en,
+        message_ja=message_ja,
+        transaction_number=root.get("transactionNumber"),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -906,8 +916,12 @@ def from_element(element: etree._Element, expected: type[T]) -> T:
 
 def error_message(err: RenkeiError) -> ErrorMessage:
     """The Error message telling a peer about a refusal (messages fitted to the schema)."""
+    number = err.params.get("transaction_number")
     return ErrorMessage(
         code=err.code,
         message_en=_message_text(err.message_en),
         message_ja=_message_text(err.message_ja),
+        transaction_number=number
+        if isinstance(number, str) and _TRANSACTION.fullmatch(number)
+        else None,
     )

@@ -74,6 +74,7 @@ from middleware.tables import (
     node_records,
     provision,
     query,
+    refused_request,
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -482,7 +483,9 @@ class IntermediateServer(Service):
                 self._hub_address + "/queries", message.body, messages.QueryAccepted
             )
         except DeliveryRefused as refusal:
-            yield self.database.run(self._query_refused, message.reference, refusal.code)
+            yield self.database.run(
+                self._query_refused, message.reference, refusal.code, refusal.transaction_number
+            )
             self._query_ended(message.reference)
             raise
         yield self.database.run(
@@ -507,7 +510,11 @@ class IntermediateServer(Service):
             [self._query_record(row, "query", ACCEPTED, transaction_number=number)],
         )
 
-    def _query_refused(self, connection: Connection, query_id: str, code: str) -> None:
+    def _query_refused(
+        self, connection: Connection, query_id: str, code: str, number: str | None
+    ) -> None:
+        """The hub refused the query: it ends refused, with the 処理通番 under which the hub
+        recorded the refusal (so that the transaction's path shows both records)."""
         row = connection.execute(select(query).where(query.c.query_id == query_id)).one()
         if row.state != SUBMITTED:
             return
@@ -515,14 +522,14 @@ class IntermediateServer(Service):
         connection.execute(
             query.update()
             .where(query.c.query_id == query_id)
-            .values(state=REFUSED, error_code=code, completed_at=now)
+            .values(state=REFUSED, error_code=code, completed_at=now, transaction_number=number)
         )
         append_records(
             connection,
             node_records,
             node_record_head,
             now,
-            [self._query_record(row, "query", REFUSED, error_code=code)],
+            [self._query_record(row, "query", REFUSED, error_code=code, transaction_number=number)],
         )
 
     @app.handle_errors(Exception)
@@ -791,32 +798,41 @@ class IntermediateServer(Service):
         """情報提供要求: verify the permit, re-check the list, answer through the outbox."""
         caller_code(request, {HUB})
         asked = messages.decode(read_body(request), messages.ProvisionRequest)
+        permit: messages.Permit | None = None
         try:
-            verified = self._hub_verifier.verify(asked.permit_element)
-        except SignatureInvalid:
-            raise RenkeiError(errors.PERMIT_SIGNATURE_INVALID) from None
-        permit = messages.from_element(verified, messages.Permit)
-        now = self.now()
-        check_permit_terms(
-            transaction_number=permit.transaction_number,
-            provider=permit.provider,
-            issued_at=permit.issued_at,
-            expires_at=permit.expires_at,
-            me=self.code,
-            now=now,
-        )
-        recipient = self._route_certificate(asked.route, permit)
-        self.current_list().check(
-            permit.requester,
-            self.code,
-            permit.affair,
-            permit.procedure,
-            permit.information_name,
-            now,
-        )
-        outgoing = yield self.database.run(
-            self._answer_provision_request, asked.message_id, permit, recipient, now
-        )
+            try:
+                verified = self._hub_verifier.verify(asked.permit_element)
+            except SignatureInvalid:
+                raise RenkeiError(errors.PERMIT_SIGNATURE_INVALID) from None
+            permit = messages.from_element(verified, messages.Permit)
+            now = self.now()
+            check_permit_terms(
+                transaction_number=permit.transaction_number,
+                provider=permit.provider,
+                issued_at=permit.issued_at,
+                expires_at=permit.expires_at,
+                me=self.code,
+                now=now,
+            )
+            recipient = self._route_certificate(asked.route, permit)
+            self.current_list().check(
+                permit.requester,
+                self.code,
+                permit.affair,
+                permit.procedure,
+                permit.information_name,
+                now,
+            )
+            outgoing = yield self.database.run(
+                self._answer_provision_request, asked.message_id, permit, recipient, now
+            )
+        except RenkeiError as refusal:
+            if refusal.status < 500:
+                # 番号法 第23条: a request refused is recorded too, with its code.
+                yield self.database.run(
+                    self._record_refused_request, asked.message_id, permit, refusal, self.now()
+                )
+            raise
         if outgoing is not None:
             self.outbox.send_now(outgoing)
         return xml_response(
@@ -825,6 +841,43 @@ class IntermediateServer(Service):
                 message_id=asked.message_id, transaction_number=permit.transaction_number
             ),
         )
+
+    def _record_refused_request(
+        self,
+        connection: Connection,
+        message_id: str,
+        permit: messages.Permit | None,
+        refusal: RenkeiError,
+        now: datetime,
+    ) -> None:
+        """Record a provision request refused, once per request (the hub may send the same
+        request again): what the verified permit says, or nothing of an unverified one."""
+        seen = connection.execute(
+            select(refused_request.c.message_id).where(refused_request.c.message_id == message_id)
+        ).first()
+        if seen is not None:
+            return
+        number = permit.transaction_number if permit is not None else None
+        connection.execute(
+            refused_request.insert().values(
+                message_id=message_id,
+                transaction_number=number,
+                error_code=refusal.code,
+                received_at=now,
+            )
+        )
+        entry = RecordEntry(
+            event="provision",
+            status=REFUSED,
+            transaction_number=number,
+            requester=permit.requester if permit is not None else None,
+            provider=self.code,
+            affair=permit.affair if permit is not None else None,
+            procedure=permit.procedure if permit is not None else None,
+            information_name=permit.information_name if permit is not None else None,
+            error_code=refusal.code,
+        )
+        append_records(connection, node_records, node_record_head, now, [entry])
 
     def _route_certificate(
         self, route: messages.Route, permit: messages.Permit

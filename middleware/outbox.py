@@ -47,9 +47,11 @@ class OutgoingMessage:
 class DeliveryRefused(Exception):
     """The receiver answered with a coded refusal: retrying would not change the answer."""
 
-    def __init__(self, code: str, detail: str = "") -> None:
+    def __init__(self, code: str, detail: str = "", transaction_number: str | None = None) -> None:
         super().__init__(f"{code}: {detail}")
         self.code = code
+        # The 処理通番 under which the receiver recorded its refusal, if it gave one.
+        self.transaction_number = transaction_number
 
 
 @dataclass(frozen=True)

@@ -109,14 +109,19 @@ class Box(MultiService):
 
     @inlineCallbacks
     def start(self) -> Any:
-        """Start everything in order; fires when all listeners are up."""
+        """Start everything in order; fires when all listeners are up. A box that cannot
+        start (a port taken, a database unreachable) stops what it had started, then fails."""
         self.running = True
-        for service in list(self):
-            yield service.startService()
-        if self.config.demo_data is not None:
-            yield seed_demo(self, self.config.demo_data)
-        if self.config.population is not None:
-            yield seed_population(self, self.config.population)
+        try:
+            for service in list(self):
+                yield service.startService()
+            if self.config.demo_data is not None:
+                yield seed_demo(self, self.config.demo_data)
+            if self.config.population is not None:
+                yield seed_population(self, self.config.population)
+        except Exception:
+            yield self.stopService()
+            raise
         for node in self.nodes.values():
             self.log.info(
                 "{name} ({code}) ready: back-office API at {address}, console at {console}",

@@ -216,6 +216,17 @@ provision = Table(
     Column("received_at", UtcDateTime, nullable=False),
 )
 
+# Provision requests refused (their records are in provision_record): one row per request,
+# so that the hub sending the same request again is not recorded twice.
+refused_request = Table(
+    "refused_request",
+    node_metadata,
+    Column("message_id", String(36), primary_key=True),
+    Column("transaction_number", String(20)),
+    Column("error_code", String(64), nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+)
+
 held_provision = Table(
     "held_provision",
     node_metadata,

@@ -6,6 +6,7 @@ Every box gets fresh databases and free ports; the PKI is made once per test ses
 from __future__ import annotations
 
 import configparser
+import random
 import socket
 from datetime import datetime
 from pathlib import Path
@@ -49,10 +50,41 @@ def make_network_pki(directory: Path) -> Path:
     return directory
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as ports:
+            return int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A loopback port to listen on, below the kernel's ephemeral range (where outgoing
+    connections take their ports: a port the kernel picks would be free now and maybe taken
+    by a client connection before the box listens on it), never the same twice a session."""
+    high = min(_ephemeral_low(), 65536) - 1
+    low = max(1024, high - 12_000)
+    for _ in range(1000):
+        port = random.randint(low, high)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
+
+
+def host_and_port_of(address: str) -> tuple[str, int]:
+    """The (host, port) of an ``https://host:port`` address of a configuration."""
+    host, port = address.removeprefix("https://").rsplit(":", 1)
+    return host, int(port)
 
 
 def write_config(

@@ -167,3 +167,59 @@ async def test_the_flow_works_on_postgresql(
     finally:
         await client.close()
         await running.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stopped_hub_drops_the_connections_kept_alive_to_it(box: Any) -> None:
+    """Stopping a listener closes the kept-alive connections too: a client that used the old
+    hub reaches the hub started in its place on the same port, not the stopped one."""
+    from twisted.internet import reactor
+
+    from middleware import messages
+    from simulators.network.hub import Hub
+    from tests.network import MEGURO
+    from tests.test_refusals import as_institution
+
+    client = as_institution(box, MEGURO)
+    try:
+        await client.get(box.config.hub_address + "/permitted-list")  # a kept-alive link
+        await box.hub.stopService()
+        replacement = Hub(box.config, reactor)
+        await replacement.startService()
+        try:
+            document = await client.get(box.config.hub_address + "/permitted-list")
+            element = messages.decode_signed(document, messages.PermittedListDocument)
+            assert int(element.get("version")) == replacement.permitted_list.version
+        finally:
+            await replacement.stopService()
+    finally:
+        await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_box_that_cannot_start_stops_what_it_had_started(
+    tmp_path: Path, network_pki: Path
+) -> None:
+    """A box whose last listener's port is taken fails to start, and the hub and nodes it had
+    started are stopped again: their ports are free, nothing is left running."""
+    import socket
+
+    from twisted.internet import reactor
+    from twisted.internet.error import CannotListenError
+
+    from middleware.service import Box
+    from tests.network import host_and_port_of, write_config
+
+    config = write_config(tmp_path, network_pki)
+    taken = socket.socket()
+    taken.bind(host_and_port_of(config.institution("setagaya").back_office_address))
+    taken.listen()
+    try:
+        box = Box(config, reactor)
+        with pytest.raises(CannotListenError):
+            await box.start()
+    finally:
+        taken.close()
+    for address in (config.hub_address, config.institution("meguro").network_address):
+        with socket.socket() as probe:
+            assert probe.connect_ex(host_and_port_of(address)) != 0, address

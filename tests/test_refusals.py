@@ -28,7 +28,14 @@ from crypto.xmlsig import Signer
 from middleware import messages
 from middleware.clock import utc_now
 from middleware.outbox import DeliveryRefused
-from middleware.tables import hub_outbox, hub_query, node_outbox, provision, query
+from middleware.tables import (
+    hub_outbox,
+    hub_query,
+    hub_records,
+    node_outbox,
+    provision,
+    query,
+)
 from simulators.network.fugo import FugoCipher, id_code
 from tests.network import (
     CARE_INSURANCE,
@@ -213,6 +220,22 @@ async def test_provider_rechecks_the_list_when_forced_past_requester_and_hub(box
     assert count(box.nodes["setagaya"].database, provision) == 0
 
 
+def hub_refusals(box: Any) -> list[tuple[str, str]]:
+    """The hub's queries and records of refusals: one (state, code) each, the two agreeing."""
+    queries = box.hub.database.run_blocking(
+        lambda connection: connection.execute(
+            select(hub_query.c.state, hub_query.c.error_code, hub_query.c.transaction_number)
+        ).all()
+    )
+    records = box.hub.database.run_blocking(
+        lambda connection: connection.execute(
+            select(hub_records.c.status, hub_records.c.error_code, hub_records.c.transaction_number)
+        ).all()
+    )
+    assert sorted(map(tuple, queries)) == sorted(map(tuple, records))
+    return [(state, code) for state, code, _ in queries]
+
+
 @pytest_twisted.ensureDeferred
 async def test_hub_refuses_a_query_not_on_the_list_when_forced_past_the_requester(
     box: Any,
@@ -245,7 +268,7 @@ async def test_hub_refuses_a_query_not_on_the_list_when_forced_past_the_requeste
     finally:
         await client.close()
     assert code == "NotPermitted"
-    assert count(box.hub.database, hub_query) == 0
+    assert hub_refusals(box) == [("refused", "NotPermitted")]
     assert count(box.hub.database, hub_outbox) == 0
 
 
@@ -270,7 +293,8 @@ async def test_hub_refuses_a_fugo_issued_to_another_institution(box: Any) -> Non
     finally:
         await client.close()
     assert code == "FugoInvalid"
-    assert count(box.hub.database, hub_query) == 0
+    assert hub_refusals(box) == [("refused", "FugoInvalid")]
+    assert count(box.hub.database, hub_outbox) == 0
 
 
 @pytest_twisted.ensureDeferred

@@ -268,17 +268,16 @@ class Hub(Service):
     @app.route("/queries", methods=["POST"])
     @inlineCallbacks
     def receive_query(self, request: Request) -> Any:
-        """情報照会要求: check the list, convert the 符号, record, permit and route."""
+        """情報照会要求: check the list, convert the 符号, record, permit and route; a refused
+        query is recorded too (番号法 第23条: what was asked), and the refusal names its
+        処理通番. A retried request gets the first answer again."""
         requester = caller_code(request, self.members)
         query = messages.decode(read_body(request), messages.QueryRequest)
-        now = utc_now(self._reactor)
-        self._current_list().check(
-            requester, query.provider, query.affair, query.procedure, query.information_name, now
+        number, outgoing, refusal = yield self.database.run(
+            self._record_query, requester, query, utc_now(self._reactor)
         )
-        provider_fugo = self._fugo.convert(query.requester_fugo, requester, query.provider)
-        number, outgoing = yield self.database.run(
-            self._record_query, requester, query, provider_fugo, now
-        )
+        if refusal is not None:
+            raise refusal
         if outgoing is not None:
             self.outbox.send_now(outgoing)
         return xml_response(
@@ -291,36 +290,45 @@ class Hub(Service):
         connection: Connection,
         requester: str,
         query: messages.QueryRequest,
-        provider_fugo: str,
         now: datetime,
-    ) -> tuple[str, OutgoingMessage | None]:
+    ) -> tuple[str, OutgoingMessage | None, RenkeiError | None]:
+        """In one transaction: the 処理通番, the provision request to send and the refusal to
+        answer (returned, not raised, so that the refusal's record is committed)."""
         known = connection.execute(
-            select(hub_query.c.transaction_number).where(
+            select(hub_query.c.transaction_number, hub_query.c.state, hub_query.c.error_code).where(
                 hub_query.c.requester_message_id == query.message_id
             )
-        ).scalar_one_or_none()
+        ).first()
         if known is not None:
-            return str(known), None  # a retried query request: same 処理通番, nothing new
-        expires_at = now + timedelta(seconds=self._network.permit_validity)
-        inserted = connection.execute(
-            hub_query.insert().values(
-                requester=requester,
-                requester_message_id=query.message_id,
-                provider=query.provider,
-                affair=query.affair,
-                procedure=query.procedure,
-                information_name=query.information_name,
-                state=PERMITTED,
-                received_at=now,
-                permit_expires_at=expires_at,
+            number = str(known.transaction_number)
+            if known.state == REFUSED and known.error_code in errors.ALL:
+                return (
+                    number,
+                    None,
+                    RenkeiError(errors.ALL[known.error_code], transaction_number=number),
+                )
+            return number, None, None  # a retry: same 処理通番, nothing new
+        try:
+            self._current_list().check(
+                requester,
+                query.provider,
+                query.affair,
+                query.procedure,
+                query.information_name,
+                now,
             )
-        ).inserted_primary_key
-        assert inserted is not None
-        row_id = int(inserted[0])
-        number = transaction_number(now, row_id)
-        connection.execute(
-            hub_query.update().where(hub_query.c.id == row_id).values(transaction_number=number)
-        )
+            provider_fugo = self._fugo.convert(query.requester_fugo, requester, query.provider)
+        except RenkeiError as refusal:
+            if refusal.status >= 500:
+                raise  # not a refusal of the query: the requester will send it again
+            number = self._record_refused_query(connection, requester, query, refusal.code, now)
+            return (
+                number,
+                None,
+                RenkeiError(refusal.kind, **{**refusal.params, "transaction_number": number}),
+            )
+        expires_at = now + timedelta(seconds=self._network.permit_validity)
+        number = self._new_query(connection, requester, query, PERMITTED, now, expires_at)
         permit = messages.Permit(
             transaction_number=number,
             requester=requester,
@@ -365,7 +373,73 @@ class Hub(Service):
                 )
             ],
         )
-        return number, outgoing
+        return number, outgoing, None
+
+    def _new_query(
+        self,
+        connection: Connection,
+        requester: str,
+        query: messages.QueryRequest,
+        state: str,
+        now: datetime,
+        permit_expires_at: datetime | None,
+        error_code: str | None = None,
+    ) -> str:
+        """Store a query received, in ``state``, and give it its 処理通番."""
+        inserted = connection.execute(
+            hub_query.insert().values(
+                requester=requester,
+                requester_message_id=query.message_id,
+                provider=query.provider,
+                affair=query.affair,
+                procedure=query.procedure,
+                information_name=query.information_name,
+                state=state,
+                error_code=error_code,
+                received_at=now,
+                permit_expires_at=permit_expires_at,
+                finished_at=now if state == REFUSED else None,
+            )
+        ).inserted_primary_key
+        assert inserted is not None
+        row_id = int(inserted[0])
+        number = transaction_number(now, row_id)
+        connection.execute(
+            hub_query.update().where(hub_query.c.id == row_id).values(transaction_number=number)
+        )
+        return number
+
+    def _record_refused_query(
+        self,
+        connection: Connection,
+        requester: str,
+        query: messages.QueryRequest,
+        code: str,
+        now: datetime,
+    ) -> str:
+        """Record a query the network refuses: its 処理通番 and a record with the code."""
+        number = self._new_query(connection, requester, query, REFUSED, now, None, code)
+        append_records(
+            connection,
+            hub_records,
+            hub_record_head,
+            now,
+            [
+                RecordEntry(
+                    event="query",
+                    status=REFUSED,
+                    transaction_number=number,
+                    requester=requester,
+                    provider=query.provider,
+                    affair=query.affair,
+                    procedure=query.procedure,
+                    information_name=query.information_name,
+                    person=query.requester_fugo,
+                    error_code=code,
+                )
+            ],
+        )
+        return number
 
     @app.route("/provisions", methods=["POST"])
     @inlineCallbacks
