@@ -102,6 +102,13 @@ def validate_integrated_address_number(value: str) -> str:
     return value
 
 
+def validate_address_number(value: str) -> str:
+    """宛名番号: up to 15 digits (the bulk-query file's field width)."""
+    if not value.isascii() or not value.isdigit() or len(value) > INTEGRATED_ADDRESS_NUMBER_LENGTH:
+        raise RenkeiError(errors.INVALID_CODE, value=value, what="address number (宛名番号)")
+    return value
+
+
 class BackOfficeApi(Service):
     """The back-office listener of one node."""
 
@@ -182,10 +189,12 @@ class BackOfficeApi(Service):
         body = _read_json(request)
         individual_number = validate_individual_number(_text(body, "individual_number"))
         proposed = _text(body, "integrated_address_number", required=False)
+        address_number = _text(body, "address_number", required=False)
         state = yield self.node.register_person(
             individual_number,
             validate_integrated_address_number(proposed) if proposed else None,
             wait,
+            validate_address_number(address_number) if address_number else None,
         )
         return _person_answer(request, state)
 
@@ -335,6 +344,9 @@ class BackOfficeApi(Service):
             information_name=validate_information_name_code(_text(body, "information_name")),
             provider=validate_institution_code(_text(body, "provider")),
             conditions=None if conditions is None else _conditions(conditions),
+            delegating_requester=_institution(body, "delegating_requester"),
+            delegating_provider=_institution(body, "delegating_provider"),
+            non_disclosure=_flag(body, "non_disclosure"),
         )
         query_id = yield self.node.submit_query(submission, system)
         return _json(request, {"query_id": query_id, "state": "submitted"}, 202)
@@ -390,6 +402,19 @@ def _wait_seconds(request: Request) -> float:
     if not 0 <= wait <= MAX_WAIT:
         raise RenkeiError(errors.BAD_REQUEST, detail=f"wait must be between 0 and {MAX_WAIT:g}")
     return wait
+
+
+def _institution(body: dict[str, Any], name: str) -> str | None:
+    """An optional institution code of the body (委任元)."""
+    value = body.get(name)
+    return None if value is None else validate_institution_code(_text(body, name))
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise RenkeiError(errors.BAD_REQUEST, detail=f"{name} must be a boolean")
+    return value
 
 
 def _conditions(value: Any) -> messages.QueryConditions:

@@ -158,6 +158,18 @@ PERSON_CONFLICT = _kind(
     "Integrated address number {integrated_address_number} is already linked to another person.",
     "団体内統合宛名番号{integrated_address_number}は既に別の者に紐付けられています。",
 )
+ADDRESS_NUMBER_CONFLICT = _kind(
+    "AddressNumberConflict",
+    409,
+    "Address number {address_number} is already linked to another person.",
+    "宛名番号{address_number}は既に別の者に紐付けられています。",
+)
+UNKNOWN_ADDRESS_NUMBER = _kind(
+    "UnknownAddressNumber",
+    404,
+    "No person with address number {address_number} is registered.",
+    "宛名番号{address_number}の対象者は登録されていません。",
+)
 UNKNOWN_RESIDENT = _kind(
     "UnknownResident",
     404,
@@ -248,6 +260,13 @@ NOT_PERMITTED = _kind(
     403,
     "Querying information name {code} is not permitted for procedure {procedure}.",
     "特定個人情報名{code}の照会は許可されていません",
+)
+DELEGATION_NOT_PERMITTED = _kind(
+    "DelegationNotPermitted",
+    403,
+    "Institution {delegate} may not act for institution {delegator}: the permitted-query list"
+    " has no such delegation.",
+    "機関{delegate}は機関{delegator}の委任を受けていません(照会許可照合リストに委任がありません)。",
 )
 PERMITTED_LIST_EXPIRED = _kind(
     "PermittedListExpired",

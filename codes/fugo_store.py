@@ -16,6 +16,7 @@ from sqlalchemy import Connection, func, select
 
 from codes import errors
 from codes.errors import RenkeiError
+from middleware.tables import address_number as address_number_table
 from middleware.tables import person
 
 INTEGRATED_ADDRESS_DIGITS = 15
@@ -130,6 +131,40 @@ def enrol(
         .values(person_key=key)
     )
     return requested, existing.fugo
+
+
+def link_address_number(
+    connection: Connection, address_number: str, integrated_address_number: str, now: datetime
+) -> None:
+    """Keep a person's 宛名番号 (idempotent); one already linked to another person is
+    refused (AddressNumberConflict)."""
+    row = connection.execute(
+        select(address_number_table.c.integrated_address_number).where(
+            address_number_table.c.address_number == address_number
+        )
+    ).first()
+    if row is None:
+        connection.execute(
+            address_number_table.insert().values(
+                address_number=address_number,
+                integrated_address_number=integrated_address_number,
+                registered_at=now,
+            )
+        )
+    elif row.integrated_address_number != integrated_address_number:
+        raise RenkeiError(errors.ADDRESS_NUMBER_CONFLICT, address_number=address_number)
+
+
+def person_of_address_number(connection: Connection, address_number: str) -> str:
+    """The integrated address number a 宛名番号 is linked to (UnknownAddressNumber if none)."""
+    row = connection.execute(
+        select(address_number_table.c.integrated_address_number).where(
+            address_number_table.c.address_number == address_number
+        )
+    ).first()
+    if row is None:
+        raise RenkeiError(errors.UNKNOWN_ADDRESS_NUMBER, address_number=address_number)
+    return str(row.integrated_address_number)
 
 
 def record_failure(connection: Connection, integrated_address_number: str, code: str) -> None:

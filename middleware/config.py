@@ -34,6 +34,8 @@ class NetworkConfig:
     permitted_list: Path
     list_validity: float
     permit_validity: float
+    # Who may act for whom (委任), listed in the permitted-query list; optional.
+    delegations: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,7 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
             permitted_list=base / _value(section, "permitted_list"),
             list_validity=section.getfloat("list_validity", 86400.0),
             permit_validity=section.getfloat("permit_validity", 600.0),
+            delegations=(base / section["delegations"] if section.get("delegations") else None),
         )
     institutions = []
     for name in parser.sections():

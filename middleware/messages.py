@@ -48,6 +48,7 @@ __all__ = [
     "DSIG_NS",
     "NS",
     "SCHEMA_DIR",
+    "DelegationEntry",
     "ErrorMessage",
     "FugoRequest",
     "FugoResponse",
@@ -126,6 +127,14 @@ class PermittedRow:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class DelegationEntry:
+    """委任: institution ``delegate`` may query or answer in the name of ``delegator``."""
+
+    delegator: str
+    delegate: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class PermittedListDocument:
     """The permitted-query list (signed by the network; root element ``PermittedList``)."""
 
@@ -134,6 +143,7 @@ class PermittedListDocument:
     expires_at: datetime
     institutions: tuple[InstitutionEntry, ...] = ()
     rows: tuple[PermittedRow, ...] = ()
+    delegations: tuple[DelegationEntry, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -156,6 +166,9 @@ class QueryRequest:
     information_name: str
     provider: str
     conditions: QueryConditions | None = None
+    delegating_requester: str | None = None  # 照会者機関コード(委任元)
+    delegating_provider: str | None = None  # 提供者機関コード(委任元)
+    non_disclosure: bool = False  # 照会側不開示
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -178,6 +191,9 @@ class Permit:
     information_name: str
     provider_fugo: str
     conditions: QueryConditions | None = None
+    delegating_requester: str | None = None
+    delegating_provider: str | None = None
+    non_disclosure: bool = False
     issued_at: datetime
     expires_at: datetime
 
@@ -281,6 +297,9 @@ class NetworkRecord:
     provider: str | None = None
     information_name: str | None = None
     error_code: str | None = None
+    non_disclosure: bool = False
+    delegating_requester: str | None = None
+    delegating_provider: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -378,6 +397,20 @@ def _add_conditions(parent: etree._Element, conditions: QueryConditions | None) 
         _sub(element, "PeriodEnd", conditions.period_end.isoformat())
 
 
+def _add_acting_for(
+    parent: etree._Element,
+    delegating_requester: str | None,
+    delegating_provider: str | None,
+    non_disclosure: bool,
+) -> None:
+    if delegating_requester is not None:
+        _sub(parent, "DelegatingRequester", delegating_requester)
+    if delegating_provider is not None:
+        _sub(parent, "DelegatingProvider", delegating_provider)
+    if non_disclosure:
+        _sub(parent, "NonDisclosure", "true")
+
+
 def _add_messages(parent: etree._Element, english: str, japanese: str) -> None:
     _sub(parent, "Message", english).set("lang", "en")
     _sub(parent, "Message", japanese).set("lang", "ja")
@@ -415,6 +448,10 @@ def _permitted_list_element(m: PermittedListDocument) -> etree._Element:
         element.set("providerKind", row.provider_kind)
         element.set("informationName", row.information_name)
         element.set("legalBasis", row.legal_basis)
+    for delegation in m.delegations:
+        element = _sub(root, "Delegation")
+        element.set("delegator", delegation.delegator)
+        element.set("delegate", delegation.delegate)
     return root
 
 
@@ -426,6 +463,7 @@ def _query_request_element(m: QueryRequest) -> etree._Element:
     _sub(root, "InformationName", m.information_name)
     _sub(root, "Provider", m.provider)
     _add_conditions(root, m.conditions)
+    _add_acting_for(root, m.delegating_requester, m.delegating_provider, m.non_disclosure)
     return root
 
 
@@ -443,6 +481,7 @@ def _permit_element(m: Permit) -> etree._Element:
     _sub(root, "InformationName", m.information_name)
     _sub(root, "ProviderFugo", m.provider_fugo)
     _add_conditions(root, m.conditions)
+    _add_acting_for(root, m.delegating_requester, m.delegating_provider, m.non_disclosure)
     _sub(root, "IssuedAt", _format_time(m.issued_at))
     _sub(root, "ExpiresAt", _format_time(m.expires_at))
     return root
@@ -500,9 +539,13 @@ def _record_list_element(m: RecordList) -> etree._Element:
             ("provider", record.provider),
             ("informationName", record.information_name),
             ("errorCode", record.error_code),
+            ("delegatingRequester", record.delegating_requester),
+            ("delegatingProvider", record.delegating_provider),
         ):
             if value is not None:
                 entry.set(name, value)
+        if record.non_disclosure:
+            entry.set("nonDisclosure", "true")
     return root
 
 
@@ -519,6 +562,9 @@ def _build_record_list(root: etree._Element) -> RecordList:
                 provider=entry.get("provider"),
                 information_name=entry.get("informationName"),
                 error_code=entry.get("errorCode"),
+                non_disclosure=entry.get("nonDisclosure") in ("true", "1"),
+                delegating_requester=entry.get("delegatingRequester"),
+                delegating_provider=entry.get("delegatingProvider"),
             )
             for entry in root.findall(_q("Record"))
         ),
@@ -596,6 +642,15 @@ def _read_conditions(parent: etree._Element) -> QueryConditions | None:
     )
 
 
+def _optional_text(parent: etree._Element, local: str) -> str | None:
+    element = parent.find(_q(local))
+    return None if element is None else _text(element)
+
+
+def _read_non_disclosure(parent: etree._Element) -> bool:
+    return _optional_text(parent, "NonDisclosure") in ("true", "1")
+
+
 def _read_messages(parent: etree._Element) -> tuple[str, str]:
     by_lang = {_attr(m, "lang"): _text(m) for m in parent.iterfind(_q("Message"))}
     return by_lang["en"], by_lang["ja"]
@@ -632,6 +687,10 @@ def _build_permitted_list(root: etree._Element) -> PermittedListDocument:
             )
             for e in root.iterfind(_q("Row"))
         ),
+        delegations=tuple(
+            DelegationEntry(delegator=_attr(e, "delegator"), delegate=_attr(e, "delegate"))
+            for e in root.iterfind(_q("Delegation"))
+        ),
     )
 
 
@@ -644,6 +703,9 @@ def _build_query_request(root: etree._Element) -> QueryRequest:
         information_name=_child_text(root, "InformationName"),
         provider=_child_text(root, "Provider"),
         conditions=_read_conditions(root),
+        delegating_requester=_optional_text(root, "DelegatingRequester"),
+        delegating_provider=_optional_text(root, "DelegatingProvider"),
+        non_disclosure=_read_non_disclosure(root),
     )
 
 
@@ -664,6 +726,9 @@ def _build_permit(root: etree._Element) -> Permit:
         information_name=_child_text(root, "InformationName"),
         provider_fugo=_child_text(root, "ProviderFugo"),
         conditions=_read_conditions(root),
+        delegating_requester=_optional_text(root, "DelegatingRequester"),
+        delegating_provider=_optional_text(root, "DelegatingProvider"),
+        non_disclosure=_read_non_disclosure(root),
         issued_at=_parse_time(_child_text(root, "IssuedAt")),
         expires_at=_parse_time(_child_text(root, "ExpiresAt")),
     )

@@ -59,6 +59,7 @@ from middleware.hardened_xml import parse_xml, serialize
 from middleware.outbox import DeliveryRefused, Outbox, OutgoingMessage
 from middleware.permit import check_permit_terms
 from middleware.permitted_list import (
+    Delegation,
     ListedInstitution,
     PermittedList,
     PermittedRule,
@@ -100,6 +101,9 @@ PATH_KEYS = (
     "provider",
     "information_name",
     "error_code",
+    "non_disclosure",
+    "delegating_requester",
+    "delegating_provider",
 )
 
 
@@ -112,6 +116,10 @@ class QuerySubmission:
     information_name: str
     provider: str
     conditions: messages.QueryConditions | None = None
+    # 照会者機関コード(委任元) / 提供者機関コード(委任元): the institutions acted for, if any.
+    delegating_requester: str | None = None
+    delegating_provider: str | None = None
+    non_disclosure: bool = False  # 照会側不開示
 
 
 class IntermediateServer(Service):
@@ -269,6 +277,7 @@ class IntermediateServer(Service):
                 )
                 for r in listed.rows
             ),
+            delegations=frozenset(Delegation(d.delegator, d.delegate) for d in listed.delegations),
         )
 
     def current_list(self) -> PermittedList:
@@ -282,7 +291,11 @@ class IntermediateServer(Service):
 
     @inlineCallbacks
     def register_person(
-        self, individual_number: str, integrated_address_number: str | None, wait: float
+        self,
+        individual_number: str,
+        integrated_address_number: str | None,
+        wait: float,
+        address_number: str | None = None,
     ) -> Any:
         """The integrated-address function: the person gets (or keeps) an integrated address
         number, and this institution's 符号 is acquired through the network in the
@@ -291,11 +304,13 @@ class IntermediateServer(Service):
 
         The individual number is used for the person key and the acquisition only: it lives
         in memory until the acquisition ends and is never stored. A restart during an
-        acquisition leaves the person pending; registering again acquires again.
+        acquisition leaves the person pending; registering again acquires again. With
+        ``address_number``, the person's 宛名番号 is kept too (a bulk-query line may then name
+        the person by it).
         """
         key = fugo_store.person_key(self._person_secret, individual_number)
         number, fugo = yield self.database.run(
-            fugo_store.enrol, key, integrated_address_number, self.now()
+            self._enrol, key, integrated_address_number, address_number, self.now()
         )
         if fugo is None:
             if number not in self._acquiring:
@@ -310,6 +325,19 @@ class IntermediateServer(Service):
                     timer.cancel()
         state = yield self.database.run(fugo_store.person_state, number)
         return state
+
+    @staticmethod
+    def _enrol(
+        connection: Connection,
+        key: str,
+        proposed: str | None,
+        address_number: str | None,
+        now: datetime,
+    ) -> tuple[str, str | None]:
+        number, fugo = fugo_store.enrol(connection, key, proposed, now)
+        if address_number is not None:
+            fugo_store.link_address_number(connection, address_number, number, now)
+        return number, fugo
 
     @inlineCallbacks
     def _acquire_fugo(self, number: str, individual_number: str) -> Any:
@@ -409,6 +437,8 @@ class IntermediateServer(Service):
             submission.procedure,
             submission.information_name,
             self.now(),
+            delegating_requester=submission.delegating_requester,
+            delegating_provider=submission.delegating_provider,
         )
         query_id, outgoing = yield self.database.run(
             self._create_query, submission, system, affair, self.now()
@@ -436,6 +466,9 @@ class IntermediateServer(Service):
                 information_name=submission.information_name,
                 provider=submission.provider,
                 conditions=conditions_json(submission.conditions),
+                delegating_requester=submission.delegating_requester,
+                delegating_provider=submission.delegating_provider,
+                non_disclosure=submission.non_disclosure,
                 state=SUBMITTED,
                 submitted_at=now,
             )
@@ -449,6 +482,9 @@ class IntermediateServer(Service):
                 information_name=submission.information_name,
                 provider=submission.provider,
                 conditions=submission.conditions,
+                delegating_requester=submission.delegating_requester,
+                delegating_provider=submission.delegating_provider,
+                non_disclosure=submission.non_disclosure,
             )
         )
         outgoing = OutgoingMessage(query_id, "query", HUB, query_id, body)
@@ -466,6 +502,9 @@ class IntermediateServer(Service):
             procedure=row.procedure,
             information_name=row.information_name,
             person=row.integrated_address_number,
+            non_disclosure=bool(row.non_disclosure),
+            delegating_requester=row.delegating_requester,
+            delegating_provider=row.delegating_provider,
             **extra,
         )
 
@@ -758,6 +797,9 @@ class IntermediateServer(Service):
                 "provider": record.provider,
                 "information_name": record.information_name,
                 "error_code": record.error_code,
+                "non_disclosure": record.non_disclosure,
+                "delegating_requester": record.delegating_requester,
+                "delegating_provider": record.delegating_provider,
             }
             for record in answer.records
         ]
@@ -822,6 +864,8 @@ class IntermediateServer(Service):
                 permit.procedure,
                 permit.information_name,
                 now,
+                delegating_requester=permit.delegating_requester,
+                delegating_provider=permit.delegating_provider,
             )
             outgoing = yield self.database.run(
                 self._answer_provision_request, asked.message_id, permit, recipient, now
@@ -866,16 +910,20 @@ class IntermediateServer(Service):
                 received_at=now,
             )
         )
+        asked: dict[str, Any] = {}
+        if permit is not None:
+            asked = {
+                "transaction_number": number,
+                "requester": permit.requester,
+                "affair": permit.affair,
+                "procedure": permit.procedure,
+                "information_name": permit.information_name,
+                "non_disclosure": permit.non_disclosure,
+                "delegating_requester": permit.delegating_requester,
+                "delegating_provider": permit.delegating_provider,
+            }
         entry = RecordEntry(
-            event="provision",
-            status=REFUSED,
-            transaction_number=number,
-            requester=permit.requester if permit is not None else None,
-            provider=self.code,
-            affair=permit.affair if permit is not None else None,
-            procedure=permit.procedure if permit is not None else None,
-            information_name=permit.information_name if permit is not None else None,
-            error_code=refusal.code,
+            event="provision", status=REFUSED, provider=self.code, error_code=refusal.code, **asked
         )
         append_records(connection, node_records, node_record_head, now, [entry])
 
@@ -949,6 +997,9 @@ class IntermediateServer(Service):
                 integrated_address_number=person,
                 status=status,
                 received_at=now,
+                delegating_requester=permit.delegating_requester,
+                delegating_provider=permit.delegating_provider,
+                non_disclosure=permit.non_disclosure,
             )
         )
         outgoing_id = str(uuid.uuid4())
@@ -993,6 +1044,9 @@ class IntermediateServer(Service):
                 procedure=permit.procedure,
                 information_name=permit.information_name,
                 person=person,
+                non_disclosure=permit.non_disclosure,
+                delegating_requester=permit.delegating_requester,
+                delegating_provider=permit.delegating_provider,
             ),
         )
 
@@ -1158,6 +1212,13 @@ class IntermediateServer(Service):
             .where(provision.c.transaction_number == number)
             .values(status=status, error_code=code)
         )
+        asked = connection.execute(
+            select(
+                provision.c.non_disclosure,
+                provision.c.delegating_requester,
+                provision.c.delegating_provider,
+            ).where(provision.c.transaction_number == number)
+        ).one()
         return self._queue_provision(
             connection,
             now,
@@ -1174,6 +1235,9 @@ class IntermediateServer(Service):
                 information_name=item.information_name,
                 person=item.integrated_address_number,
                 error_code=code,
+                non_disclosure=bool(asked.non_disclosure),
+                delegating_requester=asked.delegating_requester,
+                delegating_provider=asked.delegating_provider,
             ),
         )
 

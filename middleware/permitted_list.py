@@ -3,6 +3,12 @@
 Pure logic: the hub checks a query against its list, the requester checks before sending
 and the provider re-checks before answering. The list is a signed, versioned document with
 an expiry; nobody works on an expired one.
+
+The list also says which institutions act for which (委任, delegation): an institution may
+query in the name of another (照会者機関コード(委任元)) or answer in the name of another
+(提供者機関コード(委任元)) only when the list has that delegation; the rule is then checked
+with the kinds of the institutions acted for. Which delegations exist is the network's
+emulated data (simulators/network/data/delegations.csv).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from sqlalchemy import Connection, Table, select
 
 from codes import errors
 from codes.errors import RenkeiError
-from codes.institution import INSTITUTION_KINDS
+from codes.institution import INSTITUTION_KINDS, validate_institution_code
 from middleware.clock import iso
 from middleware.storage import insert_if_absent
 
@@ -54,6 +60,14 @@ class PermittedRule:
 
 
 @dataclass(frozen=True)
+class Delegation:
+    """Institution ``delegate`` may act for institution ``delegator`` (委任)."""
+
+    delegator: str
+    delegate: str
+
+
+@dataclass(frozen=True)
 class PermittedList:
     """One version of the list, already verified."""
 
@@ -62,6 +76,7 @@ class PermittedList:
     expires_at: datetime
     institutions: Mapping[str, ListedInstitution]
     rules: tuple[PermittedRule, ...]
+    delegations: frozenset[Delegation] = frozenset()
     _index: dict[tuple[str, str, str, str, str], PermittedRule] = field(
         init=False, repr=False, compare=False
     )
@@ -81,6 +96,18 @@ class PermittedList:
         except KeyError:
             raise RenkeiError(errors.UNKNOWN_INSTITUTION, code=code) from None
 
+    def acting_for(self, institution: str, delegator: str | None) -> str:
+        """Whom ``institution`` acts for: itself, or ``delegator`` when the list has that
+        delegation (else DelegationNotPermitted)."""
+        if delegator is None or delegator == institution:
+            return institution
+        self.institution(delegator)
+        if Delegation(delegator, institution) not in self.delegations:
+            raise RenkeiError(
+                errors.DELEGATION_NOT_PERMITTED, delegate=institution, delegator=delegator
+            )
+        return delegator
+
     def check(
         self,
         requester: str,
@@ -89,14 +116,19 @@ class PermittedList:
         procedure: str,
         information_name: str,
         now: datetime,
+        *,
+        delegating_requester: str | None = None,
+        delegating_provider: str | None = None,
     ) -> PermittedRule:
-        """The rule that permits this query; NotPermitted when none does."""
+        """The rule that permits this query; NotPermitted when none does. With a delegating
+        requester or provider (委任元), the delegation must be on the list and the rule is
+        checked for the institutions acted for."""
         self.ensure_current(now)
         key = (
-            self.institution(requester).kind,
+            self.institution(self.acting_for(requester, delegating_requester)).kind,
             affair,
             procedure,
-            self.institution(provider).kind,
+            self.institution(self.acting_for(provider, delegating_provider)).kind,
             information_name,
         )
         rule = self._index.get(key)
@@ -125,6 +157,27 @@ def read_rules(path: Path) -> list[PermittedRule]:
             if kind not in INSTITUTION_KINDS:
                 raise ValueError(f"{path}: {kind!r} is not an institution kind")
     return rules
+
+
+def read_delegations(path: Path) -> list[Delegation]:
+    """The hub's delegations: a CSV file with the header ``delegator,delegate,note`` (lines
+    starting with ``#`` are comments). Raises ValueError naming the file for a code that is
+    not an institution code or an institution acting for itself."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(line for line in handle if not line.startswith("#")))
+    delegations = []
+    for row in rows:
+        try:
+            delegation = Delegation(
+                validate_institution_code(row["delegator"]),
+                validate_institution_code(row["delegate"]),
+            )
+        except (RenkeiError, KeyError) as failure:
+            raise ValueError(f"{path}: {failure}") from None
+        if delegation.delegator == delegation.delegate:
+            raise ValueError(f"{path}: {delegation.delegator} cannot delegate to itself")
+        delegations.append(delegation)
+    return delegations
 
 
 def directory(entries: Iterable[ListedInstitution]) -> dict[str, ListedInstitution]:

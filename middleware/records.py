@@ -35,13 +35,24 @@ class RecordEntry:
     information_name: str | None = None
     person: str | None = None
     error_code: str | None = None
-    non_disclosure: bool = False
+    non_disclosure: bool = False  # 不開示: hidden from the person's disclosure
+    delegating_requester: str | None = None  # 照会者機関コード(委任元)
+    delegating_provider: str | None = None  # 提供者機関コード(委任元)
+
+
+# Fields added after records were first kept: left out of the hash when empty, so that the
+# records written before them still verify.
+_ADDED_LATER = ("delegating_requester", "delegating_provider")
 
 
 def chain_hash(prev_hash: str, seq: int, recorded_at: datetime, entry: RecordEntry) -> str:
     """The hash of one record given the previous record's hash."""
+    fields = asdict(entry)
+    for name in _ADDED_LATER:
+        if fields[name] is None:
+            del fields[name]
     content = json.dumps(
-        {"seq": seq, "recorded_at": iso(recorded_at), **asdict(entry)},
+        {"seq": seq, "recorded_at": iso(recorded_at), **fields},
         sort_keys=True,
         ensure_ascii=False,
         separators=(",", ":"),

@@ -96,6 +96,8 @@ def _provision_records(metadata: MetaData) -> tuple[Table, Table]:
         Column("status", String(16), nullable=False),
         Column("error_code", String(64)),
         Column("non_disclosure", Boolean, nullable=False, default=False),
+        Column("delegating_requester", String(16)),
+        Column("delegating_provider", String(16)),
         Column("prev_hash", String(64), nullable=False),
         Column("hash", String(64), nullable=False),
         Index("ix_provision_record_transaction", "transaction_number"),
@@ -153,6 +155,23 @@ person = Table(
     Column("fugo_error", String(64)),
 )
 
+# 宛名番号: the person numbers of the institution's 宛名 system (shared by its back offices in
+# this emulation), linked to integrated address numbers by the integrated-address function;
+# a bulk-query line may name its person by one (番号体系 02).
+address_number = Table(
+    "address_number",
+    node_metadata,
+    Column("address_number", String(15), primary_key=True),
+    Column(
+        "integrated_address_number",
+        String(15),
+        ForeignKey("person.integrated_address_number"),
+        nullable=False,
+    ),
+    Column("registered_at", UtcDateTime, nullable=False),
+    Index("ix_address_number_person", "integrated_address_number"),
+)
+
 replica_record = Table(
     "replica_record",
     node_metadata,
@@ -191,6 +210,10 @@ query = Table(
     Column("information_name", String(16), nullable=False),
     Column("provider", String(16), nullable=False),
     Column("conditions", Text, nullable=False),
+    # 委任元 and 照会側不開示, as asked (docs/protocol.md, "Delegation").
+    Column("delegating_requester", String(16)),
+    Column("delegating_provider", String(16)),
+    Column("non_disclosure", Boolean, nullable=False, default=False, server_default="0"),
     Column("state", String(16), nullable=False),
     Column("transaction_number", String(20), unique=True),
     Column("error_code", String(64)),
@@ -214,6 +237,10 @@ provision = Table(
     Column("status", String(16), nullable=False),
     Column("error_code", String(64)),
     Column("received_at", UtcDateTime, nullable=False),
+    # From the permit: 委任元 and 照会側不開示, carried into every record of the provision.
+    Column("delegating_requester", String(16)),
+    Column("delegating_provider", String(16)),
+    Column("non_disclosure", Boolean, nullable=False, default=False, server_default="0"),
 )
 
 # Provision requests refused (their records are in provision_record): one row per request,
@@ -353,6 +380,11 @@ bulk_query_line = Table(
     Column("information_name", String(16)),
     Column("provider", String(16)),
     Column("conditions", Text),
+    # 番号体系 02: the line's 宛名番号 (integrated_address_number is then found at claim).
+    Column("address_number", String(15)),
+    Column("delegating_requester", String(16)),
+    Column("delegating_provider", String(16)),
+    Column("non_disclosure", Boolean, nullable=False, default=False, server_default="0"),
     Column("query_id", String(36)),
     Column("error_code", String(64)),
     # The refusal's template values (JSON), e.g. the field and detail of an invalid line.
@@ -394,6 +426,9 @@ hub_query = Table(
     Column("received_at", UtcDateTime, nullable=False),
     Column("permit_expires_at", UtcDateTime),
     Column("finished_at", UtcDateTime),
+    Column("delegating_requester", String(16)),
+    Column("delegating_provider", String(16)),
+    Column("non_disclosure", Boolean, nullable=False, default=False, server_default="0"),
 )
 
 hub_outbox = _outbox(hub_metadata)

@@ -100,14 +100,20 @@ class BackOfficeClient:
         return answer.body
 
     def register_person(
-        self, integrated_address_number: str | None, individual_number: str, wait: float = 30
+        self,
+        integrated_address_number: str | None,
+        individual_number: str,
+        wait: float = 30,
+        address_number: str | None = None,
     ) -> Any:
         """Register a person (proposing ``integrated_address_number``, or letting the node
-        allocate one) and wait up to ``wait`` seconds for the 符号; a failed acquisition
-        raises BackOfficeError with its code."""
+        allocate one; with the person's 宛名番号 when given) and wait up to ``wait`` seconds
+        for the 符号; a failed acquisition raises BackOfficeError with its code."""
         body = {"individual_number": individual_number}
         if integrated_address_number is not None:
             body["integrated_address_number"] = integrated_address_number
+        if address_number is not None:
+            body["address_number"] = address_number
         return self.request("POST", f"/persons?wait={wait:g}", body)
 
     def person_state(self, integrated_address_number: str) -> Any:

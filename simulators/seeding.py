@@ -145,7 +145,11 @@ def _register(
     @inlineCallbacks
     def register(holding: Holding) -> Any:
         proposed = holding.person.integrated_address_number if keep else None
-        answer = yield persons_client.register_person(proposed, holding.person.individual_number)
+        # A municipality's back offices know the person by its 宛名番号 too (番号体系 02).
+        address_number = holding.person.address_number if keep else None
+        answer = yield persons_client.register_person(
+            proposed, holding.person.individual_number, address_number=address_number
+        )
         numbers[holding.person.individual_number] = answer["integrated_address_number"]
         if progress is not None:
             progress("persons", 1)

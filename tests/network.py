@@ -96,10 +96,18 @@ def write_config(
     result_retention: float = 3600,
     demo: bool = True,
     console_idle_timeout: float | None = None,
+    delegations: tuple[tuple[str, str], ...] = ((MEGURO, SETAGAYA),),
 ) -> Config:
-    """Write a configuration for a box in ``directory`` and load it."""
+    """Write a configuration for a box in ``directory`` and load it. ``delegations``: who
+    may act for whom (委任), as (delegator, delegate): by default Setagaya for Meguro."""
     database = database or {}
     ports = {name: free_port() for name in ("mm", "hub", "mn", "mb", "mc", "sn", "sb", "sc")}
+    delegations_file = directory / "delegations.csv"
+    delegations_file.write_text(
+        "delegator,delegate,note\n"
+        + "".join(f"{delegator},{delegate},test\n" for delegator, delegate in delegations),
+        encoding="utf-8",
+    )
     idle = f"console_idle_timeout = {console_idle_timeout}\n" if console_idle_timeout else ""
 
     def url(name: str) -> str:
@@ -115,6 +123,7 @@ database = {url("hub")}
 listen = tcp:port={ports["hub"]}:interface=127.0.0.1
 address = https://127.0.0.1:{ports["hub"]}
 permitted_list = {REPOSITORY / "simulators/network/data/permitted_list.csv"}
+delegations = {delegations_file}
 list_validity = 3600
 permit_validity = {permit_validity}
 
@@ -207,7 +216,7 @@ def write_network_config(directory: Path, population: str = "small") -> Config:
                 section[key] = f"sqlite:///{directory / (name.split(':')[-1] + '.sqlite')}"
             elif key == "replica_inbox":
                 section[key] = str(directory / "replica-inbox")
-            elif key == "permitted_list":
+            elif key in ("permitted_list", "delegations"):
                 section[key] = str(REPOSITORY / value)
     parser["delivery"].update(
         {"retry_initial": "0.1", "retry_maximum": "0.5", "lease": "2", "poll_interval": "0.2"}

@@ -153,6 +153,23 @@ def test_transfer_origin_municipality_code_names_its_institution() -> None:
     assert parsed.submission.provider == SETAGAYA
 
 
+def test_delegation_non_disclosure_and_address_number_are_carried_into_the_line() -> None:
+    """委任元 codes, 照会側不開示 1 and 番号体系 02 with a 宛名番号 are kept with the line's
+    query: whether the delegation exists is the list's to say at submission."""
+    values = line(
+        番号体系="02",
+        統合宛名番号="",
+        照会側不開示コード="1",
+        **{"照会者機関コード(委任元)": SETAGAYA},
+    )
+    (parsed,) = parse(values + "\n").lines
+    assert parsed.refusal is None
+    assert parsed.address_number == "000000000000101"
+    assert parsed.submission.integrated_address_number == ""
+    assert parsed.submission.delegating_requester == SETAGAYA
+    assert parsed.submission.non_disclosure is True
+
+
 def test_conditions_by_fiscal_year_and_period() -> None:
     """照会条件区分 3 carries the fiscal year and the period into the query's conditions."""
     text = line(
@@ -178,7 +195,9 @@ def test_quoted_fields_and_delegation_to_itself_are_accepted() -> None:
     ("raw", "field", "detail"),
     [
         ("01,2,3", "項目数", "18項目が必要ですが、3項目です"),
-        (line(番号体系="02"), "番号体系", "01(団体内統合宛名番号)のみ指定できます"),
+        (line(番号体系="03"), "番号体系", "01(団体内統合宛名番号)又は02(宛名番号)"),
+        (line(番号体系=""), "番号体系", "必須項目です"),
+        (line(番号体系="02", 宛名番号=""), "宛名番号", "必須項目です"),
         (line(宛名番号="1234567890123456"), "宛名番号", "15文字以内"),
         (line(統合宛名番号=""), "統合宛名番号", "必須項目です"),
         (line(統合宛名番号="00000000001000A"), "統合宛名番号", "数字で指定してください"),
@@ -192,7 +211,7 @@ def test_quoted_fields_and_delegation_to_itself_are_accepted() -> None:
         (line(事務コード="JX90000000001000"), "事務コード", "事務コード"),
         (line(事務コード="JM90000000002000"), "事務コード", "の事務はJM90000000001000であり"),
         (line(事務手続コード="JT99999999999999"), "事務手続コード", "カタログに存在しません"),
-        (line(**{"照会者機関コード(委任元)": SETAGAYA}), "照会者機関コード(委任元)", "委任"),
+        (line(**{"照会者機関コード(委任元)": "1131105"}), "照会者機関コード(委任元)", "機関コード"),
         (line(情報提供者機関コード又は転入元="131122"), PROVIDER_FIELD, "全国地方公共団体コード"),
         (line(情報提供者機関コード又は転入元="12345"), PROVIDER_FIELD, "機関コード"),
         (line(特定個人情報名コード="TM00000000000099"), "特定個人情報名コード", "存在しません"),

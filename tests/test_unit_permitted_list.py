@@ -13,11 +13,13 @@ from twisted.internet.interfaces import IReactorThreads
 
 from codes.errors import RenkeiError
 from middleware.permitted_list import (
+    Delegation,
     ListedInstitution,
     PermittedList,
     PermittedRule,
     directory,
     latest_version,
+    read_delegations,
     read_rules,
     store_version,
 )
@@ -85,7 +87,10 @@ def test_permitted_query_passes_and_returns_its_rule(permitted: PermittedList) -
         procedure=TAX_PROCEDURE,
         provider_kind="municipality",
         information_name=LOCAL_TAX,
-        legal_basis="番号法第19条第8号 別表第二 123の項",
+        legal_basis=(
+            "番号法第19条第8号 別表第二 123の項又は124の項"
+            " (目黒区の評価書の照会根拠; 行との対応はエミュレーション)"
+        ),
     )
 
 
@@ -262,3 +267,87 @@ def test_stored_version_keeps_its_times(node_db: Database) -> None:
         return row.issued_at, row.expires_at, row.stored_at
 
     assert node_db.run_blocking(_row) == (ISSUED, EXPIRES, NOW)
+
+
+# -- delegation (委任) -------------------------------------------------------------------
+
+
+def delegated(permitted: PermittedList, *delegations: Delegation) -> PermittedList:
+    """The same list with these delegations."""
+    from dataclasses import replace
+
+    return replace(permitted, delegations=frozenset(delegations))
+
+
+def test_institution_acting_for_itself_needs_no_delegation(permitted: PermittedList) -> None:
+    """A 委任元 equal to the institution itself, or none, is no delegation at all."""
+    assert permitted.acting_for(SETAGAYA, None) == SETAGAYA
+    assert permitted.acting_for(SETAGAYA, SETAGAYA) == SETAGAYA
+
+
+def test_delegation_on_the_list_lets_the_delegate_query_for_the_delegator(
+    permitted: PermittedList,
+) -> None:
+    """With Meguro → Setagaya listed, Setagaya may query in Meguro's name; the rule is
+    checked for Meguro."""
+    listed = delegated(permitted, Delegation(MEGURO, SETAGAYA))
+    rule = listed.check(
+        SETAGAYA, MEGURO, AFFAIR, CARE_PROCEDURE, CARE_INSURANCE, NOW, delegating_requester=MEGURO
+    )
+    assert rule.information_name == CARE_INSURANCE
+
+
+def test_delegation_not_on_the_list_is_refused(permitted: PermittedList) -> None:
+    """Without the delegation, or in the other direction, acting for another is
+    DelegationNotPermitted, for the requester and for the provider alike."""
+    listed = delegated(permitted, Delegation(MEGURO, SETAGAYA))
+    with pytest.raises(RenkeiError) as requester:
+        listed.check(
+            MEGURO, SETAGAYA, AFFAIR, TAX_PROCEDURE, LOCAL_TAX, NOW, delegating_requester=SETAGAYA
+        )
+    assert requester.value.code == "DelegationNotPermitted"
+    with pytest.raises(RenkeiError) as provider:
+        permitted.check(
+            MEGURO, SETAGAYA, AFFAIR, TAX_PROCEDURE, LOCAL_TAX, NOW, delegating_provider=MEGURO
+        )
+    assert provider.value.code == "DelegationNotPermitted"
+
+
+def test_rule_is_checked_for_the_institution_acted_for(permitted: PermittedList) -> None:
+    """A municipality answering in the name of the pension office is held to the pension
+    office's rules: the municipality rule for local tax does not cover it."""
+    listed = delegated(permitted, Delegation(PENSION, SETAGAYA))
+    with pytest.raises(RenkeiError) as refused:
+        listed.check(
+            MEGURO, SETAGAYA, AFFAIR, TAX_PROCEDURE, LOCAL_TAX, NOW, delegating_provider=PENSION
+        )
+    assert refused.value.code == "NotPermitted"
+
+
+def test_delegator_unknown_to_the_directory_is_refused(permitted: PermittedList) -> None:
+    """A 委任元 that is not on the network is UnknownInstitution."""
+    with pytest.raises(RenkeiError) as refused:
+        permitted.check(
+            SETAGAYA,
+            MEGURO,
+            AFFAIR,
+            CARE_PROCEDURE,
+            CARE_INSURANCE,
+            NOW,
+            delegating_requester="1999999000000000",
+        )
+    assert refused.value.code == "UnknownInstitution"
+
+
+def test_delegations_file_is_read_and_checked(tmp_path: Path) -> None:
+    """The shipped delegations file reads; a malformed code or a self-delegation is refused
+    naming the file."""
+    shipped = read_delegations(ROOT / "simulators" / "network" / "data" / "delegations.csv")
+    assert all(isinstance(d, Delegation) for d in shipped) and shipped
+    bad = tmp_path / "delegations.csv"
+    bad.write_text("delegator,delegate,note\n123,1131121000000000,x\n", "utf-8")
+    with pytest.raises(ValueError, match=r"delegations\.csv"):
+        read_delegations(bad)
+    bad.write_text(f"delegator,delegate,note\n{MEGURO},{MEGURO},x\n", "utf-8")
+    with pytest.raises(ValueError, match="itself"):
+        read_delegations(bad)

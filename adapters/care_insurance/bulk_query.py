@@ -34,7 +34,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from codes import errors
+from codes import errors, fugo_store
 from codes.catalogue import Catalogue
 from codes.errors import RenkeiError
 from codes.institution import institution_code_for_municipality, validate_institution_code
@@ -170,6 +170,9 @@ FIELDS = (
 
 HEADER_MARKER = FIELDS[NUMBER_SYSTEM].name
 INTEGRATED_NUMBER_SYSTEM = "01"  # 番号体系 01: the line names the person by 統合宛名番号
+ADDRESS_NUMBER_SYSTEM = (
+    "02"  # 番号体系 02: by 宛名番号, resolved by the integrated-address function
+)
 CONDITION_KINDS = {"": (False, False), "0": (False, False), "1": (True, False)}
 CONDITION_KINDS |= {"2": (False, True), "3": (True, True)}
 
@@ -216,12 +219,17 @@ class _Refused(Exception):
 
 @dataclass(frozen=True)
 class BulkQueryLine:
-    """One line of the file: its number, text and either the query it asks or its refusal."""
+    """One line of the file: its number, text and either the query it asks or its refusal.
+
+    A line of 番号体系 02 names its person by ``address_number`` (宛名番号): its submission's
+    integrated address number is empty until the driver resolves it.
+    """
 
     number: int
     raw: str
     submission: QuerySubmission | None
     refusal: LineRefusal | None
+    address_number: str | None = None
 
 
 @dataclass(frozen=True)
@@ -293,13 +301,15 @@ def split_fields(raw: str) -> list[str]:
 
 def _parse_line(number: int, raw: str, requester: str, catalogue: Catalogue) -> BulkQueryLine:
     try:
-        submission = _submission(raw, requester, catalogue)
+        submission, address_number = _submission(raw, requester, catalogue)
     except _Refused as refused:
         return BulkQueryLine(number, raw, None, refused.refusal)
-    return BulkQueryLine(number, raw, submission, None)
+    return BulkQueryLine(number, raw, submission, None, address_number)
 
 
-def _submission(raw: str, requester: str, catalogue: Catalogue) -> QuerySubmission:
+def _submission(
+    raw: str, requester: str, catalogue: Catalogue
+) -> tuple[QuerySubmission, str | None]:
     try:
         values = split_fields(raw)
     except csv.Error as failure:
@@ -327,16 +337,27 @@ def _submission(raw: str, requester: str, catalogue: Catalogue) -> QuerySubmissi
         )
         raise _Refused(where, "control characters are not accepted", "制御文字は使用できません")
 
-    if values[NUMBER_SYSTEM] != INTEGRATED_NUMBER_SYSTEM:
+    _required(NUMBER_SYSTEM, values)
+    system = values[NUMBER_SYSTEM]
+    if system not in (INTEGRATED_NUMBER_SYSTEM, ADDRESS_NUMBER_SYSTEM):
         raise _Refused(
             NUMBER_SYSTEM,
-            f"only {INTEGRATED_NUMBER_SYSTEM} (団体内統合宛名番号) is supported",
-            f"{INTEGRATED_NUMBER_SYSTEM}(団体内統合宛名番号)のみ指定できます",
+            f"must be {INTEGRATED_NUMBER_SYSTEM} (団体内統合宛名番号) or"
+            f" {ADDRESS_NUMBER_SYSTEM} (宛名番号)",
+            f"{INTEGRATED_NUMBER_SYSTEM}(団体内統合宛名番号)又は"
+            f"{ADDRESS_NUMBER_SYSTEM}(宛名番号)を指定してください",
         )
+    address_number = None
+    if system == ADDRESS_NUMBER_SYSTEM:
+        _required(ADDRESS_NUMBER, values)
     if values[ADDRESS_NUMBER]:
-        _digits(ADDRESS_NUMBER, values[ADDRESS_NUMBER])
-    _required(INTEGRATED_ADDRESS_NUMBER, values)
-    integrated = _digits(INTEGRATED_ADDRESS_NUMBER, values[INTEGRATED_ADDRESS_NUMBER])
+        address_number = _digits(ADDRESS_NUMBER, values[ADDRESS_NUMBER])
+    integrated = ""
+    if system == INTEGRATED_NUMBER_SYSTEM:
+        _required(INTEGRATED_ADDRESS_NUMBER, values)
+        integrated = _digits(INTEGRATED_ADDRESS_NUMBER, values[INTEGRATED_ADDRESS_NUMBER])
+    elif values[INTEGRATED_ADDRESS_NUMBER]:
+        _digits(INTEGRATED_ADDRESS_NUMBER, values[INTEGRATED_ADDRESS_NUMBER])
     _required(REQUESTED_AT, values)
     _timestamp(values[REQUESTED_AT])
     _required(REQUESTER, values)
@@ -362,27 +383,27 @@ def _submission(raw: str, requester: str, catalogue: Catalogue) -> QuerySubmissi
         )
     _required(PROVIDER, values)
     provider = _provider(values[PROVIDER])
-    for index, expected in ((DELEGATING_REQUESTER, requester), (DELEGATING_PROVIDER, provider)):
-        if values[index]:
-            _coded(index, validate_institution_code, values[index])
-            if values[index] != expected:
-                raise _Refused(
-                    index,
-                    f"delegation (委任) is not emulated: leave it empty or give {expected}",
-                    f"委任は未対応です。空欄又は{expected}を指定してください",
-                )
+    # 委任元: whether the delegation exists is the permitted-query list's to say, at submission.
+    delegating = [
+        _coded(index, validate_institution_code, values[index]) if values[index] else None
+        for index in (DELEGATING_REQUESTER, DELEGATING_PROVIDER)
+    ]
     _required(INFORMATION_NAME, values)
     information_name = _coded(
         INFORMATION_NAME, validate_information_name_code, values[INFORMATION_NAME]
     )
     _coded(INFORMATION_NAME, catalogue.information_name, information_name)
-    return QuerySubmission(
+    submission = QuerySubmission(
         integrated_address_number=integrated,
         procedure=procedure_code,
         information_name=information_name,
         provider=provider,
         conditions=_conditions(values),
+        delegating_requester=delegating[0],
+        delegating_provider=delegating[1],
+        non_disclosure=values[NON_DISCLOSURE] == "1",
     )
+    return submission, address_number if system == ADDRESS_NUMBER_SYSTEM else None
 
 
 def _required(index: int, values: Sequence[str]) -> None:
@@ -556,6 +577,10 @@ def store_bulk_query(
             "information_name": None,
             "provider": None,
             "conditions": None,
+            "address_number": None,
+            "delegating_requester": None,
+            "delegating_provider": None,
+            "non_disclosure": False,
             "error_code": None,
             "error_params": None,
             "ended_at": None,
@@ -563,11 +588,15 @@ def store_bulk_query(
         if line.submission is not None:
             submission = line.submission
             row.update(
-                integrated_address_number=submission.integrated_address_number,
+                integrated_address_number=submission.integrated_address_number or None,
                 procedure=submission.procedure,
                 information_name=submission.information_name,
                 provider=submission.provider,
                 conditions=conditions_json(submission.conditions),
+                address_number=line.address_number,
+                delegating_requester=submission.delegating_requester,
+                delegating_provider=submission.delegating_provider,
+                non_disclosure=submission.non_disclosure,
             )
         else:
             assert line.refusal is not None
@@ -628,6 +657,9 @@ def recover(connection: Connection) -> tuple[int, int]:
                     candidate.information_name,
                     candidate.provider,
                     candidate.conditions,
+                    candidate.delegating_requester,
+                    candidate.delegating_provider,
+                    bool(candidate.non_disclosure),
                 )
                 == (
                     line.system,
@@ -636,6 +668,9 @@ def recover(connection: Connection) -> tuple[int, int]:
                     line.information_name,
                     line.provider,
                     line.conditions,
+                    line.delegating_requester,
+                    line.delegating_provider,
+                    bool(line.non_disclosure),
                 )
             ),
             None,
@@ -840,10 +875,14 @@ def claim(connection: Connection, limit: int, now: datetime) -> list[ClaimedLine
             select(
                 bulk_query_line.c.line_number,
                 bulk_query_line.c.integrated_address_number,
+                bulk_query_line.c.address_number,
                 bulk_query_line.c.procedure,
                 bulk_query_line.c.information_name,
                 bulk_query_line.c.provider,
                 bulk_query_line.c.conditions,
+                bulk_query_line.c.delegating_requester,
+                bulk_query_line.c.delegating_provider,
+                bulk_query_line.c.non_disclosure,
             )
             .where(
                 bulk_query_line.c.bulk_query_id == bulk_query_id,
@@ -854,11 +893,15 @@ def claim(connection: Connection, limit: int, now: datetime) -> list[ClaimedLine
         ).all()
         if not rows:
             continue
+        persons = _resolve_address_numbers(connection, bulk_query_id, rows, now)
+        taken = [row for row in rows if row.line_number in persons]
+        if not taken:
+            continue
         connection.execute(
             bulk_query_line.update()
             .where(
                 bulk_query_line.c.bulk_query_id == bulk_query_id,
-                bulk_query_line.c.line_number.in_([row.line_number for row in rows]),
+                bulk_query_line.c.line_number.in_([row.line_number for row in taken]),
             )
             .values(state=SUBMITTING, claimed_at=now)
         )
@@ -867,19 +910,64 @@ def claim(connection: Connection, limit: int, now: datetime) -> list[ClaimedLine
                 bulk_query_id,
                 row.line_number,
                 QuerySubmission(
-                    integrated_address_number=row.integrated_address_number,
+                    integrated_address_number=persons[row.line_number],
                     procedure=row.procedure,
                     information_name=row.information_name,
                     provider=row.provider,
                     conditions=conditions_from_json(row.conditions),
+                    delegating_requester=row.delegating_requester,
+                    delegating_provider=row.delegating_provider,
+                    non_disclosure=bool(row.non_disclosure),
                 ),
                 system,
             )
-            for row in rows
+            for row in taken
         ]
         if len(claimed) >= limit:
             break
     return claimed
+
+
+def _resolve_address_numbers(
+    connection: Connection, bulk_query_id: str, rows: Sequence[Any], now: datetime
+) -> dict[int, str]:
+    """The integrated address number of each line, by line number. A line of 番号体系 02 is
+    resolved through the integrated-address function's 宛名番号 (and keeps the number it
+    found); one whose 宛名番号 is unknown ends ``unknown_person`` with UnknownAddressNumber."""
+    persons: dict[int, str] = {}
+    unknown = []
+    for row in rows:
+        if row.integrated_address_number is not None:
+            persons[row.line_number] = row.integrated_address_number
+            continue
+        try:
+            number = fugo_store.person_of_address_number(connection, row.address_number)
+        except RenkeiError:
+            unknown.append(row.line_number)
+            continue
+        persons[row.line_number] = number
+        connection.execute(
+            bulk_query_line.update()
+            .where(
+                bulk_query_line.c.bulk_query_id == bulk_query_id,
+                bulk_query_line.c.line_number == row.line_number,
+            )
+            .values(integrated_address_number=number)
+        )
+    if unknown:
+        connection.execute(
+            bulk_query_line.update()
+            .where(
+                bulk_query_line.c.bulk_query_id == bulk_query_id,
+                bulk_query_line.c.line_number.in_(unknown),
+            )
+            .values(
+                state=UNKNOWN_PERSON,
+                error_code=errors.UNKNOWN_ADDRESS_NUMBER.code,
+                ended_at=now,
+            )
+        )
+    return persons
 
 
 def drive(
@@ -1239,6 +1327,7 @@ class BulkQueries:
         state = {
             errors.NOT_PERMITTED.code: NOT_PERMITTED,
             errors.SYSTEM_NOT_AUTHORIZED.code: NOT_PERMITTED,
+            errors.DELEGATION_NOT_PERMITTED.code: NOT_PERMITTED,
             errors.FUGO_NOT_ACQUIRED.code: FUGO_NOT_ACQUIRED,
             errors.UNKNOWN_PERSON.code: UNKNOWN_PERSON,
         }.get(error.code, ERROR)

@@ -86,6 +86,9 @@ TIMELINE_KEYS = (
     "provider",
     "information_name",
     "error_code",
+    "non_disclosure",
+    "delegating_requester",
+    "delegating_provider",
 )
 
 

@@ -109,6 +109,9 @@ WORDS: dict[str, tuple[str, str]] = {
     "export_csv": ("CSV出力", "Export CSV"),
     "seq": ("連番", "Seq"),
     "timeline": ("時系列", "Timeline"),
+    "delegating_requester": ("照会者(委任元)", "Requester acted for (委任元)"),
+    "delegating_provider": ("提供者(委任元)", "Provider acted for (委任元)"),
+    "non_disclosure": ("不開示", "Not disclosed (不開示)"),
     "party_hub": ("情報提供ネットワークシステム", "the hub"),
     "path_fallback": (
         "ネットワーク側の記録を取得できませんでした ({code})。当機関の記録のみ表示します。",

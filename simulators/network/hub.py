@@ -50,6 +50,7 @@ from middleware.permitted_list import (
     PermittedList,
     directory,
     latest_version,
+    read_delegations,
     read_rules,
     store_version,
 )
@@ -169,6 +170,9 @@ class Hub(Service):
             ListedInstitution(m.code, m.display_name, m.kind) for m in self._config.institutions
         )
         rules = tuple(read_rules(self._network.permitted_list))
+        delegations = frozenset(
+            read_delegations(self._network.delegations) if self._network.delegations else ()
+        )
         latest = yield self.database.run(latest_version, hub_list_versions)
         version = 1 if latest is None else latest[0] + 1
         document = messages.PermittedListDocument(
@@ -190,12 +194,18 @@ class Hub(Service):
                 )
                 for r in rules
             ),
+            delegations=tuple(
+                messages.DelegationEntry(delegator=d.delegator, delegate=d.delegate)
+                for d in sorted(delegations, key=lambda d: (d.delegator, d.delegate))
+            ),
         )
         signed = serialize(self._signer.sign(messages.to_element(document)))
         yield self.database.run(
             store_version, hub_list_versions, version, now, expires_at, signed, now
         )
-        self.permitted_list = PermittedList(version, now, expires_at, institutions, rules)
+        self.permitted_list = PermittedList(
+            version, now, expires_at, institutions, rules, delegations
+        )
         self._list_document = signed
         self.log.info("permitted-query list version {version} issued", version=version)
 
@@ -236,6 +246,9 @@ class Hub(Service):
                         provider=row["provider"],
                         information_name=row["information_name"],
                         error_code=row["error_code"],
+                        non_disclosure=bool(row["non_disclosure"]),
+                        delegating_requester=row["delegating_requester"],
+                        delegating_provider=row["delegating_provider"],
                     )
                     for row in rows
                 ),
@@ -316,6 +329,8 @@ class Hub(Service):
                 query.procedure,
                 query.information_name,
                 now,
+                delegating_requester=query.delegating_requester,
+                delegating_provider=query.delegating_provider,
             )
             provider_fugo = self._fugo.convert(query.requester_fugo, requester, query.provider)
         except RenkeiError as refusal:
@@ -338,6 +353,9 @@ class Hub(Service):
             information_name=query.information_name,
             provider_fugo=provider_fugo,
             conditions=query.conditions,
+            delegating_requester=query.delegating_requester,
+            delegating_provider=query.delegating_provider,
+            non_disclosure=query.non_disclosure,
             issued_at=now,
             expires_at=expires_at,
         )
@@ -370,6 +388,9 @@ class Hub(Service):
                     procedure=query.procedure,
                     information_name=query.information_name,
                     person=query.requester_fugo,
+                    non_disclosure=query.non_disclosure,
+                    delegating_requester=query.delegating_requester,
+                    delegating_provider=query.delegating_provider,
                 )
             ],
         )
@@ -399,6 +420,9 @@ class Hub(Service):
                 received_at=now,
                 permit_expires_at=permit_expires_at,
                 finished_at=now if state == REFUSED else None,
+                delegating_requester=query.delegating_requester,
+                delegating_provider=query.delegating_provider,
+                non_disclosure=query.non_disclosure,
             )
         ).inserted_primary_key
         assert inserted is not None
@@ -436,6 +460,9 @@ class Hub(Service):
                     information_name=query.information_name,
                     person=query.requester_fugo,
                     error_code=code,
+                    non_disclosure=query.non_disclosure,
+                    delegating_requester=query.delegating_requester,
+                    delegating_provider=query.delegating_provider,
                 )
             ],
         )
@@ -517,6 +544,9 @@ class Hub(Service):
                     procedure=row.procedure,
                     information_name=row.information_name,
                     error_code=error_code,
+                    non_disclosure=row.non_disclosure,
+                    delegating_requester=row.delegating_requester,
+                    delegating_provider=row.delegating_provider,
                 )
             ],
         )
