@@ -50,6 +50,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: $(BIN)/.installed system-packages lint
 	$(BIN)/pytest -q

@@ -30,7 +30,8 @@ from codes.errors import RenkeiError
 from codes.individual_number import validate_individual_number
 from codes.institution import validate_institution_code
 from codes.typed import validate_information_name_code, validate_procedure_code
-from crypto.tls import peer_identity
+from crypto.pki import PkiLayout, load_certificate
+from crypto.tls import peer_identity, server_options
 from middleware import messages, replica
 from middleware.node import IntermediateServer, QuerySubmission
 from middleware.process_memory import release_free_memory
@@ -121,6 +122,12 @@ class BackOfficeApi(Service):
         self._systems = set(node.institution.back_office_systems)
         self._listener: Listener | None = None
         self._files = DeferredLock()
+        # Mutual TLS with the node's own back-office CA: only its systems' certificates.
+        layout = PkiLayout(node.config.pki)
+        self._tls = server_options(
+            layout.institution_tls(node.code).load(),
+            [load_certificate(layout.back_office_ca(node.code).certificate)],
+        )
         self.bulk_queries = BulkQueries(node, reactor)
 
     @inlineCallbacks
@@ -131,7 +138,7 @@ class BackOfficeApi(Service):
             self._reactor,
             self.node.institution.back_office_listen,
             self.app,
-            self.node.back_office_tls,
+            self._tls,
             max_body=MAX_FILE_BODY,
             render_refusal=_json_refusal,
         )

@@ -1,14 +1,18 @@
-"""The network link: XML over HTTPS with mutual TLS between the hub and intermediate servers.
+"""The network link: the parties' messages as XML over HTTPS with mutual TLS.
 
-Outbound, a pooled treq client keeps connections alive and answers with the decoded message
-or a classified failure (a coded refusal is final, anything else is retried by the outbox).
-Inbound, Klein apps use ``xml_response`` and ``render_refusal`` so that every refusal travels
-as the same ``Error`` message with its stable code and HTTP status.
+`HttpsTransport` is the `middleware.network.Transport` of a party: each operation is one HTTP
+request to the destination's address (``ROUTES``), over a pooled treq client that keeps
+connections alive; a coded refusal (4xx with an ``Error`` message) is a final
+`DeliveryRefused`, anything else a `TransientFailure` the outbox retries. `NetworkListener`
+serves a party's `NetworkEndpoint`: it maps each route to its operation, takes the caller's
+identity from the TLS peer certificate (never from the message), caps the body and renders
+every refusal as the same ``Error`` message with its stable code and HTTP status. Nothing of
+HTTP reaches the party (docs/architecture.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any, TypeVar, cast
@@ -16,7 +20,8 @@ from urllib.parse import urlsplit
 from weakref import WeakSet
 
 from klein import Klein
-from twisted.internet.defer import inlineCallbacks
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -25,9 +30,47 @@ from twisted.web.server import Request, Site
 
 from codes import errors
 from codes.errors import RenkeiError
-from crypto.tls import ClientTLSPolicy, listen_mutual_tls, make_http_client, peer_identity
+from crypto.pki import PkiLayout, load_certificate, server_name_of_hub, server_name_of_institution
+from crypto.tls import (
+    ClientTLSPolicy,
+    listen_mutual_tls,
+    make_http_client,
+    peer_identity,
+    server_options,
+)
 from middleware import messages
-from middleware.outbox import DeliveryRefused
+from middleware.config import Config, InstitutionConfig
+from middleware.network import (
+    FUGO,
+    HUB,
+    PERMITTED_LIST,
+    PROVISION,
+    PROVISION_REQUEST,
+    QUERY,
+    RECORDS,
+    DeliveryRefused,
+    NetworkEndpoint,
+    TransientFailure,
+)
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "ROUTES",
+    "HttpsTransport",
+    "Listener",
+    "ListeningSite",
+    "NetworkClient",
+    "NetworkListener",
+    "TransientFailure",
+    "host_and_port",
+    "hub_listener",
+    "hub_transport",
+    "institution_listener",
+    "institution_transport",
+    "listen",
+    "text_refusal",
+    "xml_refusal",
+]
 
 T = TypeVar("T")
 
@@ -38,9 +81,15 @@ REQUEST_TIMEOUT = 30.0
 # Seconds a connection whose body was refused stays open for the answer to reach the peer.
 REFUSAL_GRACE = 1.0
 
-
-class TransientFailure(Exception):
-    """The peer could not answer now (network error, 5xx, unreadable answer): retry later."""
+# Each operation's HTTP request: its method and path (``{}`` takes the operation's argument).
+ROUTES: dict[str, tuple[str, str]] = {
+    FUGO: ("POST", "/fugo"),
+    PERMITTED_LIST: ("GET", "/permitted-list"),
+    QUERY: ("POST", "/queries"),
+    RECORDS: ("GET", "/records/{}"),
+    PROVISION_REQUEST: ("POST", "/provision-requests"),
+    PROVISION: ("POST", "/provisions"),
+}
 
 
 def host_and_port(address: str) -> tuple[str, int]:
@@ -52,7 +101,7 @@ def host_and_port(address: str) -> tuple[str, int]:
 
 
 class NetworkClient:
-    """Posts messages to known peers over mutual TLS and decodes their answers."""
+    """Sends requests to known peers over mutual TLS and classifies their answers."""
 
     log = Logger()
 
@@ -64,60 +113,107 @@ class NetworkClient:
         return self._http.close()
 
     @inlineCallbacks
-    def post(self, url: str, body: bytes, expected: type[T]) -> Any:
-        """POST ``body`` and return the decoded ``expected`` answer.
-
-        Fails with DeliveryRefused for a coded refusal (4xx with an Error message) and with
-        TransientFailure for anything that may succeed later.
-        """
+    def request(self, method: str, url: str, body: bytes | None) -> Any:
+        """The answer document of one request (bytes), or DeliveryRefused for a coded
+        refusal (4xx with an Error message) and TransientFailure for anything that may
+        succeed later (no connection, a timeout, 5xx, a 4xx without an Error)."""
         try:
-            response = yield self._http.post(
+            response = yield self._http.request(
+                method,
                 url,
                 data=body,
-                headers=Headers({b"Content-Type": [XML]}),
+                headers=Headers({b"Content-Type": [XML]}) if body is not None else None,
                 timeout=REQUEST_TIMEOUT,
             )
             content = yield response.content()
         except Exception as failure:
             raise TransientFailure(repr(failure)) from failure
-        return self._answer(response.code, content, expected)
-
-    @inlineCallbacks
-    def get_message(self, url: str, expected: type[T]) -> Any:
-        """GET and decode the ``expected`` answer; refusals as for ``post``."""
-        try:
-            response = yield self._http.get(url, timeout=REQUEST_TIMEOUT)
-            content = yield response.content()
-        except Exception as failure:
-            raise TransientFailure(repr(failure)) from failure
-        return self._answer(response.code, content, expected)
-
-    @inlineCallbacks
-    def get(self, url: str) -> Any:
-        """GET a document (bytes); any failure is transient."""
-        try:
-            response = yield self._http.get(url, timeout=REQUEST_TIMEOUT)
-            content = yield response.content()
-        except Exception as failure:
-            raise TransientFailure(repr(failure)) from failure
-        if response.code != 200:
-            raise TransientFailure(f"HTTP {response.code} from {url}")
-        return content
-
-    @staticmethod
-    def _answer(status: int, content: bytes, expected: Any) -> Any:
+        status = response.code
         if 200 <= status < 300:
-            try:
-                return messages.decode(content, expected)
-            except RenkeiError as failure:
-                raise TransientFailure(f"unreadable answer: {failure}") from failure
+            return content
         if 400 <= status < 500:
             try:
                 refusal = messages.decode(content, messages.ErrorMessage)
             except RenkeiError:
                 raise TransientFailure(f"HTTP {status} without an Error message") from None
             raise DeliveryRefused(refusal.code, refusal.message_en, refusal.transaction_number)
-        raise TransientFailure(f"HTTP {status}")
+        raise TransientFailure(f"HTTP {status} from {url}")
+
+    @inlineCallbacks
+    def post(self, url: str, body: bytes, expected: type[T]) -> Any:
+        """POST ``body`` and return the decoded ``expected`` answer (refusals as `request`)."""
+        content = yield self.request("POST", url, body)
+        return _decoded(content, expected)
+
+    @inlineCallbacks
+    def get_message(self, url: str, expected: type[T]) -> Any:
+        """GET and decode the ``expected`` answer; refusals as for `request`."""
+        content = yield self.request("GET", url, None)
+        return _decoded(content, expected)
+
+    def get(self, url: str) -> Deferred[bytes]:
+        """GET a document (bytes); refusals as for `request`."""
+        return cast("Deferred[bytes]", self.request("GET", url, None))
+
+
+def _decoded(content: bytes, expected: Any) -> Any:
+    try:
+        return messages.decode(content, expected)
+    except RenkeiError as failure:
+        raise TransientFailure(f"unreadable answer: {failure}") from failure
+
+
+class HttpsTransport:
+    """The `Transport` of one party over mutual-TLS HTTPS: ``addresses`` maps each
+    destination (``hub`` or an institution code) to its ``https://host:port``."""
+
+    def __init__(self, client: NetworkClient, addresses: Mapping[str, str]) -> None:
+        self._client = client
+        self._addresses = dict(addresses)
+
+    def exchange(
+        self,
+        destination: str,
+        operation: str,
+        document: bytes | None = None,
+        argument: str | None = None,
+    ) -> Deferred[bytes]:
+        method, path = ROUTES[operation]
+        address = self._addresses.get(destination)
+        if address is None:
+            raise RenkeiError(errors.UNKNOWN_INSTITUTION, code=destination)
+        url = address + (path.format(argument) if "{}" in path else path)
+        return cast("Deferred[bytes]", self._client.request(method, url, document))
+
+    def close(self) -> Deferred[None]:
+        return cast("Deferred[None]", self._client.close())
+
+
+def _client_policy(layout: PkiLayout, credentials: Any) -> ClientTLSPolicy:
+    return ClientTLSPolicy([load_certificate(layout.ca().certificate)], credentials)
+
+
+def hub_transport(reactor: Any, config: Config) -> HttpsTransport:
+    """The hub's transport: to every configured institution, its TLS certificate shown."""
+    layout = PkiLayout(config.pki)
+    policy = _client_policy(layout, layout.hub_tls().load())
+    addresses = {}
+    for member in config.institutions:
+        host, port = host_and_port(member.network_address)
+        policy.expect(host, port, server_name_of_institution(member.code))
+        addresses[member.code] = member.network_address
+    return HttpsTransport(NetworkClient(reactor, policy), addresses)
+
+
+def institution_transport(
+    reactor: Any, config: Config, institution: InstitutionConfig
+) -> HttpsTransport:
+    """An intermediate server's transport: to the hub, its institution's TLS certificate shown."""
+    layout = PkiLayout(config.pki)
+    policy = _client_policy(layout, layout.institution_tls(institution.code).load())
+    host, port = host_and_port(config.hub_address)
+    policy.expect(host, port, server_name_of_hub())
+    return HttpsTransport(NetworkClient(reactor, policy), {HUB: config.hub_address})
 
 
 def xml_response(request: Request, message: Any, status: int = 200) -> bytes:
@@ -136,8 +232,7 @@ def render_refusal(request: Request, failure: Failure) -> bytes:
     return xml_response(request, messages.error_message(error), error.status)
 
 
-def read_body(request: Request) -> bytes:
-    """The request body, refused when larger than a message may be."""
+def _read_body(request: Request) -> bytes:
     content = request.content
     assert content is not None
     body: bytes = content.read(MAX_MESSAGE_BYTES + 1)
@@ -148,12 +243,107 @@ def read_body(request: Request) -> bytes:
     return body
 
 
-def caller_code(request: Request, allowed: set[str] | dict[str, Any]) -> str:
-    """The institution code of the caller, from its TLS certificate (never from the message)."""
+def _network_caller(request: Request) -> str:
+    """The caller's name from its TLS certificate: a network party's (OU ``tls``) only."""
     identity = peer_identity(request)
-    if identity.organizational_unit != "tls" or identity.common_name not in allowed:
+    if identity.organizational_unit != "tls":
         raise RenkeiError(errors.CERTIFICATE_NOT_AUTHORIZED, subject=identity.common_name)
     return identity.common_name
+
+
+class NetworkApi:
+    """The network's HTTP routes in front of one party's `NetworkEndpoint`."""
+
+    app = Klein()
+
+    def __init__(self, endpoint: NetworkEndpoint) -> None:
+        self._endpoint = endpoint
+
+    @inlineCallbacks
+    def _dispatch(self, request: Request, operation: str, argument: str | None = None) -> Any:
+        caller = _network_caller(request)
+        document = _read_body(request) if ROUTES[operation][0] == "POST" else None
+        answer = yield self._endpoint.dispatch(caller, operation, document, argument)
+        request.setHeader(b"Content-Type", XML)
+        return answer
+
+    @app.handle_errors(Exception)
+    def _refusal(self, request: Request, failure: Failure) -> bytes:
+        from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+        if isinstance(failure.value, NotFound | MethodNotAllowed):
+            failure = Failure(RenkeiError(errors.PAGE_NOT_FOUND))
+        return render_refusal(request, failure)
+
+    @app.route("/fugo", methods=["POST"])
+    def fugo(self, request: Request) -> Any:
+        return self._dispatch(request, FUGO)
+
+    @app.route("/permitted-list", methods=["GET"])
+    def permitted_list(self, request: Request) -> Any:
+        return self._dispatch(request, PERMITTED_LIST)
+
+    @app.route("/queries", methods=["POST"])
+    def queries(self, request: Request) -> Any:
+        return self._dispatch(request, QUERY)
+
+    @app.route("/records/<number>", methods=["GET"])
+    def records(self, request: Request, number: str) -> Any:
+        return self._dispatch(request, RECORDS, number)
+
+    @app.route("/provision-requests", methods=["POST"])
+    def provision_requests(self, request: Request) -> Any:
+        return self._dispatch(request, PROVISION_REQUEST)
+
+    @app.route("/provisions", methods=["POST"])
+    def provisions(self, request: Request) -> Any:
+        return self._dispatch(request, PROVISION)
+
+
+class NetworkListener(Service):
+    """Listens for the network on ``description`` (mutual TLS ``options``) for one party."""
+
+    def __init__(
+        self, reactor: Any, endpoint: NetworkEndpoint, description: str, options: Any
+    ) -> None:
+        self._reactor = reactor
+        self._api = NetworkApi(endpoint)
+        self._description = description
+        self._options = options
+        self._listener: Listener | None = None
+
+    @inlineCallbacks
+    def startService(self) -> Any:
+        super().startService()
+        self._listener = yield listen(
+            self._reactor, self._description, self._api.app, self._options
+        )
+
+    @inlineCallbacks
+    def stopService(self) -> Any:
+        super().stopService()
+        if self._listener is not None:
+            yield self._listener.stop()
+            self._listener = None
+
+
+def hub_listener(reactor: Any, config: Config, endpoint: NetworkEndpoint) -> NetworkListener:
+    """The hub's listener: its TLS certificate, clients from the network CA."""
+    assert config.network is not None
+    layout = PkiLayout(config.pki)
+    ca = load_certificate(layout.ca().certificate)
+    options = server_options(layout.hub_tls().load(), [ca])
+    return NetworkListener(reactor, endpoint, config.network.listen, options)
+
+
+def institution_listener(
+    reactor: Any, config: Config, institution: InstitutionConfig, endpoint: NetworkEndpoint
+) -> NetworkListener:
+    """An intermediate server's network listener: its TLS certificate, the network CA."""
+    layout = PkiLayout(config.pki)
+    ca = load_certificate(layout.ca().certificate)
+    options = server_options(layout.institution_tls(institution.code).load(), [ca])
+    return NetworkListener(reactor, endpoint, institution.network_listen, options)
 
 
 # How a listener words a refusal it makes itself, before any route runs: a content type and

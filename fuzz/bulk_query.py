@@ -33,7 +33,7 @@ from fuzz_feedback import Features
 # Imported by bulk_query but not on the path under test: left uninstrumented.
 NOT_UNDER_TEST = [
     "adapters.network_link",
-    "codes.fugo_store",
+    "middleware.persons",
     "middleware.audit",
     "middleware.clock",
     "middleware.config",

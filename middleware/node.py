@@ -19,25 +19,13 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from klein import Klein
 from sqlalchemy import Connection, select
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.web.server import Request
 
-from adapters.network_link import (
-    Listener,
-    NetworkClient,
-    caller_code,
-    host_and_port,
-    listen,
-    read_body,
-    render_refusal,
-    xml_response,
-)
-from codes import errors, fugo_store
+from codes import errors
 from codes.catalogue import Catalogue, DataSet
 from codes.errors import RenkeiError
 from crypto.envelope import open_envelope, seal
@@ -47,16 +35,26 @@ from crypto.pki import (
     identity_of,
     load_certificate,
     load_secret_key,
-    server_name_of_hub,
 )
-from crypto.tls import ClientTLSPolicy, server_options
 from crypto.xmlsig import CAVerifier, PinnedVerifier, SignatureInvalid, Signer
-from middleware import conditions, held_queue, messages, replica
+from middleware import conditions, held_queue, messages, persons, replica
 from middleware.audit import SYSTEM, append_audit
 from middleware.clock import Clock, utc_now
 from middleware.config import BackOfficeSystem, Config, InstitutionConfig
 from middleware.hardened_xml import parse_xml, serialize
-from middleware.outbox import DeliveryRefused, Outbox, OutgoingMessage
+from middleware.network import (
+    FUGO,
+    HUB,
+    PERMITTED_LIST,
+    PROVISION,
+    PROVISION_REQUEST,
+    QUERY,
+    RECORDS,
+    DeliveryRefused,
+    Transport,
+    decode_answer,
+)
+from middleware.outbox import Outbox, OutgoingMessage
 from middleware.permit import check_permit_terms
 from middleware.permitted_list import (
     Delegation,
@@ -79,7 +77,6 @@ from middleware.tables import (
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HUB = "hub"
 # The audit log's actor for a back-office system (staff names cannot contain ':').
 BACK_OFFICE_ACTOR = "back-office:"
 
@@ -126,7 +123,6 @@ class IntermediateServer(Service):
     """One institution's intermediate server."""
 
     log = Logger()
-    app = Klein()
 
     def __init__(
         self,
@@ -134,6 +130,7 @@ class IntermediateServer(Service):
         institution: InstitutionConfig,
         catalogue: Catalogue,
         reactor: Any,
+        transport: Transport,
         clock: Clock | None = None,
     ) -> None:
         self.config = config
@@ -145,20 +142,11 @@ class IntermediateServer(Service):
         self._reactor = reactor
         layout = PkiLayout(config.pki)
         self.ca = load_certificate(layout.ca().certificate)
-        tls = layout.institution_tls(self.code).load()
-        self._network_tls = server_options(tls, [self.ca])
-        self.back_office_tls = server_options(
-            tls, [load_certificate(layout.back_office_ca(self.code).certificate)]
-        )
         self._signer = Signer(layout.institution_signing(self.code).load())
         self._encryption: Credentials = layout.institution_encryption(self.code).load()
         self._hub_verifier = PinnedVerifier(load_certificate(layout.hub_signing().certificate))
         self._payload_verifier = CAVerifier(self.ca)
-        policy = ClientTLSPolicy([self.ca], tls)
-        host, port = host_and_port(config.hub_address)
-        policy.expect(host, port, server_name_of_hub())
-        self._hub_address = config.hub_address
-        self._client = NetworkClient(reactor, policy)
+        self._transport = transport
         self.database = Database(reactor, institution.database)
         self.outbox = Outbox(
             self.database, node_outbox, reactor, self._deliver, config.retry, config.poll_interval
@@ -169,7 +157,6 @@ class IntermediateServer(Service):
         # Persons whose 符号 is being acquired, with whoever waits for the end.
         self._acquiring: dict[str, list[Deferred[None]]] = {}
         self._person_secret = load_secret_key(layout.institution_person_key(self.code))
-        self._listener: Listener | None = None
 
     def now(self) -> datetime:
         return utc_now(self.clock)
@@ -184,9 +171,6 @@ class IntermediateServer(Service):
         stored = yield self.database.run(latest_version, node_list_versions)
         if stored is not None:
             self.permitted_list = self._verify_list(stored[1])
-        self._listener = yield listen(
-            self._reactor, self.institution.network_listen, self.app, self._network_tls
-        )
         self.outbox.start()
         # The first fetch is awaited, so a node started after its hub starts with a list.
         yield self._refresh_permitted_list()
@@ -210,11 +194,8 @@ class IntermediateServer(Service):
                 if loop.running:
                     loop.stop()
             self._loops.clear()
-            if self._listener is not None:
-                yield self._listener.stop()
-                self._listener = None
             yield self.outbox.stop()
-            yield self._client.close()
+            yield self._transport.close()
         finally:
             self.database.stop()
 
@@ -237,7 +218,7 @@ class IntermediateServer(Service):
     @inlineCallbacks
     def sync_permitted_list(self) -> Any:
         """Fetch the hub's list, verify it, keep the version and use it when newer."""
-        document = yield self._client.get(self._hub_address + "/permitted-list")
+        document = yield self._transport.exchange(HUB, PERMITTED_LIST)
         permitted = self._verify_list(document)
         yield self.database.run(
             store_version,
@@ -308,7 +289,7 @@ class IntermediateServer(Service):
         ``address_number``, the person's 宛名番号 is kept too (a bulk-query line may then name
         the person by it).
         """
-        key = fugo_store.person_key(self._person_secret, individual_number)
+        key = persons.person_key(self._person_secret, individual_number)
         number, fugo = yield self.database.run(
             self._enrol, key, integrated_address_number, address_number, self.now()
         )
@@ -323,7 +304,7 @@ class IntermediateServer(Service):
                 yield ended
                 if timer.active():
                     timer.cancel()
-        state = yield self.database.run(fugo_store.person_state, number)
+        state = yield self.database.run(persons.person_state, number)
         return state
 
     @staticmethod
@@ -334,24 +315,20 @@ class IntermediateServer(Service):
         address_number: str | None,
         now: datetime,
     ) -> tuple[str, str | None]:
-        number, fugo = fugo_store.enrol(connection, key, proposed, now)
+        number, fugo = persons.enrol(connection, key, proposed, now)
         if address_number is not None:
-            fugo_store.link_address_number(connection, address_number, number, now)
+            persons.link_address_number(connection, address_number, number, now)
         return number, fugo
 
     @inlineCallbacks
     def _acquire_fugo(self, number: str, individual_number: str) -> Any:
         try:
-            answer = yield self._client.post(
-                self._hub_address + "/fugo",
-                messages.encode(
-                    messages.FugoRequest(
-                        message_id=str(uuid.uuid4()), individual_number=individual_number
-                    )
-                ),
-                messages.FugoResponse,
+            request = messages.FugoRequest(
+                message_id=str(uuid.uuid4()), individual_number=individual_number
             )
-            yield self.database.run(fugo_store.link, number, answer.fugo, self.now())
+            document = yield self._transport.exchange(HUB, FUGO, messages.encode(request))
+            answer = decode_answer(document, messages.FugoResponse)
+            yield self.database.run(persons.link, number, answer.fugo, self.now())
         except Exception as failure:
             if isinstance(failure, DeliveryRefused):
                 code = failure.code if failure.code in errors.ALL else errors.INTERNAL.code
@@ -361,7 +338,7 @@ class IntermediateServer(Service):
                 code = errors.NETWORK_UNAVAILABLE.code
             self.log.info("符号 of {number} not acquired: {code}", number=number, code=code)
             try:
-                yield self.database.run(fugo_store.record_failure, number, code)
+                yield self.database.run(persons.record_failure, number, code)
             except Exception:
                 self.log.failure(
                     "could not record the failed acquisition of {number}", number=number
@@ -371,8 +348,8 @@ class IntermediateServer(Service):
                 _fire(ended)
 
     def person_state(self, integrated_address_number: str) -> Deferred[dict[str, Any]]:
-        """A person's registration state (see fugo_store.person_state)."""
-        return self.database.run(fugo_store.person_state, integrated_address_number)
+        """A person's registration state (see persons.person_state)."""
+        return self.database.run(persons.person_state, integrated_address_number)
 
     def audit_back_office_refusal(
         self, system: str, request_line: str, code: str, **detail: Any
@@ -454,7 +431,7 @@ class IntermediateServer(Service):
         affair: str,
         now: datetime,
     ) -> tuple[str, OutgoingMessage]:
-        fugo = fugo_store.fugo_of(connection, submission.integrated_address_number)
+        fugo = persons.fugo_of(connection, submission.integrated_address_number)
         query_id = str(uuid.uuid4())
         connection.execute(
             query.insert().values(
@@ -518,9 +495,8 @@ class IntermediateServer(Service):
     @inlineCallbacks
     def _deliver_query(self, message: OutgoingMessage) -> Any:
         try:
-            accepted = yield self._client.post(
-                self._hub_address + "/queries", message.body, messages.QueryAccepted
-            )
+            document = yield self._transport.exchange(HUB, QUERY, message.body)
+            accepted = decode_answer(document, messages.QueryAccepted)
         except DeliveryRefused as refusal:
             yield self.database.run(
                 self._query_refused, message.reference, refusal.code, refusal.transaction_number
@@ -571,22 +547,32 @@ class IntermediateServer(Service):
             [self._query_record(row, "query", REFUSED, error_code=code, transaction_number=number)],
         )
 
-    @app.handle_errors(Exception)
-    def _refusal(self, request: Request, failure: Any) -> bytes:
-        return render_refusal(request, failure)
+    # -- the network endpoint --------------------------------------------------------------
 
-    @app.route("/provisions", methods=["POST"])
+    def dispatch(
+        self, caller: str, operation: str, document: bytes | None, argument: str | None
+    ) -> Deferred[bytes]:
+        """What the network brings (`middleware.network.NetworkEndpoint`): only the hub may
+        call a node, with provision requests (provider side) and provisions (requester)."""
+        if caller != HUB:
+            raise RenkeiError(errors.CERTIFICATE_NOT_AUTHORIZED, subject=caller)
+        if operation == PROVISION_REQUEST and document is not None:
+            return self.receive_provision_request(
+                messages.decode(document, messages.ProvisionRequest)
+            )
+        if operation == PROVISION and document is not None:
+            return self.receive_provision(messages.decode(document, messages.Provision))
+        raise RenkeiError(errors.PAGE_NOT_FOUND)
+
     @inlineCallbacks
-    def receive_provision(self, request: Request) -> Any:
-        """A provision relayed by the hub: decrypt, verify, store once, acknowledge."""
-        caller_code(request, {HUB})
-        delivered = messages.decode(read_body(request), messages.Provision)
+    def receive_provision(self, delivered: messages.Provision) -> Any:
+        """A provision relayed by the hub: decrypt, verify, store once; the acknowledgement."""
         row = yield self.database.run(self._query_of_result, delivered)
         if row.state in FINISHED:
-            return xml_response(request, self._provision_ack(delivered))
+            return messages.encode(self._provision_ack(delivered))
         if delivered.status == HELD:
             yield self.database.run(self._mark_held, row.query_id, delivered.transaction_number)
-            return xml_response(request, self._provision_ack(delivered))
+            return messages.encode(self._provision_ack(delivered))
         state, result, code = self._open_result(row, delivered)
         yield self.database.run(
             self._store_result, row.query_id, delivered.transaction_number, state, result, code
@@ -594,7 +580,7 @@ class IntermediateServer(Service):
         self._query_ended(row.query_id)
         if code is not None and state == ERROR:
             raise RenkeiError(errors.ALL[code], transaction_number=delivered.transaction_number)
-        return xml_response(request, self._provision_ack(delivered))
+        return messages.encode(self._provision_ack(delivered))
 
     @staticmethod
     def _provision_ack(delivered: messages.Provision) -> messages.ProvisionAck:
@@ -783,9 +769,8 @@ class IntermediateServer(Service):
         """The path of one transaction as one timeline: the hub's records (asked of the hub,
         which answers only the transaction's parties) and this node's, by time."""
         own = yield self.database.run(records_of_transaction, node_records, number)
-        answer = yield self._client.get_message(
-            f"{self._hub_address}/records/{number}", messages.RecordList
-        )
+        document = yield self._transport.exchange(HUB, RECORDS, argument=number)
+        answer = decode_answer(document, messages.RecordList)
         path = [
             {
                 "party": HUB,
@@ -834,12 +819,10 @@ class IntermediateServer(Service):
 
     # -- provision (provider side) ----------------------------------------------------------
 
-    @app.route("/provision-requests", methods=["POST"])
     @inlineCallbacks
-    def receive_provision_request(self, request: Request) -> Any:
-        """情報提供要求: verify the permit, re-check the list, answer through the outbox."""
-        caller_code(request, {HUB})
-        asked = messages.decode(read_body(request), messages.ProvisionRequest)
+    def receive_provision_request(self, asked: messages.ProvisionRequest) -> Any:
+        """情報提供要求: verify the permit, re-check the list, answer through the outbox; the
+        acknowledgement."""
         permit: messages.Permit | None = None
         try:
             try:
@@ -879,11 +862,10 @@ class IntermediateServer(Service):
             raise
         if outgoing is not None:
             self.outbox.send_now(outgoing)
-        return xml_response(
-            request,
+        return messages.encode(
             messages.ProvisionRequestAck(
                 message_id=asked.message_id, transaction_number=permit.transaction_number
-            ),
+            )
         )
 
     def _record_refused_request(
@@ -961,7 +943,7 @@ class IntermediateServer(Service):
             if used.message_id == message_id:
                 return None  # the hub's retry of a request already answered
             raise RenkeiError(errors.PERMIT_REPLAYED, transaction_number=number)
-        person = fugo_store.person_of(connection, permit.provider_fugo)
+        person = persons.person_of(connection, permit.provider_fugo)
         # Only records whose publication window covers today (JST) and that meet the
         # query's conditions (照会条件, carried in the permit) are provided.
         records = self._records_asked(
@@ -1243,9 +1225,8 @@ class IntermediateServer(Service):
 
     @inlineCallbacks
     def _deliver_provision(self, message: OutgoingMessage) -> Any:
-        yield self._client.post(
-            self._hub_address + "/provisions", message.body, messages.ProvisionAck
-        )
+        document = yield self._transport.exchange(HUB, PROVISION, message.body)
+        decode_answer(document, messages.ProvisionAck)
 
     # -- retention -------------------------------------------------------------------------
 

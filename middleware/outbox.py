@@ -22,6 +22,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from middleware.clock import Clock, utc_now
+from middleware.network import DeliveryRefused
 from middleware.storage import Database
 
 PENDING = "pending"
@@ -42,16 +43,6 @@ class OutgoingMessage:
     destination: str
     reference: str
     body: bytes
-
-
-class DeliveryRefused(Exception):
-    """The receiver answered with a coded refusal: retrying would not change the answer."""
-
-    def __init__(self, code: str, detail: str = "", transaction_number: str | None = None) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        # The 処理通番 under which the receiver recorded its refusal, if it gave one.
-        self.transaction_number = transaction_number
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ async def box(tmp_path: Path, network_pki: Path) -> AsyncIterator[Any]:
     """A running network in a box (hub, Meguro, Setagaya) with the demo population."""
     from twisted.internet import reactor
 
-    from middleware.service import Box
+    from renkei.service import Box
 
     running = Box(write_config(tmp_path, network_pki), reactor)
     await running.start()

@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from codes.fugo_store import enrol, person_key
 from crypto.pki import InstitutionEntry, init_pki
 from middleware.config import Config, load_config
+from middleware.persons import enrol, person_key
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 MEGURO = "1131105000000000"

@@ -28,9 +28,9 @@ from adapters.care_insurance.bulk_query import (
 from codes.catalogue import default_catalogue
 from codes.errors import RenkeiError
 from middleware import messages
-from middleware.cli import main
 from middleware.hardened_xml import serialize
 from middleware.tables import bulk_query_line, query
+from renkei.cli import main
 from simulators.back_office import BackOfficeClient, BackOfficeError
 from tests.network import (
     HANAKO_MEGURO,
@@ -572,7 +572,7 @@ async def test_cli_sends_the_file_shows_progress_and_saves_the_result(
     async def renkei(*args: str) -> tuple[str, str, int]:
         out, err, code = await getProcessOutputAndValue(
             sys.executable,
-            ["-c", "from middleware.cli import main; main()", *args],
+            ["-c", "from renkei.cli import main; main()", *args],
             env=dict(os.environ),
             path=str(REPOSITORY),
         )

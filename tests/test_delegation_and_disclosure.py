@@ -120,7 +120,7 @@ async def test_delegation_not_on_the_list_is_refused_at_the_requester(
 async def test_hub_refuses_a_delegation_not_on_its_list_and_records_it(box: Any) -> None:
     """A requester skipping its own check is stopped by the hub, which records the refused
     query with its 委任元."""
-    from codes.fugo_store import fugo_of
+    from middleware.persons import fugo_of
 
     fugo = box.nodes["meguro"].database.run_blocking(fugo_of, HANAKO_MEGURO)
     body = messages.encode(

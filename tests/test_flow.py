@@ -213,39 +213,28 @@ async def test_provider_restarted_mid_flow_delivers_exactly_once(
 ) -> None:
     """With the provider down when the hub delivers, the hub retries; the restarted provider
     answers once and the requester receives exactly one result."""
-    from twisted.internet import reactor
-
-    from middleware.node import IntermediateServer
-
-    old = box.nodes["setagaya"]
-    await old.stopService()
+    await box.stop_party("setagaya")
     submitted = await ask_tax(meguro_care)
     # Let the hub fail at least once against the stopped provider.
     table = box.hub.outbox._table
     await wait_until(lambda: count(box, "hub", table, table.c.attempts > 1) == 1)
-    restarted = IntermediateServer(box.config, old.institution, old.catalogue, reactor)
-    await restarted.startService()
-    try:
-        status = await meguro_care.wait_for_result(submitted["query_id"])
-        assert status["state"] == "provided"
-        number = status["transaction_number"]
-        assert count(box, "setagaya", provision, provision.c.transaction_number == number) == 1
-        assert (
-            count(
-                box,
-                "meguro",
-                node_records,
-                node_records.c.transaction_number == number,
-                node_records.c.event == "result",
-            )
-            == 1
+    await box.start_party("setagaya")
+    status = await meguro_care.wait_for_result(submitted["query_id"])
+    assert status["state"] == "provided"
+    number = status["transaction_number"]
+    assert count(box, "setagaya", provision, provision.c.transaction_number == number) == 1
+    assert (
+        count(
+            box,
+            "meguro",
+            node_records,
+            node_records.c.transaction_number == number,
+            node_records.c.event == "result",
         )
-        # The hub marks the transaction completed once the requester's acknowledgement is in.
-        await wait_until(
-            lambda: count(box, "hub", hub_query, hub_query.c.state == "completed") == 1
-        )
-    finally:
-        await restarted.stopService()
+        == 1
+    )
+    # The hub marks the transaction completed once the requester's acknowledgement is in.
+    await wait_until(lambda: count(box, "hub", hub_query, hub_query.c.state == "completed") == 1)
 
 
 @pytest_twisted.ensureDeferred

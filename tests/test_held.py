@@ -192,28 +192,21 @@ async def test_held_provision_not_decided_within_its_hold_is_refused_and_stays_l
 async def test_held_provision_survives_a_provider_restart(box: Any, setagaya_asks: Any) -> None:
     """Items held when the provider stops are still held after it restarts and can be
     approved then; the requester receives the provision once."""
-    from twisted.internet import reactor
-
     query_id = await setagaya_asks.ask()
     await wait_for_state(setagaya_asks, query_id, "held")
-    old = box.nodes["meguro"]
-    await old.stopService()
-    restarted = IntermediateServer(box.config, old.institution, old.catalogue, reactor)
-    await restarted.startService()
-    try:
-        item = await held_item(restarted)
-        await restarted.approve_held(item.transaction_number, "approver1")
-        status = await wait_for_state(setagaya_asks, query_id, "provided")
-        results = count(
-            box,
-            "setagaya",
-            node_records,
-            node_records.c.transaction_number == status["transaction_number"],
-            node_records.c.event == "result",
-        )
-        assert results == 2  # held, then provided
-    finally:
-        await restarted.stopService()
+    await box.stop_party("meguro")
+    restarted = await box.start_party("meguro")
+    item = await held_item(restarted)
+    await restarted.approve_held(item.transaction_number, "approver1")
+    status = await wait_for_state(setagaya_asks, query_id, "provided")
+    results = count(
+        box,
+        "setagaya",
+        node_records,
+        node_records.c.transaction_number == status["transaction_number"],
+        node_records.c.event == "result",
+    )
+    assert results == 2  # held, then provided
 
 
 @pytest_twisted.ensureDeferred

@@ -105,36 +105,21 @@ async def test_requester_restarted_while_the_hub_relays_receives_the_result_once
 ) -> None:
     """With the requester down when the hub relays the provision, the hub retries and the
     restarted requester stores the result exactly once."""
-    from twisted.internet import reactor
-
-    from middleware.node import IntermediateServer
-
-    meguro, setagaya = box.nodes["meguro"], box.nodes["setagaya"]
-    await setagaya.stopService()
+    await box.stop_party("setagaya")
     submitted = await ask_tax(meguro_care)
     await wait_until(lambda: count(box, "hub", hub_query, hub_query.c.state == "permitted") == 1)
-    await meguro.stopService()
-    provider = IntermediateServer(box.config, setagaya.institution, setagaya.catalogue, reactor)
-    await provider.startService()
-    requester = IntermediateServer(box.config, meguro.institution, meguro.catalogue, reactor)
-    try:
-        await wait_until(lambda: count(box, "hub", hub_query, hub_query.c.state == "provided") == 1)
-        relay = box.hub.outbox._table
-        await wait_until(
-            lambda: count(box, "hub", relay, relay.c.kind == "provision", relay.c.attempts > 1) == 1
-        )
-        box.back_offices["meguro"].node = requester
-        await requester.startService()
-        status = await meguro_care.wait_for_result(submitted["query_id"])
-        assert status["state"] == "provided"
-        assert count(box, "meguro", node_records, node_records.c.event == "result") == 1
-        await wait_until(
-            lambda: count(box, "hub", hub_query, hub_query.c.state == "completed") == 1
-        )
-    finally:
-        box.back_offices["meguro"].node = meguro
-        await requester.stopService()
-        await provider.stopService()
+    await box.stop_party("meguro")
+    await box.start_party("setagaya")
+    await wait_until(lambda: count(box, "hub", hub_query, hub_query.c.state == "provided") == 1)
+    relay = box.hub.outbox._table
+    await wait_until(
+        lambda: count(box, "hub", relay, relay.c.kind == "provision", relay.c.attempts > 1) == 1
+    )
+    await box.start_party("meguro")
+    status = await meguro_care.wait_for_result(submitted["query_id"])
+    assert status["state"] == "provided"
+    assert count(box, "meguro", node_records, node_records.c.event == "result") == 1
+    await wait_until(lambda: count(box, "hub", hub_query, hub_query.c.state == "completed") == 1)
 
 
 @pytest_twisted.ensureDeferred
@@ -144,7 +129,7 @@ async def test_the_flow_works_on_postgresql(
     """Hub and nodes on PostgreSQL: migrations run and a query is provided end to end."""
     from twisted.internet import reactor
 
-    from middleware.service import Box
+    from renkei.service import Box
     from simulators.back_office import BackOfficeClient
 
     config = write_config(
@@ -173,25 +158,18 @@ async def test_the_flow_works_on_postgresql(
 async def test_a_stopped_hub_drops_the_connections_kept_alive_to_it(box: Any) -> None:
     """Stopping a listener closes the kept-alive connections too: a client that used the old
     hub reaches the hub started in its place on the same port, not the stopped one."""
-    from twisted.internet import reactor
-
     from middleware import messages
-    from simulators.network.hub import Hub
     from tests.network import MEGURO
     from tests.test_refusals import as_institution
 
     client = as_institution(box, MEGURO)
     try:
         await client.get(box.config.hub_address + "/permitted-list")  # a kept-alive link
-        await box.hub.stopService()
-        replacement = Hub(box.config, reactor)
-        await replacement.startService()
-        try:
-            document = await client.get(box.config.hub_address + "/permitted-list")
-            element = messages.decode_signed(document, messages.PermittedListDocument)
-            assert int(element.get("version")) == replacement.permitted_list.version
-        finally:
-            await replacement.stopService()
+        await box.stop_party("hub")
+        replacement = await box.start_party("hub")
+        document = await client.get(box.config.hub_address + "/permitted-list")
+        element = messages.decode_signed(document, messages.PermittedListDocument)
+        assert int(element.get("version")) == replacement.permitted_list.version
     finally:
         await client.close()
 
@@ -207,7 +185,7 @@ async def test_a_box_that_cannot_start_stops_what_it_had_started(
     from twisted.internet import reactor
     from twisted.internet.error import CannotListenError
 
-    from middleware.service import Box
+    from renkei.service import Box
     from tests.network import host_and_port_of, write_config
 
     config = write_config(tmp_path, network_pki)

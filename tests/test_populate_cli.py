@@ -10,8 +10,8 @@ import pytest_twisted
 from click.testing import CliRunner
 from sqlalchemy import Connection, func, select
 
-from middleware.cli import main
 from middleware.tables import person, replica_record, resident
+from renkei.cli import main
 from simulators.population import generate
 from simulators.seeding import holdings
 from tests.network import REPOSITORY
@@ -23,7 +23,7 @@ async def renkei(*args: str) -> tuple[str, str, int]:
 
     out, err, code = await getProcessOutputAndValue(
         sys.executable,
-        ["-c", "from middleware.cli import main; main()", *args],
+        ["-c", "from renkei.cli import main; main()", *args],
         env=dict(os.environ),
         path=str(REPOSITORY),
     )

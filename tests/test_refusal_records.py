@@ -18,7 +18,6 @@ from sqlalchemy import select
 
 from middleware.records import records_of_transaction, verify_chain
 from middleware.tables import hub_record_head, hub_records, node_record_head, node_records
-from simulators.network.hub import Hub
 from tests.network import MEGURO, REPOSITORY, SETAGAYA
 from tests.test_flow import ask_tax
 from tests.test_refusals import as_hub, post_to_setagaya, provision_request, refused_code
@@ -87,7 +86,6 @@ async def test_hub_records_a_refused_query_and_the_requester_shows_its_path(
     """When the hub's list no longer permits a query the requester's older list still
     permits, the hub refuses it under a 処理通番 of its own; the requester's query ends
     refused with that number, and the transaction's path joins both parties' records."""
-    from twisted.internet import reactor
 
     rules = (REPOSITORY / "simulators/network/data/permitted_list.csv").read_text("utf-8")
     narrowed = tmp_path / "permitted_list.csv"
@@ -99,28 +97,24 @@ async def test_hub_records_a_refused_query_and_the_requester_shows_its_path(
     config = dataclasses.replace(
         box.config, network=dataclasses.replace(box.config.network, permitted_list=narrowed)
     )
-    await box.hub.stopService()
-    hub = Hub(config, reactor)
-    await hub.startService()
-    try:
-        submitted = await ask_tax(meguro_care)  # Meguro's list is still the older one
-        status = await meguro_care.wait_for_result(submitted["query_id"])
-        assert (status["state"], status["error"]["code"]) == ("refused", "NotPermitted")
-        number = status["transaction_number"]
-        assert number is not None and len(number) == 20
-        hub_rows = hub.database.run_blocking(records_of_transaction, hub_records, number)
-        assert [(r["event"], r["status"], r["error_code"]) for r in hub_rows] == [
-            ("query", "refused", "NotPermitted")
-        ]
-        assert (hub_rows[0]["requester"], hub_rows[0]["provider"]) == (MEGURO, SETAGAYA)
-        assert hub.database.run_blocking(verify_chain, hub_records, hub_record_head) is None
-        path = await box.nodes["meguro"].transaction_path(number)
-        assert [(e["party"], e["event"], e["status"]) for e in path] == [
-            ("hub", "query", "refused"),
-            ("meguro", "query", "refused"),
-        ]
-    finally:
-        await hub.stopService()
+    await box.stop_party("hub")
+    hub = await box.start_party("hub", config)
+    submitted = await ask_tax(meguro_care)  # Meguro's list is still the older one
+    status = await meguro_care.wait_for_result(submitted["query_id"])
+    assert (status["state"], status["error"]["code"]) == ("refused", "NotPermitted")
+    number = status["transaction_number"]
+    assert number is not None and len(number) == 20
+    hub_rows = hub.database.run_blocking(records_of_transaction, hub_records, number)
+    assert [(r["event"], r["status"], r["error_code"]) for r in hub_rows] == [
+        ("query", "refused", "NotPermitted")
+    ]
+    assert (hub_rows[0]["requester"], hub_rows[0]["provider"]) == (MEGURO, SETAGAYA)
+    assert hub.database.run_blocking(verify_chain, hub_records, hub_record_head) is None
+    path = await box.nodes["meguro"].transaction_path(number)
+    assert [(e["party"], e["event"], e["status"]) for e in path] == [
+        ("hub", "query", "refused"),
+        ("meguro", "query", "refused"),
+    ]
 
 
 @pytest_twisted.ensureDeferred

@@ -27,7 +27,7 @@ from crypto.tls import ClientTLSPolicy
 from crypto.xmlsig import Signer
 from middleware import messages
 from middleware.clock import utc_now
-from middleware.outbox import DeliveryRefused
+from middleware.network import DeliveryRefused
 from middleware.tables import (
     hub_outbox,
     hub_query,

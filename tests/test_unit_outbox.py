@@ -14,11 +14,11 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.task import Clock
 
+from middleware.network import DeliveryRefused
 from middleware.outbox import (
     DELIVERED,
     FAILED,
     PENDING,
-    DeliveryRefused,
     Outbox,
     OutgoingMessage,
     RetryPolicy,

@@ -23,7 +23,7 @@ async def network(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any
     """The default network in a box with the small population, shared by this module."""
     from twisted.internet import reactor
 
-    from middleware.service import Box
+    from renkei.service import Box
 
     directory: Path = tmp_path_factory.mktemp("use-cases")
     config = write_network_config(directory)

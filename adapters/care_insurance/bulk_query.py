@@ -34,7 +34,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from codes import errors, fugo_store
+from codes import errors
 from codes.catalogue import Catalogue
 from codes.errors import RenkeiError
 from codes.institution import institution_code_for_municipality, validate_institution_code
@@ -43,7 +43,7 @@ from codes.typed import (
     validate_information_name_code,
     validate_procedure_code,
 )
-from middleware import messages
+from middleware import messages, persons
 from middleware.hardened_xml import parse_xml
 from middleware.node import FINISHED, IntermediateServer, QuerySubmission, conditions_json
 from middleware.storage import DatabaseStopped
@@ -893,8 +893,8 @@ def claim(connection: Connection, limit: int, now: datetime) -> list[ClaimedLine
         ).all()
         if not rows:
             continue
-        persons = _resolve_address_numbers(connection, bulk_query_id, rows, now)
-        taken = [row for row in rows if row.line_number in persons]
+        numbers = _resolve_address_numbers(connection, bulk_query_id, rows, now)
+        taken = [row for row in rows if row.line_number in numbers]
         if not taken:
             continue
         connection.execute(
@@ -910,7 +910,7 @@ def claim(connection: Connection, limit: int, now: datetime) -> list[ClaimedLine
                 bulk_query_id,
                 row.line_number,
                 QuerySubmission(
-                    integrated_address_number=persons[row.line_number],
+                    integrated_address_number=numbers[row.line_number],
                     procedure=row.procedure,
                     information_name=row.information_name,
                     provider=row.provider,
@@ -934,18 +934,18 @@ def _resolve_address_numbers(
     """The integrated address number of each line, by line number. A line of 番号体系 02 is
     resolved through the integrated-address function's 宛名番号 (and keeps the number it
     found); one whose 宛名番号 is unknown ends ``unknown_person`` with UnknownAddressNumber."""
-    persons: dict[int, str] = {}
+    numbers: dict[int, str] = {}
     unknown = []
     for row in rows:
         if row.integrated_address_number is not None:
-            persons[row.line_number] = row.integrated_address_number
+            numbers[row.line_number] = row.integrated_address_number
             continue
         try:
-            number = fugo_store.person_of_address_number(connection, row.address_number)
+            number = persons.person_of_address_number(connection, row.address_number)
         except RenkeiError:
             unknown.append(row.line_number)
             continue
-        persons[row.line_number] = number
+        numbers[row.line_number] = number
         connection.execute(
             bulk_query_line.update()
             .where(
@@ -967,7 +967,7 @@ def _resolve_address_numbers(
                 ended_at=now,
             )
         )
-    return persons
+    return numbers
 
 
 def drive(

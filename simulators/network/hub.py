@@ -17,34 +17,32 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
-from klein import Klein
 from sqlalchemy import Connection, select
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.web.server import Request
 
-from adapters.network_link import (
-    Listener,
-    NetworkClient,
-    caller_code,
-    host_and_port,
-    listen,
-    read_body,
-    render_refusal,
-    xml_response,
-)
 from codes import errors
 from codes.errors import RenkeiError
-from crypto.pki import PkiLayout, load_certificate, load_secret_key, server_name_of_institution
-from crypto.tls import ClientTLSPolicy, server_options
+from crypto.pki import PkiLayout, load_certificate, load_secret_key
 from crypto.xmlsig import Signer
 from middleware import messages
 from middleware.clock import utc_now
 from middleware.config import Config, InstitutionConfig
 from middleware.hardened_xml import serialize
-from middleware.outbox import DeliveryRefused, Outbox, OutgoingMessage
+from middleware.network import (
+    FUGO,
+    PERMITTED_LIST,
+    PROVISION,
+    PROVISION_REQUEST,
+    QUERY,
+    RECORDS,
+    DeliveryRefused,
+    Transport,
+    decode_answer,
+)
+from middleware.outbox import Outbox, OutgoingMessage
 from middleware.permitted_list import (
     ListedInstitution,
     PermittedList,
@@ -87,19 +85,17 @@ class Member:
 
 
 class Hub(Service):
-    """The network in one service: listeners, database, outbox and list issuance."""
+    """The network in one service: database, outbox and list issuance; its listener is the
+    network link's (`adapters.network_link.hub_listener`), which calls `dispatch`."""
 
     log = Logger()
-    app = Klein()
 
-    def __init__(self, config: Config, reactor: Any) -> None:
+    def __init__(self, config: Config, reactor: Any, transport: Transport) -> None:
         assert config.network is not None
         self._config = config
         self._network = config.network
         self._reactor = reactor
         layout = PkiLayout(config.pki)
-        ca = load_certificate(layout.ca().certificate)
-        self._tls = server_options(layout.hub_tls().load(), [ca])
         self._signer = Signer(layout.hub_signing().load())
         self._fugo = FugoCipher(load_secret_key(layout.hub_fugo_key()))
         self._id_code_key = load_secret_key(layout.hub_idcode_key())
@@ -112,11 +108,7 @@ class Hub(Service):
             )
             for member in config.institutions
         }
-        policy = ClientTLSPolicy([ca], layout.hub_tls().load())
-        for member in config.institutions:
-            host, port = host_and_port(member.network_address)
-            policy.expect(host, port, server_name_of_institution(member.code))
-        self._client = NetworkClient(reactor, policy)
+        self._transport = transport
         self.database = Database(reactor, self._network.database)
         self.outbox = Outbox(
             self.database,
@@ -129,7 +121,6 @@ class Hub(Service):
         self.permitted_list: PermittedList | None = None
         self._list_document = b""
         self._list_loop: LoopingCall | None = None
-        self._listener: Listener | None = None
 
     # -- service life ---------------------------------------------------------------------
 
@@ -142,7 +133,6 @@ class Hub(Service):
         self._list_loop = LoopingCall(self.issue_permitted_list)
         self._list_loop.clock = self._reactor
         self._list_loop.start(self._network.list_validity / 2, now=False)
-        self._listener = yield listen(self._reactor, self._network.listen, self.app, self._tls)
         self.outbox.start()
 
     @inlineCallbacks
@@ -151,11 +141,8 @@ class Hub(Service):
         try:
             if self._list_loop is not None and self._list_loop.running:
                 self._list_loop.stop()
-            if self._listener is not None:
-                yield self._listener.stop()
-                self._listener = None
             yield self.outbox.stop()
-            yield self._client.close()
+            yield self._transport.close()
         finally:
             self.database.stop()
 
@@ -214,26 +201,34 @@ class Hub(Service):
             raise RenkeiError(errors.PERMITTED_LIST_MISSING)
         return self.permitted_list
 
-    # -- the network interface (routes) ---------------------------------------------------
+    # -- the network interface ------------------------------------------------------------
 
-    @app.handle_errors(Exception)
-    def _refusal(self, request: Request, failure: Any) -> bytes:
-        return render_refusal(request, failure)
+    def dispatch(
+        self, caller: str, operation: str, document: bytes | None, argument: str | None
+    ) -> Deferred[bytes]:
+        """What the institutions bring (`middleware.network.NetworkEndpoint`): only members
+        may call, each operation answered with its document."""
+        if caller not in self.members:
+            raise RenkeiError(errors.CERTIFICATE_NOT_AUTHORIZED, subject=caller)
+        if operation == PERMITTED_LIST:
+            return succeed(self._list_document)
+        if operation == RECORDS and argument is not None:
+            return self.transaction_records(caller, argument)
+        if document is None:
+            raise RenkeiError(errors.PAGE_NOT_FOUND)
+        if operation == FUGO:
+            return self.acquire_fugo(caller, messages.decode(document, messages.FugoRequest))
+        if operation == QUERY:
+            return self.receive_query(caller, messages.decode(document, messages.QueryRequest))
+        if operation == PROVISION:
+            return self.receive_provision(caller, messages.decode(document, messages.Provision))
+        raise RenkeiError(errors.PAGE_NOT_FOUND)
 
-    @app.route("/permitted-list", methods=["GET"])
-    def get_permitted_list(self, request: Request) -> bytes:
-        caller_code(request, self.members)
-        request.setHeader(b"Content-Type", b"application/xml; charset=utf-8")
-        return self._list_document
-
-    @app.route("/records/<number>", methods=["GET"])
     @inlineCallbacks
-    def transaction_records(self, request: Request, number: str) -> Any:
+    def transaction_records(self, caller: str, number: str) -> Any:
         """The hub's records of one transaction, for its requester or provider only."""
-        caller = caller_code(request, self.members)
         rows = yield self.database.run(self._records_for_party, caller, number)
-        return xml_response(
-            request,
+        return messages.encode(
             messages.RecordList(
                 transaction_number=number,
                 records=tuple(
@@ -252,7 +247,7 @@ class Hub(Service):
                     )
                     for row in rows
                 ),
-            ),
+            )
         )
 
     def _records_for_party(
@@ -268,24 +263,18 @@ class Hub(Service):
             raise RenkeiError(errors.UNKNOWN_TRANSACTION, transaction_number=number)
         return records_of_transaction(connection, hub_records, number)
 
-    @app.route("/fugo", methods=["POST"])
     @inlineCallbacks
-    def acquire_fugo(self, request: Request) -> Any:
+    def acquire_fugo(self, requester: str, ask: messages.FugoRequest) -> Any:
         """符号取得: 個人番号 → 住民票コード (住基ネット) → IDコード → the caller's 符号."""
-        requester = caller_code(request, self.members)
-        ask = messages.decode(read_body(request), messages.FugoRequest)
         resident_code = yield self.database.run(jukinet.resident_code_of, ask.individual_number)
         fugo = self._fugo.issue(id_code(resident_code, self._id_code_key), requester)
-        return xml_response(request, messages.FugoResponse(message_id=ask.message_id, fugo=fugo))
+        return messages.encode(messages.FugoResponse(message_id=ask.message_id, fugo=fugo))
 
-    @app.route("/queries", methods=["POST"])
     @inlineCallbacks
-    def receive_query(self, request: Request) -> Any:
+    def receive_query(self, requester: str, query: messages.QueryRequest) -> Any:
         """情報照会要求: check the list, convert the 符号, record, permit and route; a refused
         query is recorded too (番号法 第23条: what was asked), and the refusal names its
         処理通番. A retried request gets the first answer again."""
-        requester = caller_code(request, self.members)
-        query = messages.decode(read_body(request), messages.QueryRequest)
         number, outgoing, refusal = yield self.database.run(
             self._record_query, requester, query, utc_now(self._reactor)
         )
@@ -293,9 +282,8 @@ class Hub(Service):
             raise refusal
         if outgoing is not None:
             self.outbox.send_now(outgoing)
-        return xml_response(
-            request,
-            messages.QueryAccepted(message_id=query.message_id, transaction_number=number),
+        return messages.encode(
+            messages.QueryAccepted(message_id=query.message_id, transaction_number=number)
         )
 
     def _record_query(
@@ -468,24 +456,19 @@ class Hub(Service):
         )
         return number
 
-    @app.route("/provisions", methods=["POST"])
     @inlineCallbacks
-    def receive_provision(self, request: Request) -> Any:
-        """情報提供 from a provider: relay it, unread, to the requester."""
-        sender = caller_code(request, self.members)
-        body = read_body(request)
-        provision = messages.decode(body, messages.Provision)
+    def receive_provision(self, sender: str, provision: messages.Provision) -> Any:
+        """情報提供 from a provider: relay it, unread, to the requester; the acknowledgement."""
         outgoing = yield self.database.run(
             self._record_provision, sender, provision, utc_now(self._reactor)
         )
         if outgoing is not None:
             self.outbox.send_now(outgoing)
-        return xml_response(
-            request,
+        return messages.encode(
             messages.ProvisionAck(
                 message_id=provision.message_id,
                 transaction_number=provision.transaction_number,
-            ),
+            )
         )
 
     def _record_provision(
@@ -563,11 +546,11 @@ class Hub(Service):
 
     @inlineCallbacks
     def _deliver_provision_request(self, message: OutgoingMessage) -> Any:
-        address = self.members[message.destination].config.network_address
         try:
-            yield self._client.post(
-                address + "/provision-requests", message.body, messages.ProvisionRequestAck
+            document = yield self._transport.exchange(
+                message.destination, PROVISION_REQUEST, message.body
             )
+            decode_answer(document, messages.ProvisionRequestAck)
         except DeliveryRefused as refusal:
             # The provider refused: tell the requester, with the provider's code.
             outgoing = yield self.database.run(
@@ -593,9 +576,9 @@ class Hub(Service):
 
     @inlineCallbacks
     def _deliver_provision(self, message: OutgoingMessage) -> Any:
-        address = self.members[message.destination].config.network_address
         try:
-            yield self._client.post(address + "/provisions", message.body, messages.ProvisionAck)
+            document = yield self._transport.exchange(message.destination, PROVISION, message.body)
+            decode_answer(document, messages.ProvisionAck)
         except DeliveryRefused:
             yield self.database.run(self._set_state, message.reference, None, FAILED)
             raise

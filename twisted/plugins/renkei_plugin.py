@@ -4,7 +4,7 @@ from twisted.application.service import ServiceMaker
 
 renkei = ServiceMaker(
     "renkei",
-    "middleware.service",
+    "renkei.service",
     "The My Number information-linkage network emulation: hub and intermediate servers.",
     "renkei",
 )

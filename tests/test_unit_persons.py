@@ -1,4 +1,4 @@
-"""Unit tests for codes.fugo_store: the node's 符号 ↔ 団体内統合宛名番号 pairs."""
+"""Unit tests for middleware.persons: the node's 符号 ↔ 団体内統合宛名番号 pairs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy import Connection, select
 from twisted.internet.interfaces import IReactorThreads
 
 from codes.errors import RenkeiError
-from codes.fugo_store import (
+from middleware.persons import (
     enrol,
     fugo_of,
     link,

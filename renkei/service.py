@@ -12,15 +12,22 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
-from twisted.application.service import MultiService
+from twisted.application.service import Service
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python import usage
 
 from adapters.back_office_api import BackOfficeApi
+from adapters.network_link import (
+    hub_listener,
+    hub_transport,
+    institution_listener,
+    institution_transport,
+)
 from codes.catalogue import default_catalogue
-from middleware.config import Config, ConfigError, PopulationConfig, load_config
+from middleware.config import Config, ConfigError, InstitutionConfig, PopulationConfig, load_config
+from middleware.network import HUB
 from middleware.node import IntermediateServer
 from simulators.back_office import BackOfficeClient, BackOfficeError
 from simulators.network import jukinet
@@ -41,59 +48,103 @@ class Options(usage.Options):
             raise usage.UsageError(str(failure)) from None
 
 
-class Box(MultiService):
-    """The hub (when configured) and the intermediate servers of one configuration."""
+class Box(Service):
+    """The hub (when configured) and the intermediate servers of one configuration, each
+    with its listeners and back-office services, wired over mutual-TLS HTTPS."""
 
     log = Logger()
 
     def __init__(self, config: Config, reactor: Any) -> None:
-        super().__init__()
         self.config = config
         self.reactor = reactor
-        catalogue = default_catalogue()
-        self.hub = Hub(config, reactor) if config.network is not None else None
-        self.nodes = {
-            institution.name: IntermediateServer(config, institution, catalogue, reactor)
-            for institution in config.institutions
-        }
-        self.back_offices = {
-            name: BackOfficeApi(node, reactor) for name, node in self.nodes.items()
-        }
-        # The operator console of each node that has ``console_listen``.
-        from adapters.console import ConsoleService
+        self.catalogue = default_catalogue()
+        self.hub: Hub | None = None
+        self.nodes: dict[str, IntermediateServer] = {}
+        self.back_offices: dict[str, BackOfficeApi] = {}
+        self.consoles: dict[str, Any] = {}
+        self.metrics: dict[str, Any] = {}
+        self.replica_inboxes: dict[str, Any] = {}
+        # Each party's services, in the order they start (they stop in the reverse order).
+        self.parties: dict[str, list[Service]] = {}
+        if config.network is not None:
+            self._add(HUB, self._hub_services(config))
+        for institution in config.institutions:
+            self._add(institution.name, self._institution_services(institution))
 
-        self.consoles = {
-            name: ConsoleService(node, reactor)
-            for name, node in self.nodes.items()
-            if node.institution.console_listen is not None
-        }
-        # Prometheus metrics of each node that has ``metrics_listen``.
+    def _hub_services(self, config: Config) -> list[Service]:
+        hub = Hub(config, self.reactor, hub_transport(self.reactor, config))
+        self.hub = hub
+        return [hub, hub_listener(self.reactor, config, hub)]
+
+    def _institution_services(self, institution: InstitutionConfig) -> list[Service]:
+        from adapters.care_insurance.replica_file import ReplicaInbox
+        from adapters.console import ConsoleService
         from adapters.metrics import NodeMetrics
 
-        self.metrics = {
-            name: NodeMetrics(node, reactor)
-            for name, node in self.nodes.items()
-            if node.institution.metrics_listen is not None
-        }
-        # The watched 副本 folder of each node that has ``replica_inbox``.
-        from adapters.care_insurance.replica_file import ReplicaInbox
+        reactor, name = self.reactor, institution.name
+        node = IntermediateServer(
+            self.config,
+            institution,
+            self.catalogue,
+            reactor,
+            institution_transport(reactor, self.config, institution),
+        )
+        self.nodes[name] = node
+        self.back_offices[name] = BackOfficeApi(node, reactor)
+        services: list[Service] = [
+            node,
+            institution_listener(reactor, self.config, institution, node),
+            self.back_offices[name],
+        ]
+        if institution.console_listen is not None:
+            self.consoles[name] = ConsoleService(node, reactor)
+            services.append(self.consoles[name])
+        if institution.metrics_listen is not None:
+            self.metrics[name] = NodeMetrics(node, reactor)
+            services.append(self.metrics[name])
+        if institution.replica_inbox is not None:
+            self.replica_inboxes[name] = ReplicaInbox(node, institution.replica_inbox, reactor)
+            services.append(self.replica_inboxes[name])
+        return services
 
-        self.replica_inboxes = {
-            name: ReplicaInbox(node, node.institution.replica_inbox, reactor)
-            for name, node in self.nodes.items()
-            if node.institution.replica_inbox is not None
-        }
-        if self.hub is not None:
-            self.hub.setServiceParent(self)
-        for name, node in self.nodes.items():
-            node.setServiceParent(self)
-            self.back_offices[name].setServiceParent(self)
-            if name in self.consoles:
-                self.consoles[name].setServiceParent(self)
-            if name in self.metrics:
-                self.metrics[name].setServiceParent(self)
-            if name in self.replica_inboxes:
-                self.replica_inboxes[name].setServiceParent(self)
+    def _add(self, party: str, services: list[Service]) -> None:
+        self.parties[party] = services
+
+    @inlineCallbacks
+    def _start_services(self, services: list[Service]) -> Any:
+        for service in services:
+            yield service.startService()
+
+    @inlineCallbacks
+    def _stop_services(self, services: list[Service]) -> Any:
+        for service in reversed(services):
+            # One service failing to stop must not leave the others (and their database
+            # threads) running.
+            try:
+                if service.running:
+                    yield service.stopService()
+            except Exception:
+                self.log.failure("{service} did not stop cleanly", service=service)
+
+    @inlineCallbacks
+    def stop_party(self, party: str) -> Any:
+        """Stop one party (``hub`` or an institution's name) and every service of it, its
+        listeners included, as when that party's process dies; the others go on."""
+        yield self._stop_services(self.parties.pop(party))
+
+    @inlineCallbacks
+    def start_party(self, party: str, config: Config | None = None) -> Any:
+        """Start a stopped party again, from its configuration (for the hub, ``config`` may
+        give another one, e.g. other rules); fires with the new hub or node."""
+        if party in self.parties:
+            raise ValueError(f"{party} is running")
+        if party == HUB:
+            services = self._hub_services(config or self.config)
+        else:
+            services = self._institution_services(self.config.institution(party))
+        self._add(party, services)
+        yield self._start_services(services)
+        return self.hub if party == HUB else self.nodes[party]
 
     def startService(self) -> None:
         # Children start in order and each waits for the previous one's listeners.
@@ -113,8 +164,8 @@ class Box(MultiService):
         start (a port taken, a database unreachable) stops what it had started, then fails."""
         self.running = True
         try:
-            for service in list(self):
-                yield service.startService()
+            for services in list(self.parties.values()):
+                yield self._start_services(services)
             if self.config.demo_data is not None:
                 yield seed_demo(self, self.config.demo_data)
             if self.config.population is not None:
@@ -137,15 +188,10 @@ class Box(MultiService):
 
     @inlineCallbacks
     def stopService(self) -> Any:
-        # Stop in reverse order of start: back offices and nodes before the hub.
+        # Stop in reverse order of start: institutions (the last started first), then the hub.
         self.running = False
-        for service in reversed(list(self)):
-            # One service failing to stop must not leave the others (and their database
-            # threads) running.
-            try:
-                yield service.stopService()
-            except Exception:
-                self.log.failure("{service} did not stop cleanly", service=service)
+        for services in reversed(list(self.parties.values())):
+            yield self._stop_services(services)
 
 
 @inlineCallbacks

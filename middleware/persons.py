@@ -1,8 +1,8 @@
-"""The node's 符号 ↔ 団体内統合宛名番号 store.
+"""Persons at a node: the integrated-address function and the 符号 ↔ 団体内統合宛名番号 store.
 
-An intermediate server pairs each person's integrated address number with its own 符号 and
-keeps nothing else about identity: never the individual number, never another
-institution's 符号.
+An intermediate server pairs each person's integrated address number with its own 符号 (and
+the 宛名番号 it is given) and keeps nothing else about identity: never the individual number,
+never another institution's 符号.
 """
 
 from __future__ import annotations

@@ -1,0 +1,124 @@
+"""The network as a party sees it: operations, the transport that carries them, and refusals.
+
+A party of the network (the hub, an intermediate server) never sees HTTP. It receives
+``(caller, operation, document)`` — who sent it (from the sender's certificate, established by
+whatever carries the message), which operation, the XML document — through its
+`NetworkEndpoint`, and answers with a document or a coded `RenkeiError`. It sends through a
+`Transport`: ``exchange(destination, operation, document)`` gives the answer document, or
+fails with `DeliveryRefused` (the receiver's coded refusal: final) or `TransientFailure`
+(anything that may succeed later). The mutual-TLS HTTPS transport and listener
+(`adapters.network_link`) and the in-memory network (`simulators.in_memory`) both carry
+exactly these, so the same party code runs over sockets or without them.
+
+The operations and the messages they carry (docs/protocol.md §3–§5):
+
+| operation | to | request | answer |
+|---|---|---|---|
+| ``fugo`` | hub | FugoRequest | FugoResponse |
+| ``permitted_list`` | hub | none | the signed PermittedList |
+| ``query`` | hub | QueryRequest | QueryAccepted |
+| ``records`` | hub | none; ``argument``: the 処理通番 | RecordList |
+| ``provision_request`` | node | ProvisionRequest | ProvisionRequestAck |
+| ``provision`` | hub, node | Provision | ProvisionAck |
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, TypeVar
+
+from twisted.internet.defer import Deferred
+
+from codes.errors import RenkeiError
+from middleware import messages
+
+__all__ = [
+    "FUGO",
+    "HUB",
+    "OPERATIONS",
+    "PERMITTED_LIST",
+    "PROVISION",
+    "PROVISION_REQUEST",
+    "QUERY",
+    "RECORDS",
+    "DeliveryRefused",
+    "NetworkEndpoint",
+    "TransientFailure",
+    "Transport",
+    "decode_answer",
+    "refusal_of",
+]
+
+HUB = "hub"
+"""The hub's name as a destination and as a caller (institutions go by their codes)."""
+
+FUGO = "fugo"
+PERMITTED_LIST = "permitted_list"
+QUERY = "query"
+RECORDS = "records"
+PROVISION_REQUEST = "provision_request"
+PROVISION = "provision"
+OPERATIONS = (FUGO, PERMITTED_LIST, QUERY, RECORDS, PROVISION_REQUEST, PROVISION)
+
+T = TypeVar("T", bound=messages.Message)
+
+
+class DeliveryRefused(Exception):
+    """The receiver answered with a coded refusal: retrying would not change the answer."""
+
+    def __init__(self, code: str, detail: str = "", transaction_number: str | None = None) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        # The 処理通番 under which the receiver recorded its refusal, if it gave one.
+        self.transaction_number = transaction_number
+
+
+class TransientFailure(Exception):
+    """The peer could not answer now (unreachable, 5xx, an unreadable answer): retry later."""
+
+
+class NetworkEndpoint(Protocol):
+    """What a party offers the network: one entry point for every operation it serves."""
+
+    def dispatch(
+        self, caller: str, operation: str, document: bytes | None, argument: str | None
+    ) -> Deferred[bytes]:
+        """The answer document to ``operation`` from ``caller``; fails with a `RenkeiError`
+        for a refusal (its status tells final refusals, 4xx, from "not now", 5xx)."""
+        ...
+
+
+class Transport(Protocol):
+    """How a party reaches the others."""
+
+    def exchange(
+        self,
+        destination: str,
+        operation: str,
+        document: bytes | None = None,
+        argument: str | None = None,
+    ) -> Deferred[bytes]:
+        """Send ``document`` to ``destination`` (``HUB`` or an institution code) for
+        ``operation``; the answer document, or `DeliveryRefused` / `TransientFailure`."""
+        ...
+
+    def close(self) -> Deferred[None]:
+        """Release what the transport holds (kept-alive connections)."""
+        ...
+
+
+def decode_answer(document: bytes, expected: type[T]) -> T:
+    """An answer decoded as ``expected`` (hardened parser, XSD); an unreadable answer is a
+    `TransientFailure` (the peer may answer properly later)."""
+    try:
+        return messages.decode(document, expected)
+    except RenkeiError as failure:
+        raise TransientFailure(f"unreadable answer: {failure}") from failure
+
+
+def refusal_of(error: RenkeiError) -> DeliveryRefused | TransientFailure:
+    """What a sender learns of a receiver's refusal: a final `DeliveryRefused` for a 4xx
+    code, a `TransientFailure` for a 5xx one (the same as over HTTP)."""
+    if 400 <= error.status < 500:
+        answer: Any = messages.error_message(error)
+        return DeliveryRefused(error.code, answer.message_en, answer.transaction_number)
+    return TransientFailure(f"{error.code}: {error.message_en}")

@@ -1,0 +1,119 @@
+"""The virtual clock: reactor time shifted, frozen, advanced or set, timers fired in order."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.error import AlreadyCancelled
+from twisted.internet.task import Clock, LoopingCall
+
+from middleware.clock import VirtualClock, utc_now
+
+
+def clocks(start: float = 1_000_000.0) -> tuple[Clock, VirtualClock]:
+    """A deterministic reactor time and a virtual clock following it."""
+    reactor = Clock()
+    reactor.advance(start)
+    return reactor, VirtualClock(reactor)
+
+
+def test_follows_the_reactor_until_moved() -> None:
+    """Unmoved, the clock tells the reactor's time; advanced, it stays that far ahead."""
+    reactor, clock = clocks()
+    assert clock.seconds() == reactor.seconds()
+    clock.advance(3600)
+    reactor.advance(10)
+    assert clock.seconds() == reactor.seconds() + 3600
+    assert clock.offset == 3600
+
+
+def test_timers_fire_as_real_time_reaches_them() -> None:
+    """A timer fires when the reactor's time brings the clock to it, not before."""
+    reactor, clock = clocks()
+    fired: list[str] = []
+    clock.callLater(5, fired.append, "five")
+    reactor.advance(4.9)
+    assert fired == []
+    reactor.advance(0.2)
+    assert fired == ["five"]
+
+
+def test_advancing_fires_every_due_timer_in_time_order() -> None:
+    """Moving eight days ahead fires the timers now due at once, earliest first, then those
+    scheduled at the same time in the order they were scheduled."""
+    _, clock = clocks()
+    fired: list[str] = []
+    clock.callLater(7 * 86400, fired.append, "week")
+    clock.callLater(60, fired.append, "minute")
+    clock.callLater(60, fired.append, "minute again")
+    clock.callLater(9 * 86400, fired.append, "later")
+    clock.advance(8 * 86400)
+    assert fired == ["minute", "minute again", "week"]
+
+
+def test_a_frozen_clock_stands_still_until_advanced_or_resumed() -> None:
+    """Frozen, the clock ignores the reactor and fires nothing; advanced, it fires what is
+    due; resumed, it runs on from where it stood."""
+    reactor, clock = clocks()
+    fired: list[str] = []
+    clock.callLater(10, fired.append, "ten")
+    clock.freeze()
+    stood = clock.seconds()
+    reactor.advance(100)
+    assert clock.seconds() == stood and fired == [] and clock.frozen
+    clock.advance(10)
+    assert fired == ["ten"]
+    clock.resume()
+    reactor.advance(5)
+    assert clock.seconds() == stood + 15 and not clock.frozen
+
+
+def test_setting_the_clock_back_fires_nothing_and_keeps_timers() -> None:
+    """Put back in time, the clock's timers wait for it to catch up again."""
+    reactor, clock = clocks()
+    fired: list[str] = []
+    clock.callLater(10, fired.append, "ten")
+    clock.set(clock.seconds() - 3600)
+    reactor.advance(3600 + 9)
+    assert fired == []
+    reactor.advance(1)
+    assert fired == ["ten"]
+
+
+def test_timers_can_be_cancelled_delayed_and_reset() -> None:
+    """A cancelled timer never fires (cancelling twice is refused); delay and reset move it."""
+    reactor, clock = clocks()
+    fired: list[str] = []
+    cancelled = clock.callLater(1, fired.append, "cancelled")
+    cancelled.cancel()
+    with pytest.raises(AlreadyCancelled):
+        cancelled.cancel()
+    delayed = clock.callLater(1, fired.append, "delayed")
+    delayed.delay(4)
+    reset = clock.callLater(1, fired.append, "reset")
+    reset.reset(2)
+    reactor.advance(2)
+    assert fired == ["reset"]
+    reactor.advance(3)
+    assert fired == ["reset", "delayed"]
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_looping_call_runs_on_the_clock() -> None:
+    """Periodic work driven by the clock runs once per period of the clock's time, also when
+    the clock jumps."""
+    _, clock = clocks()
+    ticks: list[float] = []
+    loop = LoopingCall(lambda: ticks.append(clock.seconds()))
+    loop.clock = clock
+    loop.start(60, now=False)
+    clock.advance(60)
+    clock.advance(60)
+    assert len(ticks) == 2
+    loop.stop()
+
+
+def test_utc_now_reads_the_clock() -> None:
+    """Wall time of a party comes from its clock, moved or not."""
+    _, clock = clocks(start=1_767_225_600.0)  # 2026-01-01T00:00:00Z
+    clock.advance(86400)
+    assert utc_now(clock).isoformat() == "2026-01-02T00:00:00+00:00"
