@@ -20,6 +20,7 @@ from twisted.web.resource import IResource, Resource
 
 from adapters.network_link import ListeningSite
 from middleware import outbox
+from middleware.clock import periodic
 from middleware.node import IntermediateServer
 from middleware.tables import held_provision, node_outbox, provision, query
 
@@ -116,8 +117,7 @@ class NodeMetrics(Service):
         description = self.node.institution.metrics_listen
         assert description is not None
         self._port = yield serverFromString(self._reactor, description).listen(self._site)
-        self._loop = LoopingCall(self.refresh)
-        self._loop.clock = self._reactor
+        self._loop = periodic(self.refresh, self.node.clock)
         self._loop.start(self._interval, now=True).addErrback(
             lambda failure: None  # the node is stopping: its database refuses work
         )

@@ -15,12 +15,14 @@ import heapq
 import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from twisted.internet.error import AlreadyCalled, AlreadyCancelled
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-__all__ = ["Clock", "ReactorTime", "VirtualClock", "iso", "utc_now"]
+__all__ = ["Clock", "ReactorTime", "VirtualClock", "iso", "periodic", "utc_now"]
 
 _log = Logger(namespace=__name__)
 
@@ -42,6 +44,13 @@ class ReactorTime(Clock, Protocol):
 def utc_now(clock: Clock) -> datetime:
     """The current time of ``clock`` as an aware UTC datetime (microseconds dropped)."""
     return datetime.fromtimestamp(clock.seconds(), UTC).replace(microsecond=0)
+
+
+def periodic(work: Callable[[], Any], clock: ReactorTime) -> LoopingCall:
+    """A ``LoopingCall`` of ``work`` whose time and timers are ``clock``'s."""
+    loop = LoopingCall(work)
+    loop.clock = cast(IReactorTime, clock)
+    return loop
 
 
 def iso(moment: datetime) -> str:

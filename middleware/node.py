@@ -39,7 +39,7 @@ from crypto.pki import (
 from crypto.xmlsig import CAVerifier, PinnedVerifier, SignatureInvalid, Signer
 from middleware import conditions, held_queue, messages, persons, replica
 from middleware.audit import SYSTEM, append_audit
-from middleware.clock import Clock, utc_now
+from middleware.clock import ReactorTime, periodic, utc_now
 from middleware.config import BackOfficeSystem, Config, InstitutionConfig
 from middleware.hardened_xml import parse_xml, serialize
 from middleware.network import (
@@ -131,11 +131,13 @@ class IntermediateServer(Service):
         catalogue: Catalogue,
         reactor: Any,
         transport: Transport,
-        clock: Clock | None = None,
+        clock: ReactorTime | None = None,
     ) -> None:
         self.config = config
-        # Wall time comes from ``clock`` (the reactor unless a test moves time itself).
-        self.clock: Clock = reactor if clock is None else clock
+        # Wall time and the timers of every job (outbox retries, list refresh, retention and
+        # hold sweeps) come from ``clock``: the network's one clock in a box, else the
+        # reactor. Request-level waits (a long poll, a registration's wait) are real time.
+        self.clock: ReactorTime = reactor if clock is None else clock
         self.institution = institution
         self.code = institution.code
         self.catalogue = catalogue
@@ -149,7 +151,12 @@ class IntermediateServer(Service):
         self._transport = transport
         self.database = Database(reactor, institution.database)
         self.outbox = Outbox(
-            self.database, node_outbox, reactor, self._deliver, config.retry, config.poll_interval
+            self.database,
+            node_outbox,
+            self.clock,
+            self._deliver,
+            config.retry,
+            config.poll_interval,
         )
         self.permitted_list: PermittedList | None = None
         self._loops: list[LoopingCall] = []
@@ -179,8 +186,7 @@ class IntermediateServer(Service):
         self._every(self.config.retention_interval, self.expire_held)
 
     def _every(self, interval: float, work: Callable[[], Any], now: bool = True) -> None:
-        loop = LoopingCall(work)
-        loop.clock = self._reactor
+        loop = periodic(work, self.clock)
         loop.start(interval, now=now).addErrback(
             lambda failure: self.log.failure("periodic task stopped", failure)
         )
@@ -207,12 +213,16 @@ class IntermediateServer(Service):
             yield self.sync_permitted_list()
         except Exception as failure:
             self.log.warn("permitted-query list not refreshed: {failure}", failure=failure)
-            if self.permitted_list is None:
-                # Nothing to work on yet: try again soon rather than at the next refresh.
-                self._reactor.callLater(1.0, self._refresh_once_more)
+        if not self._list_in_force():
+            # Nothing to work on (no list yet, or only an expired one): try again soon
+            # rather than at the next refresh.
+            self.clock.callLater(1.0, self._refresh_once_more)
+
+    def _list_in_force(self) -> bool:
+        return self.permitted_list is not None and self.now() < self.permitted_list.expires_at
 
     def _refresh_once_more(self) -> None:
-        if self.running and self.permitted_list is None:
+        if self.running and not self._list_in_force():
             self._refresh_permitted_list()
 
     @inlineCallbacks

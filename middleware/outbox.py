@@ -13,15 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Connection, Table, func, select
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
-from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from middleware.clock import Clock, utc_now
+from middleware.clock import ReactorTime, periodic, utc_now
 from middleware.network import DeliveryRefused
 from middleware.storage import Database
 
@@ -177,7 +176,7 @@ class Outbox:
         self,
         database: Database,
         table: Table,
-        clock: Clock,
+        clock: ReactorTime,
         sender: Sender,
         policy: RetryPolicy,
         poll_interval: float = 1.0,
@@ -194,8 +193,7 @@ class Outbox:
         self._in_flight: set[Deferred[None]] = set()
 
     def start(self) -> None:
-        self._loop = LoopingCall(self.poll)
-        self._loop.clock = cast(IReactorTime, self._clock)
+        self._loop = periodic(self.poll, self._clock)
         self._loop.start(self._poll_interval, now=True).addErrback(
             lambda failure: self.log.failure("outbox poller stopped", failure)
         )
@@ -258,7 +256,7 @@ def _settle_with_now(
     connection: Connection,
     work: Callable[..., None],
     table: Table,
-    clock: Clock,
+    clock: ReactorTime,
     message_id: str,
     *rest: Any,
 ) -> None:

@@ -26,6 +26,7 @@ from adapters.network_link import (
     institution_transport,
 )
 from codes.catalogue import default_catalogue
+from middleware.clock import ReactorTime, VirtualClock
 from middleware.config import Config, ConfigError, InstitutionConfig, PopulationConfig, load_config
 from middleware.network import HUB
 from middleware.node import IntermediateServer
@@ -54,9 +55,12 @@ class Box(Service):
 
     log = Logger()
 
-    def __init__(self, config: Config, reactor: Any) -> None:
+    def __init__(self, config: Config, reactor: Any, clock: ReactorTime | None = None) -> None:
         self.config = config
         self.reactor = reactor
+        # The network's one clock, given to every party: real time unless moved (tests, and
+        # later the control API, freeze, advance or set it).
+        self.clock: Any = VirtualClock(reactor) if clock is None else clock
         self.catalogue = default_catalogue()
         self.hub: Hub | None = None
         self.nodes: dict[str, IntermediateServer] = {}
@@ -72,7 +76,7 @@ class Box(Service):
             self._add(institution.name, self._institution_services(institution))
 
     def _hub_services(self, config: Config) -> list[Service]:
-        hub = Hub(config, self.reactor, hub_transport(self.reactor, config))
+        hub = Hub(config, self.reactor, hub_transport(self.reactor, config), self.clock)
         self.hub = hub
         return [hub, hub_listener(self.reactor, config, hub)]
 
@@ -88,6 +92,7 @@ class Box(Service):
             self.catalogue,
             reactor,
             institution_transport(reactor, self.config, institution),
+            self.clock,
         )
         self.nodes[name] = node
         self.back_offices[name] = BackOfficeApi(node, reactor)

@@ -10,7 +10,6 @@ import random
 import socket
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Connection
 
@@ -239,14 +238,3 @@ def register(connection: Connection, number: str, now: datetime) -> None:
     """Register a person in a node database before the 符号 is acquired (through the
     integrated-address function, with a person key made from the number itself)."""
     enrol(connection, person_key(bytes(32), number), number, now)
-
-
-class MovableClock:
-    """Wall time that a test can move forward (the node's injected clock)."""
-
-    def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
-        self.offset = 0.0
-
-    def seconds(self) -> float:
-        return float(self._reactor.seconds()) + self.offset

@@ -13,7 +13,7 @@ from codes.errors import RenkeiError
 from middleware.node import IntermediateServer
 from middleware.tables import node_outbox, node_records
 from simulators.back_office import BackOfficeClient
-from tests.network import CARE_INFORMATION, CARE_INSURANCE, MEGURO, MovableClock
+from tests.network import CARE_INFORMATION, CARE_INSURANCE, MEGURO
 from tests.test_flow import count
 
 TARO_MEGURO = "000000000010002"
@@ -148,15 +148,12 @@ async def test_held_provision_outlives_its_permit_and_is_approved_after_it(
 ) -> None:
     """A hold does not end with the permit (600 s in the test network): an hour later the
     held item is still waiting and its approval reaches the requester."""
-    from twisted.internet import reactor
-
     query_id = await setagaya_asks.ask()
     await wait_for_state(setagaya_asks, query_id, "held")
     meguro = box.nodes["meguro"]
     item = await held_item(meguro)
     assert item.hold_expires_at - item.held_at == timedelta(hours=72)
-    meguro.clock = MovableClock(reactor)
-    meguro.clock.offset = 3600
+    box.clock.advance(3600)
     assert await meguro.expire_held() == 0
     await meguro.approve_held(item.transaction_number, "approver1")
     status = await wait_for_state(setagaya_asks, query_id, "provided")
@@ -167,22 +164,18 @@ async def test_held_provision_outlives_its_permit_and_is_approved_after_it(
 async def test_held_provision_not_decided_within_its_hold_is_refused_and_stays_listed(
     box: Any, setagaya_asks: Any
 ) -> None:
-    """A held item still undecided when its 72-hour hold ends can no longer be approved, is
-    refused with HoldExpired, and stays listed among the expired holds."""
-    from twisted.internet import reactor
-
+    """When the network's clock passes the end of a 72-hour hold, the provider's own sweep
+    refuses it with HoldExpired; it can no longer be approved and stays listed as expired."""
     query_id = await setagaya_asks.ask()
     await wait_for_state(setagaya_asks, query_id, "held")
     meguro = box.nodes["meguro"]
     item = await held_item(meguro)
-    meguro.clock = MovableClock(reactor)
-    meguro.clock.offset = 72 * 3600 + 1
-    with pytest.raises(RenkeiError) as late:
-        await meguro.approve_held(item.transaction_number, "approver1")
-    assert late.value.code == "HoldExpired"
-    assert await meguro.expire_held() == 1
+    box.clock.advance(72 * 3600 + 1)
     status = await wait_for_state(setagaya_asks, query_id, "refused")
     assert status["error"]["code"] == "HoldExpired"
+    with pytest.raises(RenkeiError) as late:
+        await meguro.approve_held(item.transaction_number, "approver1")
+    assert late.value.code == "HeldAlreadyDecided"
     assert await meguro.held_items() == []
     (ended,) = await meguro.expired_holds()
     assert (ended.transaction_number, ended.state) == (item.transaction_number, "expired")

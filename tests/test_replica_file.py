@@ -203,6 +203,7 @@ def fake_node(url: str, catalogue: Catalogue) -> Any:
         institution=SimpleNamespace(code=MEGURO, provides=(CARE,), system=systems.get),
         database=database,
         now=lambda: NOW,
+        clock=reactor,
     )
 
 

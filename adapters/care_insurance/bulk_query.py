@@ -44,6 +44,7 @@ from codes.typed import (
     validate_procedure_code,
 )
 from middleware import messages, persons
+from middleware.clock import periodic
 from middleware.hardened_xml import parse_xml
 from middleware.node import FINISHED, IntermediateServer, QuerySubmission, conditions_json
 from middleware.storage import DatabaseStopped
@@ -1218,8 +1219,7 @@ class BulkQueries:
                 released=released,
             )
         self._running = True
-        self._loop = LoopingCall(self._tick)
-        self._loop.clock = self.reactor
+        self._loop = periodic(self._tick, self.node.clock)
         self._loop.start(self.poll_interval, now=True).addErrback(
             lambda failure: self.log.failure("bulk-query driver stopped", failure)
         )
@@ -1266,7 +1266,7 @@ class BulkQueries:
             return None
         self._busy = True
         outcomes, self._outcomes = self._outcomes, []
-        paused = self.reactor.seconds() < self._paused_until
+        paused = self.node.clock.seconds() < self._paused_until
         limit = 0 if paused else CLAIM_BATCH
         worked = self.node.database.run(drive, outcomes, limit, self.window, self.node.now())
 
@@ -1292,7 +1292,7 @@ class BulkQueries:
             self._tick()
 
     def _pump(self) -> None:
-        if self.reactor.seconds() < self._paused_until:
+        if self.node.clock.seconds() < self._paused_until:
             self._release_queue()
             return
         while self._running and self._queue and self._in_flight < self.concurrency:
@@ -1322,7 +1322,7 @@ class BulkQueries:
             return Outcome(*key, ERROR, error_code=errors.INTERNAL.code)
         if error.status == 503:
             # No valid permitted-query list or no network for now: retry the line later.
-            self._paused_until = self.reactor.seconds() + RETRY_PAUSE
+            self._paused_until = self.node.clock.seconds() + RETRY_PAUSE
             return Outcome(*key, PENDING)
         state = {
             errors.NOT_PERMITTED.code: NOT_PERMITTED,

@@ -45,6 +45,7 @@ from codes import errors
 from codes.catalogue import Catalogue
 from codes.errors import RenkeiError
 from middleware import replica
+from middleware.clock import periodic
 from middleware.config import BackOfficeSystem, InstitutionConfig
 from middleware.hardened_xml import iter_children, serialize
 from middleware.node import IntermediateServer
@@ -799,8 +800,7 @@ class ReplicaInbox(Service):
         super().startService()
         for folder in (self.directory, self.results, self.done, self.failed):
             folder.mkdir(parents=True, exist_ok=True)
-        self._loop = LoopingCall(self._scan)
-        self._loop.clock = self.reactor
+        self._loop = periodic(self._scan, self.node.clock)
         self._stopped = self._loop.start(self.interval, now=True).addErrback(
             lambda failure: self.log.failure("副本 inbox stopped", failure)
         )

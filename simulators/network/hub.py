@@ -28,7 +28,7 @@ from codes.errors import RenkeiError
 from crypto.pki import PkiLayout, load_certificate, load_secret_key
 from crypto.xmlsig import Signer
 from middleware import messages
-from middleware.clock import utc_now
+from middleware.clock import ReactorTime, periodic, utc_now
 from middleware.config import Config, InstitutionConfig
 from middleware.hardened_xml import serialize
 from middleware.network import (
@@ -90,11 +90,18 @@ class Hub(Service):
 
     log = Logger()
 
-    def __init__(self, config: Config, reactor: Any, transport: Transport) -> None:
+    def __init__(
+        self,
+        config: Config,
+        reactor: Any,
+        transport: Transport,
+        clock: ReactorTime | None = None,
+    ) -> None:
         assert config.network is not None
         self._config = config
         self._network = config.network
-        self._reactor = reactor
+        # Wall time and timers (list issuance, outbox retries): the network's one clock.
+        self.clock: ReactorTime = reactor if clock is None else clock
         layout = PkiLayout(config.pki)
         self._signer = Signer(layout.hub_signing().load())
         self._fugo = FugoCipher(load_secret_key(layout.hub_fugo_key()))
@@ -113,7 +120,7 @@ class Hub(Service):
         self.outbox = Outbox(
             self.database,
             hub_outbox,
-            reactor,
+            self.clock,
             self._deliver,
             config.retry,
             config.poll_interval,
@@ -130,8 +137,7 @@ class Hub(Service):
         self.database.start()
         yield self.database.migrate(MIGRATIONS)
         yield self.issue_permitted_list()
-        self._list_loop = LoopingCall(self.issue_permitted_list)
-        self._list_loop.clock = self._reactor
+        self._list_loop = periodic(self.issue_permitted_list, self.clock)
         self._list_loop.start(self._network.list_validity / 2, now=False)
         self.outbox.start()
 
@@ -151,7 +157,7 @@ class Hub(Service):
     @inlineCallbacks
     def issue_permitted_list(self) -> Any:
         """Sign and publish a new version of the list from the rules file and the registry."""
-        now = utc_now(self._reactor)
+        now = utc_now(self.clock)
         expires_at = now + timedelta(seconds=self._network.list_validity)
         institutions = directory(
             ListedInstitution(m.code, m.display_name, m.kind) for m in self._config.institutions
@@ -276,7 +282,7 @@ class Hub(Service):
         query is recorded too (番号法 第23条: what was asked), and the refusal names its
         処理通番. A retried request gets the first answer again."""
         number, outgoing, refusal = yield self.database.run(
-            self._record_query, requester, query, utc_now(self._reactor)
+            self._record_query, requester, query, utc_now(self.clock)
         )
         if refusal is not None:
             raise refusal
@@ -460,7 +466,7 @@ class Hub(Service):
     def receive_provision(self, sender: str, provision: messages.Provision) -> Any:
         """情報提供 from a provider: relay it, unread, to the requester; the acknowledgement."""
         outgoing = yield self.database.run(
-            self._record_provision, sender, provision, utc_now(self._reactor)
+            self._record_provision, sender, provision, utc_now(self.clock)
         )
         if outgoing is not None:
             self.outbox.send_now(outgoing)
@@ -554,7 +560,7 @@ class Hub(Service):
         except DeliveryRefused as refusal:
             # The provider refused: tell the requester, with the provider's code.
             outgoing = yield self.database.run(
-                self._provider_refused, message.reference, refusal.code, utc_now(self._reactor)
+                self._provider_refused, message.reference, refusal.code, utc_now(self.clock)
             )
             if outgoing is not None:
                 self.outbox.send_now(outgoing)
@@ -590,5 +596,5 @@ class Hub(Service):
         update = hub_query.update().where(hub_query.c.transaction_number == number)
         if expected is not None:
             update = update.where(hub_query.c.state == expected)
-        finished = {"finished_at": utc_now(self._reactor)} if state in (COMPLETED, FAILED) else {}
+        finished = {"finished_at": utc_now(self.clock)} if state in (COMPLETED, FAILED) else {}
         connection.execute(update.values(state=state, **finished))
