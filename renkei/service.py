@@ -28,9 +28,10 @@ from adapters.network_link import (
 from codes.catalogue import default_catalogue
 from middleware.clock import ReactorTime, VirtualClock
 from middleware.config import Config, ConfigError, InstitutionConfig, PopulationConfig, load_config
-from middleware.network import HUB
+from middleware.network import HUB, Transport
 from middleware.node import IntermediateServer
 from simulators.back_office import BackOfficeClient, BackOfficeError
+from simulators.in_memory import InMemoryNetwork
 from simulators.network import jukinet
 from simulators.network.hub import Hub
 
@@ -55,9 +56,18 @@ class Box(Service):
 
     log = Logger()
 
-    def __init__(self, config: Config, reactor: Any, clock: ReactorTime | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        reactor: Any,
+        clock: ReactorTime | None = None,
+        network: InMemoryNetwork | None = None,
+    ) -> None:
         self.config = config
         self.reactor = reactor
+        # With ``network``, the parties are linked through it in memory (no network
+        # listeners, the same party code); else over mutual-TLS HTTPS as configured.
+        self.network = network
         # The network's one clock, given to every party: real time unless moved (tests, and
         # later the control API, freeze, advance or set it).
         self.clock: Any = VirtualClock(reactor) if clock is None else clock
@@ -76,6 +86,11 @@ class Box(Service):
             self._add(institution.name, self._institution_services(institution))
 
     def _hub_services(self, config: Config) -> list[Service]:
+        if self.network is not None:
+            hub = Hub(config, self.reactor, self.network.transport(HUB), self.clock)
+            self.network.connect(HUB, hub)
+            self.hub = hub
+            return [hub]
         hub = Hub(config, self.reactor, hub_transport(self.reactor, config), self.clock)
         self.hub = hub
         return [hub, hub_listener(self.reactor, config, hub)]
@@ -86,21 +101,22 @@ class Box(Service):
         from adapters.metrics import NodeMetrics
 
         reactor, name = self.reactor, institution.name
+        transport: Transport = (
+            self.network.transport(institution.code)
+            if self.network is not None
+            else institution_transport(reactor, self.config, institution)
+        )
         node = IntermediateServer(
-            self.config,
-            institution,
-            self.catalogue,
-            reactor,
-            institution_transport(reactor, self.config, institution),
-            self.clock,
+            self.config, institution, self.catalogue, reactor, transport, self.clock
         )
         self.nodes[name] = node
         self.back_offices[name] = BackOfficeApi(node, reactor)
-        services: list[Service] = [
-            node,
-            institution_listener(reactor, self.config, institution, node),
-            self.back_offices[name],
-        ]
+        services: list[Service] = [node]
+        if self.network is not None:
+            self.network.connect(institution.code, node)
+        else:
+            services.append(institution_listener(reactor, self.config, institution, node))
+        services.append(self.back_offices[name])
         if institution.console_listen is not None:
             self.consoles[name] = ConsoleService(node, reactor)
             services.append(self.consoles[name])
@@ -135,6 +151,8 @@ class Box(Service):
     def stop_party(self, party: str) -> Any:
         """Stop one party (``hub`` or an institution's name) and every service of it, its
         listeners included, as when that party's process dies; the others go on."""
+        if self.network is not None:
+            self.network.disconnect(HUB if party == HUB else self.config.institution(party).code)
         yield self._stop_services(self.parties.pop(party))
 
     @inlineCallbacks

@@ -31,19 +31,45 @@ def network_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_network_pki(tmp_path_factory.mktemp("network-pki"))
 
 
-@pytest_twisted.async_yield_fixture
-async def box(tmp_path: Path, network_pki: Path) -> AsyncIterator[Any]:
-    """A running network in a box (hub, Meguro, Setagaya) with the demo population."""
+async def running_box(config: Any, *, in_memory: bool) -> Any:
+    """A box of ``config``, started: its parties linked in memory or over mutual TLS."""
     from twisted.internet import reactor
 
     from renkei.service import Box
+    from simulators.in_memory import InMemoryNetwork
 
-    running = Box(write_config(tmp_path, network_pki), reactor)
+    running = Box(config, reactor, network=InMemoryNetwork(reactor) if in_memory else None)
     await running.start()
+    return running
+
+
+@pytest_twisted.async_yield_fixture
+async def box(tmp_path: Path, network_pki: Path) -> AsyncIterator[Any]:
+    """A running network in a box (hub, Meguro, Setagaya) with the demo population, its
+    parties linked in memory (the same party code, no network sockets; the back-office API
+    and the console still listen on loopback)."""
+    running = await running_box(write_config(tmp_path, network_pki), in_memory=True)
     try:
         yield running
     finally:
         await running.stopService()
+
+
+@pytest_twisted.async_yield_fixture
+async def tls_box(tmp_path: Path, network_pki: Path) -> AsyncIterator[Any]:
+    """The same box with every link over real loopback mutual TLS (the network listeners
+    and transports of a deployment)."""
+    running = await running_box(write_config(tmp_path, network_pki), in_memory=False)
+    try:
+        yield running
+    finally:
+        await running.stopService()
+
+
+@pytest.fixture(params=["in-memory", "mutual-tls"])
+def either_box(request: pytest.FixtureRequest) -> Any:
+    """The box linked in memory, then the same over mutual TLS: a test of both links."""
+    return request.getfixturevalue("box" if request.param == "in-memory" else "tls_box")
 
 
 @pytest_twisted.async_yield_fixture

@@ -30,7 +30,7 @@ from tests.network import (
 )
 from tests.test_bulk_query import bulk, file_of, line, result_rows, until_ended
 from tests.test_flow import ask_tax
-from tests.test_refusals import as_institution, refused_code
+from tests.test_refusals import post_query_to_hub, refused_code
 
 HANAKO_SETAGAYA = "000000000020001"
 
@@ -134,13 +134,7 @@ async def test_hub_refuses_a_delegation_not_on_its_list_and_records_it(box: Any)
             delegating_requester=SETAGAYA,
         )
     )
-    client = as_institution(box, MEGURO)
-    try:
-        code = await refused_code(
-            client.post(box.config.hub_address + "/queries", body, messages.QueryAccepted)
-        )
-    finally:
-        await client.close()
+    code = await refused_code(post_query_to_hub(box, body))
     assert code == "DelegationNotPermitted"
     refused = box.hub.database.run_blocking(
         lambda connection: connection.execute(

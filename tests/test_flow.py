@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from middleware.tables import (
 from simulators.back_office import BackOfficeError
 from tests.network import (
     CARE_CERTIFICATION,
+    CARE_INSURANCE,
     HANAKO_MEGURO,
     ICHIRO_MEGURO,
     MEGURO,
@@ -64,12 +66,29 @@ async def wait_until(condition: Any, timeout: float = 20.0) -> None:
         waited += 0.05
 
 
+@pytest_twisted.async_yield_fixture
+async def care_of(either_box: Any) -> AsyncIterator[tuple[Any, Any]]:
+    """Either box with Meguro's care-insurance client."""
+    from twisted.internet import reactor
+
+    from simulators.back_office import BackOfficeClient
+
+    client = BackOfficeClient(
+        reactor, either_box.config, either_box.config.institution("meguro"), CARE_INSURANCE
+    )
+    try:
+        yield either_box, client
+    finally:
+        await client.close()
+
+
 @pytest_twisted.ensureDeferred
 async def test_query_is_provided_decrypted_and_recorded_by_all_three_parties(
-    box: Any, meguro_care: Any
+    care_of: tuple[Any, Any],
 ) -> None:
     """A permitted query returns the provider's replica items, and hub, requester and provider
-    each record the transaction in an intact hash chain."""
+    each record the transaction in an intact hash chain (in memory and over mutual TLS)."""
+    box, meguro_care = care_of
     submitted = await ask_tax(meguro_care)
     status = await meguro_care.wait_for_result(submitted["query_id"])
 
@@ -174,7 +193,8 @@ async def test_unknown_information_name_is_refused(box: Any, meguro_care: Any) -
 async def test_provision_delivered_twice_is_stored_once(box: Any, meguro_care: Any) -> None:
     """Re-delivering the same provision to the requester is acknowledged and changes nothing."""
     from middleware import messages
-    from tests.test_refusals import as_hub
+    from middleware.network import HUB, PROVISION
+    from tests.test_refusals import send
 
     submitted = await ask_tax(meguro_care)
     status = await meguro_care.wait_for_result(submitted["query_id"])
@@ -187,15 +207,7 @@ async def test_provision_delivered_twice_is_stored_once(box: Any, meguro_care: A
             )
         ).scalar_one()
     )
-    client = as_hub(box)
-    try:
-        ack = await client.post(
-            box.config.institution("meguro").network_address + "/provisions",
-            relayed,
-            messages.ProvisionAck,
-        )
-    finally:
-        await client.close()
+    ack = await send(box, HUB, MEGURO, PROVISION, relayed, messages.ProvisionAck)
     assert ack.transaction_number == number
     results = count(
         box,
@@ -209,10 +221,11 @@ async def test_provision_delivered_twice_is_stored_once(box: Any, meguro_care: A
 
 @pytest_twisted.ensureDeferred
 async def test_provider_restarted_mid_flow_delivers_exactly_once(
-    box: Any, meguro_care: Any
+    care_of: tuple[Any, Any],
 ) -> None:
     """With the provider down when the hub delivers, the hub retries; the restarted provider
-    answers once and the requester receives exactly one result."""
+    answers once and the requester receives exactly one result (in memory and over TLS)."""
+    box, meguro_care = care_of
     await box.stop_party("setagaya")
     submitted = await ask_tax(meguro_care)
     # Let the hub fail at least once against the stopped provider.

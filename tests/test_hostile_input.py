@@ -275,15 +275,15 @@ async def test_chunked_body_over_the_limit_is_cut_while_it_arrives(box: Any) -> 
 
 @pytest_twisted.ensureDeferred
 async def test_network_listener_refuses_a_body_over_one_message_with_an_error_message(
-    box: Any,
+    tls_box: Any,
 ) -> None:
     """The node's network listener answers a body over 1 MiB with an XML Error message."""
     from middleware import messages
 
-    layout = PkiLayout(box.config.pki)
+    layout = PkiLayout(tls_box.config.pki)
     context = _client_context(layout, layout.hub_tls())
     status, body = await declare_too_much(
-        box.config.institution("meguro").network_address,
+        tls_box.config.institution("meguro").network_address,
         context,
         b"/provision-requests",
         b"application/xml",

@@ -153,19 +153,19 @@ async def test_the_flow_works_on_postgresql(
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_stopped_hub_drops_the_connections_kept_alive_to_it(box: Any) -> None:
+async def test_a_stopped_hub_drops_the_connections_kept_alive_to_it(tls_box: Any) -> None:
     """Stopping a listener closes the kept-alive connections too: a client that used the old
     hub reaches the hub started in its place on the same port, not the stopped one."""
     from middleware import messages
     from tests.network import MEGURO
     from tests.test_refusals import as_institution
 
-    client = as_institution(box, MEGURO)
+    client = as_institution(tls_box, MEGURO)
     try:
-        await client.get(box.config.hub_address + "/permitted-list")  # a kept-alive link
-        await box.stop_party("hub")
-        replacement = await box.start_party("hub")
-        document = await client.get(box.config.hub_address + "/permitted-list")
+        await client.get(tls_box.config.hub_address + "/permitted-list")  # a kept-alive link
+        await tls_box.stop_party("hub")
+        replacement = await tls_box.start_party("hub")
+        document = await client.get(tls_box.config.hub_address + "/permitted-list")
         element = messages.decode_signed(document, messages.PermittedListDocument)
         assert int(element.get("version")) == replacement.permitted_list.version
     finally:

@@ -16,11 +16,12 @@ from typing import Any
 import pytest_twisted
 from sqlalchemy import select
 
+from middleware.network import HUB, PROVISION_REQUEST
 from middleware.records import records_of_transaction, verify_chain
 from middleware.tables import hub_record_head, hub_records, node_record_head, node_records
 from tests.network import MEGURO, REPOSITORY, SETAGAYA
 from tests.test_flow import ask_tax
-from tests.test_refusals import as_hub, post_to_setagaya, provision_request, refused_code
+from tests.test_refusals import post_to_setagaya, provision_request, refused_code, send
 
 EXPIRED = -timedelta(seconds=1)
 
@@ -125,13 +126,8 @@ async def test_refused_request_shows_in_the_console_record_search(box: Any) -> N
 
     number = f"{uuid.uuid4().int % 10**20:020d}"
     body = provision_request(box, number=number, provider=MEGURO, valid_for=EXPIRED)
-    client = as_hub(box)
-    try:
-        address = box.config.institution("meguro").network_address
-        refused = client.post(address + "/provision-requests", body, messages.ProvisionRequestAck)
-        assert await refused_code(refused) == "PermitExpired"
-    finally:
-        await client.close()
+    refused = send(box, HUB, MEGURO, PROVISION_REQUEST, body, messages.ProvisionRequestAck)
+    assert await refused_code(refused) == "PermitExpired"
     await add_users(box.nodes["meguro"])
     operator = await logged_in(box, "op", None)
     code, page, _ = await operator.get("/records?status=refused&lang=en")

@@ -13,7 +13,7 @@ import pytest_twisted
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import func, select
 
-from adapters.network_link import NetworkClient, TransientFailure, host_and_port
+from adapters.network_link import ROUTES, NetworkClient, TransientFailure, host_and_port
 from crypto.envelope import open_envelope
 from crypto.pki import (
     InstitutionEntry,
@@ -27,7 +27,14 @@ from crypto.tls import ClientTLSPolicy
 from crypto.xmlsig import Signer
 from middleware import messages
 from middleware.clock import utc_now
-from middleware.network import DeliveryRefused
+from middleware.network import (
+    HUB,
+    PROVISION,
+    PROVISION_REQUEST,
+    QUERY,
+    DeliveryRefused,
+    decode_answer,
+)
 from middleware.tables import (
     hub_outbox,
     hub_query,
@@ -130,18 +137,37 @@ def provision_request(
     )
 
 
-async def post_to_setagaya(box: Any, body: bytes, client: NetworkClient | None = None) -> Any:
-    own = client is None
-    client = client or as_hub(box)
+async def send(
+    box: Any, sender: str, destination: str, operation: str, body: bytes, expected: Any
+) -> Any:
+    """One message of ``sender`` to ``destination`` over the box's links, as a party would
+    send it (in memory, or over mutual TLS with the sender's certificate for a TLS box): the
+    decoded answer, or DeliveryRefused / TransientFailure."""
+    if box.network is not None:
+        document = await box.network.transport(sender).exchange(destination, operation, body)
+        return decode_answer(document, expected)
+    client = as_hub(box) if sender == HUB else as_institution(box, sender)
+    method, path = ROUTES[operation]
+    address = (
+        box.config.hub_address
+        if destination == HUB
+        else next(i for i in box.config.institutions if i.code == destination).network_address
+    )
     try:
-        return await client.post(
-            box.config.institution("setagaya").network_address + "/provision-requests",
-            body,
-            messages.ProvisionRequestAck,
-        )
+        document = await client.request(method, address + path, body)
     finally:
-        if own:
-            await client.close()
+        await client.close()
+    return decode_answer(document, expected)
+
+
+async def post_to_setagaya(box: Any, body: bytes, sender: str = HUB) -> Any:
+    """A provision request sent to Setagaya (by the hub unless told otherwise)."""
+    return await send(box, sender, SETAGAYA, PROVISION_REQUEST, body, messages.ProvisionRequestAck)
+
+
+async def post_query_to_hub(box: Any, body: bytes, sender: str = MEGURO) -> Any:
+    """A query request sent to the hub (by Meguro unless told otherwise)."""
+    return await send(box, sender, HUB, QUERY, body, messages.QueryAccepted)
 
 
 def count(database: Any, table: Any) -> int:
@@ -260,13 +286,7 @@ async def test_hub_refuses_a_query_not_on_the_list_when_forced_past_the_requeste
             provider=SETAGAYA,
         )
     )
-    client = as_institution(box, MEGURO)
-    try:
-        code = await refused_code(
-            client.post(box.config.hub_address + "/queries", body, messages.QueryAccepted)
-        )
-    finally:
-        await client.close()
+    code = await refused_code(post_query_to_hub(box, body))
     assert code == "NotPermitted"
     assert hub_refusals(box) == [("refused", "NotPermitted")]
     assert count(box.hub.database, hub_outbox) == 0
@@ -285,13 +305,7 @@ async def test_hub_refuses_a_fugo_issued_to_another_institution(box: Any) -> Non
             provider=SETAGAYA,
         )
     )
-    client = as_institution(box, MEGURO)
-    try:
-        code = await refused_code(
-            client.post(box.config.hub_address + "/queries", body, messages.QueryAccepted)
-        )
-    finally:
-        await client.close()
+    code = await refused_code(post_query_to_hub(box, body))
     assert code == "FugoInvalid"
     assert hub_refusals(box) == [("refused", "FugoInvalid")]
     assert count(box.hub.database, hub_outbox) == 0
@@ -299,33 +313,21 @@ async def test_hub_refuses_a_fugo_issued_to_another_institution(box: Any) -> Non
 
 @pytest_twisted.ensureDeferred
 async def test_only_the_hub_may_send_provision_requests(box: Any) -> None:
-    """A node's network listener refuses a provision request from an institution's certificate."""
-    layout = PkiLayout(box.config.pki)
-    from twisted.internet import reactor
-
-    policy = ClientTLSPolicy(
-        [load_certificate(layout.ca().certificate)], layout.institution_tls(MEGURO).load()
-    )
-    host, port = host_and_port(box.config.institution("setagaya").network_address)
-    policy.expect(host, port, server_name_of_institution(SETAGAYA))
-    client = NetworkClient(reactor, policy)
-    try:
-        code = await refused_code(post_to_setagaya(box, provision_request(box), client))
-    finally:
-        await client.close()
+    """A node refuses a provision request sent by an institution rather than the hub."""
+    code = await refused_code(post_to_setagaya(box, provision_request(box), sender=MEGURO))
     assert code == "CertificateNotAuthorized"
     assert count(box.nodes["setagaya"].database, provision) == 0
 
 
 @pytest_twisted.ensureDeferred
-async def test_client_certificate_from_another_ca_is_refused(box: Any, tmp_path: Path) -> None:
+async def test_client_certificate_from_another_ca_is_refused(tls_box: Any, tmp_path: Path) -> None:
     """An institution certificate issued by another CA cannot even complete the handshake."""
     rogue = tmp_path / "rogue-pki"
     init_pki(rogue, [InstitutionEntry(MEGURO, (CARE_INSURANCE,))])
-    client = as_institution(box, MEGURO, pki=rogue)
+    client = as_institution(tls_box, MEGURO, pki=rogue)
     try:
         with pytest.raises(TransientFailure):
-            await client.get(box.config.hub_address + "/permitted-list")
+            await client.get(tls_box.config.hub_address + "/permitted-list")
     finally:
         await client.close()
 
@@ -464,31 +466,28 @@ HOSTILE = {
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 @pytest_twisted.ensureDeferred
-async def test_hostile_xml_to_the_hub_is_refused_and_stores_nothing(box: Any, case: str) -> None:
-    """Hostile documents sent to the hub get their coded error and leave no trace."""
+async def test_hostile_xml_to_the_hub_is_refused_and_stores_nothing(
+    tls_box: Any, case: str
+) -> None:
+    """Hostile documents sent to the hub's listener get their coded error and leave no trace."""
     body, code = HOSTILE[case]
-    client = as_institution(box, MEGURO)
-    try:
-        refused = await refused_code(
-            client.post(box.config.hub_address + "/queries", body, messages.QueryAccepted)
-        )
-    finally:
-        await client.close()
-    assert refused == code
-    assert count(box.hub.database, hub_query) == 0
-    assert count(box.hub.database, hub_outbox) == 0
+    assert await refused_code(post_query_to_hub(tls_box, body)) == code
+    assert count(tls_box.hub.database, hub_query) == 0
+    assert count(tls_box.hub.database, hub_outbox) == 0
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 @pytest_twisted.ensureDeferred
-async def test_hostile_xml_to_a_provider_is_refused_and_stores_nothing(box: Any, case: str) -> None:
+async def test_hostile_xml_to_a_provider_is_refused_and_stores_nothing(
+    tls_box: Any, case: str
+) -> None:
     """Hostile documents sent to a node's network listener get their coded error, and the
     node keeps serving."""
     body, code = HOSTILE[case]
     body = body.replace(b"QueryRequest", b"ProvisionRequest")
-    assert await refused_code(post_to_setagaya(box, body)) == code
-    assert count(box.nodes["setagaya"].database, provision) == 0
-    ack = await post_to_setagaya(box, provision_request(box))
+    assert await refused_code(post_to_setagaya(tls_box, body)) == code
+    assert count(tls_box.nodes["setagaya"].database, provision) == 0
+    ack = await post_to_setagaya(tls_box, provision_request(tls_box))
     assert ack.transaction_number
 
 
@@ -503,17 +502,7 @@ async def test_requester_refuses_a_result_for_an_unknown_transaction(box: Any) -
             encrypted_payload=b"x",
         )
     )
-    client = as_hub(box)
-    try:
-        code = await refused_code(
-            client.post(
-                box.config.institution("meguro").network_address + "/provisions",
-                body,
-                messages.ProvisionAck,
-            )
-        )
-    finally:
-        await client.close()
+    code = await refused_code(send(box, HUB, MEGURO, PROVISION, body, messages.ProvisionAck))
     assert code == "UnknownTransaction"
     assert count(box.nodes["meguro"].database, query) == 0
 
