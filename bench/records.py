@@ -107,7 +107,7 @@ def generate(engine: Engine, total: int, seed: int) -> dict[str, Any]:
         if rng.random() < 0.4:  # this node asks: query accepted, then its result
             affair, procedure, information = rng.choice(OUTGOING)
             status = rng.choices(RESULT_STATUSES, RESULT_WEIGHTS)[0]
-            common = dict(
+            common: dict[str, Any] = dict(
                 transaction_number=number,
                 requester=HERE_CODE,
                 provider=counterpart,

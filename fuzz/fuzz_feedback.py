@@ -103,7 +103,8 @@ class Features:
             namespaces = min(len(node.nsmap), 4)
             self.hit("content", *context, bool(node.text), bool(node.tail), namespaces)
             for attribute in node.attrib:
-                self.hit("attribute", *context, self.name(attribute), "}" in attribute)
+                name = attribute if isinstance(attribute, str) else attribute.decode()
+                self.hit("attribute", *context, self.name(name), "}" in name)
 
 
 def schema_names(*schemas: Path) -> set[str]:

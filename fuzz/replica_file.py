@@ -115,7 +115,9 @@ def reference(document: bytes) -> replica_file.ReplicaFile | None:
     header = replica_file._header(root.find("MessageHeader"), safe_only=False)
     if header.destination_system_id not in ("", INSTITUTION):
         return None
-    segment = replica_file._text(root.find("SegmentOfRegistrationDelete"))
+    segment_element = root.find("SegmentOfRegistrationDelete")
+    assert segment_element is not None  # the schema requires it
+    segment = replica_file._text(segment_element)
     entries = tuple(
         replica_file._entry(number, element)
         for number, element in enumerate(root.iterchildren(replica_file.ENTRY), start=1)

@@ -37,7 +37,7 @@ class ReactorTime(Clock, Protocol):
     """Time and timers like a reactor's (``IReactorTime``): what a party is given."""
 
     def callLater(
-        self, delay: float, call: Callable[..., Any], *args: Any, **kwargs: Any
+        self, delay: float, call: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> Any: ...
 
 
@@ -133,7 +133,9 @@ class VirtualClock:
             return self._frozen_at
         return float(self._reactor.seconds()) + self._offset
 
-    def callLater(self, delay: float, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def callLater(
+        self, delay: float, call: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Any:
         timer = _Timer(
             self, self.seconds() + max(0.0, delay), next(self._order), call, args, kwargs
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import pytest_twisted
@@ -49,7 +49,7 @@ class Browser:
 
         self.base = box.config.institution("meguro").console_address
         self.http = treq.client.HTTPClient(
-            Agent(reactor, contextFactory=TrustTestCA(box.config.pki))
+            cast(Any, Agent(reactor, contextFactory=TrustTestCA(box.config.pki)))
         )
         self.cookies: dict[str, str] = {}
         self.csrf = ""

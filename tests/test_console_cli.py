@@ -32,7 +32,7 @@ def test_staff_commands_and_audit_verify_detects_tampering(tmp_path: Path) -> No
     password = password_file.read_text().strip()
     assert f"password: {password}" in added.stdout
     assert "TOTP secret: " in added.stdout and "otpauth://totp/" in added.stdout
-    assert config.institution("meguro").console_address in added.stdout
+    assert str(config.institution("meguro").console_address) in added.stdout
     again = renkei(
         "staff", "add", "admin", "-c", conf, "--institution", "meguro",
         "--roles", "admin", "--password-file", str(password_file), "--if-absent",

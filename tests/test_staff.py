@@ -197,12 +197,13 @@ def test_malformed_or_reserved_name_is_refused(db: Database, name: str) -> None:
 
 def test_unknown_user_operations_are_refused(db: Database) -> None:
     """Managing a user that does not exist raises UnknownStaffUser (404)."""
-    for work, args in [
+    attempts: list[tuple[Any, tuple[Any, ...]]] = [
         (disable_user, ()),
         (reset_password, (OTHER_PASSWORD,)),
         (set_roles, ("auditor",)),
         (reset_totp, ()),
-    ]:
+    ]
+    for work, args in attempts:
         with pytest.raises(RenkeiError) as caught:
             db.run_blocking(work, START, "ghost", *args, actor=SYSTEM)
         assert caught.value.kind is errors.UNKNOWN_STAFF_USER

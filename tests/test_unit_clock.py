@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from twisted.internet.error import AlreadyCancelled
-from twisted.internet.task import Clock, LoopingCall
+from twisted.internet.task import Clock
 
-from middleware.clock import VirtualClock, utc_now
+from middleware.clock import VirtualClock, periodic, utc_now
 
 
 def clocks(start: float = 1_000_000.0) -> tuple[Clock, VirtualClock]:
@@ -103,8 +103,7 @@ def test_a_looping_call_runs_on_the_clock() -> None:
     the clock jumps."""
     _, clock = clocks()
     ticks: list[float] = []
-    loop = LoopingCall(lambda: ticks.append(clock.seconds()))
-    loop.clock = clock
+    loop = periodic(lambda: ticks.append(clock.seconds()), clock)
     loop.start(60, now=False)
     clock.advance(60)
     clock.advance(60)
