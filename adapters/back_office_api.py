@@ -37,7 +37,7 @@ from middleware.node import IntermediateServer, QuerySubmission
 from middleware.process_memory import release_free_memory
 
 MAX_BODY = 1_048_576
-OPENAPI_DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
+OPENAPI_DOCUMENT = Path(__file__).resolve().with_name("openapi.json")
 MAX_FILE_BODY = 64 * 1_048_576  # a 副本 file or a bulk-query file
 INTEGRATED_ADDRESS_NUMBER_LENGTH = 15
 
@@ -180,7 +180,7 @@ class BackOfficeApi(Service):
 
     @app.route("/openapi.json", methods=["GET"])
     def openapi(self, request: Request) -> bytes:
-        """This API's OpenAPI 3.1 document (docs/openapi.json)."""
+        """This API's OpenAPI 3.1 document (adapters/openapi.json)."""
         self._authorize(request)
         request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
         return OPENAPI_DOCUMENT.read_bytes()

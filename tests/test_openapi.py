@@ -1,5 +1,5 @@
 """The back-office API against its OpenAPI 3.1 document: the document is valid, served at
-/openapi.json equal to docs/openapi.json, and real requests and answers conform to it."""
+/openapi.json equal to adapters/openapi.json, and real requests and answers conform to it."""
 
 from __future__ import annotations
 
@@ -23,13 +23,13 @@ from tests.network import (
     TAX_INFORMATION,
 )
 
-DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
+DOCUMENT = Path(__file__).resolve().parent.parent / "adapters" / "openapi.json"
 SPEC = json.loads(DOCUMENT.read_text(encoding="utf-8"))
 OPENAPI = OpenAPI.from_dict(SPEC)
 
 
 def test_document_is_valid_openapi_3_1() -> None:
-    """docs/openapi.json is a valid OpenAPI 3.1 document."""
+    """adapters/openapi.json is a valid OpenAPI 3.1 document."""
     validate(SPEC)
     assert SPEC["openapi"].startswith("3.1")
 
@@ -85,7 +85,7 @@ async def exchange(
 
 @pytest_twisted.ensureDeferred
 async def test_served_document_equals_the_one_in_docs(box: Any, meguro_care: Any) -> None:
-    """GET /openapi.json answers the document kept in docs/."""
+    """GET /openapi.json answers the document shipped with the package."""
     answer = await meguro_care.send("GET", "/openapi.json", None)
     assert answer.status == 200
     assert json.loads(answer.body) == SPEC
