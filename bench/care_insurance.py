@@ -214,7 +214,8 @@ def machine() -> str:
 
 def write_box_config(directory: Path, pki: Path, institutions: Sequence[str]) -> Path:
     """A configuration like twistd.conf: the hub and the named institutions, with their
-    sections and the delivery settings of twistd.conf; free ports and SQLite files in
+    sections, their back-office systems' sections and the delivery settings of twistd.conf;
+    free ports and SQLite files in
     ``directory``; no console, metrics, 副本 folder, demo or population."""
     import configparser
 
@@ -230,9 +231,13 @@ def write_box_config(directory: Path, pki: Path, institutions: Sequence[str]) ->
             "listen": f"tcp:port={hub_port}:interface=127.0.0.1",
             "address": f"https://127.0.0.1:{hub_port}",
             "permitted_list": str(REPOSITORY / source["network"]["permitted_list"]),
+            "delegations": str(REPOSITORY / source["network"]["delegations"]),
         }
     )
     for name in institutions:
+        for system in source.sections():
+            if system.startswith(f"back-office:{name}:"):
+                target[system] = dict(source[system])
         section = dict(source[f"institution:{name}"])
         for optional in ("console_listen", "console_address", "metrics_listen", "replica_inbox"):
             section.pop(optional, None)
@@ -925,7 +930,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from twisted.internet import reactor as installed
     from twisted.internet.defer import inlineCallbacks
 
-    from tests.network import make_network_pki
+    from crypto.pki import InstitutionEntry, init_pki
 
     reactor: Any = installed
     began = time.monotonic()
@@ -938,7 +943,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     @inlineCallbacks
     def run() -> Any:
-        make_network_pki(directory / "pki")
+        init_pki(
+            directory / "pki",
+            [
+                InstitutionEntry(MEGURO, (CARE_INSURANCE,)),
+                InstitutionEntry(SETAGAYA, (LOCAL_TAX, CARE_INSURANCE)),
+            ],
+        )
         if settings.replica:
             report["replica"] = yield replica_import(reactor, settings, directory, supervisor)
         if settings.bulk:

@@ -1156,7 +1156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    from tests.network import make_network_pki
+    from crypto.pki import InstitutionEntry, init_pki
 
     began = time.monotonic()
     directory = Path(tempfile.mkdtemp(prefix="renkei-bench-"))
@@ -1164,7 +1164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     report: dict[str, Any] = {"machine": machine(), "settings": settings.__dict__}
     try:
         print(f"bench/flows.py: temporary directory {directory}", flush=True)
-        make_network_pki(directory / "pki")
+        init_pki(
+            directory / "pki",
+            [
+                InstitutionEntry(MEGURO, (CARE_INSURANCE,)),
+                InstitutionEntry(SETAGAYA, (LOCAL_TAX, CARE_INSURANCE)),
+            ],
+        )
         print("1/3 baseline: mutual-TLS echo ...", flush=True)
         report["baseline"] = run_baseline(supervisor, settings, directory)
         print(f"    {report['baseline']['requests_per_second']} requests/s", flush=True)
