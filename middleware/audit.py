@@ -2,16 +2,15 @@
 
 Every staff login, failed login, logout and operation (views of held content, approvals,
 refusals, exports, flag and user changes) is written here with who, when and what, in the
-same transaction as the operation itself. As with the provision records
-(``middleware/records.py``), each entry's hash covers its content and the previous entry's
-hash, and the single head row serializes appends and remembers the newest entry, so an
-edited entry, a removed entry (the newest one included) or a removed head row is detected by
-``verify_audit``.
+same transaction as the operation itself. Like the provision records
+(``middleware/records.py``) it is a `middleware.chain.Chain`: each entry's hash covers its
+content and the previous entry's hash, and the single head row serializes appends and
+remembers the newest entry, so an edited entry, a removed entry (the newest one included) or
+a removed head row is detected by ``verify_audit``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -26,9 +25,8 @@ from sqlalchemy import (
     true,
 )
 
+from middleware.chain import Chain, link_hash
 from middleware.tables import audit_head, audit_record
-
-GENESIS = "0" * 64
 
 SYSTEM = "system"
 """The actor of entries not caused by a logged-in staff member (CLI, set-up, timers)."""
@@ -61,6 +59,22 @@ def _detail_text(detail: Mapping[str, Any] | None) -> str | None:
     return json.dumps(dict(detail), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
+def audit_content(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What an entry's hash covers (its ``detail`` as stored, JSON text)."""
+    return {
+        "seq": row["seq"],
+        "recorded_at": row["recorded_at"].astimezone(UTC).isoformat(timespec="microseconds"),
+        "actor": row["actor"],
+        "action": row["action"],
+        "target": row["target"],
+        "detail": row["detail"],
+    }
+
+
+AUDIT_CHAIN = Chain(audit_record, audit_head, audit_content)
+"""The node's audit log as a hash chain."""
+
+
 def audit_hash(
     prev_hash: str,
     seq: int,
@@ -71,20 +85,19 @@ def audit_hash(
     detail: str | None,
 ) -> str:
     """The hash of one entry given the previous entry's hash (``detail`` as stored, JSON)."""
-    content = json.dumps(
-        {
-            "seq": seq,
-            "recorded_at": recorded_at.astimezone(UTC).isoformat(timespec="microseconds"),
-            "actor": actor,
-            "action": action,
-            "target": target,
-            "detail": detail,
-        },
-        sort_keys=True,
-        ensure_ascii=False,
-        separators=(",", ":"),
+    return link_hash(
+        prev_hash,
+        audit_content(
+            {
+                "seq": seq,
+                "recorded_at": recorded_at,
+                "actor": actor,
+                "action": action,
+                "target": target,
+                "detail": detail,
+            }
+        ),
     )
-    return hashlib.sha256((prev_hash + content).encode()).hexdigest()
 
 
 def append_audit(
@@ -103,31 +116,18 @@ def append_audit(
         raise ValueError("naive datetime given as an audit time")
     if not actor or not action:
         raise ValueError("an audit entry needs an actor and an action")
-    detail_text = _detail_text(detail)
-    row = connection.execute(
-        select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
-    ).first()
-    if row is None:
-        seq, prev_hash = 0, GENESIS
-        connection.execute(audit_head.insert().values(id=1, seq=0, hash=GENESIS))
-    else:
-        seq, prev_hash = row.seq, row.hash
-    seq += 1
-    digest = audit_hash(prev_hash, seq, recorded_at, actor, action, target, detail_text)
-    connection.execute(
-        audit_record.insert().values(
-            seq=seq,
-            recorded_at=recorded_at,
-            actor=actor,
-            action=action,
-            target=target,
-            detail=detail_text,
-            prev_hash=prev_hash,
-            hash=digest,
-        )
+    return AUDIT_CHAIN.append(
+        connection,
+        [
+            {
+                "recorded_at": recorded_at,
+                "actor": actor,
+                "action": action,
+                "target": target,
+                "detail": _detail_text(detail),
+            }
+        ],
     )
-    connection.execute(audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=digest))
-    return seq
 
 
 def verify_audit(connection: Connection) -> int | None:
@@ -136,26 +136,7 @@ def verify_audit(connection: Connection) -> int | None:
     An edited entry breaks at its own ``seq``, a removed one at the ``seq`` it held; a removed
     newest entry (or a removed head row) breaks at the first ``seq`` past the entries left.
     """
-    prev_hash = GENESIS
-    expected_seq = 0
-    for row in connection.execute(select(audit_record).order_by(audit_record.c.seq)):
-        expected_seq += 1
-        if (
-            row.seq != expected_seq
-            or row.prev_hash != prev_hash
-            or row.hash
-            != audit_hash(
-                prev_hash, row.seq, row.recorded_at, row.actor, row.action, row.target, row.detail
-            )
-        ):
-            return expected_seq
-        prev_hash = row.hash
-    head_row = connection.execute(select(audit_head.c.seq, audit_head.c.hash)).first()
-    if head_row is None:
-        return None if expected_seq == 0 else expected_seq + 1
-    if head_row.seq != expected_seq or head_row.hash != prev_hash:
-        return expected_seq + 1
-    return None
+    return AUDIT_CHAIN.verify(connection)
 
 
 def _filter(actor: str | None, action: str | None) -> ColumnElement[bool]:

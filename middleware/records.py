@@ -1,24 +1,34 @@
 """情報提供等記録 (provision records): append-only and hash-chained, at every party.
 
-Each record's hash covers its content and the previous record's hash, so an edited or
-removed record breaks the chain from that point on. Appends are serialized through the
-single head row (a row lock on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), which keeps
-``seq`` gap-free and the chain linear even with several writer processes.
+A `middleware.chain.Chain`: each record's hash covers its content and the previous record's
+hash, so an edited or removed record breaks the chain from that point on, and appends are
+serialized through the single head row, which keeps ``seq`` gap-free and the chain linear
+even with several writer processes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table, func, select
 
+from middleware.chain import GENESIS, Chain, link_hash
 from middleware.clock import iso
 
-GENESIS = "0" * 64
+__all__ = [
+    "GENESIS",
+    "RecordEntry",
+    "append_records",
+    "chain_hash",
+    "count_records",
+    "record_chain",
+    "record_content",
+    "records_of_transaction",
+    "verify_chain",
+]
 
 
 @dataclass(frozen=True)
@@ -43,21 +53,28 @@ class RecordEntry:
 # Fields added after records were first kept: left out of the hash when empty, so that the
 # records written before them still verify.
 _ADDED_LATER = ("delegating_requester", "delegating_provider")
+_ENTRY_FIELDS = tuple(field.name for field in fields(RecordEntry))
+
+
+def record_content(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What a record's hash covers: its ``seq``, its time and its entry's fields."""
+    content = {"seq": row["seq"], "recorded_at": iso(row["recorded_at"])}
+    for name in _ENTRY_FIELDS:
+        if row[name] is not None or name not in _ADDED_LATER:
+            content[name] = row[name]
+    return content
 
 
 def chain_hash(prev_hash: str, seq: int, recorded_at: datetime, entry: RecordEntry) -> str:
     """The hash of one record given the previous record's hash."""
-    fields = asdict(entry)
-    for name in _ADDED_LATER:
-        if fields[name] is None:
-            del fields[name]
-    content = json.dumps(
-        {"seq": seq, "recorded_at": iso(recorded_at), **fields},
-        sort_keys=True,
-        ensure_ascii=False,
-        separators=(",", ":"),
+    return link_hash(
+        prev_hash, record_content({"seq": seq, "recorded_at": recorded_at, **asdict(entry)})
     )
-    return hashlib.sha256((prev_hash + content).encode()).hexdigest()
+
+
+def record_chain(records: Table, head: Table) -> Chain:
+    """The chain of a party's provision records (``records``) and its ``head``."""
+    return Chain(records, head, record_content)
 
 
 def append_records(
@@ -68,55 +85,15 @@ def append_records(
     entries: list[RecordEntry],
 ) -> None:
     """Append ``entries`` to the chain inside the caller's transaction."""
-    if not entries:
-        return
-    row = connection.execute(
-        select(head.c.seq, head.c.hash).where(head.c.id == 1).with_for_update()
-    ).first()
-    if row is None:
-        seq, prev_hash = 0, GENESIS
-        connection.execute(head.insert().values(id=1, seq=0, hash=GENESIS))
-    else:
-        seq, prev_hash = row.seq, row.hash
-    rows: list[dict[str, Any]] = []
-    for entry in entries:
-        seq += 1
-        digest = chain_hash(prev_hash, seq, recorded_at, entry)
-        rows.append(
-            {
-                "seq": seq,
-                "recorded_at": recorded_at,
-                "prev_hash": prev_hash,
-                "hash": digest,
-                **asdict(entry),
-            }
+    if entries:
+        record_chain(records, head).append(
+            connection, [{"recorded_at": recorded_at, **asdict(entry)} for entry in entries]
         )
-        prev_hash = digest
-    connection.execute(records.insert(), rows)
-    connection.execute(head.update().where(head.c.id == 1).values(seq=seq, hash=prev_hash))
 
 
 def verify_chain(connection: Connection, records: Table, head: Table) -> int | None:
     """The ``seq`` of the first record that breaks the chain, or None when it is whole."""
-    prev_hash = GENESIS
-    expected_seq = 0
-    fields = [
-        c.name for c in records.columns if c.name not in ("seq", "recorded_at", "prev_hash", "hash")
-    ]
-    for row in connection.execute(select(records).order_by(records.c.seq)):
-        expected_seq += 1
-        entry = RecordEntry(**{name: getattr(row, name) for name in fields})
-        if (
-            row.seq != expected_seq
-            or row.prev_hash != prev_hash
-            or row.hash != chain_hash(prev_hash, row.seq, row.recorded_at, entry)
-        ):
-            return expected_seq
-        prev_hash = row.hash
-    head_row = connection.execute(select(head.c.seq, head.c.hash)).first()
-    if head_row is not None and (head_row.seq != expected_seq or head_row.hash != prev_hash):
-        return expected_seq + 1
-    return None
+    return record_chain(records, head).verify(connection)
 
 
 def count_records(connection: Connection, records: Table) -> int:

@@ -14,17 +14,15 @@ from twisted.internet.interfaces import IReactorThreads
 
 from middleware import staff as _staff  # noqa: F401  (registers the staff tables too)
 from middleware.audit import (
-    GENESIS,
     append_audit,
     audit_entries,
     audit_hash,
-    audit_head,
-    audit_record,
     count_audit,
     verify_audit,
 )
+from middleware.chain import GENESIS
 from middleware.storage import Database
-from middleware.tables import node_metadata
+from middleware.tables import audit_head, audit_record, node_metadata
 
 START = datetime(2026, 1, 1, 9, 0, 0, tzinfo=UTC)
 

@@ -1,0 +1,94 @@
+"""Hash chains: the one mechanism behind the provision records and the staff audit log.
+
+A chain is a table of links and a head table of one row. Each link's ``hash`` is the SHA-256
+of the previous link's hash followed by the canonical JSON of the link's content (what the
+chain's ``content`` function takes from the link's row), so an edited or removed link breaks
+the chain from that point on. Every append first locks the head row (a row lock on
+PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), which keeps ``seq`` gap-free and the chain linear
+with several writers, and then moves the head to the newest link, so a removed newest link or
+a removed head row is detected too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Table, select
+
+GENESIS = "0" * 64
+"""The ``prev_hash`` of a chain's first link."""
+
+Content = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+"""What a link's hash covers, taken from its row (``seq``, ``recorded_at`` and its fields)."""
+
+
+def link_hash(prev_hash: str, content: Mapping[str, Any]) -> str:
+    """The hash of a link with ``content`` that follows the link hashed ``prev_hash``."""
+    text = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256((prev_hash + text).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One hash chain: its links, its head and what its hashes cover."""
+
+    links: Table
+    head: Table
+    content: Content
+
+    def append(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Append links made of ``rows`` (each without ``seq``, ``prev_hash`` and ``hash``)
+        inside the caller's transaction; the ``seq`` of the last one (or of the head when
+        ``rows`` is empty)."""
+        head = connection.execute(
+            select(self.head.c.seq, self.head.c.hash).where(self.head.c.id == 1).with_for_update()
+        ).first()
+        if head is None:
+            seq, prev_hash = 0, GENESIS
+            if rows:
+                connection.execute(self.head.insert().values(id=1, seq=0, hash=GENESIS))
+        else:
+            seq, prev_hash = head.seq, head.hash
+        if not rows:
+            return seq
+        links: list[dict[str, Any]] = []
+        for row in rows:
+            seq += 1
+            link = {**row, "seq": seq, "prev_hash": prev_hash}
+            link["hash"] = prev_hash = link_hash(prev_hash, self.content(link))
+            links.append(link)
+        connection.execute(self.links.insert(), links)
+        connection.execute(
+            self.head.update().where(self.head.c.id == 1).values(seq=seq, hash=prev_hash)
+        )
+        return seq
+
+    def verify(self, connection: Connection) -> int | None:
+        """The ``seq`` of the first link that breaks the chain, or None when it is whole.
+
+        An edited link breaks at its own ``seq``, a removed one at the ``seq`` it held; a
+        removed newest link (or a removed head row) breaks at the first ``seq`` past the links
+        left.
+        """
+        prev_hash = GENESIS
+        expected_seq = 0
+        for row in connection.execute(select(self.links).order_by(self.links.c.seq)):
+            link: dict[str, Any] = dict(row._mapping)
+            expected_seq += 1
+            if (
+                link["seq"] != expected_seq
+                or link["prev_hash"] != prev_hash
+                or link["hash"] != link_hash(prev_hash, self.content(link))
+            ):
+                return expected_seq
+            prev_hash = link["hash"]
+        head = connection.execute(select(self.head.c.seq, self.head.c.hash)).first()
+        if head is None:
+            return None if expected_seq == 0 else expected_seq + 1
+        if head.seq != expected_seq or head.hash != prev_hash:
+            return expected_seq + 1
+        return None

@@ -1,0 +1,82 @@
+"""Unit tests for middleware.chain: the one hash chain behind records and the audit log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, create_engine
+
+from middleware.chain import GENESIS, Chain, link_hash
+
+metadata = MetaData()
+links = Table(
+    "link",
+    metadata,
+    Column("seq", Integer, primary_key=True),
+    Column("note", String, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+head = Table(
+    "link_head",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+
+def content(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"seq": row["seq"], "note": row["note"]}
+
+
+CHAIN = Chain(links, head, content)
+
+
+@pytest.fixture
+def connection() -> Iterator[Connection]:
+    engine = create_engine("sqlite://")
+    metadata.create_all(engine)
+    with engine.begin() as connection:
+        yield connection
+
+
+def test_links_follow_each_other_and_verify(connection: Connection) -> None:
+    assert CHAIN.append(connection, [{"note": "a"}, {"note": "b"}]) == 2
+    assert CHAIN.append(connection, [{"note": "c"}]) == 3
+    rows = connection.execute(links.select().order_by(links.c.seq)).all()
+    assert rows[0].prev_hash == GENESIS
+    assert rows[0].hash == link_hash(GENESIS, {"seq": 1, "note": "a"})
+    assert [row.prev_hash for row in rows[1:]] == [row.hash for row in rows[:-1]]
+    assert CHAIN.verify(connection) is None
+
+
+def test_an_empty_append_changes_nothing(connection: Connection) -> None:
+    assert CHAIN.append(connection, []) == 0
+    assert connection.execute(head.select()).first() is None
+    assert CHAIN.verify(connection) is None
+
+
+def test_an_edited_link_breaks_at_itself(connection: Connection) -> None:
+    CHAIN.append(connection, [{"note": note} for note in "abc"])
+    connection.execute(links.update().where(links.c.seq == 2).values(note="x"))
+    assert CHAIN.verify(connection) == 2
+
+
+def test_a_removed_newest_link_or_head_is_seen(connection: Connection) -> None:
+    CHAIN.append(connection, [{"note": note} for note in "abc"])
+    connection.execute(links.delete().where(links.c.seq == 3))
+    assert CHAIN.verify(connection) == 3
+    connection.execute(head.delete())
+    assert CHAIN.verify(connection) == 3
+
+
+def test_the_hash_is_canonical_json_after_the_previous_hash() -> None:
+    """Key order does not matter; the text is compact, sorted and keeps Japanese as is."""
+    import hashlib
+
+    assert link_hash("p", {"b": 1, "a": "目黒"}) == link_hash("p", {"a": "目黒", "b": 1})
+    expected = hashlib.sha256('p{"a":"目黒","b":1}'.encode()).hexdigest()
+    assert link_hash("p", {"b": 1, "a": "目黒"}) == expected
