@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from klein import Klein
-from twisted.application.service import Service
 from twisted.internet.defer import DeferredLock, inlineCallbacks
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -24,7 +23,7 @@ from twisted.web.server import Request
 
 from adapters.care_insurance.bulk_query import BulkQueries
 from adapters.care_insurance.replica_file import run_import
-from adapters.network_link import Listener, listen
+from adapters.listening import Listener
 from codes import errors
 from codes.errors import RenkeiError
 from codes.individual_number import validate_individual_number
@@ -94,6 +93,25 @@ def _text(body: dict[str, Any], name: str, required: bool = True) -> str:
     return value
 
 
+def back_office_listener(api: BackOfficeApi, reactor: Any) -> Listener:
+    """The listener of a node's back-office API: mutual TLS with the node's own back-office
+    CA (only its systems' certificates), bodies up to a file's size, refusals in JSON."""
+    node = api.node
+    layout = PkiLayout(node.config.pki)
+    options = server_options(
+        layout.institution_tls(node.code).load(),
+        [load_certificate(layout.back_office_ca(node.code).certificate)],
+    )
+    return Listener(
+        reactor,
+        node.institution.back_office_listen,
+        api.app.resource(),
+        options,
+        max_body=MAX_FILE_BODY,
+        render_refusal=_json_refusal,
+    )
+
+
 def validate_integrated_address_number(value: str) -> str:
     """団体内統合宛名番号: up to 15 digits (the bulk-query file's field width)."""
     if not value.isascii() or not value.isdigit() or len(value) > INTEGRATED_ADDRESS_NUMBER_LENGTH:
@@ -110,46 +128,18 @@ def validate_address_number(value: str) -> str:
     return value
 
 
-class BackOfficeApi(Service):
-    """The back-office listener of one node."""
+class BackOfficeApi:
+    """The back-office API of one node: its routes, served by `back_office_listener`."""
 
     log = Logger()
     app = Klein()
 
-    def __init__(self, node: IntermediateServer, reactor: Any) -> None:
+    def __init__(self, node: IntermediateServer, bulk_queries: BulkQueries, reactor: Any) -> None:
         self.node = node
+        self.bulk_queries = bulk_queries
         self._reactor = reactor
         self._systems = set(node.institution.back_office_systems)
-        self._listener: Listener | None = None
         self._files = DeferredLock()
-        # Mutual TLS with the node's own back-office CA: only its systems' certificates.
-        layout = PkiLayout(node.config.pki)
-        self._tls = server_options(
-            layout.institution_tls(node.code).load(),
-            [load_certificate(layout.back_office_ca(node.code).certificate)],
-        )
-        self.bulk_queries = BulkQueries(node, reactor)
-
-    @inlineCallbacks
-    def startService(self) -> Any:
-        super().startService()
-        yield self.bulk_queries.start()
-        self._listener = yield listen(
-            self._reactor,
-            self.node.institution.back_office_listen,
-            self.app,
-            self._tls,
-            max_body=MAX_FILE_BODY,
-            render_refusal=_json_refusal,
-        )
-
-    @inlineCallbacks
-    def stopService(self) -> Any:
-        super().stopService()
-        if self._listener is not None:
-            yield self._listener.stop()
-            self._listener = None
-        yield self.bulk_queries.stop()
 
     def _authorize(self, request: Request) -> str:
         identity = peer_identity(request)

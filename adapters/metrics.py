@@ -14,11 +14,10 @@ from prometheus_client.twisted import MetricsResource
 from sqlalchemy import Connection, func, select
 from twisted.application.service import Service
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall
 from twisted.web.resource import IResource, Resource
 
-from adapters.network_link import ListeningSite
+from adapters.listening import Listener
 from middleware import outbox
 from middleware.clock import periodic
 from middleware.node import IntermediateServer
@@ -44,11 +43,11 @@ def snapshot(connection: Connection) -> dict[str, Any]:
 
 
 class NodeMetrics(Service):
-    """The metrics listener of one node (``metrics_listen``)."""
+    """The metrics of one node: its gauges, refreshed while it runs; `metrics_listener`
+    serves them."""
 
-    def __init__(self, node: IntermediateServer, reactor: Any, interval: float = 5.0) -> None:
+    def __init__(self, node: IntermediateServer, interval: float = 5.0) -> None:
         self.node = node
-        self._reactor = reactor
         self._interval = interval
         self.registry = CollectorRegistry()
         labels = {"institution": node.code}
@@ -89,8 +88,6 @@ class NodeMetrics(Service):
             registry=self.registry,
         ).labels(**labels)
         self._loop: LoopingCall | None = None
-        self._port: Any = None
-        self._site: ListeningSite | None = None
 
     @inlineCallbacks
     def refresh(self) -> Any:
@@ -107,28 +104,29 @@ class NodeMetrics(Service):
             self.list_version.set(permitted.version)
             self.list_expires.set(permitted.expires_at.timestamp())
 
-    @inlineCallbacks
-    def startService(self) -> Any:
+    def startService(self) -> None:
         super().startService()
-        root = Resource()
-        # A WSGI resource (it renders the registry on the reactor's thread pool).
-        root.putChild(b"metrics", cast(IResource, MetricsResource(registry=self.registry)))
-        self._site = ListeningSite(root, max_body=0)  # GET only: no body
-        description = self.node.institution.metrics_listen
-        assert description is not None
-        self._port = yield serverFromString(self._reactor, description).listen(self._site)
         self._loop = periodic(self.refresh, self.node.clock)
         self._loop.start(self._interval, now=True).addErrback(
             lambda failure: None  # the node is stopping: its database refuses work
         )
 
-    @inlineCallbacks
-    def stopService(self) -> Any:
+    def stopService(self) -> None:
         super().stopService()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-        if self._port is not None:
-            yield self._port.stopListening()
-            self._port = None
-        if self._site is not None:
-            self._site.drop_connections()
+
+    def resource(self) -> Resource:
+        """What its listener serves: ``/metrics``, rendered from the registry."""
+        root = Resource()
+        # A WSGI resource (it renders the registry on the reactor's thread pool).
+        root.putChild(b"metrics", cast(IResource, MetricsResource(registry=self.registry)))
+        return root
+
+
+def metrics_listener(metrics: NodeMetrics, reactor: Any) -> Listener:
+    """The listener of a node's metrics (``metrics_listen``, plain HTTP on loopback for a
+    Prometheus scraper): GET only, so no body is accepted."""
+    description = metrics.node.institution.metrics_listen
+    assert description is not None
+    return Listener(reactor, description, metrics.resource(), max_body=0)

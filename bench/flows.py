@@ -437,7 +437,7 @@ def echo_server(params: dict[str, Any], connection: Connection, parent: int) -> 
         from twisted.internet.task import LoopingCall
         from twisted.logger import globalLogBeginner, textFileLogObserver
 
-        from adapters.network_link import ListeningSite
+        from adapters.listening import ListeningSite
         from crypto.pki import PkiLayout, load_certificate
         from crypto.tls import listen_mutual_tls, server_options
 

@@ -34,6 +34,7 @@ from middleware import messages
 __all__ = [
     "FUGO",
     "HUB",
+    "MAX_MESSAGE_BYTES",
     "OPERATIONS",
     "PERMITTED_LIST",
     "PROVISION",
@@ -58,6 +59,9 @@ RECORDS = "records"
 PROVISION_REQUEST = "provision_request"
 PROVISION = "provision"
 OPERATIONS = (FUGO, PERMITTED_LIST, QUERY, RECORDS, PROVISION_REQUEST, PROVISION)
+
+MAX_MESSAGE_BYTES = 1_048_576
+"""The largest message document a party accepts, whatever the transport."""
 
 T = TypeVar("T", bound=messages.Message)
 

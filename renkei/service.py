@@ -18,7 +18,8 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python import usage
 
-from adapters.back_office_api import BackOfficeApi
+from adapters.back_office_api import BackOfficeApi, back_office_listener
+from adapters.care_insurance.bulk_query import BulkQueries
 from adapters.network_link import (
     hub_listener,
     hub_transport,
@@ -97,8 +98,8 @@ class Box(Service):
 
     def _institution_services(self, institution: InstitutionConfig) -> list[Service]:
         from adapters.care_insurance.replica_file import ReplicaInbox
-        from adapters.console import ConsoleService
-        from adapters.metrics import NodeMetrics
+        from adapters.console import Console, console_listener
+        from adapters.metrics import NodeMetrics, metrics_listener
 
         reactor, name = self.reactor, institution.name
         transport: Transport = (
@@ -110,19 +111,20 @@ class Box(Service):
             self.config, institution, self.catalogue, reactor, transport, self.clock
         )
         self.nodes[name] = node
-        self.back_offices[name] = BackOfficeApi(node, reactor)
         services: list[Service] = [node]
         if self.network is not None:
             self.network.connect(institution.code, node)
         else:
             services.append(institution_listener(reactor, self.config, institution, node))
-        services.append(self.back_offices[name])
+        bulk_queries = BulkQueries(node, reactor)
+        self.back_offices[name] = BackOfficeApi(node, bulk_queries, reactor)
+        services += [bulk_queries, back_office_listener(self.back_offices[name], reactor)]
         if institution.console_listen is not None:
-            self.consoles[name] = ConsoleService(node, reactor)
-            services.append(self.consoles[name])
+            self.consoles[name] = Console(node, institution.console_idle_timeout)
+            services.append(console_listener(self.consoles[name], reactor))
         if institution.metrics_listen is not None:
-            self.metrics[name] = NodeMetrics(node, reactor)
-            services.append(self.metrics[name])
+            self.metrics[name] = NodeMetrics(node)
+            services += [self.metrics[name], metrics_listener(self.metrics[name], reactor)]
         if institution.replica_inbox is not None:
             self.replica_inboxes[name] = ReplicaInbox(node, institution.replica_inbox, reactor)
             services.append(self.replica_inboxes[name])

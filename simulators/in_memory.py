@@ -29,18 +29,16 @@ from twisted.python.failure import Failure
 from codes import errors
 from codes.errors import RenkeiError
 from middleware.network import (
+    MAX_MESSAGE_BYTES,
     DeliveryRefused,
     NetworkEndpoint,
     TransientFailure,
     refusal_of,
 )
 
-__all__ = ["MAX_MESSAGE_BYTES", "InMemoryNetwork", "InMemoryTransport"]
+__all__ = ["InMemoryNetwork", "InMemoryTransport"]
 
 _log = Logger(namespace=__name__)
-
-# The same limit as a network listener's (adapters.network_link.MAX_MESSAGE_BYTES).
-MAX_MESSAGE_BYTES = 1_048_576
 
 
 class InMemoryNetwork:

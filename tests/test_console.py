@@ -236,7 +236,7 @@ async def test_idle_session_expires(box: Any) -> None:
     """A session idle for longer than the console's timeout is ended (and audited)."""
     node = box.nodes["meguro"]
     await add_users(node)
-    console = box.consoles["meguro"].console
+    console = box.consoles["meguro"]
     browser = await logged_in(box, "op", None)
     console.idle_timeout = timedelta(seconds=0.5)  # times are kept to the second
     try:

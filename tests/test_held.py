@@ -260,8 +260,8 @@ async def test_metrics_show_held_provisions_waiting(box: Any, setagaya_asks: Any
     query_id = await setagaya_asks.ask()
     await wait_for_state(setagaya_asks, query_id, "held")
     metrics = box.metrics["meguro"]
-    address = metrics._port.getHost()
-    url = f"http://127.0.0.1:{address.port}/metrics"
+    port = metrics.node.institution.metrics_listen.split("port=")[1].split(":")[0]
+    url = f"http://127.0.0.1:{port}/metrics"
     await metrics.refresh()
     text = await (await treq.get(url)).text()
     assert f'renkei_held_waiting{{institution="{MEGURO}"}} 1.0' in text

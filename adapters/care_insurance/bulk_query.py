@@ -28,6 +28,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, or_, select
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
@@ -1169,11 +1170,12 @@ def _message_ja(row: dict[str, Any]) -> str:
 # -- the service ----------------------------------------------------------------------------
 
 
-class BulkQueries:
+class BulkQueries(Service):
     """The bulk queries of one node: intake, the driver that runs them, progress and results.
 
-    ``start`` resumes every unfinished bulk query; ``stop`` waits for the submissions in
-    flight, records them and releases the lines taken but not yet submitted.
+    A service of the node's party: ``start`` resumes every unfinished bulk query; ``stop``
+    waits for the submissions in flight, records them and releases the lines taken but not
+    yet submitted.
     """
 
     log = Logger()
@@ -1204,6 +1206,14 @@ class BulkQueries:
         self._idle_waiters: list[Deferred[None]] = []
 
     # -- life ---------------------------------------------------------------------------
+
+    def startService(self) -> Any:
+        super().startService()
+        return self.start()
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return self.stop()
 
     @inlineCallbacks
     def start(self) -> Any:

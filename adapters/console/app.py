@@ -23,7 +23,6 @@ from zoneinfo import ZoneInfo
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from klein import Klein
 from sqlalchemy import Connection, Select, and_, delete, func, select, true, union_all
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
@@ -32,7 +31,7 @@ from twisted.web.server import Request
 from werkzeug.exceptions import NotFound
 
 from adapters.console.i18n import LANGUAGES, translator
-from adapters.network_link import Listener, listen, text_refusal
+from adapters.listening import Listener, text_refusal
 from codes import errors
 from codes.errors import RenkeiError
 from crypto.pki import PkiLayout
@@ -893,34 +892,17 @@ ROUTE_ROLES: dict[str, tuple[str, ...]] = {
 """Each page handler's roles (for tests and documentation)."""
 
 
-class ConsoleService(Service):
-    """Listens for the console of one node (after the node has started)."""
-
-    def __init__(self, node: IntermediateServer, reactor: Any) -> None:
-        self.node = node
-        self.reactor = reactor
-        institution = node.institution
-        assert institution.console_listen is not None
-        self.console = Console(node, institution.console_idle_timeout)
-        self._options = tls_options(PkiLayout(node.config.pki), node.code)
-        self._listener: Listener | None = None
-
-    @inlineCallbacks
-    def startService(self) -> Any:
-        super().startService()
-        assert self.node.institution.console_listen is not None
-        self._listener = yield listen(
-            self.reactor,
-            self.node.institution.console_listen,
-            self.console.app,
-            self._options,
-            max_body=MAX_FORM_BODY,
-            render_refusal=text_refusal,
-        )
-
-    @inlineCallbacks
-    def stopService(self) -> Any:
-        super().stopService()
-        if self._listener is not None:
-            yield self._listener.stop()
-            self._listener = None
+def console_listener(console: Console, reactor: Any) -> Listener:
+    """The listener of a node's console (``console_listen``): TLS with the institution's
+    certificate (staff log in with a password and a TOTP code, not a client certificate),
+    form bodies only, refusals in plain text."""
+    node = console.node
+    assert node.institution.console_listen is not None
+    return Listener(
+        reactor,
+        node.institution.console_listen,
+        console.app.resource(),
+        tls_options(PkiLayout(node.config.pki), node.code),
+        max_body=MAX_FORM_BODY,
+        render_refusal=text_refusal,
+    )

@@ -1,0 +1,207 @@
+"""Listening endpoints: every listener of a party (network, back office, console, metrics).
+
+A `Listener` is the service of one endpoint: it serves a resource on an endpoint description
+(``tcp:port=...``), behind mutual TLS when given TLS options, through a `ListeningSite` that
+caps request bodies while they arrive (`BoundedRequest`) and drops its open connections when
+it stops. What it serves, and how a refusal it makes itself is worded (``render_refusal``),
+is up to the adapter that builds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from io import BytesIO
+from typing import Any, cast
+from weakref import WeakSet
+
+from twisted.application.service import Service
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import serverFromString
+from twisted.web import http
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from codes import errors
+from codes.errors import RenkeiError
+from crypto.tls import listen_mutual_tls
+from middleware.network import MAX_MESSAGE_BYTES
+
+__all__ = [
+    "BoundedRequest",
+    "Listener",
+    "ListeningSite",
+    "RefusalRenderer",
+    "text_refusal",
+]
+
+# Seconds a connection whose body was refused stays open for the answer to reach the peer.
+REFUSAL_GRACE = 1.0
+
+# How a listener words a refusal it makes itself, before any route runs: a content type and
+# a body (the network's Error message, the back office's JSON, plain text for people).
+RefusalRenderer = Callable[[RenkeiError], tuple[bytes, bytes]]
+
+
+def text_refusal(error: RenkeiError) -> tuple[bytes, bytes]:
+    """A refusal as plain text: the code and both messages."""
+    text = f"{error.code}: {error.message_en}\n{error.message_ja}\n"
+    return b"text/plain; charset=utf-8", text.encode()
+
+
+class BoundedRequest(Request):
+    """A request whose body may not exceed its site's ``max_body``, checked while it arrives.
+
+    Twisted would otherwise receive a whole body (into a temporary file) before any route
+    sees it. A declared ``Content-Length`` over the limit is refused as soon as the headers
+    end, a chunked body as soon as it passes the limit: the listener answers 413 with the
+    ``BodyTooLarge`` code itself, drops what has arrived and closes the connection, and no
+    route runs.
+    """
+
+    _refused = False
+    _received = 0
+
+    def _limit(self) -> int:
+        site = getattr(self.channel, "site", None)
+        return site.max_body if isinstance(site, ListeningSite) else MAX_MESSAGE_BYTES
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self._limit():
+            self._refuse()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._received += len(data)
+        if self._received > self._limit():
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self._refused:
+            return  # answered already; the connection is closing
+        super().requestReceived(command, path, version)
+
+    def _refuse(self) -> None:
+        self._refused = True
+        if self.content is not None:
+            self.content.close()
+        self.content = cast(Any, BytesIO())
+        site = getattr(self.channel, "site", None)
+        render = site.render_refusal if isinstance(site, ListeningSite) else text_refusal
+        content_type, body = render(RenkeiError(errors.BODY_TOO_LARGE, limit=self._limit()))
+        channel = self.channel
+        transport: Any = channel.transport
+        if transport is None:
+            return
+        # Stop reading what the peer goes on sending, answer, and close. A TLS close waits
+        # for the peer's close_notify, which a peer busy sending never sends: abort after a
+        # short grace period in which the answer can reach it.
+        transport.pauseProducing()
+        transport.write(
+            b"HTTP/1.1 413 Request Entity Too Large\r\n"
+            b"Connection: close\r\n"
+            b"Content-Type: " + content_type + b"\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        channel.loseConnection()
+        channel.callLater(REFUSAL_GRACE, transport.abortConnection)
+
+
+class ListeningSite(Site):
+    """A Site that caps request bodies and whose open connections can be dropped.
+
+    ``max_body`` is the largest body any of its routes accepts (routes may accept less);
+    a larger one is refused while it is being read (`BoundedRequest`), worded by
+    ``render_refusal``. Stopping a listening port leaves kept-alive connections open; a peer
+    would go on sending requests to a stopped service through them, hence
+    ``drop_connections``. The per-request access log is off: it costs a few per cent of CPU
+    on the hot path, and every party records what matters itself.
+    """
+
+    requestFactory = BoundedRequest
+
+    def __init__(
+        self,
+        resource: Any,
+        max_body: int = MAX_MESSAGE_BYTES,
+        render_refusal: RefusalRenderer = text_refusal,
+    ) -> None:
+        super().__init__(resource)
+        self.max_body = max_body
+        self.render_refusal = render_refusal
+        self.displayTracebacks = False
+        self.noisy = False
+        self._channels: WeakSet[Any] = WeakSet()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        self._channels.add(channel)
+        return channel
+
+    def log(self, request: http.Request) -> None:
+        pass
+
+    def drop_connections(self) -> None:
+        for protocol in list(self._channels):
+            # Site.buildProtocol gives a wrapper (_GenericHTTPChannelProtocol, which picks
+            # HTTP/1.1 or HTTP/2) without a transport of its own: the channel inside has it.
+            channel = getattr(protocol, "_channel", protocol)
+            transport = getattr(channel, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
+
+
+class Listener(Service):
+    """The service of one listening endpoint.
+
+    ``resource`` is served on ``description``; with ``options`` (pyOpenSSL
+    ``CertificateOptions`` that require a client certificate) behind mutual TLS, without them
+    in plain TCP (the metrics listener, on loopback). Starting fires once the port listens
+    (a taken port fails the start); stopping stops accepting and drops the connections that
+    are open, kept-alive ones included.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        description: str,
+        resource: Resource,
+        options: Any = None,
+        *,
+        max_body: int = MAX_MESSAGE_BYTES,
+        render_refusal: RefusalRenderer = text_refusal,
+    ) -> None:
+        self._reactor = reactor
+        self.description = description
+        self.site = ListeningSite(resource, max_body, render_refusal)
+        self._options = options
+        self._port: Any = None
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (while it is running)."""
+        assert self._port is not None, "the listener is not running"
+        return int(self._port.getHost().port)
+
+    @inlineCallbacks
+    def startService(self) -> Any:
+        if self._options is None:
+            self._port = yield serverFromString(self._reactor, self.description).listen(self.site)
+        else:
+            self._port = yield listen_mutual_tls(
+                self._reactor, self.description, self._options, self.site
+            )
+        super().startService()
+
+    @inlineCallbacks
+    def stopService(self) -> Any:
+        super().stopService()
+        port, self._port = self._port, None
+        if port is not None:
+            stopped = port.stopListening()
+            self.site.drop_connections()
+            yield stopped
