@@ -20,9 +20,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import Connection, select
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from codes import errors
@@ -39,7 +37,7 @@ from crypto.pki import (
 from crypto.xmlsig import CAVerifier, PinnedVerifier, SignatureInvalid, Signer
 from middleware import conditions, held_queue, messages, persons, replica
 from middleware.audit import SYSTEM, append_audit
-from middleware.clock import ReactorTime, periodic, utc_now
+from middleware.clock import ReactorTime
 from middleware.config import BackOfficeSystem, Config, InstitutionConfig
 from middleware.hardened_xml import parse_xml, serialize
 from middleware.network import (
@@ -54,7 +52,8 @@ from middleware.network import (
     Transport,
     decode_answer,
 )
-from middleware.outbox import Outbox, OutgoingMessage
+from middleware.outbox import OutgoingMessage
+from middleware.party import Party
 from middleware.permit import check_permit_terms
 from middleware.permitted_list import (
     Delegation,
@@ -64,8 +63,7 @@ from middleware.permitted_list import (
     latest_version,
     store_version,
 )
-from middleware.records import RecordEntry, append_records, records_of_transaction
-from middleware.storage import Database
+from middleware.records import RecordEntry, records_of_transaction
 from middleware.tables import (
     node_list_versions,
     node_outbox,
@@ -119,7 +117,7 @@ class QuerySubmission:
     non_disclosure: bool = False  # 照会側不開示
 
 
-class IntermediateServer(Service):
+class IntermediateServer(Party):
     """One institution's intermediate server."""
 
     log = Logger()
@@ -133,11 +131,19 @@ class IntermediateServer(Service):
         transport: Transport,
         clock: ReactorTime | None = None,
     ) -> None:
-        self.config = config
         # Wall time and the timers of every job (outbox retries, list refresh, retention and
         # hold sweeps) come from ``clock``: the network's one clock in a box, else the
         # reactor. Request-level waits (a long poll, a registration's wait) are real time.
-        self.clock: ReactorTime = reactor if clock is None else clock
+        super().__init__(
+            config,
+            reactor,
+            database=institution.database,
+            migrations=MIGRATIONS,
+            outbox=node_outbox,
+            records=(node_records, node_record_head),
+            transport=transport,
+            clock=clock,
+        )
         self.institution = institution
         self.code = institution.code
         self.catalogue = catalogue
@@ -148,62 +154,25 @@ class IntermediateServer(Service):
         self._encryption: Credentials = layout.institution_encryption(self.code).load()
         self._hub_verifier = PinnedVerifier(load_certificate(layout.hub_signing().certificate))
         self._payload_verifier = CAVerifier(self.ca)
-        self._transport = transport
-        self.database = Database(reactor, institution.database)
-        self.outbox = Outbox(
-            self.database,
-            node_outbox,
-            self.clock,
-            self._deliver,
-            config.retry,
-            config.poll_interval,
-        )
         self.permitted_list: PermittedList | None = None
-        self._loops: list[LoopingCall] = []
         self._waiters: dict[str, list[Deferred[None]]] = {}
         # Persons whose 符号 is being acquired, with whoever waits for the end.
         self._acquiring: dict[str, list[Deferred[None]]] = {}
         self._person_secret = load_secret_key(layout.institution_person_key(self.code))
 
-    def now(self) -> datetime:
-        return utc_now(self.clock)
-
     # -- service life ---------------------------------------------------------------------
 
     @inlineCallbacks
     def startService(self) -> Any:
-        super().startService()
-        self.database.start()
-        yield self.database.migrate(MIGRATIONS)
+        yield super().startService()
         stored = yield self.database.run(latest_version, node_list_versions)
         if stored is not None:
             self.permitted_list = self._verify_list(stored[1])
-        self.outbox.start()
         # The first fetch is awaited, so a node started after its hub starts with a list.
         yield self._refresh_permitted_list()
-        self._every(self.config.list_refresh, self._refresh_permitted_list, now=False)
-        self._every(self.config.retention_interval, self.delete_expired_results)
-        self._every(self.config.retention_interval, self.expire_held)
-
-    def _every(self, interval: float, work: Callable[[], Any], now: bool = True) -> None:
-        loop = periodic(work, self.clock)
-        loop.start(interval, now=now).addErrback(
-            lambda failure: self.log.failure("periodic task stopped", failure)
-        )
-        self._loops.append(loop)
-
-    @inlineCallbacks
-    def stopService(self) -> Any:
-        super().stopService()
-        try:
-            for loop in self._loops:
-                if loop.running:
-                    loop.stop()
-            self._loops.clear()
-            yield self.outbox.stop()
-            yield self._transport.close()
-        finally:
-            self.database.stop()
+        self.every(self.config.list_refresh, self._refresh_permitted_list, now=False)
+        self.every(self.config.retention_interval, self.delete_expired_results)
+        self.every(self.config.retention_interval, self.expire_held)
 
     # -- the permitted-query list ----------------------------------------------------------
 
@@ -228,7 +197,7 @@ class IntermediateServer(Service):
     @inlineCallbacks
     def sync_permitted_list(self) -> Any:
         """Fetch the hub's list, verify it, keep the version and use it when newer."""
-        document = yield self._transport.exchange(HUB, PERMITTED_LIST)
+        document = yield self.transport.exchange(HUB, PERMITTED_LIST)
         permitted = self._verify_list(document)
         yield self.database.run(
             store_version,
@@ -336,7 +305,7 @@ class IntermediateServer(Service):
             request = messages.FugoRequest(
                 message_id=str(uuid.uuid4()), individual_number=individual_number
             )
-            document = yield self._transport.exchange(HUB, FUGO, messages.encode(request))
+            document = yield self.transport.exchange(HUB, FUGO, messages.encode(request))
             answer = decode_answer(document, messages.FugoResponse)
             yield self.database.run(persons.link, number, answer.fugo, self.now())
         except Exception as failure:
@@ -495,7 +464,7 @@ class IntermediateServer(Service):
             **extra,
         )
 
-    def _deliver(self, message: OutgoingMessage) -> Deferred[Any]:
+    def deliver(self, message: OutgoingMessage) -> Deferred[Any]:
         handlers: dict[str, Callable[[OutgoingMessage], Deferred[Any]]] = {
             "query": self._deliver_query,
             "provision": self._deliver_provision,
@@ -505,7 +474,7 @@ class IntermediateServer(Service):
     @inlineCallbacks
     def _deliver_query(self, message: OutgoingMessage) -> Any:
         try:
-            document = yield self._transport.exchange(HUB, QUERY, message.body)
+            document = yield self.transport.exchange(HUB, QUERY, message.body)
             accepted = decode_answer(document, messages.QueryAccepted)
         except DeliveryRefused as refusal:
             yield self.database.run(
@@ -527,10 +496,8 @@ class IntermediateServer(Service):
             .where(query.c.query_id == query_id)
             .values(state=ACCEPTED, transaction_number=number, accepted_at=now)
         )
-        append_records(
+        self.record(
             connection,
-            node_records,
-            node_record_head,
             now,
             [self._query_record(row, "query", ACCEPTED, transaction_number=number)],
         )
@@ -549,10 +516,8 @@ class IntermediateServer(Service):
             .where(query.c.query_id == query_id)
             .values(state=REFUSED, error_code=code, completed_at=now, transaction_number=number)
         )
-        append_records(
+        self.record(
             connection,
-            node_records,
-            node_record_head,
             now,
             [self._query_record(row, "query", REFUSED, error_code=code, transaction_number=number)],
         )
@@ -667,7 +632,7 @@ class IntermediateServer(Service):
             .values(state=HELD, transaction_number=number, accepted_at=row.accepted_at or now)
         )
         entries.append(self._query_record(row, "result", HELD, transaction_number=number))
-        append_records(connection, node_records, node_record_head, now, entries)
+        self.record(connection, now, entries)
 
     def _store_result(
         self,
@@ -701,7 +666,7 @@ class IntermediateServer(Service):
         entries.append(
             self._query_record(row, "result", state, transaction_number=number, error_code=code)
         )
-        append_records(connection, node_records, node_record_head, now, entries)
+        self.record(connection, now, entries)
 
     def query_status(self, query_id: str, system: str) -> Deferred[dict[str, Any]]:
         """A query's state, 処理通番, error and, once provided, its decoded result, for the
@@ -779,7 +744,7 @@ class IntermediateServer(Service):
         """The path of one transaction as one timeline: the hub's records (asked of the hub,
         which answers only the transaction's parties) and this node's, by time."""
         own = yield self.database.run(records_of_transaction, node_records, number)
-        document = yield self._transport.exchange(HUB, RECORDS, argument=number)
+        document = yield self.transport.exchange(HUB, RECORDS, argument=number)
         answer = decode_answer(document, messages.RecordList)
         path = [
             {
@@ -917,7 +882,7 @@ class IntermediateServer(Service):
         entry = RecordEntry(
             event="provision", status=REFUSED, provider=self.code, error_code=refusal.code, **asked
         )
-        append_records(connection, node_records, node_record_head, now, [entry])
+        self.record(connection, now, [entry])
 
     def _route_certificate(
         self, route: messages.Route, permit: messages.Permit
@@ -1068,7 +1033,7 @@ class IntermediateServer(Service):
         assert entry.transaction_number is not None
         outgoing = OutgoingMessage(message_id, "provision", HUB, entry.transaction_number, body)
         self.outbox.enqueue(connection, outgoing)
-        append_records(connection, node_records, node_record_head, now, [entry])
+        self.record(connection, now, [entry])
         return outgoing
 
     def _sealed_provision(
@@ -1235,7 +1200,7 @@ class IntermediateServer(Service):
 
     @inlineCallbacks
     def _deliver_provision(self, message: OutgoingMessage) -> Any:
-        document = yield self._transport.exchange(HUB, PROVISION, message.body)
+        document = yield self.transport.exchange(HUB, PROVISION, message.body)
         decode_answer(document, messages.ProvisionAck)
 
     # -- retention -------------------------------------------------------------------------
@@ -1262,10 +1227,8 @@ class IntermediateServer(Service):
             .where(query.c.query_id.in_([row.query_id for row in rows]))
             .values(result=None, result_deleted_at=now)
         )
-        append_records(
+        self.record(
             connection,
-            node_records,
-            node_record_head,
             now,
             [self._query_record(row, "result_deleted", row.state) for row in rows],
         )

@@ -49,6 +49,10 @@ class RecordEntry:
     delegating_requester: str | None = None  # 照会者機関コード(委任元)
     delegating_provider: str | None = None  # 提供者機関コード(委任元)
 
+    def as_row(self) -> dict[str, Any]:
+        """Its fields as a record row's columns."""
+        return asdict(self)
+
 
 # Fields added after records were first kept: left out of the hash when empty, so that the
 # records written before them still verify.
@@ -87,7 +91,7 @@ def append_records(
     """Append ``entries`` to the chain inside the caller's transaction."""
     if entries:
         record_chain(records, head).append(
-            connection, [{"recorded_at": recorded_at, **asdict(entry)} for entry in entries]
+            connection, [{"recorded_at": recorded_at, **entry.as_row()} for entry in entries]
         )
 
 

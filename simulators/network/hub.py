@@ -18,9 +18,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import Connection, select
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from codes import errors
@@ -28,7 +26,7 @@ from codes.errors import RenkeiError
 from crypto.pki import PkiLayout, load_certificate, load_secret_key
 from crypto.xmlsig import Signer
 from middleware import messages
-from middleware.clock import ReactorTime, periodic, utc_now
+from middleware.clock import ReactorTime
 from middleware.config import Config, InstitutionConfig
 from middleware.hardened_xml import serialize
 from middleware.network import (
@@ -42,7 +40,8 @@ from middleware.network import (
     Transport,
     decode_answer,
 )
-from middleware.outbox import Outbox, OutgoingMessage
+from middleware.outbox import OutgoingMessage
+from middleware.party import Party
 from middleware.permitted_list import (
     ListedInstitution,
     PermittedList,
@@ -52,8 +51,7 @@ from middleware.permitted_list import (
     read_rules,
     store_version,
 )
-from middleware.records import RecordEntry, append_records, records_of_transaction
-from middleware.storage import Database
+from middleware.records import RecordEntry, records_of_transaction
 from middleware.tables import hub_list_versions, hub_outbox, hub_query, hub_record_head, hub_records
 from simulators.network import jukinet
 from simulators.network.fugo import FugoCipher, id_code
@@ -84,9 +82,10 @@ class Member:
     encryption_certificate: bytes  # DER, handed to providers in the route
 
 
-class Hub(Service):
-    """The network in one service: database, outbox and list issuance; its listener is the
-    network link's (`adapters.network_link.hub_listener`), which calls `dispatch`."""
+class Hub(Party):
+    """The network as a party: list issuance on top of the party's database, outbox and
+    records; its listener is the network link's (`adapters.network_link.hub_listener`),
+    which calls `dispatch`."""
 
     log = Logger()
 
@@ -98,10 +97,18 @@ class Hub(Service):
         clock: ReactorTime | None = None,
     ) -> None:
         assert config.network is not None
-        self._config = config
-        self._network = config.network
         # Wall time and timers (list issuance, outbox retries): the network's one clock.
-        self.clock: ReactorTime = reactor if clock is None else clock
+        super().__init__(
+            config,
+            reactor,
+            database=config.network.database,
+            migrations=MIGRATIONS,
+            outbox=hub_outbox,
+            records=(hub_records, hub_record_head),
+            transport=transport,
+            clock=clock,
+        )
+        self._network = config.network
         layout = PkiLayout(config.pki)
         self._signer = Signer(layout.hub_signing().load())
         self._fugo = FugoCipher(load_secret_key(layout.hub_fugo_key()))
@@ -115,52 +122,26 @@ class Hub(Service):
             )
             for member in config.institutions
         }
-        self._transport = transport
-        self.database = Database(reactor, self._network.database)
-        self.outbox = Outbox(
-            self.database,
-            hub_outbox,
-            self.clock,
-            self._deliver,
-            config.retry,
-            config.poll_interval,
-        )
         self.permitted_list: PermittedList | None = None
         self._list_document = b""
-        self._list_loop: LoopingCall | None = None
 
     # -- service life ---------------------------------------------------------------------
 
     @inlineCallbacks
     def startService(self) -> Any:
-        super().startService()
-        self.database.start()
-        yield self.database.migrate(MIGRATIONS)
+        yield super().startService()
         yield self.issue_permitted_list()
-        self._list_loop = periodic(self.issue_permitted_list, self.clock)
-        self._list_loop.start(self._network.list_validity / 2, now=False)
-        self.outbox.start()
-
-    @inlineCallbacks
-    def stopService(self) -> Any:
-        super().stopService()
-        try:
-            if self._list_loop is not None and self._list_loop.running:
-                self._list_loop.stop()
-            yield self.outbox.stop()
-            yield self._transport.close()
-        finally:
-            self.database.stop()
+        self.every(self._network.list_validity / 2, self.issue_permitted_list, now=False)
 
     # -- the permitted-query list ----------------------------------------------------------
 
     @inlineCallbacks
     def issue_permitted_list(self) -> Any:
         """Sign and publish a new version of the list from the rules file and the registry."""
-        now = utc_now(self.clock)
+        now = self.now()
         expires_at = now + timedelta(seconds=self._network.list_validity)
         institutions = directory(
-            ListedInstitution(m.code, m.display_name, m.kind) for m in self._config.institutions
+            ListedInstitution(m.code, m.display_name, m.kind) for m in self.config.institutions
         )
         rules = tuple(read_rules(self._network.permitted_list))
         delegations = frozenset(
@@ -282,7 +263,7 @@ class Hub(Service):
         query is recorded too (番号法 第23条: what was asked), and the refusal names its
         処理通番. A retried request gets the first answer again."""
         number, outgoing, refusal = yield self.database.run(
-            self._record_query, requester, query, utc_now(self.clock)
+            self._record_query, requester, query, self.now()
         )
         if refusal is not None:
             raise refusal
@@ -366,10 +347,8 @@ class Hub(Service):
         )
         outgoing = OutgoingMessage(message_id, "provision_request", query.provider, number, body)
         self.outbox.enqueue(connection, outgoing)
-        append_records(
+        self.record(
             connection,
-            hub_records,
-            hub_record_head,
             now,
             [
                 RecordEntry(
@@ -437,10 +416,8 @@ class Hub(Service):
     ) -> str:
         """Record a query the network refuses: its 処理通番 and a record with the code."""
         number = self._new_query(connection, requester, query, REFUSED, now, None, code)
-        append_records(
+        self.record(
             connection,
-            hub_records,
-            hub_record_head,
             now,
             [
                 RecordEntry(
@@ -465,9 +442,7 @@ class Hub(Service):
     @inlineCallbacks
     def receive_provision(self, sender: str, provision: messages.Provision) -> Any:
         """情報提供 from a provider: relay it, unread, to the requester; the acknowledgement."""
-        outgoing = yield self.database.run(
-            self._record_provision, sender, provision, utc_now(self.clock)
-        )
+        outgoing = yield self.database.run(self._record_provision, sender, provision, self.now())
         if outgoing is not None:
             self.outbox.send_now(outgoing)
         return messages.encode(
@@ -517,10 +492,8 @@ class Hub(Service):
             message_id, "provision", row.requester, row.transaction_number, body
         )
         self.outbox.enqueue(connection, outgoing)
-        append_records(
+        self.record(
             connection,
-            hub_records,
-            hub_record_head,
             now,
             [
                 RecordEntry(
@@ -543,7 +516,7 @@ class Hub(Service):
 
     # -- deliveries from the outbox ----------------------------------------------------------
 
-    def _deliver(self, message: OutgoingMessage) -> Deferred[Any]:
+    def deliver(self, message: OutgoingMessage) -> Deferred[Any]:
         handlers: dict[str, Callable[[OutgoingMessage], Deferred[Any]]] = {
             "provision_request": self._deliver_provision_request,
             "provision": self._deliver_provision,
@@ -553,14 +526,14 @@ class Hub(Service):
     @inlineCallbacks
     def _deliver_provision_request(self, message: OutgoingMessage) -> Any:
         try:
-            document = yield self._transport.exchange(
+            document = yield self.transport.exchange(
                 message.destination, PROVISION_REQUEST, message.body
             )
             decode_answer(document, messages.ProvisionRequestAck)
         except DeliveryRefused as refusal:
             # The provider refused: tell the requester, with the provider's code.
             outgoing = yield self.database.run(
-                self._provider_refused, message.reference, refusal.code, utc_now(self.clock)
+                self._provider_refused, message.reference, refusal.code, self.now()
             )
             if outgoing is not None:
                 self.outbox.send_now(outgoing)
@@ -583,7 +556,7 @@ class Hub(Service):
     @inlineCallbacks
     def _deliver_provision(self, message: OutgoingMessage) -> Any:
         try:
-            document = yield self._transport.exchange(message.destination, PROVISION, message.body)
+            document = yield self.transport.exchange(message.destination, PROVISION, message.body)
             decode_answer(document, messages.ProvisionAck)
         except DeliveryRefused:
             yield self.database.run(self._set_state, message.reference, None, FAILED)
@@ -596,5 +569,5 @@ class Hub(Service):
         update = hub_query.update().where(hub_query.c.transaction_number == number)
         if expected is not None:
             update = update.where(hub_query.c.state == expected)
-        finished = {"finished_at": utc_now(self.clock)} if state in (COMPLETED, FAILED) else {}
+        finished = {"finished_at": self.now()} if state in (COMPLETED, FAILED) else {}
         connection.execute(update.values(state=state, **finished))
