@@ -17,13 +17,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Table
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from middleware.chain import Chain
 from middleware.clock import ReactorTime, periodic, utc_now
 from middleware.config import Config
+from middleware.deferred import deferred
 from middleware.network import Transport
 from middleware.outbox import Outbox, OutgoingMessage
 from middleware.records import RecordEntry, append_records, record_chain
@@ -84,22 +85,22 @@ class Party(Service):
         )
         self._loops.append(loop)
 
-    @inlineCallbacks
-    def startService(self) -> Any:
+    @deferred
+    async def startService(self) -> None:
         super().startService()
         self.database.start()
-        yield self.database.migrate(self._migrations)
+        await self.database.migrate(self._migrations)
         self.outbox.start()
 
-    @inlineCallbacks
-    def stopService(self) -> Any:
+    @deferred
+    async def stopService(self) -> None:
         super().stopService()
         try:
             for loop in self._loops:
                 if loop.running:
                     loop.stop()
             self._loops.clear()
-            yield self.outbox.stop()
-            yield self.transport.close()
+            await self.outbox.stop()
+            await self.transport.close()
         finally:
             self.database.stop()
