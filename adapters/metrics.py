@@ -11,35 +11,14 @@ from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.twisted import MetricsResource
-from sqlalchemy import Connection, func, select
 from twisted.application.service import Service
-from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import LoopingCall
 from twisted.web.resource import IResource, Resource
 
 from adapters.listening import Listener
-from middleware import outbox
 from middleware.clock import periodic
+from middleware.deferred import deferred
 from middleware.node import IntermediateServer
-from middleware.tables import held_provision, node_outbox, provision, query
-
-
-def snapshot(connection: Connection) -> dict[str, Any]:
-    """The figures the gauges show, read in one transaction."""
-    return {
-        "queries": dict(
-            connection.execute(select(query.c.state, func.count()).group_by(query.c.state)).all()
-        ),
-        "provisions": dict(
-            connection.execute(
-                select(provision.c.status, func.count()).group_by(provision.c.status)
-            ).all()
-        ),
-        "held": connection.execute(
-            select(func.count()).select_from(held_provision).where(held_provision.c.state == "held")
-        ).scalar_one(),
-        "backlog": outbox.backlog(connection, node_outbox),
-    }
 
 
 class NodeMetrics(Service):
@@ -89,10 +68,10 @@ class NodeMetrics(Service):
         ).labels(**labels)
         self._loop: LoopingCall | None = None
 
-    @inlineCallbacks
-    def refresh(self) -> Any:
+    @deferred
+    async def refresh(self) -> None:
         """Read the figures from the database and set the gauges."""
-        figures = yield self.node.database.run(snapshot)
+        figures = await self.node.store.statistics.gauges()
         for state, count in figures["queries"].items():
             self.queries.labels(institution=self.node.code, state=state).set(count)
         for status, count in figures["provisions"].items():

@@ -5,8 +5,9 @@ one intermediate server (Meguro, 1131105000000000) migrated with the project's A
 migrations, fills it with ``--records`` provision records (default 1,000,000; ``--quick``:
 100,000) forming a valid hash chain (``middleware.records.chain_hash``, head row written),
 then times the console's typical searches with the very statements the console runs
-(``adapters.console.app.record_branches``, ``records_page_statement``,
-``records_export_statement`` and ``records_csv``). ``--url postgresql://...`` uses an
+(``middleware.record_search``'s ``record_branches``, ``page_statement`` and
+``export_statement``, from the console's form by ``adapters.console.app.record_filter``, and
+the console's ``records_csv``). ``--url postgresql://...`` uses an
 (empty) PostgreSQL database instead. What the figures mean and a real run's figures are in
 docs/performance.md ("Record search"). Nothing here asserts a timing.
 """
@@ -34,12 +35,17 @@ if str(REPOSITORY) not in sys.path:
 from sqlalchemy import Connection, Engine, and_, func, inspect, or_, select, text  # noqa: E402
 
 from adapters.console.app import (  # noqa: E402
-    EXPORT_COLUMNS,
+    EXPORT_LIMIT,
     JST,
-    record_branches,
+    PAGE_SIZE,
+    record_filter,
     records_csv,
-    records_export_statement,
-    records_page_statement,
+)
+from middleware.record_search import (  # noqa: E402
+    EXPORT_COLUMNS,
+    export_statement,
+    page_statement,
+    record_branches,
 )
 from middleware.records import GENESIS, RecordEntry, chain_hash  # noqa: E402
 from middleware.storage import create_database_engine, migrate  # noqa: E402
@@ -254,24 +260,32 @@ def searches(connection: Connection) -> list[Search]:
     ]
 
 
+def branches_of(filters: dict[str, str]) -> list[list[Any]]:
+    """The branches of the search the console's form ``filters`` describe."""
+    return record_branches(record_filter(filters), HERE_CODE)
+
+
+def page_of(branches: list[list[Any]], before: int | None) -> Any:
+    """The statement of one console page (one row more than a page)."""
+    return page_statement(branches, PAGE_SIZE + 1, before)
+
+
 def run_search(engine: Engine, filters: dict[str, str], before: int | None, export: bool) -> int:
     """One search as the console runs it: statement, one transaction, rows materialized."""
-    branches = record_branches(filters, HERE_CODE)
+    branches = branches_of(filters)
     if export:
         with engine.begin() as connection:
-            rows = list(connection.execute(records_export_statement(branches)))
+            rows = list(connection.execute(export_statement(branches, EXPORT_LIMIT)))
         records_csv(EXPORT_COLUMNS, rows).encode("utf-8-sig")
         return len(rows)
     with engine.begin() as connection:
-        found = [
-            dict(r._mapping) for r in connection.execute(records_page_statement(branches, before))
-        ]
+        found = [dict(r._mapping) for r in connection.execute(page_of(branches, before))]
     return len(found)
 
 
 def paged_before(engine: Engine, filters: dict[str, str], pages: int) -> int | None:
     """The ``before`` of page ``pages`` of a search (following the console's next links)."""
-    matches = or_(*[and_(*branch) for branch in record_branches(filters, HERE_CODE)])
+    matches = or_(*[and_(*branch) for branch in branches_of(filters)])
     with engine.begin() as connection:
         seqs = connection.execute(
             select(node_records.c.seq)
@@ -289,16 +303,14 @@ def matching(engine: Engine, filters: dict[str, str]) -> int:
             connection.execute(
                 select(func.count())
                 .select_from(node_records)
-                .where(or_(*[and_(*branch) for branch in record_branches(filters, HERE_CODE)]))
+                .where(or_(*[and_(*branch) for branch in branches_of(filters)]))
             ).scalar_one()
         )
 
 
 def plan(engine: Engine, filters: dict[str, str], before: int | None, export: bool) -> str:
-    branches = record_branches(filters, HERE_CODE)
-    statement = (
-        records_export_statement(branches) if export else records_page_statement(branches, before)
-    )
+    branches = branches_of(filters)
+    statement = export_statement(branches, EXPORT_LIMIT) if export else page_of(branches, before)
     compiled = statement.compile(engine, compile_kwargs={"literal_binds": True})
     with engine.begin() as connection:
         if engine.dialect.name == "sqlite":

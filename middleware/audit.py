@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -193,4 +194,29 @@ def count_audit(
         connection.execute(
             select(func.count()).select_from(audit_record).where(_filter(actor, action))
         ).scalar_one()
+    )
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """One page of the audit log, how many entries match, and the chain's state."""
+
+    entries: list[dict[str, Any]]
+    total: int
+    first_broken: int | None  # the first entry whose hash does not verify, if any
+
+
+def audit_page(
+    connection: Connection,
+    *,
+    limit: int,
+    offset: int = 0,
+    actor: str | None = None,
+    action: str | None = None,
+) -> AuditPage:
+    """``audit_entries`` with their count and the chain verified, in one transaction."""
+    return AuditPage(
+        entries=audit_entries(connection, limit=limit, offset=offset, actor=actor, action=action),
+        total=count_audit(connection, actor=actor, action=action),
+        first_broken=verify_audit(connection),
     )

@@ -64,6 +64,7 @@ from middleware.permitted_list import (
     store_version,
 )
 from middleware.records import RecordEntry, records_of_transaction
+from middleware.store import NodeStore
 from middleware.tables import (
     node_list_versions,
     node_outbox,
@@ -154,6 +155,8 @@ class IntermediateServer(Party):
         self._encryption: Credentials = layout.institution_encryption(self.code).load()
         self._hub_verifier = PinnedVerifier(load_certificate(layout.hub_signing().certificate))
         self._payload_verifier = CAVerifier(self.ca)
+        # The node's database as adapters see it (one component per domain).
+        self.store = NodeStore(self.database, self.code)
         self.permitted_list: PermittedList | None = None
         self._waiters: dict[str, list[Deferred[None]]] = {}
         # Persons whose 符号 is being acquired, with whoever waits for the end.

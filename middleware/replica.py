@@ -334,3 +334,39 @@ def records_of(
         )
         for row in connection.execute(query)
     ]
+
+
+@dataclass(frozen=True)
+class PersonHoldings:
+    """What a node holds of one person: the registration and the 副本 records."""
+
+    person: Any | None  # integrated_address_number, registered_at, fugo_acquired_at, has_fugo
+    records: list[Any]  # record_id, information_name, data_set, items (JSON), suppressed, …
+
+
+def holdings_of(connection: Connection, integrated_address_number: str) -> PersonHoldings | None:
+    """The person ``integrated_address_number`` and their 副本, or None when neither exists
+    (never the 符号 itself: only whether there is one)."""
+    row = connection.execute(
+        select(
+            person.c.integrated_address_number,
+            person.c.registered_at,
+            person.c.fugo_acquired_at,
+            (person.c.fugo.is_not(None)).label("has_fugo"),
+        ).where(person.c.integrated_address_number == integrated_address_number)
+    ).first()
+    records = connection.execute(
+        select(
+            replica_record.c.record_id,
+            replica_record.c.information_name,
+            replica_record.c.data_set,
+            replica_record.c["items"],
+            replica_record.c.suppressed,
+            replica_record.c.registered_at,
+        )
+        .where(replica_record.c.integrated_address_number == integrated_address_number)
+        .order_by(replica_record.c.information_name, replica_record.c.record_id)
+    ).all()
+    if row is None and not records:
+        return None
+    return PersonHoldings(person=row, records=list(records))

@@ -516,12 +516,19 @@ def authenticate(
     return Session(token=token, csrf_token=csrf_token, user=user, created_at=now, last_seen_at=now)
 
 
-def resume_session(connection: Connection, now: datetime, token: str | None) -> Session:
+def resume_session(
+    connection: Connection,
+    now: datetime,
+    token: str | None,
+    idle_timeout: timedelta = IDLE_TIMEOUT,
+) -> Session:
     """The live session of ``token``, its idle timer restarted; else ``SessionExpired``.
 
-    A session idle for longer than ``IDLE_TIMEOUT``, or of a disabled user, is ended (and
-    the ending committed) before ``SessionExpired`` is raised.
+    A session idle for longer than ``idle_timeout`` (at most ``IDLE_TIMEOUT``: a console
+    may set a shorter one), or of a disabled user, is ended (and the ending committed)
+    before ``SessionExpired`` is raised.
     """
+    idle_timeout = min(idle_timeout, IDLE_TIMEOUT)
     if not token:
         raise RenkeiError(errors.SESSION_EXPIRED)
     digest = session_token_hash(token)
@@ -534,7 +541,7 @@ def resume_session(connection: Connection, now: datetime, token: str | None) -> 
     reason = None
     if user.disabled:
         reason = "disabled"
-    elif now - session_row.last_seen_at > IDLE_TIMEOUT:
+    elif now - session_row.last_seen_at > idle_timeout:
         reason = "idle"
     if reason is not None:
         connection.execute(delete(staff_session).where(staff_session.c.token_hash == digest))

@@ -420,8 +420,11 @@ async def test_records_search_detail_export_and_person_page(box: Any, setagaya_a
     assert headers.getRawHeaders(b"content-type")[0].startswith(b"text/csv")
     exported = await node.database.run(audit.audit_entries, limit=5, action="export")
     assert exported[0]["actor"] == "au"
-    code, body, _ = await auditor.get("/records?date_from=notadate")
-    assert code == 400
+    for malformed in ("date_from=notadate", "before=abc", "direction=sideways"):
+        code, body, _ = await auditor.get(f"/records?{malformed}")
+        assert code == 400 and "BadRequest" in body, malformed
+    code, body, _ = await auditor.get("/audit?page=x")
+    assert code == 400 and "BadRequest" in body
     admin = await logged_in(box, "ad", secrets["ad"])
     code, body, _ = await admin.get("/persons/000000000010002")
     assert code == 200 and "MEG-KAIGO-0201-DV01" in body and 'id="fugo"' in body

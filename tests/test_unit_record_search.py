@@ -1,5 +1,5 @@
-"""Unit tests for the console's record search statements (adapters.console.app): filters,
-the two directions of a counterpart search, newest-first keyset paging and the export."""
+"""Unit tests for the record search (middleware.record_search, with the console's form parsing):
+filters, the two directions of a counterpart search, newest-first keyset paging and the export."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from sqlalchemy import Connection
 from twisted.internet.interfaces import IReactorThreads
 
 from adapters.console import app as console
+from middleware import record_search
 from middleware.records import RecordEntry, append_records
 from middleware.storage import Database, migrate
 from middleware.tables import node_record_head, node_records
@@ -60,7 +61,11 @@ def searched(tmp_path: Path) -> Iterator[Database]:
 
 
 def _page(database: Database, values: dict[str, str], before: int | None = None) -> list[Any]:
-    statement = console.records_page_statement(console.record_branches(values, MEGURO), before)
+    """A console page of the search the form ``values`` describe (one row more than a page)."""
+    search = console.record_filter(values)
+    statement = record_search.page_statement(
+        record_search.record_branches(search, MEGURO), console.PAGE_SIZE + 1, before
+    )
 
     def read(connection: Connection) -> list[Any]:
         return list(connection.execute(statement))
@@ -107,8 +112,9 @@ def test_date_range_is_a_seq_range(searched: Database) -> None:
 
 def test_export_uses_the_same_branches(searched: Database) -> None:
     """The export returns every record of the search newest first, with the CSV header."""
-    statement = console.records_export_statement(
-        console.record_branches({"counterpart": SHIBUYA}, MEGURO)
+    statement = record_search.export_statement(
+        record_search.record_branches(console.record_filter({"counterpart": SHIBUYA}), MEGURO),
+        console.EXPORT_LIMIT,
     )
 
     def read(connection: Connection) -> list[Any]:
@@ -119,3 +125,11 @@ def test_export_uses_the_same_branches(searched: Database) -> None:
     text = console.records_csv(console.EXPORT_COLUMNS, rows)
     assert text.splitlines()[0].split(",") == console.EXPORT_COLUMNS
     assert len(text.splitlines()) == 41
+
+
+def test_the_form_dates_are_days_in_japan_both_included() -> None:
+    """A day of the form runs from 00:00 Japan time to the next day's 00:00 (UTC 15:00)."""
+    search = console.record_filter({"date_from": "2026-01-01", "date_to": "2026-01-01"})
+    assert search.since == datetime(2025, 12, 31, 15, 0, tzinfo=UTC)
+    assert search.until == datetime(2026, 1, 1, 15, 0, tzinfo=UTC)
+    assert console.record_filter({}) == record_search.RecordFilter()

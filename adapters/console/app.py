@@ -13,7 +13,7 @@ import csv
 import io
 import json
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,7 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from klein import Klein
-from sqlalchemy import Connection, Select, and_, delete, func, select, true, union_all
-from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -36,20 +35,8 @@ from codes import errors
 from codes.errors import RenkeiError
 from crypto.pki import PkiLayout
 from middleware import audit, staff
-from middleware.audit import append_audit
 from middleware.node import IntermediateServer
-from middleware.outbox import backlog
-from middleware.records import records_of_transaction
-from middleware.tables import (
-    held_provision,
-    node_outbox,
-    node_records,
-    person,
-    provision,
-    query,
-    replica_record,
-    staff_session,
-)
+from middleware.record_search import EXPORT_COLUMNS, RecordFilter
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = b"renkei_console"
@@ -124,6 +111,13 @@ def _args(request: Request, name: str) -> list[str]:
 def _cookie(request: Request, name: bytes) -> str | None:
     value = request.getCookie(name)
     return value.decode("ascii", "replace") if value else None
+
+
+def _number(value: str) -> int:
+    """A whole number from a query argument (a page, a ``before`` seq)."""
+    if not value.isdecimal() or len(value) > 18:
+        raise RenkeiError(errors.BAD_REQUEST, detail=f"not a number: {value[:40]}")
+    return int(value)
 
 
 def _parse_date(value: str) -> datetime | None:
@@ -222,35 +216,9 @@ class Console:
         )
         return page.encode("utf-8")
 
-    def _check_idle(self, connection: Connection, now: datetime, token: str | None) -> None:
-        """End a session idle for longer than this console's (possibly shorter) timeout."""
-        if not token or self.idle_timeout >= staff.IDLE_TIMEOUT:
-            return
-        digest = staff.session_token_hash(token)
-        row = connection.execute(
-            select(staff_session).where(staff_session.c.token_hash == digest)
-        ).first()
-        if row is None or now - row.last_seen_at <= self.idle_timeout:
-            return
-        connection.execute(delete(staff_session).where(staff_session.c.token_hash == digest))
-        append_audit(
-            connection,
-            now,
-            row.user_name,
-            "session_expired",
-            row.user_name,
-            {"session": digest[:16], "reason": "idle"},
-        )
-        connection.commit()
-        raise RenkeiError(errors.SESSION_EXPIRED)
-
-    def _resume(self, connection: Connection, now: datetime, token: str | None) -> staff.Session:
-        self._check_idle(connection, now, token)
-        return staff.resume_session(connection, now, token)
-
     def resume(self, request: Request) -> Deferred[staff.Session]:
-        return self.node.database.run(
-            self._resume, self.node.now(), _cookie(request, SESSION_COOKIE)
+        return self.node.store.staff.resume(
+            self.node.now(), _cookie(request, SESSION_COOKIE), self.idle_timeout
         )
 
     @app.handle_errors(RenkeiError)
@@ -289,11 +257,9 @@ class Console:
         return self.render(request, "login.html", expired=_arg(request, "expired") == "1")
 
     @app.route("/login", methods=["POST"])
-    @inlineCallbacks
-    def login(self, request: Request) -> Any:
+    async def login(self, request: Request) -> bytes:
         try:
-            session = yield self.node.database.run(
-                staff.authenticate,
+            session = await self.node.store.staff.authenticate(
                 self.node.now(),
                 _arg(request, "name"),
                 _arg(request, "password"),
@@ -319,11 +285,10 @@ class Console:
         return b""
 
     @app.route("/logout", methods=["POST"])
-    @inlineCallbacks
-    def logout(self, request: Request) -> Any:
-        session = yield self.resume(request)
+    async def logout(self, request: Request) -> bytes:
+        session = await self.resume(request)
         staff.check_csrf(session, _arg(request, "csrf_token") or None)
-        yield self.node.database.run(staff.logout, self.node.now(), session.token)
+        await self.node.store.staff.logout(self.node.now(), session.token)
         request.addCookie(
             SESSION_COOKIE,
             b"",
@@ -343,7 +308,7 @@ class Console:
     async def dashboard(self, request: Request, session: staff.Session) -> bytes:
         now = self.node.now()
         today = now.astimezone(JST).replace(hour=0, minute=0, second=0, microsecond=0)
-        figures = await self.node.database.run(_dashboard_figures, today.astimezone(UTC))
+        figures = await self.node.store.statistics.dashboard(today)
         listed = self.node.permitted_list
         return self.render(
             request,
@@ -400,27 +365,19 @@ class Console:
     async def audit_log(self, request: Request, session: staff.Session) -> bytes:
         actor = _arg(request, "actor") or None
         action = _arg(request, "action") or None
-        page_number = max(1, int(_arg(request, "page") or "1"))
+        page_number = max(1, _number(_arg(request, "page") or "1"))
 
-        def read(connection: Connection) -> tuple[list[dict[str, Any]], int, int | None]:
-            entries = audit.audit_entries(
-                connection,
-                limit=PAGE_SIZE,
-                offset=(page_number - 1) * PAGE_SIZE,
-                actor=actor,
-                action=action,
-            )
-            total = audit.count_audit(connection, actor=actor, action=action)
-            return entries, total, audit.verify_audit(connection)
-
-        entries, total, broken = await self.node.database.run(read)
+        found = await self.node.store.audit.page(
+            limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE, actor=actor, action=action
+        )
+        total = found.total
         return self.render(
             request,
             "audit.html",
             session,
-            entries=entries,
+            entries=found.entries,
             total=total,
-            broken=broken,
+            broken=found.first_broken,
             actor=actor or "",
             action=action or "",
             actions=sorted(audit.ACTIONS),
@@ -439,7 +396,7 @@ class Console:
     async def _users_page(
         self, request: Request, session: staff.Session, status: int = 200, **values: Any
     ) -> bytes:
-        users = await self.node.database.run(staff.list_users)
+        users = await self.node.store.staff.users()
         return self.render(
             request,
             "users.html",
@@ -455,8 +412,7 @@ class Console:
     async def user_add(self, request: Request, session: staff.Session) -> bytes:
         name = _arg(request, "name")
         try:
-            secret = await self.node.database.run(
-                staff.add_user,
+            secret = await self.node.store.staff.add_user(
                 self.node.now(),
                 name,
                 _arg(request, "display_name") or name,
@@ -479,9 +435,7 @@ class Console:
     @app.route("/users/<name>/disable", methods=["POST"])
     @page("admin", method="POST")
     async def user_disable(self, request: Request, session: staff.Session, name: str) -> bytes:
-        await self.node.database.run(
-            staff.disable_user, self.node.now(), name, actor=session.user.name
-        )
+        await self.node.store.staff.disable_user(self.node.now(), name, actor=session.user.name)
         request.redirect(b"/users")
         return b""
 
@@ -489,8 +443,7 @@ class Console:
     @page("admin", method="POST")
     async def user_password(self, request: Request, session: staff.Session, name: str) -> bytes:
         try:
-            await self.node.database.run(
-                staff.reset_password,
+            await self.node.store.staff.reset_password(
                 self.node.now(),
                 name,
                 _arg(request, "password"),
@@ -510,8 +463,8 @@ class Console:
                 raise RenkeiError(
                     errors.BAD_REQUEST, detail="you cannot remove your own admin role"
                 )
-            secret = await self.node.database.run(
-                staff.set_roles, self.node.now(), name, roles, actor=session.user.name
+            secret = await self.node.store.staff.set_roles(
+                self.node.now(), name, roles, actor=session.user.name
             )
         except RenkeiError as refusal:
             return await self._users_page(request, session, status=refusal.status, error=refusal)
@@ -523,8 +476,8 @@ class Console:
     @page("admin", method="POST")
     async def user_totp_reset(self, request: Request, session: staff.Session, name: str) -> bytes:
         try:
-            secret = await self.node.database.run(
-                staff.reset_totp, self.node.now(), name, actor=session.user.name
+            secret = await self.node.store.staff.reset_totp(
+                self.node.now(), name, actor=session.user.name
             )
         except RenkeiError as refusal:
             return await self._users_page(request, session, status=refusal.status, error=refusal)
@@ -541,21 +494,20 @@ class Console:
 
     # -- provision records -------------------------------------------------------------------
 
-    def _record_branches(self, request: Request) -> tuple[dict[str, str], list[list[Any]]]:
+    def _record_filter(self, request: Request) -> tuple[dict[str, str], RecordFilter]:
+        """The search's filters as the person gave them, and as a `RecordFilter`."""
         values = {name: _arg(request, name) for name in RECORD_FILTERS}
-        return values, record_branches(values, self.node.code)
+        return values, record_filter(values)
 
     @app.route("/records", methods=["GET"])
     @page("operator", "auditor")
     async def records(self, request: Request, session: staff.Session) -> bytes:
-        values, branches = self._record_branches(request)
+        values, search = self._record_filter(request)
         before = _arg(request, "before")
-        statement = records_page_statement(branches, int(before) if before else None)
-
-        def read(connection: Connection) -> list[dict[str, Any]]:
-            return [dict(row._mapping) for row in connection.execute(statement)]
-
-        rows = await self.node.database.run(read)
+        # One row more than a page says whether there is a next page.
+        rows = await self.node.store.records.search(
+            search, PAGE_SIZE + 1, _number(before) if before else None
+        )
         more = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]
         query_string = urlencode({k: v for k, v in values.items() if v})
@@ -574,25 +526,15 @@ class Console:
     @app.route("/records/export.csv", methods=["GET"])
     @page("auditor")
     async def records_export(self, request: Request, session: staff.Session) -> bytes:
-        values, branches = self._record_branches(request)
-        columns = EXPORT_COLUMNS
-        statement = records_export_statement(branches)
-        now = self.node.now()
-
-        def read(connection: Connection) -> list[Any]:
-            rows = list(connection.execute(statement))
-            append_audit(
-                connection,
-                now,
-                session.user.name,
-                "export",
-                "provision_records",
-                {"filters": {k: v for k, v in values.items() if v}, "rows": len(rows)},
-            )
-            return rows
-
-        rows = await self.node.database.run(read)
-        out = records_csv(columns, rows)
+        values, search = self._record_filter(request)
+        rows = await self.node.store.records.export(
+            search,
+            EXPORT_LIMIT,
+            now=self.node.now(),
+            actor=session.user.name,
+            described={k: v for k, v in values.items() if v},
+        )
+        out = records_csv(EXPORT_COLUMNS, rows)
         request.setHeader(b"Content-Type", b"text/csv; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-store")
         request.setHeader(b"Content-Disposition", b'attachment; filename="provision-records.csv"')
@@ -601,31 +543,8 @@ class Console:
     @app.route("/records/<number>", methods=["GET"])
     @page("operator", "auditor")
     async def record_detail(self, request: Request, session: staff.Session, number: str) -> bytes:
-        def read(connection: Connection) -> dict[str, Any]:
-            return {
-                "records": records_of_transaction(connection, node_records, number),
-                "query": connection.execute(
-                    select(
-                        query.c.query_id,
-                        query.c.state,
-                        query.c.provider,
-                        query.c.submitted_at,
-                        query.c.completed_at,
-                        query.c.error_code,
-                    ).where(query.c.transaction_number == number)
-                ).first(),
-                "provision": connection.execute(
-                    select(
-                        provision.c.requester,
-                        provision.c.status,
-                        provision.c.error_code,
-                        provision.c.received_at,
-                    ).where(provision.c.transaction_number == number)
-                ).first(),
-            }
-
-        found = await self.node.database.run(read)
-        if not found["records"]:
+        found = await self.node.store.records.transaction(number)
+        if not found.records:
             raise RenkeiError(errors.BAD_REQUEST, detail=f"no records of {number}")
         path_error: str | None = None
         try:
@@ -642,7 +561,7 @@ class Console:
             party = self.node.institution.name
             path = [
                 {"party": party, **{key: row[key] for key in TIMELINE_KEYS}}
-                for row in found["records"]
+                for row in found.records
             ]
         return self.render(
             request,
@@ -651,7 +570,9 @@ class Console:
             number=number,
             timeline=path,
             path_error=path_error,
-            **found,
+            records=found.records,
+            query=found.query,
+            provision=found.provision,
         )
 
     # -- persons ------------------------------------------------------------------------------
@@ -668,34 +589,9 @@ class Console:
     @app.route("/persons/<number>", methods=["GET"])
     @page("operator", "auditor", "admin")
     async def person_page(self, request: Request, session: staff.Session, number: str) -> bytes:
-        def read(connection: Connection) -> dict[str, Any] | None:
-            row = connection.execute(
-                select(
-                    person.c.integrated_address_number,
-                    person.c.registered_at,
-                    person.c.fugo_acquired_at,
-                    (person.c.fugo.is_not(None)).label("has_fugo"),
-                ).where(person.c.integrated_address_number == number)
-            ).first()
-            replica = connection.execute(
-                select(
-                    replica_record.c.record_id,
-                    replica_record.c.information_name,
-                    replica_record.c.data_set,
-                    replica_record.c["items"],
-                    replica_record.c.suppressed,
-                    replica_record.c.registered_at,
-                )
-                .where(replica_record.c.integrated_address_number == number)
-                .order_by(replica_record.c.information_name, replica_record.c.record_id)
-            ).all()
-            if row is None and not replica:
-                return None
-            return {"person": row, "replica": replica}
-
-        found = await self.node.database.run(read)
+        found = await self.node.store.persons.holdings(number)
         records = []
-        for item in (found or {}).get("replica", []):
+        for item in found.records if found is not None else []:
             records.append(
                 {
                     "record_id": item.record_id,
@@ -762,91 +658,24 @@ class Console:
         )
 
 
-SEQ_BEYOND = 2**62  # a seq no record reaches: an empty range
-
-
-def record_branches(values: dict[str, str], code: str) -> list[list[Any]]:
-    """The WHERE conditions of a record search (``values`` by ``RECORD_FILTERS``; ``code``:
-    this institution), one list per branch: a record matches when it meets every condition
-    of some branch. A counterpart search has two branches, one per direction, so each is one
-    seek on the (requester, provider, seq) index instead of a scan testing an OR. Used by the
-    console and by ``bench/records.py``."""
-    table = node_records
-    common: list[Any] = [true()]
-    # Records are appended in time order, so a date range is a seq range: each bound is one
-    # index seek on recorded_at, and the search then walks the primary key newest first
-    # instead of sorting every record of the range.
+def record_filter(values: dict[str, str]) -> RecordFilter:
+    """A search from the console's form (``values`` by ``RECORD_FILTERS``): the dates are
+    days in Japan's calendar, both included; empty fields match everything."""
     start = _parse_date(values.get("date_from", ""))
-    if start is not None:
-        first = (
-            select(table.c.seq)
-            .where(table.c.recorded_at >= start.astimezone(UTC))
-            .order_by(table.c.recorded_at)
-            .limit(1)
-            .scalar_subquery()
-        )
-        common.append(table.c.seq >= func.coalesce(first, SEQ_BEYOND))
     end = _parse_date(values.get("date_to", ""))
-    if end is not None:
-        last = (
-            select(table.c.seq)
-            .where(table.c.recorded_at < (end + timedelta(days=1)).astimezone(UTC))
-            .order_by(table.c.recorded_at.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
-        common.append(table.c.seq <= func.coalesce(last, 0))
-    if values.get("event"):
-        common.append(table.c.event == values["event"])
-    for name in ("procedure", "information_name", "status", "transaction_number", "person"):
-        if values.get(name):
-            common.append(table.c[name] == values[name])
-    direction = values.get("direction")
-    counterpart = values.get("counterpart")
-    outgoing = [table.c.requester == code]
-    incoming = [table.c.provider == code]
-    if counterpart:
-        outgoing.append(table.c.provider == counterpart)
-        incoming.append(table.c.requester == counterpart)
-    if direction == "outgoing":
-        return [common + outgoing]
-    if direction == "incoming":
-        return [common + incoming]
-    if counterpart:
-        return [common + outgoing, common + incoming]
-    return [common]
-
-
-def _newest_first(branches: list[list[Any]], columns: list[Any], limit: int) -> Select[Any]:
-    """``columns`` of the newest ``limit`` records matching any of ``branches``: each branch
-    newest first and limited on its own, then merged (no branch is read further than
-    ``limit`` rows)."""
-    seq = node_records.c.seq
-    parts = [
-        select(*columns).where(and_(*conditions)).order_by(seq.desc()).limit(limit)
-        for conditions in branches
-    ]
-    if len(parts) == 1:
-        return parts[0]
-    merged = union_all(*[select(part.subquery()) for part in parts]).subquery()
-    return select(merged).order_by(merged.c.seq.desc()).limit(limit)
-
-
-def records_page_statement(branches: list[list[Any]], before: int | None = None) -> Select[Any]:
-    """One page of the search, newest first: ``PAGE_SIZE + 1`` rows (the extra one says
-    whether there is a next page), below ``seq`` ``before`` when given (keyset paging)."""
-    if before is not None:
-        branches = [[*conditions, node_records.c.seq < before] for conditions in branches]
-    return _newest_first(branches, list(node_records.columns), PAGE_SIZE + 1)
-
-
-EXPORT_COLUMNS = [c.name for c in node_records.columns if c.name not in ("prev_hash", "hash")]
-
-
-def records_export_statement(branches: list[list[Any]]) -> Select[Any]:
-    """The CSV export's rows (``EXPORT_COLUMNS``), newest first, at most ``EXPORT_LIMIT``."""
-    columns = [node_records.c[name] for name in EXPORT_COLUMNS]
-    return _newest_first(branches, columns, EXPORT_LIMIT)
+    direction = values.get("direction") or None
+    if direction not in (None, "outgoing", "incoming"):
+        raise RenkeiError(errors.BAD_REQUEST, detail=f"no such direction: {direction[:40]}")
+    return RecordFilter(
+        since=start,
+        until=end + timedelta(days=1) if end is not None else None,
+        direction=direction,
+        **{
+            name: values.get(name) or None
+            for name in RECORD_FILTERS
+            if name not in ("date_from", "date_to", "direction")
+        },
+    )
 
 
 def records_csv(columns: list[str], rows: Iterable[Any]) -> str:
@@ -859,29 +688,6 @@ def records_csv(columns: list[str], rows: Iterable[Any]) -> str:
             [v.isoformat() if isinstance(v, datetime) else ("" if v is None else v) for v in row]
         )
     return out.getvalue()
-
-
-def _dashboard_figures(connection: Connection, since: datetime) -> dict[str, int]:
-    def count(statement: Any) -> int:
-        return int(connection.execute(statement).scalar_one())
-
-    return {
-        "queries_today": count(
-            select(func.count()).select_from(query).where(query.c.submitted_at >= since)
-        ),
-        "provisions_today": count(
-            select(func.count()).select_from(provision).where(provision.c.received_at >= since)
-        ),
-        "held_waiting": count(
-            select(func.count()).select_from(held_provision).where(held_provision.c.state == "held")
-        ),
-        "errors_today": count(
-            select(func.count())
-            .select_from(node_records)
-            .where(node_records.c.recorded_at >= since, node_records.c.error_code.is_not(None))
-        ),
-        "outbox_backlog": backlog(connection, node_outbox),
-    }
 
 
 ROUTE_ROLES: dict[str, tuple[str, ...]] = {

@@ -1,0 +1,177 @@
+"""A node's database as adapters see it: one connector with a component per domain.
+
+In the manner of Buildbot's ``master.db`` connector components: an adapter (the console, the
+metrics, the back-office formats) asks ``node.store.records.search(...)`` and receives a
+Deferred of plain values; it imports no table and writes no SQL. Each component runs the SQL
+of its domain's module (``middleware.record_search``, ``staff``, ``audit``, ``replica``,
+``statistics``) on the database's threads, one transaction per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row
+from twisted.internet.defer import Deferred
+
+from middleware import audit, record_search, replica, staff, statistics
+from middleware.record_search import RecordFilter, TransactionDetail
+from middleware.storage import Database
+
+__all__ = [
+    "AuditStore",
+    "NodeStore",
+    "PersonStore",
+    "RecordStore",
+    "StaffStore",
+    "StatisticsStore",
+]
+
+
+class RecordStore:
+    """The node's provision records (情報提供等記録), searched and exported."""
+
+    def __init__(self, database: Database, code: str) -> None:
+        self._database = database
+        self._code = code
+
+    def search(
+        self, search: RecordFilter, size: int, before: int | None = None
+    ) -> Deferred[list[dict[str, Any]]]:
+        """One page of at most ``size`` records, newest first, below ``seq`` ``before``."""
+        return self._database.run(record_search.search_records, search, self._code, size, before)
+
+    def export(
+        self,
+        search: RecordFilter,
+        limit: int,
+        *,
+        now: datetime,
+        actor: str,
+        described: dict[str, str],
+    ) -> Deferred[list[Row[Any]]]:
+        """At most ``limit`` records for an export, audited as ``actor``'s export."""
+        return self._database.run(
+            record_search.export_records,
+            search,
+            self._code,
+            limit,
+            now=now,
+            actor=actor,
+            described=described,
+        )
+
+    def transaction(self, number: str) -> Deferred[TransactionDetail]:
+        """The transaction ``number``: its records and this node's query or provision."""
+        return self._database.run(record_search.transaction_detail, number)
+
+
+class StaffStore:
+    """Staff users and their sessions (every change audited by `middleware.staff`)."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    def authenticate(
+        self, now: datetime, name: str, password: str, totp: str | None
+    ) -> Deferred[staff.Session]:
+        return self._database.run(staff.authenticate, now, name, password, totp)
+
+    def resume(
+        self, now: datetime, token: str | None, idle_timeout: timedelta
+    ) -> Deferred[staff.Session]:
+        return self._database.run(staff.resume_session, now, token, idle_timeout)
+
+    def logout(self, now: datetime, token: str | None) -> Deferred[None]:
+        return self._database.run(staff.logout, now, token)
+
+    def users(self) -> Deferred[list[dict[str, Any]]]:
+        return self._database.run(staff.list_users)
+
+    def add_user(
+        self,
+        now: datetime,
+        name: str,
+        display_name: str,
+        password: str,
+        roles: Iterable[str],
+        *,
+        actor: str,
+        with_totp: bool,
+    ) -> Deferred[str | None]:
+        return self._database.run(
+            staff.add_user,
+            now,
+            name,
+            display_name,
+            password,
+            roles,
+            actor=actor,
+            with_totp=with_totp,
+        )
+
+    def disable_user(self, now: datetime, name: str, *, actor: str) -> Deferred[None]:
+        return self._database.run(staff.disable_user, now, name, actor=actor)
+
+    def reset_password(
+        self, now: datetime, name: str, password: str, *, actor: str
+    ) -> Deferred[None]:
+        return self._database.run(staff.reset_password, now, name, password, actor=actor)
+
+    def set_roles(
+        self, now: datetime, name: str, roles: Iterable[str], *, actor: str
+    ) -> Deferred[str | None]:
+        return self._database.run(staff.set_roles, now, name, roles, actor=actor)
+
+    def reset_totp(self, now: datetime, name: str, *, actor: str) -> Deferred[str]:
+        return self._database.run(staff.reset_totp, now, name, actor=actor)
+
+
+class AuditStore:
+    """The audit log of staff operations and reads of personal data."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    def page(
+        self, *, limit: int, offset: int, actor: str | None, action: str | None
+    ) -> Deferred[audit.AuditPage]:
+        return self._database.run(
+            audit.audit_page, limit=limit, offset=offset, actor=actor, action=action
+        )
+
+
+class PersonStore:
+    """Persons and their 副本 as staff see them."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    def holdings(self, integrated_address_number: str) -> Deferred[replica.PersonHoldings | None]:
+        return self._database.run(replica.holdings_of, integrated_address_number)
+
+
+class StatisticsStore:
+    """Figures of the node's activity."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    def dashboard(self, since: datetime) -> Deferred[dict[str, int]]:
+        return self._database.run(statistics.dashboard_figures, since)
+
+    def gauges(self) -> Deferred[dict[str, Any]]:
+        return self._database.run(statistics.gauge_figures)
+
+
+class NodeStore:
+    """The connector: one component per domain over the node's database."""
+
+    def __init__(self, database: Database, code: str) -> None:
+        self.records = RecordStore(database, code)
+        self.staff = StaffStore(database)
+        self.audit = AuditStore(database)
+        self.persons = PersonStore(database)
+        self.statistics = StatisticsStore(database)
