@@ -10,12 +10,13 @@ See docs/protocol.md ("Back-office API").
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from klein import Klein
-from twisted.internet.defer import DeferredLock, inlineCallbacks
+from twisted.internet.defer import DeferredLock
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -32,8 +33,11 @@ from codes.typed import validate_information_name_code, validate_procedure_code
 from crypto.pki import PkiLayout, load_certificate
 from crypto.tls import peer_identity, server_options
 from middleware import messages, replica
-from middleware.node import IntermediateServer, QuerySubmission
+from middleware.node import IntermediateServer
 from middleware.process_memory import release_free_memory
+from middleware.queries import QuerySubmission
+
+T = TypeVar("T")
 
 MAX_BODY = 1_048_576
 OPENAPI_DOCUMENT = Path(__file__).resolve().with_name("openapi.json")
@@ -152,8 +156,7 @@ class BackOfficeApi:
         return identity.common_name
 
     @app.handle_errors(Exception)
-    @inlineCallbacks
-    def _refusal(self, request: Request, failure: Failure) -> Any:
+    async def _refusal(self, request: Request, failure: Failure) -> bytes:
         """Every refusal is coded JSON; every refusal of a request (4xx) is audited."""
         error = failure.value
         if not isinstance(error, RenkeiError):
@@ -161,7 +164,7 @@ class BackOfficeApi:
             error = RenkeiError(errors.INTERNAL)
         if error.status < 500:
             try:
-                yield self.node.audit_back_office_refusal(
+                await self.node.audit_back_office_refusal(
                     _caller_name(request), _request_line(request), error.code
                 )
             except Exception:
@@ -176,8 +179,7 @@ class BackOfficeApi:
         return OPENAPI_DOCUMENT.read_bytes()
 
     @app.route("/persons", methods=["POST"])
-    @inlineCallbacks
-    def register_person(self, request: Request) -> Any:
+    async def register_person(self, request: Request) -> bytes:
         """The integrated-address function: individual number in, integrated address number
         out (a proposed one is kept); the 符号 is acquired in the background. With
         ``?wait=N`` the answer waits up to N seconds for the acquisition to end."""
@@ -187,7 +189,7 @@ class BackOfficeApi:
         individual_number = validate_individual_number(_text(body, "individual_number"))
         proposed = _text(body, "integrated_address_number", required=False)
         address_number = _text(body, "address_number", required=False)
-        state = yield self.node.register_person(
+        state = await self.node.register_person(
             individual_number,
             validate_integrated_address_number(proposed) if proposed else None,
             wait,
@@ -196,16 +198,14 @@ class BackOfficeApi:
         return _person_answer(request, state)
 
     @app.route("/persons/<number>", methods=["GET"])
-    @inlineCallbacks
-    def person_state(self, request: Request, number: str) -> Any:
+    async def person_state(self, request: Request, number: str) -> bytes:
         """A person's registration: whether this institution's 符号 is acquired."""
         self._authorize(request)
-        state = yield self.node.person_state(validate_integrated_address_number(number))
+        state = await self.node.person_state(validate_integrated_address_number(number))
         return _person_answer(request, state)
 
     @app.route("/replica-records", methods=["POST"])
-    @inlineCallbacks
-    def register_replica_record(self, request: Request) -> Any:
+    async def register_replica_record(self, request: Request) -> bytes:
         """Register one replica record of an information name the system keeps, validated
         against the catalogue."""
         system = self._authorize(request)
@@ -230,25 +230,23 @@ class BackOfficeApi:
             items=items,
             suppressed=suppressed,
         )
-        yield self.node.register_replica_record(record, system)
+        await self.node.register_replica_record(record, system)
         return _json(request, {"record_id": record.record_id}, 201)
 
     @app.route("/replica-records/<record_id>", methods=["DELETE"])
-    @inlineCallbacks
-    def delete_replica_record(self, request: Request, record_id: str) -> Any:
+    async def delete_replica_record(self, request: Request, record_id: str) -> bytes:
         """Delete one replica record of an information name the system keeps."""
         system = self._authorize(request)
-        yield self.node.delete_replica_record(record_id, system)
+        await self.node.delete_replica_record(record_id, system)
         request.setResponseCode(204)
         return b""
 
     @app.route("/replica-files", methods=["POST"])
-    @inlineCallbacks
-    def post_replica_file(self, request: Request) -> Any:
+    async def post_replica_file(self, request: Request) -> bytes:
         """A 副本 registration and deletion file (XML); answers with its result file, with
         the status of its refusal (4xx) when the file was refused whole."""
         system = self._authorize(request)
-        result, document = yield self._one_file_at_a_time(
+        result, document = await self._one_file_at_a_time(
             lambda request: run_import(
                 self.node, _read_body(request, MAX_FILE_BODY), self._reactor, system
             ),
@@ -260,7 +258,7 @@ class BackOfficeApi:
             if entry.error is not None and entry.error.code == errors.SYSTEM_NOT_AUTHORIZED.code
         )
         if unauthorized:
-            yield self.node.audit_back_office_refusal(
+            await self.node.audit_back_office_refusal(
                 system,
                 _request_line(request),
                 errors.SYSTEM_NOT_AUTHORIZED.code,
@@ -272,62 +270,58 @@ class BackOfficeApi:
         return document
 
     @app.route("/bulk-queries", methods=["POST"])
-    @inlineCallbacks
-    def post_bulk_query(self, request: Request) -> Any:
+    async def post_bulk_query(self, request: Request) -> bytes:
         """A bulk-query file (the 18-field CSV, UTF-8 or Shift_JIS): accepted, then run."""
         system = self._authorize(request)
-        accepted = yield self._one_file_at_a_time(
+        accepted = await self._one_file_at_a_time(
             lambda request: self.bulk_queries.submit(_read_body(request, MAX_FILE_BODY), system),
             request,
         )
         return _json(request, accepted, 202)
 
-    @inlineCallbacks
-    def _one_file_at_a_time(self, work: Any, request: Request) -> Any:
+    async def _one_file_at_a_time(
+        self, work: Callable[[Request], Awaitable[T]], request: Request
+    ) -> T:
         """Read and process one posted file at a time, then give the memory back.
 
         A 64 MiB file and what is read from it take a few hundred megabytes while they are
         processed: files posted together wait for each other instead of adding up."""
-        yield self._files.acquire()
+        await self._files.acquire()
         try:
-            outcome = yield work(request)
+            outcome = await work(request)
         finally:
             self._files.release()
-            yield deferToThreadPool(
+            await deferToThreadPool(
                 self._reactor, self._reactor.getThreadPool(), release_free_memory
             )
         return outcome
 
     @app.route("/bulk-queries/<bulk_query_id>", methods=["GET"])
-    @inlineCallbacks
-    def bulk_query_progress(self, request: Request, bulk_query_id: str) -> Any:
+    async def bulk_query_progress(self, request: Request, bulk_query_id: str) -> bytes:
         """A bulk query's progress: lines ended so far, by state."""
         system = self._authorize(request)
-        progress = yield self._own_bulk_query(bulk_query_id, system)
+        progress = await self._own_bulk_query(bulk_query_id, system)
         return _json(request, progress)
 
     @app.route("/bulk-queries/<bulk_query_id>/result", methods=["GET"])
-    @inlineCallbacks
-    def bulk_query_result(self, request: Request, bulk_query_id: str) -> Any:
+    async def bulk_query_result(self, request: Request, bulk_query_id: str) -> bytes:
         """The result file of an ended bulk query (CSV, in the encoding of the input)."""
         system = self._authorize(request)
-        yield self._own_bulk_query(bulk_query_id, system)
-        content, content_type = yield self.bulk_queries.result_file(bulk_query_id)
+        await self._own_bulk_query(bulk_query_id, system)
+        content, content_type = await self.bulk_queries.result_file(bulk_query_id)
         request.setHeader(b"Content-Type", content_type.encode("ascii"))
         return content
 
-    @inlineCallbacks
-    def _own_bulk_query(self, bulk_query_id: str, system: str) -> Any:
+    async def _own_bulk_query(self, bulk_query_id: str, system: str) -> dict[str, Any]:
         """A bulk query's progress, for the system that posted it only (to any other it is
         unknown)."""
-        progress = yield self.bulk_queries.progress(bulk_query_id)
+        progress = await self.bulk_queries.progress(bulk_query_id)
         if progress["system"] != system:
             raise RenkeiError(errors.UNKNOWN_BULK_QUERY, bulk_query_id=bulk_query_id)
         return progress
 
     @app.route("/queries", methods=["POST"])
-    @inlineCallbacks
-    def submit_query(self, request: Request) -> Any:
+    async def submit_query(self, request: Request) -> bytes:
         """情報照会依頼: accepted for asynchronous processing; poll GET /queries/<id>. The
         procedure's affair must be one the system may query under."""
         system = self._authorize(request)
@@ -345,21 +339,20 @@ class BackOfficeApi:
             delegating_provider=_institution(body, "delegating_provider"),
             non_disclosure=_flag(body, "non_disclosure"),
         )
-        query_id = yield self.node.submit_query(submission, system)
+        query_id = await self.node.submit_query(submission, system)
         return _json(request, {"query_id": query_id, "state": "submitted"}, 202)
 
     @app.route("/queries/<query_id>", methods=["GET"])
-    @inlineCallbacks
-    def query_status(self, request: Request, query_id: str) -> Any:
+    async def query_status(self, request: Request, query_id: str) -> bytes:
         """情報照会結果取得: the state and, once provided, the decoded result. With
         ``?wait=N`` (at most 60) the answer waits up to N seconds for the query to end.
         Only the system that submitted the query may read it: to any other it is unknown."""
         system = self._authorize(request)
         wait = _wait_seconds(request)
         if wait > 0:
-            status = yield self.node.wait_for_end(query_id, wait, system)
+            status = await self.node.wait_for_end(query_id, wait, system)
         else:
-            status = yield self.node.query_status(query_id, system)
+            status = await self.node.query_status(query_id, system)
         return _json(request, status)
 
 

@@ -35,6 +35,7 @@ NOT_UNDER_TEST = [
     "adapters.network_link",
     "middleware.persons",
     "middleware.audit",
+    "middleware.bulk_queries",
     "middleware.clock",
     "middleware.config",
     "middleware.held_queue",
@@ -55,6 +56,7 @@ with atheris.instrument_imports(
     from codes import errors
     from codes.catalogue import load_catalogue
     from codes.errors import RenkeiError
+    from middleware import bulk_queries
 
 REQUESTER = "1131105000000000"
 CATALOGUE = load_catalogue()
@@ -63,11 +65,12 @@ FEATURES = Features()
 
 
 def stored_row(line: bulk_query.BulkQueryLine) -> dict[str, Any]:
-    """The line's row as `bulk_query.store_bulk_query` writes it, joined with no query."""
+    """The line's row as `middleware.bulk_queries.store_bulk_query` writes it, joined with no
+    query."""
     row: dict[str, Any] = {
         "line_number": line.number,
         "raw": line.raw,
-        "state": bulk_query.PENDING,
+        "state": bulk_queries.PENDING,
         "integrated_address_number": None,
         "procedure": None,
         "information_name": None,
@@ -90,7 +93,7 @@ def stored_row(line: bulk_query.BulkQueryLine) -> dict[str, Any]:
     else:
         assert line.refusal is not None, f"line {line.number}: neither a query nor a refusal"
         row.update(
-            state=bulk_query.INVALID,
+            state=bulk_queries.INVALID,
             error_code=errors.BULK_QUERY_LINE_INVALID.code,
             error_params=json.dumps(line.refusal.params(line.number), ensure_ascii=False),
         )

@@ -9,10 +9,8 @@ deletes query results when their retention ends. The back-office API
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -63,6 +61,18 @@ from middleware.permitted_list import (
     latest_version,
     store_version,
 )
+from middleware.queries import (
+    ACCEPTED,
+    ERROR,
+    FINISHED,
+    HELD,
+    NO_DATA,
+    PROVIDED,
+    REFUSED,
+    SUBMITTED,
+    QuerySubmission,
+    conditions_json,
+)
 from middleware.records import RecordEntry, records_of_transaction
 from middleware.store import NodeStore
 from middleware.tables import (
@@ -79,15 +89,6 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # The audit log's actor for a back-office system (staff names cannot contain ':').
 BACK_OFFICE_ACTOR = "back-office:"
 
-# query states (requester side)
-SUBMITTED = "submitted"
-ACCEPTED = "accepted"
-PROVIDED = "provided"
-NO_DATA = "no_data"
-REFUSED = "refused"
-HELD = "held"  # 保留中: the provider holds the provision for a staff decision
-ERROR = "error"
-FINISHED = (PROVIDED, NO_DATA, REFUSED, ERROR)
 PATH_KEYS = (
     "seq",
     "recorded_at",
@@ -101,21 +102,6 @@ PATH_KEYS = (
     "delegating_requester",
     "delegating_provider",
 )
-
-
-@dataclass(frozen=True)
-class QuerySubmission:
-    """What a back office asks: a person, a procedure, an information name and a provider."""
-
-    integrated_address_number: str
-    procedure: str
-    information_name: str
-    provider: str
-    conditions: messages.QueryConditions | None = None
-    # 照会者機関コード(委任元) / 提供者機関コード(委任元): the institutions acted for, if any.
-    delegating_requester: str | None = None
-    delegating_provider: str | None = None
-    non_disclosure: bool = False  # 照会側不開示
 
 
 class IntermediateServer(Party):
@@ -1249,19 +1235,6 @@ def _placeholders(row: Any) -> Mapping[str, Any]:
         "query_id": row.query_id,
         "sender": row.provider,
     }
-
-
-def conditions_json(conditions: messages.QueryConditions | None) -> str:
-    """Query conditions as stored with the query (JSON)."""
-    if conditions is None:
-        return "null"
-    return json.dumps(
-        {
-            "fiscal_year": conditions.fiscal_year,
-            "period_start": conditions.period_start and conditions.period_start.isoformat(),
-            "period_end": conditions.period_end and conditions.period_end.isoformat(),
-        }
-    )
 
 
 def _fire(ended: Deferred[None]) -> None:

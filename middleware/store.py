@@ -4,24 +4,26 @@ In the manner of Buildbot's ``master.db`` connector components: an adapter (the 
 metrics, the back-office formats) asks ``node.store.records.search(...)`` and receives a
 Deferred of plain values; it imports no table and writes no SQL. Each component runs the SQL
 of its domain's module (``middleware.record_search``, ``staff``, ``audit``, ``replica``,
-``statistics``) on the database's threads, one transaction per call.
+``statistics``, ``bulk_queries``) on the database's threads, one transaction per call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row
 from twisted.internet.defer import Deferred
 
-from middleware import audit, record_search, replica, staff, statistics
+from middleware import audit, bulk_queries, record_search, replica, staff, statistics
+from middleware.bulk_queries import ClaimedLine, NewLine, Outcome
 from middleware.record_search import RecordFilter, TransactionDetail
 from middleware.storage import Database
 
 __all__ = [
     "AuditStore",
+    "BulkQueryStore",
     "NodeStore",
     "PersonStore",
     "RecordStore",
@@ -166,6 +168,51 @@ class StatisticsStore:
         return self._database.run(statistics.gauge_figures)
 
 
+class BulkQueryStore:
+    """Bulk queries (一括照会): their lines, the driver's ticks, progress and results."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    def store(
+        self,
+        bulk_query_id: str,
+        system: str,
+        encoding: str,
+        lines: Sequence[NewLine],
+        now: datetime,
+    ) -> Deferred[None]:
+        """Store a bulk query with every line, in one transaction."""
+        return self._database.run(
+            bulk_queries.store_bulk_query, bulk_query_id, system, encoding, lines, now
+        )
+
+    def recover(self) -> Deferred[tuple[int, int]]:
+        """Re-link or release the lines left ``submitting``: (re-linked, released)."""
+        return self._database.run(bulk_queries.recover)
+
+    def drive(
+        self, outcomes: Sequence[Outcome], claim_limit: int, window: int, now: datetime
+    ) -> Deferred[list[ClaimedLine]]:
+        """One tick of the driver (see `middleware.bulk_queries.drive`)."""
+        return self._database.run(bulk_queries.drive, outcomes, claim_limit, window, now)
+
+    def finish(self, outcomes: Sequence[Outcome], now: datetime) -> Deferred[None]:
+        """Record the driver's last outcomes when it stops."""
+        return self._database.run(bulk_queries.finish_outcomes, outcomes, now)
+
+    def progress(self, bulk_query_id: str) -> Deferred[dict[str, Any]]:
+        return self._database.run(bulk_queries.progress_of, bulk_query_id)
+
+    def result_encoding(self, bulk_query_id: str) -> Deferred[str]:
+        return self._database.run(bulk_queries.result_encoding, bulk_query_id)
+
+    def result_page(
+        self, bulk_query_id: str, after: int, size: int
+    ) -> Deferred[list[dict[str, Any]]]:
+        return self._database.run(bulk_queries.result_page, bulk_query_id, after, size)
+
+
 class NodeStore:
     """The connector: one component per domain over the node's database."""
 
@@ -175,3 +222,4 @@ class NodeStore:
         self.audit = AuditStore(database)
         self.persons = PersonStore(database)
         self.statistics = StatisticsStore(database)
+        self.bulk_queries = BulkQueryStore(database)

@@ -20,7 +20,6 @@ from adapters.care_insurance.bulk_query import (
     FIELDS,
     MAX_LINES,
     BulkQueries,
-    claim,
     parse_bulk_query_file,
     result_header,
     result_lines,
@@ -28,6 +27,7 @@ from adapters.care_insurance.bulk_query import (
 from codes.catalogue import default_catalogue
 from codes.errors import RenkeiError
 from middleware import messages
+from middleware.bulk_queries import claim
 from middleware.hardened_xml import serialize
 from middleware.tables import bulk_query_line, query
 from renkei.cli import main
