@@ -5,6 +5,12 @@ Follows Buildbot's ``db/pool.py``: each unit of work is a plain function taking 
 no Result object leaves the worker thread. SQLite gets WAL, foreign keys, a busy timeout and
 ``BEGIN IMMEDIATE`` so that read-then-write transactions never lose updates; PostgreSQL
 (psycopg 3) is used by URL.
+
+Work that only reads goes through ``Database.read``: on SQLite it runs on reader connections
+of its own (``query_only``, a deferred ``BEGIN``: a WAL snapshot that neither takes the write
+lock nor waits behind the writer) on a thread pool of its own, so console searches, metrics
+and bulk-query progress do not queue behind the node's writes; on PostgreSQL, whose MVCC
+readers never wait for writers, on the same pool as the rest.
 """
 
 from __future__ import annotations
@@ -30,17 +36,23 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _LOCKED_RETRIES = 20
+# Reader threads (and connections) of a SQLite database: one per core of this machine.
+READERS = 2
 
 
-def create_database_engine(url: str, pool_size: int) -> Engine:
-    """Build an engine for ``url`` with the settings this project depends on."""
+def create_database_engine(url: str, pool_size: int, *, reader: bool = False) -> Engine:
+    """Build an engine for ``url`` with the settings this project depends on (``reader``:
+    SQLite connections that only read, see ``Database.read``)."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
             poolclass=NullPool if ":memory:" in url else None,
             connect_args={"check_same_thread": False, "timeout": 30},
         )
-        _configure_sqlite(engine)
+        if reader:
+            _configure_sqlite_reader(engine)
+        else:
+            _configure_sqlite(engine)
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
@@ -63,6 +75,21 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _configure_sqlite_reader(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA query_only=ON")  # a write through a reader is an error
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # Deferred: the first read takes a WAL snapshot, and no lock is taken.
+        connection.exec_driver_sql("BEGIN")
 
 
 def migrate(url: str, script_location: Path) -> None:
@@ -106,26 +133,39 @@ class Database:
 
     def __init__(self, reactor: IReactorThreads, url: str, threads: int | None = None) -> None:
         self.url = url
+        sqlite = url.startswith("sqlite")
         if threads is None:
             # SQLite serializes writers anyway: one thread avoids lock contention.
-            threads = 1 if url.startswith("sqlite") else 4
+            threads = 1 if sqlite else 4
         self.engine = create_database_engine(url, pool_size=threads)
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=threads, name=f"db:{url}")
+        # SQLite readers of their own (an in-memory database is one connection's: none).
+        self._reader: Engine | None = None
+        self._readers: ThreadPool | None = None
+        if sqlite and ":memory:" not in url:
+            self._reader = create_database_engine(url, pool_size=READERS, reader=True)
+            self._readers = ThreadPool(minthreads=0, maxthreads=READERS, name=f"db-read:{url}")
         self._started = False
 
     def start(self) -> None:
         if not self._started:
             self._pool.start()
+            if self._readers is not None:
+                self._readers.start()
             self._started = True
             _RUNNING.add(self)
 
     def stop(self) -> None:
         if self._started:
             self._pool.stop()
+            if self._readers is not None:
+                self._readers.stop()
             self._started = False
             _RUNNING.discard(self)
         self.engine.dispose()
+        if self._reader is not None:
+            self._reader.dispose()
 
     def migrate(self, script_location: Path) -> Deferred[None]:
         """Bring the schema up to date, on the pool like every other database call."""
@@ -142,11 +182,28 @@ class Database:
             self._reactor, self._pool, self.run_blocking, work, *args, **kwargs
         )
 
+    def read(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        """Run ``work(connection, *args, **kwargs)``, which only reads, in one transaction:
+        one consistent snapshot, never behind the writer on SQLite (a write is an error)."""
+        if self._reader is None or self._readers is None:
+            return self.run(work, *args, **kwargs)
+        if not self._started:
+            return fail(DatabaseStopped(self.url))
+        return deferToThreadPool(
+            self._reactor, self._readers, self._in_transaction, self._reader, work, args, kwargs
+        )
+
     def run_blocking(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a unit of work on the calling thread (CLI tools and migrations only)."""
+        return self._in_transaction(self.engine, work, args, kwargs)
+
+    @staticmethod
+    def _in_transaction(
+        engine: Engine, work: Callable[..., T], args: Any, kwargs: dict[str, Any]
+    ) -> T:
         for attempt in range(_LOCKED_RETRIES):
             try:
-                with self.engine.begin() as connection:
+                with engine.begin() as connection:
                     return work(connection, *args, **kwargs)
             except OperationalError as failure:
                 if "database is locked" not in str(failure) or attempt == _LOCKED_RETRIES - 1:

@@ -4,7 +4,9 @@ In the manner of Buildbot's ``master.db`` connector components: an adapter (the 
 metrics, the back-office formats) asks ``node.store.records.search(...)`` and receives a
 Deferred of plain values; it imports no table and writes no SQL. Each component runs the SQL
 of its domain's module (``middleware.record_search``, ``staff``, ``audit``, ``replica``,
-``statistics``, ``bulk_queries``) on the database's threads, one transaction per call.
+``statistics``, ``bulk_queries``) on the database's threads, one transaction per call; what
+only reads goes through ``Database.read`` (on SQLite, WAL readers that never wait behind the
+node's writes).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class RecordStore:
         self, search: RecordFilter, size: int, before: int | None = None
     ) -> Deferred[list[dict[str, Any]]]:
         """One page of at most ``size`` records, newest first, below ``seq`` ``before``."""
-        return self._database.run(record_search.search_records, search, self._code, size, before)
+        return self._database.read(record_search.search_records, search, self._code, size, before)
 
     def export(
         self,
@@ -67,7 +69,7 @@ class RecordStore:
 
     def transaction(self, number: str) -> Deferred[TransactionDetail]:
         """The transaction ``number``: its records and this node's query or provision."""
-        return self._database.run(record_search.transaction_detail, number)
+        return self._database.read(record_search.transaction_detail, number)
 
 
 class StaffStore:
@@ -90,7 +92,7 @@ class StaffStore:
         return self._database.run(staff.logout, now, token)
 
     def users(self) -> Deferred[list[dict[str, Any]]]:
-        return self._database.run(staff.list_users)
+        return self._database.read(staff.list_users)
 
     def add_user(
         self,
@@ -140,7 +142,7 @@ class AuditStore:
     def page(
         self, *, limit: int, offset: int, actor: str | None, action: str | None
     ) -> Deferred[audit.AuditPage]:
-        return self._database.run(
+        return self._database.read(
             audit.audit_page, limit=limit, offset=offset, actor=actor, action=action
         )
 
@@ -152,7 +154,7 @@ class PersonStore:
         self._database = database
 
     def holdings(self, integrated_address_number: str) -> Deferred[replica.PersonHoldings | None]:
-        return self._database.run(replica.holdings_of, integrated_address_number)
+        return self._database.read(replica.holdings_of, integrated_address_number)
 
 
 class StatisticsStore:
@@ -162,10 +164,10 @@ class StatisticsStore:
         self._database = database
 
     def dashboard(self, since: datetime) -> Deferred[dict[str, int]]:
-        return self._database.run(statistics.dashboard_figures, since)
+        return self._database.read(statistics.dashboard_figures, since)
 
     def gauges(self) -> Deferred[dict[str, Any]]:
-        return self._database.run(statistics.gauge_figures)
+        return self._database.read(statistics.gauge_figures)
 
 
 class BulkQueryStore:
@@ -202,15 +204,15 @@ class BulkQueryStore:
         return self._database.run(bulk_queries.finish_outcomes, outcomes, now)
 
     def progress(self, bulk_query_id: str) -> Deferred[dict[str, Any]]:
-        return self._database.run(bulk_queries.progress_of, bulk_query_id)
+        return self._database.read(bulk_queries.progress_of, bulk_query_id)
 
     def result_encoding(self, bulk_query_id: str) -> Deferred[str]:
-        return self._database.run(bulk_queries.result_encoding, bulk_query_id)
+        return self._database.read(bulk_queries.result_encoding, bulk_query_id)
 
     def result_page(
         self, bulk_query_id: str, after: int, size: int
     ) -> Deferred[list[dict[str, Any]]]:
-        return self._database.run(bulk_queries.result_page, bulk_query_id, after, size)
+        return self._database.read(bulk_queries.result_page, bulk_query_id, after, size)
 
 
 class NodeStore:

@@ -1,4 +1,5 @@
-"""Unit tests for middleware.storage: SQLite settings and transactions through run_blocking."""
+"""Unit tests for middleware.storage: SQLite settings, transactions through run_blocking and
+reads on SQLite's WAL readers."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+import pytest_twisted
 from sqlalchemy import Column, Connection, Integer, MetaData, Table, inspect, select, update
+from sqlalchemy.exc import OperationalError
 from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.threads import deferToThread
 
 from middleware.storage import Database, migrate
 
@@ -135,3 +139,49 @@ def test_migrate_creates_the_node_schema(tmp_path: Path) -> None:
         "provision_record_head",
         "permitted_list_version",
     } <= names
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_read_neither_waits_for_nor_sees_an_open_write(tmp_path: Path) -> None:
+    """While the writer holds an open write transaction, a read answers at once with the last
+    committed value; once the write commits, the next read sees it."""
+    from twisted.internet import reactor
+
+    db = Database(reactor, f"sqlite:///{tmp_path / 'unit.sqlite'}")
+    metadata.create_all(db.engine)
+    db.run_blocking(lambda connection: connection.execute(counter.insert().values(id=1, value=0)))
+    db.start()
+    writing, release = threading.Event(), threading.Event()
+
+    def hold_write(connection: Connection) -> None:
+        connection.execute(update(counter).where(counter.c.id == 1).values(value=99))
+        writing.set()
+        release.wait(10)
+
+    try:
+        held = db.run(hold_write)
+        await deferToThread(writing.wait, 10)
+        assert await db.read(_read).addTimeout(5, reactor) == 0
+        release.set()
+        await held
+        assert await db.read(_read) == 99
+    finally:
+        release.set()
+        db.stop()
+
+
+def test_a_read_cannot_write(tmp_path: Path) -> None:
+    """Work given to ``read`` that writes fails (the reader connections are query-only)."""
+    from twisted.internet import reactor
+
+    db = Database(reactor, f"sqlite:///{tmp_path / 'unit.sqlite'}")
+    metadata.create_all(db.engine)
+    assert db._reader is not None
+    with pytest.raises(OperationalError, match="readonly"):
+        Database._in_transaction(
+            db._reader,
+            lambda connection: connection.execute(counter.insert().values(id=1, value=0)),
+            (),
+            {},
+        )
+    db.stop()
