@@ -50,7 +50,7 @@ with atheris.instrument_imports(include=["middleware", "codes"]):
     )
 
 PARSER_CODES = frozenset({"XmlTooLarge", "XmlDoctypeForbidden", "XmlMalformed", "XmlTooDeep"})
-DEFAULT_CHUNK = hardened_xml._CHUNK
+DEFAULT_CHUNK = hardened_xml.CHUNK_SIZE
 FEATURES = Features()
 
 
@@ -109,7 +109,7 @@ def streamed(
     document: bytes, max_bytes: int, max_depth: int, chunk: int
 ) -> tuple[str, list[bytes]] | RenkeiError:
     """The stream's root (tag and attributes) and children, serialized, or its refusal."""
-    hardened_xml._CHUNK = chunk
+    hardened_xml.CHUNK_SIZE = chunk
     try:
         stream = iter_children(
             document, max_bytes=max_bytes, max_depth=max_depth, max_child_elements=1 << 30
@@ -120,7 +120,7 @@ def streamed(
         FEATURES.refusal(refusal, "stream")
         return refusal
     finally:
-        hardened_xml._CHUNK = DEFAULT_CHUNK
+        hardened_xml.CHUNK_SIZE = DEFAULT_CHUNK
     assert stream.root is not None, "the stream accepted a document without a root"
     return root_key(stream.root), children
 

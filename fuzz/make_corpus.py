@@ -47,7 +47,7 @@ CONDITIONS = messages.QueryConditions(
 )
 
 # The message types in the order of fuzz/messages.py: sorted by root element name.
-TYPES = sorted(messages._SPECS, key=lambda message_type: messages.root_name(message_type))
+TYPES = sorted(messages.MESSAGE_TYPES, key=lambda message_type: messages.root_name(message_type))
 
 PERMIT = messages.Permit(
     transaction_number=TRANSACTION,
@@ -212,7 +212,7 @@ def sample_messages() -> list[tuple[str, messages.Message]]:
 
 def message_document(message: messages.Message) -> bytes:
     """The document a peer sends: signed parts carry their (placeholder) signature."""
-    if messages._SPECS[type(message)].signed:
+    if messages.is_signed(type(message)):
         return messages.serialize(signed(message))
     return messages.encode(message)
 
@@ -416,7 +416,7 @@ def main() -> None:
         index = TYPES.index(message_type)
         document = message_document(message)
         message_seeds.append((label, bytes([index]) + document))
-        if messages._SPECS[message_type].signed:
+        if messages.is_signed(message_type):
             message_seeds.append((label + "-verified", bytes([index + len(TYPES)]) + document))
 
     files = replica_files()

@@ -1,7 +1,7 @@
 """Fuzz every message decoder of `middleware.messages`.
 
 Input layout: byte 0 chooses the message type and the path, the rest is the document.
-``TYPES`` lists every type of the registry (``messages._SPECS``) sorted by root element name;
+``TYPES`` lists every type of the registry (``messages.MESSAGE_TYPES``) sorted by root element name;
 ``byte0 % len(TYPES)`` picks one, ``byte0 // len(TYPES) % 2`` picks a variant:
 
 - an unsigned type: ``decode(document, T)``; a `ProvisionRequest`'s (unverified) permit is
@@ -43,9 +43,9 @@ with atheris.instrument_imports(include=["middleware", "codes"]):
     from middleware.hardened_xml import parse_xml
 
 TYPES: tuple[type[Any], ...] = tuple(
-    sorted(messages._SPECS, key=lambda message_type: messages.root_name(message_type))
+    sorted(messages.MESSAGE_TYPES, key=lambda message_type: messages.root_name(message_type))
 )
-SIGNED = frozenset(t for t, spec in messages._SPECS.items() if spec.signed)
+SIGNED = frozenset(t for t in messages.MESSAGE_TYPES if messages.is_signed(t))
 DECODE_CODES = frozenset(
     {
         "XmlTooLarge",

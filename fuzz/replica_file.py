@@ -66,7 +66,7 @@ with atheris.instrument_imports(
 INSTITUTION = "1131105000000000"
 PROVIDES = ("TM00000000000004", "TM00000000000002")
 CATALOGUE = load_catalogue()
-DEFAULT_CHUNK = hardened_xml._CHUNK
+DEFAULT_CHUNK = hardened_xml.CHUNK_SIZE
 FILE_CODES = frozenset(
     {
         "XmlTooLarge",
@@ -174,11 +174,11 @@ def TestOneInput(data: bytes) -> None:
     if not data:
         return
     document = data[1:]
-    hardened_xml._CHUNK = data[0] or DEFAULT_CHUNK
+    hardened_xml.CHUNK_SIZE = data[0] or DEFAULT_CHUNK
     try:
         streamed = read(document)
     finally:
-        hardened_xml._CHUNK = DEFAULT_CHUNK
+        hardened_xml.CHUNK_SIZE = DEFAULT_CHUNK
     expected = reference(document)
     if streamed is None:
         assert expected is None, "the reader refused a file the whole-tree reference accepts"

@@ -60,6 +60,7 @@ from codes.errors import (
 )
 
 __all__ = [
+    "CHUNK_SIZE",
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_DEPTH",
     "LIBXML2_MAX_DEPTH",
@@ -68,6 +69,7 @@ __all__ = [
     "iter_children",
     "parse_xml",
     "serialize",
+    "thread_parser",
 ]
 
 DEFAULT_MAX_BYTES = 1_048_576
@@ -76,8 +78,8 @@ DEFAULT_MAX_DEPTH = 32
 # element, and its XPath node sets (the depth check) stop at 10 million nodes: 16 MiB of
 # ``<x/>`` is 4 million elements and some 400 MB of tree, transient. Stream anything larger.
 MAX_TREE_BYTES = 16 * 1_048_576
-# Bytes fed to the streaming parser at a time.
-_CHUNK = 65_536
+# Bytes fed to the streaming parser at a time (the fuzz harnesses vary it).
+CHUNK_SIZE = 65_536
 # libxml2 refuses deeper documents by itself unless XML_PARSE_HUGE (huge_tree) is set.
 LIBXML2_MAX_DEPTH = 256
 
@@ -101,7 +103,7 @@ def _prescan(data: bytes, max_bytes: int) -> None:
         raise RenkeiError(XML_DOCTYPE_FORBIDDEN)
 
 
-def _parser() -> etree.XMLParser:
+def thread_parser() -> etree.XMLParser:
     """Return this thread's hardened parser, creating it on first use."""
     parser: etree.XMLParser | None = getattr(_local, "parser", None)
     if parser is None:
@@ -178,7 +180,7 @@ def parse_xml(
         raise ValueError(f"max_bytes above {MAX_TREE_BYTES}: stream the document (iter_children)")
     _prescan(data, max_bytes)
 
-    parser = _parser()
+    parser = thread_parser()
     try:
         root = etree.fromstring(data, parser)
     except etree.XMLSyntaxError as error:
@@ -263,9 +265,9 @@ class StreamedDocument:
             remove_comments=True,
         )
         data = self._data
-        for offset in range(0, max(len(data), 1), _CHUNK):
+        for offset in range(0, max(len(data), 1), CHUNK_SIZE):
             try:
-                parser.feed(data[offset : offset + _CHUNK])
+                parser.feed(data[offset : offset + CHUNK_SIZE])
                 events: list[Any] = list(parser.read_events())
             except etree.XMLSyntaxError as error:
                 raise _refuse_syntax_error(error, self._max_depth) from None

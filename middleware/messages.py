@@ -45,7 +45,9 @@ from codes.errors import UNEXPECTED_MESSAGE, XML_SCHEMA_INVALID, RenkeiError
 from middleware.hardened_xml import parse_xml, serialize
 
 __all__ = [
+    "COMPILED_SCHEMAS",
     "DSIG_NS",
+    "MESSAGE_TYPES",
     "NS",
     "SCHEMA_DIR",
     "DelegationEntry",
@@ -72,6 +74,7 @@ __all__ = [
     "encode",
     "error_message",
     "from_element",
+    "is_signed",
     "root_name",
     "serialize",
     "to_element",
@@ -854,6 +857,17 @@ def _load_schema(root: str) -> etree.XMLSchema:
 _SCHEMAS: dict[str, etree.XMLSchema] = {
     spec.root: _load_schema(spec.root) for spec in _SPECS.values()
 }
+MESSAGE_TYPES: tuple[type[Message], ...] = tuple(_SPECS)
+"""Every message type of the protocol."""
+COMPILED_SCHEMAS: frozenset[str] = frozenset(_SCHEMAS)
+"""The root names whose XSD was compiled at import (one per message type)."""
+
+
+def is_signed(message_type: type[Message]) -> bool:
+    """Whether messages of this type carry an enveloped XML signature."""
+    return _spec(message_type).signed
+
+
 # A compiled schema may be shared, but each XMLSchema object keeps one error log: one validation
 # at a time per schema.
 _SCHEMA_LOCKS: dict[str, threading.Lock] = {root: threading.Lock() for root in _SCHEMAS}

@@ -105,7 +105,7 @@ def test_non_xml_white_space_between_the_parts_of_a_file_is_refused(space: str) 
 def test_text_after_the_last_entry_at_a_chunk_boundary_is_refused(before_boundary: int) -> None:
     """Text after the last entry of a large 副本 file is refused wherever the streaming
     parser's 64 KiB chunks end (here just after the entry's end tag)."""
-    boundary = 2 * 65_536  # the streaming parser reads 64 KiB at a time (hardened_xml._CHUNK)
+    boundary = 2 * 65_536  # the streaming parser reads 64 KiB at a time (hardened_xml.CHUNK_SIZE)
     head = HEADER + ENTRY * ((boundary - len(HEADER)) // len(ENTRY) - 2)
     pad = boundary - before_boundary - len(head) - len(ENTRY)
     document = head + b" " * pad + ENTRY + b"not allowed" + END

@@ -217,7 +217,7 @@ def test_each_thread_gets_its_own_parser() -> None:
     parsers: list[etree.XMLParser] = []
 
     def work() -> None:
-        parsers.append(hardened_xml._parser())
+        parsers.append(hardened_xml.thread_parser())
         for _ in range(200):
             assert parse_xml(b"<a><b>x</b></a>")[0].text == "x"
 
@@ -226,7 +226,7 @@ def test_each_thread_gets_its_own_parser() -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    assert hardened_xml._parser() is hardened_xml._parser()
+    assert hardened_xml.thread_parser() is hardened_xml.thread_parser()
     assert len({id(parser) for parser in parsers}) == 4
 
 

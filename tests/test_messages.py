@@ -460,7 +460,7 @@ def test_schema_refuses_bad_code_format(
 
 def test_every_message_type_has_a_compiled_schema() -> None:
     """Every message type's schema was compiled at import."""
-    assert set(messages._SCHEMAS) == {
+    assert set(messages.COMPILED_SCHEMAS) == {
         "FugoRequest",
         "FugoResponse",
         "PermittedList",

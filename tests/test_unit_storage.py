@@ -170,18 +170,18 @@ async def test_a_read_neither_waits_for_nor_sees_an_open_write(tmp_path: Path) -
         db.stop()
 
 
-def test_a_read_cannot_write(tmp_path: Path) -> None:
+@pytest_twisted.ensureDeferred
+async def test_a_read_cannot_write(tmp_path: Path) -> None:
     """Work given to ``read`` that writes fails (the reader connections are query-only)."""
     from twisted.internet import reactor
 
     db = Database(reactor, f"sqlite:///{tmp_path / 'unit.sqlite'}")
     metadata.create_all(db.engine)
-    assert db._reader is not None
-    with pytest.raises(OperationalError, match="readonly"):
-        Database._in_transaction(
-            db._reader,
-            lambda connection: connection.execute(counter.insert().values(id=1, value=0)),
-            (),
-            {},
-        )
-    db.stop()
+    db.start()
+    try:
+        with pytest.raises(OperationalError, match="readonly"):
+            await db.read(
+                lambda connection: connection.execute(counter.insert().values(id=1, value=0))
+            )
+    finally:
+        db.stop()
