@@ -15,7 +15,6 @@ from typing import Any, cast
 from weakref import WeakSet
 
 from twisted.application.service import Service
-from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import serverFromString
 from twisted.web import http
 from twisted.web.resource import Resource
@@ -24,6 +23,7 @@ from twisted.web.server import Request, Site
 from codes import errors
 from codes.errors import RenkeiError
 from crypto.tls import listen_mutual_tls
+from middleware.deferred import deferred
 from middleware.network import MAX_MESSAGE_BYTES
 
 __all__ = [
@@ -187,21 +187,22 @@ class Listener(Service):
         assert self._port is not None, "the listener is not running"
         return int(self._port.getHost().port)
 
-    @inlineCallbacks
-    def startService(self) -> Any:
+    @deferred
+    async def startService(self) -> None:
         if self._options is None:
-            self._port = yield serverFromString(self._reactor, self.description).listen(self.site)
+            self._port = await serverFromString(self._reactor, self.description).listen(self.site)
         else:
-            self._port = yield listen_mutual_tls(
+            self._port = await listen_mutual_tls(
                 self._reactor, self.description, self._options, self.site
             )
         super().startService()
 
-    @inlineCallbacks
-    def stopService(self) -> Any:
+    @deferred
+    async def stopService(self) -> None:
         super().stopService()
         port, self._port = self._port, None
         if port is not None:
             stopped = port.stopListening()
             self.site.drop_connections()
-            yield stopped
+            if stopped is not None:  # IListeningPort.stopListening: a Deferred or None
+                await stopped

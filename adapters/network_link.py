@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from klein import Klein
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
@@ -36,6 +36,7 @@ from crypto.tls import (
 )
 from middleware import messages
 from middleware.config import Config, InstitutionConfig
+from middleware.deferred import deferred
 from middleware.network import (
     FUGO,
     HUB,
@@ -64,7 +65,7 @@ __all__ = [
     "xml_refusal",
 ]
 
-T = TypeVar("T")
+T = TypeVar("T", bound=messages.Message)
 
 XML = b"application/xml; charset=utf-8"
 # Seconds to wait for a peer's answer before the outbox treats the attempt as failed.
@@ -101,20 +102,20 @@ class NetworkClient:
         """Close kept-alive connections (a Deferred)."""
         return self._http.close()
 
-    @inlineCallbacks
-    def request(self, method: str, url: str, body: bytes | None) -> Any:
+    @deferred
+    async def request(self, method: str, url: str, body: bytes | None) -> bytes:
         """The answer document of one request (bytes), or DeliveryRefused for a coded
         refusal (4xx with an Error message) and TransientFailure for anything that may
         succeed later (no connection, a timeout, 5xx, a 4xx without an Error)."""
         try:
-            response = yield self._http.request(
+            response = await self._http.request(
                 method,
                 url,
                 data=body,
                 headers=Headers({b"Content-Type": [XML]}) if body is not None else None,
                 timeout=REQUEST_TIMEOUT,
             )
-            content = yield response.content()
+            content = await response.content()
         except Exception as failure:
             raise TransientFailure(repr(failure)) from failure
         status = response.code
@@ -128,24 +129,24 @@ class NetworkClient:
             raise DeliveryRefused(refusal.code, refusal.message_en, refusal.transaction_number)
         raise TransientFailure(f"HTTP {status} from {url}")
 
-    @inlineCallbacks
-    def post(self, url: str, body: bytes, expected: type[T]) -> Any:
+    @deferred
+    async def post(self, url: str, body: bytes, expected: type[T]) -> T:
         """POST ``body`` and return the decoded ``expected`` answer (refusals as `request`)."""
-        content = yield self.request("POST", url, body)
+        content = await self.request("POST", url, body)
         return _decoded(content, expected)
 
-    @inlineCallbacks
-    def get_message(self, url: str, expected: type[T]) -> Any:
+    @deferred
+    async def get_message(self, url: str, expected: type[T]) -> T:
         """GET and decode the ``expected`` answer; refusals as for `request`."""
-        content = yield self.request("GET", url, None)
+        content = await self.request("GET", url, None)
         return _decoded(content, expected)
 
     def get(self, url: str) -> Deferred[bytes]:
         """GET a document (bytes); refusals as for `request`."""
-        return cast("Deferred[bytes]", self.request("GET", url, None))
+        return self.request("GET", url, None)
 
 
-def _decoded(content: bytes, expected: Any) -> Any:
+def _decoded(content: bytes, expected: type[T]) -> T:
     try:
         return messages.decode(content, expected)
     except RenkeiError as failure:
@@ -172,7 +173,7 @@ class HttpsTransport:
         if address is None:
             raise RenkeiError(errors.UNKNOWN_INSTITUTION, code=destination)
         url = address + (path.format(argument) if "{}" in path else path)
-        return cast("Deferred[bytes]", self._client.request(method, url, document))
+        return self._client.request(method, url, document)
 
     def close(self) -> Deferred[None]:
         return cast("Deferred[None]", self._client.close())
@@ -248,11 +249,13 @@ class NetworkApi:
     def __init__(self, endpoint: NetworkEndpoint) -> None:
         self._endpoint = endpoint
 
-    @inlineCallbacks
-    def _dispatch(self, request: Request, operation: str, argument: str | None = None) -> Any:
+    @deferred
+    async def _dispatch(
+        self, request: Request, operation: str, argument: str | None = None
+    ) -> bytes:
         caller = _network_caller(request)
         document = _read_body(request) if ROUTES[operation][0] == "POST" else None
-        answer = yield self._endpoint.dispatch(caller, operation, document, argument)
+        answer = await self._endpoint.dispatch(caller, operation, document, argument)
         request.setHeader(b"Content-Type", XML)
         return answer
 

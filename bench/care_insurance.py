@@ -350,10 +350,10 @@ def cpu_figures(window: CpuWindow) -> dict[str, Any]:
 def replica_import(
     reactor: Any, settings: Settings, directory: Path, supervisor: Supervisor
 ) -> Any:
-    from twisted.internet.defer import inlineCallbacks
+    from middleware.deferred import deferred
 
-    @inlineCallbacks
-    def run() -> Any:
+    @deferred
+    async def run() -> dict[str, Any]:
         from adapters.care_insurance.replica_file import build_replica_file, refused_codes
         from middleware import replica
         from middleware.config import load_config
@@ -444,7 +444,7 @@ def replica_import(
             flush=True,
         )
         log = work / "box.log"
-        box = yield start_box(reactor, supervisor, config_path, log)
+        box = await start_box(reactor, supervisor, config_path, log)
         client = BackOfficeClient(reactor, config, meguro, CARE_INSURANCE)
         window = CpuWindow({"box": box.pid, "bench": os.getpid()})
         refused: list[str] = []
@@ -454,13 +454,13 @@ def replica_import(
             began = time.perf_counter()
             for document in documents:
                 sent = time.perf_counter()
-                result = yield client.send_file("/replica-files", document, "application/xml")
+                result = await client.send_file("/replica-files", document, "application/xml")
                 per_file.append(time.perf_counter() - sent)
                 refused.extend(refused_codes(result))
             import_s = time.perf_counter() - began
             window.end()
         finally:
-            yield client.close()
+            await client.close()
         stop_popen(box)
         figures["import_s"] = round(import_s, 2)
         figures["import_records_per_s"] = round(len(records) / import_s)
@@ -570,10 +570,12 @@ def tax_record(index: int, number: str) -> Any:
 
 
 def bulk_query(reactor: Any, settings: Settings, directory: Path, supervisor: Supervisor) -> Any:
-    from twisted.internet.defer import gatherResults, inlineCallbacks
+    from twisted.internet.defer import gatherResults
 
-    @inlineCallbacks
-    def run() -> Any:
+    from middleware.deferred import deferred
+
+    @deferred
+    async def run() -> dict[str, Any]:
         from middleware.config import load_config
         from middleware.storage import create_database_engine, migrate
         from simulators.back_office import BackOfficeClient
@@ -610,7 +612,7 @@ def bulk_query(reactor: Any, settings: Settings, directory: Path, supervisor: Su
             engine.dispose()
 
         log = work / "box.log"
-        box = yield start_box(reactor, supervisor, config_path, log)
+        box = await start_box(reactor, supervisor, config_path, log)
         meguro_client = BackOfficeClient(reactor, config, meguro, CARE_INSURANCE)
         try:
             print(
@@ -627,7 +629,7 @@ def bulk_query(reactor: Any, settings: Settings, directory: Path, supervisor: Su
                 for i, p in enumerate(persons)
             ]
             began = time.perf_counter()
-            stored = yield gatherResults(
+            stored = await gatherResults(
                 [
                     register_holdings(reactor, config, meguro, [Holding(p, ()) for p in persons]),
                     register_holdings(reactor, config, setagaya, at_setagaya),
@@ -643,7 +645,7 @@ def bulk_query(reactor: Any, settings: Settings, directory: Path, supervisor: Su
                 f"{settings.concurrency} in flight ...",
                 flush=True,
             )
-            figures["individual"] = yield individual_queries(
+            figures["individual"] = await individual_queries(
                 reactor,
                 meguro_client,
                 persons[: settings.individual],
@@ -654,10 +656,10 @@ def bulk_query(reactor: Any, settings: Settings, directory: Path, supervisor: Su
             print(f"    {individual['flows_per_s']} flows/s", flush=True)
 
             print(f"    one bulk-query file of {n:,} lines ...", flush=True)
-            figures["bulk"] = yield one_bulk_query(reactor, meguro_client, persons, box.pid)
+            figures["bulk"] = await one_bulk_query(reactor, meguro_client, persons, box.pid)
             print(f"    {figures['bulk']['lines_per_s']} lines/s", flush=True)
         finally:
-            yield meguro_client.close()
+            await meguro_client.close()
         stop_popen(box)
         with sqlite3.connect(f"file:{work / 'meguro.sqlite'}?mode=ro", uri=True) as db:
             figures["meguro_query_states"] = dict(
@@ -679,26 +681,28 @@ def individual_queries(
     reactor: Any, client: Any, persons: Sequence[Any], concurrency: int, box_pid: int
 ) -> Any:
     """The baseline: each person's query as POST /queries, awaited with the long poll."""
-    from twisted.internet.defer import gatherResults, inlineCallbacks
+    from twisted.internet.defer import gatherResults
+
+    from middleware.deferred import deferred
 
     latencies: list[float] = []
     errors: list[str] = []
     states: dict[str, int] = {}
     queue = iter(persons)
 
-    @inlineCallbacks
-    def worker() -> Any:
+    @deferred
+    async def worker() -> None:
         for person in queue:
             began = time.perf_counter()
             try:
-                accepted = yield client.submit_query(
+                accepted = await client.submit_query(
                     integrated_address_number=person.integrated_address_number,
                     procedure=PREMIUM_ASSESSMENT,
                     information_name=TAX,
                     provider=SETAGAYA,
                 )
                 while True:
-                    status = yield client.query_status(accepted["query_id"], wait=30)
+                    status = await client.query_status(accepted["query_id"], wait=30)
                     state = status["state"]
                     if state in FINISHED:
                         break
@@ -715,12 +719,12 @@ def individual_queries(
             else:
                 latencies.append(time.perf_counter() - began)
 
-    @inlineCallbacks
-    def run() -> Any:
+    @deferred
+    async def run() -> dict[str, Any]:
         window = CpuWindow({"box": box_pid, "bench": os.getpid()})
         window.begin()
         began = time.perf_counter()
-        yield gatherResults([worker() for _ in range(concurrency)], consumeErrors=True)
+        await gatherResults([worker() for _ in range(concurrency)], consumeErrors=True)
         elapsed = time.perf_counter() - began
         window.end()
         return {
@@ -740,32 +744,32 @@ def individual_queries(
 
 def one_bulk_query(reactor: Any, client: Any, persons: Sequence[Any], box_pid: int) -> Any:
     """Post the N-line file, poll its progress until it ended, download and check the result."""
-    from twisted.internet.defer import inlineCallbacks
     from twisted.internet.task import deferLater
 
+    from middleware.deferred import deferred
     from simulators.use_cases import bulk_query_line
 
-    @inlineCallbacks
-    def run() -> Any:
+    @deferred
+    async def run() -> dict[str, Any]:
         asked_at = datetime.datetime(2026, 11, 26, 9, 0, 0)
         lines = [bulk_query_line(p, MEGURO, SETAGAYA, asked_at) for p in persons]
         body = ("\r\n".join(lines) + "\r\n").encode("cp932")
         window = CpuWindow({"box": box_pid, "bench": os.getpid()})
         window.begin()
         began = time.perf_counter()
-        answer = yield client.send_file("/bulk-queries", body, "text/csv")
+        answer = await client.send_file("/bulk-queries", body, "text/csv")
         accepted = json.loads(answer)
         accepted_s = time.perf_counter() - began
         bulk_id = accepted["bulk_query_id"]
         samples: list[tuple[float, int]] = []
         while True:
-            progress = yield client.request("GET", f"/bulk-queries/{bulk_id}")
+            progress = await client.request("GET", f"/bulk-queries/{bulk_id}")
             samples.append((time.perf_counter() - began, int(progress["ended"])))
             if progress["state"] == "ended":
                 break
-            yield deferLater(reactor, BULK_POLL, lambda: None)
+            await deferLater(reactor, BULK_POLL, lambda: None)
         ended_s = time.perf_counter() - began
-        result = yield client.send("GET", f"/bulk-queries/{bulk_id}/result", None)
+        result = await client.send("GET", f"/bulk-queries/{bulk_id}/result", None)
         elapsed = time.perf_counter() - began
         window.end()
         encoding = "cp932" if "shift_jis" in result.content_type else "utf-8-sig"
@@ -928,9 +932,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     from twisted.internet import reactor as installed
-    from twisted.internet.defer import inlineCallbacks
 
     from crypto.pki import InstitutionEntry, init_pki
+    from middleware.deferred import deferred
 
     reactor: Any = installed
     began = time.monotonic()
@@ -941,8 +945,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"machine: {report['machine']}", flush=True)
     outcome: dict[str, Any] = {}
 
-    @inlineCallbacks
-    def run() -> Any:
+    @deferred
+    async def run() -> None:
         init_pki(
             directory / "pki",
             [
@@ -951,9 +955,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ],
         )
         if settings.replica:
-            report["replica"] = yield replica_import(reactor, settings, directory, supervisor)
+            report["replica"] = await replica_import(reactor, settings, directory, supervisor)
         if settings.bulk:
-            report["bulk"] = yield bulk_query(reactor, settings, directory, supervisor)
+            report["bulk"] = await bulk_query(reactor, settings, directory, supervisor)
 
     def go() -> None:
         finished = run()

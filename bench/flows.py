@@ -483,11 +483,12 @@ def echo_client(params: dict[str, Any], connection: Connection, parent: int) -> 
     """Baseline load: ``concurrency`` loops POSTing a body over kept-alive mutual TLS."""
     try:
         reactor = _child_setup(parent)
-        from twisted.internet.defer import DeferredList, inlineCallbacks
+        from twisted.internet.defer import DeferredList
         from twisted.web.http_headers import Headers
 
         from crypto.pki import PkiLayout, load_certificate, server_name_of_institution
         from crypto.tls import ClientTLSPolicy, make_http_client
+        from middleware.deferred import deferred
 
         layout = PkiLayout(Path(params["pki"]))
         policy = ClientTLSPolicy(
@@ -505,13 +506,13 @@ def echo_client(params: dict[str, Any], connection: Connection, parent: int) -> 
         window_end = window_start + duration
         result: dict[str, Any] = {"completed": 0, "errors": 0, "latencies": [], "error_samples": []}
 
-        @inlineCallbacks
-        def loop() -> Any:
+        @deferred
+        async def loop() -> None:
             while time.monotonic() < window_end:
                 began = time.monotonic()
                 try:
-                    response = yield http.post(url, data=body, headers=headers)
-                    content = yield response.content()
+                    response = await http.post(url, data=body, headers=headers)
+                    content = await response.content()
                     ok = response.code == 200 and content == body
                     problem = f"HTTP {response.code}, {len(content)} bytes"
                 except Exception as failure:
@@ -542,10 +543,11 @@ def flow_client(params: dict[str, Any], connection: Connection, parent: int) -> 
     """Back-office load: closed loop (``rate`` is None) or flows paced at ``rate`` per second."""
     try:
         reactor = _child_setup(parent)
-        from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+        from twisted.internet.defer import Deferred, DeferredList
         from twisted.internet.task import deferLater
 
         from middleware.config import load_config
+        from middleware.deferred import deferred
         from simulators.back_office import BackOfficeClient
 
         config = load_config(Path(params["config"]))
@@ -581,12 +583,14 @@ def flow_client(params: dict[str, Any], connection: Connection, parent: int) -> 
             if len(result["error_samples"]) < 5:
                 result["error_samples"].append(problem)
 
-        @inlineCallbacks
-        def flow(client: BackOfficeClient, began: float, counted: Callable[[float], bool]) -> Any:
+        @deferred
+        async def flow(
+            client: BackOfficeClient, began: float, counted: Callable[[float], bool]
+        ) -> None:
             """One query from submit to observed end; ``began`` is when it was due."""
             polls = 0
             try:
-                accepted = yield client.submit_query(
+                accepted = await client.submit_query(
                     integrated_address_number=chooser.choice(persons),
                     procedure=PROCEDURE,
                     information_name=INFORMATION_NAME,
@@ -595,7 +599,7 @@ def flow_client(params: dict[str, Any], connection: Connection, parent: int) -> 
                 submitted = time.monotonic()
                 query_id = accepted["query_id"]
                 while True:
-                    status = yield client.query_status(
+                    status = await client.query_status(
                         query_id, wait=0 if interval else FLOW_TIMEOUT
                     )
                     polls += 1
@@ -608,7 +612,7 @@ def flow_client(params: dict[str, Any], connection: Connection, parent: int) -> 
                         state = f"still {state} after {time.monotonic() - began:.1f} s"
                         break
                     if interval:
-                        yield deferLater(reactor, interval, lambda: None)
+                        await deferLater(reactor, interval, lambda: None)
             except Exception as failure:
                 failed(repr(failure))
                 return
@@ -628,10 +632,10 @@ def flow_client(params: dict[str, Any], connection: Connection, parent: int) -> 
         def in_window(moment: float) -> bool:
             return window_start <= moment < window_end
 
-        @inlineCallbacks
-        def closed_loop(client: BackOfficeClient) -> Any:
+        @deferred
+        async def closed_loop(client: BackOfficeClient) -> None:
             while time.monotonic() < window_end:
-                yield flow(client, time.monotonic(), in_window)
+                await flow(client, time.monotonic(), in_window)
 
         in_flight: set[Deferred[Any]] = set()
 

@@ -18,7 +18,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import Connection, select
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from codes import errors
@@ -37,6 +37,7 @@ from middleware import conditions, held_queue, messages, persons, replica
 from middleware.audit import SYSTEM, append_audit
 from middleware.clock import ReactorTime
 from middleware.config import BackOfficeSystem, Config, InstitutionConfig
+from middleware.deferred import deferred
 from middleware.hardened_xml import parse_xml, serialize
 from middleware.network import (
     FUGO,
@@ -151,24 +152,24 @@ class IntermediateServer(Party):
 
     # -- service life ---------------------------------------------------------------------
 
-    @inlineCallbacks
-    def startService(self) -> Any:
-        yield super().startService()
-        stored = yield self.database.run(latest_version, node_list_versions)
+    @deferred
+    async def startService(self) -> None:
+        await super().startService()
+        stored = await self.database.run(latest_version, node_list_versions)
         if stored is not None:
             self.permitted_list = self._verify_list(stored[1])
         # The first fetch is awaited, so a node started after its hub starts with a list.
-        yield self._refresh_permitted_list()
+        await self._refresh_permitted_list()
         self.every(self.config.list_refresh, self._refresh_permitted_list, now=False)
         self.every(self.config.retention_interval, self.delete_expired_results)
         self.every(self.config.retention_interval, self.expire_held)
 
     # -- the permitted-query list ----------------------------------------------------------
 
-    @inlineCallbacks
-    def _refresh_permitted_list(self) -> Any:
+    @deferred
+    async def _refresh_permitted_list(self) -> None:
         try:
-            yield self.sync_permitted_list()
+            await self.sync_permitted_list()
         except Exception as failure:
             self.log.warn("permitted-query list not refreshed: {failure}", failure=failure)
         if not self._list_in_force():
@@ -183,12 +184,12 @@ class IntermediateServer(Party):
         if self.running and not self._list_in_force():
             self._refresh_permitted_list()
 
-    @inlineCallbacks
-    def sync_permitted_list(self) -> Any:
+    @deferred
+    async def sync_permitted_list(self) -> PermittedList:
         """Fetch the hub's list, verify it, keep the version and use it when newer."""
-        document = yield self.transport.exchange(HUB, PERMITTED_LIST)
+        document = await self.transport.exchange(HUB, PERMITTED_LIST)
         permitted = self._verify_list(document)
-        yield self.database.run(
+        await self.database.run(
             store_version,
             node_list_versions,
             permitted.version,
@@ -238,14 +239,14 @@ class IntermediateServer(Party):
 
     # -- persons and replica ---------------------------------------------------------------
 
-    @inlineCallbacks
-    def register_person(
+    @deferred
+    async def register_person(
         self,
         individual_number: str,
         integrated_address_number: str | None,
         wait: float,
         address_number: str | None = None,
-    ) -> Any:
+    ) -> dict[str, Any]:
         """The integrated-address function: the person gets (or keeps) an integrated address
         number, and this institution's 符号 is acquired through the network in the
         background. Fires with the person's state (``fugo_state`` acquired, pending or
@@ -258,7 +259,7 @@ class IntermediateServer(Party):
         the person by it).
         """
         key = persons.person_key(self._person_secret, individual_number)
-        number, fugo = yield self.database.run(
+        number, fugo = await self.database.run(
             self._enrol, key, integrated_address_number, address_number, self.now()
         )
         if fugo is None:
@@ -269,10 +270,10 @@ class IntermediateServer(Party):
                 ended: Deferred[None] = Deferred()
                 self._acquiring[number].append(ended)
                 timer = self._reactor.callLater(wait, _fire, ended)
-                yield ended
+                await ended
                 if timer.active():
                     timer.cancel()
-        state = yield self.database.run(persons.person_state, number)
+        state = await self.database.run(persons.person_state, number)
         return state
 
     @staticmethod
@@ -288,15 +289,15 @@ class IntermediateServer(Party):
             persons.link_address_number(connection, address_number, number, now)
         return number, fugo
 
-    @inlineCallbacks
-    def _acquire_fugo(self, number: str, individual_number: str) -> Any:
+    @deferred
+    async def _acquire_fugo(self, number: str, individual_number: str) -> None:
         try:
             request = messages.FugoRequest(
                 message_id=str(uuid.uuid4()), individual_number=individual_number
             )
-            document = yield self.transport.exchange(HUB, FUGO, messages.encode(request))
+            document = await self.transport.exchange(HUB, FUGO, messages.encode(request))
             answer = decode_answer(document, messages.FugoResponse)
-            yield self.database.run(persons.link, number, answer.fugo, self.now())
+            await self.database.run(persons.link, number, answer.fugo, self.now())
         except Exception as failure:
             if isinstance(failure, DeliveryRefused):
                 code = failure.code if failure.code in errors.ALL else errors.INTERNAL.code
@@ -306,7 +307,7 @@ class IntermediateServer(Party):
                 code = errors.NETWORK_UNAVAILABLE.code
             self.log.info("符号 of {number} not acquired: {code}", number=number, code=code)
             try:
-                yield self.database.run(persons.record_failure, number, code)
+                await self.database.run(persons.record_failure, number, code)
             except Exception:
                 self.log.failure(
                     "could not record the failed acquisition of {number}", number=number
@@ -361,8 +362,8 @@ class IntermediateServer(Party):
 
     # -- queries (requester side) -------------------------------------------------------------
 
-    @inlineCallbacks
-    def submit_query(self, submission: QuerySubmission, system: str) -> Any:
+    @deferred
+    async def submit_query(self, submission: QuerySubmission, system: str) -> str:
         """情報照会 by back-office ``system``: check locally (the system may use the
         procedure's affair, the list permits it), then send to the hub through the outbox;
         the query id. The query belongs to ``system``."""
@@ -385,7 +386,7 @@ class IntermediateServer(Party):
             delegating_requester=submission.delegating_requester,
             delegating_provider=submission.delegating_provider,
         )
-        query_id, outgoing = yield self.database.run(
+        query_id, outgoing = await self.database.run(
             self._create_query, submission, system, affair, self.now()
         )
         self.outbox.send_now(outgoing)
@@ -460,18 +461,18 @@ class IntermediateServer(Party):
         }
         return handlers[message.kind](message)
 
-    @inlineCallbacks
-    def _deliver_query(self, message: OutgoingMessage) -> Any:
+    @deferred
+    async def _deliver_query(self, message: OutgoingMessage) -> None:
         try:
-            document = yield self.transport.exchange(HUB, QUERY, message.body)
+            document = await self.transport.exchange(HUB, QUERY, message.body)
             accepted = decode_answer(document, messages.QueryAccepted)
         except DeliveryRefused as refusal:
-            yield self.database.run(
+            await self.database.run(
                 self._query_refused, message.reference, refusal.code, refusal.transaction_number
             )
             self._query_ended(message.reference)
             raise
-        yield self.database.run(
+        await self.database.run(
             self._query_accepted, message.reference, accepted.transaction_number
         )
 
@@ -528,17 +529,17 @@ class IntermediateServer(Party):
             return self.receive_provision(messages.decode(document, messages.Provision))
         raise RenkeiError(errors.PAGE_NOT_FOUND)
 
-    @inlineCallbacks
-    def receive_provision(self, delivered: messages.Provision) -> Any:
+    @deferred
+    async def receive_provision(self, delivered: messages.Provision) -> bytes:
         """A provision relayed by the hub: decrypt, verify, store once; the acknowledgement."""
-        row = yield self.database.run(self._query_of_result, delivered)
+        row = await self.database.run(self._query_of_result, delivered)
         if row.state in FINISHED:
             return messages.encode(self._provision_ack(delivered))
         if delivered.status == HELD:
-            yield self.database.run(self._mark_held, row.query_id, delivered.transaction_number)
+            await self.database.run(self._mark_held, row.query_id, delivered.transaction_number)
             return messages.encode(self._provision_ack(delivered))
         state, result, code = self._open_result(row, delivered)
-        yield self.database.run(
+        await self.database.run(
             self._store_result, row.query_id, delivered.transaction_number, state, result, code
         )
         self._query_ended(row.query_id)
@@ -662,8 +663,8 @@ class IntermediateServer(Party):
         system that submitted it (to any other it is UnknownQuery)."""
         return self.database.run(self._query_status, query_id, system)
 
-    @inlineCallbacks
-    def wait_for_end(self, query_id: str, timeout: float, system: str) -> Any:
+    @deferred
+    async def wait_for_end(self, query_id: str, timeout: float, system: str) -> dict[str, Any]:
         """The query's status once it has ended, or after ``timeout`` seconds (long poll),
         for the system that submitted it (to any other it is UnknownQuery at once).
 
@@ -675,11 +676,11 @@ class IntermediateServer(Party):
         self._waiters.setdefault(query_id, []).append(ended)
         timer = self._reactor.callLater(timeout, _fire, ended)
         try:
-            status = yield self.query_status(query_id, system)
+            status = await self.query_status(query_id, system)
             if status["state"] in FINISHED or timeout <= 0:
                 return status
-            yield ended
-            status = yield self.query_status(query_id, system)
+            await ended
+            status = await self.query_status(query_id, system)
             return status
         finally:
             if timer.active():
@@ -728,12 +729,12 @@ class IntermediateServer(Party):
             status["result"] = self.describe_payload(bytes(row.result))
         return status
 
-    @inlineCallbacks
-    def transaction_path(self, number: str) -> Any:
+    @deferred
+    async def transaction_path(self, number: str) -> list[dict[str, Any]]:
         """The path of one transaction as one timeline: the hub's records (asked of the hub,
         which answers only the transaction's parties) and this node's, by time."""
-        own = yield self.database.run(records_of_transaction, node_records, number)
-        document = yield self.transport.exchange(HUB, RECORDS, argument=number)
+        own = await self.database.run(records_of_transaction, node_records, number)
+        document = await self.transport.exchange(HUB, RECORDS, argument=number)
         answer = decode_answer(document, messages.RecordList)
         path = [
             {
@@ -783,8 +784,8 @@ class IntermediateServer(Party):
 
     # -- provision (provider side) ----------------------------------------------------------
 
-    @inlineCallbacks
-    def receive_provision_request(self, asked: messages.ProvisionRequest) -> Any:
+    @deferred
+    async def receive_provision_request(self, asked: messages.ProvisionRequest) -> bytes:
         """情報提供要求: verify the permit, re-check the list, answer through the outbox; the
         acknowledgement."""
         permit: messages.Permit | None = None
@@ -814,13 +815,13 @@ class IntermediateServer(Party):
                 delegating_requester=permit.delegating_requester,
                 delegating_provider=permit.delegating_provider,
             )
-            outgoing = yield self.database.run(
+            outgoing = await self.database.run(
                 self._answer_provision_request, asked.message_id, permit, recipient, now
             )
         except RenkeiError as refusal:
             if refusal.status < 500:
                 # 番号法 第23条: a request refused is recorded too, with its code.
-                yield self.database.run(
+                await self.database.run(
                     self._record_refused_request, asked.message_id, permit, refusal, self.now()
                 )
             raise
@@ -1054,11 +1055,13 @@ class IntermediateServer(Party):
         """The holds that ended undecided most recently (refused with HoldExpired)."""
         return self.database.run(held_queue.expired)
 
-    @inlineCallbacks
-    def held_content(self, number: str, actor: str) -> Any:
+    @deferred
+    async def held_content(
+        self, number: str, actor: str
+    ) -> tuple[held_queue.HeldItem, dict[str, Any]]:
         """A held item and the exact content that would be sent, decoded with item names;
         the view is audited."""
-        item = yield self.database.run(self._view_held, number, actor)
+        item = await self.database.run(self._view_held, number, actor)
         return item, self.describe_payload(item.payload)
 
     def _view_held(self, connection: Connection, number: str, actor: str) -> held_queue.HeldItem:
@@ -1085,29 +1088,29 @@ class IntermediateServer(Party):
             {"auto_response_suppressed": suppressed, "reason": reason},
         )
 
-    @inlineCallbacks
-    def approve_held(self, number: str, actor: str) -> Any:
+    @deferred
+    async def approve_held(self, number: str, actor: str) -> None:
         """Approve a held provision: sign, encrypt and send exactly the held content."""
-        outgoing = yield self.database.run(
+        outgoing = await self.database.run(
             self._decide_held, number, held_queue.APPROVED, actor, None
         )
         self.outbox.send_now(outgoing)
 
-    @inlineCallbacks
-    def refuse_held(self, number: str, actor: str, reason: str) -> Any:
+    @deferred
+    async def refuse_held(self, number: str, actor: str, reason: str) -> None:
         """Refuse a held provision: the requester receives 提供不可 (ProvisionRefused)."""
-        outgoing = yield self.database.run(
+        outgoing = await self.database.run(
             self._decide_held, number, held_queue.REFUSED, actor, reason
         )
         self.outbox.send_now(outgoing)
 
-    @inlineCallbacks
-    def expire_held(self) -> Any:
+    @deferred
+    async def expire_held(self) -> int:
         """Refuse, with HoldExpired, every held item whose hold ended undecided."""
-        numbers = yield self.database.run(held_queue.expired_numbers, self.now())
+        numbers = await self.database.run(held_queue.expired_numbers, self.now())
         for number in numbers:
             try:
-                outgoing = yield self.database.run(
+                outgoing = await self.database.run(
                     self._decide_held, number, held_queue.EXPIRED, SYSTEM, None
                 )
             except RenkeiError:
@@ -1187,9 +1190,9 @@ class IntermediateServer(Party):
             ),
         )
 
-    @inlineCallbacks
-    def _deliver_provision(self, message: OutgoingMessage) -> Any:
-        document = yield self.transport.exchange(HUB, PROVISION, message.body)
+    @deferred
+    async def _deliver_provision(self, message: OutgoingMessage) -> None:
+        document = await self.transport.exchange(HUB, PROVISION, message.body)
         decode_answer(document, messages.ProvisionAck)
 
     # -- retention -------------------------------------------------------------------------

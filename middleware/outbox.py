@@ -16,11 +16,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Table, func, select
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from middleware.clock import ReactorTime, periodic, utc_now
+from middleware.deferred import deferred
 from middleware.network import DeliveryRefused
 from middleware.storage import Database
 
@@ -218,18 +219,18 @@ class Outbox:
         self._in_flight.add(attempt)
         attempt.addBoth(lambda _: self._in_flight.discard(attempt))
 
-    @inlineCallbacks
-    def poll(self) -> Any:
+    @deferred
+    async def poll(self) -> None:
         """Claim due messages and attempt each (the LoopingCall's body)."""
         now = utc_now(self._clock)
-        due = yield self._database.run(claim_due, self._table, now, self._batch, self.policy)
+        due = await self._database.run(claim_due, self._table, now, self._batch, self.policy)
         for message in due:
             self.send_now(message)
 
-    @inlineCallbacks
-    def _attempt(self, message: OutgoingMessage) -> Any:
+    @deferred
+    async def _attempt(self, message: OutgoingMessage) -> None:
         try:
-            yield self._sender(message)
+            await self._sender(message)
         except DeliveryRefused as refusal:
             self.log.info(
                 "{kind} {message_id} refused by {destination}: {code}",
@@ -238,16 +239,15 @@ class Outbox:
                 destination=message.destination,
                 code=refusal.code,
             )
-            yield self._settle(finish, message.message_id, FAILED, refusal.code)
+            await self._settle(finish, message.message_id, FAILED, refusal.code)
         except Exception as failure:
-            yield self._settle(reschedule, message.message_id, self.policy, repr(failure))
+            await self._settle(reschedule, message.message_id, self.policy, repr(failure))
         else:
-            yield self._settle(finish, message.message_id, DELIVERED)
+            await self._settle(finish, message.message_id, DELIVERED)
 
-    @inlineCallbacks
-    def _settle(self, work: Callable[..., None], *args: Any) -> Any:
+    async def _settle(self, work: Callable[..., None], *args: Any) -> None:
         try:
-            yield self._database.run(_settle_with_now, work, self._table, self._clock, *args)
+            await self._database.run(_settle_with_now, work, self._table, self._clock, *args)
         except Exception:
             self.log.failure("could not settle an outbox message")
 

@@ -9,11 +9,12 @@ generated population.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 from twisted.application.service import Service
-from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python import usage
@@ -29,6 +30,7 @@ from adapters.network_link import (
 from codes.catalogue import default_catalogue
 from middleware.clock import ReactorTime, VirtualClock
 from middleware.config import Config, ConfigError, InstitutionConfig, PopulationConfig, load_config
+from middleware.deferred import deferred
 from middleware.network import HUB, Transport
 from middleware.node import IntermediateServer
 from simulators.back_office import BackOfficeClient, BackOfficeError
@@ -133,32 +135,32 @@ class Box(Service):
     def _add(self, party: str, services: list[Service]) -> None:
         self.parties[party] = services
 
-    @inlineCallbacks
-    def _start_services(self, services: list[Service]) -> Any:
+    async def _start_services(self, services: list[Service]) -> None:
         for service in services:
-            yield service.startService()
+            await maybeDeferred(service.startService)
 
-    @inlineCallbacks
-    def _stop_services(self, services: list[Service]) -> Any:
+    async def _stop_services(self, services: list[Service]) -> None:
         for service in reversed(services):
             # One service failing to stop must not leave the others (and their database
             # threads) running.
             try:
                 if service.running:
-                    yield service.stopService()
+                    await maybeDeferred(service.stopService)
             except Exception:
                 self.log.failure("{service} did not stop cleanly", service=service)
 
-    @inlineCallbacks
-    def stop_party(self, party: str) -> Any:
+    @deferred
+    async def stop_party(self, party: str) -> None:
         """Stop one party (``hub`` or an institution's name) and every service of it, its
         listeners included, as when that party's process dies; the others go on."""
         if self.network is not None:
             self.network.disconnect(HUB if party == HUB else self.config.institution(party).code)
-        yield self._stop_services(self.parties.pop(party))
+        await self._stop_services(self.parties.pop(party))
 
-    @inlineCallbacks
-    def start_party(self, party: str, config: Config | None = None) -> Any:
+    @deferred
+    async def start_party(
+        self, party: str, config: Config | None = None
+    ) -> Hub | IntermediateServer | None:
         """Start a stopped party again, from its configuration (for the hub, ``config`` may
         give another one, e.g. other rules); fires with the new hub or node."""
         if party in self.parties:
@@ -168,7 +170,7 @@ class Box(Service):
         else:
             services = self._institution_services(self.config.institution(party))
         self._add(party, services)
-        yield self._start_services(services)
+        await self._start_services(services)
         return self.hub if party == HUB else self.nodes[party]
 
     def startService(self) -> None:
@@ -183,20 +185,20 @@ class Box(Service):
         else:
             self.reactor.callWhenRunning(self.reactor.stop)
 
-    @inlineCallbacks
-    def start(self) -> Any:
+    @deferred
+    async def start(self) -> None:
         """Start everything in order; fires when all listeners are up. A box that cannot
         start (a port taken, a database unreachable) stops what it had started, then fails."""
         self.running = True
         try:
             for services in list(self.parties.values()):
-                yield self._start_services(services)
+                await self._start_services(services)
             if self.config.demo_data is not None:
-                yield seed_demo(self, self.config.demo_data)
+                await seed_demo(self, self.config.demo_data)
             if self.config.population is not None:
-                yield seed_population(self, self.config.population)
+                await seed_population(self, self.config.population)
         except Exception:
-            yield self.stopService()
+            await self.stopService()
             raise
         for node in self.nodes.values():
             self.log.info(
@@ -211,21 +213,21 @@ class Box(Service):
             path=self.config.path,
         )
 
-    @inlineCallbacks
-    def stopService(self) -> Any:
+    @deferred
+    async def stopService(self) -> None:
         # Stop in reverse order of start: institutions (the last started first), then the hub.
         self.running = False
         for services in reversed(list(self.parties.values())):
-            yield self._stop_services(services)
+            await self._stop_services(services)
 
 
-@inlineCallbacks
-def seed_demo(box: Box, path: Path) -> Any:
+@deferred
+async def seed_demo(box: Box, path: Path) -> None:
     """Register the demo population: residents at the registry, persons and replica at nodes."""
     demo = json.loads(path.read_text(encoding="utf-8"))
     if box.hub is not None:
         for person in demo["persons"]:
-            yield box.hub.database.run(jukinet.register_resident, person["individual_number"])
+            await box.hub.database.run(jukinet.register_resident, person["individual_number"])
     for name, node in box.nodes.items():
         # Persons through the first system; each record through the system keeping its 副本.
         clients = {
@@ -242,23 +244,23 @@ def seed_demo(box: Box, path: Path) -> Any:
             for person in demo["persons"]:
                 number = person["registrations"].get(name)
                 if number is not None:
-                    yield _retrying(
+                    await _retrying(
                         box, client.register_person, number, person["individual_number"]
                     )
             for record in demo["replica_records"].get(name, []):
                 try:
-                    yield keeper[record["information_name"]].register_replica_record(record)
+                    await keeper[record["information_name"]].register_replica_record(record)
                 except BackOfficeError as refusal:
                     if refusal.code != "RecordIdExists":
                         raise
         finally:
             for client in clients.values():
-                yield client.close()
+                await client.close()
     box.log.info("demo population registered")
 
 
-@inlineCallbacks
-def seed_population(box: Box, population: PopulationConfig) -> Any:
+@deferred
+async def seed_population(box: Box, population: PopulationConfig) -> None:
     """Load the generated population (docs/population.md): residents at the registry, then
     each institution's persons and 副本 through its back-office API."""
     from simulators import seeding
@@ -266,22 +268,22 @@ def seed_population(box: Box, population: PopulationConfig) -> Any:
 
     generated = world(population.size, population.seed)
     if box.hub is not None:
-        yield box.hub.database.run(jukinet.register_residents, seeding.residents(generated))
+        await box.hub.database.run(jukinet.register_residents, seeding.residents(generated))
     loads = [
         _load_holdings(box, name, seeding.holdings(node.institution, generated))
         for name, node in box.nodes.items()
     ]
-    yield gatherResults(loads, consumeErrors=True)
+    await gatherResults(loads, consumeErrors=True)
 
 
-@inlineCallbacks
-def _load_holdings(box: Box, name: str, held: list[Any]) -> Any:
+@deferred
+async def _load_holdings(box: Box, name: str, held: list[Any]) -> None:
     from simulators import seeding
 
     if not held:
         return
     institution = box.nodes[name].institution
-    stored = yield seeding.register_holdings(box.reactor, box.config, institution, held)
+    stored = await seeding.register_holdings(box.reactor, box.config, institution, held)
     box.log.info(
         "{name}: {persons} persons and {records} 副本 records loaded",
         name=name,
@@ -290,16 +292,15 @@ def _load_holdings(box: Box, name: str, held: list[Any]) -> Any:
     )
 
 
-@inlineCallbacks
-def _retrying(box: Box, call: Any, *args: Any) -> Any:
+async def _retrying(box: Box, call: Callable[..., Deferred[Any]], *args: Any) -> Any:
     for attempt in range(20):
         try:
-            result = yield call(*args)
+            result = await call(*args)
             return result
         except BackOfficeError as refusal:
             if refusal.code != "NetworkUnavailable" or attempt == 19:
                 raise
-            yield deferLater(box.reactor, 0.5, lambda: None)
+            await deferLater(box.reactor, 0.5, lambda: None)
 
 
 def makeService(options: Options) -> Box:

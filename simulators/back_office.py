@@ -11,13 +11,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred
 from twisted.web.http_headers import Headers
 
 from adapters.network_link import host_and_port
 from crypto.pki import PkiLayout, load_certificate, server_name_of_institution
 from crypto.tls import ClientTLSPolicy, make_http_client
 from middleware.config import Config, InstitutionConfig
+from middleware.deferred import deferred
 
 FINISHED = ("provided", "no_data", "refused", "error")
 
@@ -61,40 +62,40 @@ class BackOfficeClient:
         self._address = institution.back_office_address
         self._http = make_http_client(reactor, policy, max_per_host=64)
 
-    def close(self) -> Any:
+    def close(self) -> Deferred[None]:
         return self._http.close()
 
-    @inlineCallbacks
-    def send(
+    @deferred
+    async def send(
         self, method: str, path: str, data: bytes | None, content_type: str = "application/json"
-    ) -> Any:
+    ) -> Answer:
         """Send one request as it is; fires with the answer (status, content type, body)."""
-        response = yield self._http.request(
+        response = await self._http.request(
             method,
             self._address + path,
             data=data,
             headers=Headers({b"Content-Type": [content_type.encode("ascii")]}),
         )
-        content = yield response.content()
+        content = await response.content()
         answer_type = response.headers.getRawHeaders(b"content-type", [b""])[0].decode()
         return Answer(response.code, answer_type, content)
 
-    @inlineCallbacks
-    def request(self, method: str, path: str, body: Any = None) -> Any:
+    @deferred
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
         """Send one JSON request; the decoded JSON answer, or BackOfficeError."""
         data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
-        answer = yield self.send(method, path, data)
+        answer = await self.send(method, path, data)
         decoded = json.loads(answer.body) if answer.body else None
         if answer.status >= 400:
             raise BackOfficeError(answer.status, (decoded or {}).get("error", {}))
         return decoded
 
-    @inlineCallbacks
-    def send_file(self, path: str, data: bytes, content_type: str) -> Any:
+    @deferred
+    async def send_file(self, path: str, data: bytes, content_type: str) -> bytes:
         """POST a file (a 副本 XML file, a bulk-query CSV); the answer's body, or
         BackOfficeError with the coded refusal. A 副本 file refused whole is answered with
         its result file (MSGResult 9, its code in FileError): that body is returned too."""
-        answer = yield self.send("POST", path, data, content_type)
+        answer = await self.send("POST", path, data, content_type)
         if answer.status >= 400 and not answer.content_type.startswith("application/xml"):
             raise BackOfficeError(answer.status, json.loads(answer.body).get("error", {}))
         return answer.body
@@ -105,7 +106,7 @@ class BackOfficeClient:
         individual_number: str,
         wait: float = 30,
         address_number: str | None = None,
-    ) -> Any:
+    ) -> Deferred[Any]:
         """Register a person (proposing ``integrated_address_number``, or letting the node
         allocate one; with the person's 宛名番号 when given) and wait up to ``wait`` seconds
         for the 符号; a failed acquisition raises BackOfficeError with its code."""
@@ -116,28 +117,28 @@ class BackOfficeClient:
             body["address_number"] = address_number
         return self.request("POST", f"/persons?wait={wait:g}", body)
 
-    def person_state(self, integrated_address_number: str) -> Any:
+    def person_state(self, integrated_address_number: str) -> Deferred[Any]:
         return self.request("GET", f"/persons/{integrated_address_number}")
 
-    def register_replica_record(self, record: dict[str, Any]) -> Any:
+    def register_replica_record(self, record: dict[str, Any]) -> Deferred[Any]:
         return self.request("POST", "/replica-records", record)
 
-    def submit_query(self, **query: Any) -> Any:
+    def submit_query(self, **query: Any) -> Deferred[Any]:
         return self.request("POST", "/queries", query)
 
-    def query_status(self, query_id: str, wait: float = 0) -> Any:
+    def query_status(self, query_id: str, wait: float = 0) -> Deferred[Any]:
         """情報照会結果取得; with ``wait`` the node answers once the query ended or after
         ``wait`` seconds (long poll)."""
         suffix = f"?wait={wait:g}" if wait > 0 else ""
         return self.request("GET", f"/queries/{query_id}{suffix}")
 
-    @inlineCallbacks
-    def wait_for_result(self, query_id: str, timeout: float = 30.0) -> Any:
+    @deferred
+    async def wait_for_result(self, query_id: str, timeout: float = 30.0) -> dict[str, Any]:
         """Wait (long-polling) until a query has ended; its final status."""
         deadline = self._reactor.seconds() + timeout
         while True:
             left = deadline - self._reactor.seconds()
-            status = yield self.query_status(query_id, wait=max(min(left, 60.0), 0.001))
+            status = await self.query_status(query_id, wait=max(min(left, 60.0), 0.001))
             if status["state"] in FINISHED:
                 return status
             if self._reactor.seconds() >= deadline:

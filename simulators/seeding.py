@@ -25,11 +25,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from twisted.internet.defer import DeferredSemaphore, gatherResults, inlineCallbacks
+from twisted.internet.defer import DeferredSemaphore, gatherResults
 
 from adapters.care_insurance.replica_file import build_replica_file, refused_codes
 from codes.institution import municipality_code_of_institution
 from middleware.config import Config, InstitutionConfig
+from middleware.deferred import deferred
 from middleware.replica import ReplicaRecord
 from simulators.back_office import BackOfficeClient
 from simulators.population import MUNICIPALITIES, Person, replica_records
@@ -105,14 +106,14 @@ def keeps_generated_numbers(institution: InstitutionConfig) -> bool:
     return municipality_code_of_institution(institution.code) is not None
 
 
-@inlineCallbacks
-def register_holdings(
+@deferred
+async def register_holdings(
     reactor: Any,
     config: Config,
     institution: InstitutionConfig,
     held: Sequence[Holding],
     progress: Callable[[str, int], None] | None = None,
-) -> Any:
+) -> int:
     """Register ``held`` at the node of ``institution``: persons first through its first
     back-office system (``CONCURRENT_REGISTRATIONS`` at a time, each waiting for its 符号),
     then each 副本 record through the system that keeps its information name, in files of
@@ -124,37 +125,36 @@ def register_holdings(
         for system in institution.systems
     }
     try:
-        stored = yield _register(clients, institution, held, progress)
+        stored = await _register(clients, institution, held, progress)
     finally:
-        yield gatherResults([client.close() for client in clients.values()])
+        await gatherResults([client.close() for client in clients.values()])
     return stored
 
 
-@inlineCallbacks
-def _register(
+async def _register(
     clients: dict[str, BackOfficeClient],
     institution: InstitutionConfig,
     held: Sequence[Holding],
     progress: Callable[[str, int], None] | None,
-) -> Any:
+) -> int:
     keep = keeps_generated_numbers(institution)
     limit = DeferredSemaphore(CONCURRENT_REGISTRATIONS)
     numbers: dict[str, str] = {}
     persons_client = clients[institution.back_office_systems[0]]
 
-    @inlineCallbacks
-    def register(holding: Holding) -> Any:
+    @deferred
+    async def register(holding: Holding) -> None:
         proposed = holding.person.integrated_address_number if keep else None
         # A municipality's back offices know the person by its 宛名番号 too (番号体系 02).
         address_number = holding.person.address_number if keep else None
-        answer = yield persons_client.register_person(
+        answer = await persons_client.register_person(
             proposed, holding.person.individual_number, address_number=address_number
         )
         numbers[holding.person.individual_number] = answer["integrated_address_number"]
         if progress is not None:
             progress("persons", 1)
 
-    yield gatherResults([limit.run(register, holding) for holding in held], consumeErrors=True)
+    await gatherResults([limit.run(register, holding) for holding in held], consumeErrors=True)
     keeper = {
         name: system.name for system in institution.systems for name in system.information_names
     }
@@ -170,7 +170,7 @@ def _register(
             chunk = records[start : start + ENTRIES_PER_FILE]
             reception = f"{institution.name}-{system}-{start // ENTRIES_PER_FILE:06d}"
             document = build_replica_file(chunk, reception[:32], source_system=system)
-            result = yield clients[system].send_file("/replica-files", document, "application/xml")
+            result = await clients[system].send_file("/replica-files", document, "application/xml")
             stored += _count_stored(result, len(chunk))
             if progress is not None:
                 progress("records", len(chunk))

@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
 from adapters.care_insurance import bulk_query
 from middleware.config import Config, InstitutionConfig
+from middleware.deferred import deferred
 from simulators.back_office import BackOfficeClient
 from simulators.population import (
     FISCAL_YEAR_START,
@@ -128,10 +129,10 @@ def bulk_query_line(
     return ",".join(values)
 
 
-@inlineCallbacks
-def premium_assessment(
+@deferred
+async def premium_assessment(
     reactor: Any, config: Config, persons: dict[str, list[Person]], timeout: float = 120
-) -> Any:
+) -> Outcome:
     """Use case 1: the bulk query of movers-in's local tax, with its result file."""
     meguro = _municipality_node(config, "meguro")
     outcome = Outcome("保険料の賦課: 転入者の地方税関係情報を一括照会")
@@ -150,31 +151,30 @@ def premium_assessment(
     client = BackOfficeClient(reactor, config, meguro, CARE_INSURANCE)
     try:
         body = ("\r\n".join(lines) + "\r\n").encode("cp932")
-        answer = yield client.send_file("/bulk-queries", body, "text/csv")
+        answer = await client.send_file("/bulk-queries", body, "text/csv")
         accepted = json.loads(answer)
         bulk_id = accepted["bulk_query_id"]
         outcome.steps.append(f"bulk query {bulk_id} accepted ({accepted['lines']} lines)")
         deadline = reactor.seconds() + timeout
         while True:
-            progress = yield client.request("GET", f"/bulk-queries/{bulk_id}")
+            progress = await client.request("GET", f"/bulk-queries/{bulk_id}")
             if progress["state"] == "ended":
                 break
             if reactor.seconds() > deadline:
                 raise TimeoutError(f"bulk query {bulk_id} still running after {timeout}s")
-            yield deferLater(reactor, 0.2, lambda: None)
+            await deferLater(reactor, 0.2, lambda: None)
         outcome.statuses.append(progress)
         outcome.steps.append(f"ended: {progress['by_state']}")
-        result = yield client.send("GET", f"/bulk-queries/{bulk_id}/result", None)
+        result = await client.send("GET", f"/bulk-queries/{bulk_id}/result", None)
         outcome.result_file = result.body
         if "shift_jis" in result.content_type:
             outcome.result_encoding = "cp932"
     finally:
-        yield client.close()
+        await client.close()
     return outcome
 
 
-@inlineCallbacks
-def _ask(
+async def _ask(
     client: BackOfficeClient,
     person_number: str,
     procedure: str,
@@ -183,15 +183,15 @@ def _ask(
     conditions: dict[str, Any],
     outcome: Outcome,
     timeout: float,
-) -> Any:
-    submitted = yield client.submit_query(
+) -> dict[str, Any]:
+    submitted = await client.submit_query(
         integrated_address_number=person_number,
         procedure=procedure,
         information_name=information_name,
         provider=provider.code,
         conditions=conditions,
     )
-    status = yield client.wait_for_result(submitted["query_id"], timeout=timeout)
+    status = await client.wait_for_result(submitted["query_id"], timeout=timeout)
     outcome.statuses.append(status)
     outcome.steps.append(
         f"{information_name} from {provider.display_name}: {status['state']}"
@@ -229,16 +229,16 @@ def as_of_the_move(person: Person) -> dict[str, Any]:
     return {"period_start": person.moved_in_on.isoformat()}
 
 
-@inlineCallbacks
-def move_from_setagaya(
+@deferred
+async def move_from_setagaya(
     reactor: Any, config: Config, persons: dict[str, list[Person]], timeout: float = 30
-) -> Any:
+) -> Outcome:
     """Use case 2: Meguro asks Setagaya for a mover's care-insurance information."""
     person = mover_from_setagaya(persons)
     outcome = Outcome("世田谷区から目黒区への転入: 要介護認定情報の照会")
     client = BackOfficeClient(reactor, config, _municipality_node(config, "meguro"), CARE_INSURANCE)
     try:
-        yield _ask(
+        await _ask(
             client,
             person.integrated_address_number,
             CERTIFICATION,
@@ -249,7 +249,7 @@ def move_from_setagaya(
             timeout,
         )
     finally:
-        yield client.close()
+        await client.close()
     return outcome
 
 
@@ -263,10 +263,10 @@ def movers_to_shibuya(persons: dict[str, list[Person]]) -> tuple[Person, Person]
     return plain, shielded
 
 
-@inlineCallbacks
-def move_to_shibuya(
+@deferred
+async def move_to_shibuya(
     reactor: Any, config: Config, persons: dict[str, list[Person]], timeout: float = 30
-) -> Any:
+) -> Outcome:
     """Use case 3: Shibuya asks Meguro's 副本 about two movers; the DV-protected one's
     provision is held by Meguro."""
     plain, shielded = movers_to_shibuya(persons)
@@ -277,7 +277,7 @@ def move_to_shibuya(
     )
     try:
         for person in (plain, shielded):
-            submitted = yield client.submit_query(
+            submitted = await client.submit_query(
                 integrated_address_number=person.integrated_address_number,
                 procedure=CERTIFICATION,
                 information_name=CARE,
@@ -286,7 +286,7 @@ def move_to_shibuya(
             )
             deadline = reactor.seconds() + timeout
             while True:
-                status = yield client.query_status(submitted["query_id"], wait=1)
+                status = await client.query_status(submitted["query_id"], wait=1)
                 if status["state"] in ("provided", "no_data", "refused", "error", "held"):
                     break
                 if reactor.seconds() > deadline:
@@ -294,7 +294,7 @@ def move_to_shibuya(
             outcome.statuses.append(status)
             outcome.steps.append(f"{CARE} from {meguro.display_name}: {status['state']}")
     finally:
-        yield client.close()
+        await client.close()
     return outcome
 
 
@@ -307,17 +307,17 @@ def stage_check_person(persons: dict[str, list[Person]]) -> Person:
     )
 
 
-@inlineCallbacks
-def premium_stage_check(
+@deferred
+async def premium_stage_check(
     reactor: Any, config: Config, persons: dict[str, list[Person]], timeout: float = 30
-) -> Any:
+) -> Outcome:
     """Use case 4: Meguro asks the welfare office and the pension-office institution."""
     person = stage_check_person(persons)
     outcome = Outcome("保険料段階の判定: 生活保護と年金の情報照会")
     client = BackOfficeClient(reactor, config, _municipality_node(config, "meguro"), CARE_INSURANCE)
     try:
         for information_name, kind in ((PUBLIC_ASSISTANCE, "welfare_office"), (PENSION, "pension")):
-            yield _ask(
+            await _ask(
                 client,
                 person.integrated_address_number,
                 PREMIUM_ASSESSMENT,
@@ -329,11 +329,11 @@ def premium_stage_check(
                 timeout,
             )
     finally:
-        yield client.close()
+        await client.close()
     return outcome
 
 
-USE_CASES: dict[int, Callable[..., Any]] = {
+USE_CASES: dict[int, Callable[..., Deferred[Outcome]]] = {
     1: premium_assessment,
     2: move_from_setagaya,
     3: move_to_shibuya,

@@ -27,16 +27,16 @@ import os
 import re
 import threading
 import unicodedata
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from lxml import etree
 from sqlalchemy.exc import IntegrityError
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -47,6 +47,7 @@ from codes.errors import RenkeiError
 from middleware import replica
 from middleware.clock import periodic
 from middleware.config import BackOfficeSystem, InstitutionConfig
+from middleware.deferred import deferred
 from middleware.hardened_xml import iter_children, serialize
 from middleware.node import IntermediateServer
 from middleware.process_memory import release_free_memory
@@ -74,6 +75,7 @@ __all__ = [
 ]
 
 _log = Logger(namespace=__name__)
+T = TypeVar("T")
 
 ROOT = "SPIRegistrationDeleteList"
 ENTRY = "InformationOfSPIRegistrationDelete"
@@ -674,12 +676,11 @@ def _check_authorized(system: BackOfficeSystem, information_name: str) -> None:
         )
 
 
-def _in_thread(reactor: Any, work: Any, *args: Any) -> Deferred[Any]:
+def _in_thread(reactor: Any, work: Callable[..., T], *args: Any) -> Deferred[T]:
     return deferToThreadPool(reactor, reactor.getThreadPool(), work, *args)
 
 
-@inlineCallbacks
-def _apply(node: IntermediateServer, prepared: _Prepared) -> Generator[Any, Any, None]:
+async def _apply(node: IntermediateServer, prepared: _Prepared) -> None:
     """Stage 3: the pending entries against the database, `BATCH` at a time."""
     write = prepared.header.msg_mode == PRODUCTION
     deleting = prepared.segment == DELETION
@@ -692,11 +693,11 @@ def _apply(node: IntermediateServer, prepared: _Prepared) -> Generator[Any, Any,
         for attempt in range(3):
             try:
                 if deleting:
-                    outcomes = yield node.database.run(
+                    outcomes = await node.database.run(
                         replica.delete_batch, subjects, claimed, write=write
                     )
                 else:
-                    outcomes = yield node.database.run(
+                    outcomes = await node.database.run(
                         replica.store_batch, subjects, now, claimed, write=write
                     )
                 break
@@ -714,10 +715,10 @@ def _apply(node: IntermediateServer, prepared: _Prepared) -> Generator[Any, Any,
                 prepared.results[index] = EntryResult(number, record_id, REFUSED, refusal)
 
 
-@inlineCallbacks
-def run_import(
+@deferred
+async def run_import(
     node: IntermediateServer, document: bytes, reactor: Any = None, system: str | None = None
-) -> Generator[Any, Any, tuple[ImportResult, bytes]]:
+) -> tuple[ImportResult, bytes]:
     """Import one 副本 file for back-office ``system``: what became of it and its result file.
 
     ``system`` is the system that posted the file; None takes the file's SourceSystemID
@@ -730,13 +731,13 @@ def run_import(
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
-    prepared = yield _in_thread(
+    prepared = await _in_thread(
         reactor, _prepare, document, node.institution, node.catalogue, system
     )
     if prepared.file_error is None:
-        yield _apply(node, prepared)
+        await _apply(node, prepared)
     result = prepared.result()
-    document_out = yield _in_thread(reactor, render_result, result)
+    document_out = await _in_thread(reactor, render_result, result)
     _log.info(
         "副本 file {reception} from {source}: {entries} entries, {applied} applied,"
         " {refused} refused (MSGResult {outcome}{error})",
@@ -822,8 +823,8 @@ class ReplicaInbox(Service):
                 found.append((path.stat().st_mtime, path.name, path))
         return [path for _, _, path in sorted(found)]
 
-    @inlineCallbacks
-    def _scan(self) -> Generator[Any, Any, None]:
+    @deferred
+    async def _scan(self) -> None:
         try:
             files = self.ready_files()
         except OSError as failure:
@@ -837,12 +838,12 @@ class ReplicaInbox(Service):
             if not self.running:
                 break
             try:
-                yield self.process(path)
+                await self.process(path)
             except Exception:
                 self.log.failure("副本 file {name} not processed", name=path.name)
 
-    @inlineCallbacks
-    def process(self, path: Path) -> Generator[Any, Any, Path]:
+    @deferred
+    async def process(self, path: Path) -> Path:
         """Import one file, write its result file and move it away; the result's path."""
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
@@ -852,20 +853,20 @@ class ReplicaInbox(Service):
                 (),
                 RenkeiError(errors.XML_TOO_LARGE, size=size, limit=MAX_FILE_BYTES),
             )
-            document = yield _in_thread(self.reactor, render_result, result)
+            document = await _in_thread(self.reactor, render_result, result)
         else:
-            data = yield _in_thread(self.reactor, path.read_bytes)
+            data = await _in_thread(self.reactor, path.read_bytes)
             try:
-                result, document = yield run_import(self.node, data, self.reactor)
+                result, document = await run_import(self.node, data, self.reactor)
             except Exception:
                 self.log.failure("副本 file {name} met an internal error", name=path.name)
                 result = ImportResult(Header(), None, (), RenkeiError(errors.INTERNAL))
                 document = render_result(result)
             del data
-            yield _in_thread(self.reactor, release_free_memory)
+            await _in_thread(self.reactor, release_free_memory)
         stem = self._free_stem(path.stem)
         written = self.results / f"{stem}.result.xml"
-        yield _in_thread(self.reactor, _write_atomically, written, document)
+        await _in_thread(self.reactor, _write_atomically, written, document)
         folder = self.done if result.file_error is None else self.failed
         os.replace(path, folder / f"{stem}.xml")
         return written

@@ -18,7 +18,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import Connection, select
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from codes import errors
@@ -28,6 +28,7 @@ from crypto.xmlsig import Signer
 from middleware import messages
 from middleware.clock import ReactorTime
 from middleware.config import Config, InstitutionConfig
+from middleware.deferred import deferred
 from middleware.hardened_xml import serialize
 from middleware.network import (
     FUGO,
@@ -127,16 +128,16 @@ class Hub(Party):
 
     # -- service life ---------------------------------------------------------------------
 
-    @inlineCallbacks
-    def startService(self) -> Any:
-        yield super().startService()
-        yield self.issue_permitted_list()
+    @deferred
+    async def startService(self) -> None:
+        await super().startService()
+        await self.issue_permitted_list()
         self.every(self._network.list_validity / 2, self.issue_permitted_list, now=False)
 
     # -- the permitted-query list ----------------------------------------------------------
 
-    @inlineCallbacks
-    def issue_permitted_list(self) -> Any:
+    @deferred
+    async def issue_permitted_list(self) -> None:
         """Sign and publish a new version of the list from the rules file and the registry."""
         now = self.now()
         expires_at = now + timedelta(seconds=self._network.list_validity)
@@ -147,7 +148,7 @@ class Hub(Party):
         delegations = frozenset(
             read_delegations(self._network.delegations) if self._network.delegations else ()
         )
-        latest = yield self.database.run(latest_version, hub_list_versions)
+        latest = await self.database.run(latest_version, hub_list_versions)
         version = 1 if latest is None else latest[0] + 1
         document = messages.PermittedListDocument(
             version=version,
@@ -174,7 +175,7 @@ class Hub(Party):
             ),
         )
         signed = serialize(self._signer.sign(messages.to_element(document)))
-        yield self.database.run(
+        await self.database.run(
             store_version, hub_list_versions, version, now, expires_at, signed, now
         )
         self.permitted_list = PermittedList(
@@ -211,10 +212,10 @@ class Hub(Party):
             return self.receive_provision(caller, messages.decode(document, messages.Provision))
         raise RenkeiError(errors.PAGE_NOT_FOUND)
 
-    @inlineCallbacks
-    def transaction_records(self, caller: str, number: str) -> Any:
+    @deferred
+    async def transaction_records(self, caller: str, number: str) -> bytes:
         """The hub's records of one transaction, for its requester or provider only."""
-        rows = yield self.database.run(self._records_for_party, caller, number)
+        rows = await self.database.run(self._records_for_party, caller, number)
         return messages.encode(
             messages.RecordList(
                 transaction_number=number,
@@ -250,19 +251,19 @@ class Hub(Party):
             raise RenkeiError(errors.UNKNOWN_TRANSACTION, transaction_number=number)
         return records_of_transaction(connection, hub_records, number)
 
-    @inlineCallbacks
-    def acquire_fugo(self, requester: str, ask: messages.FugoRequest) -> Any:
+    @deferred
+    async def acquire_fugo(self, requester: str, ask: messages.FugoRequest) -> bytes:
         """符号取得: 個人番号 → 住民票コード (住基ネット) → IDコード → the caller's 符号."""
-        resident_code = yield self.database.run(jukinet.resident_code_of, ask.individual_number)
+        resident_code = await self.database.run(jukinet.resident_code_of, ask.individual_number)
         fugo = self._fugo.issue(id_code(resident_code, self._id_code_key), requester)
         return messages.encode(messages.FugoResponse(message_id=ask.message_id, fugo=fugo))
 
-    @inlineCallbacks
-    def receive_query(self, requester: str, query: messages.QueryRequest) -> Any:
+    @deferred
+    async def receive_query(self, requester: str, query: messages.QueryRequest) -> bytes:
         """情報照会要求: check the list, convert the 符号, record, permit and route; a refused
         query is recorded too (番号法 第23条: what was asked), and the refusal names its
         処理通番. A retried request gets the first answer again."""
-        number, outgoing, refusal = yield self.database.run(
+        number, outgoing, refusal = await self.database.run(
             self._record_query, requester, query, self.now()
         )
         if refusal is not None:
@@ -439,10 +440,10 @@ class Hub(Party):
         )
         return number
 
-    @inlineCallbacks
-    def receive_provision(self, sender: str, provision: messages.Provision) -> Any:
+    @deferred
+    async def receive_provision(self, sender: str, provision: messages.Provision) -> bytes:
         """情報提供 from a provider: relay it, unread, to the requester; the acknowledgement."""
-        outgoing = yield self.database.run(self._record_provision, sender, provision, self.now())
+        outgoing = await self.database.run(self._record_provision, sender, provision, self.now())
         if outgoing is not None:
             self.outbox.send_now(outgoing)
         return messages.encode(
@@ -523,22 +524,22 @@ class Hub(Party):
         }
         return handlers[message.kind](message)
 
-    @inlineCallbacks
-    def _deliver_provision_request(self, message: OutgoingMessage) -> Any:
+    @deferred
+    async def _deliver_provision_request(self, message: OutgoingMessage) -> None:
         try:
-            document = yield self.transport.exchange(
+            document = await self.transport.exchange(
                 message.destination, PROVISION_REQUEST, message.body
             )
             decode_answer(document, messages.ProvisionRequestAck)
         except DeliveryRefused as refusal:
             # The provider refused: tell the requester, with the provider's code.
-            outgoing = yield self.database.run(
+            outgoing = await self.database.run(
                 self._provider_refused, message.reference, refusal.code, self.now()
             )
             if outgoing is not None:
                 self.outbox.send_now(outgoing)
             raise
-        yield self.database.run(self._set_state, message.reference, PERMITTED, DELIVERED)
+        await self.database.run(self._set_state, message.reference, PERMITTED, DELIVERED)
 
     def _provider_refused(
         self, connection: Connection, number: str, code: str, now: datetime
@@ -553,15 +554,15 @@ class Hub(Party):
         )
         return self._relay(connection, row, refusal, now)
 
-    @inlineCallbacks
-    def _deliver_provision(self, message: OutgoingMessage) -> Any:
+    @deferred
+    async def _deliver_provision(self, message: OutgoingMessage) -> None:
         try:
-            document = yield self.transport.exchange(message.destination, PROVISION, message.body)
+            document = await self.transport.exchange(message.destination, PROVISION, message.body)
             decode_answer(document, messages.ProvisionAck)
         except DeliveryRefused:
-            yield self.database.run(self._set_state, message.reference, None, FAILED)
+            await self.database.run(self._set_state, message.reference, None, FAILED)
             raise
-        yield self.database.run(self._set_state, message.reference, PROVIDED, COMPLETED)
+        await self.database.run(self._set_state, message.reference, PROVIDED, COMPLETED)
 
     def _set_state(
         self, connection: Connection, number: str, expected: str | None, state: str
