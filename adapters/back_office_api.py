@@ -25,7 +25,9 @@ from twisted.web.server import Request
 from adapters.care_insurance.bulk_query import BulkQueries
 from adapters.care_insurance.replica_file import run_import
 from adapters.listening import Listener
+from adapters.payload_view import describe_payload
 from codes import errors
+from codes.catalogue import Catalogue
 from codes.errors import RenkeiError
 from codes.individual_number import validate_individual_number
 from codes.institution import validate_institution_code
@@ -36,6 +38,7 @@ from middleware import messages, replica
 from middleware.node import IntermediateServer
 from middleware.process_memory import release_free_memory
 from middleware.queries import QuerySubmission
+from middleware.requester import QueryStatus
 
 T = TypeVar("T")
 
@@ -339,7 +342,7 @@ class BackOfficeApi:
             delegating_provider=_institution(body, "delegating_provider"),
             non_disclosure=_flag(body, "non_disclosure"),
         )
-        query_id = await self.node.submit_query(submission, system)
+        query_id = await self.node.requester.submit_query(submission, system)
         return _json(request, {"query_id": query_id, "state": "submitted"}, 202)
 
     @app.route("/queries/<query_id>", methods=["GET"])
@@ -349,14 +352,58 @@ class BackOfficeApi:
         Only the system that submitted the query may read it: to any other it is unknown."""
         system = self._authorize(request)
         wait = _wait_seconds(request)
+        requester = self.node.requester
         if wait > 0:
-            status = await self.node.wait_for_end(query_id, wait, system)
+            status = await requester.wait_for_end(query_id, wait, system)
         else:
-            status = await self.node.query_status(query_id, system)
-        return _json(request, status)
+            status = await requester.query_status(query_id, system)
+        return _json(request, query_answer(status, self.node.catalogue))
 
 
 MAX_WAIT = 60.0
+
+
+def query_answer(status: QueryStatus, catalogue: Catalogue) -> dict[str, Any]:
+    """A query as ``GET /queries/<id>`` answers it: the error with both messages and the
+    result with the names of its codes."""
+    answer: dict[str, Any] = {
+        "query_id": status.query_id,
+        "state": status.state,
+        "transaction_number": status.transaction_number,
+        "integrated_address_number": status.integrated_address_number,
+        "procedure": status.procedure,
+        "information_name": status.information_name,
+        "provider": status.provider,
+        "submitted_at": status.submitted_at.isoformat(),
+        "completed_at": status.completed_at.isoformat() if status.completed_at else None,
+        "error": None,
+        "result": None,
+        "result_deleted_at": (
+            status.result_deleted_at.isoformat() if status.result_deleted_at else None
+        ),
+    }
+    if status.error_code is not None:
+        # A code from another party may be unknown here: show it as it came.
+        code = status.error_code
+        kind = errors.ALL.get(code, errors.ErrorKind(code, 0, "", ""))
+        failure = RenkeiError(
+            kind,
+            transaction_number=status.transaction_number,
+            integrated_address_number=status.integrated_address_number,
+            code=status.information_name,
+            procedure=status.procedure,
+            provider=status.provider,
+            query_id=status.query_id,
+            sender=status.provider,
+        )
+        answer["error"] = {
+            "code": code,
+            "message_en": failure.message_en or code,
+            "message_ja": failure.message_ja or code,
+        }
+    if status.result is not None:
+        answer["result"] = describe_payload(catalogue, status.result)
+    return answer
 
 
 def _caller_name(request: Request) -> str:

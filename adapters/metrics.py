@@ -78,7 +78,7 @@ class NodeMetrics(Service):
             self.provisions.labels(institution=self.node.code, status=status).set(count)
         self.held.set(figures["held"])
         self.backlog.set(figures["backlog"])
-        permitted = self.node.permitted_list
+        permitted = self.node.lists.current
         if permitted is not None:
             self.list_version.set(permitted.version)
             self.list_expires.set(permitted.expires_at.timestamp())

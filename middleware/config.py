@@ -14,6 +14,7 @@ import configparser
 from dataclasses import dataclass
 from pathlib import Path
 
+from codes import errors
 from codes.errors import RenkeiError
 from codes.institution import INSTITUTION_KINDS, validate_institution_code
 from codes.typed import validate_affair_code, validate_information_name_code
@@ -83,6 +84,13 @@ class InstitutionConfig:
             if system.name == name:
                 return system
         return None
+
+    def back_office_system(self, name: str) -> BackOfficeSystem:
+        """The back-office system ``name`` (CertificateNotAuthorized if it has none)."""
+        system = self.system(name)
+        if system is None:
+            raise RenkeiError(errors.CERTIFICATE_NOT_AUTHORIZED, subject=name)
+        return system
 
 
 @dataclass(frozen=True)

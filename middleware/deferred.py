@@ -15,7 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from twisted.internet.defer import Deferred
 
-__all__ = ["deferred"]
+__all__ = ["deferred", "fire"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -29,3 +29,9 @@ def deferred(function: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Defer
         return Deferred.fromCoroutine(function(*args, **kwargs))
 
     return run
+
+
+def fire(waiter: Deferred[None]) -> None:
+    """Wake whoever waits on ``waiter`` (once: a waiter fired already is left alone)."""
+    if not waiter.called:
+        waiter.callback(None)

@@ -387,8 +387,8 @@ async def test_bulk_query_of_demo_persons_ends_normally_with_the_provided_items(
     assert record["record_id"] == "SET-TAX-2026-0001"
     assert record["items"]["TK00000201010004"] == "84200"  # 市町村民税所得割額
     assert (taro["処理結果コード"], taro["提供件数"], taro["提供情報"]) == ("09", "0", "[]")
-    status = await box.nodes["meguro"].query_status(hanako["照会ID"], "care-insurance")
-    assert status["transaction_number"] == hanako["処理通番"]
+    status = await box.nodes["meguro"].requester.query_status(hanako["照会ID"], "care-insurance")
+    assert status.transaction_number == hanako["処理通番"]
 
 
 @pytest_twisted.ensureDeferred
@@ -514,7 +514,8 @@ async def test_crash_between_submission_and_recording_re_links_the_query(box: An
     accepted = await bulk(box).submit(file_of(line(), line()), "care-insurance")
     claimed = await meguro.database.run(claim, 1, meguro.now())
     (taken,) = claimed
-    query_id = await meguro.submit_query(taken.submission, taken.system)  # …and the process dies
+    # …and the process dies once the query exists:
+    query_id = await meguro.requester.submit_query(taken.submission, taken.system)
     await bulk(box).start()
     await until_ended(box, accepted["bulk_query_id"])
     assert count(box, query) == 2

@@ -127,6 +127,47 @@ async def test_query_is_provided_decrypted_and_recorded_by_all_three_parties(
         assert node.database.run_blocking(verify_chain, node_records, node_record_head) is None
 
 
+def crypto_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the threads a provider signs its payloads and encrypts them on."""
+    import threading
+
+    from lxml import etree
+
+    from crypto.xmlsig import Signer
+    from middleware import provider
+
+    threads: list[str] = []
+    sign, seal = Signer.sign, provider.seal
+
+    def signing(self: Signer, element: Any) -> Any:
+        if etree.QName(element).localname == "ProvisionPayload":
+            threads.append(threading.current_thread().name)
+        return sign(self, element)
+
+    def sealing(plaintext: bytes, recipient: Any) -> bytes:
+        threads.append(threading.current_thread().name)
+        return seal(plaintext, recipient)
+
+    monkeypatch.setattr(Signer, "sign", signing)
+    monkeypatch.setattr(provider, "seal", sealing)
+    return threads
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_provider_signs_and_encrypts_outside_database_transactions(
+    box: Any, meguro_care: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The payload is signed and encrypted on the reactor's thread, never inside a database
+    transaction (those run on the database's threads)."""
+    import threading
+
+    threads = crypto_threads(monkeypatch)
+    submitted = await ask_tax(meguro_care)
+    status = await meguro_care.wait_for_result(submitted["query_id"])
+    assert status["state"] == "provided"
+    assert threads and set(threads) == {threading.main_thread().name}
+
+
 @pytest_twisted.ensureDeferred
 async def test_person_without_replica_gets_a_signed_no_data_answer(
     box: Any, meguro_care: Any

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 
+from adapters.payload_view import describe_payload
 from codes.errors import RenkeiError
 from middleware.node import IntermediateServer
 from middleware.tables import node_outbox, node_records
@@ -82,7 +83,7 @@ async def held_item(node: IntermediateServer) -> Any:
     from twisted.internet.task import deferLater
 
     for _ in range(400):
-        items = await node.held_items()
+        items = await node.held.items()
         if items:
             return items[0]
         await deferLater(reactor, 0.05, lambda: None)
@@ -101,7 +102,8 @@ async def test_flagged_record_is_held_and_the_requester_sees_held(
     meguro = box.nodes["meguro"]
     item = await held_item(meguro)
     assert item.transaction_number == status["transaction_number"]
-    _, content = await meguro.held_content(item.transaction_number, "approver1")
+    held = await meguro.held.content(item.transaction_number, "approver1")
+    content = describe_payload(meguro.catalogue, held.payload)
     (record,) = content["records"]
     assert record["record_id"] == "MEG-KAIGO-0201-DV01"
     assert {i["name"]: i["value"] for i in record["items"]}["要介護状態区分"] == "13"
@@ -117,16 +119,36 @@ async def test_approved_held_provision_reaches_the_requester_once(
     await wait_for_state(setagaya_asks, query_id, "held")
     meguro = box.nodes["meguro"]
     item = await held_item(meguro)
-    await meguro.approve_held(item.transaction_number, "approver1")
+    await meguro.held.approve(item.transaction_number, "approver1")
     status = await wait_for_state(setagaya_asks, query_id, "provided")
     (record,) = status["result"]["records"]
     assert record["record_id"] == "MEG-KAIGO-0201-DV01"
     with pytest.raises(RenkeiError) as again:
-        await meguro.approve_held(item.transaction_number, "approver2")
+        await meguro.held.approve(item.transaction_number, "approver2")
     assert again.value.code == "HeldAlreadyDecided"
     sent = count(box, "meguro", node_outbox, node_outbox.c.reference == item.transaction_number)
     assert sent == 2  # the held notice and the approved provision
-    assert await meguro.held_items() == []
+    assert await meguro.held.items() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_approval_signs_and_encrypts_outside_database_transactions(
+    box: Any, setagaya_asks: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The approved content is signed and encrypted on the reactor's thread, not inside the
+    transaction that takes the decision."""
+    import threading
+
+    from tests.test_flow import crypto_threads
+
+    query_id = await setagaya_asks.ask()
+    await wait_for_state(setagaya_asks, query_id, "held")
+    meguro = box.nodes["meguro"]
+    item = await held_item(meguro)
+    threads = crypto_threads(monkeypatch)
+    await meguro.held.approve(item.transaction_number, "approver1")
+    await wait_for_state(setagaya_asks, query_id, "provided")
+    assert threads and set(threads) == {threading.main_thread().name}
 
 
 @pytest_twisted.ensureDeferred
@@ -136,7 +158,7 @@ async def test_refused_held_provision_arrives_as_refused(box: Any, setagaya_asks
     await wait_for_state(setagaya_asks, query_id, "held")
     meguro = box.nodes["meguro"]
     item = await held_item(meguro)
-    await meguro.refuse_held(item.transaction_number, "approver1", "DV protection order")
+    await meguro.held.refuse(item.transaction_number, "approver1", "DV protection order")
     status = await wait_for_state(setagaya_asks, query_id, "refused")
     assert status["error"]["code"] == "ProvisionRefused"
     assert status["result"] is None
@@ -164,8 +186,8 @@ async def test_held_provision_outlives_its_permit_and_is_approved_after_it(
     item = await held_item(meguro)
     assert item.hold_expires_at - item.held_at == timedelta(hours=72)
     box.clock.advance(3600)
-    assert await meguro.expire_held() == 0
-    await meguro.approve_held(item.transaction_number, "approver1")
+    assert await meguro.held.expire() == 0
+    await meguro.held.approve(item.transaction_number, "approver1")
     status = await wait_for_state(setagaya_asks, query_id, "provided")
     assert status["result"]["records"]
 
@@ -184,10 +206,10 @@ async def test_held_provision_not_decided_within_its_hold_is_refused_and_stays_l
     status = await wait_for_state(setagaya_asks, query_id, "refused")
     assert status["error"]["code"] == "HoldExpired"
     with pytest.raises(RenkeiError) as late:
-        await meguro.approve_held(item.transaction_number, "approver1")
+        await meguro.held.approve(item.transaction_number, "approver1")
     assert late.value.code == "HeldAlreadyDecided"
-    assert await meguro.held_items() == []
-    (ended,) = await meguro.expired_holds()
+    assert await meguro.held.items() == []
+    (ended,) = await meguro.held.expired()
     assert (ended.transaction_number, ended.state) == (item.transaction_number, "expired")
 
 
@@ -200,7 +222,7 @@ async def test_held_provision_survives_a_provider_restart(box: Any, setagaya_ask
     await box.stop_party("meguro")
     restarted = await box.start_party("meguro")
     item = await held_item(restarted)
-    await restarted.approve_held(item.transaction_number, "approver1")
+    await restarted.held.approve(item.transaction_number, "approver1")
     status = await wait_for_state(setagaya_asks, query_id, "provided")
     results = count(
         box,
@@ -222,8 +244,8 @@ async def test_viewing_and_deciding_held_items_is_audited(box: Any, setagaya_ask
     await wait_for_state(setagaya_asks, query_id, "held")
     meguro = box.nodes["meguro"]
     item = await held_item(meguro)
-    await meguro.held_content(item.transaction_number, "approver1")
-    await meguro.refuse_held(item.transaction_number, "approver1", "DV protection order")
+    await meguro.held.content(item.transaction_number, "approver1")
+    await meguro.held.refuse(item.transaction_number, "approver1", "DV protection order")
     entries = await meguro.database.run(lambda connection: audit_entries(connection, limit=10))
     assert [(e["actor"], e["action"], e["target"]) for e in reversed(entries)] == [
         ("approver1", "view_held_content", item.transaction_number),
@@ -239,7 +261,7 @@ async def test_changing_the_flag_is_audited_and_takes_effect(box: Any, setagaya_
     from middleware.audit import audit_entries
 
     meguro = box.nodes["meguro"]
-    await meguro.set_suppression(FLAGGED_RECORD["record_id"], False, "admin1", "order lifted")
+    await meguro.held.set_suppression(FLAGGED_RECORD["record_id"], False, "admin1", "order lifted")
     query_id = await setagaya_asks.ask()
     await wait_for_state(setagaya_asks, query_id, "provided")
     (entry,) = await meguro.database.run(lambda connection: audit_entries(connection, limit=10))
@@ -267,7 +289,7 @@ async def test_metrics_show_held_provisions_waiting(box: Any, setagaya_asks: Any
     assert f'renkei_held_waiting{{institution="{MEGURO}"}} 1.0' in text
     assert f'renkei_provisions{{institution="{MEGURO}",status="held"}} 1.0' in text
     item = await held_item(box.nodes["meguro"])
-    await box.nodes["meguro"].approve_held(item.transaction_number, "approver1")
+    await box.nodes["meguro"].held.approve(item.transaction_number, "approver1")
     await metrics.refresh()
     text = await (await treq.get(url)).text()
     assert f'renkei_held_waiting{{institution="{MEGURO}"}} 0.0' in text

@@ -26,7 +26,7 @@ async def test_query_result_is_deleted_when_its_retention_ends(box: Any, meguro_
     submitted = await ask_tax(meguro_care)
     await meguro_care.wait_for_result(submitted["query_id"])
 
-    assert await meguro.delete_expired_results() == 0
+    assert await meguro.retention.sweep() == 0
     # The network's clock moves past the retention: the node's own sweep deletes the result.
     box.clock.advance(meguro.institution.result_retention + 1)
     await wait_until(
@@ -45,7 +45,7 @@ async def test_query_result_is_deleted_when_its_retention_ends(box: Any, meguro_
         node_records.c.event == "result_deleted",
     )
     assert events == 1
-    assert await meguro.delete_expired_results() == 0
+    assert await meguro.retention.sweep() == 0
 
 
 @pytest_twisted.ensureDeferred
@@ -64,9 +64,9 @@ async def test_requester_refuses_to_query_on_an_expired_list(box: Any, meguro_ca
 async def test_node_keeps_every_list_version_and_uses_the_newest(box: Any) -> None:
     """A newly issued list is fetched, verified and stored beside the older versions."""
     meguro = box.nodes["meguro"]
-    first = meguro.permitted_list.version
+    first = meguro.lists.current.version
     await box.hub.issue_permitted_list()
-    synced = await meguro.sync_permitted_list()
+    synced = await meguro.lists.sync()
     assert synced.version == first + 1
     versions = meguro.database.run_blocking(
         lambda connection: (
@@ -84,7 +84,7 @@ async def test_node_keeps_every_list_version_and_uses_the_newest(box: Any) -> No
 async def test_node_refuses_a_list_not_signed_by_the_hub(box: Any) -> None:
     """A list re-signed by another key is refused and the list in force is kept."""
     meguro = box.nodes["meguro"]
-    before = meguro.permitted_list
+    before = meguro.lists.current
     document = parse_xml(box.hub._list_document)
     for signature in document.findall("{http://www.w3.org/2000/09/xmldsig#}Signature"):
         document.remove(signature)
@@ -92,9 +92,9 @@ async def test_node_refuses_a_list_not_signed_by_the_hub(box: Any) -> None:
     forger = Signer(PkiLayout(box.config.pki).institution_signing(MEGURO).load())
     box.hub._list_document = serialize(forger.sign(document))
     with pytest.raises(Exception) as refused:
-        await meguro.sync_permitted_list()
+        await meguro.lists.sync()
     assert getattr(refused.value, "code", None) == "PermittedListSignatureInvalid"
-    assert meguro.permitted_list is before
+    assert meguro.lists.current is before
 
 
 @pytest_twisted.ensureDeferred

@@ -133,7 +133,7 @@ async def test_a_mover_to_shibuya_is_provided_and_a_dv_protected_one_is_held(
     plain, shielded = outcome.statuses
     assert plain["state"] == "provided"
     assert shielded["state"] == "held"
-    held = await network.nodes["meguro"].held_items()
+    held = await network.nodes["meguro"].held.items()
     assert shielded["transaction_number"] in {item.transaction_number for item in held}
 
 

@@ -757,7 +757,9 @@ class BulkQueries(Service):
         while self._running and self._queue and self._in_flight < self.concurrency:
             line = self._queue.popleft()
             self._in_flight += 1
-            submitted = maybeDeferred(self.node.submit_query, line.submission, line.system)
+            submitted = maybeDeferred(
+                self.node.requester.submit_query, line.submission, line.system
+            )
             submitted.addCallbacks(
                 self._submitted, self._refused, callbackArgs=(line,), errbackArgs=(line,)
             )

@@ -31,6 +31,7 @@ from werkzeug.exceptions import NotFound
 
 from adapters.console.i18n import LANGUAGES, translator
 from adapters.listening import Listener, text_refusal
+from adapters.payload_view import describe_payload
 from codes import errors
 from codes.errors import RenkeiError
 from crypto.pki import PkiLayout
@@ -309,7 +310,7 @@ class Console:
         now = self.node.now()
         today = now.astimezone(JST).replace(hour=0, minute=0, second=0, microsecond=0)
         figures = await self.node.store.statistics.dashboard(today)
-        listed = self.node.permitted_list
+        listed = self.node.lists.current
         return self.render(
             request,
             "dashboard.html",
@@ -324,8 +325,8 @@ class Console:
     @app.route("/held", methods=["GET"])
     @page("approver", "operator")
     async def held_list(self, request: Request, session: staff.Session) -> bytes:
-        items = await self.node.held_items()
-        ended = await self.node.expired_holds()
+        items = await self.node.held.items()
+        ended = await self.node.held.expired()
         now = self.node.now()
         return self.render(
             request,
@@ -338,13 +339,14 @@ class Console:
     @app.route("/held/<number>", methods=["GET"])
     @page("approver")
     async def held_detail(self, request: Request, session: staff.Session, number: str) -> bytes:
-        item, content = await self.node.held_content(number, session.user.name)
+        item = await self.node.held.content(number, session.user.name)
+        content = describe_payload(self.node.catalogue, item.payload)
         return self.render(request, "held_detail.html", session, item=item, content=content)
 
     @app.route("/held/<number>/approve", methods=["POST"])
     @page("approver", method="POST")
     async def held_approve(self, request: Request, session: staff.Session, number: str) -> bytes:
-        await self.node.approve_held(number, session.user.name)
+        await self.node.held.approve(number, session.user.name)
         request.redirect(b"/held?done=approved")
         return b""
 
@@ -354,7 +356,7 @@ class Console:
         reason = _arg(request, "reason")
         if not reason:
             raise RenkeiError(errors.BAD_REQUEST, detail="a refusal needs a reason")
-        await self.node.refuse_held(number, session.user.name, reason)
+        await self.node.held.refuse(number, session.user.name, reason)
         request.redirect(b"/held?done=refused")
         return b""
 
@@ -629,7 +631,7 @@ class Console:
         if not reason:
             raise RenkeiError(errors.BAD_REQUEST, detail="a flag change needs a reason")
         suppressed = _arg(request, "suppressed") == "1"
-        await self.node.set_suppression(record_id, suppressed, session.user.name, reason)
+        await self.node.held.set_suppression(record_id, suppressed, session.user.name, reason)
         request.redirect(f"/persons/{number}?done=flag".encode())
         return b""
 
@@ -638,7 +640,7 @@ class Console:
     @app.route("/permitted-list", methods=["GET"])
     @page("operator", "auditor", "admin", "approver")
     async def permitted_list(self, request: Request, session: staff.Session) -> bytes:
-        listed = self.node.permitted_list
+        listed = self.node.lists.current
         text = _arg(request, "q")
         rows = []
         if listed is not None:

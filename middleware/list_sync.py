@@ -1,0 +1,125 @@
+"""A node's copy of the permitted-query list (照会許可用照合リスト), kept in step with the hub.
+
+The hub signs and publishes the list; a node fetches it at start (awaited, so that a node
+started after its hub starts with a list), then every ``list_refresh`` seconds, and sooner
+while it has none in force. Every version is verified against the hub's pinned signing
+certificate and stored; the newest verified one is used, and a stored one is loaded at start
+so that a node whose hub is down still knows its last list. Both sides of a query check it:
+the requester before sending, the provider before answering.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+
+from codes import errors
+from codes.errors import RenkeiError
+from crypto.xmlsig import PinnedVerifier, SignatureInvalid
+from middleware import messages
+from middleware.deferred import deferred
+from middleware.network import HUB, PERMITTED_LIST
+from middleware.party import Party
+from middleware.permitted_list import (
+    Delegation,
+    ListedInstitution,
+    PermittedList,
+    PermittedRule,
+    latest_version,
+    store_version,
+)
+from middleware.tables import node_list_versions
+
+__all__ = ["PermittedLists"]
+
+
+class PermittedLists:
+    """The permitted-query list of one node: the one in force and its synchronization."""
+
+    log = Logger()
+
+    def __init__(self, party: Party, hub_verifier: PinnedVerifier) -> None:
+        self._party = party
+        self._hub_verifier = hub_verifier
+        self.current: PermittedList | None = None
+        """The newest verified list (possibly expired), or None before the first."""
+
+    @deferred
+    async def start(self) -> None:
+        """Load the stored list, fetch the hub's, and refresh it every ``list_refresh``."""
+        stored = await self._party.database.read(latest_version, node_list_versions)
+        if stored is not None:
+            self.current = self._verify(stored[1])
+        await self.refresh()
+        self._party.every(self._party.config.list_refresh, self.refresh, now=False)
+
+    def check_current(self) -> PermittedList:
+        """The list in force; refused when none was received or it expired."""
+        if self.current is None:
+            raise RenkeiError(errors.PERMITTED_LIST_MISSING)
+        self.current.ensure_current(self._party.now())
+        return self.current
+
+    @deferred
+    async def sync(self) -> PermittedList:
+        """Fetch the hub's list, verify it, keep the version and use it when newer."""
+        document = await self._party.transport.exchange(HUB, PERMITTED_LIST)
+        permitted = self._verify(document)
+        await self._party.database.run(
+            store_version,
+            node_list_versions,
+            permitted.version,
+            permitted.issued_at,
+            permitted.expires_at,
+            document,
+            self._party.now(),
+        )
+        if self.current is None or permitted.version > self.current.version:
+            self.current = permitted
+        return self.current
+
+    @deferred
+    async def refresh(self) -> None:
+        """`sync`, a failure logged; without a list in force, try again a second later."""
+        try:
+            await self.sync()
+        except Exception as failure:
+            self.log.warn("permitted-query list not refreshed: {failure}", failure=failure)
+        if not self._in_force():
+            # Nothing to work on (no list yet, or only an expired one): try again soon
+            # rather than at the next refresh.
+            self._party.clock.callLater(1.0, self._refresh_once_more)
+
+    def _in_force(self) -> bool:
+        return self.current is not None and self._party.now() < self.current.expires_at
+
+    def _refresh_once_more(self) -> None:
+        if self._party.running and not self._in_force():
+            self.refresh()
+
+    def _verify(self, document: bytes) -> PermittedList:
+        element = messages.decode_signed(document, messages.PermittedListDocument)
+        try:
+            verified = self._hub_verifier.verify(element)
+        except SignatureInvalid:
+            raise RenkeiError(errors.PERMITTED_LIST_SIGNATURE) from None
+        listed = messages.from_element(verified, messages.PermittedListDocument)
+        return PermittedList(
+            version=listed.version,
+            issued_at=listed.issued_at,
+            expires_at=listed.expires_at,
+            institutions={
+                i.code: ListedInstitution(i.code, i.name, i.kind) for i in listed.institutions
+            },
+            rules=tuple(
+                PermittedRule(
+                    r.requester_kind,
+                    r.affair,
+                    r.procedure,
+                    r.provider_kind,
+                    r.information_name,
+                    r.legal_basis,
+                )
+                for r in listed.rows
+            ),
+            delegations=frozenset(Delegation(d.delegator, d.delegate) for d in listed.delegations),
+        )

@@ -1,0 +1,393 @@
+"""The provider side of an intermediate server (情報提供): provision requests in, provisions out.
+
+The hub brings a provision request with its signed permit (`Provider.receive_request`). The
+permit is verified against the hub's pinned certificate, its terms and the permitted list are
+checked, and the requester's encryption certificate (in the route) is checked to be the
+network's and the permit's. The answer is prepared from a consistent read of the replica (the
+records of the person, the information name, the publication window and the query's
+conditions), signed and encrypted for the requester alone *outside* any transaction, then
+stored with its provision record and put in the outbox in one transaction that checks again
+that the 処理通番 was not answered meanwhile. A record flagged 自動応答不可 holds the whole
+answer for a staff decision (`middleware.held`); the requester learns only that it is held.
+Every refused request is recorded too, with its code.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy import Connection, select
+from twisted.logger import Logger
+
+from codes import errors
+from codes.catalogue import Catalogue, DataSet
+from codes.errors import RenkeiError
+from crypto.envelope import seal
+from crypto.pki import identity_of
+from crypto.xmlsig import PinnedVerifier, SignatureInvalid, Signer
+from middleware import conditions, held_queue, messages, persons, replica
+from middleware.config import InstitutionConfig
+from middleware.deferred import deferred
+from middleware.hardened_xml import serialize
+from middleware.list_sync import PermittedLists
+from middleware.network import HUB, PROVISION, decode_answer
+from middleware.outbox import OutgoingMessage
+from middleware.party import Party
+from middleware.permit import check_permit_terms
+from middleware.queries import HELD, NO_DATA, PROVIDED, REFUSED
+from middleware.records import RecordEntry
+from middleware.tables import provision, refused_request
+
+__all__ = ["Provider"]
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What the replica gives for a permit: the person, the status and the payload."""
+
+    person: str  # 団体内統合宛名番号
+    status: str  # provided, no_data or held
+    payload: messages.ProvisionPayload
+
+
+class Provider:
+    """The provisions of one intermediate server."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        party: Party,
+        institution: InstitutionConfig,
+        catalogue: Catalogue,
+        lists: PermittedLists,
+        *,
+        ca: x509.Certificate,
+        signer: Signer,
+        hub_verifier: PinnedVerifier,
+    ) -> None:
+        self._party = party
+        self._database = party.database
+        self._institution = institution
+        self._code = institution.code
+        self._catalogue = catalogue
+        self._lists = lists
+        self._ca = ca
+        self._signer = signer
+        self._hub_verifier = hub_verifier
+
+    @deferred
+    async def receive_request(self, asked: messages.ProvisionRequest) -> bytes:
+        """情報提供要求: verify the permit, re-check the list, answer through the outbox; the
+        acknowledgement."""
+        permit: messages.Permit | None = None
+        try:
+            try:
+                verified = self._hub_verifier.verify(asked.permit_element)
+            except SignatureInvalid:
+                raise RenkeiError(errors.PERMIT_SIGNATURE_INVALID) from None
+            permit = messages.from_element(verified, messages.Permit)
+            now = self._party.now()
+            check_permit_terms(
+                transaction_number=permit.transaction_number,
+                provider=permit.provider,
+                issued_at=permit.issued_at,
+                expires_at=permit.expires_at,
+                me=self._code,
+                now=now,
+            )
+            recipient = self._route_certificate(asked.route, permit)
+            self._lists.check_current().check(
+                permit.requester,
+                self._code,
+                permit.affair,
+                permit.procedure,
+                permit.information_name,
+                now,
+                delegating_requester=permit.delegating_requester,
+                delegating_provider=permit.delegating_provider,
+            )
+            outgoing = None
+            answer = await self._database.read(self._prepare, asked.message_id, permit, now)
+            if answer is not None:
+                message_id = str(uuid.uuid4())
+                # Signing and encryption: CPU work, outside any transaction.
+                body = self._answer_body(message_id, permit, answer, recipient)
+                outgoing = await self._database.run(
+                    self._store, asked.message_id, permit, recipient, answer, message_id, body, now
+                )
+        except RenkeiError as refusal:
+            if refusal.status < 500:
+                # 番号法 第23条: a request refused is recorded too, with its code.
+                await self._database.run(
+                    self._record_refused, asked.message_id, permit, refusal, self._party.now()
+                )
+            raise
+        if outgoing is not None:
+            self._party.outbox.send_now(outgoing)
+        return messages.encode(
+            messages.ProvisionRequestAck(
+                message_id=asked.message_id, transaction_number=permit.transaction_number
+            )
+        )
+
+    # -- checks ------------------------------------------------------------------------------
+
+    def _route_certificate(
+        self, route: messages.Route, permit: messages.Permit
+    ) -> x509.Certificate:
+        """The requester's encryption certificate, checked to be the network's and the permit's."""
+        try:
+            certificate = x509.load_der_x509_certificate(route.encryption_certificate)
+            certificate.verify_directly_issued_by(self._ca)
+        except Exception:
+            raise RenkeiError(errors.PERMIT_MISMATCH) from None
+        identity = identity_of(certificate)
+        if (
+            route.requester != permit.requester
+            or identity.common_name != permit.requester
+            or identity.organizational_unit != "encryption"
+        ):
+            raise RenkeiError(errors.PERMIT_MISMATCH)
+        return certificate
+
+    @staticmethod
+    def _answered(connection: Connection, message_id: str, number: str) -> bool:
+        """Whether this 処理通番 was answered: True for the hub's retry of the same request,
+        PermitReplayed for another request with the same permit."""
+        used = connection.execute(
+            select(provision.c.message_id).where(provision.c.transaction_number == number)
+        ).first()
+        if used is None:
+            return False
+        if used.message_id == message_id:
+            return True
+        raise RenkeiError(errors.PERMIT_REPLAYED, transaction_number=number)
+
+    # -- the answer ----------------------------------------------------------------------------
+
+    def _prepare(
+        self, connection: Connection, message_id: str, permit: messages.Permit, now: datetime
+    ) -> _Answer | None:
+        """What to answer, from one snapshot of the replica; None when it was answered."""
+        number = permit.transaction_number
+        if self._answered(connection, message_id, number):
+            return None
+        person = persons.person_of(connection, permit.provider_fugo)
+        # Only records whose publication window covers today (JST) and that meet the
+        # query's conditions (照会条件, carried in the permit) are provided.
+        records = self._records_asked(
+            replica.records_of(
+                connection, person, permit.information_name, replica.today_in_japan(now)
+            ),
+            permit,
+        )
+        held = any(record.suppressed for record in records)
+        payload = messages.ProvisionPayload(
+            transaction_number=number,
+            information_name=permit.information_name,
+            provider=self._code,
+            requester=permit.requester,
+            created_at=now,
+            records=tuple(
+                messages.PayloadRecord(
+                    data_set=record.data_set,
+                    record_id=record.record_id,
+                    items=tuple(sorted(record.items.items())),
+                )
+                for record in records
+            ),
+        )
+        status = HELD if held else PROVIDED if records else NO_DATA
+        return _Answer(person=person, status=status, payload=payload)
+
+    def _records_asked(
+        self, records: list[replica.ReplicaRecord], permit: messages.Permit
+    ) -> list[replica.ReplicaRecord]:
+        """The records that meet the permit's conditions (all of them without conditions)."""
+        if not conditions.span_of_conditions(permit.conditions):
+            return records
+        information = self._catalogue.information_name(permit.information_name)
+        data_sets: dict[str, DataSet] = {ds.code: ds for ds in information.data_sets}
+        return [
+            record
+            for record in records
+            if conditions.meets(permit.conditions, data_sets.get(record.data_set), record.items)
+        ]
+
+    def _answer_body(
+        self,
+        message_id: str,
+        permit: messages.Permit,
+        answer: _Answer,
+        recipient: x509.Certificate,
+    ) -> bytes:
+        if answer.status == HELD:
+            # The requester learns that its query is held (保留中), nothing more.
+            return messages.encode(
+                messages.Provision(
+                    message_id=message_id, transaction_number=permit.transaction_number, status=HELD
+                )
+            )
+        return self.sealed_provision(
+            message_id, permit.transaction_number, answer.status, answer.payload, recipient
+        )
+
+    def sealed_provision(
+        self,
+        message_id: str,
+        number: str,
+        status: str,
+        payload: messages.ProvisionPayload,
+        recipient: x509.Certificate,
+    ) -> bytes:
+        """A Provision carrying ``payload`` signed by us and encrypted for ``recipient``."""
+        plaintext = serialize(self._signer.sign(messages.to_element(payload)))
+        return messages.encode(
+            messages.Provision(
+                message_id=message_id,
+                transaction_number=number,
+                status=status,
+                encrypted_payload=seal(plaintext, recipient),
+            )
+        )
+
+    def _store(
+        self,
+        connection: Connection,
+        asked_id: str,
+        permit: messages.Permit,
+        recipient: x509.Certificate,
+        answer: _Answer,
+        message_id: str,
+        body: bytes,
+        now: datetime,
+    ) -> OutgoingMessage | None:
+        """Store the provision, hold it or queue it, and record it, in one transaction."""
+        number = permit.transaction_number
+        if self._answered(connection, asked_id, number):
+            return None  # answered meanwhile (the hub's retry, delivered twice at once)
+        connection.execute(
+            provision.insert().values(
+                transaction_number=number,
+                message_id=asked_id,
+                requester=permit.requester,
+                procedure=permit.procedure,
+                information_name=permit.information_name,
+                integrated_address_number=answer.person,
+                status=answer.status,
+                received_at=now,
+                delegating_requester=permit.delegating_requester,
+                delegating_provider=permit.delegating_provider,
+                non_disclosure=permit.non_disclosure,
+            )
+        )
+        if answer.status == HELD:
+            held_queue.hold(
+                connection,
+                held_queue.HeldItem(
+                    transaction_number=number,
+                    requester=permit.requester,
+                    procedure=permit.procedure,
+                    information_name=permit.information_name,
+                    integrated_address_number=answer.person,
+                    payload=serialize(messages.to_element(answer.payload)),
+                    recipient_certificate=recipient.public_bytes(Encoding.DER),
+                    permit_expires_at=permit.expires_at,
+                    held_at=now,
+                    hold_expires_at=now + timedelta(seconds=self._institution.hold_lifetime),
+                    state=held_queue.HELD,
+                    decided_at=None,
+                    decided_by=None,
+                    reason=None,
+                ),
+            )
+        return self.queue_provision(
+            connection,
+            now,
+            message_id,
+            body,
+            RecordEntry(
+                event="provision",
+                status=answer.status,
+                transaction_number=number,
+                requester=permit.requester,
+                provider=self._code,
+                affair=permit.affair,
+                procedure=permit.procedure,
+                information_name=permit.information_name,
+                person=answer.person,
+                non_disclosure=permit.non_disclosure,
+                delegating_requester=permit.delegating_requester,
+                delegating_provider=permit.delegating_provider,
+            ),
+        )
+
+    def queue_provision(
+        self,
+        connection: Connection,
+        now: datetime,
+        message_id: str,
+        body: bytes,
+        entry: RecordEntry,
+    ) -> OutgoingMessage:
+        """Put a Provision for the hub in the outbox and record it, in one transaction."""
+        assert entry.transaction_number is not None
+        outgoing = OutgoingMessage(message_id, "provision", HUB, entry.transaction_number, body)
+        self._party.outbox.enqueue(connection, outgoing)
+        self._party.record(connection, now, [entry])
+        return outgoing
+
+    @deferred
+    async def deliver_provision(self, message: OutgoingMessage) -> None:
+        """The outbox's delivery of a provision to the hub."""
+        document = await self._party.transport.exchange(HUB, PROVISION, message.body)
+        decode_answer(document, messages.ProvisionAck)
+
+    # -- refusals ------------------------------------------------------------------------------
+
+    def _record_refused(
+        self,
+        connection: Connection,
+        message_id: str,
+        permit: messages.Permit | None,
+        refusal: RenkeiError,
+        now: datetime,
+    ) -> None:
+        """Record a provision request refused, once per request (the hub may send the same
+        request again): what the verified permit says, or nothing of an unverified one."""
+        seen = connection.execute(
+            select(refused_request.c.message_id).where(refused_request.c.message_id == message_id)
+        ).first()
+        if seen is not None:
+            return
+        number = permit.transaction_number if permit is not None else None
+        connection.execute(
+            refused_request.insert().values(
+                message_id=message_id,
+                transaction_number=number,
+                error_code=refusal.code,
+                received_at=now,
+            )
+        )
+        asked: dict[str, Any] = {}
+        if permit is not None:
+            asked = {
+                "transaction_number": number,
+                "requester": permit.requester,
+                "affair": permit.affair,
+                "procedure": permit.procedure,
+                "information_name": permit.information_name,
+                "non_disclosure": permit.non_disclosure,
+                "delegating_requester": permit.delegating_requester,
+                "delegating_provider": permit.delegating_provider,
+            }
+        entry = RecordEntry(
+            event="provision", status=REFUSED, provider=self._code, error_code=refusal.code, **asked
+        )
+        self._party.record(connection, now, [entry])

@@ -1,0 +1,444 @@
+"""The requester side of an intermediate server (情報照会): queries out, results in.
+
+A back-office system submits a query (`Requester.submit_query`): it is checked here (the
+system may use the procedure's affair, the permitted list allows it), stored and sent to the
+hub through the outbox in one transaction. The hub's answer gives it a 処理通番 (or refuses
+it); the provider's result comes back relayed by the hub (`Requester.receive_provision`):
+decrypted with this institution's key and verified outside any transaction, then stored
+once. A back office reads its own queries only (`query_status`, `wait_for_end`); what it
+reads is `QueryStatus`, which the back-office API presents.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from codes import errors
+from codes.catalogue import Catalogue
+from codes.errors import RenkeiError
+from crypto.envelope import open_envelope
+from crypto.pki import Credentials, identity_of
+from crypto.xmlsig import CAVerifier, SignatureInvalid
+from middleware import messages, persons
+from middleware.config import InstitutionConfig
+from middleware.deferred import deferred, fire
+from middleware.list_sync import PermittedLists
+from middleware.network import HUB, QUERY, DeliveryRefused, decode_answer
+from middleware.outbox import OutgoingMessage
+from middleware.party import Party
+from middleware.queries import (
+    ACCEPTED,
+    ERROR,
+    FINISHED,
+    HELD,
+    NO_DATA,
+    PROVIDED,
+    REFUSED,
+    SUBMITTED,
+    QuerySubmission,
+    conditions_json,
+)
+from middleware.records import RecordEntry
+from middleware.tables import query
+
+__all__ = ["QueryStatus", "Requester", "query_record"]
+
+
+@dataclass(frozen=True)
+class QueryStatus:
+    """A query as its back-office system may read it."""
+
+    query_id: str
+    state: str
+    transaction_number: str | None
+    integrated_address_number: str
+    procedure: str
+    information_name: str
+    provider: str
+    submitted_at: datetime
+    completed_at: datetime | None
+    error_code: str | None
+    result: bytes | None  # the verified, signed payload (plaintext), once provided
+    result_deleted_at: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+
+def query_record(code: str, row: Any, event: str, status: str, **extra: Any) -> RecordEntry:
+    """The provision record of an event of the query ``row`` asked by institution ``code``."""
+    return RecordEntry(
+        event=event,
+        status=status,
+        transaction_number=extra.pop("transaction_number", row.transaction_number),
+        requester=code,
+        provider=row.provider,
+        affair=row.affair,
+        procedure=row.procedure,
+        information_name=row.information_name,
+        person=row.integrated_address_number,
+        non_disclosure=bool(row.non_disclosure),
+        delegating_requester=row.delegating_requester,
+        delegating_provider=row.delegating_provider,
+        **extra,
+    )
+
+
+class Requester:
+    """The queries of one intermediate server."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        party: Party,
+        institution: InstitutionConfig,
+        catalogue: Catalogue,
+        lists: PermittedLists,
+        *,
+        encryption: Credentials,
+        payload_verifier: CAVerifier,
+        reactor: Any,
+    ) -> None:
+        self._party = party
+        self._database = party.database
+        self._institution = institution
+        self._code = institution.code
+        self._catalogue = catalogue
+        self._lists = lists
+        self._encryption = encryption
+        self._payload_verifier = payload_verifier
+        # Long polls wait in real time, whatever the party's clock.
+        self._reactor = reactor
+        self._waiters: dict[str, list[Deferred[None]]] = {}
+
+    # -- submission --------------------------------------------------------------------------
+
+    @deferred
+    async def submit_query(self, submission: QuerySubmission, system: str) -> str:
+        """情報照会 by back-office ``system``: check locally (the system may use the
+        procedure's affair, the list permits it), then send to the hub through the outbox;
+        the query id. The query belongs to ``system``."""
+        self._catalogue.information_name(submission.information_name)
+        affair = self._catalogue.procedure(submission.procedure).affair
+        if affair not in self._institution.back_office_system(system).affairs:
+            raise RenkeiError(
+                errors.SYSTEM_NOT_AUTHORIZED,
+                system=system,
+                what=f"procedure {submission.procedure} (affair {affair})",
+                what_ja=f"事務手続{submission.procedure}(事務{affair})",
+            )
+        now = self._party.now()
+        self._lists.check_current().check(
+            self._code,
+            submission.provider,
+            affair,
+            submission.procedure,
+            submission.information_name,
+            now,
+            delegating_requester=submission.delegating_requester,
+            delegating_provider=submission.delegating_provider,
+        )
+        query_id, outgoing = await self._database.run(
+            self._create_query, submission, system, affair, now
+        )
+        self._party.outbox.send_now(outgoing)
+        return query_id
+
+    def _create_query(
+        self,
+        connection: Connection,
+        submission: QuerySubmission,
+        system: str,
+        affair: str,
+        now: datetime,
+    ) -> tuple[str, OutgoingMessage]:
+        fugo = persons.fugo_of(connection, submission.integrated_address_number)
+        query_id = str(uuid.uuid4())
+        connection.execute(
+            query.insert().values(
+                query_id=query_id,
+                system=system,
+                integrated_address_number=submission.integrated_address_number,
+                affair=affair,
+                procedure=submission.procedure,
+                information_name=submission.information_name,
+                provider=submission.provider,
+                conditions=conditions_json(submission.conditions),
+                delegating_requester=submission.delegating_requester,
+                delegating_provider=submission.delegating_provider,
+                non_disclosure=submission.non_disclosure,
+                state=SUBMITTED,
+                submitted_at=now,
+            )
+        )
+        body = messages.encode(
+            messages.QueryRequest(
+                message_id=query_id,
+                requester_fugo=fugo,
+                affair=affair,
+                procedure=submission.procedure,
+                information_name=submission.information_name,
+                provider=submission.provider,
+                conditions=submission.conditions,
+                delegating_requester=submission.delegating_requester,
+                delegating_provider=submission.delegating_provider,
+                non_disclosure=submission.non_disclosure,
+            )
+        )
+        outgoing = OutgoingMessage(query_id, "query", HUB, query_id, body)
+        self._party.outbox.enqueue(connection, outgoing)
+        return query_id, outgoing
+
+    def _record(self, row: Any, event: str, status: str, **extra: Any) -> RecordEntry:
+        return query_record(self._code, row, event, status, **extra)
+
+    # -- the hub's answer ---------------------------------------------------------------------
+
+    @deferred
+    async def deliver_query(self, message: OutgoingMessage) -> None:
+        """The outbox's delivery of a query: the hub accepts it (a 処理通番) or refuses it."""
+        try:
+            document = await self._party.transport.exchange(HUB, QUERY, message.body)
+            accepted = decode_answer(document, messages.QueryAccepted)
+        except DeliveryRefused as refusal:
+            await self._database.run(
+                self._query_refused, message.reference, refusal.code, refusal.transaction_number
+            )
+            self._query_ended(message.reference)
+            raise
+        await self._database.run(
+            self._query_accepted, message.reference, accepted.transaction_number
+        )
+
+    def _query_accepted(self, connection: Connection, query_id: str, number: str) -> None:
+        row = connection.execute(select(query).where(query.c.query_id == query_id)).one()
+        if row.state != SUBMITTED:
+            return
+        now = self._party.now()
+        connection.execute(
+            query.update()
+            .where(query.c.query_id == query_id)
+            .values(state=ACCEPTED, transaction_number=number, accepted_at=now)
+        )
+        self._party.record(
+            connection, now, [self._record(row, "query", ACCEPTED, transaction_number=number)]
+        )
+
+    def _query_refused(
+        self, connection: Connection, query_id: str, code: str, number: str | None
+    ) -> None:
+        """The hub refused the query: it ends refused, with the 処理通番 under which the hub
+        recorded the refusal (so that the transaction's path shows both records)."""
+        row = connection.execute(select(query).where(query.c.query_id == query_id)).one()
+        if row.state != SUBMITTED:
+            return
+        now = self._party.now()
+        connection.execute(
+            query.update()
+            .where(query.c.query_id == query_id)
+            .values(state=REFUSED, error_code=code, completed_at=now, transaction_number=number)
+        )
+        self._party.record(
+            connection,
+            now,
+            [self._record(row, "query", REFUSED, error_code=code, transaction_number=number)],
+        )
+
+    # -- the result ------------------------------------------------------------------------
+
+    @deferred
+    async def receive_provision(self, delivered: messages.Provision) -> bytes:
+        """A provision relayed by the hub: decrypt, verify, store once; the acknowledgement."""
+        row = await self._database.read(self._query_of_result, delivered)
+        if row.state in FINISHED:
+            return messages.encode(_provision_ack(delivered))
+        if delivered.status == HELD:
+            await self._database.run(self._mark_held, row.query_id, delivered.transaction_number)
+            return messages.encode(_provision_ack(delivered))
+        # Decryption and verification are CPU work outside any transaction.
+        state, result, code = self._open_result(row, delivered)
+        await self._database.run(
+            self._store_result, row.query_id, delivered.transaction_number, state, result, code
+        )
+        self._query_ended(row.query_id)
+        if code is not None and state == ERROR:
+            raise RenkeiError(errors.ALL[code], transaction_number=delivered.transaction_number)
+        return messages.encode(_provision_ack(delivered))
+
+    def _query_of_result(self, connection: Connection, delivered: messages.Provision) -> Any:
+        """The query a relayed provision answers: by our query id, which the hub adds, and
+        its 処理通番 (the result may overtake the hub's QueryAccepted answer)."""
+        number = delivered.transaction_number
+        row = connection.execute(
+            select(query).where(query.c.query_id == delivered.query_message_id)
+        ).first()
+        if row is None or row.transaction_number not in (None, number):
+            raise RenkeiError(errors.UNKNOWN_TRANSACTION, transaction_number=number)
+        return row
+
+    def _open_result(
+        self, row: Any, delivered: messages.Provision
+    ) -> tuple[str, bytes | None, str | None]:
+        """The query's new state, the verified plaintext and an error code, if any."""
+        if delivered.status not in (PROVIDED, NO_DATA):
+            return REFUSED, None, delivered.error_code or "Unspecified"
+        try:
+            if delivered.encrypted_payload is None:
+                raise RenkeiError(errors.PAYLOAD_UNREADABLE)
+            plaintext = open_envelope(delivered.encrypted_payload, self._encryption)
+            payload = self._verify_payload(plaintext, row, delivered.transaction_number)
+        except RenkeiError as failure:
+            self.log.warn(
+                "result of {number} refused: {code}",
+                number=delivered.transaction_number,
+                code=failure.code,
+            )
+            return ERROR, None, failure.code
+        state = PROVIDED if payload.records else NO_DATA
+        return state, plaintext, None
+
+    def _verify_payload(self, plaintext: bytes, row: Any, number: str) -> messages.ProvisionPayload:
+        try:
+            element = messages.decode_signed(plaintext, messages.ProvisionPayload)
+        except RenkeiError:
+            raise RenkeiError(errors.PAYLOAD_UNREADABLE) from None
+        try:
+            verified, signer = self._payload_verifier.verify(element)
+        except SignatureInvalid:
+            raise RenkeiError(errors.PAYLOAD_SIGNATURE_INVALID, transaction_number=number) from None
+        identity = identity_of(signer)
+        payload = messages.from_element(verified, messages.ProvisionPayload)
+        if (
+            identity.common_name != row.provider
+            or identity.organizational_unit != "signing"
+            or payload.transaction_number != number
+            or payload.provider != row.provider
+            or payload.requester != self._code
+            or payload.information_name != row.information_name
+        ):
+            raise RenkeiError(errors.PAYLOAD_SIGNATURE_INVALID, transaction_number=number)
+        return payload
+
+    def _mark_held(self, connection: Connection, query_id: str, number: str) -> None:
+        row = connection.execute(select(query).where(query.c.query_id == query_id)).one()
+        if row.state not in (SUBMITTED, ACCEPTED):
+            return  # already held, or the final result overtook this notice
+        now = self._party.now()
+        entries = []
+        if row.transaction_number is None:
+            entries.append(self._record(row, "query", ACCEPTED, transaction_number=number))
+        connection.execute(
+            query.update()
+            .where(query.c.query_id == query_id)
+            .values(state=HELD, transaction_number=number, accepted_at=row.accepted_at or now)
+        )
+        entries.append(self._record(row, "result", HELD, transaction_number=number))
+        self._party.record(connection, now, entries)
+
+    def _store_result(
+        self,
+        connection: Connection,
+        query_id: str,
+        number: str,
+        state: str,
+        result: bytes | None,
+        code: str | None,
+    ) -> None:
+        row = connection.execute(select(query).where(query.c.query_id == query_id)).one()
+        if row.state in FINISHED:
+            return  # delivered twice: the first delivery stands
+        now = self._party.now()
+        entries = []
+        if row.transaction_number is None:
+            # The result overtook the hub's QueryAccepted answer: accept here.
+            entries.append(self._record(row, "query", ACCEPTED, transaction_number=number))
+        connection.execute(
+            query.update()
+            .where(query.c.query_id == query_id)
+            .values(
+                state=state,
+                transaction_number=number,
+                accepted_at=row.accepted_at or now,
+                result=result,
+                error_code=code,
+                completed_at=now,
+            )
+        )
+        entries.append(
+            self._record(row, "result", state, transaction_number=number, error_code=code)
+        )
+        self._party.record(connection, now, entries)
+
+    # -- what a back office reads -------------------------------------------------------------
+
+    def query_status(self, query_id: str, system: str) -> Deferred[QueryStatus]:
+        """A query's state, 処理通番, error and, once provided, its verified payload, for the
+        system that submitted it (to any other it is UnknownQuery)."""
+        return self._database.read(_query_status, query_id, system)
+
+    @deferred
+    async def wait_for_end(self, query_id: str, timeout: float, system: str) -> QueryStatus:
+        """The query's status once it has ended, or after ``timeout`` seconds (long poll),
+        for the system that submitted it (to any other it is UnknownQuery at once).
+
+        Waiters live only in this process: a result stored by another process of the same
+        institution is seen when the wait times out.
+        """
+        ended: Deferred[None] = Deferred()
+        # Register before reading, so an end stored meanwhile is not missed.
+        self._waiters.setdefault(query_id, []).append(ended)
+        timer = self._reactor.callLater(timeout, fire, ended)
+        try:
+            status = await self.query_status(query_id, system)
+            if status.finished or timeout <= 0:
+                return status
+            await ended
+            return await self.query_status(query_id, system)
+        finally:
+            if timer.active():
+                timer.cancel()
+            waiting = self._waiters.get(query_id, [])
+            if ended in waiting:
+                waiting.remove(ended)
+            if not waiting:
+                self._waiters.pop(query_id, None)
+
+    def _query_ended(self, query_id: str) -> None:
+        for ended in self._waiters.pop(query_id, []):
+            fire(ended)
+
+
+def _provision_ack(delivered: messages.Provision) -> messages.ProvisionAck:
+    return messages.ProvisionAck(
+        message_id=delivered.message_id, transaction_number=delivered.transaction_number
+    )
+
+
+def _query_status(connection: Connection, query_id: str, system: str) -> QueryStatus:
+    row = connection.execute(select(query).where(query.c.query_id == query_id)).first()
+    if row is None or row.system != system:
+        # Another system's query is answered exactly as one that does not exist.
+        raise RenkeiError(errors.UNKNOWN_QUERY, query_id=query_id)
+    return QueryStatus(
+        query_id=row.query_id,
+        state=row.state,
+        transaction_number=row.transaction_number,
+        integrated_address_number=row.integrated_address_number,
+        procedure=row.procedure,
+        information_name=row.information_name,
+        provider=row.provider,
+        submitted_at=row.submitted_at,
+        completed_at=row.completed_at,
+        error_code=row.error_code,
+        result=bytes(row.result) if row.result is not None else None,
+        result_deleted_at=row.result_deleted_at,
+    )
