@@ -40,6 +40,18 @@ from middleware.process_memory import release_free_memory
 from middleware.queries import QuerySubmission
 from middleware.requester import QueryStatus
 
+__all__ = [
+    "INTEGRATED_ADDRESS_NUMBER_LENGTH",
+    "MAX_BODY",
+    "MAX_FILE_BODY",
+    "MAX_WAIT",
+    "OPENAPI_DOCUMENT",
+    "BackOfficeApi",
+    "back_office_listener",
+    "validate_address_number",
+    "validate_integrated_address_number",
+]
+
 T = TypeVar("T")
 
 MAX_BODY = 1_048_576

@@ -20,6 +20,8 @@ from middleware.clock import periodic
 from middleware.deferred import deferred
 from middleware.node import IntermediateServer
 
+__all__ = ["NodeMetrics", "metrics_listener"]
+
 
 class NodeMetrics(Service):
     """The metrics of one node: its gauges, refreshed while it runs; `metrics_listener`

@@ -63,6 +63,24 @@ from codes.typed import (
     validate_procedure_code,
 )
 
+__all__ = [
+    "PACKAGED_CATALOGUE",
+    "Catalogue",
+    "CatalogueError",
+    "DataSet",
+    "InformationName",
+    "Item",
+    "ItemType",
+    "Period",
+    "Procedure",
+    "default_catalogue",
+    "in_force",
+    "load_catalogue",
+    "load_catalogues",
+    "parse_catalogue",
+    "parse_catalogues",
+]
+
 PACKAGED_CATALOGUE = "data/catalogue.json"
 
 

@@ -12,6 +12,14 @@ import re
 from codes import errors
 from codes.errors import RenkeiError
 
+__all__ = [
+    "BASE_WHAT",
+    "WHAT",
+    "check_digit",
+    "make_individual_number",
+    "validate_individual_number",
+]
+
 WHAT = "individual number (個人番号)"
 BASE_WHAT = "individual number base (個人番号の基礎番号, 11 digits)"
 

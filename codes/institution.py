@@ -15,6 +15,15 @@ from codes import errors
 from codes.errors import RenkeiError
 from codes.municipality_code import validate_municipality_code
 
+__all__ = [
+    "INSTITUTION_KINDS",
+    "WHAT",
+    "InstitutionCode",
+    "institution_code_for_municipality",
+    "municipality_code_of_institution",
+    "validate_institution_code",
+]
+
 InstitutionCode = NewType("InstitutionCode", str)
 
 WHAT = "institution code (機関コード)"

@@ -11,6 +11,14 @@ import re
 from codes import errors
 from codes.errors import RenkeiError
 
+__all__ = [
+    "BASE_WHAT",
+    "WHAT",
+    "check_digit",
+    "make_municipality_code",
+    "validate_municipality_code",
+]
+
 WHAT = "municipality code (全国地方公共団体コード)"
 BASE_WHAT = "municipality code without check digit (全国地方公共団体コード, 5 digits)"
 

@@ -21,6 +21,25 @@ from typing import NewType
 from codes import errors
 from codes.errors import RenkeiError
 
+__all__ = [
+    "AFFAIR_WHAT",
+    "DATA_SET_WHAT",
+    "INFORMATION_NAME_WHAT",
+    "ITEM_WHAT",
+    "PROCEDURE_WHAT",
+    "AffairCode",
+    "DataSetCode",
+    "InformationNameCode",
+    "ItemCode",
+    "ProcedureCode",
+    "information_name_of_item",
+    "validate_affair_code",
+    "validate_data_set_code",
+    "validate_information_name_code",
+    "validate_item_code",
+    "validate_procedure_code",
+]
+
 AffairCode = NewType("AffairCode", str)
 ProcedureCode = NewType("ProcedureCode", str)
 InformationNameCode = NewType("InformationNameCode", str)

@@ -35,6 +35,7 @@ from signxml.util import X509CertChainVerifier
 from crypto.pki import Credentials, identity_of
 
 __all__ = [
+    "SIGNATURE_TAG",
     "CAVerifier",
     "PinnedVerifier",
     "SignatureInvalid",

@@ -39,15 +39,16 @@ class Features:
     """
 
     def __init__(self, size: int = 4096, names: Iterable[str] = ()) -> None:
-        self.base = atheris._reserve_counter()
+        self.base = atheris._reserve_counter()  # private: atheris's counter primitives
         for _ in range(size - 1):
-            atheris._reserve_counter()
+            atheris._reserve_counter()  # private: atheris's counter primitives
         self.size = size
         self.names = frozenset(names)
 
     def hit(self, *key: object) -> None:
         """Bump the counter of ``key`` (the same key always bumps the same counter)."""
-        atheris._trace_branch(self.base + zlib.crc32(repr(key).encode()) % self.size)
+        counter = self.base + zlib.crc32(repr(key).encode()) % self.size
+        atheris._trace_branch(counter)  # private: atheris's counter primitives
 
     def name(self, qualified: str) -> str:
         """``qualified``'s local name if it is one of ``names``, else ``"?"``."""

@@ -112,14 +112,14 @@ def reference(document: bytes) -> replica_file.ReplicaFile | None:
             > replica_file.MAX_ENTRY_ELEMENTS
         ):
             return None
-    header = replica_file._header(root.find("MessageHeader"), safe_only=False)
+    header = replica_file.header_of(root.find("MessageHeader"), safe_only=False)
     if header.destination_system_id not in ("", INSTITUTION):
         return None
     segment_element = root.find("SegmentOfRegistrationDelete")
     assert segment_element is not None  # the schema requires it
-    segment = replica_file._text(segment_element)
+    segment = replica_file.text_of(segment_element)
     entries = tuple(
-        replica_file._entry(number, element)
+        replica_file.entry_of(number, element)
         for number, element in enumerate(root.iterchildren(replica_file.ENTRY), start=1)
     )
     return replica_file.ReplicaFile(header=header, segment=segment, entries=entries)

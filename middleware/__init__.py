@@ -1,0 +1,40 @@
+"""The intermediate server and what every party shares: messages, records, outbox, storage.
+
+The third layer (codes → crypto → middleware → adapters → simulators → renkei): it may
+import ``codes`` and ``crypto``, never HTTP or a back office's formats. ``store`` and
+``statistics`` are the node's own and stay out of the public face.
+"""
+
+__all__ = [
+    "audit",
+    "bulk_queries",
+    "chain",
+    "clock",
+    "conditions",
+    "config",
+    "deferred",
+    "hardened_xml",
+    "held",
+    "held_queue",
+    "list_sync",
+    "messages",
+    "migration_env",
+    "network",
+    "node",
+    "outbox",
+    "party",
+    "permit",
+    "permitted_list",
+    "persons",
+    "process_memory",
+    "provider",
+    "queries",
+    "record_search",
+    "records",
+    "replica",
+    "requester",
+    "retention",
+    "staff",
+    "storage",
+    "tables",
+]

@@ -29,6 +29,20 @@ from sqlalchemy import (
 from middleware.chain import Chain, link_hash
 from middleware.tables import audit_head, audit_record
 
+__all__ = [
+    "ACTIONS",
+    "AUDIT_CHAIN",
+    "SYSTEM",
+    "AuditPage",
+    "append_audit",
+    "audit_content",
+    "audit_entries",
+    "audit_hash",
+    "audit_page",
+    "count_audit",
+    "verify_audit",
+]
+
 SYSTEM = "system"
 """The actor of entries not caused by a logged-in staff member (CLI, set-up, timers)."""
 

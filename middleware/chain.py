@@ -19,6 +19,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, select
 
+__all__ = ["GENESIS", "Chain", "Content", "link_hash"]
+
 GENESIS = "0" * 64
 """The ``prev_hash`` of a chain's first link."""
 

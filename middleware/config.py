@@ -20,6 +20,16 @@ from codes.institution import INSTITUTION_KINDS, validate_institution_code
 from codes.typed import validate_affair_code, validate_information_name_code
 from middleware.outbox import RetryPolicy
 
+__all__ = [
+    "BackOfficeSystem",
+    "Config",
+    "ConfigError",
+    "InstitutionConfig",
+    "NetworkConfig",
+    "PopulationConfig",
+    "load_config",
+]
+
 
 class ConfigError(Exception):
     """The configuration file is missing, unreadable or inconsistent."""

@@ -21,6 +21,20 @@ from codes import errors
 from codes.errors import RenkeiError
 from middleware.tables import held_provision
 
+__all__ = [
+    "APPROVED",
+    "EXPIRED",
+    "HELD",
+    "REFUSED",
+    "HeldItem",
+    "decide",
+    "expired",
+    "expired_numbers",
+    "get",
+    "hold",
+    "waiting",
+]
+
 HELD = "held"
 APPROVED = "approved"
 REFUSED = "refused"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import MetaData, create_engine, pool
 
+__all__ = ["run_migrations"]
+
 
 def run_migrations(metadata: MetaData) -> None:
     """Run migrations online against the URL set in the Alembic config."""

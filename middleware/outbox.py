@@ -25,6 +25,21 @@ from middleware.deferred import deferred
 from middleware.network import DeliveryRefused
 from middleware.storage import Database
 
+__all__ = [
+    "DELIVERED",
+    "FAILED",
+    "PENDING",
+    "Outbox",
+    "OutgoingMessage",
+    "RetryPolicy",
+    "Sender",
+    "backlog",
+    "claim_due",
+    "enqueue",
+    "finish",
+    "reschedule",
+]
+
 PENDING = "pending"
 DELIVERED = "delivered"
 FAILED = "failed"
@@ -192,6 +207,11 @@ class Outbox:
         self._batch = batch
         self._loop: LoopingCall | None = None
         self._in_flight: set[Deferred[None]] = set()
+
+    @property
+    def table(self) -> Table:
+        """The outbox table this outbox delivers (read-only)."""
+        return self._table
 
     def start(self) -> None:
         self._loop = periodic(self.poll, self._clock)

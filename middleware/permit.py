@@ -13,6 +13,8 @@ from codes import errors
 from codes.errors import RenkeiError
 from middleware.clock import iso
 
+__all__ = ["CLOCK_SKEW", "check_permit_terms"]
+
 # Clocks of the hub and of a node may differ a little; a permit issued "in the future" by
 # less than this is accepted.
 CLOCK_SKEW = timedelta(seconds=30)

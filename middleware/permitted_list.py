@@ -27,6 +27,18 @@ from codes.institution import INSTITUTION_KINDS, validate_institution_code
 from middleware.clock import iso
 from middleware.storage import insert_if_absent
 
+__all__ = [
+    "Delegation",
+    "ListedInstitution",
+    "PermittedList",
+    "PermittedRule",
+    "directory",
+    "latest_version",
+    "read_delegations",
+    "read_rules",
+    "store_version",
+]
+
 
 @dataclass(frozen=True)
 class ListedInstitution:

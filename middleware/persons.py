@@ -19,6 +19,19 @@ from codes.errors import RenkeiError
 from middleware.tables import address_number as address_number_table
 from middleware.tables import person
 
+__all__ = [
+    "INTEGRATED_ADDRESS_DIGITS",
+    "enrol",
+    "fugo_of",
+    "link",
+    "link_address_number",
+    "person_key",
+    "person_of",
+    "person_of_address_number",
+    "person_state",
+    "record_failure",
+]
+
 INTEGRATED_ADDRESS_DIGITS = 15
 
 

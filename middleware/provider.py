@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from codes import errors
 from codes.catalogue import Catalogue, DataSet
 from codes.errors import RenkeiError
-from crypto.envelope import seal
+from crypto import envelope
 from crypto.pki import identity_of
 from crypto.xmlsig import PinnedVerifier, SignatureInvalid, Signer
 from middleware import conditions, held_queue, messages, persons, replica
@@ -253,7 +253,7 @@ class Provider:
                 message_id=message_id,
                 transaction_number=number,
                 status=status,
-                encrypted_payload=seal(plaintext, recipient),
+                encrypted_payload=envelope.seal(plaintext, recipient),
             )
         )
 

@@ -28,6 +28,28 @@ from codes.catalogue import Catalogue
 from codes.errors import RenkeiError
 from middleware.tables import person, replica_record
 
+__all__ = [
+    "JST",
+    "MAX_RECORD_BYTES",
+    "RECORD_ID",
+    "PersonHoldings",
+    "RecordKey",
+    "ReplicaRecord",
+    "delete",
+    "delete_batch",
+    "existing_record_ids",
+    "holdings_of",
+    "items_size",
+    "known_persons",
+    "records_of",
+    "row_of",
+    "set_suppressed",
+    "store",
+    "store_batch",
+    "today_in_japan",
+    "validate",
+]
+
 # レコード識別番号: what the payload schema's RecordId accepts, within the column's width.
 RECORD_ID = re.compile(r"[0-9A-Za-z._\-]{1,32}")
 # The largest record accepted: the UTF-8 bytes of its item codes and values together.

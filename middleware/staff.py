@@ -55,6 +55,53 @@ from middleware.clock import iso
 from middleware.storage import insert_if_absent
 from middleware.tables import staff_session, staff_user
 
+__all__ = [
+    "ANONYMOUS",
+    "CSRF_TOKEN_BYTES",
+    "IDLE_TIMEOUT",
+    "LOCKOUT_DURATION",
+    "MAX_DISPLAY_NAME_LENGTH",
+    "MAX_FAILED_ATTEMPTS",
+    "MAX_PASSWORD_LENGTH",
+    "MIN_PASSWORD_LENGTH",
+    "NAME_PATTERN",
+    "RESERVED_NAMES",
+    "ROLES",
+    "SESSION_TOKEN_BYTES",
+    "TOTP_DIGITS",
+    "TOTP_INTERVAL",
+    "TOTP_REQUIRED_ROLES",
+    "TOTP_VALID_WINDOW",
+    "Session",
+    "StaffUser",
+    "add_user",
+    "authenticate",
+    "check_csrf",
+    "check_name",
+    "check_password_strength",
+    "disable_user",
+    "get_user",
+    "hash_password",
+    "list_users",
+    "logout",
+    "match_totp",
+    "new_session_token",
+    "new_totp_secret",
+    "parse_roles",
+    "require_role",
+    "reset_password",
+    "reset_totp",
+    "resume_session",
+    "session_token_hash",
+    "session_user",
+    "set_roles",
+    "totp_code",
+    "totp_counter",
+    "totp_provisioning_uri",
+    "totp_required",
+    "verify_password",
+]
+
 ROLES = frozenset({"operator", "approver", "auditor", "admin"})
 TOTP_REQUIRED_ROLES = frozenset({"approver", "admin"})
 

@@ -32,6 +32,16 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+__all__ = [
+    "READERS",
+    "Database",
+    "DatabaseStopped",
+    "create_database_engine",
+    "insert_if_absent",
+    "migrate",
+    "stop_all",
+]
+
 P = ParamSpec("P")
 T = TypeVar("T")
 

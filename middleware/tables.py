@@ -28,6 +28,36 @@ from sqlalchemy import (
     TypeDecorator,
 )
 
+__all__ = [
+    "NAMING_CONVENTION",
+    "UtcDateTime",
+    "address_number",
+    "audit_head",
+    "audit_record",
+    "bulk_query",
+    "bulk_query_line",
+    "held_provision",
+    "hub_list_versions",
+    "hub_metadata",
+    "hub_outbox",
+    "hub_query",
+    "hub_record_head",
+    "hub_records",
+    "node_list_versions",
+    "node_metadata",
+    "node_outbox",
+    "node_record_head",
+    "node_records",
+    "person",
+    "provision",
+    "query",
+    "refused_request",
+    "replica_record",
+    "resident",
+    "staff_session",
+    "staff_user",
+]
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",

@@ -3,3 +3,5 @@
 The one package that wires parties, adapters and simulators together; it sits above every
 other layer (docs/architecture.md) and nothing imports it.
 """
+
+__all__ = ["cli", "service"]

@@ -16,6 +16,8 @@ from middleware.records import count_records, records_of_transaction, verify_cha
 from middleware.storage import Database
 from middleware.tables import hub_record_head, hub_records, node_record_head, node_records
 
+__all__ = ["main"]
+
 
 def _config(path: str) -> Config:
     try:

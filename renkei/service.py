@@ -38,6 +38,8 @@ from simulators.in_memory import InMemoryNetwork
 from simulators.network import jukinet
 from simulators.network.hub import Hub
 
+__all__ = ["Box", "Options", "makeService", "seed_demo", "seed_population"]
+
 
 class Options(usage.Options):
     """twistd renkei options."""

@@ -20,6 +20,8 @@ from crypto.tls import ClientTLSPolicy, make_http_client
 from middleware.config import Config, InstitutionConfig
 from middleware.deferred import deferred
 
+__all__ = ["FINISHED", "Answer", "BackOfficeClient", "BackOfficeError"]
+
 FINISHED = ("provided", "no_data", "refused", "error")
 
 
@@ -46,20 +48,31 @@ class Answer:
 
 
 class BackOfficeClient:
-    """One back-office system (``system``) talking to its institution's node."""
+    """One back-office system (``system``) talking to its institution's node.
+
+    ``policy`` replaces the TLS policy of the system's own certificate (a client presenting
+    another system's certificate); the node's address and name are expected either way.
+    """
 
     def __init__(
-        self, reactor: Any, config: Config, institution: InstitutionConfig, system: str
+        self,
+        reactor: Any,
+        config: Config,
+        institution: InstitutionConfig,
+        system: str,
+        *,
+        policy: ClientTLSPolicy | None = None,
     ) -> None:
-        layout = PkiLayout(config.pki)
-        policy = ClientTLSPolicy(
-            [load_certificate(layout.ca().certificate)],
-            layout.back_office_client(institution.code, system).load(),
-        )
+        if policy is None:
+            layout = PkiLayout(config.pki)
+            policy = ClientTLSPolicy(
+                [load_certificate(layout.ca().certificate)],
+                layout.back_office_client(institution.code, system).load(),
+            )
         host, port = host_and_port(institution.back_office_address)
         policy.expect(host, port, server_name_of_institution(institution.code))
         self._reactor = reactor
-        self._address = institution.back_office_address
+        self.address = institution.back_office_address  # the node's back-office API
         self._http = make_http_client(reactor, policy, max_per_host=64)
 
     def close(self) -> Deferred[None]:
@@ -72,7 +85,7 @@ class BackOfficeClient:
         """Send one request as it is; fires with the answer (status, content type, body)."""
         response = await self._http.request(
             method,
-            self._address + path,
+            self.address + path,
             data=data,
             headers=Headers({b"Content-Type": [content_type.encode("ascii")]}),
         )

@@ -33,6 +33,46 @@ from codes.institution import institution_code_for_municipality
 from codes.municipality_code import make_municipality_code
 from middleware.replica import ReplicaRecord
 
+__all__ = [
+    "ASSISTANCE_STATUSES",
+    "BENEFIT_CAPS",
+    "CARE_LEVELS",
+    "CSV_COLUMNS",
+    "DEFAULT_SEED",
+    "ELIGIBILITY_CHANGES",
+    "ELSEWHERE",
+    "FISCAL_YEAR_START",
+    "INFORMATION_NAMES",
+    "MUNICIPALITIES",
+    "PENSION_KINDS",
+    "PROGRAM_CATEGORIES",
+    "REFERENCE_DATE",
+    "SCHEME_START",
+    "SIZES",
+    "TAX_BASE_DATE",
+    "TAX_CATEGORIES",
+    "TAX_YEAR",
+    "Assessment",
+    "CareInsurance",
+    "Certification",
+    "Income",
+    "Municipality",
+    "PensionDetails",
+    "Person",
+    "SpecialResidence",
+    "Town",
+    "assessment",
+    "care_insurer_number",
+    "generate",
+    "income",
+    "pension_details",
+    "previous_certification",
+    "replica_records",
+    "taxed_here",
+    "world",
+    "write_population_csv",
+]
+
 DEFAULT_SEED = 20261126
 REFERENCE_DATE = date(2026, 11, 26)  # "today" of every generated population
 FISCAL_YEAR_START = date(REFERENCE_DATE.year - (REFERENCE_DATE.month < 4), 4, 1)

@@ -35,6 +35,17 @@ from middleware.replica import ReplicaRecord
 from simulators.back_office import BackOfficeClient
 from simulators.population import MUNICIPALITIES, Person, replica_records
 
+__all__ = [
+    "CONCURRENT_REGISTRATIONS",
+    "ENTRIES_PER_FILE",
+    "REPLICA_OF_SYSTEM",
+    "Holding",
+    "holdings",
+    "keeps_generated_numbers",
+    "register_holdings",
+    "residents",
+]
+
 # The back-office systems whose 副本 a node keeps, by system name.
 REPLICA_OF_SYSTEM = {
     "care-insurance": "care-insurance",

@@ -44,6 +44,32 @@ from simulators.population import (
     world,
 )
 
+__all__ = [
+    "CARE",
+    "CARE_AFFAIR",
+    "CARE_INSURANCE",
+    "CERTIFICATION",
+    "PENSION",
+    "PREMIUM_ASSESSMENT",
+    "PREMIUM_FISCAL_YEAR",
+    "PREMIUM_TAX_YEAR",
+    "PUBLIC_ASSISTANCE",
+    "TAX",
+    "USE_CASES",
+    "Outcome",
+    "as_of_the_move",
+    "bulk_query_line",
+    "move_from_setagaya",
+    "move_to_shibuya",
+    "mover_from_setagaya",
+    "movers_in_to_meguro",
+    "movers_to_shibuya",
+    "population_of",
+    "premium_assessment",
+    "premium_stage_check",
+    "stage_check_person",
+]
+
 CARE = "TM00000000000004"
 TAX = "TM00000000000002"
 PUBLIC_ASSISTANCE = "TM00000000900001"

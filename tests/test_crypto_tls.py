@@ -255,7 +255,8 @@ def test_server_options_require_a_client_certificate_and_tls_1_2(
         warnings.simplefilter("error")
         context = options.getContext()
     assert context.get_verify_mode() & SSL.VERIFY_FAIL_IF_NO_PEER_CERT
-    assert options._options & SSL.OP_NO_TLSv1_1 and options._options & SSL.OP_NO_TLSv1
+    flags = options._options  # private: Twisted's CertificateOptions has no public getter
+    assert flags & SSL.OP_NO_TLSv1_1 and flags & SSL.OP_NO_TLSv1
 
 
 def test_peer_identity_without_a_certificate_is_certificate_not_authorized() -> None:

@@ -133,11 +133,11 @@ def crypto_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     from lxml import etree
 
+    from crypto import envelope
     from crypto.xmlsig import Signer
-    from middleware import provider
 
     threads: list[str] = []
-    sign, seal = Signer.sign, provider.seal
+    sign, seal = Signer.sign, envelope.seal
 
     def signing(self: Signer, element: Any) -> Any:
         if etree.QName(element).localname == "ProvisionPayload":
@@ -149,7 +149,7 @@ def crypto_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return seal(plaintext, recipient)
 
     monkeypatch.setattr(Signer, "sign", signing)
-    monkeypatch.setattr(provider, "seal", sealing)
+    monkeypatch.setattr(envelope, "seal", sealing)
     return threads
 
 
@@ -242,9 +242,9 @@ async def test_provision_delivered_twice_is_stored_once(box: Any, meguro_care: A
     number = status["transaction_number"]
     relayed = box.hub.database.run_blocking(
         lambda connection: connection.execute(
-            select(box.hub.outbox._table.c.body).where(
-                box.hub.outbox._table.c.reference == number,
-                box.hub.outbox._table.c.kind == "provision",
+            select(box.hub.outbox.table.c.body).where(
+                box.hub.outbox.table.c.reference == number,
+                box.hub.outbox.table.c.kind == "provision",
             )
         ).scalar_one()
     )
@@ -270,7 +270,7 @@ async def test_provider_restarted_mid_flow_delivers_exactly_once(
     await box.stop_party("setagaya")
     submitted = await ask_tax(meguro_care)
     # Let the hub fail at least once against the stopped provider.
-    table = box.hub.outbox._table
+    table = box.hub.outbox.table
     await wait_until(lambda: count(box, "hub", table, table.c.attempts > 1) == 1)
     await box.start_party("setagaya")
     status = await meguro_care.wait_for_result(submitted["query_id"])
@@ -341,13 +341,12 @@ async def test_transaction_path_joins_the_hubs_records_and_the_nodes(
     assert times == sorted(times)
 
 
-def test_hub_gives_a_transactions_records_to_its_parties_only(box: Any) -> None:
+@pytest_twisted.ensureDeferred
+async def test_hub_gives_a_transactions_records_to_its_parties_only(box: Any) -> None:
     """Records of a transaction are refused to an institution that is not one of its
     parties, with the same answer as for an unknown transaction."""
     from codes.errors import RenkeiError
 
     with pytest.raises(RenkeiError) as refused:
-        box.hub.database.run_blocking(
-            box.hub._records_for_party, "1131130000000000", "20261126000000000001"
-        )
+        await box.hub.transaction_records("1131130000000000", "20261126000000000001")
     assert refused.value.code == "UnknownTransaction"

@@ -49,7 +49,7 @@ def test_file_is_valid_without_the_problems_below() -> None:
     assert len(read_replica_file(HEADER + ENTRY + END, MEGURO).entries) == 1
 
 
-# F1 (fuzz/replica_file.py): ValueError from etree.QName in replica_file._header.
+# F1 (fuzz/replica_file.py): ValueError from etree.QName in replica_file.header_of.
 def test_undeclared_prefix_in_a_replica_file_header_is_refused_as_malformed() -> None:
     """A 副本 file whose header holds an element with an undeclared prefix is refused as
     malformed, not with lxml's ValueError (the streamed header is read before libxml2 reports

@@ -85,12 +85,12 @@ async def test_node_refuses_a_list_not_signed_by_the_hub(box: Any) -> None:
     """A list re-signed by another key is refused and the list in force is kept."""
     meguro = box.nodes["meguro"]
     before = meguro.lists.current
-    document = parse_xml(box.hub._list_document)
+    document = parse_xml(box.hub.list_document)
     for signature in document.findall("{http://www.w3.org/2000/09/xmldsig#}Signature"):
         document.remove(signature)
     document.set("version", "999")
     forger = Signer(PkiLayout(box.config.pki).institution_signing(MEGURO).load())
-    box.hub._list_document = serialize(forger.sign(document))
+    box.hub.list_document = serialize(forger.sign(document))
     with pytest.raises(Exception) as refused:
         await meguro.lists.sync()
     assert getattr(refused.value, "code", None) == "PermittedListSignatureInvalid"
@@ -109,7 +109,7 @@ async def test_requester_restarted_while_the_hub_relays_receives_the_result_once
     await box.stop_party("meguro")
     await box.start_party("setagaya")
     await wait_until(lambda: count(box, "hub", hub_query, hub_query.c.state == "provided") == 1)
-    relay = box.hub.outbox._table
+    relay = box.hub.outbox.table
     await wait_until(
         lambda: count(box, "hub", relay, relay.c.kind == "provision", relay.c.attempts > 1) == 1
     )

@@ -65,7 +65,7 @@ async def exchange(
 ) -> Any:
     """Send one request, check request and answer against the document; the answer."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    address = client._address
+    address = client.address
     path_only, _, query = path.partition("?")
     args = dict(part.split("=", 1) for part in query.split("&") if part)
     request = MockRequest(

@@ -13,7 +13,7 @@ import pytest_twisted
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import func, select
 
-from adapters.network_link import ROUTES, NetworkClient, TransientFailure, host_and_port
+from adapters.network_link import ROUTES, NetworkClient, host_and_port
 from crypto.envelope import open_envelope
 from crypto.pki import (
     InstitutionEntry,
@@ -33,6 +33,7 @@ from middleware.network import (
     PROVISION_REQUEST,
     QUERY,
     DeliveryRefused,
+    TransientFailure,
     decode_answer,
 )
 from middleware.tables import (
@@ -341,18 +342,12 @@ async def test_back_office_certificate_of_another_node_is_refused(box: Any) -> N
 
     layout = PkiLayout(box.config.pki)
     meguro = box.config.institution("meguro")
-    client = BackOfficeClient(reactor, box.config, meguro, CARE_INSURANCE)
-    # Swap in Setagaya's back-office certificate (issued by Setagaya's back-office CA).
+    # Setagaya's back-office certificate (issued by Setagaya's back-office CA) to Meguro.
     policy = ClientTLSPolicy(
         [load_certificate(layout.ca().certificate)],
         layout.back_office_client(SETAGAYA, "local-tax").load(),
     )
-    host, port = host_and_port(meguro.back_office_address)
-    policy.expect(host, port, server_name_of_institution(MEGURO))
-    from crypto.tls import make_http_client
-
-    await client.close()
-    client._http = make_http_client(reactor, policy)
+    client = BackOfficeClient(reactor, box.config, meguro, CARE_INSURANCE, policy=policy)
     try:
         with pytest.raises(Exception) as refused:
             await client.query_status("anything")
@@ -391,7 +386,7 @@ async def test_the_hub_cannot_decrypt_a_relayed_payload(box: Any, meguro_care: A
     submitted = await ask_tax(meguro_care)
     status = await meguro_care.wait_for_result(submitted["query_id"])
     assert status["state"] == "provided"
-    table = box.hub.outbox._table
+    table = box.hub.outbox.table
     body = box.hub.database.run_blocking(
         lambda connection: connection.execute(
             select(table.c.body).where(table.c.kind == "provision")

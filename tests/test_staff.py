@@ -36,12 +36,10 @@ from middleware.staff import (
     resume_session,
     session_user,
     set_roles,
-    staff_session,
-    staff_user,
     totp_code,
 )
 from middleware.storage import Database
-from middleware.tables import node_metadata
+from middleware.tables import node_metadata, staff_session, staff_user
 
 START = datetime(2026, 1, 1, 9, 0, 0, tzinfo=UTC)
 PASSWORD = "correct horse battery"

@@ -122,8 +122,8 @@ def test_export_uses_the_same_branches(searched: Database) -> None:
 
     rows = searched.run_blocking(read)
     assert [r.seq for r in rows] == [seq for seq in range(120, 0, -1) if (seq - 1) % 3 == 2]
-    text = console.records_csv(console.EXPORT_COLUMNS, rows)
-    assert text.splitlines()[0].split(",") == console.EXPORT_COLUMNS
+    text = console.records_csv(record_search.EXPORT_COLUMNS, rows)
+    assert text.splitlines()[0].split(",") == record_search.EXPORT_COLUMNS
     assert len(text.splitlines()) == 41
 
 

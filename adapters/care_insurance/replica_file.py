@@ -53,12 +53,25 @@ from middleware.node import IntermediateServer
 from middleware.process_memory import release_free_memory
 
 __all__ = [
+    "ALL_APPLIED",
     "BATCH",
+    "CHECKED",
+    "DELETED",
+    "DELETION",
+    "ENTRY",
+    "FILE_REFUSED",
     "MAX_DEPTH",
     "MAX_ENTRY_ELEMENTS",
     "MAX_FILE_BYTES",
+    "PRODUCTION",
+    "REFUSED",
+    "REGISTRATION",
     "RESULT_SCHEMA",
+    "ROOT",
     "SCHEMA",
+    "SOME_REFUSED",
+    "STORED",
+    "TEST",
     "Entry",
     "EntryResult",
     "Header",
@@ -67,11 +80,14 @@ __all__ = [
     "ReplicaInbox",
     "build_replica_file",
     "check_registration",
+    "entry_of",
+    "header_of",
     "import_replica_file",
     "read_replica_file",
     "refused_codes",
     "render_result",
     "run_import",
+    "text_of",
 ]
 
 _log = Logger(namespace=__name__)
@@ -179,8 +195,9 @@ class ReplicaFile:
     entries: tuple[Entry, ...]
 
 
-def _text(element: etree._Element) -> str:
-    # Simple content; a comment inside splits the text, so join it back in that rare case.
+def text_of(element: etree._Element) -> str:
+    """The text of an element of simple content (a comment inside does not split it)."""
+    # A comment inside splits the text, so join it back in that rare case.
     if len(element):
         return str(element.xpath("string()"))
     return element.text or ""
@@ -202,7 +219,9 @@ def _schema_detail(element: etree._Element) -> str | None:
     return f"line {log[0].line}: {_scrub(str(log[0].message))}"
 
 
-def _header(element: etree._Element | None, *, safe_only: bool) -> Header:
+def header_of(element: etree._Element | None, *, safe_only: bool) -> Header:
+    """The ``MessageHeader`` of a file (empty if absent); with ``safe_only``, only the values
+    of the expected form (what a refusal of a file not yet validated may echo)."""
     if element is None:
         return Header()
     values: dict[str, str] = {}
@@ -211,7 +230,7 @@ def _header(element: etree._Element | None, *, safe_only: bool) -> Header:
         # QName of, with an undeclared prefix say, is simply not one of these).
         name = child.tag
         if isinstance(name, str) and name in _SAFE_HEADER_VALUES and name not in values:
-            value = _text(child)
+            value = text_of(child)
             if not safe_only or _SAFE_HEADER_VALUES[name].fullmatch(value):
                 values[name] = value
     return Header(
@@ -224,7 +243,8 @@ def _header(element: etree._Element | None, *, safe_only: bool) -> Header:
     )
 
 
-def _entry(number: int, element: etree._Element) -> Entry:
+def entry_of(number: int, element: etree._Element) -> Entry:
+    """Entry ``number`` (from 1) of a file, read from its schema-valid element."""
     fields: dict[str, str] = {}
     items: dict[str, str] = {}
     # Plain iteration (comments have a non-string tag): the hottest loop of a large file.
@@ -233,9 +253,9 @@ def _entry(number: int, element: etree._Element) -> Entry:
         if tag == "DuplicateCopyData":
             for item in child:
                 if item.tag == "Item":
-                    items[item.get("code", "")] = _text(item) if len(item) else item.text or ""
+                    items[item.get("code", "")] = text_of(item) if len(item) else item.text or ""
         elif isinstance(tag, str):
-            fields[tag] = _text(child) if len(child) else child.text or ""
+            fields[tag] = text_of(child) if len(child) else child.text or ""
     return Entry(
         number=number,
         record_id=fields["RecordIdentificationNumber"],
@@ -310,25 +330,25 @@ def _stream(document: bytes, institution_code: str) -> ReplicaFile:
             if header is None:
                 if child.tag != "MessageHeader":
                     raise _not_expected(child, "MessageHeader")
-                safe_header = _header(child, safe_only=True)
+                safe_header = header_of(child, safe_only=True)
                 detail = _schema_detail(child)
                 if detail is not None:
                     raise RenkeiError(errors.REPLICA_FILE_INVALID, detail=detail)
-                header = _header(child, safe_only=False)
+                header = header_of(child, safe_only=False)
             elif segment is None:
                 if child.tag != "SegmentOfRegistrationDelete":
                     raise _not_expected(child, "SegmentOfRegistrationDelete")
                 detail = _schema_detail(child)
                 if detail is not None:
                     raise RenkeiError(errors.REPLICA_FILE_INVALID, detail=detail)
-                segment = _text(child)
+                segment = text_of(child)
             else:
                 if child.tag != ENTRY:
                     raise _not_expected(child, ENTRY)
                 detail = _schema_detail(child)
                 if detail is not None:
                     raise RenkeiError(errors.REPLICA_FILE_INVALID, detail=detail)
-                entries.append(_entry(len(entries) + 1, child))
+                entries.append(entry_of(len(entries) + 1, child))
         root = stream.root
         if root is not None and root.tag != ROOT:
             name = root.tag if isinstance(root.tag, str) else "not an element"

@@ -39,6 +39,25 @@ from middleware import audit, staff
 from middleware.node import IntermediateServer
 from middleware.record_search import EXPORT_COLUMNS, RecordFilter
 
+__all__ = [
+    "EXPORT_LIMIT",
+    "JST",
+    "LANG_COOKIE",
+    "MAX_FORM_BODY",
+    "PAGE_SIZE",
+    "RECORD_FILTERS",
+    "ROUTE_ROLES",
+    "SESSION_COOKIE",
+    "TIMELINE_KEYS",
+    "Console",
+    "console_listener",
+    "page",
+    "record_filter",
+    "records_csv",
+    "time_left",
+    "tls_options",
+]
+
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = b"renkei_console"
 LANG_COOKIE = b"renkei_lang"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+__all__ = ["LANGUAGES", "WORDS", "translator"]
+
 LANGUAGES = ("ja", "en")
 
 WORDS: dict[str, tuple[str, str]] = {

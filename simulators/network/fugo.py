@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from codes import errors
 from codes.errors import RenkeiError
 
+__all__ = ["FUGO", "ID_CODE_BYTES", "FugoCipher", "id_code"]
+
 ID_CODE_BYTES = 8
 FUGO = re.compile(r"[0-9A-F]{32}")
 

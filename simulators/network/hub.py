@@ -57,6 +57,21 @@ from middleware.tables import hub_list_versions, hub_outbox, hub_query, hub_reco
 from simulators.network import jukinet
 from simulators.network.fugo import FugoCipher, id_code
 
+__all__ = [
+    "COMPLETED",
+    "DELIVERED",
+    "FAILED",
+    "HELD",
+    "MIGRATIONS",
+    "OPEN",
+    "PERMITTED",
+    "PROVIDED",
+    "REFUSED",
+    "Hub",
+    "Member",
+    "transaction_number",
+]
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 # hub_query states
@@ -124,7 +139,8 @@ class Hub(Party):
             for member in config.institutions
         }
         self.permitted_list: PermittedList | None = None
-        self._list_document = b""
+        # The signed document of the list in force, as institutions fetch it.
+        self.list_document = b""
 
     # -- service life ---------------------------------------------------------------------
 
@@ -181,7 +197,7 @@ class Hub(Party):
         self.permitted_list = PermittedList(
             version, now, expires_at, institutions, rules, delegations
         )
-        self._list_document = signed
+        self.list_document = signed
         self.log.info("permitted-query list version {version} issued", version=version)
 
     def _current_list(self) -> PermittedList:
@@ -199,7 +215,7 @@ class Hub(Party):
         if caller not in self.members:
             raise RenkeiError(errors.CERTIFICATE_NOT_AUTHORIZED, subject=caller)
         if operation == PERMITTED_LIST:
-            return succeed(self._list_document)
+            return succeed(self.list_document)
         if operation == RECORDS and argument is not None:
             return self.transaction_records(caller, argument)
         if document is None:

@@ -17,6 +17,8 @@ from codes.individual_number import validate_individual_number
 from middleware.storage import insert_if_absent
 from middleware.tables import resident
 
+__all__ = ["register_resident", "register_residents", "resident_code_of"]
+
 _CHUNK = 500  # below SQLite's default limit of bound parameters
 
 
