@@ -1,8 +1,8 @@
 """The intermediate server and what every party shares: messages, records, outbox, storage.
 
 The third layer (codes → crypto → middleware → adapters → simulators → renkei): it may
-import ``codes`` and ``crypto``, never HTTP or a back office's formats. ``store`` and
-``statistics`` are the node's own and stay out of the public face.
+import ``codes`` and ``crypto``, never HTTP or a back office's formats. Adapters reach a
+node's database through ``store`` (``node.store``), never through ``tables``.
 """
 
 __all__ = [
@@ -35,6 +35,8 @@ __all__ = [
     "requester",
     "retention",
     "staff",
+    "statistics",
     "storage",
+    "store",
     "tables",
 ]

@@ -11,15 +11,18 @@ node's writes).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row
+from sqlalchemy.exc import IntegrityError
 from twisted.internet.defer import Deferred
 
+from codes.errors import RenkeiError
 from middleware import audit, bulk_queries, record_search, replica, staff, statistics
 from middleware.bulk_queries import ClaimedLine, NewLine, Outcome
+from middleware.deferred import deferred
 from middleware.record_search import RecordFilter, TransactionDetail
 from middleware.storage import Database
 
@@ -29,9 +32,14 @@ __all__ = [
     "NodeStore",
     "PersonStore",
     "RecordStore",
+    "ReplicaStore",
     "StaffStore",
     "StatisticsStore",
 ]
+
+
+# Runs of a 副本 batch that a concurrent insert of the same record id rolled back.
+BATCH_ATTEMPTS = 3
 
 
 class RecordStore:
@@ -147,6 +155,40 @@ class AuditStore:
         )
 
 
+class ReplicaStore:
+    """副本 records written by the thousand (副本 files), one transaction per batch."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    @deferred
+    async def store_batch(
+        self,
+        records: Sequence[replica.ReplicaRecord],
+        now: datetime,
+        claimed: Collection[str],
+        *,
+        write: bool,
+    ) -> list[RenkeiError | None]:
+        """`replica.store_batch`, run again when a concurrent insert of one of its record ids
+        (another file, the JSON API) rolled it back: the id then shows as existing."""
+        for attempt in range(BATCH_ATTEMPTS):
+            try:
+                return await self._database.run(
+                    replica.store_batch, records, now, claimed, write=write
+                )
+            except IntegrityError:
+                if attempt == BATCH_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def delete_batch(
+        self, keys: Sequence[replica.RecordKey], claimed: Collection[str], *, write: bool
+    ) -> Deferred[list[RenkeiError | None]]:
+        """`replica.delete_batch` in one transaction."""
+        return self._database.run(replica.delete_batch, keys, claimed, write=write)
+
+
 class PersonStore:
     """Persons and their 副本 as staff see them."""
 
@@ -223,5 +265,6 @@ class NodeStore:
         self.staff = StaffStore(database)
         self.audit = AuditStore(database)
         self.persons = PersonStore(database)
+        self.replica = ReplicaStore(database)
         self.statistics = StatisticsStore(database)
         self.bulk_queries = BulkQueryStore(database)

@@ -128,7 +128,8 @@ async def test_query_is_provided_decrypted_and_recorded_by_all_three_parties(
 
 
 def crypto_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The names of the threads a provider signs its payloads and encrypts them on."""
+    """The names of the threads permits (the hub) and payloads (a provider) are signed on,
+    and payloads encrypted on."""
     import threading
 
     from lxml import etree
@@ -140,7 +141,7 @@ def crypto_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     sign, seal = Signer.sign, envelope.seal
 
     def signing(self: Signer, element: Any) -> Any:
-        if etree.QName(element).localname == "ProvisionPayload":
+        if etree.QName(element).localname in ("Permit", "ProvisionPayload"):
             threads.append(threading.current_thread().name)
         return sign(self, element)
 
@@ -154,18 +155,18 @@ def crypto_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_provider_signs_and_encrypts_outside_database_transactions(
+async def test_permits_and_payloads_are_sealed_outside_database_transactions(
     box: Any, meguro_care: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The payload is signed and encrypted on the reactor's thread, never inside a database
-    transaction (those run on the database's threads)."""
+    """The hub signs the permit, and the provider signs and encrypts the payload, on the
+    reactor's thread, never inside a database transaction (those run on database threads)."""
     import threading
 
     threads = crypto_threads(monkeypatch)
     submitted = await ask_tax(meguro_care)
     status = await meguro_care.wait_for_result(submitted["query_id"])
     assert status["state"] == "provided"
-    assert threads and set(threads) == {threading.main_thread().name}
+    assert len(threads) == 3 and set(threads) == {threading.main_thread().name}
 
 
 @pytest_twisted.ensureDeferred

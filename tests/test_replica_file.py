@@ -32,6 +32,7 @@ from codes.errors import RenkeiError
 from middleware.config import BackOfficeSystem
 from middleware.replica import MAX_RECORD_BYTES, ReplicaRecord
 from middleware.storage import Database, migrate
+from middleware.store import NodeStore
 from middleware.tables import replica_record
 from tests.network import CARE_INSURANCE, HANAKO_MEGURO, ICHIRO_MEGURO, MEGURO, register
 
@@ -202,6 +203,7 @@ def fake_node(url: str, catalogue: Catalogue) -> Any:
         catalogue=catalogue,
         institution=SimpleNamespace(code=MEGURO, provides=(CARE,), system=systems.get),
         database=database,
+        store=NodeStore(database, MEGURO),
         now=lambda: NOW,
         clock=reactor,
     )

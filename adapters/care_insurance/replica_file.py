@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from lxml import etree
-from sqlalchemy.exc import IntegrityError
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
@@ -710,22 +709,15 @@ async def _apply(node: IntermediateServer, prepared: _Prepared) -> None:
     for start in range(0, len(prepared.pending), BATCH):
         batch = prepared.pending[start : start + BATCH]
         subjects = [what for _, what in batch]
-        for attempt in range(3):
-            try:
-                if deleting:
-                    outcomes = await node.database.run(
-                        replica.delete_batch, subjects, claimed, write=write
-                    )
-                else:
-                    outcomes = await node.database.run(
-                        replica.store_batch, subjects, now, claimed, write=write
-                    )
-                break
-            except IntegrityError:
-                # A record id inserted concurrently (another file, the JSON API): the batch
-                # was rolled back; run it again and the id shows as existing.
-                if attempt == 2:
-                    raise
+        # A segment is all deletions (record keys) or all registrations (records).
+        if deleting:
+            keys = [what for what in subjects if isinstance(what, replica.RecordKey)]
+            assert len(keys) == len(subjects)
+            outcomes = await node.store.replica.delete_batch(keys, claimed, write=write)
+        else:
+            records = [what for what in subjects if isinstance(what, replica.ReplicaRecord)]
+            assert len(records) == len(subjects)
+            outcomes = await node.store.replica.store_batch(records, now, claimed, write=write)
         for (index, what), refusal in zip(batch, outcomes, strict=True):
             number, record_id = prepared.entries[index]
             if refusal is None:

@@ -29,7 +29,7 @@ from middleware import messages
 from middleware.clock import ReactorTime
 from middleware.config import Config, InstitutionConfig
 from middleware.deferred import deferred
-from middleware.hardened_xml import serialize
+from middleware.hardened_xml import parse_xml, serialize
 from middleware.network import (
     FUGO,
     PERMITTED_LIST,
@@ -351,17 +351,10 @@ class Hub(Party):
             issued_at=now,
             expires_at=expires_at,
         )
+        # The outbox keeps the permit unsigned: it is signed when it is sent
+        # (`_provision_request`), outside any transaction.
         message_id = str(uuid.uuid4())
-        body = messages.encode(
-            messages.ProvisionRequest(
-                message_id=message_id,
-                permit_element=self._signer.sign(messages.to_element(permit)),
-                route=messages.Route(
-                    requester=requester,
-                    encryption_certificate=self.members[requester].encryption_certificate,
-                ),
-            )
-        )
+        body = messages.encode(permit)
         outgoing = OutgoingMessage(message_id, "provision_request", query.provider, number, body)
         self.outbox.enqueue(connection, outgoing)
         self.record(
@@ -540,11 +533,27 @@ class Hub(Party):
         }
         return handlers[message.kind](message)
 
+    def _provision_request(self, message: OutgoingMessage) -> bytes:
+        """The ProvisionRequest of an outbox message: the permit it keeps, signed now, and the
+        route to the requester's encryption certificate."""
+        element = parse_xml(message.body)
+        permit = messages.from_element(element, messages.Permit)
+        return messages.encode(
+            messages.ProvisionRequest(
+                message_id=message.message_id,
+                permit_element=self._signer.sign(element),
+                route=messages.Route(
+                    requester=permit.requester,
+                    encryption_certificate=self.members[permit.requester].encryption_certificate,
+                ),
+            )
+        )
+
     @deferred
     async def _deliver_provision_request(self, message: OutgoingMessage) -> None:
         try:
             document = await self.transport.exchange(
-                message.destination, PROVISION_REQUEST, message.body
+                message.destination, PROVISION_REQUEST, self._provision_request(message)
             )
             decode_answer(document, messages.ProvisionRequestAck)
         except DeliveryRefused as refusal:
