@@ -10,6 +10,7 @@ See docs/protocol.md ("Back-office API").
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
@@ -288,8 +289,11 @@ class BackOfficeApi:
     async def post_bulk_query(self, request: Request) -> bytes:
         """A bulk-query file (the 18-field CSV, UTF-8 or Shift_JIS): accepted, then run."""
         system = self._authorize(request)
+        key = idempotency_key(request)
         accepted = await self._one_file_at_a_time(
-            lambda request: self.bulk_queries.submit(_read_body(request, MAX_FILE_BODY), system),
+            lambda request: self.bulk_queries.submit(
+                _read_body(request, MAX_FILE_BODY), system, idempotency_key=key
+            ),
             request,
         )
         return _json(request, accepted, 202)
@@ -354,7 +358,9 @@ class BackOfficeApi:
             delegating_provider=_institution(body, "delegating_provider"),
             non_disclosure=_flag(body, "non_disclosure"),
         )
-        query_id = await self.node.requester.submit_query(submission, system)
+        query_id = await self.node.requester.submit_query(
+            submission, system, idempotency_key(request)
+        )
         return _json(request, {"query_id": query_id, "state": "submitted"}, 202)
 
     @app.route("/queries/<query_id>", methods=["GET"])
@@ -439,6 +445,27 @@ def _person_answer(request: Request, state: dict[str, Any]) -> bytes:
     if state["fugo_state"] == "failed":
         raise RenkeiError(errors.ALL.get(state["error"], errors.INTERNAL))
     return _json(request, state, 200 if state["fugo_state"] == "acquired" else 202)
+
+
+# An Idempotency-Key (draft-ietf-httpapi-idempotency-key-header): a structured-field string
+# or a bare token of visible ASCII, as Stripe takes it.
+_IDEMPOTENCY_KEY = re.compile(r"[!#-\[\]-~]{1,64}")
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The request's ``Idempotency-Key`` (1–64 visible ASCII characters), or None."""
+    raw = request.getHeader("idempotency-key")
+    if raw is None:
+        return None
+    key = raw.strip()
+    if len(key) >= 2 and key.startswith('"') and key.endswith('"'):
+        key = key[1:-1]
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise RenkeiError(
+            errors.BAD_REQUEST,
+            detail="Idempotency-Key must be 1 to 64 visible ASCII characters",
+        )
+    return key
 
 
 def _wait_seconds(request: Request) -> float:

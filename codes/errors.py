@@ -28,6 +28,7 @@ __all__ = [
     "HELD_ALREADY_DECIDED",
     "HELD_PERMIT_EXPIRED",
     "HOLD_EXPIRED",
+    "IDEMPOTENCY_KEY_REUSED",
     "INTERNAL",
     "INVALID_CODE",
     "INVALID_ITEM_VALUE",
@@ -425,6 +426,12 @@ UNKNOWN_QUERY = _kind(
     404,
     "Query {query_id} is unknown.",
     "照会{query_id}は存在しません。",
+)
+IDEMPOTENCY_KEY_REUSED = _kind(
+    "IdempotencyKeyReused",
+    422,
+    "The idempotency key {key} was used for a different request.",
+    "冪等キー{key}は別の依頼に使われています。",
 )
 
 # Authentication of peers

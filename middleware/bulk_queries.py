@@ -46,6 +46,7 @@ __all__ = [
     "claim",
     "drive",
     "finish_outcomes",
+    "posted_under",
     "progress_of",
     "recover",
     "result_encoding",
@@ -113,8 +114,11 @@ def store_bulk_query(
     encoding: str,
     lines: Sequence[NewLine],
     now: datetime,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
 ) -> None:
-    """Store a bulk query and all its lines (valid lines pending, refused ones ended)."""
+    """Store a bulk query and all its lines (valid lines pending, refused ones ended), with
+    the Idempotency-Key it was posted under and the SHA-256 of its file."""
     invalid = sum(1 for line in lines if line.submission is None)
     valid = len(lines) - invalid
     connection.execute(
@@ -127,6 +131,8 @@ def store_bulk_query(
             invalid=invalid,
             created_at=now,
             ended_at=None if valid else now,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
         )
     )
     rows = []
@@ -172,6 +178,32 @@ def store_bulk_query(
         rows.append(row)
     for start in range(0, len(rows), 5_000):
         connection.execute(bulk_query_line.insert(), rows[start : start + 5_000])
+
+
+def posted_under(
+    connection: Connection, system: str, idempotency_key: str, request_hash: str
+) -> dict[str, Any] | None:
+    """The bulk query ``system`` posted under ``idempotency_key`` (its id, state, lines and
+    invalid lines), or None; IdempotencyKeyReused when it was another file."""
+    row = connection.execute(
+        select(
+            bulk_query.c.bulk_query_id,
+            bulk_query.c.state,
+            bulk_query.c.lines,
+            bulk_query.c.invalid,
+            bulk_query.c.request_hash,
+        ).where(bulk_query.c.system == system, bulk_query.c.idempotency_key == idempotency_key)
+    ).first()
+    if row is None:
+        return None
+    if row.request_hash != request_hash:
+        raise RenkeiError(errors.IDEMPOTENCY_KEY_REUSED, key=idempotency_key)
+    return {
+        "bulk_query_id": row.bulk_query_id,
+        "state": row.state,
+        "lines": row.lines,
+        "invalid": row.invalid,
+    }
 
 
 def recover(connection: Connection) -> tuple[int, int]:

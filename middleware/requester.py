@@ -11,12 +11,15 @@ reads is `QueryStatus`, which the back-office API presents.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, select
+from sqlalchemy.exc import IntegrityError
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
@@ -48,7 +51,7 @@ from middleware.queries import (
 from middleware.records import RecordEntry
 from middleware.tables import query
 
-__all__ = ["QueryStatus", "Requester", "query_record"]
+__all__ = ["QueryStatus", "Requester", "query_record", "submission_hash"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,12 @@ class QueryStatus:
     @property
     def finished(self) -> bool:
         return self.state in FINISHED
+
+
+def submission_hash(submission: QuerySubmission) -> str:
+    """The SHA-256 of what a submission asks (hex), to tell a resend from another query."""
+    asked = asdict(submission) | {"conditions": conditions_json(submission.conditions)}
+    return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
 
 
 def query_record(code: str, row: Any, event: str, status: str, **extra: Any) -> RecordEntry:
@@ -123,10 +132,16 @@ class Requester:
     # -- submission --------------------------------------------------------------------------
 
     @deferred
-    async def submit_query(self, submission: QuerySubmission, system: str) -> str:
+    async def submit_query(
+        self, submission: QuerySubmission, system: str, idempotency_key: str | None = None
+    ) -> str:
         """情報照会 by back-office ``system``: check locally (the system may use the
         procedure's affair, the list permits it), then send to the hub through the outbox;
-        the query id. The query belongs to ``system``."""
+        the query id. The query belongs to ``system``.
+
+        Under an ``idempotency_key`` the system has used before, the same submission gives
+        the first query's id again and nothing new (a back office resending after a
+        connection error); another submission under it is IdempotencyKeyReused."""
         self._catalogue.information_name(submission.information_name)
         affair = self._catalogue.procedure(submission.procedure).affair
         if affair not in self._institution.back_office_system(system).affairs:
@@ -147,10 +162,16 @@ class Requester:
             delegating_requester=submission.delegating_requester,
             delegating_provider=submission.delegating_provider,
         )
-        query_id, outgoing = await self._database.run(
-            self._create_query, submission, system, affair, now
-        )
-        self._party.outbox.send_now(outgoing)
+        create = (self._create_query, submission, system, affair, now, idempotency_key)
+        try:
+            query_id, outgoing = await self._database.run(*create)
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            # The same key sent twice at once (PostgreSQL): the other one is stored now.
+            query_id, outgoing = await self._database.run(*create)
+        if outgoing is not None:
+            self._party.outbox.send_now(outgoing)
         return query_id
 
     def _create_query(
@@ -160,7 +181,19 @@ class Requester:
         system: str,
         affair: str,
         now: datetime,
-    ) -> tuple[str, OutgoingMessage]:
+        idempotency_key: str | None,
+    ) -> tuple[str, OutgoingMessage | None]:
+        digest = submission_hash(submission)
+        if idempotency_key is not None:
+            earlier = connection.execute(
+                select(query.c.query_id, query.c.request_hash).where(
+                    query.c.system == system, query.c.idempotency_key == idempotency_key
+                )
+            ).first()
+            if earlier is not None:
+                if earlier.request_hash != digest:
+                    raise RenkeiError(errors.IDEMPOTENCY_KEY_REUSED, key=idempotency_key)
+                return str(earlier.query_id), None
         fugo = persons.fugo_of(connection, submission.integrated_address_number)
         query_id = str(uuid.uuid4())
         connection.execute(
@@ -178,6 +211,8 @@ class Requester:
                 non_disclosure=submission.non_disclosure,
                 state=SUBMITTED,
                 submitted_at=now,
+                idempotency_key=idempotency_key,
+                request_hash=digest,
             )
         )
         body = messages.encode(

@@ -218,18 +218,45 @@ class BulkQueryStore:
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    def store(
+    @deferred
+    async def store(
         self,
         bulk_query_id: str,
         system: str,
         encoding: str,
         lines: Sequence[NewLine],
         now: datetime,
-    ) -> Deferred[None]:
-        """Store a bulk query with every line, in one transaction."""
-        return self._database.run(
-            bulk_queries.store_bulk_query, bulk_query_id, system, encoding, lines, now
-        )
+        *,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+    ) -> dict[str, Any] | None:
+        """Store a bulk query with every line, in one transaction; None once stored, or the
+        bulk query stored meanwhile under the same Idempotency-Key (posted twice at once)."""
+        try:
+            await self._database.run(
+                bulk_queries.store_bulk_query,
+                bulk_query_id,
+                system,
+                encoding,
+                lines,
+                now,
+                idempotency_key,
+                request_hash,
+            )
+        except IntegrityError:
+            if idempotency_key is None or request_hash is None:
+                raise
+            earlier = await self.posted_under(system, idempotency_key, request_hash)
+            if earlier is None:
+                raise
+            return earlier
+        return None
+
+    def posted_under(
+        self, system: str, idempotency_key: str, request_hash: str
+    ) -> Deferred[dict[str, Any] | None]:
+        """The bulk query posted under the key (see `middleware.bulk_queries.posted_under`)."""
+        return self._database.read(bulk_queries.posted_under, system, idempotency_key, request_hash)
 
     def recover(self) -> Deferred[tuple[int, int]]:
         """Re-link or release the lines left ``submitting``: (re-linked, released)."""

@@ -252,7 +252,11 @@ query = Table(
     Column("completed_at", UtcDateTime),
     Column("result", LargeBinary),
     Column("result_deleted_at", UtcDateTime),
+    # A back office's Idempotency-Key, and the SHA-256 of what it asked under it.
+    Column("idempotency_key", String(64)),
+    Column("request_hash", String(64)),
     Index("ix_query_completed", "state", "completed_at"),
+    Index("uq_query_idempotency_key", "system", "idempotency_key", unique=True),
 )
 
 provision = Table(
@@ -388,7 +392,11 @@ bulk_query = Table(
     Column("invalid", Integer, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("ended_at", UtcDateTime),
+    # A back office's Idempotency-Key, and the SHA-256 of the file posted under it.
+    Column("idempotency_key", String(64)),
+    Column("request_hash", String(64)),
     Index("ix_bulk_query_state", "state", "created_at"),
+    Index("uq_bulk_query_idempotency_key", "system", "idempotency_key", unique=True),
 )
 
 bulk_query_line = Table(

@@ -421,7 +421,9 @@ def audit_verify(config_path: str, institution_name: str) -> None:
 
 
 @main.command("bulk-query")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=False
+)
 @config_option
 @click.option(
     "-i",
@@ -441,7 +443,7 @@ def audit_verify(config_path: str, institution_name: str) -> None:
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Where to write the result file (default: FILE.result.csv).",
+    help="Where to write the result file (default: FILE.result.csv, with --resume ID.result.csv).",
 )
 @click.option(
     "--wait/--no-wait",
@@ -458,8 +460,21 @@ def audit_verify(config_path: str, institution_name: str) -> None:
     type=float,
     help="Give up waiting after this many seconds (default: wait as long as it runs).",
 )
+@click.option(
+    "--resume",
+    "resume_id",
+    default=None,
+    metavar="ID",
+    help="Follow the bulk query with this id (sent before) instead of sending FILE.",
+)
+@click.option(
+    "--retry-for",
+    default=300.0,
+    show_default=True,
+    help="Seconds to keep trying while the node does not answer (it may be restarting).",
+)
 def bulk_query(
-    file: Path,
+    file: Path | None,
     config_path: str,
     institution_name: str,
     system: str,
@@ -467,26 +482,41 @@ def bulk_query(
     wait: bool,
     interval: float,
     timeout: float | None,
+    resume_id: str | None,
+    retry_for: float,
 ) -> None:
     """Send FILE (the 18-field bulk-query CSV, UTF-8 or Shift_JIS) to the institution's node
-    over its back-office API, with mutual TLS as back-office SYSTEM. Unless --no-wait, show a
-    progress bar until every line has ended, then save the result file (CSV in the input's
-    encoding). A refusal prints its code and exits with status 1. See docs/bulk-query.md."""
+    over its back-office API, with mutual TLS as back-office SYSTEM, or follow an earlier one
+    (--resume ID). Unless --no-wait, show a progress bar until every line has ended, then save
+    the result file (CSV in the input's encoding). While the node does not answer (a restart)
+    it tries again for up to --retry-for seconds: the file is sent under one Idempotency-Key,
+    so sending it again never makes a second bulk query. A refusal prints its code and exits
+    with status 1. See docs/bulk-query.md."""
     import time
+    import uuid
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    if (file is None) == (resume_id is None):
+        raise click.UsageError("give FILE, or --resume ID to follow an earlier bulk query")
     config = _config(config_path)
     try:
         institution = config.institution(institution_name)
     except ConfigError as failure:
         raise click.ClickException(str(failure)) from None
-    node = _BackOfficeConnection(config, institution, system)
-    accepted = node.request("POST", "/bulk-queries", file.read_bytes())
-    bulk_query_id = accepted["bulk_query_id"]
-    click.echo(
-        f"bulk query {bulk_query_id}: {accepted['lines']} lines, {accepted['invalid']} invalid"
-    )
+    node = _BackOfficeConnection(config, institution, system, retry_for)
+    if file is not None:
+        key = str(uuid.uuid4())  # one per invocation: every resend is the same bulk query
+        accepted = node.request("POST", "/bulk-queries", file.read_bytes(), idempotency_key=key)
+        bulk_query_id = accepted["bulk_query_id"]
+        click.echo(
+            f"bulk query {bulk_query_id}: {accepted['lines']} lines, {accepted['invalid']} invalid"
+        )
+    else:
+        assert resume_id is not None
+        bulk_query_id = resume_id
+        accepted = node.request("GET", f"/bulk-queries/{bulk_query_id}")
+        click.echo(f"bulk query {bulk_query_id}: {accepted['lines']} lines, {accepted['state']}")
     if not wait:
         return
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -512,16 +542,27 @@ def bulk_query(
     counts = ", ".join(f"{state} {count}" for state, count in progress["by_state"].items())
     click.echo(f"ended: {counts}")
     content = node.request("GET", f"/bulk-queries/{bulk_query_id}/result", raw=True)
-    target = output or file.with_name(file.name + ".result.csv")
+    default = (
+        file.with_name(file.name + ".result.csv")
+        if file is not None
+        else Path(f"{bulk_query_id}.result.csv")
+    )
+    target = output or default
     target.write_bytes(content)
     click.echo(f"result file: {target}")
+
+
+class _NodeUnreachable(Exception):
+    """The node did not answer (refused the connection, closed it, timed out)."""
 
 
 class _BackOfficeConnection:
     """A synchronous back-office client (the CLI's): mutual TLS with the system's certificate,
     the node's name checked as i<code>.renkei.test, whatever address reaches it."""
 
-    def __init__(self, config: Config, institution: Any, system: str) -> None:
+    def __init__(
+        self, config: Config, institution: Any, system: str, retry_for: float = 0.0
+    ) -> None:
         import ssl
 
         from adapters.network_link import host_and_port
@@ -539,9 +580,41 @@ class _BackOfficeConnection:
         self._context = context
         self._host, self._port = host_and_port(institution.back_office_address)
         self._server_name = server_name_of_institution(institution.code)
+        self._retry_for = retry_for
 
-    def request(self, method: str, path: str, body: bytes | None = None, raw: bool = False) -> Any:
-        """One request on a fresh connection; the JSON answer (or bytes with ``raw``)."""
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        raw: bool = False,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """One request; the JSON answer (or bytes with ``raw``). While the node does not
+        answer, tried again (every 1 to 10 s) for up to ``retry_for`` seconds."""
+        import time
+
+        deadline = time.monotonic() + self._retry_for
+        pause = 1.0
+        while True:
+            try:
+                return self._request_once(method, path, body, raw, idempotency_key)
+            except _NodeUnreachable as failure:
+                if time.monotonic() + pause > deadline:
+                    raise click.ClickException(f"the node did not answer: {failure}") from None
+                click.echo(f"the node did not answer ({failure}); trying again", err=True)
+                time.sleep(pause)
+                pause = min(pause * 2, 10.0)
+
+    def _request_once(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        raw: bool,
+        idempotency_key: str | None,
+    ) -> Any:
+        """One request on a fresh connection."""
         import http.client
         import socket
 
@@ -550,11 +623,13 @@ class _BackOfficeConnection:
             plain = socket.create_connection((self._host, self._port), timeout=120)
             connection.sock = self._context.wrap_socket(plain, server_hostname=self._server_name)
             headers = {"Content-Type": "text/csv"} if body is not None else {}
+            if idempotency_key is not None:
+                headers["Idempotency-Key"] = idempotency_key
             connection.request(method, path, body=body, headers=headers)
             response = connection.getresponse()
             content = response.read()
         except (OSError, http.client.HTTPException) as failure:
-            raise click.ClickException(f"the node did not answer: {failure}") from None
+            raise _NodeUnreachable(str(failure) or type(failure).__name__) from None
         finally:
             connection.close()
         if response.status >= 400:

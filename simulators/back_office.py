@@ -80,35 +80,43 @@ class BackOfficeClient:
 
     @deferred
     async def send(
-        self, method: str, path: str, data: bytes | None, content_type: str = "application/json"
+        self,
+        method: str,
+        path: str,
+        data: bytes | None,
+        content_type: str = "application/json",
+        idempotency_key: str | None = None,
     ) -> Answer:
-        """Send one request as it is; fires with the answer (status, content type, body)."""
-        response = await self._http.request(
-            method,
-            self.address + path,
-            data=data,
-            headers=Headers({b"Content-Type": [content_type.encode("ascii")]}),
-        )
+        """Send one request as it is (under ``idempotency_key`` when given: the node then
+        answers a resend with what it answered first); the answer (status, type, body)."""
+        headers = Headers({b"Content-Type": [content_type.encode("ascii")]})
+        if idempotency_key is not None:
+            headers.setRawHeaders(b"Idempotency-Key", [idempotency_key.encode("ascii")])
+        response = await self._http.request(method, self.address + path, data=data, headers=headers)
         content = await response.content()
         answer_type = response.headers.getRawHeaders(b"content-type", [b""])[0].decode()
         return Answer(response.code, answer_type, content)
 
     @deferred
-    async def request(self, method: str, path: str, body: Any = None) -> Any:
+    async def request(
+        self, method: str, path: str, body: Any = None, idempotency_key: str | None = None
+    ) -> Any:
         """Send one JSON request; the decoded JSON answer, or BackOfficeError."""
         data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
-        answer = await self.send(method, path, data)
+        answer = await self.send(method, path, data, idempotency_key=idempotency_key)
         decoded = json.loads(answer.body) if answer.body else None
         if answer.status >= 400:
             raise BackOfficeError(answer.status, (decoded or {}).get("error", {}))
         return decoded
 
     @deferred
-    async def send_file(self, path: str, data: bytes, content_type: str) -> bytes:
+    async def send_file(
+        self, path: str, data: bytes, content_type: str, idempotency_key: str | None = None
+    ) -> bytes:
         """POST a file (a 副本 XML file, a bulk-query CSV); the answer's body, or
         BackOfficeError with the coded refusal. A 副本 file refused whole is answered with
         its result file (MSGResult 9, its code in FileError): that body is returned too."""
-        answer = await self.send("POST", path, data, content_type)
+        answer = await self.send("POST", path, data, content_type, idempotency_key)
         if answer.status >= 400 and not answer.content_type.startswith("application/xml"):
             raise BackOfficeError(answer.status, json.loads(answer.body).get("error", {}))
         return answer.body
@@ -136,8 +144,9 @@ class BackOfficeClient:
     def register_replica_record(self, record: dict[str, Any]) -> Deferred[Any]:
         return self.request("POST", "/replica-records", record)
 
-    def submit_query(self, **query: Any) -> Deferred[Any]:
-        return self.request("POST", "/queries", query)
+    def submit_query(self, idempotency_key: str | None = None, **query: Any) -> Deferred[Any]:
+        """情報照会依頼 (``query``: the JSON body's fields), under ``idempotency_key`` if given."""
+        return self.request("POST", "/queries", query, idempotency_key)
 
     def query_status(self, query_id: str, wait: float = 0) -> Deferred[Any]:
         """情報照会結果取得; with ``wait`` the node answers once the query ended or after

@@ -29,11 +29,13 @@ from codes.errors import RenkeiError
 from middleware import messages
 from middleware.bulk_queries import claim
 from middleware.hardened_xml import serialize
-from middleware.tables import bulk_query_line, query
+from middleware.tables import bulk_query, bulk_query_line, query
 from renkei.cli import main
 from simulators.back_office import BackOfficeClient, BackOfficeError
 from tests.network import (
+    CARE_INSURANCE,
     HANAKO_MEGURO,
+    ICHIRO_MEGURO,
     LOCAL_TAX,
     MEGURO,
     PREMIUM_ASSESSMENT,
@@ -602,3 +604,40 @@ async def test_cli_sends_the_file_shows_progress_and_saves_the_result(
     out, err, code = await renkei("bulk-query", str(bad), *common)
     assert code == 1
     assert "BulkQueryFileInvalid" in err
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_cli_rides_out_a_node_restart_and_resumes_a_bulk_query(
+    box: Any, tmp_path: Path
+) -> None:
+    """`renkei bulk-query` keeps trying while the node is down, sends its file once (one
+    Idempotency-Key per run) and saves the result; `--resume ID` follows the same bulk query
+    to the same result file."""
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+    from twisted.internet.task import deferLater
+
+    from tests.test_populate_cli import renkei
+
+    source = tmp_path / "ikkatsu.csv"
+    source.write_bytes(file_of(line(), line(統合宛名番号=ICHIRO_MEGURO)))
+    common = ("-c", str(box.config.path), "-i", "meguro", "-s", CARE_INSURANCE)
+    await box.stop_party("meguro")
+    sent = Deferred.fromCoroutine(renkei("bulk-query", str(source), *common, "--interval", "0.2"))
+    await deferLater(reactor, 2.0, lambda: None)
+    await box.start_party("meguro")
+    out, err, code = await sent
+    assert code == 0, out + err
+    assert "did not answer" in err
+    stored = box.nodes["meguro"].database.run_blocking(
+        lambda connection: connection.execute(select(bulk_query.c.bulk_query_id)).scalars().all()
+    )
+    assert len(stored) == 1
+    first = (tmp_path / "ikkatsu.csv.result.csv").read_bytes()
+    assert first.count(b"\r\n") == 3  # the header and two lines
+    again = tmp_path / "again.csv"
+    out, err, code = await renkei("bulk-query", *common, "--resume", stored[0], "-o", str(again))
+    assert code == 0, out + err
+    assert again.read_bytes() == first
+    out, err, code = await renkei("bulk-query", *common)
+    assert code == 2 and "--resume" in err

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
 import json
 import re
@@ -851,9 +852,20 @@ class BulkQueries(Service):
     # -- the back-office API's calls -----------------------------------------------------
 
     @deferred
-    async def submit(self, data: bytes, system: str) -> dict[str, Any]:
+    async def submit(
+        self, data: bytes, system: str, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
         """Validate and store a bulk-query file; runs in the background. Answers
-        ``{bulk_query_id, state, lines, invalid}``."""
+        ``{bulk_query_id, state, lines, invalid}``. The same file posted again under the
+        same ``idempotency_key`` gets the first bulk query back (its state now); another
+        file under it is IdempotencyKeyReused."""
+        digest = hashlib.sha256(data).hexdigest()
+        if idempotency_key is not None:
+            earlier = await self.node.store.bulk_queries.posted_under(
+                system, idempotency_key, digest
+            )
+            if earlier is not None:
+                return earlier
         parsed: BulkQueryFile = await deferToThreadPool(
             self.reactor,
             self.reactor.getThreadPool(),
@@ -864,9 +876,17 @@ class BulkQueries(Service):
             self.max_lines,
         )
         bulk_query_id = str(uuid.uuid4())
-        await self.node.store.bulk_queries.store(
-            bulk_query_id, system, parsed.encoding, lines_to_store(parsed), self.node.now()
+        earlier = await self.node.store.bulk_queries.store(
+            bulk_query_id,
+            system,
+            parsed.encoding,
+            lines_to_store(parsed),
+            self.node.now(),
+            idempotency_key=idempotency_key,
+            request_hash=digest,
         )
+        if earlier is not None:
+            return earlier
         invalid = parsed.invalid
         self._kick()
         return {

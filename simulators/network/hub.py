@@ -536,15 +536,15 @@ class Hub(Party):
     def _provision_request(self, message: OutgoingMessage) -> bytes:
         """The ProvisionRequest of an outbox message: the permit it keeps, signed now, and the
         route to the requester's encryption certificate."""
-        element = parse_xml(message.body)
-        permit = messages.from_element(element, messages.Permit)
+        element = parse_xml(message.body)  # the permit `_record_query` wrote
+        requester = element.findtext(f"{{{messages.NS}}}Requester") or ""
         return messages.encode(
             messages.ProvisionRequest(
                 message_id=message.message_id,
                 permit_element=self._signer.sign(element),
                 route=messages.Route(
-                    requester=permit.requester,
-                    encryption_certificate=self.members[permit.requester].encryption_certificate,
+                    requester=requester,
+                    encryption_certificate=self.members[requester].encryption_certificate,
                 ),
             )
         )
