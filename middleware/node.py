@@ -60,7 +60,7 @@ from middleware.records import records_of_transaction
 from middleware.requester import Requester
 from middleware.retention import Retention
 from middleware.store import NodeStore
-from middleware.tables import node_outbox, node_record_head, node_records
+from middleware.tables import node_outbox, node_outbox_owner, node_record_head, node_records
 
 __all__ = ["BACK_OFFICE_ACTOR", "MIGRATIONS", "IntermediateServer"]
 
@@ -105,7 +105,7 @@ class IntermediateServer(Party):
             reactor,
             database=institution.database,
             migrations=MIGRATIONS,
-            outbox=node_outbox,
+            outbox=(node_outbox, node_outbox_owner),
             records=(node_records, node_record_head),
             transport=transport,
             clock=clock,

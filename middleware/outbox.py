@@ -6,16 +6,23 @@ so a crash can never lose it. Right after the commit the writer tries to send it
 pending (``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so
 several processes can share one outbox and a restarted node picks up what it left. Receivers
 are idempotent on message ids, which turns at-least-once into exactly-once.
+
+Each running outbox is an *owner* with an id of its own, which it writes with a heartbeat
+into the owners table at every poll (every `HEARTBEAT` seconds at most) and removes when it
+stops. A message leased by an owner that stopped, or whose heartbeat is older than `STALE`
+seconds (its process died), may be claimed at once, without waiting out the lease: a
+restarted party resumes its predecessor's deliveries within seconds.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, select
+from sqlalchemy import Connection, Table, delete, func, select
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -28,7 +35,9 @@ from middleware.storage import Database
 __all__ = [
     "DELIVERED",
     "FAILED",
+    "HEARTBEAT",
     "PENDING",
+    "STALE",
     "Outbox",
     "OutgoingMessage",
     "RetryPolicy",
@@ -37,12 +46,17 @@ __all__ = [
     "claim_due",
     "enqueue",
     "finish",
+    "heartbeat",
     "reschedule",
+    "retire",
 ]
 
 PENDING = "pending"
 DELIVERED = "delivered"
 FAILED = "failed"
+
+HEARTBEAT = 2.0  # seconds between two heartbeats of a running outbox, at most
+STALE = 10.0  # seconds without a heartbeat after which an owner counts as dead
 
 
 @dataclass(frozen=True)
@@ -79,8 +93,10 @@ def enqueue(
     now: datetime,
     message: OutgoingMessage,
     policy: RetryPolicy,
+    owner: str | None = None,
 ) -> None:
-    """Store ``message``; the caller's immediate attempt holds it for one lease."""
+    """Store ``message``; the caller's immediate attempt (of ``owner``) holds it for one
+    lease."""
     connection.execute(
         table.insert().values(
             message_id=message.message_id,
@@ -92,14 +108,33 @@ def enqueue(
             attempts=1,
             created_at=now,
             next_attempt_at=now + timedelta(seconds=policy.lease),
+            leased_by=owner,
         )
     )
 
 
 def claim_due(
-    connection: Connection, table: Table, now: datetime, limit: int, policy: RetryPolicy
+    connection: Connection,
+    table: Table,
+    now: datetime,
+    limit: int,
+    policy: RetryPolicy,
+    owner: str | None = None,
+    owners: Table | None = None,
 ) -> list[OutgoingMessage]:
-    """Claim up to ``limit`` pending messages whose time has come, for one lease."""
+    """Claim up to ``limit`` pending messages whose time has come, for one lease (of
+    ``owner``): those whose next attempt is due and, given the ``owners`` table, those leased
+    by an owner that is gone (stopped, or no heartbeat for `STALE` seconds)."""
+    due = table.c.next_attempt_at <= now
+    if owners is not None:
+        alive = select(owners.c.owner).where(
+            owners.c.owner == table.c.leased_by,
+            owners.c.heartbeat_at >= now - timedelta(seconds=STALE),
+        )
+        orphaned = table.c.leased_by.is_not(None) & ~alive.exists()
+        if owner is not None:
+            orphaned = orphaned & (table.c.leased_by != owner)
+        due = due | orphaned
     rows = connection.execute(
         select(
             table.c.id,
@@ -109,7 +144,7 @@ def claim_due(
             table.c.reference,
             table.c.body,
         )
-        .where(table.c.state == PENDING, table.c.next_attempt_at <= now)
+        .where(table.c.state == PENDING, due)
         .order_by(table.c.next_attempt_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -121,6 +156,7 @@ def claim_due(
             .values(
                 attempts=table.c.attempts + 1,
                 next_attempt_at=now + timedelta(seconds=policy.lease),
+                leased_by=owner,
             )
         )
     return [
@@ -141,7 +177,7 @@ def finish(
     connection.execute(
         table.update()
         .where(table.c.message_id == message_id, table.c.state == PENDING)
-        .values(state=state, finished_at=now, last_error=error)
+        .values(state=state, finished_at=now, last_error=error, leased_by=None)
     )
 
 
@@ -163,8 +199,23 @@ def reschedule(
         .values(
             next_attempt_at=now + timedelta(seconds=policy.delay(attempts)),
             last_error=error[:500],
+            leased_by=None,
         )
     )
+
+
+def heartbeat(connection: Connection, owners: Table, owner: str, now: datetime) -> None:
+    """Say that ``owner`` is alive at ``now``."""
+    updated = connection.execute(
+        owners.update().where(owners.c.owner == owner).values(heartbeat_at=now)
+    )
+    if not updated.rowcount:
+        connection.execute(owners.insert().values(owner=owner, started_at=now, heartbeat_at=now))
+
+
+def retire(connection: Connection, owners: Table, owner: str) -> None:
+    """``owner`` stopped: what it leased may be claimed at once."""
+    connection.execute(delete(owners).where(owners.c.owner == owner))
 
 
 def backlog(connection: Connection, table: Table) -> int:
@@ -197,9 +248,14 @@ class Outbox:
         policy: RetryPolicy,
         poll_interval: float = 1.0,
         batch: int = 64,
+        owners: Table | None = None,
     ) -> None:
         self._database = database
         self._table = table
+        # This outbox as an owner of leases (with ``owners``, the table of living owners).
+        self.owner = uuid.uuid4().hex
+        self._owners = owners
+        self._beaten_at: float | None = None
         self._clock = clock
         self._sender = sender
         self.policy = policy
@@ -219,19 +275,26 @@ class Outbox:
             lambda failure: self.log.failure("outbox poller stopped", failure)
         )
 
-    def stop(self) -> Deferred[Any]:
+    @deferred
+    async def stop(self) -> None:
         """Stop polling and cancel attempts in flight; their messages stay pending, so the
-        next start (or another process) delivers them."""
+        next start (or another process) delivers them, at once: this owner retires."""
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         attempts = list(self._in_flight)
         for attempt in attempts:
             attempt.cancel()
-        return DeferredList(attempts, consumeErrors=True)
+        await DeferredList(attempts, consumeErrors=True)
+        if self._owners is not None and self._beaten_at is not None:
+            self._beaten_at = None
+            try:
+                await self._database.run(retire, self._owners, self.owner)
+            except Exception:
+                self.log.failure("the outbox's owner {owner} not retired", owner=self.owner)
 
     def enqueue(self, connection: Connection, message: OutgoingMessage) -> None:
         """Store ``message`` inside the caller's transaction (runs on a database thread)."""
-        enqueue(connection, self._table, utc_now(self._clock), message, self.policy)
+        enqueue(connection, self._table, utc_now(self._clock), message, self.policy, self.owner)
 
     def send_now(self, message: OutgoingMessage) -> None:
         """Attempt delivery right away; the message was enqueued in a committed transaction."""
@@ -241,11 +304,24 @@ class Outbox:
 
     @deferred
     async def poll(self) -> None:
-        """Claim due messages and attempt each (the LoopingCall's body)."""
+        """Claim due messages and attempt each (the LoopingCall's body); with an owners
+        table, the heartbeat goes in the same transaction."""
         now = utc_now(self._clock)
-        due = await self._database.run(claim_due, self._table, now, self._batch, self.policy)
+        beat = self._owners is not None and (
+            self._beaten_at is None or self._clock.seconds() - self._beaten_at >= HEARTBEAT
+        )
+        due = await self._database.run(self._claim, now, beat)
+        if beat:
+            self._beaten_at = self._clock.seconds()
         for message in due:
             self.send_now(message)
+
+    def _claim(self, connection: Connection, now: datetime, beat: bool) -> list[OutgoingMessage]:
+        if beat and self._owners is not None:
+            heartbeat(connection, self._owners, self.owner, now)
+        return claim_due(
+            connection, self._table, now, self._batch, self.policy, self.owner, self._owners
+        )
 
     @deferred
     async def _attempt(self, message: OutgoingMessage) -> None:

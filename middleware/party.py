@@ -45,7 +45,7 @@ class Party(Service):
         *,
         database: str,
         migrations: Path,
-        outbox: Table,
+        outbox: tuple[Table, Table],
         records: tuple[Table, Table],
         transport: Transport,
         clock: ReactorTime | None = None,
@@ -55,8 +55,15 @@ class Party(Service):
         # the network's one clock in a box, else the reactor.
         self.clock: ReactorTime = reactor if clock is None else clock
         self.database = Database(reactor, database)
+        messages, owners = outbox
         self.outbox = Outbox(
-            self.database, outbox, self.clock, self.deliver, config.retry, config.poll_interval
+            self.database,
+            messages,
+            self.clock,
+            self.deliver,
+            config.retry,
+            config.poll_interval,
+            owners=owners,
         )
         self.transport = transport
         self.records: Chain = record_chain(*records)

@@ -40,12 +40,14 @@ __all__ = [
     "hub_list_versions",
     "hub_metadata",
     "hub_outbox",
+    "hub_outbox_owner",
     "hub_query",
     "hub_record_head",
     "hub_records",
     "node_list_versions",
     "node_metadata",
     "node_outbox",
+    "node_outbox_owner",
     "node_record_head",
     "node_records",
     "person",
@@ -104,7 +106,20 @@ def _outbox(metadata: MetaData) -> Table:
         Column("next_attempt_at", UtcDateTime, nullable=False),
         Column("finished_at", UtcDateTime),
         Column("last_error", Text),
+        # The outbox (owner) whose attempt holds the message's lease, while one does.
+        Column("leased_by", String(32)),
         Index("ix_outbox_due", "state", "next_attempt_at"),
+    )
+
+
+def _outbox_owners(metadata: MetaData) -> Table:
+    """The outboxes running on a database, with their last heartbeat (middleware.outbox)."""
+    return Table(
+        "outbox_owner",
+        metadata,
+        Column("owner", String(32), primary_key=True),
+        Column("started_at", UtcDateTime, nullable=False),
+        Column("heartbeat_at", UtcDateTime, nullable=False),
     )
 
 
@@ -316,6 +331,7 @@ held_provision = Table(
 )
 
 node_outbox = _outbox(node_metadata)
+node_outbox_owner = _outbox_owners(node_metadata)
 node_records, node_record_head = _provision_records(node_metadata)
 node_list_versions = _permitted_list_versions(node_metadata)
 
@@ -470,5 +486,6 @@ hub_query = Table(
 )
 
 hub_outbox = _outbox(hub_metadata)
+hub_outbox_owner = _outbox_owners(hub_metadata)
 hub_records, hub_record_head = _provision_records(hub_metadata)
 hub_list_versions = _permitted_list_versions(hub_metadata)

@@ -19,6 +19,7 @@ from middleware.outbox import (
     DELIVERED,
     FAILED,
     PENDING,
+    STALE,
     Outbox,
     OutgoingMessage,
     RetryPolicy,
@@ -26,10 +27,12 @@ from middleware.outbox import (
     claim_due,
     enqueue,
     finish,
+    heartbeat,
     reschedule,
+    retire,
 )
 from middleware.storage import Database, migrate
-from middleware.tables import node_outbox
+from middleware.tables import node_outbox, node_outbox_owner
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_MIGRATIONS = ROOT / "middleware" / "migrations"
@@ -359,4 +362,94 @@ def test_outbox_poll_picks_up_a_message_left_by_a_crash_after_the_lease(tmp_path
         row = yield database.run(_row, MESSAGE.message_id)
         assert (row.state, row.attempts) == (DELIVERED, 2)
     finally:
+        database.stop()
+
+
+# -- lease owners ---------------------------------------------------------------------------------
+
+
+def _claim_as(database: Database, owner: str, now: datetime) -> list[OutgoingMessage]:
+    return database.run_blocking(claim_due, node_outbox, now, 10, POLICY, owner, node_outbox_owner)
+
+
+def test_a_message_leased_by_a_dead_owner_is_claimed_once_its_heartbeat_is_stale(
+    node_db: Database,
+) -> None:
+    """While its owner's heartbeat is fresh a leased message waits; once the heartbeat is
+    older than STALE seconds another owner claims it, long before the lease ends."""
+    node_db.run_blocking(enqueue, node_outbox, T0, MESSAGE, POLICY, "dead")
+    node_db.run_blocking(heartbeat, node_outbox_owner, "dead", T0)
+    assert _claim_as(node_db, "alive", T0 + timedelta(seconds=1)) == []
+    later = T0 + timedelta(seconds=STALE + 1)
+    assert POLICY.lease > STALE + 1
+    assert _claim_as(node_db, "alive", later) == [MESSAGE]
+    row = node_db.run_blocking(_row, MESSAGE.message_id)
+    assert (row.leased_by, row.attempts) == ("alive", 2)
+    node_db.run_blocking(heartbeat, node_outbox_owner, "alive", later)
+    assert _claim_as(node_db, "third", later) == []  # "alive" holds it now
+
+
+def test_a_message_leased_by_an_owner_that_retired_is_claimed_at_once(
+    node_db: Database,
+) -> None:
+    """An owner that stopped retired (no owner row): what it leased is claimed at once."""
+    node_db.run_blocking(enqueue, node_outbox, T0, MESSAGE, POLICY, "stopped")
+    node_db.run_blocking(heartbeat, node_outbox_owner, "stopped", T0)
+    node_db.run_blocking(retire, node_outbox_owner, "stopped")
+    assert _claim_as(node_db, "next", T0) == [MESSAGE]
+
+
+def test_an_owner_waits_out_its_own_leases(node_db: Database) -> None:
+    """An owner never takes its own lease early (its attempt may still be running)."""
+    node_db.run_blocking(enqueue, node_outbox, T0, MESSAGE, POLICY, "me")
+    assert _claim_as(node_db, "me", T0 + timedelta(seconds=STALE + 1)) == []
+    assert _claim_as(node_db, "me", T0 + timedelta(seconds=POLICY.lease)) == [MESSAGE]
+
+
+def test_settling_a_message_ends_its_lease(node_db: Database) -> None:
+    """A rescheduled or finished message is leased by nobody."""
+    node_db.run_blocking(enqueue, node_outbox, T0, MESSAGE, POLICY, "me")
+    node_db.run_blocking(reschedule, node_outbox, MESSAGE.message_id, T0, POLICY, "timeout")
+    assert node_db.run_blocking(_row, MESSAGE.message_id).leased_by is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_next_outbox_resumes_what_a_crashed_one_held_within_seconds(
+    tmp_path: Path,
+) -> None:
+    """A process that dies during an attempt leaves its message leased; the outbox of the
+    restarted process delivers it once the dead owner's heartbeat is STALE seconds old, long
+    before the lease would have ended."""
+    from twisted.internet import reactor
+
+    database = Database(reactor, _url(tmp_path))
+    database.start()
+    hanging: list[defer.Deferred[None]] = []
+    try:
+        clock = _clock()
+
+        def never_answers(message: OutgoingMessage) -> defer.Deferred[None]:
+            hanging.append(defer.Deferred())
+            return hanging[-1]
+
+        crashed = Outbox(
+            database, node_outbox, clock, never_answers, POLICY, owners=node_outbox_owner
+        )
+        await crashed.poll()  # its heartbeat
+        await database.run(crashed.enqueue, MESSAGE)
+        crashed.send_now(MESSAGE)  # …and the process dies: no settle, no retirement
+        sender = FakeSender()
+        restarted = Outbox(database, node_outbox, clock, sender, POLICY, owners=node_outbox_owner)
+        await restarted.poll()
+        assert sender.sent == []  # the dead owner's heartbeat is still fresh
+        clock.advance(STALE + 1)
+        assert POLICY.lease > STALE + 1
+        await restarted.poll()
+        await restarted.stop()
+        assert sender.sent == [MESSAGE.message_id]
+        row = await database.run(_row, MESSAGE.message_id)
+        assert (row.state, row.leased_by) == (DELIVERED, None)
+    finally:
+        for attempt in hanging:
+            attempt.cancel()
         database.stop()

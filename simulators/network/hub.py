@@ -53,7 +53,14 @@ from middleware.permitted_list import (
     store_version,
 )
 from middleware.records import RecordEntry, records_of_transaction
-from middleware.tables import hub_list_versions, hub_outbox, hub_query, hub_record_head, hub_records
+from middleware.tables import (
+    hub_list_versions,
+    hub_outbox,
+    hub_outbox_owner,
+    hub_query,
+    hub_record_head,
+    hub_records,
+)
 from simulators.network import jukinet
 from simulators.network.fugo import FugoCipher, id_code
 
@@ -119,7 +126,7 @@ class Hub(Party):
             reactor,
             database=config.network.database,
             migrations=MIGRATIONS,
-            outbox=hub_outbox,
+            outbox=(hub_outbox, hub_outbox_owner),
             records=(hub_records, hub_record_head),
             transport=transport,
             clock=clock,
