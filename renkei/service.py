@@ -44,8 +44,15 @@ __all__ = ["Box", "Options", "makeService", "seed_demo", "seed_population"]
 class Options(usage.Options):
     """twistd renkei options."""
 
-    optParameters: ClassVar[list[list[str]]] = [
+    optParameters: ClassVar[list[list[str | None]]] = [
         ["config", "c", "twistd.conf", "The configuration file (INI) describing the network."],
+        [
+            "party",
+            "p",
+            None,
+            "Run one party alone: 'hub', or an institution's name (e.g. meguro); the other "
+            "parties of the configuration run elsewhere, at their configured addresses.",
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -53,6 +60,13 @@ class Options(usage.Options):
             self["loaded"] = load_config(Path(self["config"]))
         except ConfigError as failure:
             raise usage.UsageError(str(failure)) from None
+        party = self["party"]
+        config: Config = self["loaded"]
+        if party == HUB and config.network is None:
+            raise usage.UsageError("--party hub: the configuration has no [network] section")
+        if party not in (None, HUB) and party not in {i.name for i in config.institutions}:
+            names = ", ".join([HUB, *(i.name for i in config.institutions)])
+            raise usage.UsageError(f"--party {party}: no such party (one of {names})")
 
 
 class Box(Service):
@@ -67,9 +81,13 @@ class Box(Service):
         reactor: Any,
         clock: ReactorTime | None = None,
         network: InMemoryNetwork | None = None,
+        party: str | None = None,
     ) -> None:
         self.config = config
         self.reactor = reactor
+        # With ``party``, only that party runs here (``hub`` or an institution's name); the
+        # others are reached at their configured addresses.
+        self.party = party
         # With ``network``, the parties are linked through it in memory (no network
         # listeners, the same party code); else over mutual-TLS HTTPS as configured.
         self.network = network
@@ -85,10 +103,11 @@ class Box(Service):
         self.replica_inboxes: dict[str, Any] = {}
         # Each party's services, in the order they start (they stop in the reverse order).
         self.parties: dict[str, list[Service]] = {}
-        if config.network is not None:
+        if config.network is not None and party in (None, HUB):
             self._add(HUB, self._hub_services(config))
         for institution in config.institutions:
-            self._add(institution.name, self._institution_services(institution))
+            if party in (None, institution.name):
+                self._add(institution.name, self._institution_services(institution))
 
     def _hub_services(self, config: Config) -> list[Service]:
         if self.network is not None:
@@ -294,13 +313,20 @@ async def _load_holdings(box: Box, name: str, held: list[Any]) -> None:
     )
 
 
+# A registration the network cannot answer yet is tried again: the hub may still be starting,
+# or (parties run apart, --party) not have registered the demo residents yet.
+NOT_YET = ("NetworkUnavailable", "UnknownResident")
+RETRY_FOR = 60.0  # seconds
+
+
 async def _retrying(box: Box, call: Callable[..., Deferred[Any]], *args: Any) -> Any:
-    for attempt in range(20):
+    attempts = int(RETRY_FOR / 0.5)
+    for attempt in range(attempts):
         try:
             result = await call(*args)
             return result
         except BackOfficeError as refusal:
-            if refusal.code != "NetworkUnavailable" or attempt == 19:
+            if refusal.code not in NOT_YET or attempt == attempts - 1:
                 raise
             await deferLater(box.reactor, 0.5, lambda: None)
 
@@ -309,4 +335,4 @@ def makeService(options: Options) -> Box:
     """The twistd service maker's body."""
     from twisted.internet import reactor
 
-    return Box(options["loaded"], reactor)
+    return Box(options["loaded"], reactor, party=options["party"])

@@ -70,3 +70,49 @@ def test_demo_against_a_running_box_prints_the_provision_and_records(tmp_path: P
     finally:
         box.terminate()
         box.wait(timeout=30)
+
+
+def test_each_party_runs_alone_in_a_process_of_its_own(tmp_path: Path) -> None:
+    """`twistd renkei --party hub`, `--party meguro` and `--party setagaya`, started in the
+    opposite order in three processes with a log each, make one network: `renkei demo` gets
+    the provision and every party's records."""
+    pki = tmp_path / "pki"
+    config = write_config(tmp_path, pki)
+    made = run("renkei", "pki", "init", str(pki), "-c", str(config.path))
+    assert made.returncode == 0, made.stderr
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    logs = {party: tmp_path / f"{party}.log" for party in ("setagaya", "meguro", "hub")}
+    try:
+        for party, log in logs.items():  # the nodes first: they wait for their hub
+            processes[party] = subprocess.Popen(
+                [
+                    *(str(BIN / "twistd"), "-n", "--pidfile=", "-l", str(log)),
+                    *("renkei", "-c", str(config.path), "--party", party),
+                ],
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        deadline = time.monotonic() + 90
+        for party, log in logs.items():
+            while "demo population registered" not in (log.read_text() if log.exists() else ""):
+                assert processes[party].poll() is None, log.read_text() if log.exists() else party
+                assert time.monotonic() < deadline, f"{party} did not start"
+                time.sleep(0.1)
+        demo = run("renkei", "demo", "-c", str(config.path))
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert "state: provided" in demo.stdout
+        for party in ("[hub]", "[目黒区]", "[世田谷区]"):
+            assert party in demo.stdout
+        assert "世田谷区" not in logs["meguro"].read_text()  # each party logs only its own
+    finally:
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            process.wait(timeout=30)
+
+
+def test_an_unknown_party_is_a_usage_error(tmp_path: Path) -> None:
+    """`--party` names the hub or an institution of the configuration, else a usage error."""
+    config = write_config(tmp_path, tmp_path / "pki")
+    result = run("twistd", "-n", "renkei", "-c", str(config.path), "--party", "nerima")
+    assert result.returncode != 0
+    assert "no such party" in result.stdout + result.stderr
