@@ -12,11 +12,12 @@ Two measurements, each with a baseline from the same run:
    seeded; ``full`` ≈ 290,000 residents) and its holdings (``simulators.seeding.holdings``
    with Meguro's section of a configuration like ``twistd.conf``). The persons are inserted
    directly into the migrated node database (integrated address numbers only: **the 符号
-   acquisition is not part of this figure**), then the network in a box (``twistd -n renkei``
-   subprocess: the hub and Meguro) imports every 副本 record through ``POST /replica-files``
-   over mutual TLS, in files of 5,000 entries sent one after the other (as
-   ``simulators.seeding.register_holdings`` does). Baseline: the same rows inserted into a
-   fresh database of the same schema with one SQLAlchemy ``executemany`` per 5,000 rows.
+   acquisition is not part of this figure**), then the network in a box in one process (a
+   ``twistd -n renkei --single-process`` subprocess: the hub and Meguro) imports every 副本
+   record through ``POST /replica-files`` over mutual TLS, in files of 5,000 entries sent one
+   after the other (as ``simulators.seeding.register_holdings`` does). Baseline: the same rows
+   inserted into a fresh database of the same schema with one SQLAlchemy ``executemany`` per
+   5,000 rows.
    The time split comes from the same files run through the import's stages in this process.
 2. **Bulk query.** A box with the hub, Meguro and Setagaya; N persons (default 10,000) of
    Meguro's generated population registered at both nodes through ``POST /persons`` (符号
@@ -267,7 +268,10 @@ def start_box(reactor: Any, supervisor: Supervisor, config: Path, log: Path) -> 
 
     twistd = Path(sys.executable).parent / "twistd"
     popen = subprocess.Popen(
-        [str(twistd), "-n", "--pidfile=", "-l", str(log), "renkei", "-c", str(config)],
+        [
+            *(str(twistd), "-n", "--pidfile=", "-l", str(log)),
+            *("renkei", "-c", str(config), "--single-process"),
+        ],
         cwd=REPOSITORY,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdin=subprocess.DEVNULL,

@@ -8,10 +8,11 @@ Three passes, every process on 127.0.0.1 and every loop bounded in time:
 1. baseline: a Klein echo server (its own process) listening with ``crypto.tls.server_options``
    and ``listen_mutual_tls``; client processes POST a 2 KB body over kept-alive mutual-TLS
    connections (``make_http_client`` with ``ClientTLSPolicy``) and check the echo.
-2. flows (closed loop): a network in a box (``twistd -n renkei -c CONFIG``, hub + Meguro +
-   Setagaya, SQLite, a generated demo population) and client processes, each running
-   ``--clients`` Meguro care-insurance back offices (``BackOfficeClient``) that submit a query
-   for Setagaya's local-tax information about a random person and poll it until it ended.
+2. flows (closed loop): a network in a box in one process (``twistd -n renkei -c CONFIG
+   --single-process``: hub + Meguro + Setagaya, SQLite, a generated demo population) and client
+   processes, each running ``--clients`` Meguro care-insurance back offices
+   (``BackOfficeClient``) that submit a query for Setagaya's local-tax information about a
+   random person and poll it until it ended.
 3. half rate (open loop): the same flows paced at half the rate measured in pass 2; the
    latency of each flow counts from the moment it was due to be submitted.
 
@@ -815,9 +816,13 @@ data = {population}
 
 
 def box_command(config: Path, log: Path) -> list[str]:
-    """The box as a user runs it (``make run``), with its log in ``log``."""
+    """The box in one process (its figures in docs/performance.md are of that shape), with
+    its log in ``log``."""
     twistd = Path(sys.executable).parent / "twistd"
-    return [str(twistd), "-n", "--pidfile=", "-l", str(log), "renkei", "-c", str(config)]
+    return [
+        *(str(twistd), "-n", "--pidfile=", "-l", str(log)),
+        *("renkei", "-c", str(config), "--single-process"),
+    ]
 
 
 def start_box(

@@ -1,9 +1,11 @@
 """The twistd service: a network in a box built from one configuration file.
 
 ``twistd -n renkei -c twistd.conf`` loads the plugin in ``twisted/plugins/renkei_plugin.py``,
-which calls ``make_service``. The box starts the hub first, then every intermediate server
-with its back-office API, then (if configured) registers the demo persons and loads the
-generated population.
+which calls ``makeService``: by default a `renkei.supervisor.Supervisor` that runs every party
+in a child process of its own, each of them ``twistd renkei --party NAME``, a `Box` of one
+party. ``--single-process`` runs the whole `Box` in one process (for debugging). A box starts
+the hub first, then every intermediate server with its back-office API, then (if configured)
+registers the demo persons and loads the generated population.
 """
 
 from __future__ import annotations
@@ -41,9 +43,19 @@ from simulators.network.hub import Hub
 __all__ = ["Box", "Options", "makeService", "seed_demo", "seed_population"]
 
 
+# A registration the network cannot answer yet is tried again: the hub may still be starting,
+# or (parties run apart, --party) not have registered the demo residents yet.
+NOT_YET = ("NetworkUnavailable", "UnknownResident")
+RETRY_FOR = 60.0  # seconds
+LIST_WAIT = 60.0  # seconds a node waits at start for its first permitted-query list
+
+
 class Options(usage.Options):
     """twistd renkei options."""
 
+    optFlags: ClassVar[list[list[str | None]]] = [
+        ["single-process", None, "Run every party in this one process (for debugging)."],
+    ]
     optParameters: ClassVar[list[list[str | None]]] = [
         ["config", "c", "twistd.conf", "The configuration file (INI) describing the network."],
         [
@@ -52,6 +64,13 @@ class Options(usage.Options):
             None,
             "Run one party alone: 'hub', or an institution's name (e.g. meguro); the other "
             "parties of the configuration run elsewhere, at their configured addresses.",
+        ],
+        [
+            "log-dir",
+            None,
+            None,
+            "Where the parties' logs go, one per party (default: var/log beside the "
+            "configuration file).",
         ],
     ]
 
@@ -221,6 +240,7 @@ class Box(Service):
         except Exception:
             await self.stopService()
             raise
+        await self._lists_in_force()
         for node in self.nodes.values():
             self.log.info(
                 "{name} ({code}) ready: back-office API at {address}, console at {console}",
@@ -233,6 +253,23 @@ class Box(Service):
             "renkei ready; try `.venv/bin/renkei use-case 1 -c {path}` (1 to 4)",
             path=self.config.path,
         )
+
+    async def _lists_in_force(self) -> None:
+        """Wait (up to `LIST_WAIT` seconds) until every node here has a permitted-query list
+        in force: a node started apart from its hub gets it a moment after the hub is up,
+        and "ready" should mean that it can query."""
+        waited = 0.0
+        while waited < LIST_WAIT:
+            missing = [
+                name
+                for name, node in self.nodes.items()
+                if node.lists.current is None or node.lists.current.expires_at <= node.now()
+            ]
+            if not missing:
+                return
+            await deferLater(self.reactor, 0.2, lambda: None)
+            waited += 0.2
+        self.log.warn("no permitted-query list yet at {names}", names=", ".join(missing))
 
     @deferred
     async def stopService(self) -> None:
@@ -313,12 +350,6 @@ async def _load_holdings(box: Box, name: str, held: list[Any]) -> None:
     )
 
 
-# A registration the network cannot answer yet is tried again: the hub may still be starting,
-# or (parties run apart, --party) not have registered the demo residents yet.
-NOT_YET = ("NetworkUnavailable", "UnknownResident")
-RETRY_FOR = 60.0  # seconds
-
-
 async def _retrying(box: Box, call: Callable[..., Deferred[Any]], *args: Any) -> Any:
     attempts = int(RETRY_FOR / 0.5)
     for attempt in range(attempts):
@@ -331,8 +362,16 @@ async def _retrying(box: Box, call: Callable[..., Deferred[Any]], *args: Any) ->
             await deferLater(box.reactor, 0.5, lambda: None)
 
 
-def makeService(options: Options) -> Box:
-    """The twistd service maker's body."""
+def makeService(options: Options) -> Service:
+    """The twistd service maker's body: one party (``--party``), every party in this process
+    (``--single-process``), or every party in a process of its own (the default)."""
     from twisted.internet import reactor
 
-    return Box(options["loaded"], reactor, party=options["party"])
+    from renkei.supervisor import Supervisor
+
+    config: Config = options["loaded"]
+    if options["party"] is not None or options["single-process"]:
+        return Box(config, reactor, party=options["party"])
+    log_dir = options["log-dir"]
+    logs = Path(log_dir) if log_dir else config.path.parent / "var" / "log"
+    return Supervisor(config, logs, reactor)

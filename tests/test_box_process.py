@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -39,8 +41,9 @@ def test_twistd_refuses_an_unreadable_configuration(tmp_path: Path) -> None:
 
 
 def test_demo_against_a_running_box_prints_the_provision_and_records(tmp_path: Path) -> None:
-    """With the box running under twistd, `renkei demo` prints the decrypted provision with
-    item names, its 処理通番 and the three parties' records, and exits 0."""
+    """With the box running under twistd (every party in a process of its own, supervised),
+    `renkei demo` prints the decrypted provision with item names, its 処理通番 and the three
+    parties' records, and exits 0."""
     pki = tmp_path / "pki"
     config = write_config(tmp_path, pki)
     made = run("renkei", "pki", "init", str(pki), "-c", str(config.path))
@@ -52,10 +55,15 @@ def test_demo_against_a_running_box_prints_the_provision_and_records(tmp_path: P
     )
     try:
         deadline = time.monotonic() + 60
-        while "demo population registered" not in (log.read_text() if log.exists() else ""):
+        while "renkei ready" not in (log.read_text() if log.exists() else ""):
             assert box.poll() is None, log.read_text() if log.exists() else "twistd exited"
             assert time.monotonic() < deadline, "the box did not start"
             time.sleep(0.1)
+        for party in ("hub", "meguro", "setagaya"):
+            assert (
+                "demo population registered"
+                in (tmp_path / "var" / "log" / f"{party}.log").read_text()
+            )
         demo = run("renkei", "demo", "-c", str(config.path))
         assert demo.returncode == 0, demo.stdout + demo.stderr
         assert "state: provided" in demo.stdout
@@ -116,3 +124,56 @@ def test_an_unknown_party_is_a_usage_error(tmp_path: Path) -> None:
     result = run("twistd", "-n", "renkei", "-c", str(config.path), "--party", "nerima")
     assert result.returncode != 0
     assert "no such party" in result.stdout + result.stderr
+
+
+def _pids(log: Path, party: str) -> list[int]:
+    """The pids the supervisor started ``party`` with, in order."""
+    return [int(pid) for pid in re.findall(rf"started {party} \(pid (\d+)\)", log.read_text())]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_killed_party_is_started_again_and_stopping_the_box_stops_every_party(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL to Setagaya's process: the supervisor logs its end, starts it again and logs it
+    ready again, and the network answers a query; stopping the box ends every party."""
+    pki = tmp_path / "pki"
+    config = write_config(tmp_path, pki)
+    made = run("renkei", "pki", "init", str(pki), "-c", str(config.path))
+    assert made.returncode == 0, made.stderr
+    log = tmp_path / "twistd.log"
+    box = subprocess.Popen(
+        [str(BIN / "twistd"), "-n", "--pidfile=", "-l", str(log), "renkei", "-c", str(config.path)],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+    def wait_for(text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in (log.read_text() if log.exists() else ""):
+            assert box.poll() is None, log.read_text() if log.exists() else "twistd exited"
+            assert time.monotonic() < deadline, f"not logged: {text}"
+            time.sleep(0.1)
+
+    try:
+        wait_for("renkei ready")
+        (first,) = _pids(log, "setagaya")
+        os.kill(first, signal.SIGKILL)
+        wait_for("setagaya ended")
+        wait_for("setagaya ready again")
+        second = _pids(log, "setagaya")[-1]
+        assert second != first and _alive(second)
+        demo = run("renkei", "demo", "-c", str(config.path))
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert "state: provided" in demo.stdout
+        children = [_pids(log, party)[-1] for party in ("hub", "meguro", "setagaya")]
+    finally:
+        box.terminate()
+        box.wait(timeout=30)
+    assert not [pid for pid in children if _alive(pid)]

@@ -176,7 +176,7 @@ def running_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBox
     )
     try:
         deadline = time.monotonic() + 60
-        while "demo population registered" not in (log.read_text() if log.exists() else ""):
+        while "renkei ready" not in (log.read_text() if log.exists() else ""):
             assert process.poll() is None, log.read_text() if log.exists() else "twistd exited"
             assert time.monotonic() < deadline, "the box did not start"
             time.sleep(0.1)

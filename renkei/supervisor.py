@@ -1,0 +1,150 @@
+"""The network in a box as processes: every party in a child process of its own, supervised.
+
+`Supervisor` runs ``twistd -n renkei -c CONFIG --party NAME`` for the hub and for each
+institution (Twisted's ``ProcessMonitor``), each with its own log (``LOG_DIR/NAME.log``).
+A party that dies is started again, at once if it had run for a while, else after a delay
+that doubles up to `MAX_RESTART_DELAY`; each start, end and readiness is logged here. The
+box is ready ("renkei ready") once every party has said so in its own log; stopping the
+supervisor stops every party (SIGTERM, then SIGKILL after `KILL_TIME`) and waits for them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.runner.procmon import ProcessMonitor
+
+from middleware.config import Config
+from middleware.deferred import deferred
+from middleware.network import HUB
+
+__all__ = ["KILL_TIME", "MAX_RESTART_DELAY", "READY_LINE", "Supervisor", "parties_of"]
+
+READY_LINE = "renkei ready"  # what a party's box logs once it has started
+MAX_RESTART_DELAY = 30  # seconds, for a party that keeps dying at once
+KILL_TIME = 10  # seconds between SIGTERM and SIGKILL when stopping a party
+WATCH_INTERVAL = 0.5  # seconds between two looks at the parties' logs
+
+
+def parties_of(config: Config) -> list[str]:
+    """The parties of a configuration, the hub first."""
+    return [*([HUB] if config.network is not None else []), *(i.name for i in config.institutions)]
+
+
+class _Monitor(ProcessMonitor):
+    """A ProcessMonitor that tells its supervisor when a party starts and ends."""
+
+    def __init__(self, supervisor: Supervisor, reactor: Any) -> None:
+        super().__init__(reactor=reactor)
+        self._supervisor = supervisor
+
+    def startProcess(self, name: str) -> None:
+        already = name in self.protocols
+        super().startProcess(name)
+        if not already and name in self.protocols:
+            self._supervisor.started(name, self.protocols[name])
+
+    def _monitoredProcessExited(self, name: str, failure: Failure | None = None) -> None:
+        self._supervisor.ended(name, failure)
+        super()._monitoredProcessExited(name, failure)
+
+
+class Supervisor(Service):
+    """Every party of ``config`` in a child process of its own."""
+
+    log = Logger()
+
+    def __init__(self, config: Config, log_dir: Path, reactor: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.log_dir = log_dir
+        self._reactor = reactor
+        self.monitor = _Monitor(self, reactor)
+        self.monitor.maxRestartDelay = MAX_RESTART_DELAY
+        self.monitor.killTime = KILL_TIME
+        self._offsets: dict[str, int] = {}  # where each party's log stood at its start
+        self._ready: set[str] = set()
+        self._announced = False
+        self._watch = LoopingCall(self._look)
+        self._watch.clock = reactor
+        for party in parties_of(config):
+            self.monitor.addProcess(party, self.command(party), env=dict(os.environ))
+
+    def command(self, party: str) -> list[str]:
+        """The command line of one party's process."""
+        return [
+            *(sys.executable, "-c", "from twisted.scripts.twistd import run; run()"),
+            *("-n", "--pidfile=", "-l", str(self.log_path(party))),
+            *("renkei", "-c", str(self.config.path), "--party", party),
+        ]
+
+    def log_path(self, party: str) -> Path:
+        return self.log_dir / f"{party}.log"
+
+    # -- what the monitor tells ----------------------------------------------------------------
+
+    def started(self, party: str, protocol: Any) -> None:
+        log = self.log_path(party)
+        self._offsets[party] = log.stat().st_size if log.exists() else 0
+        self._ready.discard(party)
+        pid = getattr(protocol.transport, "pid", None)
+        self.log.info("started {party} (pid {pid}), log {log}", party=party, pid=pid, log=log)
+
+    def ended(self, party: str, failure: Failure | None) -> None:
+        self._ready.discard(party)
+        reason = failure.getErrorMessage() if failure is not None else "exited"
+        if self.running:
+            self.log.warn("{party} ended ({reason}); starting it again", party=party, reason=reason)
+        else:
+            self.log.info("{party} stopped ({reason})", party=party, reason=reason)
+
+    def _look(self) -> None:
+        """Note the parties that logged their readiness since their last start."""
+        for party, offset in list(self._offsets.items()):
+            if party in self._ready:
+                continue
+            try:
+                with self.log_path(party).open("rb") as log:
+                    log.seek(offset)
+                    text = log.read().decode("utf-8", "replace")
+            except OSError:
+                continue
+            if READY_LINE in text:
+                self._ready.add(party)
+                if self._announced:
+                    self.log.info("{party} ready again", party=party)
+        if not self._announced and self._ready >= set(parties_of(self.config)):
+            self._announced = True
+            self.log.info(
+                "renkei ready: {parties} in processes of their own; logs in {logs}; try "
+                "`.venv/bin/renkei use-case 1 -c {path}` (1 to 4)",
+                parties=", ".join(parties_of(self.config)),
+                logs=self.log_dir,
+                path=self.config.path,
+            )
+
+    # -- life ----------------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.monitor.startService()
+        self._watch.start(WATCH_INTERVAL, now=False)
+
+    @deferred
+    async def stopService(self) -> None:
+        super().stopService()
+        if self._watch.running:
+            self._watch.stop()
+        self.monitor.stopService()
+        waited = 0.0
+        while self.monitor.protocols and waited < KILL_TIME + 5:
+            await deferLater(self._reactor, 0.1, lambda: None)
+            waited += 0.1
