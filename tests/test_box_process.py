@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.network import write_config
 
@@ -23,6 +24,21 @@ def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         timeout=timeout,
         check=False,
     )
+
+
+def start_box(directory: Path) -> tuple[Any, Path, subprocess.Popen[bytes]]:
+    """A test PKI and configuration in ``directory`` and ``twistd renkei`` started on them
+    (supervised parties); its configuration, log and process."""
+    pki = directory / "pki"
+    config = write_config(directory, pki)
+    made = run("renkei", "pki", "init", str(pki), "-c", str(config.path))
+    assert made.returncode == 0, made.stderr
+    log = directory / "twistd.log"
+    box = subprocess.Popen(
+        [str(BIN / "twistd"), "-n", "--pidfile=", "-l", str(log), "renkei", "-c", str(config.path)],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    return config, log, box
 
 
 def test_twistd_plugin_describes_its_options() -> None:
@@ -44,15 +60,7 @@ def test_demo_against_a_running_box_prints_the_provision_and_records(tmp_path: P
     """With the box running under twistd (every party in a process of its own, supervised),
     `renkei demo` prints the decrypted provision with item names, its 処理通番 and the three
     parties' records, and exits 0."""
-    pki = tmp_path / "pki"
-    config = write_config(tmp_path, pki)
-    made = run("renkei", "pki", "init", str(pki), "-c", str(config.path))
-    assert made.returncode == 0, made.stderr
-    log = tmp_path / "twistd.log"
-    box = subprocess.Popen(
-        [str(BIN / "twistd"), "-n", "--pidfile=", "-l", str(log), "renkei", "-c", str(config.path)],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    config, log, box = start_box(tmp_path)
     try:
         deadline = time.monotonic() + 60
         while "renkei ready" not in (log.read_text() if log.exists() else ""):
@@ -144,15 +152,7 @@ def test_a_killed_party_is_started_again_and_stopping_the_box_stops_every_party(
 ) -> None:
     """SIGKILL to Setagaya's process: the supervisor logs its end, starts it again and logs it
     ready again, and the network answers a query; stopping the box ends every party."""
-    pki = tmp_path / "pki"
-    config = write_config(tmp_path, pki)
-    made = run("renkei", "pki", "init", str(pki), "-c", str(config.path))
-    assert made.returncode == 0, made.stderr
-    log = tmp_path / "twistd.log"
-    box = subprocess.Popen(
-        [str(BIN / "twistd"), "-n", "--pidfile=", "-l", str(log), "renkei", "-c", str(config.path)],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    config, log, box = start_box(tmp_path)
 
     def wait_for(text: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
