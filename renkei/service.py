@@ -36,6 +36,7 @@ from middleware.deferred import deferred
 from middleware.network import HUB, Transport
 from middleware.node import IntermediateServer
 from simulators.back_office import BackOfficeClient, BackOfficeError
+from simulators.faults import FaultPlan, FaultyTransport
 from simulators.in_memory import InMemoryNetwork
 from simulators.network import jukinet
 from simulators.network.hub import Hub
@@ -101,6 +102,7 @@ class Box(Service):
         clock: ReactorTime | None = None,
         network: InMemoryNetwork | None = None,
         party: str | None = None,
+        faults: FaultPlan | None = None,
     ) -> None:
         self.config = config
         self.reactor = reactor
@@ -113,6 +115,8 @@ class Box(Service):
         # The network's one clock, given to every party: real time unless moved (tests, and
         # later the control API, freeze, advance or set it).
         self.clock: Any = VirtualClock(reactor) if clock is None else clock
+        # The faults injected on the links of the parties of this process (none at first).
+        self.faults = FaultPlan(clock=self.clock) if faults is None else faults
         self.catalogue = default_catalogue()
         self.hub: Hub | None = None
         self.nodes: dict[str, IntermediateServer] = {}
@@ -130,11 +134,14 @@ class Box(Service):
 
     def _hub_services(self, config: Config) -> list[Service]:
         if self.network is not None:
-            hub = Hub(config, self.reactor, self.network.transport(HUB), self.clock)
+            hub = Hub(
+                config, self.reactor, self._faulty(HUB, self.network.transport(HUB)), self.clock
+            )
             self.network.connect(HUB, hub)
             self.hub = hub
             return [hub]
-        hub = Hub(config, self.reactor, hub_transport(self.reactor, config), self.clock)
+        transport = self._faulty(HUB, hub_transport(self.reactor, config))
+        hub = Hub(config, self.reactor, transport, self.clock)
         self.hub = hub
         return [hub, hub_listener(self.reactor, config, hub)]
 
@@ -144,10 +151,11 @@ class Box(Service):
         from adapters.metrics import NodeMetrics, metrics_listener
 
         reactor, name = self.reactor, institution.name
-        transport: Transport = (
+        transport: Transport = self._faulty(
+            institution.code,
             self.network.transport(institution.code)
             if self.network is not None
-            else institution_transport(reactor, self.config, institution)
+            else institution_transport(reactor, self.config, institution),
         )
         node = IntermediateServer(
             self.config, institution, self.catalogue, reactor, transport, self.clock
@@ -171,6 +179,10 @@ class Box(Service):
             self.replica_inboxes[name] = ReplicaInbox(node, institution.replica_inbox, reactor)
             services.append(self.replica_inboxes[name])
         return services
+
+    def _faulty(self, source: str, transport: Transport) -> Transport:
+        """A party's transport with the box's faults applied to what it sends."""
+        return FaultyTransport(transport, source, self.faults, self.reactor)
 
     def _add(self, party: str, services: list[Service]) -> None:
         self.parties[party] = services

@@ -1,0 +1,254 @@
+"""Faults on the network's links, injected on purpose: what testers use to prove that nothing
+is lost or doubled when the network misbehaves.
+
+A `Fault` names what it does, after Toxiproxy's toxics and Jepsen's nemeses, and which
+messages it hits: those from a party (``source``), to a party (``destination``), of an
+operation (``query``, ``provision_request``, ``provision``, ``fugo``, ``permitted_list``,
+``records``), each hit with a ``probability`` and at most ``limit`` times. The kinds:
+
+- ``latency``: the message arrives ``latency`` seconds (± ``jitter``) late; with jitter,
+  messages overtake each other (reordering);
+- ``drop``: the message never arrives; the sender learns it as a connection error after
+  ``latency`` seconds;
+- ``timeout``: the connection hangs for ``latency`` seconds (default 30), then fails, and the
+  message never arrives;
+- ``duplicate``: the message arrives twice (the sender gets the first answer);
+- ``reset_peer``: the message arrives and is handled, but the connection is reset before the
+  answer: the sender must send it again, the receiver must not act on it twice;
+- ``down``: the destination refuses connections.
+
+A `FaultPlan` holds the faults in force for a network (shared by every party of a process)
+and draws from a seeded random generator, so a run can be repeated; every hit is logged with
+the message id it hit and kept (`FaultPlan.hits`). `FaultyTransport` applies a plan to what
+one party sends, around its real transport (in memory or HTTPS): the parties' code is the
+same with or without faults.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from codes import errors
+from codes.errors import RenkeiError
+from middleware.clock import utc_now
+from middleware.network import OPERATIONS, TransientFailure, Transport
+
+__all__ = [
+    "KINDS",
+    "Fault",
+    "FaultPlan",
+    "FaultyTransport",
+    "Hit",
+]
+
+KINDS = ("latency", "drop", "timeout", "duplicate", "reset_peer", "down")
+DEFAULT_TIMEOUT = 30.0  # seconds a ``timeout`` fault hangs when it names no latency
+
+_log = Logger(namespace=__name__)
+_MESSAGE_ID = re.compile(rb'messageId="([^"]{1,64})"')
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault on the links: what it does and which messages it hits (None: any)."""
+
+    kind: str
+    source: str | None = None  # the sending party: "hub" or an institution code
+    destination: str | None = None
+    operation: str | None = None
+    probability: float = 1.0
+    latency: float = 0.0  # seconds (latency, drop, timeout)
+    jitter: float = 0.0  # seconds, latency only
+    limit: int | None = None  # hits at most, then the fault stays but no longer fires
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise RenkeiError(errors.BAD_REQUEST, detail=f"no such fault: {self.kind}")
+        if self.operation is not None and self.operation not in OPERATIONS:
+            raise RenkeiError(errors.BAD_REQUEST, detail=f"no such operation: {self.operation}")
+        if not 0 <= self.probability <= 1:
+            raise RenkeiError(errors.BAD_REQUEST, detail="probability must be between 0 and 1")
+        if self.latency < 0 or self.jitter < 0 or (self.limit is not None and self.limit < 0):
+            raise RenkeiError(errors.BAD_REQUEST, detail="latency, jitter and limit are >= 0")
+
+    def matches(self, source: str, destination: str, operation: str) -> bool:
+        return (
+            self.source in (None, source)
+            and self.destination in (None, destination)
+            and self.operation in (None, operation)
+        )
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A fault that hit a message."""
+
+    fault: str  # the fault's name in the plan
+    kind: str
+    source: str
+    destination: str
+    operation: str
+    message_id: str | None
+    at: datetime
+
+
+@dataclass
+class _Entry:
+    fault: Fault
+    hits: int = 0
+
+
+@dataclass
+class FaultPlan:
+    """The faults in force on a network's links."""
+
+    seed: int | None = None
+    clock: Any = None  # what tells the time of a hit (the network's clock); None: the reactor
+    hits: list[Hit] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+        self._faults: dict[str, _Entry] = {}
+        self._names = itertools.count(1)
+
+    def add(self, fault: Fault) -> str:
+        """Put ``fault`` in force; its name in the plan (to remove it)."""
+        name = f"f{next(self._names)}"
+        self._faults[name] = _Entry(fault)
+        _log.info("fault {name} added: {fault}", name=name, fault=fault)
+        return name
+
+    def remove(self, name: str) -> None:
+        if self._faults.pop(name, None) is None:
+            raise RenkeiError(errors.BAD_REQUEST, detail=f"no such fault: {name}")
+        _log.info("fault {name} removed", name=name)
+
+    def clear(self) -> None:
+        """Remove every fault (the hits stay in ``hits``)."""
+        self._faults.clear()
+        _log.info("every fault removed")
+
+    def faults(self) -> dict[str, tuple[Fault, int]]:
+        """The faults in force, by name, with how many messages each has hit."""
+        return {name: (entry.fault, entry.hits) for name, entry in self._faults.items()}
+
+    def draw(
+        self, source: str, destination: str, operation: str, document: bytes | None
+    ) -> list[Fault]:
+        """The faults that hit this message (each drawn with its probability), recorded."""
+        fired = []
+        for name, entry in list(self._faults.items()):
+            fault = entry.fault
+            if not fault.matches(source, destination, operation):
+                continue
+            if fault.limit is not None and entry.hits >= fault.limit:
+                continue
+            if self._random.random() >= fault.probability:
+                continue
+            entry.hits += 1
+            fired.append(fault)
+            hit = Hit(
+                name,
+                fault.kind,
+                source,
+                destination,
+                operation,
+                _message_id(document),
+                self._now(),
+            )
+            self.hits.append(hit)
+            _log.info(
+                "fault {name} ({kind}) hit {operation} {message_id} from {source} to {destination}",
+                name=name,
+                kind=fault.kind,
+                operation=operation,
+                message_id=hit.message_id or "-",
+                source=source,
+                destination=destination,
+            )
+        return fired
+
+    def jittered(self, fault: Fault) -> float:
+        return max(0.0, fault.latency + self._random.uniform(-fault.jitter, fault.jitter))
+
+    def _now(self) -> datetime:
+        if self.clock is None:
+            from twisted.internet import reactor
+
+            return utc_now(reactor)
+        return utc_now(self.clock)
+
+
+class FaultyTransport:
+    """One party's `Transport` with a plan's faults applied to what it sends."""
+
+    def __init__(self, inner: Transport, source: str, plan: FaultPlan, reactor: Any) -> None:
+        self._inner = inner
+        self._source = source
+        self._plan = plan
+        self._reactor = reactor
+
+    def exchange(
+        self,
+        destination: str,
+        operation: str,
+        document: bytes | None = None,
+        argument: str | None = None,
+    ) -> Deferred[bytes]:
+        fired = self._plan.draw(self._source, destination, operation, document)
+        if not fired:
+            return self._inner.exchange(destination, operation, document, argument)
+        return Deferred.fromCoroutine(
+            self._faulty(fired, destination, operation, document, argument)
+        )
+
+    async def _faulty(
+        self,
+        fired: list[Fault],
+        destination: str,
+        operation: str,
+        document: bytes | None,
+        argument: str | None,
+    ) -> bytes:
+        kinds = {fault.kind: fault for fault in fired}
+        link = f"{self._source} → {destination} ({operation})"
+        if "down" in kinds:
+            raise TransientFailure(f"{destination} refuses connections (fault down)")
+        for kind in ("drop", "timeout"):
+            if kind in kinds:
+                fault = kinds[kind]
+                wait = fault.latency or (DEFAULT_TIMEOUT if kind == "timeout" else 0.0)
+                await self._sleep(wait)
+                raise TransientFailure(f"{link}: no answer (fault {kind})")
+        if "latency" in kinds:
+            await self._sleep(self._plan.jittered(kinds["latency"]))
+        answer = await self._inner.exchange(destination, operation, document, argument)
+        if "duplicate" in kinds:
+            again = maybeDeferred(self._inner.exchange, destination, operation, document, argument)
+            again.addErrback(lambda _: None)  # the copy's answer is nobody's
+        if "reset_peer" in kinds:
+            raise TransientFailure(f"{link}: connection reset before the answer (fault reset_peer)")
+        return answer
+
+    async def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            await deferLater(self._reactor, seconds, lambda: None)
+
+    def close(self) -> Deferred[None]:
+        return self._inner.close()
+
+
+def _message_id(document: bytes | None) -> str | None:
+    if document is None:
+        return None
+    found = _MESSAGE_ID.search(document[:512])
+    return found.group(1).decode("ascii", "replace") if found else None

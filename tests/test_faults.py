@@ -1,0 +1,139 @@
+"""Faults injected on the links (simulators.faults): with the network misbehaving on purpose,
+a query is still answered, and answered once, at every party."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytest_twisted
+
+from codes.errors import RenkeiError
+from middleware.network import HUB, PROVISION, PROVISION_REQUEST, QUERY
+from middleware.tables import hub_records, node_outbox, node_records, query
+from simulators.faults import Fault, FaultPlan
+from tests.network import MEGURO, SETAGAYA
+from tests.test_flow import ask_tax, count, wait_until
+
+
+async def provided_once(box: Any, client: Any) -> dict[str, Any]:
+    """Ask, wait for the result; it is provided, and each party recorded it once."""
+    submitted = await ask_tax(client)
+    status = await client.wait_for_result(submitted["query_id"], timeout=30)
+    assert status["state"] == "provided"
+    number = status["transaction_number"]
+    assert count(box, "meguro", node_records, node_records.c.transaction_number == number) == 2
+    assert count(box, "setagaya", node_records, node_records.c.transaction_number == number) == 1
+    assert count(box, "hub", hub_records, hub_records.c.transaction_number == number) == 2
+    assert count(box, "meguro", query) == 1
+    return status
+
+
+async def provided_once_more(box: Any) -> None:
+    """Still once at every party, after every retry has ended."""
+    assert count(box, "meguro", node_records) == 2
+    assert count(box, "setagaya", node_records) == 1
+    assert count(box, "hub", hub_records) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_provision_whose_answer_is_lost_is_sent_again_and_stored_once(
+    box: Any, meguro_care: Any
+) -> None:
+    """reset_peer on Setagaya's provisions (twice): the hub handled each copy, the answers
+    were lost, Setagaya sent it again, and the result is stored and recorded once."""
+    box.faults.add(Fault("reset_peer", source=SETAGAYA, operation=PROVISION, limit=2))
+    await provided_once(box, meguro_care)
+
+    def sent() -> Any:
+        return box.nodes["setagaya"].database.run_blocking(
+            lambda connection: connection.execute(node_outbox.select()).one()
+        )
+
+    await wait_until(lambda: sent().state == "delivered")
+    assert sent().attempts == 3
+    hits = [hit for hit in box.faults.hits if hit.kind == "reset_peer"]
+    assert len(hits) == 2 and all(hit.message_id for hit in hits)
+    await provided_once_more(box)
+
+
+@pytest_twisted.ensureDeferred
+async def test_duplicated_messages_are_handled_once(box: Any, meguro_care: Any) -> None:
+    """duplicate on every message of the flow: each arrives twice, each is acted on once."""
+    box.faults.add(Fault("duplicate"))
+    await provided_once(box, meguro_care)
+    assert {hit.operation for hit in box.faults.hits} >= {QUERY, PROVISION_REQUEST, PROVISION}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dropped_query_is_sent_again(box: Any, meguro_care: Any) -> None:
+    """drop on Meguro's query (once): it never reached the hub; the outbox sent it again."""
+    box.faults.add(Fault("drop", source=MEGURO, destination=HUB, operation=QUERY, limit=1))
+    await provided_once(box, meguro_care)
+    assert [hit.kind for hit in box.faults.hits] == ["drop"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_provider_down_is_reached_once_it_is_up_again(box: Any, meguro_care: Any) -> None:
+    """down on Setagaya: the provision request waits in the hub's outbox; once the fault is
+    removed it is delivered and the query answered."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    name = box.faults.add(Fault("down", destination=SETAGAYA))
+    submitted = await ask_tax(meguro_care)
+    await deferLater(reactor, 1.0, lambda: None)
+    status = await meguro_care.query_status(submitted["query_id"])
+    assert status["state"] == "accepted"
+    assert any(hit.kind == "down" for hit in box.faults.hits)
+    box.faults.remove(name)
+    status = await meguro_care.wait_for_result(submitted["query_id"], timeout=30)
+    assert status["state"] == "provided"
+
+
+@pytest_twisted.ensureDeferred
+async def test_latency_delays_but_delivers(box: Any, meguro_care: Any) -> None:
+    """latency 0.3 ± 0.1 s on every message: the query takes longer and is answered once."""
+    import time
+
+    box.faults.add(Fault("latency", latency=0.3, jitter=0.1))
+    started = time.monotonic()
+    await provided_once(box, meguro_care)
+    assert time.monotonic() - started >= 0.6  # at least three delayed hops
+
+
+def test_a_plan_draws_the_same_hits_from_the_same_seed() -> None:
+    """With a seed, which messages a fault of probability 0.5 hits is the same every run;
+    a limit stops it; a fault hits only the messages it names."""
+
+    def hits(seed: int) -> list[bool]:
+        plan = FaultPlan(seed=seed, clock=_Clock())
+        plan.add(Fault("drop", source=MEGURO, probability=0.5, limit=5))
+        return [bool(plan.draw(MEGURO, HUB, QUERY, None)) for _ in range(40)]
+
+    first = hits(7)
+    assert first == hits(7)
+    assert sum(first) == 5
+    plan = FaultPlan(seed=1, clock=_Clock())
+    plan.add(Fault("drop", source=MEGURO, operation=QUERY))
+    assert plan.draw(SETAGAYA, HUB, QUERY, None) == []
+    assert plan.draw(MEGURO, HUB, PROVISION, None) == []
+    assert plan.draw(MEGURO, HUB, QUERY, b'<QueryRequest messageId="abc"/>')
+    assert plan.hits[-1].message_id == "abc"
+
+
+def test_a_fault_of_no_known_kind_is_refused() -> None:
+    """An unknown kind, operation or a probability outside 0–1 is a coded BadRequest."""
+    for bad in (
+        {"kind": "explode"},
+        {"kind": "drop", "operation": "teleport"},
+        {"kind": "drop", "probability": 1.5},
+    ):
+        with pytest.raises(RenkeiError) as refused:
+            Fault(**bad)
+        assert refused.value.code == "BadRequest"
+
+
+class _Clock:
+    def seconds(self) -> float:
+        return 1_767_225_600.0
