@@ -1,0 +1,365 @@
+"""A crash campaign: queries while the parties are killed with SIGKILL, then an audit.
+
+``.venv/bin/python bench/chaos.py`` starts, in a temporary directory, the network in a box as
+``make run`` does (every party in a process of its own under the supervisor: the hub, Meguro
+and Setagaya over mutual TLS, SQLite, a generated demo population), then runs ``--flows``
+queries (Meguro's care-insurance office asks Setagaya for a person's local-tax information,
+``--concurrency`` at a time) while it kills a random party with SIGKILL ``--kills`` times,
+each kill once the party killed before is ready again, and measures how long each party takes
+to be ready after its kill. The back office behaves as a careful one would: it submits under
+an Idempotency-Key and sends again (the same key) while the node does not answer, and follows
+each query with the long poll through the node's restarts.
+
+Then it audits the databases (read-only): every query the back office was told of exists
+once and ended ``provided``, no two queries came from one key, every transaction holds the
+records it should at each party (Meguro: query accepted and result provided; Setagaya: the
+provision; the hub: the query permitted and the provision relayed) and no more, every hash
+chain verifies (``renkei records verify``) and no outbox message is left pending. It prints
+the counts (lost, doubled) and exits 1 on any loss, doubling or stuck message. ``--quick``:
+60 flows, 3 kills (what ``make test`` runs). Figures and what they mean: docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+for _path in (REPOSITORY, BENCH):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from flows import (  # noqa: E402  (bench/flows.py: the generated population and configuration)
+    CARE_INSURANCE,
+    INFORMATION_NAME,
+    LOCAL_TAX,
+    MEGURO,
+    PROCEDURE,
+    SETAGAYA,
+    write_box_config,
+    write_population,
+)
+
+PARTIES = ("hub", "meguro", "setagaya")
+READY = "renkei ready"
+FLOW_TIMEOUT = 180.0  # seconds a flow may take, restarts included
+RETRY_PAUSE = 0.5  # seconds between two tries while the node does not answer
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/chaos.py",
+        description="Queries while parties are killed with SIGKILL, then an audit: lost 0, "
+        "doubled 0, every chain intact, no message stuck (docs/reliability.md).",
+    )
+    parser.add_argument("--flows", type=int, default=1000, help="queries to run (default 1000)")
+    parser.add_argument("--kills", type=int, default=20, help="SIGKILLs to send (default 20)")
+    parser.add_argument("--concurrency", type=int, default=8, help="queries in flight")
+    parser.add_argument("--persons", type=int, default=100, help="demo persons (default 100)")
+    parser.add_argument("--seed", type=int, default=20261204, help="the random seed")
+    parser.add_argument("--quick", action="store_true", help="60 flows and 3 kills")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    arguments = parser.parse_args(argv)
+    if arguments.quick:
+        arguments.flows, arguments.kills, arguments.persons = 60, 3, 30
+    return arguments
+
+
+# -- the box ------------------------------------------------------------------------------------
+
+
+class Box:
+    """The supervised box in its own process group, and what its supervisor log says."""
+
+    def __init__(self, directory: Path, config: Path) -> None:
+        self.log = directory / "supervisor.log"
+        self.logs = directory / "logs"
+        twistd = Path(sys.executable).parent / "twistd"
+        self.process = subprocess.Popen(
+            [
+                *(str(twistd), "-n", "--pidfile=", "-l", str(self.log)),
+                *("renkei", "-c", str(config), "--log-dir", str(self.logs)),
+            ],
+            cwd=REPOSITORY,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=(directory / "supervisor.stderr").open("wb"),
+            start_new_session=True,
+        )
+
+    def text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
+
+    def wait_for(self, predicate: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate(self.text()):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the box exited while waiting for {what}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no {what} after {timeout:g} s")
+            time.sleep(0.05)
+
+    def pid(self, party: str) -> int:
+        return int(re.findall(rf"started {party} \(pid (\d+)\)", self.text())[-1])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def kill_campaign(box: Box, kills: int, rng: random.Random) -> list[dict[str, Any]]:
+    """Kill a random party ``kills`` times (each once the previous one is ready again); for
+    each kill, the party and the seconds until the supervisor logged it ready again."""
+    outcomes = []
+    for _ in range(kills):
+        time.sleep(rng.uniform(0.3, 1.5))
+        party = rng.choice(PARTIES)
+        readies = box.text().count(f"{party} ready again")
+        os.kill(box.pid(party), signal.SIGKILL)
+        killed = time.monotonic()
+        box.wait_for(
+            lambda text, p=party, n=readies: text.count(f"{p} ready again") > n,
+            120,
+            f"{party} ready again",
+        )
+        outcomes.append({"party": party, "recovery": round(time.monotonic() - killed, 2)})
+        print(f"    killed {party}: ready again after {outcomes[-1]['recovery']} s", flush=True)
+    return outcomes
+
+
+# -- the back office ----------------------------------------------------------------------------
+
+
+def run_flows(
+    config_path: Path, persons: list[str], flows: int, concurrency: int, seed: int
+) -> dict[str, Any]:
+    """The careful back office: ``flows`` queries, each submitted under its own key (sent
+    again while the node does not answer) and followed to its end; what it was told."""
+    from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
+    from twisted.internet.task import deferLater, react
+
+    from middleware.config import load_config
+    from simulators.back_office import BackOfficeClient, BackOfficeError
+
+    config = load_config(config_path)
+    told: dict[str, Any] = {"queries": {}, "errors": Counter(), "retries": 0}
+    rng = random.Random(seed)
+
+    async def flow(reactor: Any, client: BackOfficeClient) -> None:
+        key = str(uuid.uuid4())
+        body = {
+            "integrated_address_number": rng.choice(persons),
+            "procedure": PROCEDURE,
+            "information_name": INFORMATION_NAME,
+            "provider": SETAGAYA,
+        }
+        deadline = time.monotonic() + FLOW_TIMEOUT
+        query_id = None
+        while time.monotonic() < deadline:
+            try:
+                if query_id is None:
+                    query_id = (await client.submit_query(idempotency_key=key, **body))["query_id"]
+                status = await client.query_status(query_id, wait=20)
+                if status["state"] in ("provided", "no_data", "refused", "error"):
+                    told["queries"][query_id] = {"key": key, "state": status["state"]}
+                    return
+                continue
+            except BackOfficeError as refusal:
+                if refusal.status < 500:
+                    told["errors"][refusal.code] += 1
+                    return
+            except Exception:
+                pass  # the node restarting: not answering, connection refused or reset
+            told["retries"] += 1
+            await deferLater(reactor, RETRY_PAUSE, lambda: None)
+        told["errors"]["timeout"] += 1
+        if query_id is not None:
+            told["queries"][query_id] = {"key": key, "state": "timeout"}
+
+    async def main(reactor: Any) -> None:
+        client = BackOfficeClient(reactor, config, config.institution("meguro"), CARE_INSURANCE)
+        gate = DeferredSemaphore(concurrency)
+        try:
+            await gatherResults(
+                [
+                    gate.run(lambda: Deferred.fromCoroutine(flow(reactor, client)))
+                    for _ in range(flows)
+                ],
+                consumeErrors=True,
+            )
+        finally:
+            await client.close()
+
+    try:
+        react(lambda reactor: Deferred.fromCoroutine(main(reactor)))
+    except SystemExit as ended:
+        if ended.code not in (0, None):
+            raise
+    told["errors"] = dict(told["errors"])
+    return told
+
+
+# -- the audit ----------------------------------------------------------------------------------
+
+
+def read(database: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30) as connection:
+        return list(connection.execute(sql))
+
+
+def audit(directory: Path, config: Path, told: dict[str, Any]) -> dict[str, Any]:
+    """What the databases say once every party is quiet."""
+    meguro, setagaya, hub = (directory / f"{name}.sqlite" for name in ("meguro", "setagaya", "hub"))
+    deadline = time.monotonic() + 120
+    while True:
+        pending = sum(
+            read(database, "SELECT count(*) FROM outbox WHERE state = 'pending'")[0][0]
+            for database in (meguro, setagaya, hub)
+        )
+        if pending == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    queries = read(meguro, "SELECT query_id, idempotency_key, state, transaction_number FROM query")
+    keys = Counter(key for _, key, _, _ in queries)
+    numbers = {number for _, _, state, number in queries if state == "provided"}
+    told_ids = set(told["queries"])
+    stored_ids = {query_id for query_id, _, _, _ in queries}
+
+    def records(database: Path) -> Counter[str]:
+        return Counter(
+            number
+            for (number,) in read(database, "SELECT transaction_number FROM provision_record")
+            if number is not None
+        )
+
+    expected = {"meguro": 2, "setagaya": 1, "hub": 2}
+    wrong_records = {
+        name: sum(1 for number in numbers if counted[number] != expected[name])
+        + sum(1 for number in counted if number not in numbers)
+        for name, counted in (
+            ("meguro", records(meguro)),
+            ("setagaya", records(setagaya)),
+            ("hub", records(hub)),
+        )
+    }
+    verified = subprocess.run(
+        [str(Path(sys.executable).parent / "renkei"), "records", "verify", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lost = sum(1 for query in told["queries"].values() if query["state"] != "provided")
+    lost += sum(1 for _, _, state, _ in queries if state != "provided")
+    lost += len(told_ids - stored_ids)
+    return {
+        "queries told": len(told["queries"]),
+        "queries stored": len(queries),
+        "provided": len(numbers),
+        "lost": lost,
+        "doubled": sum(count - 1 for count in keys.values() if count > 1)
+        + len(stored_ids - told_ids),
+        "records wrong (meguro, setagaya, hub)": wrong_records,
+        "chains": "intact" if verified.returncode == 0 else verified.stdout + verified.stderr,
+        "outbox pending": pending,
+        "back-office retries": told["retries"],
+        "back-office errors": told["errors"],
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    from crypto.pki import InstitutionEntry, init_pki
+
+    rng = random.Random(arguments.seed)
+    directory = Path(tempfile.mkdtemp(prefix="renkei-chaos-"))
+    print(f"bench/chaos.py: temporary directory {directory}", flush=True)
+    box = None
+    started = time.monotonic()
+    try:
+        init_pki(
+            directory / "pki",
+            [
+                InstitutionEntry(MEGURO, (CARE_INSURANCE,)),
+                InstitutionEntry(SETAGAYA, (LOCAL_TAX, CARE_INSURANCE)),
+            ],
+        )
+        population = write_population(directory, arguments.persons)
+        config = write_box_config(directory, directory / "pki", population.path)
+        box = Box(directory, config)
+        box.wait_for(lambda text: READY in text, 120, "readiness")
+        print(
+            f"1/2 {arguments.flows} queries, {arguments.concurrency} in flight, "
+            f"while {arguments.kills} parties are killed ...",
+            flush=True,
+        )
+        import threading
+
+        kills: list[dict[str, Any]] = []
+        killer = threading.Thread(
+            target=lambda: kills.extend(kill_campaign(box, arguments.kills, rng))
+        )
+        killer.start()
+        began = time.monotonic()
+        told = run_flows(
+            config,
+            population.meguro_numbers,
+            arguments.flows,
+            arguments.concurrency,
+            rng.randrange(2**32),
+        )
+        elapsed = time.monotonic() - began
+        killer.join()
+        print("2/2 the audit ...", flush=True)
+        report = audit(directory, config, told)
+        report["kills"] = len(kills)
+        report["recovery seconds (max)"] = max((k["recovery"] for k in kills), default=None)
+        report["recovery seconds (mean)"] = (
+            round(sum(k["recovery"] for k in kills) / len(kills), 2) if kills else None
+        )
+        report["killed"] = dict(Counter(k["party"] for k in kills))
+        report["flows/s (kills included)"] = round(len(told["queries"]) / elapsed, 1)
+        report["elapsed"] = round(time.monotonic() - started, 1)
+        print(json.dumps(report, ensure_ascii=False, indent=1))
+        ok = (
+            report["lost"] == 0
+            and report["doubled"] == 0
+            and not any(report["records wrong (meguro, setagaya, hub)"].values())
+            and report["chains"] == "intact"
+            and report["outbox pending"] == 0
+            and report["queries told"] == arguments.flows
+        )
+        print(f"lost {report['lost']}, doubled {report['doubled']}: {'OK' if ok else 'FAILED'}")
+        return 0 if ok else 1
+    finally:
+        if box is not None:
+            box.stop()
+        if arguments.keep:
+            print(f"kept {directory}")
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
