@@ -2,30 +2,41 @@
 
 Gauges are refreshed from the node's database on its pool every few seconds, never while a
 scrape waits on the reactor: queries by state, provisions by status, held provisions
-waiting for a decision, the outbox backlog and the permitted-query list in force.
+waiting for a decision, the outbox backlog and the permitted-query list in force. The same
+listener answers ``/health``: whether the node is ready and, if not, what is failing (no
+list in force, the database failing, an outbox message stuck for a minute).
 """
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.twisted import MetricsResource
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request
 
 from adapters.listening import Listener
 from middleware.clock import periodic
 from middleware.deferred import deferred
 from middleware.node import IntermediateServer
 
-__all__ = ["NodeMetrics", "metrics_listener"]
+__all__ = ["STUCK", "NodeMetrics", "metrics_listener"]
+
+# Seconds an outbox message may wait before the health check calls it stuck.
+STUCK = 60.0
 
 
 class NodeMetrics(Service):
     """The metrics of one node: its gauges, refreshed while it runs; `metrics_listener`
     serves them."""
+
+    log = Logger()
 
     def __init__(self, node: IntermediateServer, interval: float = 5.0) -> None:
         self.node = node
@@ -69,11 +80,25 @@ class NodeMetrics(Service):
             registry=self.registry,
         ).labels(**labels)
         self._loop: LoopingCall | None = None
+        # What the health check reads: the last refresh, its failure, the oldest pending.
+        self.refreshed_at: float | None = None
+        self.refresh_error: str | None = None
+        self.oldest_pending: datetime | None = None
 
     @deferred
     async def refresh(self) -> None:
-        """Read the figures from the database and set the gauges."""
-        figures = await self.node.store.statistics.gauges()
+        """Read the figures from the database and set the gauges; a failure is logged and
+        shown by the health check, and the next refresh tries again."""
+        try:
+            figures = await self.node.store.statistics.gauges()
+        except Exception as failure:
+            if self.refresh_error is None:
+                self.log.failure("metrics of {code} not refreshed", code=self.node.code)
+            self.refresh_error = f"{type(failure).__name__}: {failure}"[:200]
+            return
+        self.refresh_error = None
+        self.refreshed_at = self.node.clock.seconds()
+        self.oldest_pending = figures["oldest_pending"]
         for state, count in figures["queries"].items():
             self.queries.labels(institution=self.node.code, state=state).set(count)
         for status, count in figures["provisions"].items():
@@ -97,12 +122,57 @@ class NodeMetrics(Service):
         if self._loop is not None and self._loop.running:
             self._loop.stop()
 
+    def health(self) -> dict[str, Any]:
+        """Whether the node is ready, and what is failing (from the last refresh)."""
+        node = self.node
+        now = node.now()
+        failing = []
+        permitted = node.lists.current
+        if permitted is None:
+            failing.append("no permitted-query list received from the hub")
+        elif permitted.expires_at <= now:
+            failing.append(
+                f"the permitted-query list expired at {permitted.expires_at.isoformat()}"
+            )
+        if self.refresh_error is not None:
+            failing.append(f"database: {self.refresh_error}")
+        elif self.refreshed_at is None:
+            failing.append("not checked yet")
+        if self.oldest_pending is not None:
+            waiting = (now - self.oldest_pending).total_seconds()
+            if waiting > STUCK:
+                failing.append(f"outbox: a message waiting for {waiting:.0f} s")
+        return {
+            "party": node.institution.name,
+            "code": node.code,
+            "ready": bool(node.running) and not failing,
+            "failing": failing,
+            "checked_at": now.isoformat(),
+        }
+
     def resource(self) -> Resource:
-        """What its listener serves: ``/metrics``, rendered from the registry."""
+        """What its listener serves: ``/metrics``, rendered from the registry, and
+        ``/health`` (JSON; 200 when ready, 503 with what is failing)."""
         root = Resource()
         # A WSGI resource (it renders the registry on the reactor's thread pool).
         root.putChild(b"metrics", cast(IResource, MetricsResource(registry=self.registry)))
+        root.putChild(b"health", cast(IResource, _Health(self)))
         return root
+
+
+class _Health(Resource):
+    isLeaf = True
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def render_GET(self, request: Request) -> bytes:
+        health = self._metrics.health()
+        request.setResponseCode(200 if health["ready"] else 503)
+        request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-store")
+        return json.dumps(health, ensure_ascii=False).encode("utf-8")
 
 
 def metrics_listener(metrics: NodeMetrics, reactor: Any) -> Listener:

@@ -48,7 +48,8 @@ def dashboard_figures(connection: Connection, since: datetime) -> dict[str, int]
 
 
 def gauge_figures(connection: Connection) -> dict[str, Any]:
-    """Queries by state, provisions by status, held provisions waiting, the outbox backlog."""
+    """Queries by state, provisions by status, held provisions waiting, the outbox backlog
+    and when its oldest pending message was written (None when none is pending)."""
     return {
         "queries": dict(
             connection.execute(select(query.c.state, func.count()).group_by(query.c.state)).all()
@@ -60,4 +61,7 @@ def gauge_figures(connection: Connection) -> dict[str, Any]:
         ),
         "held": _held_waiting(connection),
         "backlog": backlog(connection, node_outbox),
+        "oldest_pending": connection.execute(
+            select(func.min(node_outbox.c.created_at)).where(node_outbox.c.state == "pending")
+        ).scalar_one(),
     }
