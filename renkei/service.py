@@ -36,7 +36,7 @@ from middleware.deferred import deferred
 from middleware.network import HUB, Transport
 from middleware.node import IntermediateServer
 from simulators.back_office import BackOfficeClient, BackOfficeError
-from simulators.faults import FaultPlan, FaultyTransport
+from simulators.faults import FaultPlan, FaultyTransport, SkewedClock
 from simulators.in_memory import InMemoryNetwork
 from simulators.network import jukinet
 from simulators.network.hub import Hub
@@ -135,13 +135,16 @@ class Box(Service):
     def _hub_services(self, config: Config) -> list[Service]:
         if self.network is not None:
             hub = Hub(
-                config, self.reactor, self._faulty(HUB, self.network.transport(HUB)), self.clock
+                config,
+                self.reactor,
+                self._faulty(HUB, self.network.transport(HUB)),
+                self._party_clock(HUB),
             )
             self.network.connect(HUB, hub)
             self.hub = hub
             return [hub]
         transport = self._faulty(HUB, hub_transport(self.reactor, config))
-        hub = Hub(config, self.reactor, transport, self.clock)
+        hub = Hub(config, self.reactor, transport, self._party_clock(HUB))
         self.hub = hub
         return [hub, hub_listener(self.reactor, config, hub)]
 
@@ -158,7 +161,12 @@ class Box(Service):
             else institution_transport(reactor, self.config, institution),
         )
         node = IntermediateServer(
-            self.config, institution, self.catalogue, reactor, transport, self.clock
+            self.config,
+            institution,
+            self.catalogue,
+            reactor,
+            transport,
+            self._party_clock(institution.code),
         )
         self.nodes[name] = node
         services: list[Service] = [node]
@@ -179,6 +187,10 @@ class Box(Service):
             self.replica_inboxes[name] = ReplicaInbox(node, institution.replica_inbox, reactor)
             services.append(self.replica_inboxes[name])
         return services
+
+    def _party_clock(self, party: str) -> SkewedClock:
+        """A party's clock: the network's, skewed when a fault says so."""
+        return SkewedClock(self.clock, self.faults, party)
 
     def _faulty(self, source: str, transport: Transport) -> Transport:
         """A party's transport with the box's faults applied to what it sends."""

@@ -15,7 +15,10 @@ operation (``query``, ``provision_request``, ``provision``, ``fugo``, ``permitte
 - ``duplicate``: the message arrives twice (the sender gets the first answer);
 - ``reset_peer``: the message arrives and is handled, but the connection is reset before the
   answer: the sender must send it again, the receiver must not act on it twice;
-- ``down``: the destination refuses connections.
+- ``down``: the destination refuses connections;
+- ``skew``: the clock of the party ``source`` (every party's without one) runs ``offset``
+  seconds ahead (behind, when negative) of the network's: its permits, lists and holds are
+  judged by that time.
 
 A `FaultPlan` holds the faults in force for a network (shared by every party of a process)
 and draws from a seeded random generator, so a run can be repeated; every hit is logged with
@@ -48,9 +51,10 @@ __all__ = [
     "FaultPlan",
     "FaultyTransport",
     "Hit",
+    "SkewedClock",
 ]
 
-KINDS = ("latency", "drop", "timeout", "duplicate", "reset_peer", "down")
+KINDS = ("latency", "drop", "timeout", "duplicate", "reset_peer", "down", "skew")
 DEFAULT_TIMEOUT = 30.0  # seconds a ``timeout`` fault hangs when it names no latency
 
 _log = Logger(namespace=__name__)
@@ -69,6 +73,7 @@ class Fault:
     latency: float = 0.0  # seconds (latency, drop, timeout)
     jitter: float = 0.0  # seconds, latency only
     limit: int | None = None  # hits at most, then the fault stays but no longer fires
+    offset: float = 0.0  # seconds, skew only
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -148,7 +153,7 @@ class FaultPlan:
         fired = []
         for name, entry in list(self._faults.items()):
             fault = entry.fault
-            if not fault.matches(source, destination, operation):
+            if fault.kind == "skew" or not fault.matches(source, destination, operation):
                 continue
             if fault.limit is not None and entry.hits >= fault.limit:
                 continue
@@ -177,6 +182,14 @@ class FaultPlan:
             )
         return fired
 
+    def skew_of(self, party: str) -> float:
+        """How many seconds ``party``'s clock runs ahead of the network's (the skew faults)."""
+        return sum(
+            entry.fault.offset
+            for entry in self._faults.values()
+            if entry.fault.kind == "skew" and entry.fault.source in (None, party)
+        )
+
     def jittered(self, fault: Fault) -> float:
         return max(0.0, fault.latency + self._random.uniform(-fault.jitter, fault.jitter))
 
@@ -186,6 +199,22 @@ class FaultPlan:
 
             return utc_now(reactor)
         return utc_now(self.clock)
+
+
+class SkewedClock:
+    """A party's clock: the network's, plus the skew the plan gives that party. Timers are
+    the network clock's (a delay is the same in every frame)."""
+
+    def __init__(self, network: Any, plan: FaultPlan, party: str) -> None:
+        self._network = network
+        self._plan = plan
+        self._party = party
+
+    def seconds(self) -> float:
+        return float(self._network.seconds()) + self._plan.skew_of(self._party)
+
+    def callLater(self, delay: float, call: Any, /, *args: Any, **kwargs: Any) -> Any:
+        return self._network.callLater(delay, call, *args, **kwargs)
 
 
 class FaultyTransport:

@@ -102,6 +102,34 @@ async def test_latency_delays_but_delivers(box: Any, meguro_care: Any) -> None:
     assert time.monotonic() - started >= 0.6  # at least three delayed hops
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_provider_whose_clock_runs_ahead_refuses_the_permit_as_expired(
+    box: Any, meguro_care: Any
+) -> None:
+    """skew Setagaya's clock 15 minutes ahead: the permit (valid 10 minutes) is expired by its
+    time, the query ends refused with PermitExpired and the refusal is recorded; 15 minutes
+    behind, PermitNotYetValid; without the skew the same query is provided."""
+    for offset, code in ((900.0, "PermitExpired"), (-900.0, "PermitNotYetValid")):
+        name = box.faults.add(Fault("skew", source=SETAGAYA, offset=offset))
+        assert box.nodes["setagaya"].now() != box.nodes["meguro"].now()
+        submitted = await ask_tax(meguro_care)
+        status = await meguro_care.wait_for_result(submitted["query_id"], timeout=30)
+        assert (status["state"], status["error"]["code"]) == ("refused", code)
+        number = status["transaction_number"]
+        refused = count(
+            box,
+            "setagaya",
+            node_records,
+            node_records.c.transaction_number == number,
+            node_records.c.error_code == code,
+        )
+        assert refused == 1
+        box.faults.remove(name)
+    submitted = await ask_tax(meguro_care)
+    status = await meguro_care.wait_for_result(submitted["query_id"], timeout=30)
+    assert status["state"] == "provided"
+
+
 def test_a_plan_draws_the_same_hits_from_the_same_seed() -> None:
     """With a seed, which messages a fault of probability 0.5 hits is the same every run;
     a limit stops it; a fault hits only the messages it names."""
@@ -128,6 +156,7 @@ def test_a_fault_of_no_known_kind_is_refused() -> None:
         {"kind": "explode"},
         {"kind": "drop", "operation": "teleport"},
         {"kind": "drop", "probability": 1.5},
+        {"kind": "latency", "latency": -1.0},
     ):
         with pytest.raises(RenkeiError) as refused:
             Fault(**bad)
