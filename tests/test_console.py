@@ -425,6 +425,8 @@ async def test_records_search_detail_export_and_person_page(box: Any, setagaya_a
         assert code == 400 and "BadRequest" in body, malformed
     code, body, _ = await auditor.get("/audit?page=x")
     assert code == 400 and "BadRequest" in body
+    code, body, _ = await auditor.get("/records/99999999999999999999")
+    assert code == 404 and "UnknownTransaction" in body
     admin = await logged_in(box, "ad", secrets["ad"])
     code, body, _ = await admin.get("/persons/000000000010002")
     assert code == 200 and "MEG-KAIGO-0201-DV01" in body and 'id="fugo"' in body

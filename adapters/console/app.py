@@ -566,7 +566,7 @@ class Console:
     async def record_detail(self, request: Request, session: staff.Session, number: str) -> bytes:
         found = await self.node.store.records.transaction(number)
         if not found.records:
-            raise RenkeiError(errors.BAD_REQUEST, detail=f"no records of {number}")
+            raise RenkeiError(errors.UNKNOWN_TRANSACTION, transaction_number=number[:20])
         path_error: str | None = None
         try:
             path = await self.node.transaction_path(number)
