@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -28,7 +28,7 @@ from middleware.deferred import deferred
 from middleware.network import Transport
 from middleware.outbox import Outbox, OutgoingMessage
 from middleware.records import RecordEntry, append_records, record_chain
-from middleware.storage import Database
+from middleware.storage import Database, DatabaseStopped
 
 __all__ = ["Party"]
 
@@ -85,8 +85,22 @@ class Party(Service):
         append_records(connection, self.records.links, self.records.head, recorded_at, entries)
 
     def every(self, interval: float, work: Callable[[], Any], *, now: bool = True) -> None:
-        """Run ``work`` every ``interval`` seconds of the party's clock while it runs."""
-        loop = periodic(work, self.clock)
+        """Run ``work`` every ``interval`` seconds of the party's clock while it runs; a run
+        that fails is logged and the next one runs as planned."""
+
+        async def guarded() -> None:
+            try:
+                await maybeDeferred(work)
+            except DatabaseStopped:
+                pass  # the party is stopping
+            except Exception:
+                self.log.failure(
+                    "periodic {work} failed; it runs again in {interval} s",
+                    work=getattr(work, "__qualname__", repr(work)),
+                    interval=interval,
+                )
+
+        loop = periodic(lambda: Deferred.fromCoroutine(guarded()), self.clock)
         loop.start(interval, now=now).addErrback(
             lambda failure: self.log.failure("periodic task stopped", failure)
         )

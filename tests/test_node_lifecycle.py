@@ -199,3 +199,21 @@ async def test_a_box_that_cannot_start_stops_what_it_had_started(
     for address in (config.hub_address, config.institution("meguro").network_address):
         with socket.socket() as probe:
             assert probe.connect_ex(host_and_port_of(address)) != 0, address
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_periodic_job_that_fails_once_runs_again(box: Any) -> None:
+    """A party's periodic job that raises is logged and runs again at its next tick."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    runs: list[int] = []
+
+    def flaky() -> None:
+        runs.append(len(runs))
+        if len(runs) == 1:
+            raise RuntimeError("the first run fails")
+
+    box.nodes["meguro"].every(0.05, flaky)
+    await deferLater(reactor, 0.3, lambda: None)
+    assert len(runs) >= 3
