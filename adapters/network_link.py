@@ -46,9 +46,12 @@ from middleware.network import (
     PROVISION_REQUEST,
     QUERY,
     RECORDS,
+    RETRYABLE,
     DeliveryRefused,
     NetworkEndpoint,
     TransientFailure,
+    check_content_digest,
+    content_digest,
 )
 
 __all__ = [
@@ -103,17 +106,24 @@ class NetworkClient:
         return self._http.close()
 
     @deferred
-    async def request(self, method: str, url: str, body: bytes | None) -> bytes:
+    async def request(
+        self, method: str, url: str, body: bytes | None, digest: str | None = None
+    ) -> bytes:
         """The answer document of one request (bytes), or DeliveryRefused for a coded
         refusal (4xx with an Error message) and TransientFailure for anything that may
-        succeed later (no connection, a timeout, 5xx, a 4xx without an Error)."""
+        succeed later (no connection, a timeout, 5xx, a 4xx without an Error, a refusal of a
+        damaged message). A body goes with its Content-Digest (``digest``, else computed)."""
+        headers = None
+        if body is not None:
+            headers = Headers(
+                {
+                    b"Content-Type": [XML],
+                    b"Content-Digest": [(digest or content_digest(body)).encode("ascii")],
+                }
+            )
         try:
             response = await self._http.request(
-                method,
-                url,
-                data=body,
-                headers=Headers({b"Content-Type": [XML]}) if body is not None else None,
-                timeout=REQUEST_TIMEOUT,
+                method, url, data=body, headers=headers, timeout=REQUEST_TIMEOUT
             )
             content = await response.content()
         except Exception as failure:
@@ -126,6 +136,8 @@ class NetworkClient:
                 refusal = messages.decode(content, messages.ErrorMessage)
             except RenkeiError:
                 raise TransientFailure(f"HTTP {status} without an Error message") from None
+            if refusal.code in RETRYABLE:
+                raise TransientFailure(f"{refusal.code}: {refusal.message_en}")
             raise DeliveryRefused(refusal.code, refusal.message_en, refusal.transaction_number)
         raise TransientFailure(f"HTTP {status} from {url}")
 
@@ -167,13 +179,15 @@ class HttpsTransport:
         operation: str,
         document: bytes | None = None,
         argument: str | None = None,
+        *,
+        digest: str | None = None,
     ) -> Deferred[bytes]:
         method, path = ROUTES[operation]
         address = self._addresses.get(destination)
         if address is None:
             raise RenkeiError(errors.UNKNOWN_INSTITUTION, code=destination)
         url = address + (path.format(argument) if "{}" in path else path)
-        return self._client.request(method, url, document)
+        return self._client.request(method, url, document, digest)
 
     def close(self) -> Deferred[None]:
         return cast("Deferred[None]", self._client.close())
@@ -255,6 +269,8 @@ class NetworkApi:
     ) -> bytes:
         caller = _network_caller(request)
         document = _read_body(request) if ROUTES[operation][0] == "POST" else None
+        if document is not None:
+            check_content_digest(document, request.getHeader("content-digest"))
         answer = await self._endpoint.dispatch(caller, operation, document, argument)
         request.setHeader(b"Content-Type", XML)
         return answer

@@ -20,6 +20,7 @@ __all__ = [
     "BULK_QUERY_LINE_INVALID",
     "BULK_QUERY_NOT_ENDED",
     "CERTIFICATE_NOT_AUTHORIZED",
+    "CONTENT_DIGEST_MISMATCH",
     "CSRF_REJECTED",
     "DELEGATION_NOT_PERMITTED",
     "FUGO_INVALID",
@@ -426,6 +427,12 @@ UNKNOWN_QUERY = _kind(
     404,
     "Query {query_id} is unknown.",
     "照会{query_id}は存在しません。",
+)
+CONTENT_DIGEST_MISMATCH = _kind(
+    "ContentDigestMismatch",
+    400,
+    "The message arrived damaged: it does not match its Content-Digest.",
+    "メッセージが破損して届きました(Content-Digestと一致しません)。",
 )
 IDEMPOTENCY_KEY_REUSED = _kind(
     "IdempotencyKeyReused",

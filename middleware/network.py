@@ -10,6 +10,11 @@ fails with `DeliveryRefused` (the receiver's coded refusal: final) or `Transient
 (`adapters.network_link`) and the in-memory network (`simulators.in_memory`) both carry
 exactly these, so the same party code runs over sockets or without them.
 
+Every document travels with its SHA-256 (``Content-Digest``, RFC 9530, as the sender computed
+it): a receiver refuses a document that does not match (`ContentDigestMismatch`), and since
+the damage happened on the way, that refusal is one the sender retries (`RETRYABLE`), not a
+final one: the next copy arrives whole.
+
 The operations and the messages they carry (docs/protocol.md §3–§5):
 
 | operation | to | request | answer |
@@ -24,10 +29,13 @@ The operations and the messages they carry (docs/protocol.md §3–§5):
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
 
+from codes import errors
 from codes.errors import RenkeiError
 from middleware import messages
 
@@ -41,10 +49,13 @@ __all__ = [
     "PROVISION_REQUEST",
     "QUERY",
     "RECORDS",
+    "RETRYABLE",
     "DeliveryRefused",
     "NetworkEndpoint",
     "TransientFailure",
     "Transport",
+    "check_content_digest",
+    "content_digest",
     "decode_answer",
     "refusal_of",
 ]
@@ -62,6 +73,9 @@ OPERATIONS = (FUGO, PERMITTED_LIST, QUERY, RECORDS, PROVISION_REQUEST, PROVISION
 
 MAX_MESSAGE_BYTES = 1_048_576
 """The largest message document a party accepts, whatever the transport."""
+
+RETRYABLE = frozenset({errors.CONTENT_DIGEST_MISMATCH.code})
+"""Coded refusals that say the message was damaged on the way: the sender sends it again."""
 
 T = TypeVar("T", bound=messages.Message)
 
@@ -100,9 +114,12 @@ class Transport(Protocol):
         operation: str,
         document: bytes | None = None,
         argument: str | None = None,
+        *,
+        digest: str | None = None,
     ) -> Deferred[bytes]:
         """Send ``document`` to ``destination`` (``HUB`` or an institution code) for
-        ``operation``; the answer document, or `DeliveryRefused` / `TransientFailure`."""
+        ``operation``, with its ``digest`` (`content_digest` of the document meant, computed
+        here when None); the answer document, or `DeliveryRefused` / `TransientFailure`."""
         ...
 
     def close(self) -> Deferred[None]:
@@ -119,9 +136,25 @@ def decode_answer(document: bytes, expected: type[T]) -> T:
         raise TransientFailure(f"unreadable answer: {failure}") from failure
 
 
+def content_digest(document: bytes) -> str:
+    """A document's ``Content-Digest`` field value: ``sha-256=:<base64>:`` (RFC 9530)."""
+    digest = base64.b64encode(hashlib.sha256(document).digest()).decode("ascii")
+    return f"sha-256=:{digest}:"
+
+
+def check_content_digest(document: bytes, digest: str | None) -> None:
+    """Refuse (ContentDigestMismatch) a document that does not match the digest it came
+    with; a document without one is taken as it is."""
+    if digest is not None and digest.strip() != content_digest(document):
+        raise RenkeiError(errors.CONTENT_DIGEST_MISMATCH)
+
+
 def refusal_of(error: RenkeiError) -> DeliveryRefused | TransientFailure:
     """What a sender learns of a receiver's refusal: a final `DeliveryRefused` for a 4xx
-    code, a `TransientFailure` for a 5xx one (the same as over HTTP)."""
+    code, a `TransientFailure` for a 5xx one (the same as over HTTP) or for a damaged
+    message (`RETRYABLE`)."""
+    if error.code in RETRYABLE:
+        return TransientFailure(f"{error.code}: {error.message_en}")
     if 400 <= error.status < 500:
         answer: Any = messages.error_message(error)
         return DeliveryRefused(error.code, answer.message_en, answer.transaction_number)

@@ -16,6 +16,9 @@ operation (``query``, ``provision_request``, ``provision``, ``fugo``, ``permitte
 - ``reset_peer``: the message arrives and is handled, but the connection is reset before the
   answer: the sender must send it again, the receiver must not act on it twice;
 - ``down``: the destination refuses connections;
+- ``corrupt``: bytes of the message are flipped on the way (``probability`` per message); it
+  still carries the digest of what was sent, so the receiver refuses it
+  (ContentDigestMismatch) and the sender sends it again;
 - ``skew``: the clock of the party ``source`` (every party's without one) runs ``offset``
   seconds ahead (behind, when negative) of the network's: its permits, lists and holds are
   judged by that time.
@@ -43,7 +46,7 @@ from twisted.logger import Logger
 from codes import errors
 from codes.errors import RenkeiError
 from middleware.clock import utc_now
-from middleware.network import OPERATIONS, TransientFailure, Transport
+from middleware.network import OPERATIONS, TransientFailure, Transport, content_digest
 
 __all__ = [
     "KINDS",
@@ -54,7 +57,8 @@ __all__ = [
     "SkewedClock",
 ]
 
-KINDS = ("latency", "drop", "timeout", "duplicate", "reset_peer", "down", "skew")
+KINDS = ("latency", "drop", "timeout", "duplicate", "reset_peer", "down", "corrupt", "skew")
+FLIPPED = 3  # bytes a ``corrupt`` fault flips in a message
 DEFAULT_TIMEOUT = 30.0  # seconds a ``timeout`` fault hangs when it names no latency
 
 _log = Logger(namespace=__name__)
@@ -182,6 +186,13 @@ class FaultPlan:
             )
         return fired
 
+    def corrupted(self, document: bytes) -> bytes:
+        """``document`` with `FLIPPED` of its bytes flipped, at random places."""
+        damaged = bytearray(document)
+        for _ in range(FLIPPED):
+            damaged[self._random.randrange(len(damaged))] ^= 0xFF
+        return bytes(damaged)
+
     def skew_of(self, party: str) -> float:
         """How many seconds ``party``'s clock runs ahead of the network's (the skew faults)."""
         return sum(
@@ -232,10 +243,12 @@ class FaultyTransport:
         operation: str,
         document: bytes | None = None,
         argument: str | None = None,
+        *,
+        digest: str | None = None,
     ) -> Deferred[bytes]:
         fired = self._plan.draw(self._source, destination, operation, document)
         if not fired:
-            return self._inner.exchange(destination, operation, document, argument)
+            return self._inner.exchange(destination, operation, document, argument, digest=digest)
         return Deferred.fromCoroutine(
             self._faulty(fired, destination, operation, document, argument)
         )
@@ -260,9 +273,17 @@ class FaultyTransport:
                 raise TransientFailure(f"{link}: no answer (fault {kind})")
         if "latency" in kinds:
             await self._sleep(self._plan.jittered(kinds["latency"]))
-        answer = await self._inner.exchange(destination, operation, document, argument)
+        digest = None
+        if "corrupt" in kinds and document:
+            digest = content_digest(document)  # what was sent; what arrives differs
+            document = self._plan.corrupted(document)
+        answer = await self._inner.exchange(
+            destination, operation, document, argument, digest=digest
+        )
         if "duplicate" in kinds:
-            again = maybeDeferred(self._inner.exchange, destination, operation, document, argument)
+            again = maybeDeferred(
+                self._inner.exchange, destination, operation, document, argument, digest=digest
+            )
             again.addErrback(lambda _: None)  # the copy's answer is nobody's
         if "reset_peer" in kinds:
             raise TransientFailure(f"{link}: connection reset before the answer (fault reset_peer)")

@@ -33,6 +33,7 @@ from middleware.network import (
     DeliveryRefused,
     NetworkEndpoint,
     TransientFailure,
+    check_content_digest,
     refusal_of,
 )
 
@@ -67,12 +68,14 @@ class InMemoryNetwork:
         operation: str,
         document: bytes | None,
         argument: str | None,
+        digest: str | None = None,
     ) -> Deferred[bytes]:
-        """One exchange, on the next turn of the reactor."""
+        """One exchange, on the next turn of the reactor; ``document`` is checked against
+        ``digest`` (the sender's) on arrival, as a listener checks its Content-Digest."""
         arrived: Deferred[None] = Deferred()
         self._reactor.callLater(0, arrived.callback, None)
         answered: Deferred[bytes] = arrived.addCallback(
-            lambda _: self._dispatch(sender, destination, operation, document, argument)
+            lambda _: self._dispatch(sender, destination, operation, document, argument, digest)
         )
         answered.addErrback(_as_sender_sees_it)
         return answered
@@ -84,12 +87,15 @@ class InMemoryNetwork:
         operation: str,
         document: bytes | None,
         argument: str | None,
+        digest: str | None,
     ) -> Deferred[bytes]:
         endpoint = self._endpoints.get(destination)
         if endpoint is None:
             raise TransientFailure(f"{destination} is not reachable")
         if document is not None and len(document) > MAX_MESSAGE_BYTES:
             raise RenkeiError(errors.BODY_TOO_LARGE, limit=MAX_MESSAGE_BYTES)
+        if document is not None:
+            check_content_digest(document, digest)
         answered: Deferred[bytes] = maybeDeferred(
             endpoint.dispatch, sender, operation, document, argument
         )
@@ -121,8 +127,12 @@ class InMemoryTransport:
         operation: str,
         document: bytes | None = None,
         argument: str | None = None,
+        *,
+        digest: str | None = None,
     ) -> Deferred[bytes]:
-        return self._network.deliver(self._sender, destination, operation, document, argument)
+        return self._network.deliver(
+            self._sender, destination, operation, document, argument, digest
+        )
 
     def close(self) -> Deferred[None]:
         return succeed(None)

@@ -130,6 +130,49 @@ async def test_a_provider_whose_clock_runs_ahead_refuses_the_permit_as_expired(
     assert status["state"] == "provided"
 
 
+@pytest_twisted.ensureDeferred
+async def test_corrupted_messages_are_refused_with_a_code_and_sent_again(
+    either_box: Any,
+) -> None:
+    """corrupt on the query and on the provision (twice each), in memory and over mutual
+    TLS: each damaged copy is refused as ContentDigestMismatch, the sender sends it again,
+    and the query is provided once."""
+    from twisted.internet import reactor
+
+    from simulators.back_office import BackOfficeClient
+
+    box = either_box
+    box.faults.add(Fault("corrupt", source=MEGURO, operation=QUERY, limit=2))
+    box.faults.add(Fault("corrupt", source=SETAGAYA, operation=PROVISION, limit=2))
+    client = BackOfficeClient(
+        reactor, box.config, box.config.institution("meguro"), "care-insurance"
+    )
+    try:
+        await provided_once(box, client)
+    finally:
+        await client.close()
+    assert [hit.kind for hit in box.faults.hits].count("corrupt") >= 3
+
+
+def test_a_document_must_match_its_content_digest() -> None:
+    """A document with the digest of another is ContentDigestMismatch, a refusal the sender
+    retries; without a digest a document is taken as it is."""
+    from middleware.network import (
+        TransientFailure,
+        check_content_digest,
+        content_digest,
+        refusal_of,
+    )
+
+    check_content_digest(b"<a/>", content_digest(b"<a/>"))
+    check_content_digest(b"<a/>", None)
+    with pytest.raises(RenkeiError) as refused:
+        check_content_digest(b"<b/>", content_digest(b"<a/>"))
+    assert refused.value.code == "ContentDigestMismatch"
+    assert isinstance(refusal_of(refused.value), TransientFailure)
+    assert content_digest(b"").startswith("sha-256=:") and content_digest(b"").endswith(":")
+
+
 def test_a_plan_draws_the_same_hits_from_the_same_seed() -> None:
     """With a seed, which messages a fault of probability 0.5 hits is the same every run;
     a limit stops it; a fault hits only the messages it names."""
