@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -69,16 +69,46 @@ def pki_init(directory: Path, config_path: str) -> None:
 def demo(config_path: str, timeout: float) -> None:
     """Send the demo query of the network in a box (started by `make run`) and print the
     decrypted provision, its 処理通番 and the records each party wrote."""
-    from twisted.internet.task import react
-
     config = _config(config_path)
-    react(lambda reactor: _demo(reactor, config, timeout))
+    _react(lambda reactor: _run_demo(reactor, config, timeout))
 
 
-def _demo(reactor: Any, config: Config, timeout: float) -> Any:
-    from twisted.internet.defer import ensureDeferred
+def _react(work: Callable[[Any], Coroutine[Any, Any, None]]) -> None:
+    """Run the coroutine ``work(reactor)`` on the reactor (``react``). A ClickException it
+    raises, or a network in a box that does not answer, ends the command as click ends it
+    (the message and status 1), without a traceback."""
+    from twisted.internet.defer import Deferred, FirstError
+    from twisted.internet.error import ConnectError
+    from twisted.internet.task import react
+    from twisted.web.client import ResponseNeverReceived
 
-    return ensureDeferred(_run_demo(reactor, config, timeout))
+    failed: list[click.ClickException] = []
+    unreachable = (ConnectError, ResponseNeverReceived, ConnectionError)
+
+    async def guarded(reactor: Any) -> None:
+        try:
+            await work(reactor)
+        except Exception as failure:
+            # Work done in parallel fails with the first of its failures.
+            cause = failure.subFailure.value if isinstance(failure, FirstError) else failure
+            if isinstance(cause, click.ClickException):
+                failed.append(cause)
+            elif isinstance(cause, unreachable):
+                failed.append(
+                    click.ClickException(
+                        f"the network in a box did not answer ({cause}); is it running (make run)?"
+                    )
+                )
+            else:
+                raise
+
+    try:
+        react(lambda reactor: Deferred.fromCoroutine(guarded(reactor)))
+    except SystemExit as ended:
+        if ended.code not in (0, None):
+            raise
+    if failed:
+        raise failed[0]
 
 
 async def _run_demo(reactor: Any, config: Config, timeout: float) -> None:
@@ -106,8 +136,6 @@ async def _run_demo(reactor: Any, config: Config, timeout: float) -> None:
         raise click.ClickException(
             f"{refusal.code}: {refusal.error.get('message_en')} / {refusal.error.get('message_ja')}"
         ) from None
-    except Exception as failure:
-        raise click.ClickException(f"the network in a box did not answer: {failure}") from None
     finally:
         await client.close()
     _print_status(status)
@@ -663,20 +691,12 @@ def populate(config_path: str, municipality: str, size: str, seed: int) -> None:
     """Generate a population (docs/population.md) and load it into the running network in a
     box: residents into the 住基ネット simulator's database, then each institution's persons
     (符号 acquired) and 副本 through its back-office API, with progress."""
-    from twisted.internet.task import react
-
     config = _config(config_path)
     if not (size in ("small", "full") or size.isdigit()):
         raise click.BadParameter("small, full or a number", param_hint="--size")
     if municipality == "all" and size.isdigit():
         raise click.BadParameter("with --municipality all: small or full", param_hint="--size")
-    react(lambda reactor: _populate(reactor, config, municipality, size, seed))
-
-
-def _populate(reactor: Any, config: Config, municipality: str, size: str, seed: int) -> Any:
-    from twisted.internet.defer import ensureDeferred
-
-    return ensureDeferred(_run_populate(reactor, config, municipality, size, seed))
+    _react(lambda reactor: _run_populate(reactor, config, municipality, size, seed))
 
 
 async def _run_populate(
@@ -685,7 +705,7 @@ async def _run_populate(
     from rich.progress import Progress
 
     from simulators import seeding
-    from simulators.back_office import BackOfficeError
+    from simulators.back_office import BackOfficeClient, BackOfficeError
     from simulators.network import jukinet
     from simulators.population import generate, world
 
@@ -697,6 +717,18 @@ async def _run_populate(
     else:
         generated = {municipality: generate(municipality, amount, seed)}
     numbers = seeding.residents(generated)
+    # Nothing is written before every node that gets persons answers (a box not running
+    # would otherwise get residents at the registry and nothing else).
+    holdings = {i.name: seeding.holdings(i, generated) for i in config.institutions}
+    for institution in config.institutions:
+        if holdings[institution.name]:
+            client = BackOfficeClient(
+                reactor, config, institution, institution.back_office_systems[0]
+            )
+            try:
+                await client.request("GET", "/openapi.json")
+            finally:
+                await client.close()
     registry = Database(reactor, config.network.database)
     registry.start()
     try:
@@ -708,7 +740,7 @@ async def _run_populate(
     )
     with Progress() as progress:
         for institution in config.institutions:
-            held = seeding.holdings(institution, generated)
+            held = holdings[institution.name]
             if not held:
                 continue
             records = sum(len(h.records) for h in held)
@@ -741,16 +773,8 @@ def use_case(config_path: str, number: int) -> None:
     movers-in's local tax), 2 a move from Setagaya (Setagaya's certification), 3 a move to
     Shibuya (Meguro's 副本; a DV-protected person's provision held), 4 premium stage check
     (welfare office and pension-office institution)."""
-    from twisted.internet.task import react
-
     config = _config(config_path)
-    react(lambda reactor: _use_case(reactor, config, number))
-
-
-def _use_case(reactor: Any, config: Config, number: int) -> Any:
-    from twisted.internet.defer import ensureDeferred
-
-    return ensureDeferred(_run_use_case(reactor, config, number))
+    _react(lambda reactor: _run_use_case(reactor, config, number))
 
 
 async def _run_use_case(reactor: Any, config: Config, number: int) -> None:

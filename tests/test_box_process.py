@@ -177,3 +177,19 @@ def test_a_killed_party_is_started_again_and_stopping_the_box_stops_every_party(
         box.terminate()
         box.wait(timeout=30)
     assert not [pid for pid in children if _alive(pid)]
+
+
+def test_commands_against_a_box_that_is_not_running_say_so_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """`renkei demo` and `renkei populate` with no box running end with status 1 and one
+    line saying the network did not answer, not a traceback."""
+    pki = tmp_path / "pki"
+    config = write_config(tmp_path, pki)
+    made = run("renkei", "pki", "init", str(pki), "-c", str(config.path))
+    assert made.returncode == 0, made.stderr
+    for command in (("demo",), ("populate", "--size", "10")):
+        result = run("renkei", *command, "-c", str(config.path))
+        assert result.returncode == 1, command
+        assert "did not answer" in result.stderr, result.stderr
+        assert "Traceback" not in result.stdout + result.stderr, command
