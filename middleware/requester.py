@@ -255,37 +255,41 @@ class Requester:
         )
 
     def _query_accepted(self, connection: Connection, query_id: str, number: str) -> None:
-        row = connection.execute(select(query).where(query.c.query_id == query_id)).one()
-        if row.state != SUBMITTED:
-            return
-        now = self._party.now()
-        connection.execute(
-            query.update()
-            .where(query.c.query_id == query_id)
-            .values(state=ACCEPTED, transaction_number=number, accepted_at=now)
-        )
-        self._party.record(
-            connection, now, [self._record(row, "query", ACCEPTED, transaction_number=number)]
-        )
+        self._hub_answered(connection, query_id, number, ACCEPTED)
 
     def _query_refused(
         self, connection: Connection, query_id: str, code: str, number: str | None
     ) -> None:
         """The hub refused the query: it ends refused, with the 処理通番 under which the hub
         recorded the refusal (so that the transaction's path shows both records)."""
+        self._hub_answered(connection, query_id, number, REFUSED, code)
+
+    def _hub_answered(
+        self,
+        connection: Connection,
+        query_id: str,
+        number: str | None,
+        state: str,
+        code: str | None = None,
+    ) -> None:
+        """A submitted query accepted (its 処理通番) or refused (its code) by the hub, and
+        recorded; a query past ``submitted`` (its result came first) is left as it is."""
         row = connection.execute(select(query).where(query.c.query_id == query_id)).one()
         if row.state != SUBMITTED:
             return
         now = self._party.now()
+        ended = {"error_code": code, "completed_at": now} if state == REFUSED else {}
+        accepted = {"accepted_at": now} if state == ACCEPTED else {}
         connection.execute(
             query.update()
             .where(query.c.query_id == query_id)
-            .values(state=REFUSED, error_code=code, completed_at=now, transaction_number=number)
+            .values(state=state, transaction_number=number, **ended, **accepted)
         )
+        extra = {"error_code": code} if code is not None else {}
         self._party.record(
             connection,
             now,
-            [self._record(row, "query", REFUSED, error_code=code, transaction_number=number)],
+            [self._record(row, "query", state, transaction_number=number, **extra)],
         )
 
     # -- the result ------------------------------------------------------------------------
