@@ -21,6 +21,7 @@ __all__ = [
     "BULK_QUERY_NOT_ENDED",
     "CERTIFICATE_NOT_AUTHORIZED",
     "CONTENT_DIGEST_MISMATCH",
+    "CONTROL_UNAUTHORIZED",
     "CSRF_REJECTED",
     "DELEGATION_NOT_PERMITTED",
     "FUGO_INVALID",
@@ -65,6 +66,7 @@ __all__ = [
     "UNKNOWN_ADDRESS_NUMBER",
     "UNKNOWN_BULK_QUERY",
     "UNKNOWN_DATA_SET",
+    "UNKNOWN_FAULT",
     "UNKNOWN_HELD_PROVISION",
     "UNKNOWN_INFORMATION_NAME",
     "UNKNOWN_INSTITUTION",
@@ -603,4 +605,18 @@ PAGE_NOT_FOUND = _kind(
     404,
     "There is no page at this address.",
     "このアドレスのページはありません。",
+)
+
+# The control API (docs/control.md)
+CONTROL_UNAUTHORIZED = _kind(
+    "ControlUnauthorized",
+    401,
+    "The control API needs the token of this network (Authorization: Bearer ...).",
+    "制御APIの利用には、このネットワークのトークンが必要です(Authorization: Bearer ...)。",
+)
+UNKNOWN_FAULT = _kind(
+    "UnknownFault",
+    404,
+    "No fault {name} is in force.",
+    "障害{name}は設定されていません。",
 )

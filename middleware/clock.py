@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
@@ -22,7 +23,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-__all__ = ["Clock", "ReactorTime", "VirtualClock", "iso", "periodic", "utc_now"]
+__all__ = ["Clock", "ClockState", "ReactorTime", "VirtualClock", "iso", "periodic", "utc_now"]
 
 _log = Logger(namespace=__name__)
 
@@ -56,6 +57,20 @@ def periodic(work: Callable[[], Any], clock: ReactorTime) -> LoopingCall:
 def iso(moment: datetime) -> str:
     """A UTC time as ISO 8601 with a trailing Z, the one textual form used everywhere."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class ClockState:
+    """Where a `VirtualClock` stands, in a form another process can adopt: its offset from
+    real (POSIX) time, or the moment it is frozen at. Processes of one machine share real
+    time, so every one of them that adopts a state tells the same network time."""
+
+    offset: float = 0.0
+    frozen_at: float | None = None
+
+    def seconds(self, real: float) -> float:
+        """The network time this state gives when the real time is ``real``."""
+        return self.frozen_at if self.frozen_at is not None else real + self.offset
 
 
 class _Timer:
@@ -182,6 +197,19 @@ class VirtualClock:
             self._frozen_at = moment
         else:
             self._offset = moment - float(self._reactor.seconds())
+        self._fire_due()
+
+    def state(self) -> ClockState:
+        """Where this clock stands (to be adopted by the clocks of other processes)."""
+        if self._frozen_at is not None:
+            return ClockState(offset=self.offset, frozen_at=self._frozen_at)
+        return ClockState(offset=self._offset)
+
+    def adopt(self, state: ClockState) -> None:
+        """Stand where ``state`` says (frozen or running at its offset) and fire the timers
+        now due; time may go back, as with `set`."""
+        self._frozen_at = state.frozen_at
+        self._offset = state.offset
         self._fire_due()
 
     # -- timers ---------------------------------------------------------------------------

@@ -21,9 +21,11 @@ from codes.typed import validate_affair_code, validate_information_name_code
 from middleware.outbox import RetryPolicy
 
 __all__ = [
+    "LOOPBACK",
     "BackOfficeSystem",
     "Config",
     "ConfigError",
+    "ControlConfig",
     "InstitutionConfig",
     "NetworkConfig",
     "PopulationConfig",
@@ -104,6 +106,31 @@ class InstitutionConfig:
 
 
 @dataclass(frozen=True)
+class ControlConfig:
+    """The control API (docs/control.md): where it listens (loopback only), its address, and
+    the file holding its token (made at first start)."""
+
+    listen: str
+    address: str
+    token: Path
+
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _loopback_only(listen: str) -> str:
+    interface = dict(part.split("=", 1) for part in listen.split(":")[1:] if "=" in part).get(
+        "interface"
+    )
+    if interface not in LOOPBACK:
+        raise ValueError(
+            f"[control] listen {listen!r} must name a loopback interface"
+            " (interface=127.0.0.1): the control API moves the network's clock"
+        )
+    return listen
+
+
+@dataclass(frozen=True)
 class PopulationConfig:
     """The generated population the box loads at start: its size and seed."""
 
@@ -127,6 +154,8 @@ class Config:
     demo_data: Path | None
     # A generated population loaded at start ([population]; docs/population.md).
     population: PopulationConfig | None = None
+    # The control API of the network's clock and faults ([control]; docs/control.md).
+    control: ControlConfig | None = None
 
     def institution(self, name_or_code: str) -> InstitutionConfig:
         """An institution by its section name (``meguro``) or its institution code."""
@@ -280,6 +309,14 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
         if size not in ("small", "full"):
             raise ValueError(f"[population] size {size!r} is not small or full")
         population = PopulationConfig(size=size, seed=section.getint("seed", 20261126))
+    control = None
+    if parser.has_section("control"):
+        section = parser["control"]
+        control = ControlConfig(
+            listen=_loopback_only(_value(section, "listen")),
+            address=_value(section, "address"),
+            token=base / section.get("token", "var/control.token"),
+        )
     return Config(
         path=path,
         pki=base / _value(renkei, "pki"),
@@ -296,4 +333,5 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
         retention_interval=delivery.getfloat("retention_interval", 60.0),
         demo_data=base / _value(demo, "data") if demo is not None else None,
         population=population,
+        control=control,
     )

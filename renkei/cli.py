@@ -798,3 +798,275 @@ async def _run_use_case(reactor: Any, config: Config, number: int) -> None:
     if outcome.result_file is not None:
         click.echo("")
         click.echo(outcome.result_file.decode(outcome.result_encoding))
+
+
+# -- the control API: the network's clock and faults (docs/control.md) --------------------------
+
+
+def _control(config: Config, method: str, path: str, body: Any = None) -> Any:
+    """One request to the box's control API, with its token; the JSON answer."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    from renkei.control import read_token
+
+    if config.control is None:
+        raise click.ClickException(f"{config.path} has no [control] section (docs/control.md)")
+    try:
+        token = read_token(config.control.token)
+    except OSError:
+        raise click.ClickException(
+            f"no control token at {config.control.token}: is the box running (make run)?"
+        ) from None
+    address = urlsplit(config.control.address)
+    connection = http.client.HTTPConnection(address.hostname or "", address.port, timeout=60)
+    headers = {"Authorization": f"Bearer {token}"}
+    data = None if body is None else json.dumps(body).encode()
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    try:
+        connection.request(method, path, body=data, headers=headers)
+        response = connection.getresponse()
+        content = response.read()
+    except (OSError, http.client.HTTPException) as failure:
+        raise click.ClickException(
+            f"the control API at {config.control.address} did not answer ({failure}); "
+            "is the box running (make run)?"
+        ) from None
+    finally:
+        connection.close()
+    answer = json.loads(content)
+    if response.status >= 400:
+        error = answer["error"]
+        raise click.ClickException(
+            f"{error['code']}: {error['message_en']} / {error['message_ja']}"
+        )
+    return answer
+
+
+def _party_code(config: Config, name: str | None) -> str | None:
+    """A party's network code from its name (``hub``, ``meguro``) or code."""
+    from middleware.network import HUB
+
+    if name is None or name == HUB:
+        return name
+    try:
+        return config.institution(name).code
+    except ConfigError:
+        names = ", ".join([HUB, *(i.name for i in config.institutions)])
+        raise click.BadParameter(f"no party {name!r} (one of {names})") from None
+
+
+def _party_name(config: Config, code: str | None) -> str:
+    from middleware.network import HUB
+
+    if code is None:
+        return "any party"
+    if code == HUB:
+        return HUB
+    for institution in config.institutions:
+        if institution.code == code:
+            return f"{institution.name} ({institution.display_name})"
+    return code
+
+
+def _jst(iso_time: str) -> str:
+    from datetime import datetime
+
+    from renkei.control import JST
+
+    return datetime.fromisoformat(iso_time).astimezone(JST).strftime("%Y-%m-%d %H:%M:%S JST")
+
+
+def _print_clock(config: Config, view: dict[str, Any]) -> None:
+    from datetime import timedelta
+
+    offset = view["offset"]
+    ahead = (
+        "real time"
+        if abs(offset) < 1
+        else f"{timedelta(seconds=round(abs(offset)))} {'ahead of' if offset > 0 else 'behind'}"
+        " real time"
+    )
+    state = "frozen" if view["frozen"] else "running"
+    click.echo(f"network time: {_jst(view['now'])} ({view['now']}), {state}, {ahead}")
+    for name, party in view["parties"].items():
+        skew = f" (skew {party['skew']:+g} s)" if party["skew"] else ""
+        click.echo(f"  {name:<10} {_jst(party['now'])}{skew}")
+    for name in view["unreachable"]:
+        click.echo(f"  {name:<10} not reached (not running?); it follows when it starts")
+
+
+@main.group("clock")
+def clock_group() -> None:
+    """Show and move the network's one clock, for every party (docs/control.md)."""
+
+
+@clock_group.command("show")
+@config_option
+def clock_show(config_path: str) -> None:
+    """The network time and each party's clock (in Japan time)."""
+    config = _config(config_path)
+    _print_clock(config, _control(config, "GET", "/clock"))
+
+
+@clock_group.command("freeze")
+@config_option
+def clock_freeze(config_path: str) -> None:
+    """Stop the network's clock: timers fire only when it is advanced or set."""
+    config = _config(config_path)
+    _print_clock(config, _control(config, "POST", "/clock/freeze", {}))
+
+
+@clock_group.command("resume")
+@config_option
+def clock_resume(config_path: str) -> None:
+    """Let the network's clock run again from where it stands."""
+    config = _config(config_path)
+    _print_clock(config, _control(config, "POST", "/clock/resume", {}))
+
+
+@clock_group.command("advance")
+@click.argument("duration")
+@config_option
+def clock_advance(duration: str, config_path: str) -> None:
+    """Move the network's clock forward by DURATION (8d, 1h30m, 90s) and fire every timer of
+    every party now due (permits, lists, held provisions, retention, retries)."""
+    from codes.errors import RenkeiError
+    from renkei.control import parse_duration
+
+    config = _config(config_path)
+    try:
+        seconds = parse_duration(duration)
+    except RenkeiError as refusal:
+        raise click.BadParameter(refusal.message_en, param_hint="DURATION") from None
+    _print_clock(config, _control(config, "POST", "/clock/advance", {"seconds": seconds}))
+
+
+@clock_group.command("set")
+@click.argument("moment")
+@config_option
+def clock_set(moment: str, config_path: str) -> None:
+    """Put the network's clock at MOMENT (ISO 8601, e.g. 2027-04-01T09:00+09:00; Japan time
+    when no offset is given)."""
+    config = _config(config_path)
+    _print_clock(config, _control(config, "POST", "/clock/set", {"at": moment}))
+
+
+@main.group("faults")
+def faults_group() -> None:
+    """Inject faults on the network's links (docs/control.md)."""
+
+
+@faults_group.command("add")
+@click.argument(
+    "kind",
+    type=click.Choice(
+        ["latency", "drop", "timeout", "duplicate", "reset_peer", "down", "corrupt", "skew"]
+    ),
+)
+@config_option
+@click.option("--from", "source", default=None, help="The sending party (hub or a name).")
+@click.option("--to", "destination", default=None, help="The receiving party.")
+@click.option(
+    "--operation",
+    default=None,
+    help="The message kind: query, provision_request, provision, fugo, permitted_list, records.",
+)
+@click.option("--probability", type=float, default=1.0, show_default=True)
+@click.option("--latency", default="0", help="latency, drop, timeout: e.g. 50ms, 2s.")
+@click.option("--jitter", default="0", help="latency: ± this much, e.g. 50ms.")
+@click.option("--limit", type=int, default=None, help="Hit at most this many messages.")
+@click.option("--offset", default="0", help="skew: the party's clock runs this far ahead.")
+def faults_add(
+    kind: str,
+    config_path: str,
+    source: str | None,
+    destination: str | None,
+    operation: str | None,
+    probability: float,
+    latency: str,
+    jitter: str,
+    limit: int | None,
+    offset: str,
+) -> None:
+    """Put a fault of KIND in force on the links it matches; prints its name."""
+    from codes.errors import RenkeiError
+    from renkei.control import parse_duration
+
+    config = _config(config_path)
+    try:
+        seconds = {
+            name: parse_duration(value)
+            for name, value in (("latency", latency), ("jitter", jitter))
+        }
+        skew = parse_duration(offset.removeprefix("-")) * (-1 if offset.startswith("-") else 1)
+    except RenkeiError as refusal:
+        raise click.BadParameter(refusal.message_en) from None
+    fault = {
+        "kind": kind,
+        "source": _party_code(config, source),
+        "destination": _party_code(config, destination),
+        "operation": operation,
+        "probability": probability,
+        **seconds,
+        "limit": limit,
+        "offset": skew,
+    }
+    added = _control(config, "POST", "/faults", fault)
+    click.echo(f"{added['name']}: {_describe_fault(config, added)}")
+
+
+def _describe_fault(config: Config, fault: dict[str, Any]) -> str:
+    link = f"{_party_name(config, fault['source'])} → {_party_name(config, fault['destination'])}"
+    what = fault["kind"]
+    if fault["kind"] == "skew":
+        return f"skew {fault['offset']:+g} s of the clock of {_party_name(config, fault['source'])}"
+    if fault["latency"]:
+        what += f" {fault['latency'] * 1000:g} ms"
+    if fault["jitter"]:
+        what += f" ± {fault['jitter'] * 1000:g} ms"
+    operation = fault["operation"] or "every message"
+    limit = f", at most {fault['limit']} messages" if fault["limit"] is not None else ""
+    return f"{what} on {link}, {operation}, probability {fault['probability']:g}{limit}"
+
+
+@faults_group.command("list")
+@config_option
+def faults_list(config_path: str) -> None:
+    """The faults in force, with how many messages each has hit."""
+    config = _config(config_path)
+    listed = _control(config, "GET", "/faults")
+    if not listed["faults"]:
+        click.echo("no fault in force")
+    for fault in listed["faults"]:
+        click.echo(f"{fault['name']}: {_describe_fault(config, fault)}; hit {fault['hits']}")
+    for name in listed["unreachable"]:
+        click.echo(f"({name} not reached: its hits are not counted)")
+
+
+@faults_group.command("clear")
+@click.argument("names", nargs=-1)
+@config_option
+def faults_clear(names: tuple[str, ...], config_path: str) -> None:
+    """Remove the faults NAMES (every fault when none is named)."""
+    config = _config(config_path)
+    if not names:
+        _control(config, "DELETE", "/faults")
+        click.echo("every fault removed")
+    for name in names:
+        _control(config, "DELETE", f"/faults/{name}")
+        click.echo(f"{name} removed")
+
+
+@faults_group.command("hits")
+@config_option
+def faults_hits(config_path: str) -> None:
+    """The messages the faults hit lately: when, which fault, which link, which message."""
+    config = _config(config_path)
+    for hit in _control(config, "GET", "/hits")["hits"]:
+        click.echo(
+            f"{_jst(hit['at'])} {hit['fault']} {hit['kind']}: {hit['operation']} "
+            f"{hit['message_id'] or '-'} {_party_name(config, hit['source'])} → "
+            f"{_party_name(config, hit['destination'])}"
+        )

@@ -67,6 +67,13 @@ class Options(usage.Options):
             "parties of the configuration run elsewhere, at their configured addresses.",
         ],
         [
+            "run-dir",
+            None,
+            None,
+            "Given by the supervisor to the parties it runs: where the network's state (clock, "
+            "faults) is kept; the party follows it and what the control API changes.",
+        ],
+        [
             "log-dir",
             None,
             None,
@@ -195,6 +202,16 @@ class Box(Service):
     def _faulty(self, source: str, transport: Transport) -> Transport:
         """A party's transport with the box's faults applied to what it sends."""
         return FaultyTransport(transport, source, self.faults, self.reactor)
+
+    def member(self) -> Any:
+        """This process's parties as a member of the control API (renkei/control.py)."""
+        from renkei.control import LocalMember
+
+        codes = {
+            party: HUB if party == HUB else self.config.institution(party).code
+            for party in self.parties
+        }
+        return LocalMember(self.clock, self.faults, codes)
 
     def _add(self, party: str, services: list[Service]) -> None:
         self.parties[party] = services
@@ -389,13 +406,27 @@ async def _retrying(box: Box, call: Callable[..., Deferred[Any]], *args: Any) ->
 def makeService(options: Options) -> Service:
     """The twistd service maker's body: one party (``--party``), every party in this process
     (``--single-process``), or every party in a process of its own (the default)."""
+    from twisted.application.service import MultiService
     from twisted.internet import reactor
 
+    from renkei.control import ControlApi, Controller, PartyControl, control_listener, ensure_token
     from renkei.supervisor import Supervisor
 
     config: Config = options["loaded"]
-    if options["party"] is not None or options["single-process"]:
-        return Box(config, reactor, party=options["party"])
+    var = config.path.parent / "var"
+    party, run_dir = options["party"], options["run-dir"]
+    if party is not None or options["single-process"]:
+        box = Box(config, reactor, party=party)
+        process = MultiService()
+        if party is not None and run_dir is not None:  # a party run by the supervisor
+            control = PartyControl(reactor, Path(run_dir), party, box.member())
+            control.setServiceParent(process)
+        elif party is None and config.control is not None:  # the control API is served here
+            controller = Controller(reactor, {"box": box.member()}, var / "run")
+            api = ControlApi(controller, ensure_token(config.control.token))
+            control_listener(config, api, reactor).setServiceParent(process)
+        box.setServiceParent(process)
+        return process
     log_dir = options["log-dir"]
-    logs = Path(log_dir) if log_dir else config.path.parent / "var" / "log"
-    return Supervisor(config, logs, reactor)
+    logs = Path(log_dir) if log_dir else var / "log"
+    return Supervisor(config, logs, reactor, run_dir=var / "run")

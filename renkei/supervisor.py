@@ -6,6 +6,10 @@ A party that dies is started again, at once if it had run for a while, else afte
 that doubles up to `MAX_RESTART_DELAY`; each start, end and readiness is logged here. The
 box is ready ("renkei ready") once every party has said so in its own log; stopping the
 supervisor stops every party (SIGTERM, then SIGKILL after `KILL_TIME`) and waits for them.
+
+The supervisor also serves the control API (``[control]``, renkei/control.py): the network's
+clock and faults, pushed to every party's process, which each follows from its start
+(``--run-dir``).
 """
 
 from __future__ import annotations
@@ -61,10 +65,27 @@ class Supervisor(Service):
 
     log = Logger()
 
-    def __init__(self, config: Config, log_dir: Path, reactor: Any) -> None:
+    def __init__(self, config: Config, log_dir: Path, reactor: Any, run_dir: Path) -> None:
+        from renkei.control import ControlApi, Controller, PartyMember, control_socket
+
         super().__init__()
         self.config = config
         self.log_dir = log_dir
+        self.run_dir = run_dir
+        self.controller = Controller(
+            reactor,
+            {
+                party: PartyMember(reactor, control_socket(run_dir, party))
+                for party in parties_of(config)
+            },
+            run_dir,
+        )
+        self._control: Any = None
+        if config.control is not None:
+            from renkei.control import control_listener, ensure_token
+
+            api = ControlApi(self.controller, ensure_token(config.control.token))
+            self._control = control_listener(config, api, reactor)
         self._reactor = reactor
         self.monitor = _Monitor(self, reactor)
         self.monitor.maxRestartDelay = MAX_RESTART_DELAY
@@ -83,6 +104,7 @@ class Supervisor(Service):
             *(sys.executable, "-c", "from twisted.scripts.twistd import run; run()"),
             *("-n", "--pidfile=", "-l", str(self.log_path(party))),
             *("renkei", "-c", str(self.config.path), "--party", party),
+            *("--run-dir", str(self.run_dir)),
         ]
 
     def log_path(self, party: str) -> Path:
@@ -137,10 +159,18 @@ class Supervisor(Service):
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.monitor.startService()
         self._watch.start(WATCH_INTERVAL, now=False)
+        if self._control is not None:
+            self._control.startService().addErrback(self._control_failed)
+
+    def _control_failed(self, failure: Failure) -> None:
+        self.log.failure("the control API could not start; stopping", failure)
+        self._reactor.stop()
 
     @deferred
     async def stopService(self) -> None:
         super().stopService()
+        if self._control is not None and self._control.running:
+            await self._control.stopService()
         if self._watch.running:
             self._watch.stop()
         self.monitor.stopService()

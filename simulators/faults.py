@@ -35,7 +35,9 @@ from __future__ import annotations
 import itertools
 import random
 import re
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -58,6 +60,7 @@ __all__ = [
 ]
 
 KINDS = ("latency", "drop", "timeout", "duplicate", "reset_peer", "down", "corrupt", "skew")
+KEPT_HITS = 10_000  # the most recent hits a plan keeps
 FLIPPED = 3  # bytes a ``corrupt`` fault flips in a message
 DEFAULT_TIMEOUT = 30.0  # seconds a ``timeout`` fault hangs when it names no latency
 
@@ -88,6 +91,38 @@ class Fault:
             raise RenkeiError(errors.BAD_REQUEST, detail="probability must be between 0 and 1")
         if self.latency < 0 or self.jitter < 0 or (self.limit is not None and self.limit < 0):
             raise RenkeiError(errors.BAD_REQUEST, detail="latency, jitter and limit are >= 0")
+
+    @classmethod
+    def from_json(cls, document: Any) -> Fault:
+        """A fault from its JSON form (`to_json`): an object of these fields, ``kind`` required;
+        anything else is refused with BadRequest."""
+        if not isinstance(document, dict) or not isinstance(document.get("kind"), str):
+            raise RenkeiError(errors.BAD_REQUEST, detail="a fault is an object with a kind")
+        known = {item.name: item for item in fields(cls)}
+        unknown = sorted(set(document) - set(known))
+        if unknown:
+            raise RenkeiError(errors.BAD_REQUEST, detail=f"no such fault field: {unknown[0]}")
+        values: dict[str, Any] = {}
+        for name, value in document.items():
+            if value is None or name == "kind":
+                values[name] = value
+            elif name in ("source", "destination", "operation"):
+                if not isinstance(value, str):
+                    raise RenkeiError(errors.BAD_REQUEST, detail=f"{name} must be a string")
+                values[name] = value
+            elif name == "limit":
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise RenkeiError(errors.BAD_REQUEST, detail="limit must be an integer")
+                values[name] = value
+            else:
+                if not isinstance(value, int | float) or isinstance(value, bool):
+                    raise RenkeiError(errors.BAD_REQUEST, detail=f"{name} must be a number")
+                values[name] = float(value)
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        """This fault as a JSON object (read back by `from_json`)."""
+        return asdict(self)
 
     def matches(self, source: str, destination: str, operation: str) -> bool:
         return (
@@ -122,7 +157,7 @@ class FaultPlan:
 
     seed: int | None = None
     clock: Any = None  # what tells the time of a hit (the network's clock); None: the reactor
-    hits: list[Hit] = field(default_factory=list)
+    hits: deque[Hit] = field(default_factory=lambda: deque(maxlen=KEPT_HITS))  # newest last
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
@@ -138,8 +173,23 @@ class FaultPlan:
 
     def remove(self, name: str) -> None:
         if self._faults.pop(name, None) is None:
-            raise RenkeiError(errors.BAD_REQUEST, detail=f"no such fault: {name}")
+            raise RenkeiError(errors.UNKNOWN_FAULT, name=name)
         _log.info("fault {name} removed", name=name)
+
+    def replace(self, faults: Mapping[str, Fault]) -> None:
+        """Put exactly ``faults`` in force, by name (as the control API names them): a fault
+        already in force under its name keeps its count of hits."""
+        kept = {
+            name: self._faults[name]
+            if name in self._faults and self._faults[name].fault == fault
+            else _Entry(fault)
+            for name, fault in faults.items()
+        }
+        for name in kept.keys() - self._faults.keys():
+            _log.info("fault {name} added: {fault}", name=name, fault=faults[name])
+        for name in self._faults.keys() - kept.keys():
+            _log.info("fault {name} removed", name=name)
+        self._faults = kept
 
     def clear(self) -> None:
         """Remove every fault (the hits stay in ``hits``)."""

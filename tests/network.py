@@ -100,7 +100,7 @@ def write_config(
     """Write a configuration for a box in ``directory`` and load it. ``delegations``: who
     may act for whom (委任), as (delegator, delegate): by default Setagaya for Meguro."""
     database = database or {}
-    ports = {name: free_port() for name in ("mm", "hub", "mn", "mb", "mc", "sn", "sb", "sc")}
+    ports = {name: free_port() for name in ("mm", "hub", "mn", "mb", "mc", "sn", "sb", "sc", "ctl")}
     delegations_file = directory / "delegations.csv"
     delegations_file.write_text(
         "delegator,delegate,note\n"
@@ -176,6 +176,11 @@ lease = 2
 poll_interval = 0.2
 list_refresh = 300
 retention_interval = 300
+
+[control]
+listen = tcp:port={ports["ctl"]}:interface=127.0.0.1
+address = http://127.0.0.1:{ports["ctl"]}
+token = {directory / "control.token"}
 """
     if demo:
         text += f"\n[demo]\ndata = {REPOSITORY / 'simulators/data/demo.json'}\n"
@@ -208,9 +213,13 @@ def write_network_config(directory: Path, population: str = "small") -> Config:
                 section[key] = value.replace(
                     f"port={value.split('port=')[1].split(':')[0]}", f"port={port(value)}"
                 )
-            elif key.endswith("address") and value.startswith("https://127.0.0.1:"):
-                old = value.rsplit(":", 1)[1]
-                section[key] = f"https://127.0.0.1:{port(f'port={old}:')}"
+            elif key.endswith("address") and value.startswith(
+                ("https://127.0.0.1:", "http://127.0.0.1:")
+            ):
+                scheme, old = value.split("://")[0], value.rsplit(":", 1)[1]
+                section[key] = f"{scheme}://127.0.0.1:{port(f'port={old}:')}"
+            elif key == "token":
+                section[key] = str(directory / "control.token")
             elif key == "database":
                 section[key] = f"sqlite:///{directory / (name.split(':')[-1] + '.sqlite')}"
             elif key == "replica_inbox":

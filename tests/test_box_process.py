@@ -41,6 +41,15 @@ def start_box(directory: Path) -> tuple[Any, Path, subprocess.Popen[bytes]]:
     return config, log, box
 
 
+def wait_for_log(log: Path, box: subprocess.Popen[bytes], text: str, timeout: float = 90) -> None:
+    """Wait until ``text`` is in the box's log (the box must not exit meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while text not in (log.read_text() if log.exists() else ""):
+        assert box.poll() is None, log.read_text() if log.exists() else "twistd exited"
+        assert time.monotonic() < deadline, f"not logged: {text}"
+        time.sleep(0.1)
+
+
 def test_twistd_plugin_describes_its_options() -> None:
     """`twistd renkei --help` shows the -c option and its default file."""
     result = run("twistd", "renkei", "--help")
@@ -62,11 +71,7 @@ def test_demo_against_a_running_box_prints_the_provision_and_records(tmp_path: P
     parties' records, and exits 0."""
     config, log, box = start_box(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while "renkei ready" not in (log.read_text() if log.exists() else ""):
-            assert box.poll() is None, log.read_text() if log.exists() else "twistd exited"
-            assert time.monotonic() < deadline, "the box did not start"
-            time.sleep(0.1)
+        wait_for_log(log, box, "renkei ready")
         for party in ("hub", "meguro", "setagaya"):
             assert (
                 "demo population registered"
@@ -154,12 +159,8 @@ def test_a_killed_party_is_started_again_and_stopping_the_box_stops_every_party(
     ready again, and the network answers a query; stopping the box ends every party."""
     config, log, box = start_box(tmp_path)
 
-    def wait_for(text: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in (log.read_text() if log.exists() else ""):
-            assert box.poll() is None, log.read_text() if log.exists() else "twistd exited"
-            assert time.monotonic() < deadline, f"not logged: {text}"
-            time.sleep(0.1)
+    def wait_for(text: str) -> None:
+        wait_for_log(log, box, text)
 
     try:
         wait_for("renkei ready")

@@ -116,3 +116,27 @@ def test_utc_now_reads_the_clock() -> None:
     _, clock = clocks(start=1_767_225_600.0)  # 2026-01-01T00:00:00Z
     clock.advance(86400)
     assert utc_now(clock).isoformat() == "2026-01-02T00:00:00+00:00"
+
+
+def test_a_clock_adopts_the_state_of_another() -> None:
+    """A clock of another process that adopts this one's state tells the same time, frozen
+    or running, and fires the timers the new time has reached."""
+    reactor, leader = clocks()
+    follower = VirtualClock(reactor)
+    fired: list[str] = []
+    follower.callLater(3600, fired.append, "an hour")
+    leader.advance(7200)
+    follower.adopt(leader.state())
+    assert follower.seconds() == leader.seconds()
+    assert fired == ["an hour"]
+    leader.freeze()
+    reactor.advance(30)
+    follower.adopt(leader.state())
+    assert follower.frozen
+    reactor.advance(30)
+    assert follower.seconds() == leader.seconds()
+    leader.resume()
+    follower.adopt(leader.state())
+    assert not follower.frozen
+    reactor.advance(5)
+    assert follower.seconds() == leader.seconds()

@@ -1,0 +1,249 @@
+"""The control API (renkei/control.py, docs/control.md): one network clock and one set of
+faults, moved and injected over loopback with a token, in one process and across the
+supervised parties' processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.web.http_headers import Headers
+
+from adapters.listening import Listener
+from codes.errors import RenkeiError
+from middleware.tables import node_records
+from renkei.control import (
+    ControlApi,
+    Controller,
+    NetworkState,
+    parse_duration,
+    parse_moment,
+)
+from simulators.faults import Fault
+from tests.network import SETAGAYA
+from tests.test_box_process import _pids, run, start_box, wait_for_log
+from tests.test_flow import ask_tax, count, wait_until
+
+TOKEN = "a-test-token"
+
+
+@pytest_twisted.async_yield_fixture
+async def control(box: Any, tmp_path: Path) -> AsyncIterator[tuple[Controller, str]]:
+    """The control API of the in-memory box, on a loopback port; its controller and address."""
+    from twisted.internet import reactor
+
+    controller = Controller(reactor, {"box": box.member()}, tmp_path / "run")
+    listener = Listener(
+        reactor, "tcp:port=0:interface=127.0.0.1", ControlApi(controller, TOKEN).resource()
+    )
+    await listener.startService()
+    try:
+        yield controller, f"http://127.0.0.1:{listener.port}"
+    finally:
+        await listener.stopService()
+
+
+async def call(
+    address: str, method: str, path: str, body: Any = None, token: str = TOKEN
+) -> tuple[int, Any]:
+    response = await treq.request(
+        method,
+        address + path,
+        data=None if body is None else json.dumps(body).encode(),
+        headers=Headers({"Authorization": [f"Bearer {token}"]}),
+    )
+    return response.code, json.loads(await response.content())
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_api_moves_every_partys_clock(box: Any, control: Any) -> None:
+    """freeze, advance, set and resume through the API move the clock every party reads."""
+    _, address = control
+    meguro = box.nodes["meguro"]
+    status, view = await call(address, "POST", "/clock/freeze", {})
+    assert status == 200 and view["frozen"] and box.clock.frozen
+    frozen = meguro.now()
+    status, view = await call(address, "POST", "/clock/advance", {"seconds": 8 * 86400})
+    assert status == 200
+    assert (meguro.now() - frozen).total_seconds() == pytest.approx(8 * 86400, abs=1)
+    assert set(view["parties"]) == {"hub", "meguro", "setagaya"}
+    status, view = await call(address, "POST", "/clock/set", {"at": "2027-04-01T09:00+09:00"})
+    assert status == 200
+    assert meguro.now() == datetime(2027, 4, 1, 0, 0, tzinfo=UTC)
+    assert view["now"] == "2027-04-01T00:00:00Z"
+    assert view["now_jst"] == "2027-04-01T09:00:00+09:00"
+    status, view = await call(address, "POST", "/clock/resume", {})
+    assert status == 200 and not view["frozen"] and not box.clock.frozen
+
+
+@pytest_twisted.ensureDeferred
+async def test_advancing_the_clock_runs_the_timers_it_passes(
+    box: Any, control: Any, meguro_care: Any
+) -> None:
+    """A result kept for an hour is deleted by Meguro's own sweep once the API moves the
+    network's clock two hours on."""
+    _, address = control
+    submitted = await ask_tax(meguro_care)
+    await meguro_care.wait_for_result(submitted["query_id"])
+    await call(address, "POST", "/clock/advance", {"seconds": 7200})
+    await wait_until(
+        lambda: count(box, "meguro", node_records, node_records.c.event == "result_deleted") == 1
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_faults_are_added_listed_counted_and_cleared(
+    box: Any, control: Any, meguro_care: Any
+) -> None:
+    """A fault added through the API is in force in the box's plan, hits the messages it
+    matches (counted, each hit with its message id), and is gone once cleared."""
+    _, address = control
+    status, added = await call(
+        address,
+        "POST",
+        "/faults",
+        {"kind": "reset_peer", "source": SETAGAYA, "operation": "provision", "limit": 1},
+    )
+    assert status == 201 and added["name"] == "f1"
+    assert [fault.kind for fault, _ in box.faults.faults().values()] == ["reset_peer"]
+    submitted = await ask_tax(meguro_care)
+    status_of = await meguro_care.wait_for_result(submitted["query_id"], timeout=30)
+    assert status_of["state"] == "provided"
+    status, listed = await call(address, "GET", "/faults")
+    assert [(f["name"], f["kind"], f["hits"]) for f in listed["faults"]] == [
+        ("f1", "reset_peer", 1)
+    ]
+    status, hits = await call(address, "GET", "/hits")
+    assert [(hit["fault"], hit["operation"]) for hit in hits["hits"]] == [("f1", "provision")]
+    assert hits["hits"][0]["message_id"]
+    status, _ = await call(address, "DELETE", "/faults/f1")
+    assert status == 200 and box.faults.faults() == {}
+    status, refused = await call(address, "DELETE", "/faults/f1")
+    assert status == 404 and refused["error"]["code"] == "UnknownFault"
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_api_refuses_without_the_token_and_bad_requests_change_nothing(
+    box: Any, control: Any
+) -> None:
+    """No token or a wrong one: 401 ControlUnauthorized; a fault of no known kind or with an
+    unknown field, or a clock moved backwards by advance: 400 BadRequest; nothing changed."""
+    controller, address = control
+    status, refused = await call(address, "POST", "/clock/freeze", {}, token="wrong")
+    assert status == 401 and refused["error"]["code"] == "ControlUnauthorized"
+    assert refused["error"]["message_ja"]
+    assert not box.clock.frozen
+    fault: Any
+    for fault in ({"kind": "meteor"}, {"kind": "drop", "blast_radius": 3}, {"kind": 1}, []):
+        status, refused = await call(address, "POST", "/faults", fault)
+        assert status == 400 and refused["error"]["code"] == "BadRequest", fault
+    status, refused = await call(address, "POST", "/clock/advance", {"seconds": -5})
+    assert status == 400 and refused["error"]["code"] == "BadRequest"
+    status, refused = await call(address, "POST", "/clock/set", {"at": "tomorrow"})
+    assert status == 400
+    assert controller.state.generation == 0 and box.faults.faults() == {}
+
+
+def test_the_state_and_the_faults_read_back_what_was_written(tmp_path: Path) -> None:
+    """A network state written to its file (as a party's process reads it) reads back equal."""
+    state = NetworkState(
+        generation=3,
+        faults={"f2": Fault("latency", destination=SETAGAYA, latency=0.05, jitter=0.05)},
+        next_fault=3,
+    )
+    state.save(tmp_path / "state.json")
+    assert NetworkState.load(tmp_path / "state.json") == state
+    assert NetworkState.load(tmp_path / "missing.json") is None
+
+
+def test_durations_and_moments_as_people_write_them() -> None:
+    """8d, 1h30m, 50ms and bare seconds; ISO times with an offset, Japan time without."""
+    assert parse_duration("8d") == 8 * 86400
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("50ms") == pytest.approx(0.05)
+    assert parse_duration("90") == 90
+    for wrong in ("8 days", "d8", "", "1h 30m"):
+        with pytest.raises(RenkeiError):
+            parse_duration(wrong)
+    assert parse_moment("2027-04-01T09:00+09:00") == parse_moment("2027-04-01T09:00")
+    assert parse_moment("2027-04-01T00:00Z") == datetime(2027, 4, 1, tzinfo=UTC).timestamp()
+
+
+def _times(output: str) -> dict[str, str]:
+    """Each party's time in `renkei clock show`'s lines."""
+    return {
+        line.split()[0]: " ".join(line.split()[1:4])
+        for line in output.splitlines()
+        if line.startswith("  ")
+    }
+
+
+def test_clock_and_faults_reach_every_process_and_a_restarted_one(tmp_path: Path) -> None:
+    """Parties as processes: `renkei clock freeze` and `advance 8d` put every party's
+    process at the same time; Setagaya killed and restarted by the supervisor comes back at
+    that time; a fault added with `renkei faults add` hits the hub's process and is counted
+    there; `renkei faults clear` removes it."""
+    config, log, box = start_box(tmp_path)
+    conf = str(config.path)
+    try:
+        wait_for_log(log, box, "renkei ready")
+        frozen = run("renkei", "clock", "freeze", "-c", conf)
+        assert frozen.returncode == 0, frozen.stderr
+        advanced = run("renkei", "clock", "advance", "8d", "-c", conf)
+        assert advanced.returncode == 0, advanced.stderr
+        assert ", frozen, " in advanced.stdout
+        times = _times(advanced.stdout)
+        assert set(times) == {"hub", "meguro", "setagaya"} and len(set(times.values())) == 1
+        before = datetime.fromisoformat(_times(frozen.stdout)["hub"].removesuffix(" JST"))
+        after = datetime.fromisoformat(times["hub"].removesuffix(" JST"))
+        assert (after - before).total_seconds() == 8 * 86400
+
+        (first,) = _pids(log, "setagaya")
+        os.kill(first, signal.SIGKILL)
+        wait_for_log(log, box, "setagaya ready again")
+        shown = run("renkei", "clock", "show", "-c", conf)
+        assert shown.returncode == 0, shown.stderr
+        assert _times(shown.stdout) == times
+
+        resumed = run("renkei", "clock", "set", "2026-12-01T09:00", "-c", conf)
+        assert "2026-12-01 09:00:00 JST" in resumed.stdout
+        assert run("renkei", "clock", "resume", "-c", conf).returncode == 0
+
+        added = run("renkei", "faults", "add", "duplicate", "--from", "hub", "--to", "setagaya",
+                    "--operation", "provision_request", "-c", conf)  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        assert added.stdout.startswith(
+            "f1: duplicate on hub → setagaya (世田谷区), provision_request, probability 1"
+        )
+        demo = run("renkei", "demo", "-c", conf)
+        assert demo.returncode == 0 and "state: provided" in demo.stdout, demo.stdout
+        listed = run("renkei", "faults", "list", "-c", conf)
+        assert "f1: duplicate" in listed.stdout and "hit 1" in listed.stdout, listed.stdout
+        hits = run("renkei", "faults", "hits", "-c", conf).stdout.splitlines()
+        assert len(hits) == 1 and "f1 duplicate: provision_request" in hits[0]
+        cleared = run("renkei", "faults", "clear", "-c", conf)
+        assert cleared.returncode == 0 and "every fault removed" in cleared.stdout
+        assert "no fault in force" in run("renkei", "faults", "list", "-c", conf).stdout
+        bad = run("renkei", "faults", "add", "drop", "--to", "nerima", "-c", conf)
+        assert bad.returncode == 2 and "no party 'nerima'" in bad.stderr
+    finally:
+        box.terminate()
+        box.wait(timeout=30)
+
+
+def test_clock_commands_without_a_running_box_say_so(tmp_path: Path) -> None:
+    """`renkei clock show` with no box: status 1 and a sentence, not a traceback."""
+    from tests.network import write_config
+
+    config = write_config(tmp_path, tmp_path / "pki")
+    result = run("renkei", "clock", "show", "-c", str(config.path))
+    assert result.returncode == 1
+    assert "is the box running" in result.stderr and "Traceback" not in result.stderr
