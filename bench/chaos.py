@@ -4,11 +4,19 @@
 ``make run`` does (every party in a process of its own under the supervisor: the hub, Meguro
 and Setagaya over mutual TLS, SQLite, a generated demo population), then runs ``--flows``
 queries (Meguro's care-insurance office asks Setagaya for a person's local-tax information,
-``--concurrency`` at a time) while it kills a random party with SIGKILL ``--kills`` times,
-each kill once the party killed before is ready again, and measures how long each party takes
-to be ready after its kill. The back office behaves as a careful one would: it submits under
-an Idempotency-Key and sends again (the same key) while the node does not answer, and follows
-each query with the long poll through the node's restarts.
+``--concurrency`` at a time; with ``--bulk-share``, that share of them as the lines of bulk
+queries of ``--bulk-lines`` lines) while it kills a random party with SIGKILL ``--kills``
+times, each kill once the party killed before is ready again, and measures how long each
+party takes to be ready after its kill. The back office behaves as a careful one would: it
+submits under an Idempotency-Key and sends again (the same key) while the node does not
+answer, and follows each query (each bulk query) through the node's restarts.
+
+Campaign (b), ``--faults``: the same under faults on every link, put in force through the
+control API (``renkei faults add``): drop 10 %, duplicate 10 %, corrupt 1 %, latency
+50 ± 50 ms (messages overtake each other), and Setagaya down (refusing connections) for
+``--down-for`` seconds from a third of the way in. Campaign (c), ``--cut``: the back office's
+own connection is cut during that share of its submits (before the answer arrives), and it
+sends again under the same key.
 
 Then it audits the databases (read-only): every query the back office was told of exists
 once and ended ``provided``, no two queries came from one key, every transaction holds the
@@ -36,6 +44,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +83,23 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--persons", type=int, default=100, help="demo persons (default 100)")
     parser.add_argument("--seed", type=int, default=20261204, help="the random seed")
     parser.add_argument("--quick", action="store_true", help="60 flows and 3 kills")
+    parser.add_argument(
+        "--faults",
+        action="store_true",
+        help="campaign (b): drop 10 %%, duplicate 10 %%, corrupt 1 %%, latency 50 ± 50 ms on "
+        "every link, and Setagaya down for --down-for seconds",
+    )
+    parser.add_argument("--down-for", type=float, default=60.0, help="seconds (default 60)")
+    parser.add_argument(
+        "--cut",
+        type=float,
+        default=0.0,
+        help="campaign (c): the share of submits whose connection the back office cuts",
+    )
+    parser.add_argument(
+        "--bulk-share", type=float, default=0.0, help="the share of flows sent in bulk queries"
+    )
+    parser.add_argument("--bulk-lines", type=int, default=50, help="lines per bulk query")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     arguments = parser.parse_args(argv)
     if arguments.quick:
@@ -153,10 +179,12 @@ def kill_campaign(box: Box, kills: int, rng: random.Random) -> list[dict[str, An
 
 
 def run_flows(
-    config_path: Path, persons: list[str], flows: int, concurrency: int, seed: int
+    config_path: Path, persons: list[str], arguments: argparse.Namespace, seed: int
 ) -> dict[str, Any]:
-    """The careful back office: ``flows`` queries, each submitted under its own key (sent
-    again while the node does not answer) and followed to its end; what it was told."""
+    """The careful back office: ``arguments.flows`` queries, each submitted under its own
+    key (sent again while the node does not answer, or after it cut the connection itself)
+    and followed to its end, ``bulk_share`` of them as lines of bulk queries; what it was
+    told."""
     from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
     from twisted.internet.task import deferLater, react
 
@@ -164,8 +192,26 @@ def run_flows(
     from simulators.back_office import BackOfficeClient, BackOfficeError
 
     config = load_config(config_path)
-    told: dict[str, Any] = {"queries": {}, "errors": Counter(), "retries": 0}
+    told: dict[str, Any] = {"queries": {}, "bulks": {}, "errors": Counter(), "retries": 0}
+    told["cuts"] = 0
     rng = random.Random(seed)
+    bulk_lines = int(arguments.flows * arguments.bulk_share)
+    bulks = [arguments.bulk_lines] * (bulk_lines // arguments.bulk_lines)
+    if bulk_lines % arguments.bulk_lines:
+        bulks.append(bulk_lines % arguments.bulk_lines)
+    singles = arguments.flows - sum(bulks)
+
+    def cut(reactor: Any, sending: Deferred[Any]) -> Deferred[Any]:
+        """Cut the connection of ``cut`` of the submits before their answer."""
+        if rng.random() < arguments.cut:
+
+            def cancel() -> None:
+                if not sending.called:  # the answer has not arrived: the connection is cut
+                    told["cuts"] += 1
+                    sending.cancel()
+
+            reactor.callLater(rng.uniform(0.0, 0.03), cancel)
+        return sending
 
     async def flow(reactor: Any, client: BackOfficeClient) -> None:
         key = str(uuid.uuid4())
@@ -180,7 +226,8 @@ def run_flows(
         while time.monotonic() < deadline:
             try:
                 if query_id is None:
-                    query_id = (await client.submit_query(idempotency_key=key, **body))["query_id"]
+                    submitted = await cut(reactor, client.submit_query(idempotency_key=key, **body))
+                    query_id = submitted["query_id"]
                 status = await client.query_status(query_id, wait=20)
                 if status["state"] in ("provided", "no_data", "refused", "error"):
                     told["queries"][query_id] = {"key": key, "state": status["state"]}
@@ -198,17 +245,52 @@ def run_flows(
         if query_id is not None:
             told["queries"][query_id] = {"key": key, "state": "timeout"}
 
+    async def bulk(reactor: Any, client: BackOfficeClient, lines: int) -> None:
+        key = str(uuid.uuid4())
+        csv = "".join(bulk_line(rng.choice(persons)) + "\r\n" for _ in range(lines))
+        deadline = time.monotonic() + FLOW_TIMEOUT + lines
+        bulk_id = None
+        while time.monotonic() < deadline:
+            try:
+                if bulk_id is None:
+                    answer = await cut(
+                        reactor,
+                        client.send_file(
+                            "/bulk-queries", csv.encode("cp932"), "text/csv", idempotency_key=key
+                        ),
+                    )
+                    bulk_id = json.loads(answer)["bulk_query_id"]
+                progress = await client.request("GET", f"/bulk-queries/{bulk_id}")
+                if progress["state"] == "ended":
+                    told["bulks"][bulk_id] = {"key": key, "by_state": progress["by_state"]}
+                    return
+                await deferLater(reactor, 0.5, lambda: None)
+                continue
+            except BackOfficeError as refusal:
+                if refusal.status < 500:
+                    told["errors"][refusal.code] += 1
+                    return
+            except Exception:
+                pass
+            told["retries"] += 1
+            await deferLater(reactor, RETRY_PAUSE, lambda: None)
+        told["errors"]["timeout"] += 1
+        if bulk_id is not None:
+            told["bulks"][bulk_id] = {"key": key, "by_state": {"timeout": lines}}
+
     async def main(reactor: Any) -> None:
         client = BackOfficeClient(reactor, config, config.institution("meguro"), CARE_INSURANCE)
-        gate = DeferredSemaphore(concurrency)
-        try:
-            await gatherResults(
-                [
-                    gate.run(lambda: Deferred.fromCoroutine(flow(reactor, client)))
-                    for _ in range(flows)
-                ],
-                consumeErrors=True,
+        gate = DeferredSemaphore(arguments.concurrency)
+        works: list[int] = [0] * singles + bulks  # 0: a single query, else a bulk query's lines
+        rng.shuffle(works)
+
+        def start(lines: int) -> Deferred[None]:
+            return Deferred.fromCoroutine(
+                bulk(reactor, client, lines) if lines else flow(reactor, client)
             )
+
+        try:
+            await gatherResults([gate.run(start, lines) for lines in works], consumeErrors=True)
         finally:
             await client.close()
 
@@ -218,7 +300,46 @@ def run_flows(
         if ended.code not in (0, None):
             raise
     told["errors"] = dict(told["errors"])
+    told["bulk lines"] = sum(bulks)
     return told
+
+
+def bulk_line(person: str) -> str:
+    """One line of a bulk-query CSV (docs/bulk-query.md): ``person``'s local tax from
+    Setagaya for care-insurance premium assessment, every year it keeps."""
+    from types import SimpleNamespace
+
+    from simulators.use_cases import bulk_query_line
+
+    named = SimpleNamespace(address_number="", integrated_address_number=person)
+    return bulk_query_line(named, MEGURO, SETAGAYA, datetime.now(), fiscal_year=None)  # type: ignore[arg-type]
+
+
+def faults_campaign(config: Path, arguments: argparse.Namespace, began: float) -> list[str]:
+    """Campaign (b): the faults on every link, through `renkei faults add`; Setagaya down
+    for ``down_for`` seconds once a third of the expected time has gone. What was done."""
+    renkei = str(Path(sys.executable).parent / "renkei")
+
+    def faults(*command: str) -> str:
+        done = subprocess.run(
+            [renkei, "faults", *command, "-c", str(config)], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"renkei faults {' '.join(command)}: {done.stderr}")
+        return done.stdout.strip()
+
+    done = [
+        faults("add", "drop", "--probability", "0.1"),
+        faults("add", "duplicate", "--probability", "0.1"),
+        faults("add", "corrupt", "--probability", "0.01"),
+        faults("add", "latency", "--latency", "50ms", "--jitter", "50ms"),
+    ]
+    time.sleep(max(0.0, began + arguments.flows / 30 - time.monotonic()))
+    down = faults("add", "down", "--to", "setagaya")
+    done.append(f"{down} at {round(time.monotonic() - began)} s for {arguments.down_for:g} s")
+    time.sleep(arguments.down_for)
+    faults("clear", down.split(":")[0])
+    return done
 
 
 # -- the audit ----------------------------------------------------------------------------------
@@ -242,9 +363,16 @@ def audit(directory: Path, config: Path, told: dict[str, Any]) -> dict[str, Any]
             break
         time.sleep(0.5)
     queries = read(meguro, "SELECT query_id, idempotency_key, state, transaction_number FROM query")
-    keys = Counter(key for _, key, _, _ in queries)
+    bulk_rows = read(meguro, "SELECT bulk_query_id, idempotency_key FROM bulk_query")
+    lines = read(meguro, "SELECT bulk_query_id, state, query_id FROM bulk_query_line")
+    keys = Counter(key for _, key, _, _ in queries if key is not None)
+    bulk_keys = Counter(key for _, key in bulk_rows)
+    line_queries = Counter(query_id for _, _, query_id in lines if query_id is not None)
     numbers = {number for _, _, state, number in queries if state == "provided"}
-    told_ids = set(told["queries"])
+    told_bulks = set(told["bulks"])
+    told_ids = set(told["queries"]) | {
+        query_id for bulk_id, _, query_id in lines if bulk_id in told_bulks
+    }
     stored_ids = {query_id for query_id, _, _, _ in queries}
 
     def records(database: Path) -> Counter[str]:
@@ -273,17 +401,26 @@ def audit(directory: Path, config: Path, told: dict[str, Any]) -> dict[str, Any]
     lost = sum(1 for query in told["queries"].values() if query["state"] != "provided")
     lost += sum(1 for _, _, state, _ in queries if state != "provided")
     lost += len(told_ids - stored_ids)
+    lost += sum(1 for bulk_id, state, _ in lines if bulk_id in told_bulks and state != "normal_end")
+    lost += len(told_bulks - {bulk_id for bulk_id, _ in bulk_rows})
+    doubled = sum(count - 1 for count in keys.values() if count > 1)
+    doubled += sum(count - 1 for count in bulk_keys.values() if count > 1)
+    doubled += sum(count - 1 for count in line_queries.values() if count > 1)
+    doubled += len(stored_ids - told_ids)  # a query nobody was told of (a second one)
+    doubled += len({bulk_id for bulk_id, _ in bulk_rows} - told_bulks)
     return {
         "queries told": len(told["queries"]),
+        "bulk queries told": len(told["bulks"]),
+        "bulk lines told": sum(1 for bulk_id, _, _ in lines if bulk_id in told_bulks),
         "queries stored": len(queries),
         "provided": len(numbers),
         "lost": lost,
-        "doubled": sum(count - 1 for count in keys.values() if count > 1)
-        + len(stored_ids - told_ids),
+        "doubled": doubled,
         "records wrong (meguro, setagaya, hub)": wrong_records,
         "chains": "intact" if verified.returncode == 0 else verified.stdout + verified.stderr,
         "outbox pending": pending,
         "back-office retries": told["retries"],
+        "submits cut by the back office": told["cuts"],
         "back-office errors": told["errors"],
     }
 
@@ -310,27 +447,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         box = Box(directory, config)
         box.wait_for(lambda text: READY in text, 120, "readiness")
         print(
-            f"1/2 {arguments.flows} queries, {arguments.concurrency} in flight, "
-            f"while {arguments.kills} parties are killed ...",
+            f"1/2 {arguments.flows} queries ({arguments.bulk_share:.0%} in bulk queries), "
+            f"{arguments.concurrency} in flight, while {arguments.kills} parties are killed"
+            f"{', under faults' if arguments.faults else ''}"
+            f"{f', {arguments.cut:.0%} of submits cut' if arguments.cut else ''} ...",
             flush=True,
         )
         import threading
 
         kills: list[dict[str, Any]] = []
-        killer = threading.Thread(
-            target=lambda: kills.extend(kill_campaign(box, arguments.kills, rng))
-        )
-        killer.start()
+        faults: list[str] = []
         began = time.monotonic()
-        told = run_flows(
-            config,
-            population.meguro_numbers,
-            arguments.flows,
-            arguments.concurrency,
-            rng.randrange(2**32),
-        )
+        helpers = [
+            threading.Thread(target=lambda: kills.extend(kill_campaign(box, arguments.kills, rng)))
+        ]
+        if arguments.faults:
+            helpers.append(
+                threading.Thread(
+                    target=lambda: faults.extend(faults_campaign(config, arguments, began))
+                )
+            )
+        for helper in helpers:
+            helper.start()
+        told = run_flows(config, population.meguro_numbers, arguments, rng.randrange(2**32))
         elapsed = time.monotonic() - began
-        killer.join()
+        for helper in helpers:
+            helper.join()
+        hits: list[str] = []
+        if arguments.faults:
+            for line in faults:
+                print(f"    fault {line}", flush=True)
+            listed = subprocess.run(
+                [str(Path(sys.executable).parent / "renkei"), "faults", "list", "-c", str(config)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            hits = listed.stdout.splitlines()
+            subprocess.run(
+                [str(Path(sys.executable).parent / "renkei"), "faults", "clear", "-c", str(config)],
+                capture_output=True,
+                check=True,
+            )
         print("2/2 the audit ...", flush=True)
         report = audit(directory, config, told)
         report["kills"] = len(kills)
@@ -339,7 +497,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             round(sum(k["recovery"] for k in kills) / len(kills), 2) if kills else None
         )
         report["killed"] = dict(Counter(k["party"] for k in kills))
-        report["flows/s (kills included)"] = round(len(told["queries"]) / elapsed, 1)
+        flows_done = len(told["queries"]) + report["bulk lines told"]
+        report["faults"] = faults
+        report["faults at the end (hits)"] = hits
+        report["flows/s (kills included)"] = round(flows_done / elapsed, 1)
         report["elapsed"] = round(time.monotonic() - started, 1)
         print(json.dumps(report, ensure_ascii=False, indent=1))
         ok = (
@@ -348,7 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             and not any(report["records wrong (meguro, setagaya, hub)"].values())
             and report["chains"] == "intact"
             and report["outbox pending"] == 0
-            and report["queries told"] == arguments.flows
+            and flows_done == arguments.flows
         )
         print(f"lost {report['lost']}, doubled {report['doubled']}: {'OK' if ok else 'FAILED'}")
         return 0 if ok else 1
