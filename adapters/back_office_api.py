@@ -34,7 +34,7 @@ from codes.individual_number import validate_individual_number
 from codes.institution import validate_institution_code
 from codes.typed import validate_information_name_code, validate_procedure_code
 from crypto.pki import PkiLayout, load_certificate
-from crypto.tls import peer_identity, server_options
+from crypto.tls import RevocationList, peer_identity, server_options
 from middleware import messages, replica
 from middleware.node import IntermediateServer
 from middleware.process_memory import release_free_memory
@@ -115,12 +115,15 @@ def _text(body: dict[str, Any], name: str, required: bool = True) -> str:
 
 def back_office_listener(api: BackOfficeApi, reactor: Any) -> Listener:
     """The listener of a node's back-office API: mutual TLS with the node's own back-office
-    CA (only its systems' certificates), bodies up to a file's size, refusals in JSON."""
+    CA (only its systems' certificates, not revoked), bodies up to a file's size, refusals
+    in JSON."""
     node = api.node
     layout = PkiLayout(node.config.pki)
+    ca = load_certificate(layout.back_office_ca(node.code).certificate)
     options = server_options(
         layout.institution_tls(node.code).load(),
-        [load_certificate(layout.back_office_ca(node.code).certificate)],
+        [ca],
+        RevocationList([(layout.back_office_crl(node.code), ca)]),
     )
     return Listener(
         reactor,

@@ -30,6 +30,7 @@ from codes.errors import RenkeiError
 from crypto.pki import PkiLayout, load_certificate, server_name_of_hub, server_name_of_institution
 from crypto.tls import (
     ClientTLSPolicy,
+    RevocationList,
     make_http_client,
     peer_identity,
     server_options,
@@ -198,11 +199,12 @@ def _client_policy(layout: PkiLayout, credentials: Any) -> ClientTLSPolicy:
 
 
 def hub_transport(reactor: Any, config: Config) -> HttpsTransport:
-    """The hub's transport: to every configured institution, its TLS certificate shown."""
+    """The hub's transport: to every institution of the network (outside members included),
+    its TLS certificate shown."""
     layout = PkiLayout(config.pki)
     policy = _client_policy(layout, layout.hub_tls().load())
     addresses = {}
-    for member in config.institutions:
+    for member in config.members:
         host, port = host_and_port(member.network_address)
         policy.expect(host, port, server_name_of_institution(member.code))
         addresses[member.code] = member.network_address
@@ -324,21 +326,24 @@ def network_listener(
 
 
 def hub_listener(reactor: Any, config: Config, endpoint: NetworkEndpoint) -> Listener:
-    """The hub's listener: its TLS certificate, clients from the network CA."""
+    """The hub's listener: its TLS certificate, clients from the network CA (not revoked)."""
     assert config.network is not None
     layout = PkiLayout(config.pki)
     ca = load_certificate(layout.ca().certificate)
-    options = server_options(layout.hub_tls().load(), [ca])
+    options = server_options(layout.hub_tls().load(), [ca], RevocationList([(layout.crl(), ca)]))
     return network_listener(reactor, endpoint, config.network.listen, options)
 
 
 def institution_listener(
     reactor: Any, config: Config, institution: InstitutionConfig, endpoint: NetworkEndpoint
 ) -> Listener:
-    """An intermediate server's network listener: its TLS certificate, the network CA."""
+    """An intermediate server's network listener: its TLS certificate, the network CA (not
+    revoked)."""
     layout = PkiLayout(config.pki)
     ca = load_certificate(layout.ca().certificate)
-    options = server_options(layout.institution_tls(institution.code).load(), [ca])
+    options = server_options(
+        layout.institution_tls(institution.code).load(), [ca], RevocationList([(layout.crl(), ca)])
+    )
     return network_listener(reactor, endpoint, institution.network_listen, options)
 
 

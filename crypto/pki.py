@@ -5,9 +5,17 @@ can be re-run after institutions or back-office systems are added. `PkiLayout` i
 place that knows where each file lives; the loaders turn those files into `cryptography`
 objects.
 
+Certificates live as long as real ones would: the CAs 10 years, TLS and back-office client
+certificates 397 days (the CA/Browser Forum's limit), signing and encryption certificates
+2 years. `enrol_member` issues an outside member's certificates (keys generated, or from its
+own CSRs) and hands them over in a folder; `revoke` withdraws an institution's or a
+back-office system's certificates and lists them in the issuing CA's revocation list, which
+every listener checks (`crypto.tls.RevocationList`).
+
 Layout (all PEM, keys unencrypted PKCS#8, every file mode 0600, directories 0700)::
 
     DIR/ca.pem, ca.key                          network CA (EC P-256, 10 years)
+    DIR/crl.pem                                 the network CA's revocation list
     DIR/hub/tls.pem|key                         CN=hub, OU=tls
     DIR/hub/signing.pem|key                     CN=hub, OU=signing
     DIR/hub/fugo.key, idcode.key                32 random bytes each (raw, not PEM)
@@ -16,12 +24,15 @@ Layout (all PEM, keys unencrypted PKCS#8, every file mode 0600, directories 0700
     DIR/institutions/C/encryption.pem|key       CN=C, OU=encryption (RSA 2048)
     DIR/institutions/C/back-office-ca.pem|key   CN="C back office CA", O=C
     DIR/institutions/C/back-office/S.pem|key    CN=S, O=C, OU=back-office
+    DIR/institutions/C/back-office-crl.pem      the back-office CA's revocation list
+    DIR/institutions/C/revoked/…                certificates withdrawn by `revoke`
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import os
 import re
 import secrets
@@ -41,16 +52,20 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
+    "DOCUMENT_VALIDITY",
+    "TLS_VALIDITY",
     "CredentialPaths",
     "Credentials",
     "InstitutionEntry",
     "PeerIdentity",
     "PkiLayout",
+    "enrol_member",
     "identity_of",
     "init_pki",
     "load_certificate",
     "load_private_key",
     "load_secret_key",
+    "revoke",
     "server_name_of_hub",
     "server_name_of_institution",
 ]
@@ -58,7 +73,9 @@ __all__ = [
 HUB_COMMON_NAME = "hub"
 SECRET_KEY_BYTES = 32
 CA_VALIDITY = datetime.timedelta(days=3650)
-LEAF_VALIDITY = datetime.timedelta(days=1825)
+TLS_VALIDITY = datetime.timedelta(days=397)
+DOCUMENT_VALIDITY = datetime.timedelta(days=730)  # signing and encryption certificates
+CRL_VALIDITY = datetime.timedelta(days=7)  # next update of a revocation list
 # Certificates start an hour in the past so that small clock skews do not reject them.
 BACKDATE = datetime.timedelta(hours=1)
 
@@ -192,6 +209,18 @@ class PkiLayout:
         _check_system(system)
         return self._pair(self.institution_directory(code) / "back-office", system)
 
+    def crl(self) -> Path:
+        """The network CA's certificate revocation list."""
+        return self.directory / "crl.pem"
+
+    def back_office_crl(self, code: str) -> Path:
+        """The revocation list of an institution's back-office CA."""
+        return self.institution_directory(code) / "back-office-crl.pem"
+
+    def revoked_directory(self, code: str) -> Path:
+        """Where an institution's withdrawn certificates are kept."""
+        return self.institution_directory(code) / "revoked"
+
     @staticmethod
     def _pair(directory: Path, stem: str) -> CredentialPaths:
         return CredentialPaths(directory / f"{stem}.pem", directory / f"{stem}.key")
@@ -255,27 +284,8 @@ def init_pki(directory: Path, institutions: Sequence[InstitutionEntry]) -> None:
         code = entry.code
         _make_directory(layout.directory / "institutions")
         _make_directory(layout.institution_directory(code))
-        _ensure_leaf(
-            layout.institution_tls(code),
-            network_ca,
-            _name(code, unit="tls"),
-            _tls_profile(server_name_of_institution(code)),
-            now,
-        )
-        _ensure_leaf(
-            layout.institution_signing(code),
-            network_ca,
-            _name(code, unit="signing"),
-            _SIGNING,
-            now,
-        )
-        _ensure_leaf(
-            layout.institution_encryption(code),
-            network_ca,
-            _name(code, unit="encryption"),
-            _ENCRYPTION,
-            now,
-        )
+        for paths, subject, profile in _network_leaves(layout, code):
+            _ensure_leaf(paths, network_ca, subject, profile, now)
         if not layout.institution_person_key(code).exists():
             _write_new(layout.institution_person_key(code), secrets.token_bytes(SECRET_KEY_BYTES))
         local_ca = _ensure_ca(
@@ -293,12 +303,163 @@ def init_pki(directory: Path, institutions: Sequence[InstitutionEntry]) -> None:
             )
 
 
+def _network_leaves(
+    layout: PkiLayout, code: str
+) -> list[tuple[CredentialPaths, x509.Name, _Profile]]:
+    """An institution's certificates from the network CA: TLS, signing, encryption."""
+    return [
+        (
+            layout.institution_tls(code),
+            _name(code, unit="tls"),
+            _tls_profile(server_name_of_institution(code)),
+        ),
+        (layout.institution_signing(code), _name(code, unit="signing"), _SIGNING),
+        (layout.institution_encryption(code), _name(code, unit="encryption"), _ENCRYPTION),
+    ]
+
+
+_MEMBER_USES = ("tls", "signing", "encryption")
+
+
+def enrol_member(
+    directory: Path,
+    code: str,
+    out: Path,
+    about: dict[str, str],
+    csr_directory: Path | None = None,
+) -> list[Path]:
+    """Issue an outside member's TLS, signing and encryption certificates from the network
+    CA and hand them over in ``out``: with ``csr_directory`` (``tls.csr``, ``signing.csr``,
+    ``encryption.csr``) for the member's own keys, which stay with it; else for keys made
+    here, written to ``out`` too. ``out`` also gets the network CA (``ca.pem``), the hub's
+    signing certificate (``hub-signing.pem``) and ``member.json`` (``about``). The
+    certificates (not the keys) are kept in the PKI, where the hub finds them. Nothing is
+    overwritten; the files written, in order."""
+    layout = PkiLayout(Path(directory))
+    _check_code(code)
+    now = datetime.datetime.now(datetime.UTC)
+    network_ca = _ensure_ca(layout.ca(), _name("Renkei test network CA"), now)
+    _make_directory(layout.directory / "institutions")
+    _make_directory(layout.institution_directory(code))
+    _make_directory(out)
+    written = []
+    for use, (paths, subject, profile) in zip(
+        _MEMBER_USES, _network_leaves(layout, code), strict=True
+    ):
+        if csr_directory is None:
+            _ensure_leaf(paths, network_ca, subject, profile, now)
+            key = out / f"{use}.key"
+            _write_new(key, paths.key.read_bytes())
+            written.append(key)
+        else:
+            if paths.certificate.exists():
+                raise FileExistsError(f"{paths.certificate} exists: revoke it first")
+            public_key = _requested_key(csr_directory / f"{use}.csr", profile)
+            certificate = _issue(network_ca, subject, public_key, profile, now)
+            _write_new(paths.certificate, certificate.public_bytes(serialization.Encoding.PEM))
+        certificate_copy = out / f"{use}.pem"
+        _write_new(certificate_copy, paths.certificate.read_bytes())
+        written.append(certificate_copy)
+    for name, source in (
+        ("ca.pem", layout.ca().certificate),
+        ("hub-signing.pem", layout.hub_signing().certificate),
+    ):
+        if source.exists():
+            _write_new(out / name, source.read_bytes())
+            written.append(out / name)
+    _write_new(out / "member.json", json.dumps(about, ensure_ascii=False, indent=2).encode())
+    written.append(out / "member.json")
+    return written
+
+
+def _requested_key(path: Path, profile: _Profile) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
+    """The public key of a certificate signing request, checked: its signature holds and
+    its key is of the profile's type (EC P-256 or RSA of 2048 bits or more)."""
+    try:
+        request = x509.load_pem_x509_csr(path.read_bytes())
+    except ValueError:
+        raise ValueError(f"{path} is not a PEM certificate signing request") from None
+    if not request.is_signature_valid:
+        raise ValueError(f"{path}: the request's signature does not hold")
+    key = request.public_key()
+    if profile.key_type == "rsa":
+        if not isinstance(key, rsa.RSAPublicKey) or key.key_size < 2048:
+            raise ValueError(f"{path}: an encryption key is RSA of 2048 bits or more")
+        return key
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise ValueError(f"{path}: a TLS or signing key is EC P-256")
+    return key
+
+
+def revoke(directory: Path, code: str, system: str | None = None) -> list[x509.Certificate]:
+    """Withdraw an institution's certificates from the network CA (TLS, signing,
+    encryption), or with ``system`` one back-office system's client certificate: each is
+    listed in its CA's revocation list (re-signed) and moved to the institution's
+    ``revoked`` folder, so that `init_pki` or `enrol_member` may issue a new one. The
+    certificates withdrawn."""
+    layout = PkiLayout(Path(directory))
+    now = datetime.datetime.now(datetime.UTC)
+    if system is None:
+        ca_paths, crl = layout.ca(), layout.crl()
+        targets = [paths for paths, _, _ in _network_leaves(layout, code)]
+    else:
+        ca_paths, crl = layout.back_office_ca(code), layout.back_office_crl(code)
+        targets = [layout.back_office_client(code, system)]
+    present = [paths for paths in targets if paths.certificate.exists()]
+    if not present:
+        raise FileNotFoundError(f"no certificate to revoke for {system or code}")
+    if not ca_paths.certificate.exists():
+        raise FileNotFoundError(f"{ca_paths.certificate} is missing: nothing was issued by it")
+    issuer = _ensure_ca(ca_paths, _name("unused"), now)  # loads the CA that exists
+    withdrawn = [load_certificate(paths.certificate) for paths in present]
+    _write_crl(crl, issuer, withdrawn, now)
+    _make_directory(layout.revoked_directory(code))
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    for paths, certificate in zip(present, withdrawn, strict=True):
+        stem = f"{system or paths.certificate.stem}-{certificate.serial_number:x}-{stamp}"
+        for source, suffix in ((paths.certificate, "pem"), (paths.key, "key")):
+            if source.exists():
+                os.replace(source, layout.revoked_directory(code) / f"{stem}.{suffix}")
+    return withdrawn
+
+
+def _write_crl(
+    path: Path, issuer: _Issuer, withdrawn: list[x509.Certificate], now: datetime.datetime
+) -> None:
+    """Re-sign the revocation list at ``path`` with ``withdrawn`` added to what it lists."""
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.certificate.subject)
+        .last_update(now)
+        .next_update(now + CRL_VALIDITY)
+    )
+    listed: set[int] = set()
+    if path.exists():
+        for entry in x509.load_pem_x509_crl(path.read_bytes()):
+            builder = builder.add_revoked_certificate(entry)
+            listed.add(entry.serial_number)
+    for certificate in withdrawn:
+        if certificate.serial_number not in listed:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(certificate.serial_number)
+                .revocation_date(now)
+                .build()
+            )
+    signed = builder.sign(issuer.key, hashes.SHA256())
+    written = path.with_suffix(".tmp")
+    written.unlink(missing_ok=True)
+    _write_new(written, signed.public_bytes(serialization.Encoding.PEM))
+    os.replace(written, path)
+
+
 # Certificate profiles ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class _Profile:
     key_type: str  # "ec" or "rsa"
+    validity: datetime.timedelta
     key_usage: x509.KeyUsage
     extended_key_usage: tuple[x509.ObjectIdentifier, ...] = ()
     dns_names: tuple[str, ...] = ()
@@ -330,6 +491,7 @@ def _key_usage(
 def _tls_profile(server_name: str) -> _Profile:
     return _Profile(
         key_type="ec",
+        validity=TLS_VALIDITY,
         key_usage=_key_usage(digital_signature=True),
         extended_key_usage=(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
         dns_names=(server_name, "localhost"),
@@ -338,13 +500,18 @@ def _tls_profile(server_name: str) -> _Profile:
 
 
 _SIGNING = _Profile(
-    key_type="ec", key_usage=_key_usage(digital_signature=True, content_commitment=True)
+    key_type="ec",
+    validity=DOCUMENT_VALIDITY,
+    key_usage=_key_usage(digital_signature=True, content_commitment=True),
 )
 _ENCRYPTION = _Profile(
-    key_type="rsa", key_usage=_key_usage(key_encipherment=True, data_encipherment=True)
+    key_type="rsa",
+    validity=DOCUMENT_VALIDITY,
+    key_usage=_key_usage(key_encipherment=True, data_encipherment=True),
 )
 _BACK_OFFICE_CLIENT = _Profile(
     key_type="ec",
+    validity=TLS_VALIDITY,
     key_usage=_key_usage(digital_signature=True),
     extended_key_usage=(ExtendedKeyUsageOID.CLIENT_AUTH,),
 )
@@ -420,6 +587,18 @@ def _ensure_leaf(
     public_key = key.public_key()
     if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
         raise ValueError(f"{paths.key} holds an unsupported key type")
+    certificate = _issue(issuer, subject, public_key, profile, now)
+    _write_new(paths.certificate, certificate.public_bytes(serialization.Encoding.PEM))
+
+
+def _issue(
+    issuer: _Issuer,
+    subject: x509.Name,
+    public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
+    profile: _Profile,
+    now: datetime.datetime,
+) -> x509.Certificate:
+    """A certificate of ``profile`` for ``public_key``, signed by ``issuer``."""
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -428,7 +607,7 @@ def _ensure_leaf(
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
         # A certificate never outlives its issuer.
-        .not_valid_after(min(now + LEAF_VALIDITY, issuer.certificate.not_valid_after_utc))
+        .not_valid_after(min(now + profile.validity, issuer.certificate.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(profile.key_usage, critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
@@ -451,8 +630,7 @@ def _ensure_leaf(
             x509.IPAddress(ipaddress.ip_address(address)) for address in profile.ip_addresses
         ]
         builder = builder.add_extension(x509.SubjectAlternativeName(general_names), critical=False)
-    certificate = builder.sign(issuer.key, hashes.SHA256())
-    _write_new(paths.certificate, certificate.public_bytes(serialization.Encoding.PEM))
+    return builder.sign(issuer.key, hashes.SHA256())
 
 
 def _existing_or_new_key(path: Path, key_type: str) -> PrivateKeyTypes:

@@ -11,6 +11,11 @@ may contact, which server name the certificate there must carry (the hub listens
 with a persistent connection pool; keep-alive matters (a new mTLS handshake per request
 costs about five times a request on a kept connection).
 
+Revocation: a server given a `RevocationList` refuses, during the handshake, a client
+certificate that a revocation list of its issuer names; the lists are files (`renkei pki
+revoke` writes them) re-read whenever they change, so a withdrawal takes effect for the next
+connection without a restart (connections already open stay until they close).
+
 Only TLS 1.2 and later are offered. `cryptography` objects are handed to Twisted and
 pyOpenSSL wherever they accept them, which avoids pyOpenSSL 26's deprecation warnings.
 """
@@ -18,11 +23,12 @@ pyOpenSSL wherever they accept them, which avoids pyOpenSSL 26's deprecation war
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from OpenSSL import crypto
+from OpenSSL import SSL, crypto
 from treq.client import HTTPClient
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import Deferred
@@ -50,6 +56,7 @@ from crypto.pki import Credentials, PeerIdentity, identity_of
 __all__ = [
     "ClientTLSPolicy",
     "MutualTLSHTTPClient",
+    "RevocationList",
     "ServerNotExpected",
     "listen_mutual_tls",
     "make_http_client",
@@ -63,23 +70,92 @@ DEFAULT_CACHED_CONNECTION_TIMEOUT = 120
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
+class RevocationList:
+    """The certificates withdrawn by some CAs: each CA's revocation list (a PEM file that
+    may not exist yet), re-read when the file changes; a list not signed by its CA is
+    ignored (and logged)."""
+
+    def __init__(self, sources: Sequence[tuple[Path, x509.Certificate]]) -> None:
+        self._sources = list(sources)
+        self._seen: dict[Path, tuple[int, int] | None] = {}
+        self._revoked: dict[Path, frozenset[tuple[bytes, int]]] = {}
+
+    def revoked(self, certificate: x509.Certificate) -> bool:
+        """Whether a revocation list of ``certificate``'s issuer names it."""
+        entry = (certificate.issuer.public_bytes(), certificate.serial_number)
+        return any(entry in self._current(path, ca) for path, ca in self._sources)
+
+    def _current(self, path: Path, ca: x509.Certificate) -> frozenset[tuple[bytes, int]]:
+        try:
+            status = path.stat()
+            version: tuple[int, int] | None = (status.st_mtime_ns, status.st_size)
+        except FileNotFoundError:
+            version = None
+        if path in self._seen and self._seen[path] == version:
+            return self._revoked[path]
+        self._seen[path] = version
+        if version is None:
+            self._revoked[path] = frozenset()
+            return self._revoked[path]
+        try:
+            crl = x509.load_pem_x509_crl(path.read_bytes())
+            public_key = ca.public_key()
+            if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+                raise ValueError("the CA's key cannot sign a revocation list")
+            if crl.issuer != ca.subject or not crl.is_signature_valid(public_key):
+                raise ValueError("not signed by its CA")
+        except (OSError, ValueError) as failure:
+            from twisted.logger import Logger
+
+            Logger(namespace=__name__).error(
+                "revocation list {path} ignored: {failure}", path=path, failure=failure
+            )
+            return self._revoked.setdefault(path, frozenset())
+        issuer = crl.issuer.public_bytes()
+        self._revoked[path] = frozenset((issuer, entry.serial_number) for entry in crl)
+        return self._revoked[path]
+
+
+class _CheckedOptions(CertificateOptions):
+    """Server options whose handshake also refuses a revoked client certificate."""
+
+    def __init__(self, revocations: RevocationList, **options: Any) -> None:
+        super().__init__(**options)
+        self._revocations = revocations
+
+    def _makeContext(self, skipCiphers: bool = False) -> SSL.Context:
+        context = super()._makeContext(skipCiphers)
+        context.set_verify(context.get_verify_mode(), self._verify)
+        return context
+
+    def _verify(
+        self, connection: SSL.Connection, certificate: crypto.X509, error: int, depth: int, ok: int
+    ) -> bool:
+        return bool(ok) and not self._revocations.revoked(certificate.to_cryptography())
+
+
 def server_options(
-    credentials: Credentials, trust_roots: Sequence[x509.Certificate]
+    credentials: Credentials,
+    trust_roots: Sequence[x509.Certificate],
+    revocations: RevocationList | None = None,
 ) -> CertificateOptions:
     """TLS server options presenting `credentials` and requiring a client certificate.
 
-    The client certificate must chain to one of `trust_roots`; the handshake fails without
-    one. TLS 1.2 or later.
+    The client certificate must chain to one of `trust_roots`, and not be named by
+    `revocations`; the handshake fails otherwise. TLS 1.2 or later.
     """
     if not trust_roots:
         raise ValueError("a mutual TLS server needs at least one trust root")
-    return CertificateOptions(
-        privateKey=_tls_key(credentials),
+    options: dict[str, Any] = {
+        "privateKey": _tls_key(credentials),
         # Typed as pyOpenSSL X509, but pyOpenSSL 26 takes (and prefers) cryptography objects.
-        certificate=credentials.certificate,  # type: ignore[arg-type]
-        trustRoot=_trust_root(trust_roots),
-        raiseMinimumTo=MINIMUM_TLS_VERSION,
-    )
+        "certificate": credentials.certificate,
+        "trustRoot": _trust_root(trust_roots),
+        "raiseMinimumTo": MINIMUM_TLS_VERSION,
+    }
+    if revocations is None:
+        return CertificateOptions(**options)
+    return _CheckedOptions(revocations, **options)
 
 
 def listen_mutual_tls(

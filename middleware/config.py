@@ -28,6 +28,7 @@ __all__ = [
     "ControlConfig",
     "InstitutionConfig",
     "NetworkConfig",
+    "OutsideMember",
     "PopulationConfig",
     "load_config",
 ]
@@ -106,6 +107,21 @@ class InstitutionConfig:
 
 
 @dataclass(frozen=True)
+class OutsideMember:
+    """An institution whose intermediate server is not renkei's (``external = true``): a
+    vendor's system under test or another team's simulator. The hub lists it, puts it in the
+    permitted-query list by its kind and routes to ``network_address``; its certificates come
+    from the network CA (``renkei pki enrol``)."""
+
+    name: str
+    code: str
+    display_name: str
+    kind: str
+    network_address: str
+    provides: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ControlConfig:
     """The control API (docs/control.md): where it listens (loopback only), its address, and
     the file holding its token (made at first start)."""
@@ -156,6 +172,20 @@ class Config:
     population: PopulationConfig | None = None
     # The control API of the network's clock and faults ([control]; docs/control.md).
     control: ControlConfig | None = None
+    # Institutions of the network whose intermediate server is not ours (external = true).
+    outside_members: tuple[OutsideMember, ...] = ()
+
+    @property
+    def members(self) -> tuple[InstitutionConfig | OutsideMember, ...]:
+        """Every institution of the network: ours, then the outside members."""
+        return (*self.institutions, *self.outside_members)
+
+    def member(self, name_or_code: str) -> InstitutionConfig | OutsideMember:
+        """Any institution of the network by its section name or its institution code."""
+        for member in self.members:
+            if name_or_code in (member.name, member.code):
+                return member
+        raise ConfigError(f"no institution {name_or_code!r} in {self.path}")
 
     def institution(self, name_or_code: str) -> InstitutionConfig:
         """An institution by its section name (``meguro``) or its institution code."""
@@ -245,6 +275,7 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
             delegations=(base / section["delegations"] if section.get("delegations") else None),
         )
     institutions = []
+    outside: list[OutsideMember] = []
     for name in parser.sections():
         if not name.startswith("institution:"):
             continue
@@ -257,6 +288,18 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
         provides = tuple(
             validate_information_name_code(code) for code in section.get("provides", "").split()
         )
+        if section.getboolean("external", False):
+            outside.append(
+                OutsideMember(
+                    name=institution_name,
+                    code=validate_institution_code(_value(section, "code")),
+                    display_name=_value(section, "name"),
+                    kind=section["kind"],
+                    network_address=_value(section, "network_address"),
+                    provides=provides,
+                )
+            )
+            continue
         system_names = tuple(_value(section, "back_office_systems").split())
         institutions.append(
             InstitutionConfig(
@@ -295,7 +338,7 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
     for name in parser.sections():
         if name.startswith("back-office:") and name not in known:
             raise ValueError(f"[{name}] is not a back-office system of a configured institution")
-    codes = [institution.code for institution in institutions]
+    codes = [i.code for i in institutions] + [member.code for member in outside]
     if len(set(codes)) != len(codes):
         raise ConfigError(f"{path}: two institutions share an institution code")
     delivery = (
@@ -334,4 +377,5 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
         demo_data=base / _value(demo, "data") if demo is not None else None,
         population=population,
         control=control,
+        outside_members=tuple(outside),
     )

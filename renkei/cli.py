@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from crypto.pki import InstitutionEntry, init_pki
+from crypto.pki import InstitutionEntry, PkiLayout, init_pki
 from middleware.config import Config, ConfigError, load_config
 from middleware.records import count_records, records_of_transaction, verify_chain
 from middleware.storage import Database
@@ -61,6 +61,83 @@ def pki_init(directory: Path, config_path: str) -> None:
         ],
     )
     click.echo(f"PKI ready in {directory} for {len(config.institutions)} institutions")
+    for member in config.outside_members:
+        if not PkiLayout(directory).institution_encryption(member.code).certificate.exists():
+            click.echo(
+                f"outside member {member.name} ({member.display_name}) is not enrolled yet: "
+                f"renkei pki enrol {member.name} --out FOLDER"
+            )
+
+
+@pki.command("enrol")
+@click.argument("name")
+@config_option
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="The folder to hand to the member (it must not hold the files already).",
+)
+@click.option(
+    "--csr-dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="The member's own requests (tls.csr, signing.csr, encryption.csr); its keys stay "
+    "with it. Without: keys are made here and handed over with the certificates.",
+)
+def pki_enrol(name: str, config_path: str, out: Path, csr_dir: Path | None) -> None:
+    """Issue the TLS, signing and encryption certificates of the outside member NAME (an
+    institution with external = true) from the network CA, and write them to a folder for
+    it, with the network CA, the hub's signing certificate and member.json. Restart the hub
+    (or the box) for it to list the new member."""
+    from crypto.pki import enrol_member, server_name_of_hub, server_name_of_institution
+
+    config = _config(config_path)
+    member = next((m for m in config.outside_members if name in (m.name, m.code)), None)
+    if member is None:
+        outside = ", ".join(m.name for m in config.outside_members) or "none configured"
+        raise click.ClickException(
+            f"{name} is not an outside member (external = true) of {config.path}: {outside}"
+        )
+    about = {
+        "code": member.code,
+        "name": member.display_name,
+        "kind": member.kind,
+        "network_address": member.network_address,
+        "server_name": server_name_of_institution(member.code),
+        "hub_address": config.hub_address,
+        "hub_server_name": server_name_of_hub(),
+    }
+    try:
+        written = enrol_member(config.pki, member.code, out, about, csr_dir)
+    except (OSError, ValueError) as failure:
+        raise click.ClickException(str(failure)) from None
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo(f"{member.name} ({member.display_name}, {member.code}) enrolled in {config.pki}")
+
+
+@pki.command("revoke")
+@click.argument("name")
+@config_option
+@click.option("--system", default=None, help="Withdraw this back-office system's certificate only.")
+def pki_revoke(name: str, config_path: str, system: str | None) -> None:
+    """Withdraw the certificates of the institution NAME (ours or an outside member: TLS,
+    signing, encryption), or with --system of one of its back-office systems. They are
+    listed in the issuing CA's revocation list, which every listener re-reads: a new
+    connection with them fails the handshake, without a restart."""
+    from crypto.pki import revoke
+
+    config = _config(config_path)
+    try:
+        member = config.member(name)
+        withdrawn = revoke(config.pki, member.code, system)
+    except (ConfigError, OSError, ValueError) as failure:
+        raise click.ClickException(str(failure)) from None
+    for certificate in withdrawn:
+        click.echo(
+            f"revoked {certificate.subject.rfc4514_string()} (serial {certificate.serial_number:x})"
+        )
 
 
 @main.command()
@@ -851,9 +928,9 @@ def _party_code(config: Config, name: str | None) -> str | None:
     if name is None or name == HUB:
         return name
     try:
-        return config.institution(name).code
+        return config.member(name).code
     except ConfigError:
-        names = ", ".join([HUB, *(i.name for i in config.institutions)])
+        names = ", ".join([HUB, *(i.name for i in config.members)])
         raise click.BadParameter(f"no party {name!r} (one of {names})") from None
 
 
@@ -864,9 +941,9 @@ def _party_name(config: Config, code: str | None) -> str:
         return "any party"
     if code == HUB:
         return HUB
-    for institution in config.institutions:
-        if institution.code == code:
-            return f"{institution.name} ({institution.display_name})"
+    for member in config.members:
+        if member.code == code:
+            return f"{member.name} ({member.display_name})"
     return code
 
 

@@ -27,7 +27,7 @@ from crypto.pki import PkiLayout, load_certificate, load_secret_key
 from crypto.xmlsig import Signer
 from middleware import messages
 from middleware.clock import ReactorTime
-from middleware.config import Config, InstitutionConfig
+from middleware.config import Config, InstitutionConfig, OutsideMember
 from middleware.deferred import deferred
 from middleware.hardened_xml import parse_xml, serialize
 from middleware.network import (
@@ -101,7 +101,7 @@ def transaction_number(moment: datetime, row_id: int) -> str:
 class Member:
     """An institution connected to the network."""
 
-    config: InstitutionConfig
+    config: InstitutionConfig | OutsideMember
     encryption_certificate: bytes  # DER, handed to providers in the route
 
 
@@ -136,15 +136,20 @@ class Hub(Party):
         self._signer = Signer(layout.hub_signing().load())
         self._fugo = FugoCipher(load_secret_key(layout.hub_fugo_key()))
         self._id_code_key = load_secret_key(layout.hub_idcode_key())
-        self.members = {
-            member.code: Member(
-                member,
-                load_certificate(
-                    layout.institution_encryption(member.code).certificate
-                ).public_bytes(Encoding.DER),
+        self.members: dict[str, Member] = {}
+        for member in config.members:
+            certificate = layout.institution_encryption(member.code).certificate
+            if isinstance(member, OutsideMember) and not certificate.exists():
+                self.log.warn(
+                    "outside member {name} ({code}) has no certificates yet: not a member until"
+                    " `renkei pki enrol {name}` and a restart of the hub",
+                    name=member.name,
+                    code=member.code,
+                )
+                continue
+            self.members[member.code] = Member(
+                member, load_certificate(certificate).public_bytes(Encoding.DER)
             )
-            for member in config.institutions
-        }
         self.permitted_list: PermittedList | None = None
         # The signed document of the list in force, as institutions fetch it.
         self.list_document = b""
@@ -165,7 +170,8 @@ class Hub(Party):
         now = self.now()
         expires_at = now + timedelta(seconds=self._network.list_validity)
         institutions = directory(
-            ListedInstitution(m.code, m.display_name, m.kind) for m in self.config.institutions
+            ListedInstitution(m.config.code, m.config.display_name, m.config.kind)
+            for m in self.members.values()
         )
         rules = tuple(read_rules(self._network.permitted_list))
         delegations = frozenset(
