@@ -4,8 +4,8 @@ works with the box's hub, Meguro and Setagaya over mutual TLS on loopback, both 
 
 from __future__ import annotations
 
+import base64
 import json
-import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -17,18 +17,19 @@ import pytest_twisted
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
+from lxml import etree
 from sqlalchemy import create_engine, select
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
-from crypto.pki import InstitutionEntry, PkiLayout, init_pki, load_certificate
+from crypto.pki import PkiLayout, load_certificate
 from middleware.config import Config, load_config
 from middleware.tables import hub_outbox
+from tests.conftest import running_box
 from tests.network import (
     CARE_INSURANCE,
     HANAKO_MEGURO,
     ICHIRO_MEGURO,
-    LOCAL_TAX,
     MEGURO,
     PREMIUM_ASSESSMENT,
     REPOSITORY,
@@ -42,13 +43,14 @@ NERIMA = "1131202000000000"
 MEMBER = REPOSITORY / "examples" / "outside_member" / "member.py"
 PERSONS = REPOSITORY / "examples" / "outside_member" / "persons.json"
 TARO_MEGURO = "000000000010002"  # 世田谷 太郎 at Meguro: NER-0002 at the outside member
+NS = "urn:renkei:linkage:1"
 INCOME_LEVY = "TK00000201010004"  # 市町村民税所得割額
 
 
 def nerima_config(directory: Path) -> tuple[Config, int]:
-    """The box's test configuration with 練馬区 added; the port of the member's listener."""
-    pki = directory / "pki"
-    config = write_config(directory, pki)
+    """The box's test configuration with 練馬区 as an outside member (external = true); the
+    port of the member's listener."""
+    config = write_config(directory, directory / "pki")
     listen = free_port()
     with config.path.open("a", encoding="utf-8") as text:
         text.write(
@@ -57,44 +59,43 @@ def nerima_config(directory: Path) -> tuple[Config, int]:
 code = {NERIMA}
 name = 練馬区
 kind = municipality
-database = sqlite:///{directory / "nerima.sqlite"}
-network_listen = tcp:port={free_port()}:interface=127.0.0.1
+external = true
 network_address = https://127.0.0.1:{listen}
-back_office_listen = tcp:port={free_port()}:interface=127.0.0.1
-back_office_address = https://127.0.0.1:{free_port()}
-back_office_systems =
 provides = {TAX_INFORMATION}
 """
         )
-    init_pki(
-        pki,
-        [
-            InstitutionEntry(MEGURO, (CARE_INSURANCE,)),
-            InstitutionEntry(SETAGAYA, (LOCAL_TAX, CARE_INSURANCE)),
-            InstitutionEntry(NERIMA),
-        ],
-    )
     return load_config(config.path), listen
 
 
+def renkei(*arguments: str) -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "renkei"), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def enrol(config: Config, folder: Path) -> None:
-    """The member's folder, as `renkei pki enrol` writes it."""
-    layout = PkiLayout(config.pki)
-    folder.mkdir()
-    shutil.copy(layout.ca().certificate, folder / "ca.pem")
-    shutil.copy(layout.hub_signing().certificate, folder / "hub-signing.pem")
-    own = layout.institution_directory(NERIMA)
-    for name in ("tls", "signing", "encryption"):
-        for suffix in ("pem", "key"):
-            shutil.copy(own / f"{name}.{suffix}", folder / f"{name}.{suffix}")
-    member = {
-        "code": NERIMA,
-        "name": "練馬区",
-        "hub_address": config.hub_address,
-        "hub_server_name": "hub.renkei.test",
-        "server_name": f"i{NERIMA}.renkei.test",
-    }
-    (folder / "member.json").write_text(json.dumps(member, ensure_ascii=False), encoding="utf-8")
+    """The network's PKI, then the member's own keys and requests, and its enrolment: the
+    folder gets its certificates, the network CA, the hub's signing certificate and
+    member.json, and its keys never leave it."""
+    renkei("pki", "init", str(config.pki), "-c", str(config.path))
+    made = subprocess.run(
+        [sys.executable, str(MEMBER), "--folder", str(folder), "keys"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    renkei(
+        *("pki", "enrol", "nerima", "-c", str(config.path)),
+        *("--out", str(folder), "--csr-dir", str(folder / "csr")),
+    )
+    assert not PkiLayout(config.pki).institution_tls(NERIMA).key.exists()
 
 
 def member(folder: Path, *arguments: str) -> Any:
@@ -132,21 +133,19 @@ async def network(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Net
     its persons' 符号 acquired."""
     from twisted.internet import reactor
 
-    from renkei.service import Box
     from simulators.back_office import BackOfficeClient
 
     directory = tmp_path_factory.mktemp("outside-member")
     config, port = nerima_config(directory)
     folder = directory / "member"
     enrol(config, folder)
-    box = Box(config, reactor)
-    for parts in (box.parties, box.nodes, box.back_offices):
-        parts.pop("nerima", None)  # not ours: the outside member answers at its address
-    await box.start()
+    box = await running_box(config, in_memory=False)
     log = (directory / "member.log").open("w", encoding="utf-8")
     serving = subprocess.Popen(
-        [sys.executable, str(MEMBER), "--folder", str(folder), "serve", "--listen", str(port)]
-        + ["--data", str(PERSONS)],
+        [
+            *(sys.executable, str(MEMBER), "--folder", str(folder)),
+            *("serve", "--listen", str(port), "--data", str(PERSONS)),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -214,49 +213,44 @@ async def test_a_provision_for_someone_else_cannot_be_read_by_the_member_or_the_
     network: Network,
 ) -> None:
     """Setagaya's provision for Meguro, as the hub relayed it, and the member's own
-    provision for Meguro: the member cannot open either (PayloadUnreadable), the hub holds no
-    key that could; Meguro's key opens them."""
-    ended = await network.meguro_asks(HANAKO_MEGURO, SETAGAYA)
-    assert ended["state"] == "provided", ended
+    provision for Meguro: the member cannot open either (PayloadUnreadable) and the hub holds
+    no key that could; Meguro's key opens both."""
     config = network.box.config
     assert config.network is not None
+    from_setagaya = await network.meguro_asks(HANAKO_MEGURO, SETAGAYA)
+    from_nerima = await network.meguro_asks(TARO_MEGURO, NERIMA)
+    assert from_setagaya["state"] == from_nerima["state"] == "provided"
     engine = create_engine(config.network.database)
     with engine.connect() as connection:  # what the hub relayed to Meguro, as it holds it
         relayed = connection.execute(
             select(hub_outbox.c.body).where(
                 hub_outbox.c.kind == "provision",
-                hub_outbox.c.reference == ended["transaction_number"],
+                hub_outbox.c.reference == from_setagaya["transaction_number"],
             )
         ).scalar_one()
     engine.dispose()
     setagaya_for_meguro = network.folder.parent / "setagaya-for-meguro.xml"
     setagaya_for_meguro.write_bytes(relayed)
-    ours_for_meguro = sorted((network.folder / "sent").glob("*.xml"))
-    assert ours_for_meguro, "the member sent Meguro its provisions"
+    ours_for_meguro = network.folder / "sent" / f"{from_nerima['transaction_number']}.xml"
     layout = PkiLayout(config.pki)
-    meguro_key = serialization.load_pem_private_key(
-        layout.institution_encryption(MEGURO).key.read_bytes(), None
-    )
-    meguro_certificate = load_certificate(layout.institution_encryption(MEGURO).certificate)
-    for document in (setagaya_for_meguro, ours_for_meguro[0]):
+    meguro = layout.institution_encryption(MEGURO)
+    meguro_key = serialization.load_pem_private_key(meguro.key.read_bytes(), None)
+    assert isinstance(meguro_key, rsa.RSAPrivateKey)
+    for document in (setagaya_for_meguro, ours_for_meguro):
         opened = await member(network.folder, "open", str(document))
         assert opened.returncode == 1, opened.stdout
         assert "PayloadUnreadable" in opened.stderr, opened.stderr
-        envelope = _envelope(document.read_bytes())
-        for key in (layout.hub_tls().key, layout.hub_signing().key):  # the hub's every key
-            hub_key = serialization.load_pem_private_key(key.read_bytes(), None)
-            assert not isinstance(hub_key, rsa.RSAPrivateKey)
-        assert b"<ProvisionPayload" in pkcs7.pkcs7_decrypt_der(
-            envelope, meguro_certificate, meguro_key, []
+        plaintext = pkcs7.pkcs7_decrypt_der(
+            _envelope(document.read_bytes()), load_certificate(meguro.certificate), meguro_key, []
         )
-    assert not list((Path(config.pki) / "hub").glob("encryption*"))
+        assert b"<ProvisionPayload" in plaintext
+    for key in (layout.hub_tls().key, layout.hub_signing().key):  # every key the hub has
+        assert not isinstance(
+            serialization.load_pem_private_key(key.read_bytes(), None), rsa.RSAPrivateKey
+        )
 
 
 def _envelope(provision: bytes) -> bytes:
-    import base64
-
-    from lxml import etree
-
-    root = etree.fromstring(provision)
-    text = root.findtext("{urn:renkei:linkage:1}EncryptedPayload") or ""
+    """The CMS envelope (DER) of a Provision document."""
+    text = etree.fromstring(provision).findtext(f"{{{NS}}}EncryptedPayload") or ""
     return base64.b64decode("".join(text.split()))

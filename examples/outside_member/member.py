@@ -47,8 +47,8 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
@@ -1150,6 +1150,33 @@ def show(result: Mapping[str, Any]) -> None:
             print(f"  {code}: {value}")
 
 
+def keys(folder: Path) -> int:
+    """The member's own keys (TLS and signing EC P-256, encryption RSA 2048) in ``folder``
+    and their certificate signing requests in ``folder/csr``, for `renkei pki enrol
+    --csr-dir`: the keys never leave the member."""
+    (folder / "csr").mkdir(parents=True, exist_ok=True)
+    for use in ("tls", "signing", "encryption"):
+        key: Any = (
+            rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            if use == "encryption"
+            else ec.generate_private_key(ec.SECP256R1())
+        )
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        descriptor = os.open(folder / f"{use}.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(pem)
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"outside member {use}")])
+        request = x509.CertificateSigningRequestBuilder().subject_name(subject)
+        signed = request.sign(key, hashes.SHA256())
+        (folder / "csr" / f"{use}.csr").write_bytes(signed.public_bytes(serialization.Encoding.PEM))
+        print(f"wrote {folder / f'{use}.key'} and {folder / 'csr' / f'{use}.csr'}")
+    return 0
+
+
 def open_command(member: Member, document: Path) -> int:
     """Decrypt and verify a Provision document with this member's key."""
     try:
@@ -1192,11 +1219,14 @@ def main(argv: list[str] | None = None) -> int:
     asking.add_argument("--json", action="store_true", help="print the result as JSON")
     opening = commands.add_parser("open", help="decrypt and verify a Provision document")
     opening.add_argument("document", type=Path)
+    commands.add_parser("keys", help="make the member's keys and CSRs (before enrolment)")
     arguments = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if arguments.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
     )
+    if arguments.command == "keys":
+        return keys(arguments.folder)
     member = Member(arguments.folder, arguments.schemas)
     if arguments.command == "serve":
         return serve(member, arguments.data, arguments.interface, arguments.listen)
