@@ -4,6 +4,7 @@ works with the box's hub, Meguro and Setagaya over mutual TLS on loopback, both 
 
 from __future__ import annotations
 
+import ast
 import base64
 import json
 import subprocess
@@ -45,6 +46,23 @@ PERSONS = REPOSITORY / "examples" / "outside_member" / "persons.json"
 TARO_MEGURO = "000000000010002"  # 世田谷 太郎 at Meguro: NER-0002 at the outside member
 NS = "urn:renkei:linkage:1"
 INCOME_LEVY = "TK00000201010004"  # 市町村民税所得割額
+
+
+def test_the_member_imports_nothing_of_the_project() -> None:
+    """member.py uses the standard library and well-known libraries only: what it knows of
+    the network comes from docs/protocol.md and the XSDs."""
+    tree = ast.parse(MEMBER.read_text(encoding="utf-8"))
+    imported = {
+        name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for name in (
+            [alias.name for alias in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+        )
+    }
+    assert imported <= set(sys.stdlib_module_names) | {"cryptography", "lxml", "signxml"}, imported
 
 
 def nerima_config(directory: Path) -> tuple[Config, int]:

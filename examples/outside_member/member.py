@@ -1070,14 +1070,13 @@ def query(member: Member, arguments: argparse.Namespace) -> int:
     if fugo is None:
         print(f"{arguments.person}: no 符号 acquired (run acquire first)", file=sys.stderr)
         return 2
-    permitted = member.permitted_list()
     information, provider, procedure = (
         arguments.information_name,
         arguments.provider,
         arguments.procedure,
     )
     try:
-        affairs = permitted.affairs(member.code, procedure, provider, information)
+        affairs = member.permitted_list().affairs(member.code, procedure, provider, information)
     except Refusal as refusal:
         print(refusal, file=sys.stderr)
         return 1
@@ -1114,7 +1113,11 @@ def query(member: Member, arguments: argparse.Namespace) -> int:
         write_json(
             member.path("queries", f"{query_id}.json"), {**stored, "transaction_number": number}
         )
-        result = wait_for(result_path, arguments.wait)
+        result = wait_for(result_path, arguments.wait) or {
+            "query_id": query_id,
+            "state": "accepted",  # no provision yet: `serve` stores it when it comes
+            "transaction_number": number,
+        }
     except Refused as refused:
         result = {
             "query_id": query_id,
@@ -1135,7 +1138,7 @@ def wait_for(path: Path, timeout: float) -> dict[str, Any]:
     while True:
         result: dict[str, Any] = read_json(path, {})
         if result.get("state") in FINAL or time.monotonic() >= deadline:
-            return result or {"state": "accepted"}
+            return result
         time.sleep(0.1)
 
 
