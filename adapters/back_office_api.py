@@ -132,6 +132,7 @@ def back_office_listener(api: BackOfficeApi, reactor: Any) -> Listener:
         options,
         max_body=MAX_FILE_BODY,
         render_refusal=_json_refusal,
+        shared=node.institution.processes > 1,
     )
 
 

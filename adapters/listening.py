@@ -9,13 +9,18 @@ is up to the adapter that builds it.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from io import BytesIO
 from typing import Any, cast
 from weakref import WeakSet
 
 from twisted.application.service import Service
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import (
+    AdoptedStreamServerEndpoint,
+    serverFromString,
+    wrapServerTLS,
+)
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -162,7 +167,9 @@ class Listener(Service):
     ``CertificateOptions`` that require a client certificate) behind mutual TLS, without them
     in plain TCP (the metrics listener, on loopback). Starting fires once the port listens
     (a taken port fails the start); stopping stops accepting and drops the connections that
-    are open, kept-alive ones included.
+    are open, kept-alive ones included. ``shared``: the port is bound with ``SO_REUSEPORT``,
+    so that the several processes of one institution (``processes``) listen on it together,
+    the kernel spreading the connections among them.
     """
 
     def __init__(
@@ -174,9 +181,11 @@ class Listener(Service):
         *,
         max_body: int = MAX_MESSAGE_BYTES,
         render_refusal: RefusalRenderer = text_refusal,
+        shared: bool = False,
     ) -> None:
         self._reactor = reactor
         self.description = description
+        self.shared = shared
         self.site = ListeningSite(resource, max_body, render_refusal)
         self._options = options
         self._port: Any = None
@@ -189,13 +198,37 @@ class Listener(Service):
 
     @deferred
     async def startService(self) -> None:
-        if self._options is None:
+        if self.shared:
+            self._port = await self._listen_shared()
+        elif self._options is None:
             self._port = await serverFromString(self._reactor, self.description).listen(self.site)
         else:
             self._port = await listen_mutual_tls(
                 self._reactor, self.description, self._options, self.site
             )
         super().startService()
+
+    async def _listen_shared(self) -> Any:
+        """Listen on a TCP port bound with SO_REUSEPORT (``tcp:port=N:interface=ADDRESS``)."""
+        parts = dict(part.split("=", 1) for part in self.description.split(":")[1:] if "=" in part)
+        interface = parts.get("interface", "0.0.0.0")
+        family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+        bound = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            bound.bind((interface, int(parts["port"])))
+            bound.listen(128)
+            bound.setblocking(False)
+            endpoint: Any = AdoptedStreamServerEndpoint(self._reactor, bound.fileno(), family)
+            if self._options is not None:
+                endpoint = wrapServerTLS(self._options, endpoint)
+            port = await endpoint.listen(self.site)
+        except BaseException:
+            bound.close()
+            raise
+        bound.detach()  # the endpoint closed it once the reactor listened on a duplicate
+        return port
 
     @deferred
     async def stopService(self) -> None:

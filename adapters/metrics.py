@@ -180,4 +180,10 @@ def metrics_listener(metrics: NodeMetrics, reactor: Any) -> Listener:
     Prometheus scraper): GET only, so no body is accepted."""
     description = metrics.node.institution.metrics_listen
     assert description is not None
-    return Listener(reactor, description, metrics.resource(), max_body=0)
+    return Listener(
+        reactor,
+        description,
+        metrics.resource(),
+        max_body=0,
+        shared=metrics.node.institution.processes > 1,
+    )

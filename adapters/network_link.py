@@ -311,10 +311,11 @@ class NetworkApi:
 
 
 def network_listener(
-    reactor: Any, endpoint: NetworkEndpoint, description: str, options: Any
+    reactor: Any, endpoint: NetworkEndpoint, description: str, options: Any, shared: bool = False
 ) -> Listener:
     """A party's network listener: its `NetworkApi` on ``description``, mutual TLS ``options``,
-    bodies capped at a message's limit, refusals as ``Error`` messages."""
+    bodies capped at a message's limit, refusals as ``Error`` messages; ``shared`` by the
+    processes of an institution."""
     return Listener(
         reactor,
         description,
@@ -322,6 +323,7 @@ def network_listener(
         options,
         max_body=MAX_MESSAGE_BYTES,
         render_refusal=xml_refusal,
+        shared=shared,
     )
 
 
@@ -344,7 +346,9 @@ def institution_listener(
     options = server_options(
         layout.institution_tls(institution.code).load(), [ca], RevocationList([(layout.crl(), ca)])
     )
-    return network_listener(reactor, endpoint, institution.network_listen, options)
+    return network_listener(
+        reactor, endpoint, institution.network_listen, options, institution.processes > 1
+    )
 
 
 def xml_refusal(error: RenkeiError) -> tuple[bytes, bytes]:

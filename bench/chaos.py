@@ -36,7 +36,6 @@ import random
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -65,7 +64,6 @@ from flows import (  # noqa: E402  (bench/flows.py: the generated population and
     write_population,
 )
 
-PARTIES = ("hub", "meguro", "setagaya")
 READY = "renkei ready"
 FLOW_TIMEOUT = 180.0  # seconds a flow may take, restarts included
 RETRY_PAUSE = 0.5  # seconds between two tries while the node does not answer
@@ -100,6 +98,18 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--bulk-share", type=float, default=0.0, help="the share of flows sent in bulk queries"
     )
     parser.add_argument("--bulk-lines", type=int, default=50, help="lines per bulk query")
+    parser.add_argument(
+        "--meguro-processes",
+        type=int,
+        default=1,
+        help="processes serving Meguro (more than one: --meguro-database is PostgreSQL)",
+    )
+    parser.add_argument(
+        "--meguro-database", default=None, help="Meguro's database URL (default: SQLite)"
+    )
+    parser.add_argument(
+        "--kill-only", default=None, help="kill only this party's processes (e.g. meguro)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     arguments = parser.parse_args(argv)
     if arguments.quick:
@@ -155,13 +165,16 @@ class Box:
                 self.process.wait()
 
 
-def kill_campaign(box: Box, kills: int, rng: random.Random) -> list[dict[str, Any]]:
-    """Kill a random party ``kills`` times (each once the previous one is ready again); for
-    each kill, the party and the seconds until the supervisor logged it ready again."""
+def kill_campaign(
+    box: Box, kills: int, rng: random.Random, parties: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Kill a random one of ``parties`` (processes) ``kills`` times, each once the previous
+    one is ready again; for each kill, the party and the seconds until the supervisor logged
+    it ready again."""
     outcomes = []
     for _ in range(kills):
         time.sleep(rng.uniform(0.3, 1.5))
-        party = rng.choice(PARTIES)
+        party = rng.choice(list(parties))
         readies = box.text().count(f"{party} ready again")
         os.kill(box.pid(party), signal.SIGKILL)
         killed = time.monotonic()
@@ -345,14 +358,28 @@ def faults_campaign(config: Path, arguments: argparse.Namespace, began: float) -
 # -- the audit ----------------------------------------------------------------------------------
 
 
-def read(database: Path, sql: str) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30) as connection:
-        return list(connection.execute(sql))
+def read(database: str, sql: str) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` in the database at URL ``database`` (SQLite or PostgreSQL)."""
+    from sqlalchemy import text
+
+    from middleware.storage import create_database_engine
+
+    engine = create_database_engine(database, pool_size=1)
+    try:
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(text(sql))]
+    finally:
+        engine.dispose()
 
 
 def audit(directory: Path, config: Path, told: dict[str, Any]) -> dict[str, Any]:
     """What the databases say once every party is quiet."""
-    meguro, setagaya, hub = (directory / f"{name}.sqlite" for name in ("meguro", "setagaya", "hub"))
+    from middleware.config import load_config
+
+    loaded = load_config(config)
+    assert loaded.network is not None
+    meguro, setagaya = (loaded.institution(name).database for name in ("meguro", "setagaya"))
+    hub = loaded.network.database
     deadline = time.monotonic() + 120
     while True:
         pending = sum(
@@ -375,7 +402,7 @@ def audit(directory: Path, config: Path, told: dict[str, Any]) -> dict[str, Any]
     }
     stored_ids = {query_id for query_id, _, _, _ in queries}
 
-    def records(database: Path) -> Counter[str]:
+    def records(database: str) -> Counter[str]:
         return Counter(
             number
             for (number,) in read(database, "SELECT transaction_number FROM provision_record")
@@ -443,7 +470,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             ],
         )
         population = write_population(directory, arguments.persons)
-        config = write_box_config(directory, directory / "pki", population.path)
+        config = write_box_config(
+            directory,
+            directory / "pki",
+            population.path,
+            meguro_database=arguments.meguro_database,
+            meguro_processes=arguments.meguro_processes,
+        )
+        from middleware.config import load_config
+        from renkei.supervisor import parties_of
+
+        targets = [
+            party
+            for party in parties_of(load_config(config))
+            if arguments.kill_only is None or party.split(".")[0] == arguments.kill_only
+        ]
         box = Box(directory, config)
         box.wait_for(lambda text: READY in text, 120, "readiness")
         print(
@@ -459,7 +500,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         faults: list[str] = []
         began = time.monotonic()
         helpers = [
-            threading.Thread(target=lambda: kills.extend(kill_campaign(box, arguments.kills, rng)))
+            threading.Thread(
+                target=lambda: kills.extend(kill_campaign(box, arguments.kills, rng, targets))
+            )
         ]
         if arguments.faults:
             helpers.append(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, or_, select
@@ -21,8 +21,9 @@ from sqlalchemy import Connection, bindparam, func, or_, select
 from codes import errors
 from codes.errors import RenkeiError
 from middleware import persons
+from middleware.outbox import STALE
 from middleware.queries import FINISHED, QuerySubmission, conditions_from_json, conditions_json
-from middleware.tables import bulk_query, bulk_query_line, person, query
+from middleware.tables import bulk_query, bulk_query_line, node_outbox_owner, person, query
 
 __all__ = [
     "ENDED",
@@ -46,6 +47,7 @@ __all__ = [
     "claim",
     "drive",
     "finish_outcomes",
+    "line_key",
     "posted_under",
     "progress_of",
     "recover",
@@ -94,6 +96,17 @@ class ClaimedLine:
     line_number: int
     submission: QuerySubmission
     system: str
+
+    @property
+    def idempotency_key(self) -> str:
+        """The key the line's query is submitted under (`line_key`)."""
+        return line_key(self.bulk_query_id, self.line_number)
+
+
+def line_key(bulk_query_id: str, line_number: int) -> str:
+    """The idempotency key a line's query is submitted under: submitted twice (after a
+    crash), the line still has one query, and after a crash its query is found by it."""
+    return f"bulk-query:{bulk_query_id}:{line_number}"
 
 
 @dataclass(frozen=True)
@@ -206,76 +219,45 @@ def posted_under(
     }
 
 
-def recover(connection: Connection) -> tuple[int, int]:
-    """After a stop or crash: re-link or release every line left ``submitting``.
+def recover(connection: Connection, owner: str, now: datetime) -> tuple[int, int]:
+    """After a stop or crash: re-link or release every line left ``submitting`` by a process
+    that is gone (not ``owner``, this process, and with no heartbeat for `STALE` seconds: a
+    process of the same institution that is alive is still submitting its lines).
 
     The node creates a query in its own transaction, so a crash may fall between that and
-    the recording of its id here. A line is re-linked to a query created at or after the
-    line was claimed that asks exactly the same thing and belongs to no other line; without
-    one it goes back to ``pending``. The (re-linked, released) counts.
+    the recording of its id here. A line's query is submitted under the line's own
+    idempotency key (`line_key`): a line whose query exists is re-linked to it, any other
+    goes back to ``pending`` (submitted again, under the same key, it cannot make a second
+    query). The (re-linked, released) counts.
     """
-    lines = connection.execute(
-        select(bulk_query_line, bulk_query.c.system)
-        .join(bulk_query, bulk_query.c.bulk_query_id == bulk_query_line.c.bulk_query_id)
-        .where(bulk_query_line.c.state == SUBMITTING)
-        .order_by(bulk_query_line.c.claimed_at, bulk_query_line.c.line_number)
-    ).all()
-    if not lines:
-        return 0, 0
-    earliest = min(line.claimed_at for line in lines)
-    numbers = sorted({line.integrated_address_number for line in lines})
-    linked = select(bulk_query_line.c.query_id).where(
-        bulk_query_line.c.query_id == query.c.query_id
+    alive = select(node_outbox_owner.c.owner).where(
+        node_outbox_owner.c.heartbeat_at >= now - timedelta(seconds=STALE)
     )
-    candidates = connection.execute(
-        select(query)
+    lines = connection.execute(
+        select(bulk_query_line.c.bulk_query_id, bulk_query_line.c.line_number, bulk_query.c.system)
+        .join(bulk_query, bulk_query.c.bulk_query_id == bulk_query_line.c.bulk_query_id)
         .where(
-            query.c.submitted_at >= earliest,
-            query.c.integrated_address_number.in_(numbers),
-            ~linked.exists(),
+            bulk_query_line.c.state == SUBMITTING,
+            or_(
+                bulk_query_line.c.claimed_by.is_(None),
+                (bulk_query_line.c.claimed_by != owner)
+                & bulk_query_line.c.claimed_by.not_in(alive),
+            ),
         )
-        .order_by(query.c.submitted_at)
     ).all()
-    used: set[str] = set()
     relinked, released = [], []
     for line in lines:
-        match = next(
-            (
-                candidate
-                for candidate in candidates
-                if candidate.query_id not in used
-                and candidate.submitted_at >= line.claimed_at
-                and (
-                    candidate.system,
-                    candidate.integrated_address_number,
-                    candidate.procedure,
-                    candidate.information_name,
-                    candidate.provider,
-                    candidate.conditions,
-                    candidate.delegating_requester,
-                    candidate.delegating_provider,
-                    bool(candidate.non_disclosure),
-                )
-                == (
-                    line.system,
-                    line.integrated_address_number,
-                    line.procedure,
-                    line.information_name,
-                    line.provider,
-                    line.conditions,
-                    line.delegating_requester,
-                    line.delegating_provider,
-                    bool(line.non_disclosure),
-                )
-            ),
-            None,
-        )
+        found = connection.execute(
+            select(query.c.query_id).where(
+                query.c.system == line.system,
+                query.c.idempotency_key == line_key(line.bulk_query_id, line.line_number),
+            )
+        ).first()
         key = {"b_id": line.bulk_query_id, "b_line": line.line_number}
-        if match is None:
+        if found is None:
             released.append({**key, "b_state": PENDING, "b_query": None})
         else:
-            used.add(match.query_id)
-            relinked.append({**key, "b_state": SUBMITTED, "b_query": match.query_id})
+            relinked.append({**key, "b_state": SUBMITTED, "b_query": found.query_id})
     for batch in (relinked, released):
         if batch:
             connection.execute(
@@ -284,7 +266,7 @@ def recover(connection: Connection) -> tuple[int, int]:
                     bulk_query_line.c.bulk_query_id == bindparam("b_id"),
                     bulk_query_line.c.line_number == bindparam("b_line"),
                 )
-                .values(state=bindparam("b_state"), query_id=bindparam("b_query")),
+                .values(state=bindparam("b_state"), query_id=bindparam("b_query"), claimed_by=None),
                 batch,
             )
     return len(relinked), len(released)
@@ -455,8 +437,9 @@ def end_finished(connection: Connection, bulk_query_ids: Iterable[str], now: dat
     return ended
 
 
-def claim(connection: Connection, limit: int, now: datetime) -> list[ClaimedLine]:
-    """Take up to ``limit`` pending lines, oldest bulk query first, in line order."""
+def claim(connection: Connection, limit: int, now: datetime, owner: str) -> list[ClaimedLine]:
+    """Take up to ``limit`` pending lines, oldest bulk query first, in line order, for
+    ``owner`` (this process's outbox owner)."""
     claimed: list[ClaimedLine] = []
     if limit <= 0:
         return claimed
@@ -497,8 +480,9 @@ def claim(connection: Connection, limit: int, now: datetime) -> list[ClaimedLine
             .where(
                 bulk_query_line.c.bulk_query_id == bulk_query_id,
                 bulk_query_line.c.line_number.in_([row.line_number for row in taken]),
+                bulk_query_line.c.state == PENDING,
             )
-            .values(state=SUBMITTING, claimed_at=now)
+            .values(state=SUBMITTING, claimed_at=now, claimed_by=owner)
         )
         claimed += [
             ClaimedLine(
@@ -571,6 +555,7 @@ def drive(
     claim_limit: int,
     window: int,
     now: datetime,
+    owner: str,
 ) -> list[ClaimedLine]:
     """One tick of the driver in one transaction: record outcomes, poll ends, end finished
     bulk queries, and take new lines while fewer than ``window`` are in flight."""
@@ -584,7 +569,7 @@ def drive(
         .select_from(bulk_query_line)
         .where(bulk_query_line.c.state.in_((SUBMITTING, SUBMITTED)))
     ).scalar_one()
-    return claim(connection, min(claim_limit, window - int(outstanding)), now)
+    return claim(connection, min(claim_limit, window - int(outstanding)), now, owner)
 
 
 def finish_outcomes(connection: Connection, outcomes: Sequence[Outcome], now: datetime) -> None:

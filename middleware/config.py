@@ -90,6 +90,9 @@ class InstitutionConfig:
     replica_inbox: Path | None = None
     # What each of ``back_office_systems`` may do, in the same order.
     systems: tuple[BackOfficeSystem, ...] = ()
+    # How many processes serve the institution, sharing its database (PostgreSQL) and its
+    # listening ports (SO_REUSEPORT).
+    processes: int = 1
 
     def system(self, name: str) -> BackOfficeSystem | None:
         """The back-office system ``name`` of this institution, or None."""
@@ -229,6 +232,19 @@ def _value(section: configparser.SectionProxy, key: str) -> str:
         raise KeyError(f"[{section.name}] has no {key!r}") from None
 
 
+def _processes(section: configparser.SectionProxy) -> int:
+    """``processes``: 1 or more; more than one needs a database they can share (PostgreSQL)."""
+    processes = section.getint("processes", 1)
+    if processes < 1:
+        raise ValueError(f"[{section.name}] processes must be 1 or more")
+    if processes > 1 and not _value(section, "database").startswith("postgresql"):
+        raise ValueError(
+            f"[{section.name}] processes = {processes} needs a PostgreSQL database: the"
+            " processes share it"
+        )
+    return processes
+
+
 def _system(
     parser: configparser.ConfigParser, institution: str, name: str, provides: tuple[str, ...]
 ) -> BackOfficeSystem:
@@ -330,6 +346,7 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
                 systems=tuple(
                     _system(parser, institution_name, system, provides) for system in system_names
                 ),
+                processes=_processes(section),
             )
         )
     known = {

@@ -51,7 +51,7 @@ from middleware.queries import (
 from middleware.records import RecordEntry
 from middleware.tables import query
 
-__all__ = ["QueryStatus", "Requester", "query_record", "submission_hash"]
+__all__ = ["LOOK_AGAIN", "QueryStatus", "Requester", "query_record", "submission_hash"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,9 @@ def query_record(code: str, row: Any, event: str, status: str, **extra: Any) -> 
         delegating_provider=row.delegating_provider,
         **extra,
     )
+
+
+LOOK_AGAIN = 1.0  # seconds between two looks of a long poll at its query in the database
 
 
 class Requester:
@@ -429,27 +432,33 @@ class Requester:
         """The query's status once it has ended, or after ``timeout`` seconds (long poll),
         for the system that submitted it (to any other it is UnknownQuery at once).
 
-        Waiters live only in this process: a result stored by another process of the same
-        institution is seen when the wait times out.
+        An end stored by this process wakes the wait at once; one stored by another process
+        of the same institution (several processes share its database) is seen at the next
+        look, every `LOOK_AGAIN` seconds.
         """
-        ended: Deferred[None] = Deferred()
-        # Register before reading, so an end stored meanwhile is not missed.
-        self._waiters.setdefault(query_id, []).append(ended)
-        timer = self._reactor.callLater(timeout, fire, ended)
-        try:
+        deadline = self._reactor.seconds() + timeout
+        status = await self.query_status(query_id, system)
+        while not status.finished and self._reactor.seconds() < deadline:
+            ended: Deferred[None] = Deferred()
+            # Register before reading again, so an end stored meanwhile is not missed.
+            self._waiters.setdefault(query_id, []).append(ended)
+            wait = min(LOOK_AGAIN, deadline - self._reactor.seconds())
+            timer = self._reactor.callLater(wait, fire, ended)
+            try:
+                status = await self.query_status(query_id, system)
+                if status.finished:
+                    return status
+                await ended
+            finally:
+                if timer.active():
+                    timer.cancel()
+                waiting = self._waiters.get(query_id, [])
+                if ended in waiting:
+                    waiting.remove(ended)
+                if not waiting:
+                    self._waiters.pop(query_id, None)
             status = await self.query_status(query_id, system)
-            if status.finished or timeout <= 0:
-                return status
-            await ended
-            return await self.query_status(query_id, system)
-        finally:
-            if timer.active():
-                timer.cancel()
-            waiting = self._waiters.get(query_id, [])
-            if ended in waiting:
-                waiting.remove(ended)
-            if not waiting:
-                self._waiters.pop(query_id, None)
+        return status
 
     def _query_ended(self, query_id: str) -> None:
         for ended in self._waiters.pop(query_id, []):

@@ -4,7 +4,11 @@ Follows Buildbot's ``db/pool.py``: each unit of work is a plain function taking 
 ``Connection`` inside one transaction (``engine.begin()``), run on a thread pool of its own;
 no Result object leaves the worker thread. SQLite gets WAL, foreign keys, a busy timeout and
 ``BEGIN IMMEDIATE`` so that read-then-write transactions never lose updates; PostgreSQL
-(psycopg 3) is used by URL.
+(psycopg 3) is used by URL, every transaction SERIALIZABLE: several processes of one
+institution may share its database (docs/operations.md), and a unit of work that a concurrent
+one would make wrong fails with a serialization failure (or a deadlock) and is run again, as
+SQLite's "database is locked" is. A unit of work is therefore a pure function of the
+database: run again, it does again exactly what it does.
 
 Work that only reads goes through ``Database.read``: on SQLite it runs on reader connections
 of its own (``query_only``, a deferred ``BEGIN``: a WAL snapshot that neither takes the write
@@ -15,6 +19,7 @@ readers never wait for writers, on the same pool as the rest.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +30,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorThreads
@@ -33,6 +38,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 __all__ = [
+    "MIGRATION_LOCK",
     "READERS",
     "Database",
     "DatabaseStopped",
@@ -66,7 +72,13 @@ def create_database_engine(url: str, pool_size: int, *, reader: bool = False) ->
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_pre_ping=True,
+        isolation_level="SERIALIZABLE",
+    )
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -109,7 +121,22 @@ def migrate(url: str, script_location: Path) -> None:
     config = AlembicConfig()
     config.set_main_option("script_location", str(script_location))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(config, "head")
+    if not url.startswith("postgresql"):
+        command.upgrade(config, "head")
+        return
+    # The processes of one institution start together: one migrates, the others wait for
+    # it (a session lock of PostgreSQL's, held on a connection of its own), then find the
+    # schema up to date.
+    engine = create_database_engine(url, pool_size=1)
+    try:
+        with engine.connect() as lock:
+            lock.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+            try:
+                command.upgrade(config, "head")
+            finally:
+                lock.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+    finally:
+        engine.dispose()
 
 
 def insert_if_absent(connection: Connection, table: Table, **values: Any) -> bool:
@@ -121,6 +148,18 @@ def insert_if_absent(connection: Connection, table: Table, **values: Any) -> boo
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     result = connection.execute(insert(table).values(**values).on_conflict_do_nothing())
     return bool(result.rowcount == 1)
+
+
+MIGRATION_LOCK = 0x72656E6B  # the advisory lock the migrations of a database are run under
+
+# A transaction that fails for one of these reasons is run again: SQLite's writer lock,
+# PostgreSQL's serialization failure and deadlock.
+_RETRYABLE_STATES = ("40001", "40P01")
+
+
+def _retryable(failure: DBAPIError) -> bool:
+    state = getattr(failure.orig, "sqlstate", None)
+    return state in _RETRYABLE_STATES or "database is locked" in str(failure)
 
 
 # Started databases, so that a process can stop every pool before it exits (the pools'
@@ -215,8 +254,8 @@ class Database:
             try:
                 with engine.begin() as connection:
                     return work(connection, *args, **kwargs)
-            except OperationalError as failure:
-                if "database is locked" not in str(failure) or attempt == _LOCKED_RETRIES - 1:
+            except DBAPIError as failure:
+                if not _retryable(failure) or attempt == _LOCKED_RETRIES - 1:
                     raise
-                time.sleep(0.05 * (attempt + 1))
+                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
         raise AssertionError("unreachable")

@@ -258,15 +258,21 @@ class BulkQueryStore:
         """The bulk query posted under the key (see `middleware.bulk_queries.posted_under`)."""
         return self._database.read(bulk_queries.posted_under, system, idempotency_key, request_hash)
 
-    def recover(self) -> Deferred[tuple[int, int]]:
-        """Re-link or release the lines left ``submitting``: (re-linked, released)."""
-        return self._database.run(bulk_queries.recover)
+    def recover(self, owner: str, now: datetime) -> Deferred[tuple[int, int]]:
+        """Re-link or release the lines left ``submitting`` by a process that is gone
+        (see `middleware.bulk_queries.recover`): (re-linked, released)."""
+        return self._database.run(bulk_queries.recover, owner, now)
 
     def drive(
-        self, outcomes: Sequence[Outcome], claim_limit: int, window: int, now: datetime
+        self,
+        outcomes: Sequence[Outcome],
+        claim_limit: int,
+        window: int,
+        now: datetime,
+        owner: str,
     ) -> Deferred[list[ClaimedLine]]:
         """One tick of the driver (see `middleware.bulk_queries.drive`)."""
-        return self._database.run(bulk_queries.drive, outcomes, claim_limit, window, now)
+        return self._database.run(bulk_queries.drive, outcomes, claim_limit, window, now, owner)
 
     def finish(self, outcomes: Sequence[Outcome], now: datetime) -> Deferred[None]:
         """Record the driver's last outcomes when it stops."""

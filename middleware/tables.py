@@ -446,6 +446,9 @@ bulk_query_line = Table(
     # When the driver took the line to submit it: a re-link after a crash looks for the
     # query created at or after this time.
     Column("claimed_at", UtcDateTime),
+    # The outbox owner of the process that took the line (middleware/outbox.py): another
+    # process re-links or releases the line only once that owner has stopped or died.
+    Column("claimed_by", String(32)),
     Column("ended_at", UtcDateTime),
     Index("ix_bulk_query_line_state", "state"),
     Index("ix_bulk_query_line_progress", "bulk_query_id", "state", "line_number"),

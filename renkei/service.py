@@ -64,7 +64,8 @@ class Options(usage.Options):
             "p",
             None,
             "Run one party alone: 'hub', or an institution's name (e.g. meguro); the other "
-            "parties of the configuration run elsewhere, at their configured addresses.",
+            "parties of the configuration run elsewhere, at their configured addresses. One "
+            "of the processes of an institution served by several: NAME.N (e.g. meguro.2).",
         ],
         [
             "run-dir",
@@ -91,9 +92,18 @@ class Options(usage.Options):
         config: Config = self["loaded"]
         if party == HUB and config.network is None:
             raise usage.UsageError("--party hub: the configuration has no [network] section")
-        if party not in (None, HUB) and party not in {i.name for i in config.institutions}:
-            names = ", ".join([HUB, *(i.name for i in config.institutions)])
-            raise usage.UsageError(f"--party {party}: no such party (one of {names})")
+        self["instance"] = None
+        if party not in (None, HUB):
+            name, _, instance = party.partition(".")
+            processes = {i.name: i.processes for i in config.institutions}
+            if name not in processes or (
+                instance and not (instance.isdigit() and 1 <= int(instance) <= processes[name])
+            ):
+                from renkei.supervisor import parties_of
+
+                names = ", ".join(sorted({*parties_of(config), *processes}))
+                raise usage.UsageError(f"--party {party}: no such party (one of {names})")
+            self["party"], self["instance"] = name, int(instance) if instance else None
 
 
 class Box(Service):
@@ -110,9 +120,13 @@ class Box(Service):
         network: InMemoryNetwork | None = None,
         party: str | None = None,
         faults: FaultPlan | None = None,
+        instance: int | None = None,
     ) -> None:
         self.config = config
         self.reactor = reactor
+        # Which of the processes of an institution served by several this one is (1, 2, ...):
+        # only the first loads the demo persons and the population.
+        self.instance = instance
         # With ``party``, only that party runs here (``hub`` or an institution's name); the
         # others are reached at their configured addresses.
         self.party = party
@@ -208,7 +222,9 @@ class Box(Service):
         from renkei.control import LocalMember
 
         codes = {
-            party: HUB if party == HUB else self.config.institution(party).code
+            party if party == HUB or self.instance is None else f"{party}.{self.instance}": HUB
+            if party == HUB
+            else self.config.institution(party).code
             for party in self.parties
         }
         return LocalMember(self.clock, self.faults, codes)
@@ -274,9 +290,9 @@ class Box(Service):
         try:
             for services in list(self.parties.values()):
                 await self._start_services(services)
-            if self.config.demo_data is not None:
+            if self.instance in (None, 1) and self.config.demo_data is not None:
                 await seed_demo(self, self.config.demo_data)
-            if self.config.population is not None:
+            if self.instance in (None, 1) and self.config.population is not None:
                 await seed_population(self, self.config.population)
         except Exception:
             await self.stopService()
@@ -414,12 +430,13 @@ def makeService(options: Options) -> Service:
 
     config: Config = options["loaded"]
     var = config.path.parent / "var"
-    party, run_dir = options["party"], options["run-dir"]
+    party, run_dir, instance = options["party"], options["run-dir"], options["instance"]
     if party is not None or options["single-process"]:
-        box = Box(config, reactor, party=party)
+        box = Box(config, reactor, party=party, instance=instance)
         process = MultiService()
         if party is not None and run_dir is not None:  # a party run by the supervisor
-            control = PartyControl(reactor, Path(run_dir), party, box.member())
+            name = party if instance is None else f"{party}.{instance}"
+            control = PartyControl(reactor, Path(run_dir), name, box.member())
             control.setServiceParent(process)
         elif party is None and config.control is not None:  # the control API is served here
             controller = Controller(reactor, {"box": box.member()}, var / "run")

@@ -514,10 +514,13 @@ async def test_crash_between_submission_and_recording_re_links_the_query(box: An
     meguro = box.nodes["meguro"]
     await bulk(box).stop()
     accepted = await bulk(box).submit(file_of(line(), line()), "care-insurance")
-    claimed = await meguro.database.run(claim, 1, meguro.now())
+    # A process that has died since (its owner never beat) took a line…
+    claimed = await meguro.database.run(claim, 1, meguro.now(), "a-process-that-died")
     (taken,) = claimed
-    # …and the process dies once the query exists:
-    query_id = await meguro.requester.submit_query(taken.submission, taken.system)
+    # …and died once the line's query existed:
+    query_id = await meguro.requester.submit_query(
+        taken.submission, taken.system, taken.idempotency_key
+    )
     await bulk(box).start()
     await until_ended(box, accepted["bulk_query_id"])
     assert count(box, query) == 2

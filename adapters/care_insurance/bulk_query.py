@@ -66,6 +66,7 @@ from middleware.clock import periodic
 from middleware.deferred import deferred
 from middleware.hardened_xml import parse_xml
 from middleware.node import IntermediateServer
+from middleware.outbox import STALE
 from middleware.queries import QuerySubmission
 from middleware.storage import DatabaseStopped
 
@@ -703,6 +704,7 @@ class BulkQueries(Service):
         self._outcomes: list[Outcome] = []
         self._paused_until = 0.0
         self._idle_waiters: list[Deferred[None]] = []
+        self._recovered_at = 0.0
 
     # -- life ---------------------------------------------------------------------------
 
@@ -719,7 +721,20 @@ class BulkQueries(Service):
         """Re-link or release lines left ``submitting``, then drive every running bulk query."""
         if self._running:
             return
-        relinked, released = await self.node.store.bulk_queries.recover()
+        await self._recover()
+        self._running = True
+        self._loop = periodic(self._tick, self.node.clock)
+        self._loop.start(self.poll_interval, now=True).addErrback(
+            lambda failure: self.log.failure("bulk-query driver stopped", failure)
+        )
+
+    async def _recover(self) -> None:
+        """Take over the lines left ``submitting`` by a process that is gone: this one's
+        predecessor, or another process of the institution that died."""
+        self._recovered_at = self.node.clock.seconds()
+        relinked, released = await self.node.store.bulk_queries.recover(
+            self.node.outbox.owner, self.node.now()
+        )
         if relinked or released:
             self.log.info(
                 "bulk queries resumed: {relinked} lines re-linked to their queries, "
@@ -727,11 +742,6 @@ class BulkQueries(Service):
                 relinked=relinked,
                 released=released,
             )
-        self._running = True
-        self._loop = periodic(self._tick, self.node.clock)
-        self._loop.start(self.poll_interval, now=True).addErrback(
-            lambda failure: self.log.failure("bulk-query driver stopped", failure)
-        )
 
     @deferred
     async def stop(self) -> None:
@@ -777,7 +787,16 @@ class BulkQueries(Service):
         outcomes, self._outcomes = self._outcomes, []
         paused = self.node.clock.seconds() < self._paused_until
         limit = 0 if paused else CLAIM_BATCH
-        worked = self.node.store.bulk_queries.drive(outcomes, limit, self.window, self.node.now())
+        worked = self.node.store.bulk_queries.drive(
+            outcomes, limit, self.window, self.node.now(), self.node.outbox.owner
+        )
+        if self.node.clock.seconds() - self._recovered_at >= STALE:
+            # Another process of the institution may have died with lines in hand.
+            worked.addCallback(
+                lambda claimed: Deferred.fromCoroutine(self._recover()).addCallback(
+                    lambda _: claimed
+                )
+            )
 
         def taken(claimed: list[ClaimedLine]) -> None:
             self._queue.extend(claimed)
@@ -808,7 +827,10 @@ class BulkQueries(Service):
             line = self._queue.popleft()
             self._in_flight += 1
             submitted = maybeDeferred(
-                self.node.requester.submit_query, line.submission, line.system
+                self.node.requester.submit_query,
+                line.submission,
+                line.system,
+                line.idempotency_key,
             )
             submitted.addCallbacks(
                 self._submitted, self._refused, callbackArgs=(line,), errbackArgs=(line,)

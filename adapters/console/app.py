@@ -732,4 +732,5 @@ def console_listener(console: Console, reactor: Any) -> Listener:
         tls_options(PkiLayout(node.config.pki), node.code),
         max_body=MAX_FORM_BODY,
         render_refusal=text_refusal,
+        shared=node.institution.processes > 1,
     )
