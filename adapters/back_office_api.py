@@ -9,6 +9,7 @@ See docs/protocol.md ("Back-office API").
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 
 from adapters.care_insurance.bulk_query import BulkQueries
-from adapters.care_insurance.replica_file import run_import
+from adapters.care_insurance.replica_file import ImportResult, run_import
 from adapters.listening import Listener
 from adapters.payload_view import describe_payload
 from codes import errors
@@ -264,20 +265,37 @@ class BackOfficeApi:
     @app.route("/replica-files", methods=["POST"])
     async def post_replica_file(self, request: Request) -> bytes:
         """A 副本 registration and deletion file (XML); answers with its result file, with
-        the status of its refusal (4xx) when the file was refused whole."""
+        the status of its refusal (4xx) when the file was refused whole. Under an
+        Idempotency-Key, the same file posted again gets the same answer, imported once."""
         system = self._authorize(request)
-        result, document = await self._one_file_at_a_time(
-            lambda request: run_import(
-                self.node, _read_body(request, MAX_FILE_BODY), self._reactor, system
-            ),
-            request,
+        key = idempotency_key(request)
+
+        async def answer(request: Request) -> tuple[int, bytes, ImportResult | None]:
+            body = _read_body(request, MAX_FILE_BODY)
+            digest = hashlib.sha256(body).hexdigest()
+            if key is not None:
+                kept = await self.node.store.replica.file_answer(system, key, digest)
+                if kept is not None:
+                    return kept[0], kept[1], None
+            result, document = await run_import(self.node, body, self._reactor, system)
+            status = 200 if result.file_error is None else result.file_error.status
+            if key is not None:
+                await self.node.store.replica.keep_file_answer(
+                    system, key, digest, (status, document), self.node.now()
+                )
+            return status, document, result
+
+        status, document, result = await self._one_file_at_a_time(answer, request)
+        unauthorized = (
+            0
+            if result is None
+            else sum(
+                1
+                for entry in result.entries
+                if entry.error is not None and entry.error.code == errors.SYSTEM_NOT_AUTHORIZED.code
+            )
         )
-        unauthorized = sum(
-            1
-            for entry in result.entries
-            if entry.error is not None and entry.error.code == errors.SYSTEM_NOT_AUTHORIZED.code
-        )
-        if unauthorized:
+        if result is not None and unauthorized:
             await self.node.audit_back_office_refusal(
                 system,
                 _request_line(request),
@@ -285,7 +303,7 @@ class BackOfficeApi:
                 entries=unauthorized,
                 reception_number=result.header.reception_number,
             )
-        request.setResponseCode(200 if result.file_error is None else result.file_error.status)
+        request.setResponseCode(status)
         request.setHeader(b"Content-Type", b"application/xml; charset=utf-8")
         return document
 

@@ -10,6 +10,7 @@ list in force, the database failing, an outbox message stuck for a minute).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, cast
 
@@ -26,7 +27,7 @@ from middleware.clock import periodic
 from middleware.deferred import deferred
 from middleware.node import IntermediateServer
 
-__all__ = ["STUCK", "NodeMetrics", "metrics_listener"]
+__all__ = ["STUCK", "HealthResource", "NodeMetrics", "health_failures", "metrics_listener"]
 
 # Seconds an outbox message may wait before the health check calls it stuck.
 STUCK = 60.0
@@ -126,22 +127,14 @@ class NodeMetrics(Service):
         """Whether the node is ready, and what is failing (from the last refresh)."""
         node = self.node
         now = node.now()
-        failing = []
-        permitted = node.lists.current
-        if permitted is None:
-            failing.append("no permitted-query list received from the hub")
-        elif permitted.expires_at <= now:
-            failing.append(
-                f"the permitted-query list expired at {permitted.expires_at.isoformat()}"
-            )
-        if self.refresh_error is not None:
-            failing.append(f"database: {self.refresh_error}")
-        elif self.refreshed_at is None:
-            failing.append("not checked yet")
-        if self.oldest_pending is not None:
-            waiting = (now - self.oldest_pending).total_seconds()
-            if waiting > STUCK:
-                failing.append(f"outbox: a message waiting for {waiting:.0f} s")
+        failing = health_failures(
+            now,
+            node.lists.current,
+            "no permitted-query list received from the hub",
+            self.refresh_error,
+            self.refreshed_at,
+            self.oldest_pending,
+        )
         return {
             "party": node.institution.name,
             "code": node.code,
@@ -156,19 +149,49 @@ class NodeMetrics(Service):
         root = Resource()
         # A WSGI resource (it renders the registry on the reactor's thread pool).
         root.putChild(b"metrics", cast(IResource, MetricsResource(registry=self.registry)))
-        root.putChild(b"health", cast(IResource, _Health(self)))
+        root.putChild(b"health", cast(IResource, HealthResource(self.health)))
         return root
 
 
-class _Health(Resource):
+def health_failures(
+    now: datetime,
+    permitted: Any,
+    missing: str,
+    error: str | None,
+    checked_at: float | None,
+    oldest_pending: datetime | None,
+) -> list[str]:
+    """What a party's health check finds failing: no permitted-query list (``missing``) or
+    an expired one, the database's ``error`` (or no check yet), an outbox message waiting
+    for more than `STUCK` seconds."""
+    failing = []
+    if permitted is None:
+        failing.append(missing)
+    elif permitted.expires_at <= now:
+        failing.append(f"the permitted-query list expired at {permitted.expires_at.isoformat()}")
+    if error is not None:
+        failing.append(f"database: {error}")
+    elif checked_at is None:
+        failing.append("not checked yet")
+    if oldest_pending is not None:
+        waiting = (now - oldest_pending).total_seconds()
+        if waiting > STUCK:
+            failing.append(f"outbox: a message waiting for {waiting:.0f} s")
+    return failing
+
+
+class HealthResource(Resource):
+    """``GET /health`` of a party: the JSON ``health()`` gives, 200 when it says ready, else
+    503 (a node's here, the hub's in simulators/network/health.py)."""
+
     isLeaf = True
 
-    def __init__(self, metrics: NodeMetrics) -> None:
+    def __init__(self, health: Callable[[], dict[str, Any]]) -> None:
         super().__init__()
-        self._metrics = metrics
+        self._health = health
 
     def render_GET(self, request: Request) -> bytes:
-        health = self._metrics.health()
+        health = self._health()
         request.setResponseCode(200 if health["ready"] else 503)
         request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-store")

@@ -61,7 +61,7 @@ FINISHED = ("provided", "no_data", "refused", "error")
 # HTTPS requests one flow makes, polls aside: the back-office submit, then node → hub
 # (query), hub → Setagaya (provision request), Setagaya → hub and hub → Meguro (provision).
 HOPS_PER_FLOW = 5
-BOX_READY_LINE = "demo population registered"
+BOX_READY_LINE = "renkei ready"  # in one process after the demo population, else once all are
 
 TARGET_FLOWS_PER_SECOND = 1000.0
 TARGET_HOP_RATIO = 0.5
@@ -221,6 +221,12 @@ def parse_arguments(argv: Sequence[str] | None = None) -> tuple[Settings, argpar
         action="store_true",
         help="keep the temporary directory (PKI, configuration, databases, logs) and print it",
     )
+    parser.add_argument(
+        "--parties-as-processes",
+        action="store_true",
+        help="run the box as make run does, every party in a process of its own (default: all "
+        "in one process); the box's CPU is then its processes' together",
+    )
     arguments = parser.parse_args(argv)
     base = QUICK if arguments.quick else DEFAULTS
     overrides = {
@@ -269,12 +275,24 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) a process has used so far; 0 if gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    """CPU seconds (user + system, all threads) a process and its living descendants (the
+    parties' processes under the supervisor) have used so far; 0 if gone."""
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, CPU seconds)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+    tree, total = [pid], 0.0
+    while tree:
+        current = tree.pop()
+        if current in stats:
+            total += stats[current][1]
+        tree += [child for child, (parent, _) in stats.items() if parent == current]
+    return total
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -830,13 +848,15 @@ token = {directory / "control.token"}
     return path
 
 
-def box_command(config: Path, log: Path) -> list[str]:
-    """The box in one process (its figures in docs/performance.md are of that shape), with
-    its log in ``log``."""
+def box_command(config: Path, log: Path, as_processes: bool = False) -> list[str]:
+    """The box in one process (the shape of most figures in docs/performance.md), or with
+    ``as_processes`` every party in a process of its own under the supervisor (their logs
+    beside ``log``, in ``logs/``), with its log in ``log``."""
     twistd = Path(sys.executable).parent / "twistd"
+    shape = ("--log-dir", str(log.parent / "logs")) if as_processes else ("--single-process",)
     return [
         *(str(twistd), "-n", "--pidfile=", "-l", str(log)),
-        *("renkei", "-c", str(config), "--single-process"),
+        *("renkei", "-c", str(config), *shape),
     ]
 
 
@@ -1054,7 +1074,11 @@ def query_states(database: Path) -> dict[str, int]:
 
 
 def box_log_problems(log: Path) -> int:
-    text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+    """Problems logged by the box (and by the parties' processes, under the supervisor)."""
+    logs = [log, *sorted((log.parent / "logs").glob("*.log"))]
+    text = "".join(
+        path.read_text(encoding="utf-8", errors="replace") for path in logs if path.exists()
+    )
     return sum(
         text.count(marker) for marker in ("Traceback", "Unhandled", "internal error", "refused")
     )
@@ -1203,7 +1227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = write_box_config(directory, directory / "pki", population.path)
         log = directory / "box.log"
         print(f"    starting the box, registering {settings.persons} persons ...", flush=True)
-        box = start_box(supervisor, box_command(config, log), log, timeout=60 + settings.persons)
+        command = box_command(config, log, arguments.parties_as_processes)
+        box = start_box(supervisor, command, log, timeout=60 + settings.persons)
 
         print("2/3 flows, closed loop ...", flush=True)
         report["flows"] = run_flows(

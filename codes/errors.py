@@ -40,6 +40,7 @@ __all__ = [
     "NOT_A_PROVIDER_OF",
     "NOT_PERMITTED",
     "PAGE_NOT_FOUND",
+    "PAYLOAD_INVALID",
     "PAYLOAD_SIGNATURE_INVALID",
     "PAYLOAD_UNREADABLE",
     "PERMITTED_LIST_EXPIRED",
@@ -411,6 +412,14 @@ PAYLOAD_UNREADABLE = _kind(
     400,
     "The provision payload cannot be decrypted by this institution.",
     "提供データを当機関で復号できません。",
+)
+PAYLOAD_INVALID = _kind(
+    "PayloadInvalid",
+    400,
+    "The provision payload of transaction {transaction_number} names data sets or items that"
+    " the data standard layout does not have.",
+    "処理通番{transaction_number}の提供データに、データ標準レイアウトに無いデータセット又は項目が"
+    "含まれています。",
 )
 PAYLOAD_SIGNATURE_INVALID = _kind(
     "PayloadSignatureInvalid",

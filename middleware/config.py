@@ -50,6 +50,8 @@ class NetworkConfig:
     permit_validity: float
     # Who may act for whom (委任), listed in the permitted-query list; optional.
     delegations: Path | None = None
+    # The hub's health endpoint (plain HTTP, loopback); optional.
+    health_listen: str | None = None
 
 
 @dataclass(frozen=True)
@@ -289,6 +291,7 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
             list_validity=section.getfloat("list_validity", 86400.0),
             permit_validity=section.getfloat("permit_validity", 600.0),
             delegations=(base / section["delegations"] if section.get("delegations") else None),
+            health_listen=section.get("health_listen"),
         )
     institutions = []
     outside: list[OutsideMember] = []

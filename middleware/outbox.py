@@ -47,6 +47,7 @@ __all__ = [
     "enqueue",
     "finish",
     "heartbeat",
+    "oldest_pending",
     "reschedule",
     "retire",
 ]
@@ -225,6 +226,14 @@ def backlog(connection: Connection, table: Table) -> int:
             select(func.count()).select_from(table).where(table.c.state == PENDING)
         ).scalar_one()
     )
+
+
+def oldest_pending(connection: Connection, table: Table) -> datetime | None:
+    """When the oldest message still waiting to be delivered was queued (None: none waits)."""
+    oldest: datetime | None = connection.execute(
+        select(func.min(table.c.created_at)).where(table.c.state == PENDING)
+    ).scalar_one()
+    return oldest
 
 
 Sender = Callable[[OutgoingMessage], "Deferred[Any]"]

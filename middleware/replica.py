@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from codes import errors
 from codes.catalogue import Catalogue
 from codes.errors import RenkeiError
-from middleware.tables import person, replica_record
+from middleware.tables import person, replica_file_answer, replica_record
 
 __all__ = [
     "JST",
@@ -38,8 +38,10 @@ __all__ = [
     "delete",
     "delete_batch",
     "existing_record_ids",
+    "file_answer",
     "holdings_of",
     "items_size",
+    "keep_file_answer",
     "known_persons",
     "records_of",
     "row_of",
@@ -392,3 +394,42 @@ def holdings_of(connection: Connection, integrated_address_number: str) -> Perso
     if row is None and not records:
         return None
     return PersonHoldings(person=row, records=list(records))
+
+
+def file_answer(
+    connection: Connection, system: str, idempotency_key: str, request_hash: str
+) -> tuple[int, bytes] | None:
+    """The answer (status, result file) given to the 副本 file ``system`` posted under
+    ``idempotency_key``, or None; another file under the key is IdempotencyKeyReused."""
+    row = connection.execute(
+        select(replica_file_answer).where(
+            replica_file_answer.c.system == system,
+            replica_file_answer.c.idempotency_key == idempotency_key,
+        )
+    ).first()
+    if row is None:
+        return None
+    if row.request_hash != request_hash:
+        raise RenkeiError(errors.IDEMPOTENCY_KEY_REUSED, key=idempotency_key)
+    return row.status, bytes(row.document)
+
+
+def keep_file_answer(
+    connection: Connection,
+    system: str,
+    idempotency_key: str,
+    request_hash: str,
+    answer: tuple[int, bytes],
+    now: datetime,
+) -> None:
+    """Keep the answer given to a 副本 file posted under ``idempotency_key``."""
+    connection.execute(
+        replica_file_answer.insert().values(
+            system=system,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            status=answer[0],
+            document=answer[1],
+            answered_at=now,
+        )
+    )

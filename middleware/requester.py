@@ -368,6 +368,19 @@ class Requester:
             or payload.information_name != row.information_name
         ):
             raise RenkeiError(errors.PAYLOAD_SIGNATURE_INVALID, transaction_number=number)
+        # What the back office is shown is named by the catalogue: a payload naming data sets
+        # or items it does not have is refused, not stored (it could never be shown).
+        information = self._catalogue.information_name(payload.information_name)
+        try:
+            for record in payload.records:
+                data_set = information.data_set(record.data_set)
+                for code, _ in record.items:
+                    data_set.item(code)
+        except RenkeiError as failure:
+            self.log.warn(
+                "payload of {number} refused: {detail}", number=number, detail=failure.message_en
+            )
+            raise RenkeiError(errors.PAYLOAD_INVALID, transaction_number=number) from None
         return payload
 
     def _mark_held(self, connection: Connection, query_id: str, number: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from middleware.outbox import backlog
+from middleware.outbox import backlog, oldest_pending
 from middleware.tables import held_provision, node_outbox, node_records, provision, query
 
 __all__ = ["dashboard_figures", "gauge_figures"]
@@ -61,7 +61,5 @@ def gauge_figures(connection: Connection) -> dict[str, Any]:
         ),
         "held": _held_waiting(connection),
         "backlog": backlog(connection, node_outbox),
-        "oldest_pending": connection.execute(
-            select(func.min(node_outbox.c.created_at)).where(node_outbox.c.state == "pending")
-        ).scalar_one(),
+        "oldest_pending": oldest_pending(connection, node_outbox),
     }

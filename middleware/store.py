@@ -188,6 +188,24 @@ class ReplicaStore:
         """`replica.delete_batch` in one transaction."""
         return self._database.run(replica.delete_batch, keys, claimed, write=write)
 
+    def file_answer(
+        self, system: str, idempotency_key: str, request_hash: str
+    ) -> Deferred[tuple[int, bytes] | None]:
+        """The answer kept for a 副本 file posted under a key (`replica.file_answer`)."""
+        return self._database.read(replica.file_answer, system, idempotency_key, request_hash)
+
+    def keep_file_answer(
+        self,
+        system: str,
+        idempotency_key: str,
+        request_hash: str,
+        answer: tuple[int, bytes],
+        now: datetime,
+    ) -> Deferred[None]:
+        return self._database.run(
+            replica.keep_file_answer, system, idempotency_key, request_hash, answer, now
+        )
+
 
 class PersonStore:
     """Persons and their 副本 as staff see them."""

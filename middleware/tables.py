@@ -54,6 +54,7 @@ __all__ = [
     "provision",
     "query",
     "refused_request",
+    "replica_file_answer",
     "replica_record",
     "resident",
     "staff_session",
@@ -335,6 +336,19 @@ node_outbox_owner = _outbox_owners(node_metadata)
 node_records, node_record_head = _provision_records(node_metadata)
 node_list_versions = _permitted_list_versions(node_metadata)
 
+
+# The answer given to a 副本 file posted under an Idempotency-Key: the same file posted again
+# under the key gets it again, and nothing is imported twice.
+replica_file_answer = Table(
+    "replica_file_answer",
+    node_metadata,
+    Column("system", String(64), primary_key=True),
+    Column("idempotency_key", String(64), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("document", LargeBinary, nullable=False),
+    Column("answered_at", UtcDateTime, nullable=False),
+)
 
 # -- staff and their audit log (情報提供等記録 are separate: middleware/records.py) -------
 

@@ -140,6 +140,7 @@ class Box(Service):
         self.faults = FaultPlan(clock=self.clock) if faults is None else faults
         self.catalogue = default_catalogue()
         self.hub: Hub | None = None
+        self.hub_health: Any = None
         self.nodes: dict[str, IntermediateServer] = {}
         self.back_offices: dict[str, BackOfficeApi] = {}
         self.consoles: dict[str, Any] = {}
@@ -162,12 +163,20 @@ class Box(Service):
                 self._party_clock(HUB),
             )
             self.network.connect(HUB, hub)
-            self.hub = hub
-            return [hub]
-        transport = self._faulty(HUB, hub_transport(self.reactor, config))
-        hub = Hub(config, self.reactor, transport, self._party_clock(HUB))
+            services: list[Service] = [hub]
+        else:
+            transport = self._faulty(HUB, hub_transport(self.reactor, config))
+            hub = Hub(config, self.reactor, transport, self._party_clock(HUB))
+            services = [hub, hub_listener(self.reactor, config, hub)]
         self.hub = hub
-        return [hub, hub_listener(self.reactor, config, hub)]
+        assert config.network is not None
+        if config.network.health_listen is not None:
+            from simulators.network.health import HubHealth, health_listener
+
+            self.hub_health = HubHealth(hub)
+            listener = health_listener(self.hub_health, config.network.health_listen, self.reactor)
+            services += [self.hub_health, listener]
+        return services
 
     def _institution_services(self, institution: InstitutionConfig) -> list[Service]:
         from adapters.care_insurance.replica_file import ReplicaInbox

@@ -100,7 +100,8 @@ def write_config(
     """Write a configuration for a box in ``directory`` and load it. ``delegations``: who
     may act for whom (委任), as (delegator, delegate): by default Setagaya for Meguro."""
     database = database or {}
-    ports = {name: free_port() for name in ("mm", "hub", "mn", "mb", "mc", "sn", "sb", "sc", "ctl")}
+    names = ("mm", "hub", "mn", "mb", "mc", "sn", "sb", "sc", "ctl", "hh")
+    ports = {name: free_port() for name in names}
     delegations_file = directory / "delegations.csv"
     delegations_file.write_text(
         "delegator,delegate,note\n"
@@ -125,6 +126,7 @@ permitted_list = {REPOSITORY / "simulators/network/data/permitted_list.csv"}
 delegations = {delegations_file}
 list_validity = 3600
 permit_validity = {permit_validity}
+health_listen = tcp:port={ports["hh"]}:interface=127.0.0.1
 
 [institution:meguro]
 code = {MEGURO}

@@ -330,3 +330,33 @@ async def test_the_health_check_says_ready_and_what_is_failing(box: Any) -> None
         node.store.statistics.gauges = gauges
     await metrics.refresh()
     assert metrics.refresh_error is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_hubs_health_says_ready_and_what_is_failing(box: Any) -> None:
+    """The hub's /health (``health_listen``): 200 ready with a list in force and a working
+    database; 503 with the reason when its database fails."""
+    import treq
+
+    health = box.hub_health
+    port = box.config.network.health_listen.split("port=")[1].split(":")[0]
+    url = f"http://127.0.0.1:{port}/health"
+    await health.check()
+    answer = await treq.get(url)
+    told = await answer.json()
+    assert answer.code == 200 and told["ready"] and told["failing"] == []
+    assert told["party"] == "hub" and told["members"] == 2
+    read = box.hub.database.read
+
+    def failing(*_: Any) -> Any:
+        raise RuntimeError("disk full")
+
+    box.hub.database.read = failing
+    try:
+        await health.check()
+        answer = await treq.get(url)
+        told = await answer.json()
+        assert answer.code == 503 and not told["ready"]
+        assert any("disk full" in reason for reason in told["failing"])
+    finally:
+        box.hub.database.read = read

@@ -93,3 +93,33 @@ async def test_a_bulk_query_file_posted_again_under_its_key_is_the_same_bulk_que
         )
     assert refused.value.code == "IdempotencyKeyReused"
     assert count(box, "meguro", bulk_query) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_replica_file_sent_again_under_its_key_gets_the_same_answer(
+    box: Any, meguro_care: Any
+) -> None:
+    """A 副本 file posted twice under one key: the second answer is the first one, byte for
+    byte (not RecordIdExists for every entry), and its records are stored once; another
+    file under the key is IdempotencyKeyReused, and changes nothing."""
+    from middleware.tables import replica_record
+    from tests.test_replica_file import entry, read_result, replica_document
+
+    document = replica_document(entry("RESEND-0001"), entry("RESEND-0002"))
+    answers = [
+        await meguro_care.send(
+            "POST", "/replica-files", document, "application/xml", idempotency_key="file-0001"
+        )
+        for _ in range(2)
+    ]
+    assert answers[0].status == answers[1].status == 200
+    assert answers[0].body == answers[1].body
+    assert read_result(answers[1].body).codes() == {"RESEND-0001": None, "RESEND-0002": None}
+    assert count(box, "meguro", replica_record, replica_record.c.record_id.like("RESEND-%")) == 2
+    other = replica_document(entry("RESEND-0003"))
+    refused = await meguro_care.send(
+        "POST", "/replica-files", other, "application/xml", idempotency_key="file-0001"
+    )
+    assert refused.status == 422
+    assert json.loads(refused.body)["error"]["code"] == "IdempotencyKeyReused"
+    assert count(box, "meguro", replica_record, replica_record.c.record_id == "RESEND-0003") == 0

@@ -508,3 +508,36 @@ def test_demo_individual_numbers_are_valid() -> None:
 
     for number in DEMO_INDIVIDUAL_NUMBERS:
         validate_individual_number(number)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_payload_naming_items_the_catalogue_lacks_ends_the_query_in_error(
+    box: Any, meguro_care: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A provider (an outside member, say) whose signed payload names an item the data
+    standard layout does not have: the requester refuses it with PayloadInvalid, the query
+    ends ``error`` with that code, and its status stays readable (nothing unshowable kept)."""
+    from dataclasses import replace
+
+    from tests.test_flow import ask_tax
+
+    provider = box.nodes["setagaya"].provider
+    original = provider.sealed_provision
+
+    def with_an_unknown_item(
+        message_id: str, number: str, status: str, payload: Any, recipient: Any
+    ) -> bytes:
+        records = tuple(
+            replace(record, items=(*record.items, ("TK00000201019999", "1")))
+            for record in payload.records
+        )
+        return original(message_id, number, status, replace(payload, records=records), recipient)
+
+    monkeypatch.setattr(provider, "sealed_provision", with_an_unknown_item)
+    submitted = await ask_tax(meguro_care)
+    status = await meguro_care.wait_for_result(submitted["query_id"], timeout=30)
+    assert (status["state"], status["error"]["code"]) == ("error", "PayloadInvalid")
+    assert "データ標準レイアウト" in status["error"]["message_ja"]
+    assert status["result"] is None
+    again = await meguro_care.query_status(submitted["query_id"])
+    assert again["state"] == "error"

@@ -4,4 +4,4 @@ Part of the ``simulators`` layer (codes → crypto → middleware → adapters �
 renkei).
 """
 
-__all__ = ["fugo", "hub", "jukinet"]
+__all__ = ["fugo", "health", "hub", "jukinet"]
