@@ -11,7 +11,7 @@ registers the demo persons and loads the generated population.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -208,7 +208,9 @@ class Box(Service):
         self.back_offices[name] = BackOfficeApi(node, bulk_queries, reactor)
         services += [bulk_queries, back_office_listener(self.back_offices[name], reactor)]
         if institution.console_listen is not None:
-            self.consoles[name] = Console(node, institution.console_idle_timeout)
+            self.consoles[name] = Console(
+                node, institution.console_idle_timeout, fault_notes=self._fault_notes
+            )
             services.append(console_listener(self.consoles[name], reactor))
         if institution.metrics_listen is not None:
             self.metrics[name] = NodeMetrics(node)
@@ -217,6 +219,23 @@ class Box(Service):
             self.replica_inboxes[name] = ReplicaInbox(node, institution.replica_inbox, reactor)
             services.append(self.replica_inboxes[name])
         return services
+
+    def _fault_notes(self, number: str, message_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The faults that hit the messages of a transaction in this process (consoles)."""
+        from middleware.clock import iso
+
+        return [
+            {
+                "at": iso(hit.at),
+                "fault": hit.fault,
+                "kind": hit.kind,
+                "source": hit.source,
+                "destination": hit.destination,
+                "operation": hit.operation,
+                "message_id": hit.message_id,
+            }
+            for hit in self.faults.hits_of(number, message_ids)
+        ]
 
     def _party_clock(self, party: str) -> SkewedClock:
         """A party's clock: the network's, skewed when a fault says so."""

@@ -36,7 +36,7 @@ import itertools
 import random
 import re
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
@@ -66,6 +66,7 @@ DEFAULT_TIMEOUT = 30.0  # seconds a ``timeout`` fault hangs when it names no lat
 
 _log = Logger(namespace=__name__)
 _MESSAGE_ID = re.compile(rb'messageId="([^"]{1,64})"')
+_TRANSACTION_NUMBER = re.compile(rb'transactionNumber="([0-9]{20})"')
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ class Hit:
     operation: str
     message_id: str | None
     at: datetime
+    transaction_number: str | None = None  # the 処理通番 the message names, if any
 
 
 @dataclass
@@ -223,6 +225,7 @@ class FaultPlan:
                 operation,
                 _message_id(document),
                 self._now(),
+                _transaction_number(document),
             )
             self.hits.append(hit)
             _log.info(
@@ -235,6 +238,15 @@ class FaultPlan:
                 destination=destination,
             )
         return fired
+
+    def hits_of(self, transaction_number: str, message_ids: Collection[str] = ()) -> list[Hit]:
+        """The hits on the messages of one transaction: those naming its 処理通番, and those
+        with one of ``message_ids`` (a query, sent before the hub gave it its number)."""
+        return [
+            hit
+            for hit in self.hits
+            if hit.transaction_number == transaction_number or hit.message_id in message_ids
+        ]
 
     def corrupted(self, document: bytes) -> bytes:
         """``document`` with `FLIPPED` of its bytes flipped, at random places."""
@@ -345,6 +357,13 @@ class FaultyTransport:
 
     def close(self) -> Deferred[None]:
         return self._inner.close()
+
+
+def _transaction_number(document: bytes | None) -> str | None:
+    if document is None:
+        return None
+    found = _TRANSACTION_NUMBER.search(document[:1024])
+    return found.group(1).decode("ascii") if found else None
 
 
 def _message_id(document: bytes | None) -> str | None:

@@ -467,3 +467,31 @@ async def test_an_ended_hold_stays_listed_as_expired(box: Any, setagaya_asks: An
     ended = body[body.index('<table id="expired-holds">') :]
     assert number in ended and "期限切れ" in ended
     assert number not in body[: body.index('<table id="expired-holds">')]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_transactions_page_shows_the_faults_injected_on_its_messages(
+    box: Any, meguro_care: Any
+) -> None:
+    """A provision whose answer was lost once (reset_peer, injected on purpose): the
+    transaction's page lists the fault that hit its message, by kind and link."""
+    from simulators.faults import Fault
+    from tests.network import SETAGAYA
+    from tests.test_flow import ask_tax
+
+    secrets = await add_users(box.nodes["meguro"])
+    box.faults.add(Fault("reset_peer", source=SETAGAYA, operation="provision", limit=1))
+    submitted = await ask_tax(meguro_care)
+    status = await meguro_care.wait_for_result(submitted["query_id"], timeout=30)
+    number = status["transaction_number"]
+    browser = await logged_in(box, "op", secrets["op"])
+    code, body, _ = await browser.get(f"/records/{number}?lang=en")
+    assert code == 200
+    faults = body[body.index('<ul id="faults">') : body.index("</ul>", body.index('id="faults"'))]
+    assert faults.count("<li>") == 1
+    assert "<code>reset_peer</code>" in faults and f"{SETAGAYA} → hub" in faults
+    box.faults.clear()
+    other = await ask_tax(meguro_care)
+    plain = await meguro_care.wait_for_result(other["query_id"], timeout=30)
+    code, body, _ = await browser.get(f"/records/{plain['transaction_number']}?lang=en")
+    assert 'id="faults"' not in body

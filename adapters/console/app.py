@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from functools import wraps
 from pathlib import Path
@@ -50,6 +50,7 @@ __all__ = [
     "SESSION_COOKIE",
     "TIMELINE_KEYS",
     "Console",
+    "FaultNotes",
     "console_listener",
     "page",
     "record_filter",
@@ -175,14 +176,28 @@ def page(*roles: str, method: str = "GET") -> Callable[[Handler], Callable[..., 
     return decorate
 
 
+# What the console is told of the faults injected on a transaction's messages: for a 処理通番
+# and the ids of its queries here, each hit as a dict (at, fault, kind, source, destination,
+# operation, message_id).
+FaultNotes = Callable[[str, Sequence[str]], list[dict[str, Any]]]
+
+
 class Console:
     """The console of one intermediate server."""
 
     app = Klein()
     log = Logger()
 
-    def __init__(self, node: IntermediateServer, idle_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        node: IntermediateServer,
+        idle_timeout: float | None = None,
+        fault_notes: FaultNotes | None = None,
+    ) -> None:
         self.node = node
+        # The faults injected on the messages of a transaction, when the network in a box
+        # injects any (simulators/faults.py): shown in its timeline.
+        self.fault_notes = fault_notes
         default = staff.IDLE_TIMEOUT
         self.idle_timeout = (
             min(timedelta(seconds=idle_timeout), default) if idle_timeout else default
@@ -584,12 +599,15 @@ class Console:
                 {"party": party, **{key: row[key] for key in TIMELINE_KEYS}}
                 for row in found.records
             ]
+        query_ids = [found.query["query_id"]] if found.query is not None else []
+        faults = self.fault_notes(number, query_ids) if self.fault_notes is not None else []
         return self.render(
             request,
             "record_detail.html",
             session,
             number=number,
             timeline=path,
+            faults=faults,
             path_error=path_error,
             records=found.records,
             query=found.query,

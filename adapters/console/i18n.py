@@ -111,6 +111,12 @@ WORDS: dict[str, tuple[str, str]] = {
     "export_csv": ("CSV出力", "Export CSV"),
     "seq": ("連番", "Seq"),
     "timeline": ("時系列", "Timeline"),
+    "injected_faults": ("注入された障害", "Injected faults"),
+    "injected_faults_note": (
+        "試験のために、この処理通番のメッセージに注入された障害です(本プロセスが送信したもの)。",
+        "Faults injected on purpose, for testing, on this transaction's messages (those this "
+        "process sent).",
+    ),
     "delegating_requester": ("照会者(委任元)", "Requester acted for (委任元)"),
     "delegating_provider": ("提供者(委任元)", "Provider acted for (委任元)"),
     "non_disclosure": ("不開示", "Not disclosed (不開示)"),
