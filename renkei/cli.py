@@ -950,7 +950,7 @@ def _party_name(config: Config, code: str | None) -> str:
 def _jst(iso_time: str) -> str:
     from datetime import datetime
 
-    from renkei.control import JST
+    from middleware.replica import JST
 
     return datetime.fromisoformat(iso_time).astimezone(JST).strftime("%Y-%m-%d %H:%M:%S JST")
 

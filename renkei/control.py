@@ -30,13 +30,13 @@ import secrets
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from klein import Klein
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -50,11 +50,10 @@ from codes.errors import RenkeiError
 from middleware.clock import ClockState, VirtualClock, iso
 from middleware.config import Config
 from middleware.deferred import deferred
-from middleware.network import HUB
+from middleware.replica import JST
 from simulators.faults import Fault, FaultPlan, Hit
 
 __all__ = [
-    "JST",
     "Adopt",
     "ControlApi",
     "Controller",
@@ -72,10 +71,9 @@ __all__ = [
     "read_token",
 ]
 
-JST = timezone(timedelta(hours=9), "JST")
 STATE_FILE = "network-state.json"
 PUSH_TIMEOUT = 10.0  # seconds a party's process has to adopt a state
-RECENT_HITS = 200  # hits each process reports at most
+RECENT_HITS = 100  # hits each process reports at most (an AMP value holds 64 KiB)
 MAX_CONTROL_BODY = 64 * 1024
 
 _log = Logger(namespace=__name__)
@@ -172,9 +170,10 @@ class LocalMember:
         return self._generation
 
     def apply(self, state: NetworkState) -> Deferred[int]:
-        return Deferred.fromCoroutine(_now(self.adopt(state)))
+        return succeed(self.adopt(state))
 
-    def describe(self, name: str = HUB) -> dict[str, Any]:
+    def describe(self, name: str) -> dict[str, Any]:
+        """What this process tells the controller (its report), as the process ``name``."""
         now = self._clock.seconds()
         return {
             "generation": self._generation,
@@ -187,11 +186,7 @@ class LocalMember:
         }
 
     def report(self) -> Deferred[dict[str, Any]]:
-        return Deferred.fromCoroutine(_now(self.describe("box")))
-
-
-async def _now(value: Any) -> Any:
-    return value
+        return succeed(self.describe("box"))
 
 
 class Adopt(amp.Command):
