@@ -13,7 +13,7 @@ answer, and follows each query (each bulk query) through the node's restarts.
 
 Campaign (b), ``--faults``: the same under faults on every link, put in force through the
 control API (``renkei faults add``): drop 10 %, duplicate 10 %, corrupt 1 %, latency
-50 ± 50 ms (messages overtake each other), and Setagaya down (refusing connections) for
+50 ± 50 ms (messages overtake each other), reorder 10 % (held up to 0.2 s), and Setagaya down (refusing connections) for
 ``--down-for`` seconds from a third of the way in. Campaign (c), ``--cut``: the back office's
 own connection is cut during that share of its submits (before the answer arrives), and it
 sends again under the same key.
@@ -84,8 +84,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--faults",
         action="store_true",
-        help="campaign (b): drop 10 %%, duplicate 10 %%, corrupt 1 %%, latency 50 ± 50 ms on "
-        "every link, and Setagaya down for --down-for seconds",
+        help="campaign (b): drop 10 %%, duplicate 10 %%, corrupt 1 %%, latency 50 ± 50 ms, "
+        "reorder 10 %% on every link, and Setagaya down for --down-for seconds",
     )
     parser.add_argument("--down-for", type=float, default=60.0, help="seconds (default 60)")
     parser.add_argument(
@@ -346,9 +346,10 @@ def faults_campaign(config: Path, arguments: argparse.Namespace, began: float) -
         faults("add", "duplicate", "--probability", "0.1"),
         faults("add", "corrupt", "--probability", "0.01"),
         faults("add", "latency", "--latency", "50ms", "--jitter", "50ms"),
+        faults("add", "reorder", "--probability", "0.1"),
     ]
     time.sleep(max(0.0, began + arguments.flows / 30 - time.monotonic()))
-    down = faults("add", "down", "--to", "setagaya")
+    down = faults("add", "down", "--to", "setagaya")  # f6
     done.append(f"{down} at {round(time.monotonic() - began)} s for {arguments.down_for:g} s")
     time.sleep(arguments.down_for)
     faults("clear", down.split(":")[0])

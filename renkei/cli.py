@@ -1039,7 +1039,17 @@ def faults_group() -> None:
 @click.argument(
     "kind",
     type=click.Choice(
-        ["latency", "drop", "timeout", "duplicate", "reset_peer", "down", "corrupt", "skew"]
+        [
+            "latency",
+            "reorder",
+            "drop",
+            "timeout",
+            "duplicate",
+            "reset_peer",
+            "down",
+            "corrupt",
+            "skew",
+        ]
     ),
 )
 @config_option
@@ -1051,7 +1061,9 @@ def faults_group() -> None:
     help="The message kind: query, provision_request, provision, fugo, permitted_list, records.",
 )
 @click.option("--probability", type=float, default=1.0, show_default=True)
-@click.option("--latency", default="0", help="latency, drop, timeout: e.g. 50ms, 2s.")
+@click.option(
+    "--latency", default="0", help="latency, drop, timeout; reorder's window: e.g. 50ms, 2s."
+)
 @click.option("--jitter", default="0", help="latency: ± this much, e.g. 50ms.")
 @click.option("--limit", type=int, default=None, help="Hit at most this many messages.")
 @click.option("--offset", default="0", help="skew: the party's clock runs this far ahead.")

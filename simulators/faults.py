@@ -7,7 +7,9 @@ operation (``query``, ``provision_request``, ``provision``, ``fugo``, ``permitte
 ``records``), each hit with a ``probability`` and at most ``limit`` times. The kinds:
 
 - ``latency``: the message arrives ``latency`` seconds (± ``jitter``) late; with jitter,
-  messages overtake each other (reordering);
+  messages overtake each other;
+- ``reorder``: the message is held a random time between 0 and ``latency`` seconds (0.2
+  without one), so that the messages it hits arrive out of the order they were sent in;
 - ``drop``: the message never arrives; the sender learns it as a connection error after
   ``latency`` seconds;
 - ``timeout``: the connection hangs for ``latency`` seconds (default 30), then fails, and the
@@ -52,6 +54,7 @@ from middleware.network import OPERATIONS, TransientFailure, Transport, content_
 
 __all__ = [
     "KINDS",
+    "REORDER_WINDOW",
     "Fault",
     "FaultPlan",
     "FaultyTransport",
@@ -59,7 +62,18 @@ __all__ = [
     "SkewedClock",
 ]
 
-KINDS = ("latency", "drop", "timeout", "duplicate", "reset_peer", "down", "corrupt", "skew")
+KINDS = (
+    "latency",
+    "reorder",
+    "drop",
+    "timeout",
+    "duplicate",
+    "reset_peer",
+    "down",
+    "corrupt",
+    "skew",
+)
+REORDER_WINDOW = 0.2  # seconds a ``reorder`` fault holds a message at most, unless it names one
 KEPT_HITS = 10_000  # the most recent hits a plan keeps
 FLIPPED = 3  # bytes a ``corrupt`` fault flips in a message
 DEFAULT_TIMEOUT = 30.0  # seconds a ``timeout`` fault hangs when it names no latency
@@ -263,6 +277,10 @@ class FaultPlan:
             if entry.fault.kind == "skew" and entry.fault.source in (None, party)
         )
 
+    def held(self, fault: Fault) -> float:
+        """How long a ``reorder`` fault holds one message: at random, up to its window."""
+        return self._random.uniform(0.0, fault.latency or REORDER_WINDOW)
+
     def jittered(self, fault: Fault) -> float:
         return max(0.0, fault.latency + self._random.uniform(-fault.jitter, fault.jitter))
 
@@ -335,6 +353,8 @@ class FaultyTransport:
                 raise TransientFailure(f"{link}: no answer (fault {kind})")
         if "latency" in kinds:
             await self._sleep(self._plan.jittered(kinds["latency"]))
+        if "reorder" in kinds:
+            await self._sleep(self._plan.held(kinds["reorder"]))
         digest = None
         if "corrupt" in kinds and document:
             digest = content_digest(document)  # what was sent; what arrives differs

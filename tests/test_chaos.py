@@ -40,4 +40,4 @@ def test_queries_and_bulk_queries_survive_faults_kills_and_cut_submits() -> None
         *("--cut", "0.2", "--bulk-share", "0.5", "--bulk-lines", "10"),
     )
     assert printed.count("ready again after") == 2
-    assert "fault f5: down on any party → setagaya" in printed
+    assert "fault f6: down on any party → setagaya" in printed

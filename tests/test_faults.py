@@ -103,6 +103,25 @@ async def test_latency_delays_but_delivers(box: Any, meguro_care: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_reordered_messages_are_each_handled_once(box: Any, meguro_care: Any) -> None:
+    """reorder (held up to 0.3 s each) on every message of four queries asked together:
+    their messages arrive out of order, each query is provided, each party records each
+    transaction once."""
+    from twisted.internet.defer import gatherResults
+
+    box.faults.add(Fault("reorder", latency=0.3))
+    submitted = [await ask_tax(meguro_care) for _ in range(4)]
+    statuses = await gatherResults(
+        [meguro_care.wait_for_result(s["query_id"], timeout=30) for s in submitted]
+    )
+    assert [status["state"] for status in statuses] == ["provided"] * 4
+    assert count(box, "meguro", node_records) == 8
+    assert count(box, "setagaya", node_records) == 4
+    assert count(box, "hub", hub_records) == 8
+    assert sum(hit.kind == "reorder" for hit in box.faults.hits) >= 4 * 3
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_provider_whose_clock_runs_ahead_refuses_the_permit_as_expired(
     box: Any, meguro_care: Any
 ) -> None:
