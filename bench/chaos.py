@@ -14,9 +14,9 @@ answer, and follows each query (each bulk query) through the node's restarts.
 Campaign (b), ``--faults``: the same under faults on every link, put in force through the
 control API (``renkei faults add``): drop 10 %, duplicate 10 %, corrupt 1 %, latency
 50 ± 50 ms (messages overtake each other), reorder 10 % (held up to 0.2 s), and Setagaya
-down (refusing connections) for ``--down-for`` seconds from a third of the way in. Campaign (c), ``--cut``: the back office's
-own connection is cut during that share of its submits (before the answer arrives), and it
-sends again under the same key.
+down (refusing connections) for ``--down-for`` seconds from a third of the way in.
+Campaign (c), ``--cut``: the back office's own connection is cut during that share of its
+submits (before the answer arrives), and it sends again under the same key.
 
 Then it audits the databases (read-only): every query the back office was told of exists
 once and ended ``provided``, no two queries came from one key, every transaction holds the
