@@ -9,6 +9,7 @@ is up to the adapter that builds it.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Callable
 from io import BytesIO
@@ -156,7 +157,11 @@ class ListeningSite(Site):
             # HTTP/1.1 or HTTP/2) without a transport of its own: the channel inside has it.
             channel = getattr(protocol, "_channel", protocol)
             transport = getattr(channel, "transport", None)
-            if transport is not None:
+            if transport is None or getattr(transport, "disconnected", False):
+                continue
+            # A TLS connection that has just finished shutting down by itself has no TLS
+            # connection left to abort.
+            with contextlib.suppress(AttributeError):
                 transport.abortConnection()
 
 

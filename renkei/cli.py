@@ -1159,3 +1159,93 @@ def faults_hits(config_path: str) -> None:
             f"{hit['message_id'] or '-'} {_party_name(config, hit['source'])} → "
             f"{_party_name(config, hit['destination'])}"
         )
+
+
+# -- scenarios (docs/scenarios.md) --------------------------------------------------------------
+
+LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
+
+
+@main.group("scenario")
+def scenario_group() -> None:
+    """Interoperability scenarios: validate, list and run them (docs/scenarios.md)."""
+
+
+def _scenarios(paths: tuple[Path, ...], tags: tuple[str, ...]) -> list[Any]:
+    from renkei.scenarios.loading import ScenarioInvalid, load_scenarios
+
+    try:
+        scenarios = load_scenarios(paths or (LIBRARY,))
+    except ScenarioInvalid as invalid:
+        raise click.ClickException(str(invalid)) from None
+    if tags:
+        scenarios = [s for s in scenarios if set(tags) & set(s.tags)]
+    return scenarios
+
+
+paths_argument = click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+tag_option = click.option("--tag", "tags", multiple=True, help="Only scenarios with this tag.")
+
+
+@scenario_group.command("validate")
+@paths_argument
+def scenario_validate(paths: tuple[Path, ...]) -> None:
+    """Check scenario files (default: the library, scenarios/) against the schema without
+    running them; the first problem is shown with its file and line."""
+    scenarios = _scenarios(paths, ())
+    click.echo(f"{len(scenarios)} scenarios valid")
+
+
+@scenario_group.command("list")
+@paths_argument
+@tag_option
+def scenario_list(paths: tuple[Path, ...], tags: tuple[str, ...]) -> None:
+    """The scenarios of the library (or of PATHS): name, tags and purpose."""
+    for scenario in _scenarios(paths, tags):
+        click.echo(f"{scenario.name}  [{', '.join(scenario.tags)}]\n    {scenario.purpose}")
+
+
+@scenario_group.command("run")
+@paths_argument
+@tag_option
+@click.option(
+    "--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path), default=None
+)
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the scenarios' networks keep their PKI and databases (default: a temporary one).",
+)
+def scenario_run(
+    paths: tuple[Path, ...], tags: tuple[str, ...], junit_path: Path | None, work_dir: Path | None
+) -> None:
+    """Run scenarios (default: the whole library), each in a network in a box of its own
+    (in memory); exit 0 only if every one passed."""
+    import shutil
+    import tempfile
+
+    from renkei.scenarios.reports import summary_line, write_junit
+    from renkei.scenarios.runner import ScenarioRunner
+
+    scenarios = _scenarios(paths, tags)
+    directory = work_dir or Path(tempfile.mkdtemp(prefix="renkei-scenarios-"))
+    outcomes: list[Any] = []
+
+    async def work(reactor: Any) -> None:
+        runner = ScenarioRunner(reactor, directory)
+        outcomes.extend(
+            await runner.run_all(scenarios, lambda outcome: click.echo(summary_line(outcome)))
+        )
+
+    try:
+        _react(work)
+    finally:
+        if work_dir is None:
+            shutil.rmtree(directory, ignore_errors=True)
+    if junit_path is not None:
+        write_junit(junit_path, outcomes)
+    failed = [outcome for outcome in outcomes if not outcome.passed]
+    click.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} scenarios passed")
+    if failed:
+        sys.exit(1)

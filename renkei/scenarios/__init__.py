@@ -1,0 +1,6 @@
+"""Interoperability scenarios: files that write down a conversation between the actors of
+the network, checked against a JSON Schema, run against a network in a box with a verdict
+per step, and reported (docs/scenarios.md).
+"""
+
+__all__ = ["loading", "reports", "runner"]

@@ -1,0 +1,409 @@
+"""Running scenarios: each in a network in a box of its own, step by step, with a verdict.
+
+`ScenarioRunner` starts, for each scenario, the repository's network in a box in memory
+(renkei/sandbox.py: the institutions, rules and demo persons of ``make run``, fresh
+databases; one PKI for the whole run) and runs its steps in order, each within its timeout.
+A step that fails ends the scenario (the steps after it are not run). Whatever the steps
+say, a scenario passes only if, at its end, every party's hash chain of provision records
+verifies. Time-based steps move the network's clock (middleware/clock.py), so "deleted after
+seven days" takes a moment.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+
+from middleware.network import HUB
+from middleware.records import verify_chain
+from middleware.tables import hub_record_head, hub_records, node_record_head, node_records
+from renkei.control import parse_duration, parse_moment
+from renkei.sandbox import sandbox_config, sandbox_pki
+from renkei.scenarios.loading import Scenario
+from simulators.back_office import FINISHED, BackOfficeClient, BackOfficeError
+from simulators.faults import Fault
+
+__all__ = ["DEFAULT_TIMEOUT", "ScenarioOutcome", "ScenarioRunner", "StepFailed", "StepOutcome"]
+
+DEFAULT_TIMEOUT = 30.0  # seconds a step may take unless it says
+POLL = 0.05  # seconds between two looks of a waiting step
+
+
+class StepFailed(Exception):
+    """A step whose expectation does not hold (its message says what was expected and seen)."""
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What became of one step."""
+
+    number: int  # 1-based
+    kind: str
+    line: int
+    passed: bool
+    detail: str
+    seconds: float
+
+
+@dataclass
+class ScenarioOutcome:
+    """What became of one scenario: each step run, and why it failed if it did."""
+
+    scenario: Scenario
+    steps: list[StepOutcome] = field(default_factory=list)
+    failure: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.failure is None
+
+
+class ScenarioRunner:
+    """Runs scenarios, each in a fresh in-memory network in a box under ``directory``."""
+
+    def __init__(self, reactor: Any, directory: Path) -> None:
+        self._reactor = reactor
+        self._directory = directory
+        self._pki_made = False
+
+    async def run(self, scenario: Scenario) -> ScenarioOutcome:
+        outcome = ScenarioOutcome(scenario)
+        began = time.monotonic()
+        box_directory = self._directory / scenario.name
+        shutil.rmtree(box_directory, ignore_errors=True)
+        box_directory.mkdir(parents=True)
+        config = sandbox_config(box_directory)
+        config = _with_pki(config, self._directory / "pki")
+        if not self._pki_made:
+            sandbox_pki(config)
+            self._pki_made = True
+        from renkei.service import Box
+        from simulators.in_memory import InMemoryNetwork
+
+        box = Box(config, self._reactor, network=InMemoryNetwork(self._reactor))
+        conversation = _Conversation(self._reactor, box, scenario)
+        try:
+            await box.start()
+            await conversation.given()
+            for number, step in enumerate(scenario.steps, start=1):
+                ((kind, argument),) = step.items()
+                line = scenario.lines[number - 1] if scenario.lines else 0
+                started = time.monotonic()
+                try:
+                    detail = await conversation.step(kind, argument)
+                except (StepFailed, BackOfficeError, TimeoutError, LookupError) as failure:
+                    outcome.steps.append(
+                        StepOutcome(number, kind, line, False, str(failure), _since(started))
+                    )
+                    outcome.failure = f"step {number} ({kind}, line {line}): {failure}"
+                    break
+                outcome.steps.append(StepOutcome(number, kind, line, True, detail, _since(started)))
+            if outcome.failure is None:
+                broken = await conversation.broken_chains()
+                if broken:
+                    outcome.failure = "hash chain broken at " + ", ".join(broken)
+        except Exception as failure:  # the network itself failed: the scenario cannot pass
+            outcome.failure = f"{type(failure).__name__}: {failure}"
+        finally:
+            await conversation.close()
+            await box.stopService()
+        outcome.seconds = _since(began)
+        return outcome
+
+    async def run_all(self, scenarios: Sequence[Scenario], report: Any = None) -> list[Any]:
+        """Run ``scenarios`` in order; ``report(outcome)`` after each."""
+        outcomes = []
+        for scenario in scenarios:
+            outcome = await self.run(scenario)
+            outcomes.append(outcome)
+            if report is not None:
+                report(outcome)
+        return outcomes
+
+
+def _since(started: float) -> float:
+    return round(time.monotonic() - started, 3)
+
+
+def _with_pki(config: Any, pki: Path) -> Any:
+    from dataclasses import replace
+
+    return replace(config, pki=pki)
+
+
+class _Conversation:
+    """One scenario's actors, captured values and steps, against its box."""
+
+    def __init__(self, reactor: Any, box: Any, scenario: Scenario) -> None:
+        self._reactor = reactor
+        self._box = box
+        self._scenario = scenario
+        self._clients: dict[tuple[str, str], BackOfficeClient] = {}
+        self.captured: dict[str, dict[str, Any]] = {}
+
+    # -- names ------------------------------------------------------------------------------
+
+    def _code(self, party: str) -> str:
+        if party == HUB:
+            return HUB
+        return str(self._box.config.member(party).code)
+
+    def _client(self, actor: str) -> BackOfficeClient:
+        declared = self._scenario.actors.get(actor)
+        if declared is None or declared["kind"] != "back_office":
+            raise LookupError(f"{actor!r} is not a back-office actor of the scenario")
+        institution = self._box.config.institution(declared["party"])
+        system = declared.get("system") or institution.back_office_systems[0]
+        key = (institution.name, system)
+        if key not in self._clients:
+            self._clients[key] = BackOfficeClient(
+                self._reactor, self._box.config, institution, system
+            )
+        return self._clients[key]
+
+    def _captured_query(self, name: str) -> dict[str, Any]:
+        if name not in self.captured:
+            raise LookupError(f"no query was captured as {name!r}")
+        return self.captured[name]
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+
+    # -- the given state --------------------------------------------------------------------
+
+    async def given(self) -> None:
+        clock = self._scenario.given.get("clock")
+        if clock == "frozen":
+            self._box.clock.freeze()
+        elif clock is not None:
+            self._box.clock.set(parse_moment(clock))
+
+    # -- the steps ---------------------------------------------------------------------------
+
+    async def step(self, kind: str, argument: Any) -> str:
+        timeout = (
+            argument.get("timeout", DEFAULT_TIMEOUT)
+            if isinstance(argument, dict)
+            else (DEFAULT_TIMEOUT)
+        )
+        work = Deferred.fromCoroutine(getattr(self, f"_{kind}")(argument))
+        work.addTimeout(timeout, self._reactor)
+        try:
+            detail: str = await work
+        except Exception as failure:
+            from twisted.internet.defer import TimeoutError as DeferredTimeout
+
+            if isinstance(failure, DeferredTimeout):
+                raise TimeoutError(f"not done within {timeout:g} s") from None
+            raise
+        return detail
+
+    async def _query(self, argument: dict[str, Any]) -> str:
+        client = self._client(argument["as"])
+        body = {
+            "integrated_address_number": argument["person"],
+            "procedure": argument["procedure"],
+            "information_name": argument["information_name"],
+            "provider": self._code(argument["provider"]),
+        }
+        if "conditions" in argument:
+            body["conditions"] = argument["conditions"]
+        refused = argument.get("refused")
+        try:
+            submitted = await client.submit_query(**body)
+        except BackOfficeError as refusal:
+            if refused is None:
+                raise
+            if refusal.code != refused:
+                raise StepFailed(f"refused with {refusal.code}, expected {refused}") from None
+            return f"refused with {refusal.code} (HTTP {refusal.status})"
+        if refused is not None:
+            raise StepFailed(f"accepted as query {submitted['query_id']}, expected {refused}")
+        if "capture" in argument:
+            self.captured[argument["capture"]] = {
+                "query_id": submitted["query_id"],
+                "as": argument["as"],
+            }
+        return f"query {submitted['query_id']} submitted"
+
+    async def _status(self, name: str) -> dict[str, Any]:
+        captured = self._captured_query(name)
+        status: dict[str, Any] = await self._client(captured["as"]).query_status(
+            captured["query_id"]
+        )
+        captured["status"] = status
+        return status
+
+    async def _wait(self, argument: dict[str, Any]) -> str:
+        wanted = argument["state"]
+        while True:
+            status = await self._status(argument["query"])
+            state = status["state"]
+            if state == wanted or (wanted == "ended" and state in FINISHED):
+                return f"{argument['query']} is {state} (処理通番 {status['transaction_number']})"
+            if state in FINISHED and wanted not in (state, "ended"):
+                raise StepFailed(f"{argument['query']} ended {state}, not {wanted}")
+            await deferLater(self._reactor, POLL, lambda: None)
+
+    async def _expect(self, argument: dict[str, Any]) -> str:
+        status = await self._status(argument["query"])
+        seen = []
+        if "state" in argument and status["state"] != argument["state"]:
+            raise StepFailed(f"state {status['state']}, expected {argument['state']}")
+        if "error" in argument:
+            code = status["error"]["code"] if status["error"] else None
+            if code != argument["error"]:
+                raise StepFailed(f"error {code}, expected {argument['error']}")
+        records = (status["result"] or {}).get("records", [])
+        if "record_count" in argument and len(records) != argument["record_count"]:
+            raise StepFailed(
+                f"{len(records)} records provided, expected {argument['record_count']}"
+            )
+        for record_id, items in argument.get("records", {}).items():
+            found = next((r for r in records if r["record_id"] == record_id), None)
+            if found is None:
+                raise StepFailed(f"record {record_id} not provided")
+            values = {item["code"]: item["value"] for item in found["items"]}
+            for code, value in items.items():
+                if values.get(code) != value:
+                    seen_value = values.get(code)
+                    raise StepFailed(
+                        f"record {record_id} item {code} is {seen_value!r}, expected {value!r}"
+                    )
+        if "result_deleted" in argument:
+            deleted = status["result_deleted_at"] is not None
+            if deleted != argument["result_deleted"]:
+                raise StepFailed(
+                    f"result {'deleted' if deleted else 'kept'}, expected "
+                    f"{'deleted' if argument['result_deleted'] else 'kept'}"
+                )
+        for party, expected in argument.get("recorded", {}).items():
+            number = status["transaction_number"]
+            count = await self._recorded(party, number)
+            if count != expected:
+                raise StepFailed(f"{party} holds {count} records of {number}, expected {expected}")
+            seen.append(f"{party} {count}")
+        return f"{argument['query']}: {status['state']}" + (
+            f"; records {', '.join(seen)}" if seen else ""
+        )
+
+    async def _recorded(self, party: str, number: str | None) -> int:
+        if number is None:
+            return 0
+        if party == HUB:
+            database, table = self._box.hub.database, hub_records
+        else:
+            database, table = self._box.nodes[party].database, node_records
+
+        def counted(connection: Any) -> int:
+            return int(
+                connection.execute(
+                    select(func.count())
+                    .select_from(table)
+                    .where(table.c.transaction_number == number)
+                ).scalar_one()
+            )
+
+        return int(await database.read(counted))
+
+    async def _faults(self, argument: dict[str, Any]) -> str:
+        if argument.get("clear"):
+            self._box.faults.clear()
+            return "every fault removed"
+        fault = dict(argument["add"])
+        values: dict[str, Any] = {"kind": fault["kind"]}
+        if "from" in fault:
+            values["source"] = self._code(fault["from"])
+        if "to" in fault:
+            values["destination"] = self._code(fault["to"])
+        for key in ("operation", "probability", "limit"):
+            if key in fault:
+                values[key] = fault[key]
+        for key in ("latency", "jitter"):
+            if key in fault:
+                values[key] = parse_duration(str(fault[key]))
+        if "offset" in fault:
+            text = str(fault["offset"])
+            values["offset"] = (
+                -parse_duration(text[1:]) if text.startswith("-") else parse_duration(text)
+            )
+        name = self._box.faults.add(Fault(**values))
+        return f"fault {name} ({fault['kind']}) in force"
+
+    async def _clock(self, argument: dict[str, Any]) -> str:
+        clock = self._box.clock
+        if "freeze" in argument:
+            clock.freeze()
+        elif "resume" in argument:
+            clock.resume()
+        elif "advance" in argument:
+            clock.advance(parse_duration(str(argument["advance"])))
+        else:
+            clock.set(parse_moment(argument["set"]))
+        from middleware.clock import iso, utc_now
+
+        return f"the network's clock at {iso(utc_now(clock))}"
+
+    async def _decide(self, argument: dict[str, Any]) -> str:
+        status = await self._status(argument["query"])
+        number = status["transaction_number"]
+        provider = self._box.config.member(status["provider"]).name
+        held = self._box.nodes[provider].held
+        staff = argument.get("staff", "scenario-approver")
+        if argument["decision"] == "approve":
+            await held.approve(number, staff)
+        else:
+            await held.refuse(number, staff, argument.get("reason", "refused by the scenario"))
+        return f"{provider}'s {staff} decided {argument['decision']} on {number}"
+
+    async def _record(self, argument: dict[str, Any]) -> str:
+        record = argument["record"]
+        await self._client(argument["as"]).register_replica_record(record)
+        return f"副本 record {record['record_id']} registered"
+
+    async def _stop(self, party: str) -> str:
+        await self._box.stop_party(party)
+        return f"{party} stopped"
+
+    async def _start(self, party: str) -> str:
+        await self._box.start_party(party)
+        return f"{party} started again"
+
+    async def _sleep(self, duration: Any) -> str:
+        seconds = parse_duration(str(duration))
+        await deferLater(self._reactor, seconds, lambda: None)
+        return f"{seconds:g} s passed"
+
+    # -- the validators ------------------------------------------------------------------------
+
+    async def broken_chains(self) -> list[str]:
+        """The parties whose hash chain of provision records does not verify (a stopped
+        party's database is opened for the check)."""
+        from middleware.storage import Database
+
+        config = self._box.config
+        assert config.network is not None
+        parties = [(HUB, config.network.database, hub_records, hub_record_head)]
+        parties += [
+            (i.name, i.database, node_records, node_record_head) for i in config.institutions
+        ]
+        broken = []
+        for name, url, records, head in parties:
+            database = Database(self._reactor, url, threads=1)
+            database.start()
+            try:
+                if await database.read(verify_chain, records, head) is not None:
+                    broken.append(name)
+            finally:
+                database.stop()
+        return broken

@@ -1,0 +1,100 @@
+"""The scenario runner (renkei/scenarios/, docs/scenarios.md): the library passes, a bad file
+is refused with its file and line, a failing expectation fails its scenario in words."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+from renkei.scenarios.loading import ScenarioInvalid, load_scenario, load_scenarios
+from tests.test_box_process import run
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+LIBRARY = REPOSITORY / "scenarios"
+
+GOOD = """\
+name: a-small-one
+purpose: Meguro asks Setagaya for a person's local tax.
+actors:
+  meguro-care: {kind: back_office, party: meguro, system: care-insurance}
+steps:
+  - query:
+      as: meguro-care
+      person: "000000000010001"
+      procedure: JT90010000000001
+      information_name: TM00000000000002
+      provider: setagaya
+      capture: asked
+  - wait: {query: asked, state: provided}
+  - expect:
+      query: asked
+      records:
+        SET-TAX-2026-0001: {TK00000201010004: "%s"}
+"""
+
+
+def test_the_library_passes_and_is_reported_in_junit(tmp_path: Path) -> None:
+    """`renkei scenario run` runs every scenario of scenarios/, each in a network of its own;
+    all pass, exit 0, and the JUnit file has one passing test case per scenario."""
+    junit = tmp_path / "junit.xml"
+    result = run("renkei", "scenario", "run", "--junit", str(junit), timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    count = len(load_scenarios([LIBRARY]))
+    assert f"{count} of {count} scenarios passed" in result.stdout
+    suite = ElementTree.parse(junit).getroot().find("testsuite")
+    assert suite is not None
+    assert suite.get("tests") == str(count) and suite.get("failures") == "0"
+    assert len(suite.findall("testcase")) == count
+
+
+def test_a_failing_expectation_fails_its_scenario_in_words(tmp_path: Path) -> None:
+    """An item value that is not the one provided: the scenario fails at that step, says
+    what was expected and seen, the JUnit case carries it, and the exit status is 1."""
+    path = tmp_path / "wrong.yaml"
+    path.write_text(GOOD % "99999", encoding="utf-8")
+    junit = tmp_path / "junit.xml"
+    result = run("renkei", "scenario", "run", str(path), "--junit", str(junit), timeout=300)
+    assert result.returncode == 1
+    assert "FAILED a-small-one" in result.stdout
+    assert "step 3 (expect, line 14)" in result.stdout
+    assert "item TK00000201010004 is '84200', expected '99999'" in result.stdout
+    failure = ElementTree.parse(junit).getroot().find("testsuite/testcase/failure")
+    assert failure is not None and "expected '99999'" in (failure.get("message") or "")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "what"),
+    [
+        (GOOD.replace("capture: asked\n", "capture: 7\n"), 12, "steps[0].query.capture"),
+        (GOOD.replace("state: provided}", "}"), 13, "'state' is a required property"),
+        (GOOD.replace("  - wait:", "  - hover:"), 13, "steps[1]"),
+        (GOOD.replace("name: a-small-one", "name: A Small One"), 1, "name"),
+        ("name: [unclosed\n", 2, "not YAML"),
+    ],
+)
+def test_a_bad_scenario_is_refused_with_its_file_and_line(
+    tmp_path: Path, text: str, line: int, what: str
+) -> None:
+    """A scenario that is not one: ScenarioInvalid names the file, the line and what is
+    wrong; `renkei scenario validate` prints it and exits 1."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(text.replace("%s", "1"), encoding="utf-8")
+    with pytest.raises(ScenarioInvalid) as refused:
+        load_scenario(path)
+    assert refused.value.line == line, refused.value
+    assert what in refused.value.what
+    checked = run("renkei", "scenario", "validate", str(path))
+    assert checked.returncode == 1 and f"{path}:{line}:" in checked.stderr
+
+
+def test_the_library_is_valid_and_listed() -> None:
+    """Every file of scenarios/ is valid, names are unique, and `renkei scenario list` shows
+    each with its purpose."""
+    scenarios = load_scenarios([LIBRARY])
+    assert len(scenarios) >= 18
+    listed = run("renkei", "scenario", "list")
+    assert listed.returncode == 0
+    for scenario in scenarios:
+        assert scenario.name in listed.stdout
