@@ -287,15 +287,19 @@ class _Conversation:
                     f"result {'deleted' if deleted else 'kept'}, expected "
                     f"{'deleted' if argument['result_deleted'] else 'kept'}"
                 )
+        in_force = self._box.faults.faults()
+        for fault, expected in argument.get("fault_hits", {}).items():
+            hits = in_force[fault][1] if fault in in_force else None
+            if hits != expected:
+                raise StepFailed(f"fault {fault} hit {hits} messages, expected {expected}")
+            seen.append(f"{fault} hit {hits}")
         for party, expected in argument.get("recorded", {}).items():
             number = status["transaction_number"]
             count = await self._recorded(party, number)
             if count != expected:
                 raise StepFailed(f"{party} holds {count} records of {number}, expected {expected}")
             seen.append(f"{party} {count}")
-        return f"{argument['query']}: {status['state']}" + (
-            f"; records {', '.join(seen)}" if seen else ""
-        )
+        return f"{argument['query']}: {status['state']}" + (f"; {', '.join(seen)}" if seen else "")
 
     async def _recorded(self, party: str, number: str | None) -> int:
         if number is None:
