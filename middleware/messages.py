@@ -71,6 +71,7 @@ __all__ = [
     "QueryRequest",
     "RecordList",
     "Route",
+    "check_document",
     "decode",
     "decode_signed",
     "encode",
@@ -929,6 +930,23 @@ def to_element(message: Message) -> etree._Element:
 def encode(message: Message) -> bytes:
     """Serialize a message as a UTF-8 document (for signed parts: UNSIGNED; sign the element)."""
     return serialize(to_element(message))
+
+
+def check_document(data: bytes) -> str:
+    """The root name of ``data`` once it is known to be a well-formed, schema-valid message
+    of the protocol (any type; signed ones are not verified here); `RenkeiError` otherwise."""
+    root = parse_xml(data)
+    name = etree.QName(root).localname if isinstance(root.tag, str) else ""
+    for message_type, spec in _SPECS.items():
+        if spec.root == name and etree.QName(root).namespace == NS:
+            if spec.signed:
+                decode_signed(data, message_type)
+            else:
+                decode(data, message_type)
+            return name
+    raise RenkeiError(
+        UNEXPECTED_MESSAGE, expected="a message of the protocol", received=_received_name(root)
+    )
 
 
 def root_name(message_type: type[Message]) -> str:

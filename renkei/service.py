@@ -36,6 +36,7 @@ from middleware.deferred import deferred
 from middleware.network import HUB, Transport
 from middleware.node import IntermediateServer
 from simulators.back_office import BackOfficeClient, BackOfficeError
+from simulators.capture import CapturingTransport, MessageLog
 from simulators.faults import FaultPlan, FaultyTransport, SkewedClock
 from simulators.in_memory import InMemoryNetwork
 from simulators.network import jukinet
@@ -121,6 +122,7 @@ class Box(Service):
         party: str | None = None,
         faults: FaultPlan | None = None,
         instance: int | None = None,
+        capture: MessageLog | None = None,
     ) -> None:
         self.config = config
         self.reactor = reactor
@@ -138,6 +140,8 @@ class Box(Service):
         self.clock: Any = VirtualClock(reactor) if clock is None else clock
         # The faults injected on the links of the parties of this process (none at first).
         self.faults = FaultPlan(clock=self.clock) if faults is None else faults
+        # Where every message the parties send is captured (a scenario's run), if anywhere.
+        self.capture = capture
         self.catalogue = default_catalogue()
         self.hub: Hub | None = None
         self.hub_health: Any = None
@@ -242,8 +246,12 @@ class Box(Service):
         return SkewedClock(self.clock, self.faults, party)
 
     def _faulty(self, source: str, transport: Transport) -> Transport:
-        """A party's transport with the box's faults applied to what it sends."""
-        return FaultyTransport(transport, source, self.faults, self.reactor)
+        """A party's transport with the box's faults applied to what it sends (and what it
+        sends captured, when the box captures)."""
+        faulty = FaultyTransport(transport, source, self.faults, self.reactor)
+        if self.capture is None:
+            return faulty
+        return CapturingTransport(faulty, source, self.capture, self.clock)
 
     def member(self) -> Any:
         """This process's parties as a member of the control API (renkei/control.py)."""

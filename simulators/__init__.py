@@ -7,6 +7,7 @@ and the use cases; it may import every layer below, never ``renkei``.
 
 __all__ = [
     "back_office",
+    "capture",
     "faults",
     "in_memory",
     "network",

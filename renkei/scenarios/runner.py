@@ -29,6 +29,7 @@ from renkei.control import parse_duration, parse_moment
 from renkei.sandbox import sandbox_config, sandbox_pki
 from renkei.scenarios.loading import Scenario
 from simulators.back_office import FINISHED, BackOfficeClient, BackOfficeError
+from simulators.capture import MessageLog, check_exchange
 from simulators.faults import Fault
 
 __all__ = ["DEFAULT_TIMEOUT", "ScenarioOutcome", "ScenarioRunner", "StepFailed", "StepOutcome"]
@@ -61,6 +62,8 @@ class ScenarioOutcome:
     steps: list[StepOutcome] = field(default_factory=list)
     failure: str | None = None
     seconds: float = 0.0
+    messages: MessageLog = field(default_factory=MessageLog)  # every message exchanged
+    calls: list[dict[str, Any]] = field(default_factory=list)  # the back offices' requests
 
     @property
     def passed(self) -> bool:
@@ -89,8 +92,10 @@ class ScenarioRunner:
         from renkei.service import Box
         from simulators.in_memory import InMemoryNetwork
 
-        box = Box(config, self._reactor, network=InMemoryNetwork(self._reactor))
+        log = MessageLog()
+        box = Box(config, self._reactor, network=InMemoryNetwork(self._reactor), capture=log)
         conversation = _Conversation(self._reactor, box, scenario)
+        outcome.messages = log
         try:
             await box.start()
             await conversation.given()
@@ -108,12 +113,11 @@ class ScenarioRunner:
                     break
                 outcome.steps.append(StepOutcome(number, kind, line, True, detail, _since(started)))
             if outcome.failure is None:
-                broken = await conversation.broken_chains()
-                if broken:
-                    outcome.failure = "hash chain broken at " + ", ".join(broken)
+                outcome.failure = await _validated(conversation, log)
         except Exception as failure:  # the network itself failed: the scenario cannot pass
             outcome.failure = f"{type(failure).__name__}: {failure}"
         finally:
+            outcome.calls = conversation.calls
             await conversation.close()
             await box.stopService()
         outcome.seconds = _since(began)
@@ -128,6 +132,19 @@ class ScenarioRunner:
             if report is not None:
                 report(outcome)
         return outcomes
+
+
+async def _validated(conversation: _Conversation, log: MessageLog) -> str | None:
+    """Why the run fails its always-on checks, or None: every captured message is a
+    schema-valid message of the protocol, every party's hash chain verifies."""
+    problems = [problem for exchange in log.exchanges for problem in check_exchange(exchange)]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return f"a captured message is not valid: {problems[0]}{more}"
+    broken = await conversation.broken_chains()
+    if broken:
+        return "hash chain broken at " + ", ".join(broken)
+    return None
 
 
 def _since(started: float) -> float:
@@ -149,6 +166,21 @@ class _Conversation:
         self._scenario = scenario
         self._clients: dict[tuple[str, str], BackOfficeClient] = {}
         self.captured: dict[str, dict[str, Any]] = {}
+        # What the back offices and staff did (for the report's sequence diagram).
+        self.calls: list[dict[str, Any]] = []
+
+    def _call(self, actor: str, party: str, what: str, answer: str) -> None:
+        from middleware.clock import utc_now
+
+        self.calls.append(
+            {
+                "at": utc_now(self._box.clock),
+                "actor": actor,
+                "party": party,
+                "what": what,
+                "answer": answer,
+            }
+        )
 
     # -- names ------------------------------------------------------------------------------
 
@@ -219,14 +251,17 @@ class _Conversation:
         if "conditions" in argument:
             body["conditions"] = argument["conditions"]
         refused = argument.get("refused")
+        requester = str(self._scenario.actors[argument["as"]]["party"])
         try:
             submitted = await client.submit_query(**body)
         except BackOfficeError as refusal:
+            self._call(argument["as"], requester, "POST /queries", refusal.code)
             if refused is None:
                 raise
             if refusal.code != refused:
                 raise StepFailed(f"refused with {refusal.code}, expected {refused}") from None
             return f"refused with {refusal.code} (HTTP {refusal.status})"
+        self._call(argument["as"], requester, "POST /queries", "202 accepted")
         if refused is not None:
             raise StepFailed(f"accepted as query {submitted['query_id']}, expected {refused}")
         if "capture" in argument:
@@ -368,11 +403,14 @@ class _Conversation:
             await held.approve(number, staff)
         else:
             await held.refuse(number, staff, argument.get("reason", "refused by the scenario"))
+        self._call(staff, provider, f"{argument['decision']} {number}", "decided")
         return f"{provider}'s {staff} decided {argument['decision']} on {number}"
 
     async def _record(self, argument: dict[str, Any]) -> str:
         record = argument["record"]
         await self._client(argument["as"]).register_replica_record(record)
+        party = str(self._scenario.actors[argument["as"]]["party"])
+        self._call(argument["as"], party, "POST /replica-records", "201 registered")
         return f"副本 record {record['record_id']} registered"
 
     async def _stop(self, party: str) -> str:

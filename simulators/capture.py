@@ -1,0 +1,136 @@
+"""Every message the parties of a box exchange, captured for a scenario's report and checks.
+
+`CapturingTransport` wraps one party's transport (outside its faults, so that an attempt a
+fault hit is captured with what the sender saw) and appends an `Exchange` per attempt to a
+`MessageLog`: who sent what to whom, the request and the answer documents, the refusal or
+failure, and when. The log is kept only while a scenario runs (the box of ``make run`` does
+not capture). `check_exchange` says what is wrong with one captured exchange: a document that
+is not a schema-valid message of the protocol (unless the receiver refused it as damaged).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from codes.errors import RenkeiError
+from middleware.clock import utc_now
+from middleware.messages import check_document
+from middleware.network import DeliveryRefused, Transport
+
+__all__ = ["CapturingTransport", "Exchange", "MessageLog", "check_exchange"]
+
+_MESSAGE_ID = re.compile(rb'messageId="([^"]{1,64})"')
+_TRANSACTION_NUMBER = re.compile(rb'transactionNumber="([0-9]{20})"')
+_STATUS = re.compile(rb'status="([a-z_]{1,16})"')
+
+
+@dataclass
+class Exchange:
+    """One attempt of one party to send one message."""
+
+    at: datetime
+    source: str
+    destination: str
+    operation: str
+    argument: str | None
+    request: bytes | None
+    answer: bytes | None = None
+    refusal: str | None = None  # the receiver's coded refusal
+    failure: str | None = None  # no answer: a connection error, a fault
+    seconds: float = 0.0
+
+    @property
+    def message_id(self) -> str | None:
+        found = _MESSAGE_ID.search(self.request[:512]) if self.request else None
+        return found.group(1).decode("ascii", "replace") if found else None
+
+    @property
+    def transaction_number(self) -> str | None:
+        for document in (self.request, self.answer):
+            found = _TRANSACTION_NUMBER.search(document[:1024]) if document else None
+            if found:
+                return found.group(1).decode("ascii")
+        return None
+
+    @property
+    def status(self) -> str | None:
+        """The status a Provision carries (provided, no_data, held, refused, error)."""
+        found = _STATUS.search(self.request[:1024]) if self.request else None
+        return found.group(1).decode("ascii") if found else None
+
+
+@dataclass
+class MessageLog:
+    """The exchanges of a box's parties, in the order they were sent."""
+
+    exchanges: list[Exchange] = field(default_factory=list)
+
+
+class CapturingTransport:
+    """One party's `Transport`, each exchange captured into ``log``."""
+
+    def __init__(self, inner: Transport, source: str, log: MessageLog, clock: Any) -> None:
+        self._inner = inner
+        self._source = source
+        self._log = log
+        self._clock = clock
+
+    def exchange(
+        self,
+        destination: str,
+        operation: str,
+        document: bytes | None = None,
+        argument: str | None = None,
+        *,
+        digest: str | None = None,
+    ) -> Deferred[bytes]:
+        captured = Exchange(
+            utc_now(self._clock), self._source, destination, operation, argument, document
+        )
+        self._log.exchanges.append(captured)
+        started = float(self._clock.seconds())
+        sent = self._inner.exchange(destination, operation, document, argument, digest=digest)
+
+        def answered(answer: bytes) -> bytes:
+            captured.answer = answer
+            captured.seconds = float(self._clock.seconds()) - started
+            return answer
+
+        def failed(failure: Any) -> Any:
+            captured.seconds = float(self._clock.seconds()) - started
+            if failure.check(DeliveryRefused):
+                captured.refusal = failure.value.code
+            else:
+                captured.failure = f"{failure.type.__name__}: {failure.getErrorMessage()}"
+            return failure
+
+        return sent.addCallbacks(answered, failed)
+
+    def close(self) -> Deferred[None]:
+        return self._inner.close()
+
+
+def check_exchange(exchange: Exchange) -> list[str]:
+    """What is wrong with one captured exchange: each document (the request, the answer)
+    must be a schema-valid message of the protocol. A request the receiver refused as
+    damaged (a ``corrupt`` fault) or that never arrived is not checked."""
+    problems = []
+    checked = []
+    if exchange.request is not None and exchange.refusal != "ContentDigestMismatch":
+        checked.append(("request", exchange.request))
+    if exchange.answer is not None:
+        checked.append(("answer", exchange.answer))
+    for which, document in checked:
+        try:
+            check_document(document)
+        except RenkeiError as failure:
+            problems.append(
+                f"{exchange.operation} {which} from {exchange.source} to {exchange.destination}"
+                f": {failure.message_en}"
+            )
+    return problems
