@@ -1212,20 +1212,31 @@ def scenario_list(paths: tuple[Path, ...], tags: tuple[str, ...]) -> None:
     "--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path), default=None
 )
 @click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write the HTML report (index.html: steps, sequence diagrams, messages) here.",
+)
+@click.option(
     "--work-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Where the scenarios' networks keep their PKI and databases (default: a temporary one).",
 )
 def scenario_run(
-    paths: tuple[Path, ...], tags: tuple[str, ...], junit_path: Path | None, work_dir: Path | None
+    paths: tuple[Path, ...],
+    tags: tuple[str, ...],
+    junit_path: Path | None,
+    report_dir: Path | None,
+    work_dir: Path | None,
 ) -> None:
     """Run scenarios (default: the whole library), each in a network in a box of its own
     (in memory); exit 0 only if every one passed."""
     import shutil
     import tempfile
 
-    from renkei.scenarios.reports import summary_line, write_junit
+    from renkei.scenarios.reports import summary_line, write_html, write_junit
     from renkei.scenarios.runner import ScenarioRunner
 
     scenarios = _scenarios(paths, tags)
@@ -1245,6 +1256,10 @@ def scenario_run(
             shutil.rmtree(directory, ignore_errors=True)
     if junit_path is not None:
         write_junit(junit_path, outcomes)
+    if report_dir is not None:
+        from datetime import UTC, datetime
+
+        click.echo(f"report: {write_html(report_dir, outcomes, datetime.now(UTC))}")
     failed = [outcome for outcome in outcomes if not outcome.passed]
     click.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} scenarios passed")
     if failed:

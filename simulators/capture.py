@@ -10,6 +10,7 @@ is not a schema-valid message of the protocol (unless the receiver refused it as
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,6 +44,7 @@ class Exchange:
     refusal: str | None = None  # the receiver's coded refusal
     failure: str | None = None  # no answer: a connection error, a fault
     seconds: float = 0.0
+    order: int = 0  # the place of the exchange among everything the log numbered
 
     @property
     def message_id(self) -> str | None:
@@ -66,9 +68,16 @@ class Exchange:
 
 @dataclass
 class MessageLog:
-    """The exchanges of a box's parties, in the order they were sent."""
+    """The exchanges of a box's parties, in the order they were sent; `next_order` also
+    numbers what others put beside them (a back office's requests), in one order."""
 
     exchanges: list[Exchange] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._order = itertools.count()
+
+    def next_order(self) -> int:
+        return next(self._order)
 
 
 class CapturingTransport:
@@ -90,7 +99,13 @@ class CapturingTransport:
         digest: str | None = None,
     ) -> Deferred[bytes]:
         captured = Exchange(
-            utc_now(self._clock), self._source, destination, operation, argument, document
+            utc_now(self._clock),
+            self._source,
+            destination,
+            operation,
+            argument,
+            document,
+            order=self._log.next_order(),
         )
         self._log.exchanges.append(captured)
         started = float(self._clock.seconds())

@@ -64,6 +64,8 @@ class ScenarioOutcome:
     seconds: float = 0.0
     messages: MessageLog = field(default_factory=MessageLog)  # every message exchanged
     calls: list[dict[str, Any]] = field(default_factory=list)  # the back offices' requests
+    hits: list[Any] = field(default_factory=list)  # the faults' hits (simulators.faults.Hit)
+    names: dict[str, str] = field(default_factory=dict)  # party code → its name
 
     @property
     def passed(self) -> bool:
@@ -118,6 +120,8 @@ class ScenarioRunner:
             outcome.failure = f"{type(failure).__name__}: {failure}"
         finally:
             outcome.calls = conversation.calls
+            outcome.hits = list(box.faults.hits)
+            outcome.names = {HUB: "hub", **{m.code: m.name for m in config.members}}
             await conversation.close()
             await box.stopService()
         outcome.seconds = _since(began)
@@ -169,18 +173,21 @@ class _Conversation:
         # What the back offices and staff did (for the report's sequence diagram).
         self.calls: list[dict[str, Any]] = []
 
-    def _call(self, actor: str, party: str, what: str, answer: str) -> None:
+    def _call(self, actor: str, party: str, what: str) -> dict[str, Any]:
+        """Note a request of a back office (or a staff user) as it is made; its answer is
+        filled in when it comes."""
         from middleware.clock import utc_now
 
-        self.calls.append(
-            {
-                "at": utc_now(self._box.clock),
-                "actor": actor,
-                "party": party,
-                "what": what,
-                "answer": answer,
-            }
-        )
+        call = {
+            "order": self._box.capture.next_order(),
+            "at": utc_now(self._box.clock),
+            "actor": actor,
+            "party": party,
+            "what": what,
+            "answer": "",
+        }
+        self.calls.append(call)
+        return call
 
     # -- names ------------------------------------------------------------------------------
 
@@ -252,16 +259,17 @@ class _Conversation:
             body["conditions"] = argument["conditions"]
         refused = argument.get("refused")
         requester = str(self._scenario.actors[argument["as"]]["party"])
+        call = self._call(argument["as"], requester, "POST /queries")
         try:
             submitted = await client.submit_query(**body)
         except BackOfficeError as refusal:
-            self._call(argument["as"], requester, "POST /queries", refusal.code)
+            call["answer"] = refusal.code
             if refused is None:
                 raise
             if refusal.code != refused:
                 raise StepFailed(f"refused with {refusal.code}, expected {refused}") from None
             return f"refused with {refusal.code} (HTTP {refusal.status})"
-        self._call(argument["as"], requester, "POST /queries", "202 accepted")
+        call["answer"] = "accepted"
         if refused is not None:
             raise StepFailed(f"accepted as query {submitted['query_id']}, expected {refused}")
         if "capture" in argument:
@@ -399,18 +407,20 @@ class _Conversation:
         provider = self._box.config.member(status["provider"]).name
         held = self._box.nodes[provider].held
         staff = argument.get("staff", "scenario-approver")
+        call = self._call(staff, provider, f"{argument['decision']} {number}")
         if argument["decision"] == "approve":
             await held.approve(number, staff)
         else:
             await held.refuse(number, staff, argument.get("reason", "refused by the scenario"))
-        self._call(staff, provider, f"{argument['decision']} {number}", "decided")
+        call["answer"] = "decided"
         return f"{provider}'s {staff} decided {argument['decision']} on {number}"
 
     async def _record(self, argument: dict[str, Any]) -> str:
         record = argument["record"]
-        await self._client(argument["as"]).register_replica_record(record)
         party = str(self._scenario.actors[argument["as"]]["party"])
-        self._call(argument["as"], party, "POST /replica-records", "201 registered")
+        call = self._call(argument["as"], party, "POST /replica-records")
+        await self._client(argument["as"]).register_replica_record(record)
+        call["answer"] = "registered"
         return f"副本 record {record['record_id']} registered"
 
     async def _stop(self, party: str) -> str:
