@@ -423,6 +423,21 @@ class _Conversation:
         call["answer"] = "registered"
         return f"副本 record {record['record_id']} registered"
 
+    async def _send(self, argument: dict[str, Any]) -> str:
+        from middleware.network import DeliveryRefused
+
+        link = self._box.network.transport(self._code(argument["from"]))
+        try:
+            await link.exchange(
+                self._code(argument["to"]), argument["operation"], argument["document"].encode()
+            )
+        except DeliveryRefused as refusal:
+            if refusal.code != argument["refused"]:
+                expected = argument["refused"]
+                raise StepFailed(f"refused with {refusal.code}, expected {expected}") from None
+            return f"{argument['to']} refused it with {refusal.code}"
+        raise StepFailed(f"{argument['to']} accepted it, expected {argument['refused']}")
+
     async def _stop(self, party: str) -> str:
         await self._box.stop_party(party)
         return f"{party} stopped"
