@@ -438,6 +438,44 @@ class _Conversation:
             return f"{argument['to']} refused it with {refusal.code}"
         raise StepFailed(f"{argument['to']} accepted it, expected {argument['refused']}")
 
+    async def _resend(self, argument: dict[str, Any]) -> str:
+        import re
+        import uuid
+
+        from middleware.network import DeliveryRefused
+
+        status = await self._status(argument["query"])
+        number = status["transaction_number"]
+        captured = next(
+            (
+                exchange
+                for exchange in self._box.capture.exchanges
+                if exchange.operation == argument["operation"]
+                and exchange.transaction_number == number
+                and exchange.request is not None
+            ),
+            None,
+        )
+        if captured is None:
+            raise StepFailed(f"no {argument['operation']} of {number} was captured")
+        document = captured.request
+        assert document is not None
+        if argument.get("new_message_id"):
+            fresh = f'messageId="{uuid.uuid4()}"'.encode()
+            document = re.sub(rb'messageId="[^"]*"', fresh, document, count=1)
+        destination = self._code(argument["to"]) if "to" in argument else captured.destination
+        link = self._box.network.transport(captured.source)
+        refused = argument.get("refused")
+        try:
+            await link.exchange(destination, argument["operation"], document)
+        except DeliveryRefused as refusal:
+            if refusal.code != refused:
+                raise StepFailed(f"refused with {refusal.code}, expected {refused}") from None
+            return f"the {argument['operation']} of {number} sent again: refused {refusal.code}"
+        if refused is not None:
+            raise StepFailed(f"the {argument['operation']} sent again was accepted, not {refused}")
+        return f"the {argument['operation']} of {number} sent again: accepted"
+
     async def _stop(self, party: str) -> str:
         await self._box.stop_party(party)
         return f"{party} stopped"
