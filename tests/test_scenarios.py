@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
+import pytest_twisted
 
 from renkei.scenarios.loading import ScenarioInvalid, load_scenario, load_scenarios
 from tests.test_box_process import run
@@ -98,3 +99,33 @@ def test_the_library_is_valid_and_listed() -> None:
     assert listed.returncode == 0
     for scenario in scenarios:
         assert scenario.name in listed.stdout
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_validators_catch_a_payload_that_does_not_open(tmp_path: Path) -> None:
+    """The captured messages of a passing run pass the always-on checks; the same messages
+    with a provision's payload damaged do not (its requester cannot open it)."""
+    from dataclasses import replace
+
+    from twisted.internet import reactor
+
+    from renkei.sandbox import sandbox_config
+    from renkei.scenarios import runner
+
+    scenario = load_scenario(LIBRARY / "local-tax-provided-once.yaml")
+    outcome = await runner.ScenarioRunner(reactor, tmp_path).run(scenario)
+    assert outcome.passed, outcome.failure
+    (tmp_path / "again").mkdir()
+    config = replace(sandbox_config(tmp_path / "again"), pki=tmp_path / "pki")
+    assert runner.cryptography_problems(config, outcome.messages) == []
+    provisions = [
+        exchange
+        for exchange in outcome.messages.exchanges
+        if exchange.source == "hub" and exchange.operation == "provision"
+    ]
+    assert len(provisions) == 1 and provisions[0].request is not None
+    provisions[0].request = provisions[0].request.replace(
+        b"<EncryptedPayload>", b"<EncryptedPayload>AAAA", 1
+    )
+    (problem,) = runner.cryptography_problems(config, outcome.messages)
+    assert "does not open and verify: PayloadUnreadable" in problem

@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
+from codes.errors import RenkeiError
 from middleware.network import HUB
 from middleware.records import verify_chain
 from middleware.tables import hub_record_head, hub_records, node_record_head, node_records
@@ -32,7 +33,14 @@ from simulators.back_office import FINISHED, BackOfficeClient, BackOfficeError
 from simulators.capture import MessageLog, check_exchange
 from simulators.faults import Fault
 
-__all__ = ["DEFAULT_TIMEOUT", "ScenarioOutcome", "ScenarioRunner", "StepFailed", "StepOutcome"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ScenarioOutcome",
+    "ScenarioRunner",
+    "StepFailed",
+    "StepOutcome",
+    "cryptography_problems",
+]
 
 DEFAULT_TIMEOUT = 30.0  # seconds a step may take unless it says
 POLL = 0.05  # seconds between two looks of a waiting step
@@ -140,8 +148,11 @@ class ScenarioRunner:
 
 async def _validated(conversation: _Conversation, log: MessageLog) -> str | None:
     """Why the run fails its always-on checks, or None: every captured message is a
-    schema-valid message of the protocol, every party's hash chain verifies."""
+    schema-valid message of the protocol; every permit the hub sent is signed by the hub;
+    every payload relayed can be opened by its requester alone (the hub's keys fail) and is
+    signed by its provider; every party's hash chain verifies."""
     problems = [problem for exchange in log.exchanges for problem in check_exchange(exchange)]
+    problems += cryptography_problems(conversation.config, log)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         return f"a captured message is not valid: {problems[0]}{more}"
@@ -149,6 +160,52 @@ async def _validated(conversation: _Conversation, log: MessageLog) -> str | None
     if broken:
         return "hash chain broken at " + ", ".join(broken)
     return None
+
+
+def cryptography_problems(config: Any, log: MessageLog) -> list[str]:
+    """What is wrong with the permits and payloads the hub sent (see `_validated`)."""
+    from crypto.envelope import open_envelope
+    from crypto.pki import PkiLayout, identity_of, load_certificate
+    from crypto.xmlsig import CAVerifier, PinnedVerifier, SignatureInvalid
+    from middleware import messages
+
+    layout = PkiLayout(config.pki)
+    hub_permits = PinnedVerifier(load_certificate(layout.hub_signing().certificate))
+    providers = CAVerifier(load_certificate(layout.ca().certificate))
+    hub_keys = [layout.hub_tls().load(), layout.hub_signing().load()]
+    problems = []
+    for exchange in log.exchanges:
+        if exchange.source != HUB or exchange.request is None:
+            continue
+        number = exchange.transaction_number
+        if exchange.operation == "provision_request":
+            asked = messages.decode(exchange.request, messages.ProvisionRequest)
+            try:
+                hub_permits.verify(asked.permit_element)
+            except SignatureInvalid:
+                problems.append(f"the permit of {number} is not signed by the hub")
+        elif exchange.operation == "provision":
+            provision = messages.decode(exchange.request, messages.Provision)
+            if provision.encrypted_payload is None:
+                continue
+            for key in hub_keys:
+                try:
+                    open_envelope(provision.encrypted_payload, key)
+                except RenkeiError:
+                    continue
+                problems.append(f"the hub could open the payload of {number}")
+            requester = layout.institution_encryption(exchange.destination).load()
+            try:
+                plaintext = open_envelope(provision.encrypted_payload, requester)
+                element = messages.decode_signed(plaintext, messages.ProvisionPayload)
+                _, signer = providers.verify(element)
+            except (RenkeiError, SignatureInvalid) as failure:
+                problems.append(f"the payload of {number} does not open and verify: {failure}")
+                continue
+            payload = messages.from_element(element, messages.ProvisionPayload)
+            if identity_of(signer).common_name != payload.provider:
+                problems.append(f"the payload of {number} is not signed by its provider")
+    return problems
 
 
 def _since(started: float) -> float:
@@ -167,6 +224,7 @@ class _Conversation:
     def __init__(self, reactor: Any, box: Any, scenario: Scenario) -> None:
         self._reactor = reactor
         self._box = box
+        self.config = box.config
         self._scenario = scenario
         self._clients: dict[tuple[str, str], BackOfficeClient] = {}
         self.captured: dict[str, dict[str, Any]] = {}
