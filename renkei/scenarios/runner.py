@@ -25,6 +25,7 @@ from twisted.internet.task import deferLater
 from codes.errors import RenkeiError
 from middleware.network import HUB
 from middleware.records import verify_chain
+from middleware.replica import JST
 from middleware.tables import hub_record_head, hub_records, node_record_head, node_records
 from renkei.control import parse_duration, parse_moment
 from renkei.sandbox import sandbox_config, sandbox_pki
@@ -206,6 +207,30 @@ def cryptography_problems(config: Any, log: MessageLog) -> list[str]:
             if identity_of(signer).common_name != payload.provider:
                 problems.append(f"the payload of {number} is not signed by its provider")
     return problems
+
+
+def _bulk_line(
+    line: dict[str, Any], requester: str, provider: str, affair: str, asked_at: Any
+) -> str:
+    """One line of the 18-field bulk-query CSV for a line of a ``bulk_query`` step."""
+    from adapters.care_insurance import bulk_query
+
+    values = [""] * len(bulk_query.FIELDS)
+    values[bulk_query.NUMBER_SYSTEM] = bulk_query.INTEGRATED_NUMBER_SYSTEM
+    values[bulk_query.INTEGRATED_ADDRESS_NUMBER] = line["person"]
+    values[bulk_query.REQUESTED_AT] = asked_at.strftime("%Y%m%d%H%M%S") + "000"
+    values[bulk_query.DEPARTMENT] = "SCENARIO"
+    values[bulk_query.USER_ID] = "scenario"
+    values[bulk_query.REQUESTER] = requester
+    values[bulk_query.NON_DISCLOSURE] = "0"
+    values[bulk_query.AFFAIR] = affair
+    values[bulk_query.PROCEDURE] = line["procedure"]
+    values[bulk_query.PROVIDER] = provider
+    values[bulk_query.INFORMATION_NAME] = line["information_name"]
+    if "fiscal_year" in line:
+        values[bulk_query.CONDITION_KIND] = "1"
+        values[bulk_query.FISCAL_YEAR] = f"{line['fiscal_year']:04d}"
+    return ",".join(values)
 
 
 def _since(started: float) -> float:
@@ -533,6 +558,43 @@ class _Conversation:
         if refused is not None:
             raise StepFailed(f"the {argument['operation']} sent again was accepted, not {refused}")
         return f"the {argument['operation']} of {number} sent again: accepted"
+
+    async def _bulk_query(self, argument: dict[str, Any]) -> str:
+        import json
+
+        from middleware.clock import utc_now
+
+        client = self._client(argument["as"])
+        requester = self._box.config.institution(self._scenario.actors[argument["as"]]["party"])
+        asked_at = utc_now(self._box.clock).astimezone(JST).replace(tzinfo=None)
+        rows = [
+            line["raw"]
+            if "raw" in line
+            else _bulk_line(
+                line,
+                requester.code,
+                self._code(line["provider"]),
+                self._box.catalogue.procedure(line["procedure"]).affair,
+                asked_at,
+            )
+            for line in argument["lines"]
+        ]
+        call = self._call(argument["as"], requester.name, "POST /bulk-queries")
+        answer = await client.send_file(
+            "/bulk-queries", ("\r\n".join(rows) + "\r\n").encode("cp932"), "text/csv"
+        )
+        bulk_id = json.loads(answer)["bulk_query_id"]
+        call["answer"] = f"accepted {bulk_id}"
+        while True:
+            progress = await client.request("GET", f"/bulk-queries/{bulk_id}")
+            if progress["state"] == "ended":
+                break
+            await deferLater(self._reactor, POLL, lambda: None)
+        ended = {state: count for state, count in progress["by_state"].items() if count}
+        wanted = {state: count for state, count in argument["ended"].items() if count}
+        if ended != wanted:
+            raise StepFailed(f"the lines ended {ended}, expected {wanted}")
+        return f"bulk query {bulk_id} ended: {ended}"
 
     async def _stop(self, party: str) -> str:
         await self._box.stop_party(party)
