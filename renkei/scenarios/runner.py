@@ -340,6 +340,8 @@ class _Conversation:
         }
         if "conditions" in argument:
             body["conditions"] = argument["conditions"]
+        if "on_behalf_of" in argument:
+            body["delegating_requester"] = self._code(argument["on_behalf_of"])
         refused = argument.get("refused")
         requester = str(self._scenario.actors[argument["as"]]["party"])
         call = self._call(argument["as"], requester, "POST /queries")
@@ -506,13 +508,29 @@ class _Conversation:
         call["answer"] = "registered"
         return f"副本 record {record['record_id']} registered"
 
+    async def _filled(self, document: str) -> str:
+        """``document`` with each ``${fugo:PARTY:PERSON}`` replaced by that person's 符号 at
+        that party, and each ``${uuid}`` by a new message id."""
+        import re
+        import uuid
+
+        from middleware.persons import fugo_of
+
+        for party, person in set(re.findall(r"\$\{fugo:([a-z0-9-]+):([0-9]{15})\}", document)):
+            fugo = await self._box.nodes[party].database.read(fugo_of, person)
+            document = document.replace(f"${{fugo:{party}:{person}}}", fugo)
+        while "${uuid}" in document:
+            document = document.replace("${uuid}", str(uuid.uuid4()), 1)
+        return document
+
     async def _send(self, argument: dict[str, Any]) -> str:
         from middleware.network import DeliveryRefused
 
         link = self._box.network.transport(self._code(argument["from"]))
+        document = await self._filled(argument["document"])
         try:
             await link.exchange(
-                self._code(argument["to"]), argument["operation"], argument["document"].encode()
+                self._code(argument["to"]), argument["operation"], document.encode()
             )
         except DeliveryRefused as refusal:
             if refusal.code != argument["refused"]:
