@@ -1224,15 +1224,24 @@ def scenario_list(paths: tuple[Path, ...], tags: tuple[str, ...]) -> None:
     default=None,
     help="Where the scenarios' networks keep their PKI and databases (default: a temporary one).",
 )
+@click.option(
+    "-c",
+    "--config",
+    "running_config",
+    default=None,
+    help="Run against the network in a box that runs with this configuration (make run), "
+    "not in networks of their own; scenarios that need more are skipped, saying why.",
+)
 def scenario_run(
     paths: tuple[Path, ...],
     tags: tuple[str, ...],
     junit_path: Path | None,
     report_dir: Path | None,
     work_dir: Path | None,
+    running_config: str | None,
 ) -> None:
     """Run scenarios (default: the whole library), each in a network in a box of its own
-    (in memory); exit 0 only if every one passed."""
+    (in memory), or against a running one (-c); exit 0 only if none failed."""
     import shutil
     import tempfile
 
@@ -1243,8 +1252,10 @@ def scenario_run(
     directory = work_dir or Path(tempfile.mkdtemp(prefix="renkei-scenarios-"))
     outcomes: list[Any] = []
 
+    running = _config(running_config) if running_config is not None else None
+
     async def work(reactor: Any) -> None:
-        runner = ScenarioRunner(reactor, directory)
+        runner = ScenarioRunner(reactor, directory, running)
         outcomes.extend(
             await runner.run_all(scenarios, lambda outcome: click.echo(summary_line(outcome)))
         )
@@ -1261,6 +1272,11 @@ def scenario_run(
 
         click.echo(f"report: {write_html(report_dir, outcomes, datetime.now(UTC))}")
     failed = [outcome for outcome in outcomes if not outcome.passed]
-    click.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} scenarios passed")
+    skipped = sum(1 for outcome in outcomes if outcome.skipped is not None)
+    ran = len(outcomes) - skipped
+    click.echo(
+        f"{ran - len(failed)} of {ran} scenarios passed"
+        + (f" ({skipped} skipped: they need a network of their own)" if skipped else "")
+    )
     if failed:
         sys.exit(1)

@@ -129,3 +129,54 @@ async def test_the_validators_catch_a_payload_that_does_not_open(tmp_path: Path)
     )
     (problem,) = runner.cryptography_problems(config, outcome.messages)
     assert "does not open and verify: PayloadUnreadable" in problem
+
+
+def test_scenarios_run_against_a_running_network_and_skip_what_they_cannot(
+    tmp_path: Path,
+) -> None:
+    """`renkei scenario run -c CONFIG` against a network in a box running as processes (the
+    repository's configuration moved into a directory): the scenarios it can run pass —
+    faults through the control API included — and the others are skipped, saying why; the
+    faults are cleared afterwards."""
+    import os
+    import subprocess
+    import sys
+
+    from renkei.sandbox import sandbox_config, sandbox_pki
+    from tests.test_box_process import wait_for_log
+
+    config = sandbox_config(tmp_path)
+    sandbox_pki(config)
+    log = tmp_path / "twistd.log"
+    twistd = Path(sys.executable).parent / "twistd"
+    box = subprocess.Popen(
+        [str(twistd), "-n", "--pidfile=", "-l", str(log), "renkei", "-c", str(config.path),
+         "--log-dir", str(tmp_path / "logs")],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        wait_for_log(log, box, "renkei ready", timeout=120)
+        junit = tmp_path / "junit.xml"
+        chosen = [
+            str(LIBRARY / f"{name}.yaml")
+            for name in (
+                "local-tax-provided-once",
+                "dropped-provision-sent-again",
+                "corrupt-query-refused-and-resent",
+                "held-then-approved",
+            )
+        ]
+        done = run("renkei", "scenario", "run", *chosen, "-c", str(config.path),
+                   "--junit", str(junit), timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "3 of 3 scenarios passed (1 skipped" in done.stdout
+        assert "skipped held-then-approved: needs the network in a box of the run for decide" in (
+            done.stdout
+        )
+        suite = ElementTree.parse(junit).getroot().find("testsuite")
+        assert suite is not None and suite.get("skipped") == "1" and suite.get("failures") == "0"
+        listed = run("renkei", "faults", "list", "-c", str(config.path))
+        assert "no fault in force" in listed.stdout
+    finally:
+        box.terminate()
+        box.wait(timeout=30)

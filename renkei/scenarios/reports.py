@@ -40,6 +40,7 @@ def junit(outcomes: Sequence[ScenarioOutcome], suite: str = "renkei scenarios") 
     """The outcomes as JUnit XML: one test case per scenario (classname: its file), a
     failure with the failing step's words, each step in the case's output."""
     failures = sum(1 for outcome in outcomes if not outcome.passed)
+    skipped = sum(1 for outcome in outcomes if outcome.skipped is not None)
     root = ElementTree.Element("testsuites", tests=str(len(outcomes)), failures=str(failures))
     element = ElementTree.SubElement(
         root,
@@ -47,6 +48,7 @@ def junit(outcomes: Sequence[ScenarioOutcome], suite: str = "renkei scenarios") 
         name=suite,
         tests=str(len(outcomes)),
         failures=str(failures),
+        skipped=str(skipped),
         time=f"{sum(outcome.seconds for outcome in outcomes):.3f}",
     )
     for outcome in outcomes:
@@ -57,7 +59,9 @@ def junit(outcomes: Sequence[ScenarioOutcome], suite: str = "renkei scenarios") 
             name=outcome.scenario.name,
             time=f"{outcome.seconds:.3f}",
         )
-        if outcome.failure is not None:
+        if outcome.skipped is not None:
+            ElementTree.SubElement(case, "skipped", message=outcome.skipped)
+        elif outcome.failure is not None:
             failure = ElementTree.SubElement(case, "failure", message=outcome.failure)
             failure.text = outcome.failure
         output = ElementTree.SubElement(case, "system-out")
@@ -77,6 +81,8 @@ def write_junit(path: Path, outcomes: Sequence[ScenarioOutcome]) -> None:
 
 def summary_line(outcome: ScenarioOutcome) -> str:
     """One line per scenario: its verdict, name, steps and time; why it failed."""
+    if outcome.skipped is not None:
+        return f"skipped {outcome.scenario.name}: {outcome.skipped}"
     verdict = "passed" if outcome.passed else "FAILED"
     line = (
         f"{verdict:<6} {outcome.scenario.name} "

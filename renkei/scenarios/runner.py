@@ -71,6 +71,7 @@ class ScenarioOutcome:
     steps: list[StepOutcome] = field(default_factory=list)
     failure: str | None = None
     seconds: float = 0.0
+    skipped: str | None = None  # why it was not run (a step a running network cannot do)
     messages: MessageLog = field(default_factory=MessageLog)  # every message exchanged
     calls: list[dict[str, Any]] = field(default_factory=list)  # the back offices' requests
     hits: list[Any] = field(default_factory=list)  # the faults' hits (simulators.faults.Hit)
@@ -81,15 +82,28 @@ class ScenarioOutcome:
         return self.failure is None
 
 
-class ScenarioRunner:
-    """Runs scenarios, each in a fresh in-memory network in a box under ``directory``."""
+# The steps a scenario may take against a running network (the others need the network in a
+# box of the run: its clock, its parties' lives, its links, its staff).
+RUNNING_STEPS = frozenset({"query", "wait", "expect", "faults", "bulk_query", "record", "sleep"})
 
-    def __init__(self, reactor: Any, directory: Path) -> None:
+
+class ScenarioRunner:
+    """Runs scenarios, each in a fresh in-memory network in a box under ``directory``, or,
+    with ``running`` (its configuration), against a network that runs already (``make
+    run``): back offices over its mutual TLS, faults through its control API, records read
+    from its databases. Against a running network, a scenario that needs more (its clock,
+    stopping a party, a staff decision, a party's own documents) is skipped, saying why;
+    the faults a scenario added are cleared when it ends."""
+
+    def __init__(self, reactor: Any, directory: Path, running: Any = None) -> None:
         self._reactor = reactor
         self._directory = directory
         self._pki_made = False
+        self._running = running
 
     async def run(self, scenario: Scenario) -> ScenarioOutcome:
+        if self._running is not None:
+            return await self._run_against_running(scenario)
         outcome = ScenarioOutcome(scenario)
         began = time.monotonic()
         box_directory = self._directory / scenario.name
@@ -110,19 +124,7 @@ class ScenarioRunner:
         try:
             await box.start()
             await conversation.given()
-            for number, step in enumerate(scenario.steps, start=1):
-                ((kind, argument),) = step.items()
-                line = scenario.lines[number - 1] if scenario.lines else 0
-                started = time.monotonic()
-                try:
-                    detail = await conversation.step(kind, argument)
-                except (StepFailed, BackOfficeError, TimeoutError, LookupError) as failure:
-                    outcome.steps.append(
-                        StepOutcome(number, kind, line, False, str(failure), _since(started))
-                    )
-                    outcome.failure = f"step {number} ({kind}, line {line}): {failure}"
-                    break
-                outcome.steps.append(StepOutcome(number, kind, line, True, detail, _since(started)))
+            await self._steps(conversation, scenario, outcome)
             if outcome.failure is None:
                 outcome.failure = await _validated(conversation, log)
         except Exception as failure:  # the network itself failed: the scenario cannot pass
@@ -136,6 +138,56 @@ class ScenarioRunner:
         outcome.seconds = _since(began)
         return outcome
 
+    async def _run_against_running(self, scenario: Scenario) -> ScenarioOutcome:
+        outcome = ScenarioOutcome(scenario)
+        began = time.monotonic()
+        needs = sorted(
+            {kind for step in scenario.steps for kind in step if kind not in RUNNING_STEPS}
+            | ({"given clock"} if "clock" in scenario.given else set())
+        )
+        if needs:
+            outcome.skipped = f"needs the network in a box of the run for {', '.join(needs)}"
+            return outcome
+        remote = _ControlClient(self._reactor, self._running)
+        conversation = _Conversation(
+            self._reactor, _Running(self._running, self._reactor), scenario, remote=remote
+        )
+        try:
+            await self._steps(conversation, scenario, outcome)
+            if outcome.failure is None:
+                broken = await conversation.broken_chains()
+                if broken:
+                    outcome.failure = "hash chain broken at " + ", ".join(broken)
+        except Exception as failure:
+            outcome.failure = f"{type(failure).__name__}: {failure}"
+        finally:
+            outcome.calls = conversation.calls
+            try:
+                await remote.request("DELETE", "/faults")
+            except Exception as failure:
+                outcome.failure = outcome.failure or f"faults not cleared: {failure}"
+            await conversation.close()
+        outcome.seconds = _since(began)
+        return outcome
+
+    async def _steps(
+        self, conversation: _Conversation, scenario: Scenario, outcome: ScenarioOutcome
+    ) -> None:
+        """Run the steps in order; the first that fails ends the scenario."""
+        for number, step in enumerate(scenario.steps, start=1):
+            ((kind, argument),) = step.items()
+            line = scenario.lines[number - 1] if scenario.lines else 0
+            started = time.monotonic()
+            try:
+                detail = await conversation.step(kind, argument)
+            except (StepFailed, BackOfficeError, TimeoutError, LookupError) as failure:
+                outcome.steps.append(
+                    StepOutcome(number, kind, line, False, str(failure), _since(started))
+                )
+                outcome.failure = f"step {number} ({kind}, line {line}): {failure}"
+                return
+            outcome.steps.append(StepOutcome(number, kind, line, True, detail, _since(started)))
+
     async def run_all(self, scenarios: Sequence[Scenario], report: Any = None) -> list[Any]:
         """Run ``scenarios`` in order; ``report(outcome)`` after each."""
         outcomes = []
@@ -145,6 +197,49 @@ class ScenarioRunner:
             if report is not None:
                 report(outcome)
         return outcomes
+
+
+class _Running:
+    """A running network as a conversation sees it: its configuration, real time, no
+    captured messages."""
+
+    def __init__(self, config: Any, reactor: Any) -> None:
+        from codes.catalogue import default_catalogue
+
+        self.config = config
+        self.clock = reactor
+        self.capture = MessageLog()
+        self.catalogue = default_catalogue()
+
+
+class _ControlClient:
+    """The running network's control API (docs/control.md), with its token."""
+
+    def __init__(self, reactor: Any, config: Any) -> None:
+        from renkei.control import read_token
+
+        if config.control is None:
+            raise LookupError(f"{config.path} has no [control] section (docs/control.md)")
+        self._address = config.control.address
+        self._token = read_token(config.control.token)
+
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        import json
+
+        import treq
+        from twisted.web.http_headers import Headers
+
+        answer = await treq.request(
+            method,
+            self._address + path,
+            data=None if body is None else json.dumps(body).encode(),
+            headers=Headers({"Authorization": [f"Bearer {self._token}"]}),
+        )
+        document = json.loads(await answer.content())
+        if answer.code >= 400:
+            error = document["error"]
+            raise StepFailed(f"the control API refused: {error['code']}: {error['message_en']}")
+        return document
 
 
 async def _validated(conversation: _Conversation, log: MessageLog) -> str | None:
@@ -246,10 +341,12 @@ def _with_pki(config: Any, pki: Path) -> Any:
 class _Conversation:
     """One scenario's actors, captured values and steps, against its box."""
 
-    def __init__(self, reactor: Any, box: Any, scenario: Scenario) -> None:
+    def __init__(self, reactor: Any, box: Any, scenario: Scenario, remote: Any = None) -> None:
         self._reactor = reactor
-        self._box = box
+        self._box = box  # in memory: the Box; against a running network: a `_Running`
         self.config = box.config
+        self._remote = remote  # the running network's control API, if that is where it runs
+        self._fault_names: list[str] = []  # the scenario's faults by their names in force
         self._scenario = scenario
         self._clients: dict[tuple[str, str], BackOfficeClient] = {}
         self.captured: dict[str, dict[str, Any]] = {}
@@ -415,9 +512,9 @@ class _Conversation:
                     f"result {'deleted' if deleted else 'kept'}, expected "
                     f"{'deleted' if argument['result_deleted'] else 'kept'}"
                 )
-        in_force = self._box.faults.faults()
+        hits_of = await self._fault_hits() if "fault_hits" in argument else {}
         for fault, expected in argument.get("fault_hits", {}).items():
-            hits = in_force[fault][1] if fault in in_force else None
+            hits = hits_of.get(fault)
             if hits != expected:
                 raise StepFailed(f"fault {fault} hit {hits} messages, expected {expected}")
             seen.append(f"{fault} hit {hits}")
@@ -429,13 +526,31 @@ class _Conversation:
             seen.append(f"{party} {count}")
         return f"{argument['query']}: {status['state']}" + (f"; {', '.join(seen)}" if seen else "")
 
+    async def _fault_hits(self) -> dict[str, int]:
+        """How many messages each of the scenario's faults (f1, f2, ... in the order it added
+        them) has hit."""
+        if self._remote is not None:
+            listed = await self._remote.request("GET", "/faults")
+            counted = {fault["name"]: fault["hits"] for fault in listed["faults"]}
+        else:
+            counted = {name: hits for name, (_, hits) in self._box.faults.faults().items()}
+        return {
+            f"f{number}": counted[name]
+            for number, name in enumerate(self._fault_names, start=1)
+            if name in counted
+        }
+
     async def _recorded(self, party: str, number: str | None) -> int:
         if number is None:
             return 0
+        from middleware.storage import Database
+
+        config = self.config
+        assert config.network is not None
         if party == HUB:
-            database, table = self._box.hub.database, hub_records
+            url, table = config.network.database, hub_records
         else:
-            database, table = self._box.nodes[party].database, node_records
+            url, table = config.institution(party).database, node_records
 
         def counted(connection: Any) -> int:
             return int(
@@ -446,11 +561,20 @@ class _Conversation:
                 ).scalar_one()
             )
 
-        return int(await database.read(counted))
+        database = Database(self._reactor, url, threads=1)
+        database.start()
+        try:
+            return int(await database.read(counted))
+        finally:
+            database.stop()
 
     async def _faults(self, argument: dict[str, Any]) -> str:
         if argument.get("clear"):
-            self._box.faults.clear()
+            if self._remote is not None:
+                await self._remote.request("DELETE", "/faults")
+            else:
+                self._box.faults.clear()
+            self._fault_names.clear()
             return "every fault removed"
         fault = dict(argument["add"])
         values: dict[str, Any] = {"kind": fault["kind"]}
@@ -469,8 +593,13 @@ class _Conversation:
             values["offset"] = (
                 -parse_duration(text[1:]) if text.startswith("-") else parse_duration(text)
             )
-        name = self._box.faults.add(Fault(**values))
-        return f"fault {name} ({fault['kind']}) in force"
+        made = Fault(**values)
+        if self._remote is not None:
+            name = (await self._remote.request("POST", "/faults", made.to_json()))["name"]
+        else:
+            name = self._box.faults.add(made)
+        self._fault_names.append(name)
+        return f"fault f{len(self._fault_names)} ({fault['kind']}) in force as {name}"
 
     async def _clock(self, argument: dict[str, Any]) -> str:
         clock = self._box.clock
@@ -504,7 +633,13 @@ class _Conversation:
         record = argument["record"]
         party = str(self._scenario.actors[argument["as"]]["party"])
         call = self._call(argument["as"], party, "POST /replica-records")
-        await self._client(argument["as"]).register_replica_record(record)
+        try:
+            await self._client(argument["as"]).register_replica_record(record)
+        except BackOfficeError as refusal:
+            if refusal.code != "RecordIdExists" or self._remote is None:
+                raise
+            call["answer"] = "there already (an earlier run)"
+            return f"副本 record {record['record_id']} there already"
         call["answer"] = "registered"
         return f"副本 record {record['record_id']} registered"
 
