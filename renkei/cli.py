@@ -1164,6 +1164,7 @@ def faults_hits(config_path: str) -> None:
 # -- scenarios (docs/scenarios.md) --------------------------------------------------------------
 
 LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
+RUNS = Path(__file__).resolve().parent.parent / "var" / "scenario-runs"  # every run, kept
 
 
 @main.group("scenario")
@@ -1225,6 +1226,12 @@ def scenario_list(paths: tuple[Path, ...], tags: tuple[str, ...]) -> None:
     help="Where the scenarios' networks keep their PKI and databases (default: a temporary one).",
 )
 @click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the run is kept, for `renkei scenario report` (default: var/scenario-runs).",
+)
+@click.option(
     "-c",
     "--config",
     "running_config",
@@ -1238,6 +1245,7 @@ def scenario_run(
     junit_path: Path | None,
     report_dir: Path | None,
     work_dir: Path | None,
+    runs_dir: Path | None,
     running_config: str | None,
 ) -> None:
     """Run scenarios (default: the whole library), each in a network in a box of its own
@@ -1253,23 +1261,29 @@ def scenario_run(
     outcomes: list[Any] = []
 
     running = _config(running_config) if running_config is not None else None
+    from datetime import UTC, datetime
+
+    from renkei.scenarios.runs import record_outcome
+
+    kept = (runs_dir or RUNS) / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+    def ended(outcome: Any) -> None:
+        record_outcome(kept, outcome)
+        click.echo(summary_line(outcome))
 
     async def work(reactor: Any) -> None:
         runner = ScenarioRunner(reactor, directory, running)
-        outcomes.extend(
-            await runner.run_all(scenarios, lambda outcome: click.echo(summary_line(outcome)))
-        )
+        outcomes.extend(await runner.run_all(scenarios, ended))
 
     try:
         _react(work)
     finally:
         if work_dir is None:
             shutil.rmtree(directory, ignore_errors=True)
+    click.echo(f"run kept in {kept} (renkei scenario report {kept} --report DIR)")
     if junit_path is not None:
         write_junit(junit_path, outcomes)
     if report_dir is not None:
-        from datetime import UTC, datetime
-
         click.echo(f"report: {write_html(report_dir, outcomes, datetime.now(UTC))}")
     failed = [outcome for outcome in outcomes if not outcome.passed]
     skipped = sum(1 for outcome in outcomes if outcome.skipped is not None)
@@ -1280,3 +1294,30 @@ def scenario_run(
     )
     if failed:
         sys.exit(1)
+
+
+@scenario_group.command("report")
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), required=True
+)
+@click.option(
+    "--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path), default=None
+)
+def scenario_report(run: Path, report_dir: Path, junit_path: Path | None) -> None:
+    """Make the reports of a run kept earlier (var/scenario-runs/RUN) again: its HTML report
+    (and JUnit XML) from the steps, verdicts and messages it recorded."""
+    from datetime import UTC, datetime
+
+    from renkei.scenarios.reports import write_html, write_junit
+    from renkei.scenarios.runs import read_run
+
+    try:
+        outcomes = read_run(run)
+    except (OSError, ValueError, KeyError) as failure:
+        raise click.ClickException(f"{run} holds no run that can be read: {failure}") from None
+    click.echo(f"report: {write_html(report_dir, outcomes, datetime.now(UTC))}")
+    if junit_path is not None:
+        write_junit(junit_path, outcomes)
+    failed = sum(1 for outcome in outcomes if not outcome.passed)
+    click.echo(f"{len(outcomes)} scenarios, {failed} failed")

@@ -52,7 +52,8 @@ def test_the_report_shows_verdicts_a_sequence_diagram_and_the_messages(tmp_path:
     pytest.importorskip("playwright.sync_api")
     report = tmp_path / "report"
     scenario = REPOSITORY / "scenarios" / "dropped-provision-sent-again.yaml"
-    done = run("renkei", "scenario", "run", str(scenario), "--report", str(report), timeout=300)
+    done = run("renkei", "scenario", "run", str(scenario), "--report", str(report),
+               "--runs-dir", str(tmp_path / "runs"), timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     shown = subprocess.run(
         [sys.executable, "-c", BROWSER_SCRIPT, str(report / "index.html"), str(CHROMIUM)],

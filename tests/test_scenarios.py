@@ -40,7 +40,10 @@ def test_the_library_passes_and_is_reported_in_junit(tmp_path: Path) -> None:
     """`renkei scenario run` runs every scenario of scenarios/, each in a network of its own;
     all pass, exit 0, and the JUnit file has one passing test case per scenario."""
     junit = tmp_path / "junit.xml"
-    result = run("renkei", "scenario", "run", "--junit", str(junit), timeout=900)
+    runs = tmp_path / "runs"
+    result = run(
+        "renkei", "scenario", "run", "--junit", str(junit), "--runs-dir", str(runs), timeout=900
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     count = len(load_scenarios([LIBRARY]))
     assert f"{count} of {count} scenarios passed" in result.stdout
@@ -56,13 +59,22 @@ def test_a_failing_expectation_fails_its_scenario_in_words(tmp_path: Path) -> No
     path = tmp_path / "wrong.yaml"
     path.write_text(GOOD % "99999", encoding="utf-8")
     junit = tmp_path / "junit.xml"
-    result = run("renkei", "scenario", "run", str(path), "--junit", str(junit), timeout=300)
+    runs = tmp_path / "runs"
+    result = run("renkei", "scenario", "run", str(path), "--junit", str(junit),
+                 "--runs-dir", str(runs), timeout=300)  # fmt: skip
     assert result.returncode == 1
     assert "FAILED a-small-one" in result.stdout
     assert "step 3 (expect, line 14)" in result.stdout
     assert "item TK00000201010004 is '84200', expected '99999'" in result.stdout
     failure = ElementTree.parse(junit).getroot().find("testsuite/testcase/failure")
     assert failure is not None and "expected '99999'" in (failure.get("message") or "")
+    # The run was kept: its reports are made again from it, the same verdict in them.
+    (kept,) = runs.iterdir()
+    again = run("renkei", "scenario", "report", str(kept), "--report", str(tmp_path / "html"),
+                "--junit", str(tmp_path / "again.xml"))  # fmt: skip
+    assert again.returncode == 0 and "1 scenarios, 1 failed" in again.stdout
+    assert (tmp_path / "again.xml").read_bytes() == junit.read_bytes()
+    assert "expected &#39;99999&#39;" in (tmp_path / "html" / "index.html").read_text()
 
 
 @pytest.mark.parametrize(
@@ -167,7 +179,8 @@ def test_scenarios_run_against_a_running_network_and_skip_what_they_cannot(
             )
         ]
         done = run("renkei", "scenario", "run", *chosen, "-c", str(config.path),
-                   "--junit", str(junit), timeout=300)  # fmt: skip
+                   "--junit", str(junit), "--runs-dir", str(tmp_path / "runs"),
+                   timeout=300)  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
         assert "3 of 3 scenarios passed (1 skipped" in done.stdout
         assert "skipped held-then-approved: needs the network in a box of the run for decide" in (

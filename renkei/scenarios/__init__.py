@@ -3,4 +3,4 @@ the network, checked against a JSON Schema, run against a network in a box with 
 per step, and reported (docs/scenarios.md).
 """
 
-__all__ = ["loading", "reports", "runner"]
+__all__ = ["loading", "reports", "runner", "runs"]

@@ -4,9 +4,12 @@
 (renkei/sandbox.py: the institutions, rules and demo persons of ``make run``, fresh
 databases; one PKI for the whole run) and runs its steps in order, each within its timeout.
 A step that fails ends the scenario (the steps after it are not run). Whatever the steps
-say, a scenario passes only if, at its end, every party's hash chain of provision records
-verifies. Time-based steps move the network's clock (middleware/clock.py), so "deleted after
-seven days" takes a moment.
+say, a scenario passes only if the always-on checks hold at its end (`_validated`): every
+message the parties exchanged (captured, simulators/capture.py) is schema-valid, the permits
+are the hub's and the payloads open for their requester alone, signed by their provider, and
+every party's hash chain of provision records verifies. Time-based steps move the network's
+clock (middleware/clock.py), so "deleted after seven days" takes a moment. Against a
+running network (``running``), see `ScenarioRunner`.
 """
 
 from __future__ import annotations
