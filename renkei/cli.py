@@ -1210,7 +1210,11 @@ def scenario_list(paths: tuple[Path, ...], tags: tuple[str, ...]) -> None:
 @paths_argument
 @tag_option
 @click.option(
-    "--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path), default=None
+    "--junit",
+    "junit_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write JUnit XML here (a test case per scenario, its steps, why it failed).",
 )
 @click.option(
     "--report",
@@ -1299,10 +1303,18 @@ def scenario_run(
 @scenario_group.command("report")
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
-    "--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), required=True
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Write the HTML report (index.html) here.",
 )
 @click.option(
-    "--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path), default=None
+    "--junit",
+    "junit_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write JUnit XML here too.",
 )
 def scenario_report(run: Path, report_dir: Path, junit_path: Path | None) -> None:
     """Make the reports of a run kept earlier (var/scenario-runs/RUN) again: its HTML report
