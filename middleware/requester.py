@@ -450,16 +450,16 @@ class Requester:
         look, every `LOOK_AGAIN` seconds.
         """
         deadline = self._reactor.seconds() + timeout
-        status = await self.query_status(query_id, system)
-        while not status.finished and self._reactor.seconds() < deadline:
+        while True:
             ended: Deferred[None] = Deferred()
-            # Register before reading again, so an end stored meanwhile is not missed.
+            # Register before reading, so an end stored meanwhile is not missed.
             self._waiters.setdefault(query_id, []).append(ended)
-            wait = min(LOOK_AGAIN, deadline - self._reactor.seconds())
-            timer = self._reactor.callLater(wait, fire, ended)
+            timer = self._reactor.callLater(
+                max(0.0, min(LOOK_AGAIN, deadline - self._reactor.seconds())), fire, ended
+            )
             try:
                 status = await self.query_status(query_id, system)
-                if status.finished:
+                if status.finished or self._reactor.seconds() >= deadline:
                     return status
                 await ended
             finally:
@@ -470,8 +470,6 @@ class Requester:
                     waiting.remove(ended)
                 if not waiting:
                     self._waiters.pop(query_id, None)
-            status = await self.query_status(query_id, system)
-        return status
 
     def _query_ended(self, query_id: str) -> None:
         for ended in self._waiters.pop(query_id, []):
