@@ -45,6 +45,10 @@ class Exchange:
     failure: str | None = None  # no answer: a connection error, a fault
     seconds: float = 0.0
     order: int = 0  # the place of the exchange among everything the log numbered
+    # For an exchange known from the parties' records, not captured (no documents): its
+    # 処理通番 and status.
+    number: str | None = None
+    state: str | None = None
 
     @property
     def message_id(self) -> str | None:
@@ -53,6 +57,8 @@ class Exchange:
 
     @property
     def transaction_number(self) -> str | None:
+        if self.number is not None:
+            return self.number
         for document in (self.request, self.answer):
             found = _TRANSACTION_NUMBER.search(document[:1024]) if document else None
             if found:
@@ -62,6 +68,8 @@ class Exchange:
     @property
     def status(self) -> str | None:
         """The status a Provision carries (provided, no_data, held, refused, error)."""
+        if self.state is not None:
+            return self.state
         found = _STATUS.search(self.request[:1024]) if self.request else None
         return found.group(1).decode("ascii") if found else None
 

@@ -180,7 +180,7 @@ def test_scenarios_run_against_a_running_network_and_skip_what_they_cannot(
         ]
         done = run("renkei", "scenario", "run", *chosen, "-c", str(config.path),
                    "--junit", str(junit), "--runs-dir", str(tmp_path / "runs"),
-                   timeout=300)  # fmt: skip
+                   "--report", str(tmp_path / "report"), timeout=300)  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
         assert "3 of 3 scenarios passed (1 skipped" in done.stdout
         assert "skipped held-then-approved: needs the network in a box of the run for decide" in (
@@ -190,6 +190,10 @@ def test_scenarios_run_against_a_running_network_and_skip_what_they_cannot(
         assert suite is not None and suite.get("skipped") == "1" and suite.get("failures") == "0"
         listed = run("renkei", "faults", "list", "-c", str(config.path))
         assert "no fault in force" in listed.stdout
+        # Its conversation is drawn from the parties' provision records.
+        page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+        assert page.count('<svg class="sequence"') == 3
+        assert "provision_request" in page and "(provided)" in page
     finally:
         box.terminate()
         box.wait(timeout=30)

@@ -34,7 +34,7 @@ from renkei.control import parse_duration, parse_moment
 from renkei.sandbox import sandbox_config, sandbox_pki
 from renkei.scenarios.loading import Scenario
 from simulators.back_office import FINISHED, BackOfficeClient, BackOfficeError
-from simulators.capture import MessageLog, check_exchange
+from simulators.capture import Exchange, MessageLog, check_exchange
 from simulators.faults import Fault
 
 __all__ = [
@@ -161,10 +161,12 @@ class ScenarioRunner:
                 broken = await conversation.broken_chains()
                 if broken:
                     outcome.failure = "hash chain broken at " + ", ".join(broken)
+            outcome.messages = await conversation.recorded_exchanges()
         except Exception as failure:
-            outcome.failure = f"{type(failure).__name__}: {failure}"
+            outcome.failure = outcome.failure or f"{type(failure).__name__}: {failure}"
         finally:
             outcome.calls = conversation.calls
+            outcome.names = {HUB: "hub", **{m.code: m.name for m in self._running.members}}
             try:
                 await remote.request("DELETE", "/faults")
             except Exception as failure:
@@ -329,6 +331,41 @@ def _bulk_line(
         values[bulk_query.CONDITION_KIND] = "1"
         values[bulk_query.FISCAL_YEAR] = f"{line['fiscal_year']:04d}"
     return ",".join(values)
+
+
+# In one second, the order of the messages a transaction's records stand for: the query to
+# the hub, the provision request to the provider, the provision to the hub, the provision
+# relayed to the requester; (operation, sent by the hub).
+_RANK = {
+    ("query", False): 0,
+    ("provision_request", True): 1,
+    ("provision", False): 2,
+    ("provision", True): 3,
+}
+
+
+def _as_exchange(party: str, row: dict[str, Any]) -> Exchange | None:
+    """The message a provision record stands for (None for a record that is no message: a
+    result stored, a result deleted)."""
+    requester, provider = row["requester"], row["provider"]
+    event, status, at = row["event"], row["status"], row["recorded_at"]
+    refusal = row["error_code"]
+    number = row["transaction_number"]
+    if party == requester and event == "query":
+        route = (requester, HUB, "query")
+    elif party == HUB and event == "query" and status != "refused":
+        route = (HUB, provider, "provision_request")
+    elif party == HUB and event == "query":
+        route = (HUB, requester, "query")
+    elif party == provider and event == "provision":
+        route = (provider, HUB, "provision")
+    elif party == HUB and event == "provision":
+        route = (HUB, requester, "provision")
+    else:
+        return None
+    source, destination, operation = route
+    return Exchange(at, source, destination, operation, None, None, refusal=refusal,
+                    number=number, state=status)  # fmt: skip
 
 
 def _since(started: float) -> float:
@@ -764,6 +801,50 @@ class _Conversation:
         seconds = parse_duration(str(duration))
         await deferLater(self._reactor, seconds, lambda: None)
         return f"{seconds:g} s passed"
+
+    # -- a running network's conversation, from its records ------------------------------------
+
+    async def recorded_exchanges(self) -> MessageLog:
+        """The messages of the scenario's transactions as the parties recorded them (a
+        running network captures nothing): per record, the message it stands for, ordered
+        with the back offices' requests by time."""
+        from middleware.records import records_of_transaction
+        from middleware.storage import Database
+
+        config = self.config
+        assert config.network is not None
+        numbers = sorted(
+            {
+                captured["status"]["transaction_number"]
+                for captured in self.captured.values()
+                if captured.get("status", {}).get("transaction_number")
+            }
+        )
+        parties = [(HUB, config.network.database, hub_records)]
+        parties += [(i.code, i.database, node_records) for i in config.institutions]
+        found: list[tuple[str, dict[str, Any]]] = []
+        for party, url, table in parties:
+            database = Database(self._reactor, url, threads=1)
+            database.start()
+            try:
+                for number in numbers:
+                    rows = await database.read(records_of_transaction, table, number)
+                    found += [(party, row) for row in rows]
+            finally:
+                database.stop()
+        exchanges = [exchange for party, row in found if (exchange := _as_exchange(party, row))]
+        events: list[tuple[Any, int, Any]] = [(call["at"], -1, call) for call in self.calls]
+        events += [(exchange.at, _RANK[exchange.operation, exchange.source == HUB], exchange)
+                   for exchange in exchanges]  # fmt: skip
+        events.sort(key=lambda event: (event[0], event[1]))
+        log = MessageLog()
+        for order, (_, _, event) in enumerate(events):
+            if isinstance(event, dict):
+                event["order"] = order
+            else:
+                event.order = order
+                log.exchanges.append(event)
+        return log
 
     # -- the validators ------------------------------------------------------------------------
 
