@@ -114,7 +114,8 @@ def test_each_party_runs_alone_in_a_process_of_its_own(tmp_path: Path) -> None:
             )
         deadline = time.monotonic() + 90
         for party, log in logs.items():
-            while "demo population registered" not in (log.read_text() if log.exists() else ""):
+            # Ready: the demo population registered and, at a node, a list in force.
+            while "renkei ready" not in (log.read_text() if log.exists() else ""):
                 assert processes[party].poll() is None, log.read_text() if log.exists() else party
                 assert time.monotonic() < deadline, f"{party} did not start"
                 time.sleep(0.1)
