@@ -739,6 +739,11 @@ class _Conversation:
         if argument.get("new_message_id"):
             fresh = f'messageId="{uuid.uuid4()}"'.encode()
             document = re.sub(rb'messageId="[^"]*"', fresh, document, count=1)
+        for change in argument.get("alter", ()):
+            old = change["replace"].encode()
+            if old not in document:
+                raise StepFailed(f"the {argument['operation']} has no {change['replace']!r}")
+            document = document.replace(old, change["with"].encode(), 1)
         destination = self._code(argument["to"]) if "to" in argument else captured.destination
         link = self._box.network.transport(captured.source)
         refused = argument.get("refused")
