@@ -15,6 +15,7 @@ from middleware.config import Config, ConfigError, load_config
 from middleware.records import count_records, records_of_transaction, verify_chain
 from middleware.storage import Database
 from middleware.tables import hub_record_head, hub_records, node_record_head, node_records
+from simulators.faults import KINDS as FAULT_KINDS
 
 __all__ = ["main"]
 
@@ -1038,19 +1039,7 @@ def faults_group() -> None:
 @faults_group.command("add")
 @click.argument(
     "kind",
-    type=click.Choice(
-        [
-            "latency",
-            "reorder",
-            "drop",
-            "timeout",
-            "duplicate",
-            "reset_peer",
-            "down",
-            "corrupt",
-            "skew",
-        ]
-    ),
+    type=click.Choice(FAULT_KINDS),
 )
 @config_option
 @click.option("--from", "source", default=None, help="The sending party (hub or a name).")

@@ -22,11 +22,10 @@ from codes.errors import RenkeiError
 from middleware.clock import utc_now
 from middleware.messages import check_document
 from middleware.network import DeliveryRefused, Transport
+from simulators.faults import message_id_of, transaction_number_of
 
 __all__ = ["CapturingTransport", "Exchange", "MessageLog", "check_exchange"]
 
-_MESSAGE_ID = re.compile(rb'messageId="([^"]{1,64})"')
-_TRANSACTION_NUMBER = re.compile(rb'transactionNumber="([0-9]{20})"')
 _STATUS = re.compile(rb'status="([a-z_]{1,16})"')
 
 
@@ -52,18 +51,13 @@ class Exchange:
 
     @property
     def message_id(self) -> str | None:
-        found = _MESSAGE_ID.search(self.request[:512]) if self.request else None
-        return found.group(1).decode("ascii", "replace") if found else None
+        return message_id_of(self.request)
 
     @property
     def transaction_number(self) -> str | None:
         if self.number is not None:
             return self.number
-        for document in (self.request, self.answer):
-            found = _TRANSACTION_NUMBER.search(document[:1024]) if document else None
-            if found:
-                return found.group(1).decode("ascii")
-        return None
+        return transaction_number_of(self.request) or transaction_number_of(self.answer)
 
     @property
     def status(self) -> str | None:

@@ -60,6 +60,8 @@ __all__ = [
     "FaultyTransport",
     "Hit",
     "SkewedClock",
+    "message_id_of",
+    "transaction_number_of",
 ]
 
 KINDS = (
@@ -237,9 +239,9 @@ class FaultPlan:
                 source,
                 destination,
                 operation,
-                _message_id(document),
+                message_id_of(document),
                 self._now(),
-                _transaction_number(document),
+                transaction_number_of(document),
             )
             self.hits.append(hit)
             _log.info(
@@ -379,14 +381,16 @@ class FaultyTransport:
         return self._inner.close()
 
 
-def _transaction_number(document: bytes | None) -> str | None:
+def transaction_number_of(document: bytes | None) -> str | None:
+    """The 処理通番 a message document names (its ``transactionNumber``), if any."""
     if document is None:
         return None
     found = _TRANSACTION_NUMBER.search(document[:1024])
     return found.group(1).decode("ascii") if found else None
 
 
-def _message_id(document: bytes | None) -> str | None:
+def message_id_of(document: bytes | None) -> str | None:
+    """The ``messageId`` of a message document, if it has one."""
     if document is None:
         return None
     found = _MESSAGE_ID.search(document[:512])
