@@ -122,14 +122,14 @@ async def test_the_validators_catch_a_payload_that_does_not_open(tmp_path: Path)
     from twisted.internet import reactor
 
     from renkei.sandbox import sandbox_config
-    from renkei.scenarios import runner
+    from renkei.scenarios import runner, validators
 
     scenario = load_scenario(LIBRARY / "local-tax-provided-once.yaml")
     outcome = await runner.ScenarioRunner(reactor, tmp_path).run(scenario)
     assert outcome.passed, outcome.failure
     (tmp_path / "again").mkdir()
     config = replace(sandbox_config(tmp_path / "again"), pki=tmp_path / "pki")
-    assert runner.cryptography_problems(config, outcome.messages) == []
+    assert validators.cryptography_problems(config, outcome.messages) == []
     provisions = [
         exchange
         for exchange in outcome.messages.exchanges
@@ -139,7 +139,7 @@ async def test_the_validators_catch_a_payload_that_does_not_open(tmp_path: Path)
     provisions[0].request = provisions[0].request.replace(
         b"<EncryptedPayload>", b"<EncryptedPayload>AAAA", 1
     )
-    (problem,) = runner.cryptography_problems(config, outcome.messages)
+    (problem,) = validators.cryptography_problems(config, outcome.messages)
     assert "does not open and verify: PayloadUnreadable" in problem
 
 

@@ -3,4 +3,14 @@ the network, checked against a JSON Schema, run against a network in a box with 
 per step, and reported (docs/scenarios.md).
 """
 
-__all__ = ["loading", "reports", "runner", "runs"]
+__all__ = [
+    "conversation",
+    "loading",
+    "outcomes",
+    "recorded",
+    "reports",
+    "runner",
+    "runs",
+    "targets",
+    "validators",
+]

@@ -13,7 +13,7 @@ from typing import Any
 
 from middleware.clock import iso
 from renkei.scenarios.loading import Scenario
-from renkei.scenarios.runner import ScenarioOutcome, StepOutcome
+from renkei.scenarios.outcomes import ScenarioOutcome, StepOutcome
 from simulators.capture import Exchange, MessageLog
 from simulators.faults import Hit
 

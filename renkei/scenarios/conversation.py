@@ -1,0 +1,460 @@
+"""One scenario's conversation: its actors, the values it captured and its steps, each taken
+through its target (renkei/scenarios/targets.py: the network in a box of the run, or a
+running network). `Conversation.step` runs one step within its timeout and says what
+happened, or raises `StepFailed` saying what was expected and seen."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+
+from middleware.network import HUB
+from middleware.replica import JST
+from middleware.tables import hub_records, node_records
+from renkei.control import parse_duration
+from renkei.scenarios.loading import Scenario
+from renkei.scenarios.outcomes import StepFailed
+from renkei.scenarios.targets import Target, party_code, read_database
+from simulators.back_office import FINISHED, BackOfficeClient, BackOfficeError
+from simulators.faults import Fault
+
+__all__ = ["DEFAULT_TIMEOUT", "Conversation"]
+
+DEFAULT_TIMEOUT = 30.0  # seconds a step may take unless it says
+POLL = 0.05  # seconds between two looks of a waiting step
+
+
+class Conversation:
+    """One scenario's actors, captured values and steps, against its target."""
+
+    def __init__(self, reactor: Any, target: Target, scenario: Scenario) -> None:
+        self._reactor = reactor
+        self.target = target
+        self.config = target.config
+        self._fault_names: list[str] = []  # the scenario's faults by their names in force
+        self._scenario = scenario
+        self._clients: dict[tuple[str, str], BackOfficeClient] = {}
+        self.captured: dict[str, dict[str, Any]] = {}
+        # What the back offices and staff did (for the report's sequence diagram).
+        self.calls: list[dict[str, Any]] = []
+
+    def _call(self, actor: str, party: str, what: str) -> dict[str, Any]:
+        """Note a request of a back office (or a staff user) as it is made; its answer is
+        filled in when it comes."""
+        from middleware.clock import utc_now
+
+        call = {
+            "order": self.target.capture.next_order(),
+            "at": utc_now(self.target.clock),
+            "actor": actor,
+            "party": party,
+            "what": what,
+            "answer": "",
+        }
+        self.calls.append(call)
+        return call
+
+    # -- names ------------------------------------------------------------------------------
+
+    def _code(self, party: str) -> str:
+        return party_code(self.config, party)
+
+    def _client(self, actor: str) -> BackOfficeClient:
+        declared = self._scenario.actors.get(actor)
+        if declared is None or declared["kind"] != "back_office":
+            raise LookupError(f"{actor!r} is not a back-office actor of the scenario")
+        institution = self.config.institution(declared["party"])
+        system = declared.get("system") or institution.back_office_systems[0]
+        key = (institution.name, system)
+        if key not in self._clients:
+            self._clients[key] = BackOfficeClient(self._reactor, self.config, institution, system)
+        return self._clients[key]
+
+    def transaction_numbers(self) -> set[str]:
+        """The 処理通番 of the queries the scenario captured (as last seen)."""
+        return {
+            captured["status"]["transaction_number"]
+            for captured in self.captured.values()
+            if captured.get("status", {}).get("transaction_number")
+        }
+
+    def _captured_query(self, name: str) -> dict[str, Any]:
+        if name not in self.captured:
+            raise LookupError(f"no query was captured as {name!r}")
+        return self.captured[name]
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+
+    # -- the given state --------------------------------------------------------------------
+
+    async def given(self) -> None:
+        clock = self._scenario.given.get("clock")
+        if clock == "frozen":
+            await self.target.move_clock({"freeze": True})
+        elif clock is not None:
+            await self.target.move_clock({"set": clock})
+
+    # -- the steps ---------------------------------------------------------------------------
+
+    async def step(self, kind: str, argument: Any) -> str:
+        timeout = (
+            argument.get("timeout", DEFAULT_TIMEOUT)
+            if isinstance(argument, dict)
+            else (DEFAULT_TIMEOUT)
+        )
+        work = Deferred.fromCoroutine(getattr(self, f"_{kind}")(argument))
+        work.addTimeout(timeout, self._reactor)
+        try:
+            detail: str = await work
+        except Exception as failure:
+            from twisted.internet.defer import TimeoutError as DeferredTimeout
+
+            if isinstance(failure, DeferredTimeout):
+                raise TimeoutError(f"not done within {timeout:g} s") from None
+            raise
+        return detail
+
+    async def _query(self, argument: dict[str, Any]) -> str:
+        client = self._client(argument["as"])
+        body = {
+            "integrated_address_number": argument["person"],
+            "procedure": argument["procedure"],
+            "information_name": argument["information_name"],
+            "provider": self._code(argument["provider"]),
+        }
+        if "conditions" in argument:
+            body["conditions"] = argument["conditions"]
+        if "on_behalf_of" in argument:
+            body["delegating_requester"] = self._code(argument["on_behalf_of"])
+        refused = argument.get("refused")
+        requester = str(self._scenario.actors[argument["as"]]["party"])
+        call = self._call(argument["as"], requester, "POST /queries")
+        try:
+            submitted = await client.submit_query(**body)
+        except BackOfficeError as refusal:
+            call["answer"] = refusal.code
+            if refused is None:
+                raise
+            if refusal.code != refused:
+                raise StepFailed(f"refused with {refusal.code}, expected {refused}") from None
+            return f"refused with {refusal.code} (HTTP {refusal.status})"
+        call["answer"] = "accepted"
+        if refused is not None:
+            raise StepFailed(f"accepted as query {submitted['query_id']}, expected {refused}")
+        if "capture" in argument:
+            self.captured[argument["capture"]] = {
+                "query_id": submitted["query_id"],
+                "as": argument["as"],
+            }
+        return f"query {submitted['query_id']} submitted"
+
+    async def _status(self, name: str) -> dict[str, Any]:
+        captured = self._captured_query(name)
+        status: dict[str, Any] = await self._client(captured["as"]).query_status(
+            captured["query_id"]
+        )
+        captured["status"] = status
+        return status
+
+    async def _wait(self, argument: dict[str, Any]) -> str:
+        wanted = argument["state"]
+        while True:
+            status = await self._status(argument["query"])
+            state = status["state"]
+            if state == wanted or (wanted == "ended" and state in FINISHED):
+                return f"{argument['query']} is {state} (処理通番 {status['transaction_number']})"
+            if state in FINISHED and wanted not in (state, "ended"):
+                raise StepFailed(f"{argument['query']} ended {state}, not {wanted}")
+            await deferLater(self._reactor, POLL, lambda: None)
+
+    async def _expect(self, argument: dict[str, Any]) -> str:
+        status = await self._status(argument["query"])
+        seen = []
+        if "state" in argument and status["state"] != argument["state"]:
+            raise StepFailed(f"state {status['state']}, expected {argument['state']}")
+        if "error" in argument:
+            code = status["error"]["code"] if status["error"] else None
+            if code != argument["error"]:
+                raise StepFailed(f"error {code}, expected {argument['error']}")
+        records = (status["result"] or {}).get("records", [])
+        if "record_count" in argument and len(records) != argument["record_count"]:
+            raise StepFailed(
+                f"{len(records)} records provided, expected {argument['record_count']}"
+            )
+        for record_id, items in argument.get("records", {}).items():
+            found = next((r for r in records if r["record_id"] == record_id), None)
+            if found is None:
+                raise StepFailed(f"record {record_id} not provided")
+            values = {item["code"]: item["value"] for item in found["items"]}
+            for code, value in items.items():
+                if values.get(code) != value:
+                    seen_value = values.get(code)
+                    raise StepFailed(
+                        f"record {record_id} item {code} is {seen_value!r}, expected {value!r}"
+                    )
+        if "result_deleted" in argument:
+            deleted = status["result_deleted_at"] is not None
+            if deleted != argument["result_deleted"]:
+                raise StepFailed(
+                    f"result {'deleted' if deleted else 'kept'}, expected "
+                    f"{'deleted' if argument['result_deleted'] else 'kept'}"
+                )
+        hits_of = await self._fault_hits() if "fault_hits" in argument else {}
+        for fault, expected in argument.get("fault_hits", {}).items():
+            hits = hits_of.get(fault)
+            if hits != expected:
+                raise StepFailed(f"fault {fault} hit {hits} messages, expected {expected}")
+            seen.append(f"{fault} hit {hits}")
+        for party, expected in argument.get("recorded", {}).items():
+            number = status["transaction_number"]
+            count = await self._recorded(party, number)
+            if count != expected:
+                raise StepFailed(f"{party} holds {count} records of {number}, expected {expected}")
+            seen.append(f"{party} {count}")
+        return f"{argument['query']}: {status['state']}" + (f"; {', '.join(seen)}" if seen else "")
+
+    async def _fault_hits(self) -> dict[str, int]:
+        """How many messages each of the scenario's faults (f1, f2, ... in the order it added
+        them) has hit."""
+        counted = await self.target.fault_hits()
+        return {
+            f"f{number}": counted[name]
+            for number, name in enumerate(self._fault_names, start=1)
+            if name in counted
+        }
+
+    async def _recorded(self, party: str, number: str | None) -> int:
+        if number is None:
+            return 0
+        config = self.config
+        assert config.network is not None
+        if party == HUB:
+            url, table = config.network.database, hub_records
+        else:
+            url, table = config.institution(party).database, node_records
+
+        def counted(connection: Any) -> int:
+            return int(
+                connection.execute(
+                    select(func.count())
+                    .select_from(table)
+                    .where(table.c.transaction_number == number)
+                ).scalar_one()
+            )
+
+        return int(await read_database(self._reactor, url, counted))
+
+    async def _faults(self, argument: dict[str, Any]) -> str:
+        if argument.get("clear"):
+            await self.target.clear_faults()
+            self._fault_names.clear()
+            return "every fault removed"
+        fault = dict(argument["add"])
+        values: dict[str, Any] = {"kind": fault["kind"]}
+        if "from" in fault:
+            values["source"] = self._code(fault["from"])
+        if "to" in fault:
+            values["destination"] = self._code(fault["to"])
+        for key in ("operation", "probability", "limit"):
+            if key in fault:
+                values[key] = fault[key]
+        for key in ("latency", "jitter"):
+            if key in fault:
+                values[key] = parse_duration(str(fault[key]))
+        if "offset" in fault:
+            text = str(fault["offset"])
+            values["offset"] = (
+                -parse_duration(text[1:]) if text.startswith("-") else parse_duration(text)
+            )
+        made = Fault(**values)
+        name = await self.target.add_fault(made)
+        self._fault_names.append(name)
+        return f"fault f{len(self._fault_names)} ({fault['kind']}) in force as {name}"
+
+    async def _clock(self, argument: dict[str, Any]) -> str:
+        from middleware.clock import iso
+
+        now = await self.target.move_clock(argument)
+        return f"the network's clock at {iso(now)}"
+
+    async def _decide(self, argument: dict[str, Any]) -> str:
+        status = await self._status(argument["query"])
+        number = status["transaction_number"]
+        provider = self.config.member(status["provider"]).name
+        held = self.target.held(provider)
+        staff = argument.get("staff", "scenario-approver")
+        call = self._call(staff, provider, f"{argument['decision']} {number}")
+        if argument["decision"] == "approve":
+            await held.approve(number, staff)
+        else:
+            await held.refuse(number, staff, argument.get("reason", "refused by the scenario"))
+        call["answer"] = "decided"
+        return f"{provider}'s {staff} decided {argument['decision']} on {number}"
+
+    async def _record(self, argument: dict[str, Any]) -> str:
+        record = argument["record"]
+        party = str(self._scenario.actors[argument["as"]]["party"])
+        call = self._call(argument["as"], party, "POST /replica-records")
+        try:
+            await self._client(argument["as"]).register_replica_record(record)
+        except BackOfficeError as refusal:
+            if refusal.code != "RecordIdExists" or self.target.fresh:
+                raise
+            call["answer"] = "there already (an earlier run)"
+            return f"副本 record {record['record_id']} there already"
+        call["answer"] = "registered"
+        return f"副本 record {record['record_id']} registered"
+
+    async def _filled(self, document: str) -> str:
+        """``document`` with each ``${fugo:PARTY:PERSON}`` replaced by that person's 符号 at
+        that party, and each ``${uuid}`` by a new message id."""
+        import re
+        import uuid
+
+        from middleware.persons import fugo_of
+
+        for party, person in set(re.findall(r"\$\{fugo:([a-z0-9-]+):([0-9]{15})\}", document)):
+            url = self.config.institution(party).database
+            fugo = await read_database(self._reactor, url, fugo_of, person)
+            document = document.replace(f"${{fugo:{party}:{person}}}", fugo)
+        while "${uuid}" in document:
+            document = document.replace("${uuid}", str(uuid.uuid4()), 1)
+        return document
+
+    async def _send(self, argument: dict[str, Any]) -> str:
+        from middleware.network import DeliveryRefused
+
+        link = self.target.transport(self._code(argument["from"]))
+        document = await self._filled(argument["document"])
+        try:
+            await link.exchange(
+                self._code(argument["to"]), argument["operation"], document.encode()
+            )
+        except DeliveryRefused as refusal:
+            if refusal.code != argument["refused"]:
+                expected = argument["refused"]
+                raise StepFailed(f"refused with {refusal.code}, expected {expected}") from None
+            return f"{argument['to']} refused it with {refusal.code}"
+        raise StepFailed(f"{argument['to']} accepted it, expected {argument['refused']}")
+
+    async def _resend(self, argument: dict[str, Any]) -> str:
+        import re
+        import uuid
+
+        from middleware.network import DeliveryRefused
+
+        status = await self._status(argument["query"])
+        number = status["transaction_number"]
+        captured = next(
+            (
+                exchange
+                for exchange in self.target.capture.exchanges
+                if exchange.operation == argument["operation"]
+                and exchange.transaction_number == number
+                and exchange.request is not None
+            ),
+            None,
+        )
+        if captured is None:
+            raise StepFailed(f"no {argument['operation']} of {number} was captured")
+        document = captured.request
+        assert document is not None
+        if argument.get("new_message_id"):
+            fresh = f'messageId="{uuid.uuid4()}"'.encode()
+            document = re.sub(rb'messageId="[^"]*"', fresh, document, count=1)
+        for change in argument.get("alter", ()):
+            old = change["replace"].encode()
+            if old not in document:
+                raise StepFailed(f"the {argument['operation']} has no {change['replace']!r}")
+            document = document.replace(old, change["with"].encode(), 1)
+        destination = self._code(argument["to"]) if "to" in argument else captured.destination
+        link = self.target.transport(captured.source)
+        refused = argument.get("refused")
+        try:
+            await link.exchange(destination, argument["operation"], document)
+        except DeliveryRefused as refusal:
+            if refusal.code != refused:
+                raise StepFailed(f"refused with {refusal.code}, expected {refused}") from None
+            return f"the {argument['operation']} of {number} sent again: refused {refusal.code}"
+        if refused is not None:
+            raise StepFailed(f"the {argument['operation']} sent again was accepted, not {refused}")
+        return f"the {argument['operation']} of {number} sent again: accepted"
+
+    async def _bulk_query(self, argument: dict[str, Any]) -> str:
+        import json
+
+        from middleware.clock import utc_now
+
+        client = self._client(argument["as"])
+        requester = self.config.institution(self._scenario.actors[argument["as"]]["party"])
+        asked_at = utc_now(self.target.clock).astimezone(JST).replace(tzinfo=None)
+        rows = [
+            line["raw"]
+            if "raw" in line
+            else _bulk_line(
+                line,
+                requester.code,
+                self._code(line["provider"]),
+                self.target.catalogue.procedure(line["procedure"]).affair,
+                asked_at,
+            )
+            for line in argument["lines"]
+        ]
+        call = self._call(argument["as"], requester.name, "POST /bulk-queries")
+        answer = await client.send_file(
+            "/bulk-queries", ("\r\n".join(rows) + "\r\n").encode("cp932"), "text/csv"
+        )
+        bulk_id = json.loads(answer)["bulk_query_id"]
+        call["answer"] = f"accepted {bulk_id}"
+        while True:
+            progress = await client.request("GET", f"/bulk-queries/{bulk_id}")
+            if progress["state"] == "ended":
+                break
+            await deferLater(self._reactor, POLL, lambda: None)
+        ended = {state: count for state, count in progress["by_state"].items() if count}
+        wanted = {state: count for state, count in argument["ended"].items() if count}
+        if ended != wanted:
+            raise StepFailed(f"the lines ended {ended}, expected {wanted}")
+        return f"bulk query {bulk_id} ended: {ended}"
+
+    async def _stop(self, party: str) -> str:
+        await self.target.stop_party(party)
+        return f"{party} stopped"
+
+    async def _start(self, party: str) -> str:
+        await self.target.start_party(party)
+        return f"{party} started again"
+
+    async def _sleep(self, duration: Any) -> str:
+        seconds = parse_duration(str(duration))
+        await deferLater(self._reactor, seconds, lambda: None)
+        return f"{seconds:g} s passed"
+
+
+def _bulk_line(
+    line: dict[str, Any], requester: str, provider: str, affair: str, asked_at: Any
+) -> str:
+    """One line of the 18-field bulk-query CSV for a line of a ``bulk_query`` step."""
+    from adapters.care_insurance import bulk_query
+
+    values = [""] * len(bulk_query.FIELDS)
+    values[bulk_query.NUMBER_SYSTEM] = bulk_query.INTEGRATED_NUMBER_SYSTEM
+    values[bulk_query.INTEGRATED_ADDRESS_NUMBER] = line["person"]
+    values[bulk_query.REQUESTED_AT] = asked_at.strftime("%Y%m%d%H%M%S") + "000"
+    values[bulk_query.DEPARTMENT] = "SCENARIO"
+    values[bulk_query.USER_ID] = "scenario"
+    values[bulk_query.REQUESTER] = requester
+    values[bulk_query.NON_DISCLOSURE] = "0"
+    values[bulk_query.AFFAIR] = affair
+    values[bulk_query.PROCEDURE] = line["procedure"]
+    values[bulk_query.PROVIDER] = provider
+    values[bulk_query.INFORMATION_NAME] = line["information_name"]
+    if "fiscal_year" in line:
+        values[bulk_query.CONDITION_KIND] = "1"
+        values[bulk_query.FISCAL_YEAR] = f"{line['fiscal_year']:04d}"
+    return ",".join(values)

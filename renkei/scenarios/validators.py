@@ -1,0 +1,94 @@
+"""The checks that always hold, whatever a scenario's steps say (docs/scenarios.md, "What
+always holds"): every captured message is a schema-valid message of the protocol; every
+permit the hub sent is signed by the hub; every payload the hub relayed opens for its
+requester alone (the hub's keys fail) and is signed by its provider; every party's hash chain
+of provision records verifies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from codes.errors import RenkeiError
+from middleware.config import Config
+from middleware.network import HUB
+from middleware.records import verify_chain
+from middleware.tables import hub_record_head, hub_records, node_record_head, node_records
+from renkei.scenarios.targets import read_database
+from simulators.capture import MessageLog, check_exchange
+
+__all__ = ["broken_chains", "cryptography_problems", "validated"]
+
+
+async def validated(reactor: Any, config: Config, log: MessageLog) -> str | None:
+    """Why the run fails its always-on checks, or None: every captured message is a
+    schema-valid message of the protocol; every permit the hub sent is signed by the hub;
+    every payload relayed can be opened by its requester alone (the hub's keys fail) and is
+    signed by its provider; every party's hash chain verifies."""
+    problems = [problem for exchange in log.exchanges for problem in check_exchange(exchange)]
+    problems += cryptography_problems(config, log)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return f"a captured message is not valid: {problems[0]}{more}"
+    broken = await broken_chains(reactor, config)
+    if broken:
+        return "hash chain broken at " + ", ".join(broken)
+    return None
+
+
+def cryptography_problems(config: Config, log: MessageLog) -> list[str]:
+    """What is wrong with the permits and payloads the hub sent (see `validated`)."""
+    from crypto.envelope import open_envelope
+    from crypto.pki import PkiLayout, identity_of, load_certificate
+    from crypto.xmlsig import CAVerifier, PinnedVerifier, SignatureInvalid
+    from middleware import messages
+
+    layout = PkiLayout(config.pki)
+    hub_permits = PinnedVerifier(load_certificate(layout.hub_signing().certificate))
+    providers = CAVerifier(load_certificate(layout.ca().certificate))
+    hub_keys = [layout.hub_tls().load(), layout.hub_signing().load()]
+    problems = []
+    for exchange in log.exchanges:
+        if exchange.source != HUB or exchange.request is None:
+            continue
+        number = exchange.transaction_number
+        if exchange.operation == "provision_request":
+            asked = messages.decode(exchange.request, messages.ProvisionRequest)
+            try:
+                hub_permits.verify(asked.permit_element)
+            except SignatureInvalid:
+                problems.append(f"the permit of {number} is not signed by the hub")
+        elif exchange.operation == "provision":
+            provision = messages.decode(exchange.request, messages.Provision)
+            if provision.encrypted_payload is None:
+                continue
+            for key in hub_keys:
+                try:
+                    open_envelope(provision.encrypted_payload, key)
+                except RenkeiError:
+                    continue
+                problems.append(f"the hub could open the payload of {number}")
+            requester = layout.institution_encryption(exchange.destination).load()
+            try:
+                plaintext = open_envelope(provision.encrypted_payload, requester)
+                element = messages.decode_signed(plaintext, messages.ProvisionPayload)
+                _, signer = providers.verify(element)
+            except (RenkeiError, SignatureInvalid) as failure:
+                problems.append(f"the payload of {number} does not open and verify: {failure}")
+                continue
+            payload = messages.from_element(element, messages.ProvisionPayload)
+            if identity_of(signer).common_name != payload.provider:
+                problems.append(f"the payload of {number} is not signed by its provider")
+    return problems
+
+
+async def broken_chains(reactor: Any, config: Config) -> list[str]:
+    """The parties whose hash chain of provision records does not verify (a stopped
+    party's database is opened for the check)."""
+    assert config.network is not None
+    parties = [(HUB, config.network.database, hub_records, hub_record_head)]
+    parties += [(i.name, i.database, node_records, node_record_head) for i in config.institutions]
+    broken = []
+    for name, url, records, head in parties:
+        if await read_database(reactor, url, verify_chain, records, head) is not None:
+            broken.append(name)
+    return broken
