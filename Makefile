@@ -16,14 +16,16 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 # Debian packages the tests use: a PostgreSQL server (the PostgreSQL tests start their own
-# when none listens on 127.0.0.1:5432), openssl and xmlsec1 (interoperability checks), and
-# chromium (the console's browser tests drive it through Playwright).
+# when none listens on 127.0.0.1:5432), openssl and xmlsec1 (interoperability checks),
+# chromium (the console's browser tests drive it through Playwright) and fonts-noto-cjk (so
+# that Japanese renders in its screenshots).
 system-packages:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v xmlsec1 >/dev/null || missing="$$missing xmlsec1"; \
 	test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing="$$missing fonts-noto-cjk"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from io import BytesIO
 from typing import Any, cast
 from weakref import WeakSet
@@ -86,6 +86,17 @@ class BoundedRequest(Request):
             return
         super().handleContentChunk(data)
 
+    def write(self, data: bytes) -> None:
+        if not self.startedWriting:
+            # No server banner (which software and version answers is nobody's business),
+            # and the headers the site adds to every answer.
+            self.responseHeaders.removeHeader(b"server")
+            site = getattr(self.channel, "site", None)
+            for name, value in site.headers if isinstance(site, ListeningSite) else ():
+                if not self.responseHeaders.hasHeader(name):
+                    self.responseHeaders.setRawHeaders(name, [value])
+        super().write(data)
+
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self._refused:
             return  # answered already; the connection is closing
@@ -125,7 +136,8 @@ class ListeningSite(Site):
     ``render_refusal``. Stopping a listening port leaves kept-alive connections open; a peer
     would go on sending requests to a stopped service through them, hence
     ``drop_connections``. The per-request access log is off: it costs a few per cent of CPU
-    on the hot path, and every party records what matters itself.
+    on the hot path, and every party records what matters itself. ``headers`` are added to
+    every answer (the console's HSTS and Referrer-Policy); none carries a ``Server`` banner.
     """
 
     requestFactory = BoundedRequest
@@ -135,9 +147,11 @@ class ListeningSite(Site):
         resource: Any,
         max_body: int = MAX_MESSAGE_BYTES,
         render_refusal: RefusalRenderer = text_refusal,
+        headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
         super().__init__(resource)
         self.max_body = max_body
+        self.headers = tuple(headers)
         self.render_refusal = render_refusal
         self.displayTracebacks = False
         self.noisy = False
@@ -174,7 +188,7 @@ class Listener(Service):
     (a taken port fails the start); stopping stops accepting and drops the connections that
     are open, kept-alive ones included. ``shared``: the port is bound with ``SO_REUSEPORT``,
     so that the several processes of one institution (``processes``) listen on it together,
-    the kernel spreading the connections among them.
+    the kernel spreading the connections among them. ``headers`` go with every answer.
     """
 
     def __init__(
@@ -187,11 +201,12 @@ class Listener(Service):
         max_body: int = MAX_MESSAGE_BYTES,
         render_refusal: RefusalRenderer = text_refusal,
         shared: bool = False,
+        headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
         self._reactor = reactor
         self.description = description
         self.shared = shared
-        self.site = ListeningSite(resource, max_body, render_refusal)
+        self.site = ListeningSite(resource, max_body, render_refusal, headers)
         self._options = options
         self._port: Any = None
 

@@ -451,6 +451,21 @@ async def test_an_unknown_address_is_a_coded_404_page(box: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_every_answer_asks_for_https_keeps_its_address_and_names_no_server(
+    box: Any,
+) -> None:
+    """Pages, the login form, the stylesheet, a redirect and a coded 404 all carry HSTS and
+    Referrer-Policy: no-referrer, and none says which server software answers."""
+    browser = Browser(box)
+    for path in ("/login", "/static/console.css", "/", "/favicon.ico"):
+        code, _, headers = await browser.get(path)
+        assert code in (200, 302, 401, 404), (path, code)
+        assert headers.getRawHeaders(b"strict-transport-security") == [b"max-age=31536000"]
+        assert headers.getRawHeaders(b"referrer-policy") == [b"no-referrer"]
+        assert not headers.hasHeader(b"server"), (path, headers.getRawHeaders(b"server"))
+
+
+@pytest_twisted.ensureDeferred
 async def test_an_ended_hold_stays_listed_as_expired(box: Any, setagaya_asks: Any) -> None:
     """A hold refused at the end of its lifetime leaves the queue but stays on the held page,
     marked expired, with no link to its content."""

@@ -298,3 +298,53 @@ def test_tls_credentials_must_be_ec_or_rsa(layout: PkiLayout, ca: x509.Certifica
     odd = Credentials(layout.hub_tls().load().certificate, ed25519.Ed25519PrivateKey.generate())
     with pytest.raises(ValueError):
         server_options(odd, [ca])
+
+
+def _handshake(port: int, cipher: str, layout: PkiLayout, ca: x509.Certificate) -> str | None:
+    """A TLS 1.2 handshake offering only ``cipher`` (with the institution's client
+    certificate), in a thread: the suite agreed, or None when the server refused."""
+    import socket
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(cipher)
+    tls = layout.institution_tls(INSTITUTION)
+    context.load_cert_chain(tls.certificate, tls.key)
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw:
+        try:
+            with context.wrap_socket(raw) as wrapped:
+                agreed = wrapped.cipher()
+                return agreed[0] if agreed else None
+        except (ssl.SSLError, ConnectionResetError):
+            return None
+
+
+@pytest.mark.parametrize("mutual", [True, False], ids=["mutual-tls", "server-only"])
+@pytest_twisted.ensureDeferred
+async def test_tls_1_2_is_limited_to_ecdhe_with_aead_ciphers(
+    layout: PkiLayout, ca: x509.Certificate, mutual: bool
+) -> None:
+    """Every listener's TLS 1.2 takes ECDHE suites with AES-GCM or ChaCha20-Poly1305 only:
+    a client offering a CBC suite (LUCKY13) or no forward secrecy is refused in the
+    handshake."""
+    from twisted.internet import reactor
+    from twisted.internet.threads import deferToThread
+
+    from crypto.tls import server_only_options
+
+    credentials = layout.hub_tls().load()
+    options = server_options(credentials, [ca]) if mutual else server_only_options(credentials)
+    port: Any = await listen_mutual_tls(
+        reactor, "tcp:0:interface=127.0.0.1", options, CountingSite()
+    )
+    number = port.getHost().port
+    try:
+        for accepted in ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305"):
+            assert await deferToThread(_handshake, number, accepted, layout, ca) == accepted
+        for refused in ("ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA", "AES128-GCM-SHA256"):
+            assert await deferToThread(_handshake, number, refused, layout, ca) is None
+    finally:
+        await port.stopListening()

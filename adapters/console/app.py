@@ -35,6 +35,7 @@ from adapters.payload_view import describe_payload
 from codes import errors
 from codes.errors import RenkeiError
 from crypto.pki import PkiLayout
+from crypto.tls import server_only_options
 from middleware import audit, staff
 from middleware.node import IntermediateServer
 from middleware.record_search import EXPORT_COLUMNS, RecordFilter
@@ -65,6 +66,12 @@ LANG_COOKIE = b"renkei_lang"
 PAGE_SIZE = 50
 # The largest request body: the console's forms are a few fields (a reason, a password).
 MAX_FORM_BODY = 65_536
+# Sent with every answer of the console: browsers keep to HTTPS for a year once they have
+# seen it, and no address of the console (a 処理通番 in a path) leaks to another site.
+SECURITY_HEADERS = (
+    (b"Strict-Transport-Security", b"max-age=31536000"),
+    (b"Referrer-Policy", b"no-referrer"),
+)
 EXPORT_LIMIT = 100_000
 JST = ZoneInfo("Asia/Tokyo")
 
@@ -101,11 +108,7 @@ TIMELINE_KEYS = (
 
 def tls_options(layout: PkiLayout, code: str) -> CertificateOptions:
     """Server-only TLS with the institution's TLS certificate (no client certificate)."""
-    credentials = layout.institution_tls(code).load()
-    return CertificateOptions(
-        privateKey=credentials.private_key,  # type: ignore[arg-type]
-        certificate=credentials.certificate,  # type: ignore[arg-type]
-    )
+    return server_only_options(layout.institution_tls(code).load())
 
 
 def time_left(until: datetime, now: datetime) -> tuple[int, int] | None:
@@ -751,4 +754,5 @@ def console_listener(console: Console, reactor: Any) -> Listener:
         max_body=MAX_FORM_BODY,
         render_refusal=text_refusal,
         shared=node.institution.processes > 1,
+        headers=SECURITY_HEADERS,
     )
