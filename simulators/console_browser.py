@@ -41,6 +41,7 @@ __all__ = [
     "Form",
     "NoFreshCode",
     "NoSuchForm",
+    "read_page",
 ]
 
 CSRF_FIELD = "csrf_token"
@@ -190,26 +191,28 @@ class Authenticator:
     """A staff member's authenticator app: the TOTP code of the time it is asked at.
 
     A code logs in once (the console refuses one it accepted before, and accepts codes one
-    time step either side of its own clock): asked again before its time step has passed,
-    the authenticator gives the next step's code, as a person waiting a few seconds would;
-    beyond that, `NoFreshCode`.
+    time step either side of its own clock): asked again after a code of this time step was
+    accepted, the authenticator gives the next step's code, as a person waiting a few
+    seconds would; beyond that, `NoFreshCode`.
     """
 
     def __init__(self, secret: str) -> None:
         self._secret = secret
-        self._last: int | None = None  # the time step of the last code given
+        self._given: int | None = None  # the time step of the last code given
+        self._accepted: int | None = None  # the time step of the last code accepted
 
     def code(self, now: datetime) -> str:
-        """A fresh code at ``now``."""
-        step = totp_counter(now)
-        if self._last is not None and step <= self._last:
-            step = self._last + 1
-        if step > totp_counter(now) + TOTP_VALID_WINDOW:
+        """A code the console has not accepted yet, at ``now``."""
+        current = totp_counter(now)
+        step = current if self._accepted is None else max(current, self._accepted + 1)
+        if step > current + TOTP_VALID_WINDOW:
             raise NoFreshCode("every one-time code of this time has been used")
-        self._last = step
-        return totp_code(
-            self._secret, now + timedelta(seconds=TOTP_INTERVAL * (step - totp_counter(now)))
-        )
+        self._given = step
+        return totp_code(self._secret, now + timedelta(seconds=TOTP_INTERVAL * (step - current)))
+
+    def accepted(self) -> None:
+        """The last code given logged in: it cannot log in again."""
+        self._accepted = self._given
 
     def wrong_code(self, now: datetime) -> str:
         """A six-digit code the console cannot accept at ``now`` (none of its window's)."""
@@ -265,6 +268,7 @@ class ConsoleBrowser:
         self._now = now
         self._cookies = _Cookies()
         self.page: ConsolePage | None = None  # the page shown, if any yet
+        self._csrf = ""  # the session's CSRF token, as the last page carrying it had it
 
     def close(self) -> Any:
         return self._http.close()
@@ -276,10 +280,9 @@ class ConsoleBrowser:
 
     @property
     def csrf_token(self) -> str:
-        """The session's CSRF token as the last page's forms carry it ("" when none)."""
-        if self.page is None:
-            return ""
-        return next((token for form in self.page.forms if (token := form.value(CSRF_FIELD))), "")
+        """The session's CSRF token, as the last page that carried one had it ("" when none
+        has yet)."""
+        return self._csrf
 
     @deferred
     async def open(self, path: str) -> ConsolePage:
@@ -340,12 +343,19 @@ class ConsoleBrowser:
             code = authenticator.code(now)
         elif authenticator is not None and totp == "wrong":
             code = authenticator.wrong_code(now)
-        return await self.submit("/login", {"name": name, "password": password, "totp": code})
+        self._csrf = ""
+        page = await self.submit("/login", {"name": name, "password": password, "totp": code})
+        if authenticator is not None and totp == "fresh" and page.error_code is None:
+            authenticator.accepted()
+        return page
 
     @deferred
     async def logout(self) -> ConsolePage:
         """Log out with the form every page offers a logged-in person."""
-        return await self.submit("/logout")
+        page = await self.submit("/logout")
+        if page.error_code is None:
+            self._csrf = ""
+        return page
 
     async def _go(self, method: str, path: str, form: list[tuple[str, str]] | None) -> ConsolePage:
         for _ in range(MAX_REDIRECTS + 1):
@@ -368,5 +378,7 @@ class ConsoleBrowser:
                 method, form = "GET", None
                 continue
             self.page = read_page(response.code, path, body)
+            token = next((t for form in self.page.forms if (t := form.value(CSRF_FIELD))), "")
+            self._csrf = token or self._csrf
             return self.page
         raise RuntimeError(f"more than {MAX_REDIRECTS} redirects from {path}")
