@@ -263,8 +263,9 @@ class StaffActors:
         times = int(argument.get("times", 1))
         said = ""
         for _ in range(times):
+            call = self._note(actor.name, actor.party, "console")  # noted before it acts
             what, page = await self._act(actor, argument, transaction_of)
-            call = self._note(actor.name, actor.party, what)
+            call["what"] = what
             call["answer"] = page.error_code or f"HTTP {page.status}"
             if page.error_code != refused:
                 shown = page.error_code or f"no coded error ({page.path}, HTTP {page.status})"
