@@ -222,7 +222,8 @@ class ServerNotExpected(LookupError):
 
 @implementer(IPolicyForHTTPS)
 class ClientTLSPolicy:
-    """Client TLS policy: present one client certificate, check each server's expected name.
+    """Client TLS policy: present one client certificate (or none), check each server's
+    expected name.
 
     Every (host, port) the client may contact is registered with `expect` together with the
     DNS name its certificate must carry; any other netloc is refused with
@@ -233,18 +234,18 @@ class ClientTLSPolicy:
     def __init__(
         self,
         trust_roots: x509.Certificate | Sequence[x509.Certificate],
-        credentials: Credentials,
+        credentials: Credentials | None,
     ) -> None:
-        """Trust servers certified by `trust_roots`; authenticate with `credentials`."""
+        """Trust servers certified by `trust_roots`; authenticate with `credentials`, or
+        present no client certificate when None (a staff member's browser on a console)."""
         roots = [trust_roots] if isinstance(trust_roots, x509.Certificate) else list(trust_roots)
         if not roots:
             raise ValueError("a TLS client needs at least one trust root")
         self._trust_root = _trust_root(roots)
-        self._client_options: dict[str, Any] = {
-            "privateKey": _tls_key(credentials),
-            "certificate": credentials.certificate,
-            "raiseMinimumTo": MINIMUM_TLS_VERSION,
-        }
+        self._client_options: dict[str, Any] = {"raiseMinimumTo": MINIMUM_TLS_VERSION}
+        if credentials is not None:
+            self._client_options["privateKey"] = _tls_key(credentials)
+            self._client_options["certificate"] = credentials.certificate
         self._creators: dict[tuple[str, int], IOpenSSLClientConnectionCreator] = {}
         self._names: dict[tuple[str, int], str] = {}
 

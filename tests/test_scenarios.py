@@ -148,8 +148,9 @@ def test_scenarios_run_against_a_running_network_and_skip_what_they_cannot(
 ) -> None:
     """`renkei scenario run -c CONFIG` against a network in a box running as processes (the
     repository's configuration moved into a directory): the scenarios it can run pass —
-    faults through the control API included — and the others are skipped, saying why; the
-    faults are cleared afterwards."""
+    faults through the control API included, and an approval in Setagaya's console — and the
+    others are skipped, saying why; the faults are cleared and the staff users disabled
+    afterwards."""
     import os
     import subprocess
     import sys
@@ -175,24 +176,29 @@ def test_scenarios_run_against_a_running_network_and_skip_what_they_cannot(
                 "local-tax-provided-once",
                 "dropped-provision-sent-again",
                 "corrupt-query-refused-and-resent",
-                "held-then-approved",
+                "held-approved-in-the-console-seen-in-the-audit-log",
+                "held-then-expired",
             )
         ]
         done = run("renkei", "scenario", "run", *chosen, "-c", str(config.path),
                    "--junit", str(junit), "--runs-dir", str(tmp_path / "runs"),
                    "--report", str(tmp_path / "report"), timeout=300)  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
-        assert "3 of 3 scenarios passed (1 skipped" in done.stdout
-        assert "skipped held-then-approved: needs the network in a box of the run for decide" in (
+        assert "4 of 4 scenarios passed (1 skipped" in done.stdout
+        assert "skipped held-then-expired: needs the network in a box of the run for clock" in (
             done.stdout
         )
         suite = ElementTree.parse(junit).getroot().find("testsuite")
         assert suite is not None and suite.get("skipped") == "1" and suite.get("failures") == "0"
         listed = run("renkei", "faults", "list", "-c", str(config.path))
         assert "no fault in force" in listed.stdout
+        # The staff users the scenario made (with the run's suffix) are disabled.
+        users = run("renkei", "staff", "list", "-c", str(config.path), "-i", "setagaya")
+        (approver,) = [line for line in users.stdout.splitlines() if "setagaya-approver." in line]
+        assert approver.endswith("disabled")
         # Its conversation is drawn from the parties' provision records.
         page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
-        assert page.count('<svg class="sequence"') == 3
+        assert page.count('<svg class="sequence"') == 4
         assert "provision_request" in page and "(provided)" in page
     finally:
         box.terminate()

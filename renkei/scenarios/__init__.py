@@ -11,6 +11,7 @@ __all__ = [
     "reports",
     "runner",
     "runs",
+    "staff",
     "targets",
     "validators",
 ]

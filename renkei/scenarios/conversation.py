@@ -17,6 +17,7 @@ from middleware.tables import hub_records, node_records
 from renkei.control import parse_duration
 from renkei.scenarios.loading import Scenario
 from renkei.scenarios.outcomes import StepFailed
+from renkei.scenarios.staff import StaffActors
 from renkei.scenarios.targets import Target, party_code, read_database
 from simulators.back_office import FINISHED, BackOfficeClient, BackOfficeError
 from simulators.faults import Fault
@@ -40,6 +41,7 @@ class Conversation:
         self.captured: dict[str, dict[str, Any]] = {}
         # What the back offices and staff did (for the report's sequence diagram).
         self.calls: list[dict[str, Any]] = []
+        self.staff = StaffActors(reactor, target, scenario.actors, scenario.steps, self._call)
 
     def _call(self, actor: str, party: str, what: str) -> dict[str, Any]:
         """Note a request of a back office (or a staff user) as it is made; its answer is
@@ -89,10 +91,12 @@ class Conversation:
     async def close(self) -> None:
         for client in self._clients.values():
             await client.close()
+        await self.staff.end()
 
     # -- the given state --------------------------------------------------------------------
 
     async def given(self) -> None:
+        await self.staff.begin()
         clock = self._scenario.given.get("clock")
         if clock == "frozen":
             await self.target.move_clock({"freeze": True})
@@ -173,8 +177,13 @@ class Conversation:
             await deferLater(self._reactor, POLL, lambda: None)
 
     async def _expect(self, argument: dict[str, Any]) -> str:
-        status = await self._status(argument["query"])
         seen = []
+        if "audit" in argument:
+            numbers = self.transaction_numbers()
+            seen.append(await self.staff.audit(argument["audit"], self._transaction_of, numbers))
+            if "query" not in argument:
+                return seen[0]
+        status = await self._status(argument["query"])
         if "state" in argument and status["state"] != argument["state"]:
             raise StepFailed(f"state {status['state']}, expected {argument['state']}")
         if "error" in argument:
@@ -284,17 +293,24 @@ class Conversation:
 
     async def _decide(self, argument: dict[str, Any]) -> str:
         status = await self._status(argument["query"])
-        number = status["transaction_number"]
         provider = self.config.member(status["provider"]).name
-        held = self.target.held(provider)
-        staff = argument.get("staff", "scenario-approver")
-        call = self._call(staff, provider, f"{argument['decision']} {number}")
-        if argument["decision"] == "approve":
-            await held.approve(number, staff)
-        else:
-            await held.refuse(number, staff, argument.get("reason", "refused by the scenario"))
-        call["answer"] = "decided"
-        return f"{provider}'s {staff} decided {argument['decision']} on {number}"
+        return await self.staff.decide(
+            argument.get("staff"),
+            provider,
+            status["transaction_number"],
+            argument["decision"],
+            argument.get("reason"),
+        )
+
+    async def _console(self, argument: dict[str, Any]) -> str:
+        return await self.staff.console(argument, self._transaction_of)
+
+    async def _transaction_of(self, name: str) -> str:
+        """The 処理通番 of the captured query ``name``."""
+        number = (await self._status(name))["transaction_number"]
+        if number is None:
+            raise StepFailed(f"{name} has no 処理通番 yet")
+        return str(number)
 
     async def _record(self, argument: dict[str, Any]) -> str:
         record = argument["record"]

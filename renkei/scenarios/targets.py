@@ -5,7 +5,8 @@ A conversation (renkei/scenarios/conversation.py) takes every step through its t
 faults, the clock, a party's life, a party's own link, the databases it reads records from.
 Both targets read the parties' databases the same way (`read_database`): the records, the
 hash chains and the 符号 a step needs are read there, whether the party runs in this process
-or in another. What a target cannot do is said by `cannot`, and a scenario that needs it is
+or in another. Staff act in the parties' consoles (renkei/scenarios/staff.py), which both
+serve alike. What a target cannot do is said by `cannot`, and a scenario that needs it is
 skipped, saying why.
 """
 
@@ -72,9 +73,6 @@ class Target(Protocol):
     def transport(self, party: str) -> Transport:
         """The link of the party of code ``party``, outside its outbox."""
 
-    def held(self, party: str) -> Any:
-        """The held provisions of an institution (``approve``, ``refuse``)."""
-
 
 async def read_database(
     reactor: Any, url: str, function: Callable[..., Any], *arguments: Any
@@ -140,13 +138,12 @@ class BoxTarget:
         transport: Transport = self._box.network.transport(party)
         return transport
 
-    def held(self, party: str) -> Any:
-        return self._box.nodes[party].held
-
 
 # The steps a scenario may take against a running network (the others need the network in a
-# box of the run: its clock, its parties' lives, its links, its staff).
-RUNNING_STEPS = frozenset({"query", "wait", "expect", "faults", "bulk_query", "record", "sleep"})
+# box of the run: its clock, its parties' lives, its links). Staff act through the consoles.
+RUNNING_STEPS = frozenset(
+    {"query", "wait", "expect", "faults", "bulk_query", "record", "sleep", "decide", "console"}
+)
 
 
 class RunningTarget:
@@ -190,9 +187,6 @@ class RunningTarget:
 
     def transport(self, party: str) -> Transport:
         raise NotImplementedError("a party's own link in a running network")
-
-    def held(self, party: str) -> Any:
-        raise NotImplementedError("held provisions of a running network")
 
 
 class ControlClient:

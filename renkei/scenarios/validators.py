@@ -23,7 +23,8 @@ async def validated(reactor: Any, config: Config, log: MessageLog) -> str | None
     """Why the run fails its always-on checks, or None: every captured message is a
     schema-valid message of the protocol; every permit the hub sent is signed by the hub;
     every payload relayed can be opened by its requester alone (the hub's keys fail) and is
-    signed by its provider; every party's hash chain verifies."""
+    signed by its provider; every party's hash chain (provision records, audit logs)
+    verifies."""
     problems = [problem for exchange in log.exchanges for problem in check_exchange(exchange)]
     problems += cryptography_problems(config, log)
     if problems:
@@ -82,8 +83,11 @@ def cryptography_problems(config: Config, log: MessageLog) -> list[str]:
 
 
 async def broken_chains(reactor: Any, config: Config) -> list[str]:
-    """The parties whose hash chain of provision records does not verify (a stopped
+    """The parties whose hash chain of provision records, and the institutions whose audit
+    log, does not verify (``renkei records verify``, ``renkei audit verify``; a stopped
     party's database is opened for the check)."""
+    from middleware.audit import verify_audit
+
     assert config.network is not None
     parties = [(HUB, config.network.database, hub_records, hub_record_head)]
     parties += [(i.name, i.database, node_records, node_record_head) for i in config.institutions]
@@ -91,4 +95,7 @@ async def broken_chains(reactor: Any, config: Config) -> list[str]:
     for name, url, records, head in parties:
         if await read_database(reactor, url, verify_chain, records, head) is not None:
             broken.append(name)
+    for institution in config.institutions:
+        if await read_database(reactor, institution.database, verify_audit) is not None:
+            broken.append(f"{institution.name} (audit log)")
     return broken
