@@ -2,7 +2,8 @@
 
 `ScenarioRunner` starts, for each scenario, the repository's network in a box in memory
 (renkei/sandbox.py: the institutions, rules and demo persons of ``make run``, fresh
-databases; one PKI for the whole run) and runs its steps in order (a `Conversation` with the
+databases; one PKI for the whole run), or over loopback mutual TLS (``given: {network:
+sockets}``), and runs its steps in order (a `Conversation` with the
 box as its target), each within its timeout. A step that fails ends the scenario (the steps
 after it are not run). Whatever the steps say, a scenario passes only if the always-on
 checks hold at its end (renkei/scenarios/validators.py). Time-based steps move the network's
@@ -27,7 +28,7 @@ from renkei.scenarios.conversation import Conversation
 from renkei.scenarios.loading import Scenario
 from renkei.scenarios.outcomes import ScenarioOutcome, StepFailed, StepOutcome
 from renkei.scenarios.recorded import recorded_exchanges
-from renkei.scenarios.targets import BoxTarget, RunningTarget, Target
+from renkei.scenarios.targets import BoxTarget, RunningTarget, SocketsBoxTarget, Target
 from renkei.scenarios.validators import broken_chains, validated
 from simulators.back_office import BackOfficeError
 from simulators.capture import MessageLog
@@ -63,9 +64,17 @@ class ScenarioRunner:
         from renkei.service import Box
         from simulators.in_memory import InMemoryNetwork
 
+        linked = scenario.given.get("network", "memory")
+        if linked == "processes":
+            outcome.skipped = "network: processes is not run by this runner yet"
+            return outcome
         log = MessageLog()
-        box = Box(config, self._reactor, network=InMemoryNetwork(self._reactor), capture=log)
-        conversation = Conversation(self._reactor, BoxTarget(box), scenario)
+        # In memory, the parties are linked through an in-memory network; over sockets, the
+        # box runs its listeners and mutual-TLS clients (no network given).
+        network = InMemoryNetwork(self._reactor) if linked == "memory" else None
+        box = Box(config, self._reactor, network=network, capture=log)
+        target = BoxTarget(box) if network is not None else SocketsBoxTarget(box)
+        conversation = Conversation(self._reactor, target, scenario)
         outcome.messages = log
         try:
             await box.start()
@@ -80,6 +89,7 @@ class ScenarioRunner:
             outcome.hits = conversation.target.hits()
             outcome.names = _names(config)
             await conversation.close()
+            await target.close()
             await box.stopService()
         outcome.seconds = _since(began)
         return outcome
