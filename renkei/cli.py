@@ -91,27 +91,13 @@ def pki_enrol(name: str, config_path: str, out: Path, csr_dir: Path | None) -> N
     institution with external = true) from the network CA, and write them to a folder for
     it, with the network CA, the hub's signing certificate and member.json. Restart the hub
     (or the box) for it to list the new member."""
-    from crypto.pki import enrol_member, server_name_of_hub, server_name_of_institution
+    from renkei.enrolment import enrol, outside_member
 
     config = _config(config_path)
-    member = next((m for m in config.outside_members if name in (m.name, m.code)), None)
-    if member is None:
-        outside = ", ".join(m.name for m in config.outside_members) or "none configured"
-        raise click.ClickException(
-            f"{name} is not an outside member (external = true) of {config.path}: {outside}"
-        )
-    about = {
-        "code": member.code,
-        "name": member.display_name,
-        "kind": member.kind,
-        "network_address": member.network_address,
-        "server_name": server_name_of_institution(member.code),
-        "hub_address": config.hub_address,
-        "hub_server_name": server_name_of_hub(),
-    }
     try:
-        written = enrol_member(config.pki, member.code, out, about, csr_dir)
-    except (OSError, ValueError) as failure:
+        member = outside_member(config, name)
+        written = enrol(config, member, out, csr_dir)
+    except (ConfigError, OSError, ValueError) as failure:
         raise click.ClickException(str(failure)) from None
     for path in written:
         click.echo(f"wrote {path}")
