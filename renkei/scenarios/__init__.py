@@ -4,13 +4,16 @@ per step, and reported (docs/scenarios.md).
 """
 
 __all__ = [
+    "certificates",
     "conversation",
     "loading",
+    "networks",
     "outcomes",
     "recorded",
     "reports",
     "runner",
     "runs",
+    "sut",
     "targets",
     "validators",
 ]
