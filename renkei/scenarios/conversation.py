@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
 
 from middleware.network import HUB
@@ -166,9 +166,17 @@ class Conversation:
         party = self._code(declared["party"])
         asked = "POST /queries" if declared["kind"] == BACK_OFFICE else "QueryRequest"
         call = self._call(argument["as"], party if declared["kind"] == BACK_OFFICE else HUB, asked)
-        captured, seen = await await_sut_query(
-            self._reactor, self.config, declared, argument, self._sut_taken
-        )
+        try:
+            captured, seen = await await_sut_query(
+                self._reactor, self.config, declared, argument, self._sut_taken
+            )
+        except CancelledError:  # the step's timeout: say what was waited for
+            where = "its node" if declared["kind"] == BACK_OFFICE else "the hub"
+            raise StepFailed(
+                f"{argument['as']} (the system under test) did not send its query about "
+                f"{argument['person']} to {argument['provider']} ({argument['procedure']}, "
+                f"{argument['information_name']}) in time: none was seen at {where}"
+            ) from None
         call["answer"] = seen
         if "capture" in argument:
             self.captured[argument["capture"]] = {**captured, "as": argument["as"]}
