@@ -113,6 +113,8 @@ def listener_of(config: Config, party: str, kind: str) -> Listener:
     name = server_name_of_institution(member.code)
     if kind == "network":
         return Listener(kind, member.code, member.network_address, name)
+    if member not in config.institutions:
+        raise LookupError(f"{party} is an outside member: its only listener is its network one")
     institution = config.institution(member.code)
     if kind == "back_office":
         return Listener(kind, member.code, institution.back_office_address, name)

@@ -137,6 +137,15 @@ def _queries_of(scenario: Scenario, actor: str, config: Config) -> list[dict[str
 def told(config: Config, scenario: Scenario, actor: str) -> dict[str, str]:
     """What the SUT ``actor`` is told, as environment variables (docs/scenarios.md)."""
     declared = scenario.actors[actor]
+    outside = {member.name for member in config.outside_members}
+    outside |= {member.code for member in config.outside_members}
+    if declared["kind"] == OUTSIDE_MEMBER and declared["party"] not in outside:
+        raise LookupError(
+            f"{actor}: {declared['party']}'s intermediate server is renkei's; one that is the "
+            "system under test is an outside member (given.outside_members)"
+        )
+    if declared["kind"] not in (OUTSIDE_MEMBER, BACK_OFFICE):
+        raise LookupError(f"{actor}: a {declared['kind']} cannot be the system under test")
     layout = PkiLayout(config.pki)
     common = {
         "RENKEI_SUT_ACTOR": actor,
