@@ -4,4 +4,4 @@ The one package that wires parties, adapters and simulators together; it sits ab
 other layer (docs/architecture.md) and nothing imports it.
 """
 
-__all__ = ["cli", "control", "sandbox", "scenarios", "service", "supervisor"]
+__all__ = ["cli", "control", "enrolment", "sandbox", "scenarios", "service", "supervisor"]

@@ -91,27 +91,13 @@ def pki_enrol(name: str, config_path: str, out: Path, csr_dir: Path | None) -> N
     institution with external = true) from the network CA, and write them to a folder for
     it, with the network CA, the hub's signing certificate and member.json. Restart the hub
     (or the box) for it to list the new member."""
-    from crypto.pki import enrol_member, server_name_of_hub, server_name_of_institution
+    from renkei.enrolment import enrol, outside_member
 
     config = _config(config_path)
-    member = next((m for m in config.outside_members if name in (m.name, m.code)), None)
-    if member is None:
-        outside = ", ".join(m.name for m in config.outside_members) or "none configured"
-        raise click.ClickException(
-            f"{name} is not an outside member (external = true) of {config.path}: {outside}"
-        )
-    about = {
-        "code": member.code,
-        "name": member.display_name,
-        "kind": member.kind,
-        "network_address": member.network_address,
-        "server_name": server_name_of_institution(member.code),
-        "hub_address": config.hub_address,
-        "hub_server_name": server_name_of_hub(),
-    }
     try:
-        written = enrol_member(config.pki, member.code, out, about, csr_dir)
-    except (OSError, ValueError) as failure:
+        member = outside_member(config, name)
+        written = enrol(config, member, out, csr_dir)
+    except (ConfigError, OSError, ValueError) as failure:
         raise click.ClickException(str(failure)) from None
     for path in written:
         click.echo(f"wrote {path}")
@@ -1232,6 +1218,17 @@ def scenario_list(paths: tuple[Path, ...], tags: tuple[str, ...]) -> None:
     help="Run against the network in a box that runs with this configuration (make run), "
     "not in networks of their own; scenarios that need more are skipped, saying why.",
 )
+@click.option(
+    "--sut",
+    "suts",
+    multiple=True,
+    metavar="ACTOR[=COMMAND]",
+    help="The system under test ACTOR (an actor with role: sut): COMMAND is run when each "
+    "scenario with it starts, told what it needs in RENKEI_* environment variables, and "
+    "stopped at its end; without =COMMAND, you start it: what it needs is printed and the "
+    "steps wait for it. A scenario whose SUT is not bound is skipped, saying which --sut it "
+    "needs (docs/scenarios.md).",
+)
 def scenario_run(
     paths: tuple[Path, ...],
     tags: tuple[str, ...],
@@ -1240,15 +1237,22 @@ def scenario_run(
     work_dir: Path | None,
     runs_dir: Path | None,
     running_config: str | None,
+    suts: tuple[str, ...],
 ) -> None:
     """Run scenarios (default: the whole library), each in a network in a box of its own
-    (in memory), or against a running one (-c); exit 0 only if none failed."""
+    (in memory, or over loopback mutual TLS), or against a running one (-c); exit 0 only if
+    none failed."""
     import shutil
     import tempfile
 
     from renkei.scenarios.reports import summary_line, write_html, write_junit
     from renkei.scenarios.runner import ScenarioRunner
+    from renkei.scenarios.sut import parse_binding
 
+    try:
+        bindings = {binding.actor: binding for binding in map(parse_binding, suts)}
+    except ValueError as failure:
+        raise click.ClickException(str(failure)) from None
     scenarios = _scenarios(paths, tags)
     directory = work_dir or Path(tempfile.mkdtemp(prefix="renkei-scenarios-"))
     outcomes: list[Any] = []
@@ -1265,7 +1269,7 @@ def scenario_run(
         click.echo(summary_line(outcome))
 
     async def work(reactor: Any) -> None:
-        runner = ScenarioRunner(reactor, directory, running)
+        runner = ScenarioRunner(reactor, directory, running, bindings, click.echo)
         outcomes.extend(await runner.run_all(scenarios, ended))
 
     try:
@@ -1283,7 +1287,7 @@ def scenario_run(
     ran = len(outcomes) - skipped
     click.echo(
         f"{ran - len(failed)} of {ran} scenarios passed"
-        + (f" ({skipped} skipped: they need a network of their own)" if skipped else "")
+        + (f" ({skipped} skipped, each saying why)" if skipped else "")
     )
     if failed:
         sys.exit(1)

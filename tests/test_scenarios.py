@@ -3,6 +3,7 @@ is refused with its file and line, a failing expectation fails its scenario in w
 
 from __future__ import annotations
 
+import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -38,18 +39,27 @@ steps:
 
 def test_the_library_passes_and_is_reported_in_junit(tmp_path: Path) -> None:
     """`renkei scenario run` runs every scenario of scenarios/, each in a network of its own;
-    all pass, exit 0, and the JUnit file has one passing test case per scenario."""
+    all pass but those with a system under test, which are skipped saying which --sut they
+    need (test_the_systems_under_test_pass_bound_to_the_examples runs them); exit 0, and
+    the JUnit file has one test case per scenario."""
     junit = tmp_path / "junit.xml"
     runs = tmp_path / "runs"
     result = run(
         "renkei", "scenario", "run", "--junit", str(junit), "--runs-dir", str(runs), timeout=900
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    count = len(load_scenarios([LIBRARY]))
-    assert f"{count} of {count} scenarios passed" in result.stdout
+    scenarios = load_scenarios([LIBRARY])
+    with_sut = [s for s in scenarios if any(a.get("role") == "sut" for a in s.actors.values())]
+    count, ran = len(scenarios), len(scenarios) - len(with_sut)
+    assert f"{ran} of {ran} scenarios passed ({len(with_sut)} skipped" in result.stdout
+    for scenario in with_sut:
+        assert f"skipped {scenario.name}: a system under test is not bound: needs --sut" in (
+            result.stdout
+        )
     suite = ElementTree.parse(junit).getroot().find("testsuite")
     assert suite is not None
     assert suite.get("tests") == str(count) and suite.get("failures") == "0"
+    assert suite.get("skipped") == str(len(with_sut))
     assert len(suite.findall("testcase")) == count
 
 
@@ -203,3 +213,95 @@ def test_scenarios_run_against_a_running_network_and_skip_what_they_cannot(
     finally:
         box.terminate()
         box.wait(timeout=30)
+
+
+# -- systems under test (renkei/scenarios/sut.py) ------------------------------------------
+
+MEMBER = REPOSITORY / "examples" / "outside_member" / "member.py"
+PERSONS = REPOSITORY / "examples" / "outside_member" / "persons.json"
+VENDOR = REPOSITORY / "examples" / "vendor_back_office" / "back_office.py"
+
+
+def member_binding(data: Path = PERSONS) -> str:
+    """``--sut`` for the example outside member as 練馬区 (nerima-member) with ``data``."""
+    return f"nerima-member={sys.executable} {MEMBER} sut --data {data}"
+
+
+def test_the_systems_under_test_pass_bound_to_the_examples(tmp_path: Path) -> None:
+    """The library's scenarios tagged sut, run with --sut bound to the repository's example
+    outside member and example vendor back office: each SUT is started with what it needs,
+    and every scenario passes, none skipped; the report says what each SUT was told."""
+    junit = tmp_path / "junit.xml"
+    done = run("renkei", "scenario", "run", "--tag", "sut", "--junit", str(junit),
+               "--runs-dir", str(tmp_path / "runs"), "--report", str(tmp_path / "report"),
+               "--sut", member_binding(),
+               "--sut", f"meguro-vendor={sys.executable} {VENDOR} sut", timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    sut = [scenario for scenario in load_scenarios([LIBRARY]) if "sut" in scenario.tags]
+    assert len(sut) >= 3
+    assert f"{len(sut)} of {len(sut)} scenarios passed\n" in done.stdout
+    suite = ElementTree.parse(junit).getroot().find("testsuite")
+    assert suite is not None and suite.get("skipped") == "0" and suite.get("failures") == "0"
+    page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+    assert "RENKEI_MEMBER_FOLDER=" in page and "RENKEI_BACK_OFFICE_ADDRESS=" in page
+
+
+def test_a_system_under_test_that_answers_wrongly_fails_its_scenario(tmp_path: Path) -> None:
+    """The example outside member bound with a data file lacking 世田谷 太郎's 2025 local tax:
+    Meguro's query to it is provided with one record, not two, and the scenario fails at
+    that step, saying so."""
+    import json
+
+    data = json.loads(PERSONS.read_text(encoding="utf-8"))
+    for person in data["persons"]:
+        person["records"] = [r for r in person["records"] if r["record_id"] != "NER-TAX-2025-0002"]
+    changed = tmp_path / "persons.json"
+    changed.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    done = run("renkei", "scenario", "run", str(LIBRARY / "outside-member-provides-to-meguro.yaml"),
+               "--runs-dir", str(tmp_path / "runs"), "--sut", member_binding(changed),
+               timeout=300)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAILED outside-member-provides-to-meguro" in done.stdout
+    assert "1 records provided, expected 2" in done.stdout
+
+
+def test_a_system_under_test_the_tester_starts_is_told_and_waited_for(tmp_path: Path) -> None:
+    """--sut ACTOR without a command: the runner prints what the SUT needs (its node's
+    back-office address, its certificate, the queries expected of it) and waits for its
+    query within the step's timeout; none comes, and the step fails saying what it waited
+    for."""
+    path = tmp_path / "waited.yaml"
+    path.write_text(
+        """\
+name: waited-for
+purpose: A vendor back office nobody starts is waited for and fails its step.
+actors:
+  meguro-vendor: {kind: back_office, party: meguro, system: care-insurance, role: sut}
+steps:
+  - query:
+      as: meguro-vendor
+      person: "000000000010001"
+      procedure: JT90010000000001
+      information_name: TM00000000000002
+      provider: setagaya
+      timeout: 2
+""",
+        encoding="utf-8",
+    )
+    done = run("renkei", "scenario", "run", str(path), "--runs-dir", str(tmp_path / "runs"),
+               "--sut", "meguro-vendor", timeout=300)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "start meguro-vendor (a back office, the system under test) now" in done.stdout
+    for told in ("RENKEI_BACK_OFFICE_ADDRESS=https://127.0.0.1:", "RENKEI_CLIENT_KEY=",
+                 '"integrated_address_number": "000000000010001"'):  # fmt: skip
+        assert told in done.stdout
+    assert "meguro-vendor (the system under test) did not send its query about " in done.stdout
+
+
+def test_the_vendor_back_office_imports_nothing_of_the_project() -> None:
+    """examples/vendor_back_office/back_office.py uses the standard library and jsonschema
+    only: what it knows of its node comes from the OpenAPI document."""
+    from tests.test_outside_member import imported_packages
+
+    imported = imported_packages(VENDOR)
+    assert imported <= set(sys.stdlib_module_names) | {"jsonschema"}, imported

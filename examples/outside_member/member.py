@@ -14,7 +14,11 @@ what an intermediate server does on the network (docs/protocol.md §1-§8):
 - ``query``: a query to another institution through the hub; it waits until ``serve`` has
   received the provision and prints the items;
 - ``open``: decrypts and verifies a Provision document with this member's key (a provision
-  meant for another institution cannot be read).
+  meant for another institution cannot be read);
+- ``sut``: the member as the system under test of a scenario (``renkei scenario run --sut
+  ACTOR=COMMAND``): from what the runner tells it in its environment (``RENKEI_*``), it
+  acquires its persons' 符号, listens, sends the queries the scenario expects of it and
+  serves until stopped.
 
 Its state lives in the folder, next to the certificates: ``fugo.json`` (its persons' 符号),
 ``queries/`` and ``results/`` (its queries), ``provisions/`` (the provision requests it
@@ -1027,14 +1031,53 @@ def retrying(call: Any, attempts: int = 10) -> Any:
 # -- commands ---------------------------------------------------------------------------------
 
 
-def serve(member: Member, data: Path, interface: str, port: int) -> int:
+def listen(member: Member, data: Path, interface: str, port: int) -> Listener:
+    """The network listener and the outbox of provisions, started (the listener still to
+    be served)."""
     outbox = Outbox(member)
     listener = Listener((interface, port), Provider(member, data, outbox), Requester(member))
     outbox.start()
     print(f"{member.name} ({member.code}) listening on {interface}:{port}", flush=True)
+    return listener
+
+
+def serve(member: Member, data: Path, interface: str, port: int) -> int:
+    listener = listen(member, data, interface, port)
     with contextlib.suppress(KeyboardInterrupt):
         listener.serve_forever()
     return 0
+
+
+def sut(member: Member, data: Path, interface: str, port: int, queries: str) -> int:
+    """The member as the system under test of a scenario (``renkei scenario run --sut
+    ACTOR=COMMAND``, docs/scenarios.md), from what the runner tells it: acquire the 符号
+    of the data file's persons, listen (so that no provision request finds a person
+    unknown for want of a 符号), send the queries the scenario expects of it (``queries``:
+    a JSON list, each with the person's individual number, the provider's code, the
+    information name, the procedure and maybe conditions), print each result as a JSON line,
+    and serve until stopped."""
+    acquired = acquire(member, data)
+    listener = listen(member, data, interface, port)
+    threading.Thread(target=listener.serve_forever, name="listener", daemon=True).start()
+    persons = json.loads(data.read_text(encoding="utf-8"))["persons"]
+    ours = {person["individual_number"]: person["id"] for person in persons}
+    for asked in json.loads(queries or "[]"):
+        person = ours.get(asked["individual_number"])
+        if person is None:
+            result = {"state": "error", "error": "not a person of the data file"}
+        else:
+            result = ask(
+                member,
+                person,
+                asked["provider"],
+                asked["information_name"],
+                asked["procedure"],
+                fiscal_year=asked.get("conditions", {}).get("fiscal_year"),
+            )
+        print(json.dumps({"asked": asked, "result": result}, ensure_ascii=False), flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        threading.Event().wait()  # serving, until the runner stops it (SIGTERM)
+    return acquired
 
 
 def acquire(member: Member, data: Path) -> int:
@@ -1065,25 +1108,47 @@ def acquire(member: Member, data: Path) -> int:
 
 
 def query(member: Member, arguments: argparse.Namespace) -> int:
-    """情報照会 (§5): check the list, send the QueryRequest, wait for the result."""
-    fugo = member.fugo().get(arguments.person)
-    if fugo is None:
-        print(f"{arguments.person}: no 符号 acquired (run acquire first)", file=sys.stderr)
-        return 2
-    information, provider, procedure = (
-        arguments.information_name,
+    """情報照会 (§5) as a command: the result printed (as JSON with ``--json``)."""
+    result = ask(
+        member,
+        arguments.person,
         arguments.provider,
+        arguments.information_name,
         arguments.procedure,
+        affair=arguments.affair,
+        fiscal_year=arguments.fiscal_year,
+        wait=arguments.wait,
     )
+    if arguments.json:
+        print(json.dumps(result, ensure_ascii=False, indent=1))
+    else:
+        show(result)
+    return 0 if result.get("state") in ("provided", "no_data") else 1
+
+
+def ask(
+    member: Member,
+    person: str,
+    provider: str,
+    information: str,
+    procedure: str,
+    *,
+    affair: str | None = None,
+    fiscal_year: int | None = None,
+    wait: float = 30.0,
+) -> dict[str, Any]:
+    """情報照会 (§5): check the list, send the QueryRequest, wait for the result (at most
+    ``wait`` seconds; ``accepted`` until it comes)."""
+    fugo = member.fugo().get(person)
+    if fugo is None:
+        return {"person": person, "state": "error", "error": "no 符号 acquired (run acquire)"}
     try:
         affairs = member.permitted_list().affairs(member.code, procedure, provider, information)
     except Refusal as refusal:
-        print(refusal, file=sys.stderr)
-        return 1
-    affair = arguments.affair or (affairs[0] if affairs else "")
+        return {"person": person, "state": "error", "error": refusal.code}
+    affair = affair or (affairs[0] if affairs else "")
     if affair not in affairs:
-        print(Refusal("NotPermitted", f"{information} for {procedure}"), file=sys.stderr)
-        return 1
+        return {"person": person, "state": "error", "error": "NotPermitted"}
     query_id = str(uuid.uuid4())
     request = element("QueryRequest", messageId=query_id)
     for name, value in (
@@ -1094,11 +1159,11 @@ def query(member: Member, arguments: argparse.Namespace) -> int:
         ("Provider", provider),
     ):
         child(request, name, value)
-    if arguments.fiscal_year is not None:
-        child(child(request, "Conditions"), "FiscalYear", f"{arguments.fiscal_year:04d}")
+    if fiscal_year is not None:
+        child(child(request, "Conditions"), "FiscalYear", f"{fiscal_year:04d}")
     stored = {
         "query_id": query_id,
-        "person": arguments.person,
+        "person": person,
         "provider": provider,
         "information_name": information,
         "procedure": procedure,
@@ -1113,7 +1178,7 @@ def query(member: Member, arguments: argparse.Namespace) -> int:
         write_json(
             member.path("queries", f"{query_id}.json"), {**stored, "transaction_number": number}
         )
-        result = wait_for(result_path, arguments.wait) or {
+        return wait_for(result_path, wait) or {
             "query_id": query_id,
             "state": "accepted",  # no provision yet: `serve` stores it when it comes
             "transaction_number": number,
@@ -1126,11 +1191,7 @@ def query(member: Member, arguments: argparse.Namespace) -> int:
             "transaction_number": refused.transaction_number,
         }
         write_json(result_path, result)
-    if arguments.json:
-        print(json.dumps(result, ensure_ascii=False, indent=1))
-    else:
-        show(result)
-    return 0 if result.get("state") in ("provided", "no_data") else 1
+        return result
 
 
 def wait_for(path: Path, timeout: float) -> dict[str, Any]:
@@ -1201,7 +1262,14 @@ def open_command(member: Member, document: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--folder", type=Path, required=True, help="the enrolment folder")
+    told = os.environ.get  # what a scenario runner tells a system under test (RENKEI_*)
+    parser.add_argument(
+        "--folder",
+        type=Path,
+        default=told("RENKEI_MEMBER_FOLDER"),
+        required=told("RENKEI_MEMBER_FOLDER") is None,
+        help="the enrolment folder (default: $RENKEI_MEMBER_FOLDER)",
+    )
     parser.add_argument("--schemas", type=Path, default=DEFAULT_SCHEMAS, help="the XSDs")
     parser.add_argument("-v", "--verbose", action="store_true")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -1223,6 +1291,13 @@ def main(argv: list[str] | None = None) -> int:
     opening = commands.add_parser("open", help="decrypt and verify a Provision document")
     opening.add_argument("document", type=Path)
     commands.add_parser("keys", help="make the member's keys and CSRs (before enrolment)")
+    testing = commands.add_parser("sut", help="run as a scenario's system under test")
+    testing.add_argument("--data", type=Path, required=True, help="persons and records (JSON)")
+    testing.add_argument("--listen", type=int, default=told("RENKEI_LISTEN_PORT"), help="port")
+    testing.add_argument("--interface", default=told("RENKEI_LISTEN_INTERFACE", "127.0.0.1"))
+    testing.add_argument(
+        "--queries", default=told("RENKEI_SUT_QUERIES", "[]"), help="the queries to send (JSON)"
+    )
     arguments = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if arguments.verbose else logging.INFO,
@@ -1237,6 +1312,10 @@ def main(argv: list[str] | None = None) -> int:
         return acquire(member, arguments.data)
     if arguments.command == "query":
         return query(member, arguments)
+    if arguments.command == "sut":
+        if arguments.listen is None:
+            parser.error("sut: --listen PORT (or $RENKEI_LISTEN_PORT) is needed")
+        return sut(member, arguments.data, arguments.interface, arguments.listen, arguments.queries)
     return open_command(member, arguments.document)
 
 

@@ -4,14 +4,17 @@ per step, and reported (docs/scenarios.md).
 """
 
 __all__ = [
+    "certificates",
     "conversation",
     "loading",
+    "networks",
     "outcomes",
     "recorded",
     "reports",
     "runner",
     "runs",
     "staff",
+    "sut",
     "targets",
     "validators",
 ]

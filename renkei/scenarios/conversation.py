@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
 
 from middleware.network import HUB
@@ -42,6 +42,8 @@ class Conversation:
         # What the back offices and staff did (for the report's sequence diagram).
         self.calls: list[dict[str, Any]] = []
         self.staff = StaffActors(reactor, target, scenario.actors, scenario.steps, self._call)
+        self._certificates: Any = None  # what the scenario presents and withdraws, once needed
+        self._sut_taken: set[str] = set()  # the queries of systems under test seen so far
 
     def _call(self, actor: str, party: str, what: str) -> dict[str, Any]:
         """Note a request of a back office (or a staff user) as it is made; its answer is
@@ -124,6 +126,9 @@ class Conversation:
         return detail
 
     async def _query(self, argument: dict[str, Any]) -> str:
+        declared = self._scenario.actors.get(argument["as"], {})
+        if declared.get("role") == "sut":
+            return await self._sut_query(argument, declared)
         client = self._client(argument["as"])
         body = {
             "integrated_address_number": argument["person"],
@@ -157,8 +162,39 @@ class Conversation:
             }
         return f"query {submitted['query_id']} submitted"
 
+    async def _sut_query(self, argument: dict[str, Any], declared: dict[str, Any]) -> str:
+        """The runner does not play a system under test: it waits, within the step's
+        timeout, until the SUT has sent the query the step describes (renkei/scenarios/sut.py)."""
+        from renkei.scenarios.sut import BACK_OFFICE, await_sut_query
+
+        party = self._code(declared["party"])
+        asked = "POST /queries" if declared["kind"] == BACK_OFFICE else "QueryRequest"
+        call = self._call(argument["as"], party if declared["kind"] == BACK_OFFICE else HUB, asked)
+        try:
+            captured, seen = await await_sut_query(
+                self._reactor, self.config, declared, argument, self._sut_taken
+            )
+        except CancelledError:  # the step's timeout: say what was waited for
+            where = "its node" if declared["kind"] == BACK_OFFICE else "the hub"
+            raise StepFailed(
+                f"{argument['as']} (the system under test) did not send its query about "
+                f"{argument['person']} to {argument['provider']} ({argument['procedure']}, "
+                f"{argument['information_name']}) in time: none was seen at {where}"
+            ) from None
+        call["answer"] = seen
+        if "capture" in argument:
+            self.captured[argument["capture"]] = {**captured, "as": argument["as"]}
+        return f"{argument['as']} (the system under test): {seen}"
+
     async def _status(self, name: str) -> dict[str, Any]:
         captured = self._captured_query(name)
+        if captured.get("at_the_hub"):  # an outside member's query: as the hub knows it
+            from renkei.scenarios.sut import seen_at_the_hub
+
+            captured["status"] = await seen_at_the_hub(
+                self._reactor, self.config, captured["transaction_number"]
+            )
+            return dict(captured["status"])
         status: dict[str, Any] = await self._client(captured["as"]).query_status(
             captured["query_id"]
         )
@@ -450,6 +486,67 @@ class Conversation:
         seconds = parse_duration(str(duration))
         await deferLater(self._reactor, seconds, lambda: None)
         return f"{seconds:g} s passed"
+
+    # -- certificates the network must refuse (renkei/scenarios/certificates.py) -------------
+
+    def _presented(self) -> Any:
+        from renkei.scenarios.certificates import Presented
+
+        if self._certificates is None:
+            self._certificates = Presented(
+                self.config.pki, self.config.path.parent / "certificates"
+            )
+        return self._certificates
+
+    def _subject(self, name: str) -> Any:
+        """Whose certificate: a back-office actor's system, or a party (or a party's
+        actor)."""
+        from renkei.scenarios.certificates import Subject
+
+        declared = self._scenario.actors.get(name)
+        if declared is not None and declared["kind"] == "back_office":
+            institution = self.config.institution(declared["party"])
+            system = declared.get("system") or institution.back_office_systems[0]
+            return Subject(institution.code, system)
+        return Subject(self._code(declared["party"] if declared is not None else name))
+
+    async def _connect(self, argument: dict[str, Any]) -> str:
+        from renkei.scenarios.certificates import knock, listener_of
+
+        subject = self._subject(argument["as"])
+        listener = listener_of(self.config, argument["to"], argument.get("listener", "network"))
+        which = argument.get("certificate", "own")
+        presented = self._presented()
+        kind = listener.kind.replace("_", "-")
+        what = f"{argument['as']} ({which}) at {argument['to']}'s {kind} listener"
+        call = self._call(argument["as"], listener.party, f"TLS ({which}) to {kind}")
+        try:
+            knocked = await knock(listener, presented.ca, presented.files(subject, which))
+        except (ConnectionRefusedError, TimeoutError) as failure:
+            call["answer"] = "no connection"
+            raise StepFailed(
+                f"{what}: no connection to {listener.address} ({failure}); a network "
+                "listener runs only with given: {network: sockets}"
+            ) from None
+        call["answer"] = "handshake refused" if knocked.handshake_refused else str(knocked.code)
+        refused = argument.get("refused")
+        if refused == "handshake":
+            if not knocked.handshake_refused:
+                raise StepFailed(f"{what}: {knocked}, expected the handshake refused")
+        elif refused is not None:
+            if knocked.handshake_refused or knocked.code != refused:
+                raise StepFailed(f"{what}: {knocked}, expected {refused}")
+        elif knocked.handshake_refused or knocked.status >= 400:
+            raise StepFailed(f"{what}: {knocked}, expected it taken")
+        return f"{what}: {knocked}"
+
+    async def _revoke(self, argument: dict[str, Any]) -> str:
+        from renkei.scenarios.certificates import Subject
+
+        code = self._code(argument["party"])
+        listed = self._presented().revoke(Subject(code, argument.get("system")))
+        whose = argument["party"] + (f" {argument['system']}" if "system" in argument else "")
+        return f"{whose} withdrawn: {listed}"
 
 
 def _bulk_line(

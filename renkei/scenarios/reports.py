@@ -84,9 +84,10 @@ def summary_line(outcome: ScenarioOutcome) -> str:
     if outcome.skipped is not None:
         return f"skipped {outcome.scenario.name}: {outcome.skipped}"
     verdict = "passed" if outcome.passed else "FAILED"
+    taken = sum(1 for step in outcome.steps if step.number > 0)  # not what the SUTs were told
     line = (
         f"{verdict:<6} {outcome.scenario.name} "
-        f"({len(outcome.steps)}/{len(outcome.scenario.steps)} steps, {outcome.seconds:.1f} s)"
+        f"({taken}/{len(outcome.scenario.steps)} steps, {outcome.seconds:.1f} s)"
     )
     if outcome.failure is not None:
         line += f"\n       {outcome.failure}"

@@ -1,38 +1,43 @@
 """Running scenarios: each in a network in a box of its own, step by step, with a verdict.
 
-`ScenarioRunner` starts, for each scenario, the repository's network in a box in memory
-(renkei/sandbox.py: the institutions, rules and demo persons of ``make run``, fresh
-databases; one PKI for the whole run) and runs its steps in order (a `Conversation` with the
-box as its target), each within its timeout. A step that fails ends the scenario (the steps
-after it are not run). Whatever the steps say, a scenario passes only if the always-on
-checks hold at its end (renkei/scenarios/validators.py). Time-based steps move the network's
-clock (middleware/clock.py), so "deleted after seven days" takes a moment. Against a running
-network (``running``), the conversation's target is that network (`RunningTarget`): a
-scenario that needs what it cannot do is skipped, saying why.
+`ScenarioRunner` starts, for each scenario, the repository's network in a box
+(renkei/scenarios/networks.py: the institutions, rules and demo persons of ``make run``,
+fresh databases, one PKI for the whole run unless the scenario changes it), its parties
+linked in memory or over loopback mutual TLS (``given: {network: sockets}``), starts its
+systems under test (renkei/scenarios/sut.py) and runs its steps in order (a `Conversation`
+with the box as its target), each within its timeout. A step that fails ends the scenario
+(the steps after it are not run). Whatever the steps say, a scenario passes only if the
+always-on checks hold at its end (renkei/scenarios/validators.py). Time-based steps move the
+network's clock (middleware/clock.py), so "deleted after seven days" takes a moment. Against
+a running network (``running``), the conversation's target is that network
+(`RunningTarget`): a scenario that needs what it cannot do is skipped, saying why, and so is
+a scenario whose system under test is not bound (``--sut``).
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from middleware.config import Config
 from middleware.network import HUB
-from renkei.sandbox import sandbox_config, sandbox_pki
 from renkei.scenarios.conversation import Conversation
 from renkei.scenarios.loading import Scenario
+from renkei.scenarios.networks import linked, scenario_config
 from renkei.scenarios.outcomes import ScenarioOutcome, StepFailed, StepOutcome
 from renkei.scenarios.recorded import recorded_exchanges
-from renkei.scenarios.targets import BoxTarget, RunningTarget, Target
+from renkei.scenarios.sut import Binding, SystemsUnderTest, sut_actors, unbound
+from renkei.scenarios.targets import BoxTarget, RunningTarget, SocketsBoxTarget, Target
 from renkei.scenarios.validators import broken_chains, validated
 from simulators.back_office import BackOfficeError
 from simulators.capture import MessageLog
 
-__all__ = ["ScenarioRunner"]
+__all__ = ["START_ATTEMPTS", "ScenarioRunner"]
+
+START_ATTEMPTS = 3  # times a scenario's network is made again when a port it chose was taken
 
 
 class ScenarioRunner:
@@ -42,47 +47,97 @@ class ScenarioRunner:
     from its databases. Against a running network, a scenario that needs more than it can
     do is skipped, saying why; the faults a scenario added are cleared when it ends."""
 
-    def __init__(self, reactor: Any, directory: Path, running: Config | None = None) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        directory: Path,
+        running: Config | None = None,
+        suts: Mapping[str, Binding] | None = None,
+        tell: Callable[[str], None] = print,
+    ) -> None:
         self._reactor = reactor
         self._directory = directory
-        self._pki_made = False
         self._running = running
+        # How each system under test is started (renkei/scenarios/sut.py), by actor name;
+        # ``tell`` shows a tester what a SUT they start needs, when the scenario starts.
+        self._suts = dict(suts or {})
+        self._tell = tell
 
     async def run(self, scenario: Scenario) -> ScenarioOutcome:
+        if sut_actors(scenario):
+            skipped = (
+                "a system under test is run only in a network in a box of the run"
+                if self._running is not None
+                else unbound(scenario, self._suts)
+            )
+            if skipped is not None:
+                return ScenarioOutcome(scenario, skipped=skipped)
         if self._running is not None:
             return await self._run_against_running(scenario, self._running)
         outcome = ScenarioOutcome(scenario)
+        if linked(scenario) == "processes":
+            outcome.skipped = "network: processes is not run by this runner yet"
+            return outcome
         began = time.monotonic()
-        box_directory = self._directory / scenario.name
-        shutil.rmtree(box_directory, ignore_errors=True)
-        box_directory.mkdir(parents=True)
-        config = replace(sandbox_config(box_directory), pki=self._directory / "pki")
-        if not self._pki_made:
-            sandbox_pki(config)
-            self._pki_made = True
-        from renkei.service import Box
-        from simulators.in_memory import InMemoryNetwork
-
         log = MessageLog()
-        box = Box(config, self._reactor, network=InMemoryNetwork(self._reactor), capture=log)
-        conversation = Conversation(self._reactor, BoxTarget(box), scenario)
         outcome.messages = log
         try:
-            await box.start()
+            config, box = await self._started_box(scenario, log)
+        except Exception as failure:  # the network could not start: the scenario cannot pass
+            outcome.failure = f"{type(failure).__name__}: {failure}"
+            outcome.seconds = _since(began)
+            return outcome
+        target = BoxTarget(box) if box.network is not None else SocketsBoxTarget(box)
+        conversation = Conversation(self._reactor, target, scenario)
+        suts = SystemsUnderTest(self._reactor, config, scenario, self._suts, self._tell)
+        try:
             await conversation.given()
+            suts.start()
             await self._steps(conversation, scenario, outcome)
             if outcome.failure is None:
                 outcome.failure = await validated(self._reactor, config, log)
         except Exception as failure:  # the network itself failed: the scenario cannot pass
             outcome.failure = f"{type(failure).__name__}: {failure}"
         finally:
+            await suts.stop()
+            if sut_actors(scenario):  # what each SUT was told and did, before the steps
+                outcome.steps.insert(0, StepOutcome(0, "sut", 0, True, suts.report(), 0.0))
             outcome.calls = conversation.calls
             outcome.hits = conversation.target.hits()
             outcome.names = _names(config)
             await conversation.close()
+            await target.close()
             await box.stopService()
         outcome.seconds = _since(began)
         return outcome
+
+    async def _started_box(self, scenario: Scenario, log: MessageLog) -> tuple[Config, Any]:
+        """The scenario's network in a box, started in a folder of its own, capturing into
+        ``log``: in memory, the parties linked through an in-memory network; over sockets,
+        with their listeners and mutual-TLS clients. A port chosen free but taken by another
+        program before the box listens on it (on a shared machine) makes the network again
+        on other ports, up to `START_ATTEMPTS` times."""
+        from twisted.internet.error import CannotListenError
+
+        from renkei.service import Box
+        from simulators.in_memory import InMemoryNetwork
+
+        for attempt in range(1, START_ATTEMPTS + 1):
+            box_directory = self._directory / scenario.name
+            shutil.rmtree(box_directory, ignore_errors=True)
+            box_directory.mkdir(parents=True)
+            config = scenario_config(box_directory, scenario, self._directory / "pki")
+            network = InMemoryNetwork(self._reactor) if linked(scenario) == "memory" else None
+            box = Box(config, self._reactor, network=network, capture=log)
+            try:
+                await box.start()  # a box that cannot start stops what it had started
+            except CannotListenError:
+                if attempt == START_ATTEMPTS:
+                    raise
+                log.exchanges.clear()  # what the parties of the attempt had sent
+                continue
+            return config, box
+        raise AssertionError("unreachable")
 
     async def _run_against_running(self, scenario: Scenario, config: Config) -> ScenarioOutcome:
         outcome = ScenarioOutcome(scenario)

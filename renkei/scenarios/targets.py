@@ -29,6 +29,7 @@ __all__ = [
     "BoxTarget",
     "ControlClient",
     "RunningTarget",
+    "SocketsBoxTarget",
     "Target",
     "party_code",
     "read_database",
@@ -91,7 +92,7 @@ async def read_database(
 
 class BoxTarget:
     """The network in a box the runner started for one scenario (renkei/service.py), in
-    memory: every step can be taken."""
+    memory (`SocketsBoxTarget`: over loopback mutual TLS): every step can be taken."""
 
     def __init__(self, box: Any) -> None:
         self._box = box
@@ -137,6 +138,39 @@ class BoxTarget:
     def transport(self, party: str) -> Transport:
         transport: Transport = self._box.network.transport(party)
         return transport
+
+    async def close(self) -> None:
+        """Let go of what the target opened for the scenario (nothing, in memory)."""
+
+
+class SocketsBoxTarget(BoxTarget):
+    """The network in a box the runner started for one scenario over loopback mutual TLS
+    (``given: {network: sockets}``): every listener and client real, as ``twistd renkei
+    --single-process`` runs them; the box still captures every message and applies the
+    faults (it wraps each party's transport). A party's own link (``send``, ``resend``) is a
+    mutual-TLS client of its own with the party's certificate, outside its outbox."""
+
+    def __init__(self, box: Any) -> None:
+        super().__init__(box)
+        self._links: dict[str, Any] = {}
+
+    def transport(self, party: str) -> Transport:
+        from adapters.network_link import hub_transport, institution_transport
+
+        if party not in self._links:
+            reactor, config = self._box.reactor, self.config
+            self._links[party] = (
+                hub_transport(reactor, config)
+                if party == HUB
+                else institution_transport(reactor, config, config.institution(party))
+            )
+        link: Transport = self._links[party]
+        return link
+
+    async def close(self) -> None:
+        for link in self._links.values():
+            await link.close()
+        self._links.clear()
 
 
 # The steps a scenario may take against a running network (the others need the network in a
