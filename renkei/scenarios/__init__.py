@@ -4,6 +4,7 @@ per step, and reported (docs/scenarios.md).
 """
 
 __all__ = [
+    "back_office",
     "conversation",
     "loading",
     "outcomes",
@@ -12,5 +13,6 @@ __all__ = [
     "runner",
     "runs",
     "targets",
+    "templating",
     "validators",
 ]

@@ -1,8 +1,8 @@
 """Running scenarios: each in a network in a box of its own, step by step, with a verdict.
 
 `ScenarioRunner` starts, for each scenario, the repository's network in a box in memory
-(renkei/sandbox.py: the institutions, rules and demo persons of ``make run``, fresh
-databases; one PKI for the whole run) and runs its steps in order (a `Conversation` with the
+(renkei/sandbox.py: the institutions, rules and demo persons of ``make run``, and the
+generated population when the scenario names it, fresh databases; one PKI for the whole run) and runs its steps in order (a `Conversation` with the
 box as its target), each within its timeout. A step that fails ends the scenario (the steps
 after it are not run). Whatever the steps say, a scenario passes only if the always-on
 checks hold at its end (renkei/scenarios/validators.py). Time-based steps move the network's
@@ -56,7 +56,10 @@ class ScenarioRunner:
         box_directory = self._directory / scenario.name
         shutil.rmtree(box_directory, ignore_errors=True)
         box_directory.mkdir(parents=True)
-        config = replace(sandbox_config(box_directory), pki=self._directory / "pki")
+        population = scenario.given.get("population")  # generated at the box's start
+        config = replace(
+            sandbox_config(box_directory, population=population), pki=self._directory / "pki"
+        )
         if not self._pki_made:
             sandbox_pki(config)
             self._pki_made = True
