@@ -148,8 +148,9 @@ def test_scenarios_run_against_a_running_network_and_skip_what_they_cannot(
 ) -> None:
     """`renkei scenario run -c CONFIG` against a network in a box running as processes (the
     repository's configuration moved into a directory): the scenarios it can run pass —
-    faults through the control API included — and the others are skipped, saying why; the
-    faults are cleared afterwards."""
+    faults through the control API included, and a back office's own steps (a resident given
+    in the hub's registry, persons registered, a 副本 file loaded) — and the others are
+    skipped, saying why; the faults are cleared afterwards."""
     import os
     import subprocess
     import sys
@@ -175,6 +176,7 @@ def test_scenarios_run_against_a_running_network_and_skip_what_they_cannot(
                 "local-tax-provided-once",
                 "dropped-provision-sent-again",
                 "corrupt-query-refused-and-resent",
+                "use-case-premium-stage-check",
                 "held-then-approved",
             )
         ]
@@ -182,7 +184,7 @@ def test_scenarios_run_against_a_running_network_and_skip_what_they_cannot(
                    "--junit", str(junit), "--runs-dir", str(tmp_path / "runs"),
                    "--report", str(tmp_path / "report"), timeout=300)  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
-        assert "3 of 3 scenarios passed (1 skipped" in done.stdout
+        assert "4 of 4 scenarios passed (1 skipped" in done.stdout
         assert "skipped held-then-approved: needs the network in a box of the run for decide" in (
             done.stdout
         )
@@ -192,7 +194,7 @@ def test_scenarios_run_against_a_running_network_and_skip_what_they_cannot(
         assert "no fault in force" in listed.stdout
         # Its conversation is drawn from the parties' provision records.
         page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
-        assert page.count('<svg class="sequence"') == 3
+        assert page.count('<svg class="sequence"') == 4
         assert "provision_request" in page and "(provided)" in page
     finally:
         box.terminate()
