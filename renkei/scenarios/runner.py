@@ -2,8 +2,9 @@
 
 `ScenarioRunner` starts, for each scenario, the repository's network in a box in memory
 (renkei/sandbox.py: the institutions, rules and demo persons of ``make run``, and the
-generated population when the scenario names it, fresh databases; one PKI for the whole run) and runs its steps in order (a `Conversation` with the
-box as its target), each within its timeout. A step that fails ends the scenario (the steps
+generated population when the scenario names it, fresh databases; one PKI for the whole
+run) and runs its steps in order (a `Conversation` with the box as its target), each within
+its timeout. A step that fails ends the scenario (the steps
 after it are not run). Whatever the steps say, a scenario passes only if the always-on
 checks hold at its end (renkei/scenarios/validators.py). Time-based steps move the network's
 clock (middleware/clock.py), so "deleted after seven days" takes a moment. Against a running
