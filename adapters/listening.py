@@ -66,6 +66,7 @@ class BoundedRequest(Request):
 
     _refused = False
     _received = 0
+    _abort: Any = None  # the abort of a refused connection, once its grace period ends
 
     def _limit(self) -> int:
         site = getattr(self.channel, "site", None)
@@ -125,7 +126,14 @@ class BoundedRequest(Request):
             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
         )
         channel.loseConnection()
-        channel.callLater(REFUSAL_GRACE, transport.abortConnection)
+        self._abort = channel.callLater(REFUSAL_GRACE, transport.abortConnection)
+
+    def connectionLost(self, reason: Any) -> None:
+        # Closed within the grace period (the peer read the answer and closed): nothing is
+        # left to abort, and a TLS connection aborted after its end fails.
+        if self._abort is not None and self._abort.active():
+            self._abort.cancel()
+        super().connectionLost(reason)
 
 
 class ListeningSite(Site):

@@ -8,11 +8,14 @@ for asynchronous results).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
 
 from adapters.network_link import host_and_port
 from crypto.pki import PkiLayout, load_certificate, server_name_of_institution
@@ -45,6 +48,29 @@ class Answer:
     status: int
     content_type: str
     body: bytes
+
+
+@implementer(IBodyProducer)
+class _DeclaredBody:
+    """A request body that declares ``length`` bytes and never produces one: the request
+    stops after its headers, and only an answer given before the body (a refusal of its
+    size) can end it."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self._producing: Deferred[None] = Deferred()
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:
+        return self._producing
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
 
 
 class BackOfficeClient:
@@ -86,13 +112,24 @@ class BackOfficeClient:
         data: bytes | None,
         content_type: str = "application/json",
         idempotency_key: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        declared_length: int | None = None,
     ) -> Answer:
         """Send one request as it is (under ``idempotency_key`` when given: the node then
-        answers a resend with what it answered first); the answer (status, type, body)."""
-        headers = Headers({b"Content-Type": [content_type.encode("ascii")]})
+        answers a resend with what it answered first), with the other ``headers`` given;
+        the answer (status, type, body). With ``declared_length`` instead of ``data``, the
+        request declares a body of that many bytes and sends none of it (a body over a
+        limit, refused before it would be needed)."""
+        sent = Headers({b"Content-Type": [content_type.encode("ascii")]})
         if idempotency_key is not None:
-            headers.setRawHeaders(b"Idempotency-Key", [idempotency_key.encode("ascii")])
-        response = await self._http.request(method, self.address + path, data=data, headers=headers)
+            sent.setRawHeaders(b"Idempotency-Key", [idempotency_key.encode("ascii")])
+        for name, value in (headers or {}).items():
+            sent.setRawHeaders(name.encode("ascii"), [value.encode("utf-8")])
+        body: bytes | IBodyProducer | None = data
+        if declared_length is not None:
+            body = IBodyProducer(_DeclaredBody(declared_length))
+        response = await self._http.request(method, self.address + path, data=body, headers=sent)
         content = await response.content()
         answer_type = response.headers.getRawHeaders(b"content-type", [b""])[0].decode()
         return Answer(response.code, answer_type, content)

@@ -668,6 +668,54 @@ async def test_built_files_register_then_delete_and_refused_codes_reads_the_resu
     assert refused_codes(await import_replica_file(node, b"<x/>")) == ["ReplicaFileInvalid"]
 
 
+def test_entries_are_written_as_a_file_carries_them_a_day_that_does_not_exist_too() -> None:
+    """build_replica_file writes an Entry's values unchecked: a publication date that is no
+    day reads back as written, and its registration is then refused ReplicaDatesInvalid."""
+    written = replica_file.Entry(
+        number=1,
+        record_id="E1",
+        integrated_address_number=HANAKO_MEGURO,
+        information_name=CARE,
+        data_set="0101",
+        data_set_record_key=None,
+        major_version=None,
+        parent_record_key=None,
+        publication_date="2026-02-30",
+        published_end_date=None,
+        suppressed=True,
+        items={"TK00000401010001": "0001310501"},
+    )
+    (read,) = read_replica_file(build_replica_file([written], "R-E"), MEGURO).entries
+    assert read == written
+    with pytest.raises(RenkeiError) as refused:
+        check_registration(read, default_catalogue(), (CARE,))
+    assert refused.value.code == "ReplicaDatesInvalid"
+
+
+@pytest_twisted.ensureDeferred
+async def test_result_file_is_read_entry_by_entry_and_a_nonconforming_one_is_refused(
+    node: Any,
+) -> None:
+    """read_result_file gives MSGResult and each entry's number, id, status and code, or the
+    whole file's code; a document that is not a result file is refused ReplicaFileInvalid."""
+    document = build_replica_file([BUILT[0], BUILT[0]], "R-4")
+    result = replica_file.read_result_file(await import_replica_file(node, document))
+    assert result.message_result == "1" and result.file_error is None
+    assert result.entries == (
+        (1, "B1", "stored", None),
+        (2, "B1", "refused", "RecordIdExists"),
+    )
+    refused = replica_file.read_result_file(await import_replica_file(node, b"<x/>"))
+    assert (refused.message_result, refused.file_error, refused.entries) == (
+        "9",
+        "ReplicaFileInvalid",
+        (),
+    )
+    with pytest.raises(RenkeiError) as not_a_result:
+        replica_file.read_result_file(document)
+    assert not_a_result.value.code == "ReplicaFileInvalid"
+
+
 # -- the watched folder (without a network) ----------------------------------------------
 
 

@@ -158,9 +158,10 @@ def test_scenarios_run_against_a_running_network_and_skip_what_they_cannot(
 ) -> None:
     """`renkei scenario run -c CONFIG` against a network in a box running as processes (the
     repository's configuration moved into a directory): the scenarios it can run pass —
-    faults through the control API included, and an approval in Setagaya's console — and the
-    others are skipped, saying why; the faults are cleared and the staff users disabled
-    afterwards."""
+    faults through the control API included, an approval in Setagaya's console and a back
+    office's own steps (a resident given in the hub's registry, persons registered, a 副本 file
+    loaded) — and the others are skipped, saying why; the faults are cleared and the staff
+    users disabled afterwards."""
     import os
     import subprocess
     import sys
@@ -187,6 +188,7 @@ def test_scenarios_run_against_a_running_network_and_skip_what_they_cannot(
                 "dropped-provision-sent-again",
                 "corrupt-query-refused-and-resent",
                 "held-approved-in-the-console-seen-in-the-audit-log",
+                "use-case-premium-stage-check",
                 "held-then-expired",
             )
         ]
@@ -194,7 +196,7 @@ def test_scenarios_run_against_a_running_network_and_skip_what_they_cannot(
                    "--junit", str(junit), "--runs-dir", str(tmp_path / "runs"),
                    "--report", str(tmp_path / "report"), timeout=300)  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
-        assert "4 of 4 scenarios passed (1 skipped" in done.stdout
+        assert "5 of 5 scenarios passed (1 skipped" in done.stdout
         assert "skipped held-then-expired: needs the network in a box of the run for clock" in (
             done.stdout
         )
@@ -208,7 +210,7 @@ def test_scenarios_run_against_a_running_network_and_skip_what_they_cannot(
         assert approver.endswith("disabled")
         # Its conversation is drawn from the parties' provision records.
         page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
-        assert page.count('<svg class="sequence"') == 4
+        assert page.count('<svg class="sequence"') == 5
         assert "provision_request" in page and "(provided)" in page
     finally:
         box.terminate()

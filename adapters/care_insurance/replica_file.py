@@ -47,7 +47,7 @@ from middleware import replica
 from middleware.clock import periodic
 from middleware.config import BackOfficeSystem, InstitutionConfig
 from middleware.deferred import deferred
-from middleware.hardened_xml import iter_children, serialize
+from middleware.hardened_xml import MAX_TREE_BYTES, iter_children, parse_xml, serialize
 from middleware.node import IntermediateServer
 from middleware.process_memory import release_free_memory
 
@@ -77,12 +77,14 @@ __all__ = [
     "ImportResult",
     "ReplicaFile",
     "ReplicaInbox",
+    "ResultFile",
     "build_replica_file",
     "check_registration",
     "entry_of",
     "header_of",
     "import_replica_file",
     "read_replica_file",
+    "read_result_file",
     "refused_codes",
     "render_result",
     "run_import",
@@ -542,7 +544,7 @@ def _entry_element(
 
 
 def build_replica_file(
-    records: Sequence[replica.ReplicaRecord],
+    records: Sequence[replica.ReplicaRecord | Entry],
     reception_number: str,
     *,
     deletion: bool = False,
@@ -552,7 +554,9 @@ def build_replica_file(
     message_id: str = "",
     message_type: str = "IF_DBM_20113_R01",
 ) -> bytes:
-    """The 副本 file a back office sends to register (or delete) ``records``.
+    """The 副本 file a back office sends to register (or delete) ``records``: records as
+    stored (`ReplicaRecord`), or entries as a file carries them (`Entry`: their values are
+    written unchecked, a day that does not exist too).
 
     ``destination`` is the receiving institution's code, or empty for whichever node
     receives the file. A deletion file names each record by its key only.
@@ -581,13 +585,12 @@ def build_replica_file(
         if deletion:
             _entry_element(root, record.record_id, key)
             continue
-        start, end = record.publication_date, record.published_end_date
         optional: tuple[tuple[str, str | None], ...] = (
             ("DataSetRecordKey", record.data_set_record_key),
             ("SPIMajorVersion", record.major_version),
             ("ParentDataSetRecordKey", record.parent_record_key),
-            ("PublicationDate", None if start is None else start.isoformat()),
-            ("PublishedEndDate", None if end is None else end.isoformat()),
+            ("PublicationDate", _day(record.publication_date)),
+            ("PublishedEndDate", _day(record.published_end_date)),
             ("AutoResponseSuppressionFlag", "1" if record.suppressed else None),
         )
         element = _entry_element(
@@ -597,6 +600,52 @@ def build_replica_file(
         for code, value in record.items.items():
             etree.SubElement(data, "Item", code=code).text = value
     return serialize(root)
+
+
+def _day(day: date | str | None) -> str | None:
+    return day.isoformat() if isinstance(day, date) else day
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    """A result file as a back office reads it: ``MSGResult``, the code of the whole file's
+    refusal (or None) and, per entry in file order, its number, record id, status and the
+    code of its refusal (or None)."""
+
+    message_result: str
+    file_error: str | None
+    entries: tuple[tuple[int, str, str, str | None], ...]
+
+
+_RESULT_SCHEMA = _load_schema(RESULT_SCHEMA)
+
+
+def read_result_file(result_file: bytes) -> ResultFile:
+    """Read a result file of up to 16 MiB (of about 50,000 entries: the files a test writes),
+    which must conform to ``SPIRegistrationDeleteResult.xsd`` (RenkeiError
+    ReplicaFileInvalid otherwise)."""
+    root = parse_xml(result_file, max_bytes=MAX_TREE_BYTES, max_depth=MAX_DEPTH)
+    with _SCHEMA_LOCK:
+        if not _RESULT_SCHEMA.validate(root):
+            error: Any = next(iter(cast(Any, _RESULT_SCHEMA.error_log)))
+            raise RenkeiError(
+                errors.REPLICA_FILE_INVALID,
+                detail=f"the result file does not conform: line {error.line}: {error.message}",
+            )
+    file_error = root.findtext("FileError/ErrorCode")
+    return ResultFile(
+        message_result=root.findtext("MessageHeader/MSGResult") or "",
+        file_error=file_error,
+        entries=tuple(
+            (
+                int(element.findtext("EntryNumber") or 0),
+                element.findtext("RecordIdentificationNumber") or "",
+                element.findtext("Status") or "",
+                element.findtext("ErrorCode"),
+            )
+            for element in root.iterfind("ResultOfSPIRegistrationDelete")
+        ),
+    )
 
 
 def refused_codes(result_file: bytes) -> list[str]:

@@ -4,6 +4,7 @@ per step, and reported (docs/scenarios.md).
 """
 
 __all__ = [
+    "back_office",
     "certificates",
     "conversation",
     "loading",
@@ -16,5 +17,6 @@ __all__ = [
     "staff",
     "sut",
     "targets",
+    "templating",
     "validators",
 ]

@@ -5,6 +5,7 @@ happened, or raises `StepFailed` saying what was expected and seen."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import func, select
@@ -12,13 +13,14 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
 
 from middleware.network import HUB
-from middleware.replica import JST
 from middleware.tables import hub_records, node_records
 from renkei.control import parse_duration
+from renkei.scenarios.back_office import BackOfficeSteps, refused_as
 from renkei.scenarios.loading import Scenario
 from renkei.scenarios.outcomes import StepFailed
 from renkei.scenarios.staff import StaffActors
 from renkei.scenarios.targets import Target, party_code, read_database
+from renkei.scenarios.templating import Captured, field_of, filled
 from simulators.back_office import FINISHED, BackOfficeClient, BackOfficeError
 from simulators.faults import Fault
 
@@ -28,7 +30,7 @@ DEFAULT_TIMEOUT = 30.0  # seconds a step may take unless it says
 POLL = 0.05  # seconds between two looks of a waiting step
 
 
-class Conversation:
+class Conversation(BackOfficeSteps):
     """One scenario's actors, captured values and steps, against its target."""
 
     def __init__(self, reactor: Any, target: Target, scenario: Scenario) -> None:
@@ -38,14 +40,15 @@ class Conversation:
         self._fault_names: list[str] = []  # the scenario's faults by their names in force
         self._scenario = scenario
         self._clients: dict[tuple[str, str], BackOfficeClient] = {}
-        self.captured: dict[str, dict[str, Any]] = {}
+        self.captured: dict[str, dict[str, Any]] = {}  # the queries, by their names
+        self.variables: dict[str, Captured] = {}  # what other steps captured
         # What the back offices and staff did (for the report's sequence diagram).
         self.calls: list[dict[str, Any]] = []
-        self.staff = StaffActors(reactor, target, scenario.actors, scenario.steps, self._call)
+        self.staff = StaffActors(reactor, target, scenario.actors, scenario.steps, self._note)
         self._certificates: Any = None  # what the scenario presents and withdraws, once needed
         self._sut_taken: set[str] = set()  # the queries of systems under test seen so far
 
-    def _call(self, actor: str, party: str, what: str) -> dict[str, Any]:
+    def _note(self, actor: str, party: str, what: str) -> dict[str, Any]:
         """Note a request of a back office (or a staff user) as it is made; its answer is
         filled in when it comes."""
         from middleware.clock import utc_now
@@ -99,6 +102,10 @@ class Conversation:
 
     async def given(self) -> None:
         await self.staff.begin()
+        if "population" in self._scenario.given:
+            self._given_population(self._scenario.given["population"])
+        if "residents" in self._scenario.given:
+            await self._given_residents(self._scenario.given["residents"])
         clock = self._scenario.given.get("clock")
         if clock == "frozen":
             await self.target.move_clock({"freeze": True})
@@ -113,7 +120,7 @@ class Conversation:
             if isinstance(argument, dict)
             else (DEFAULT_TIMEOUT)
         )
-        work = Deferred.fromCoroutine(getattr(self, f"_{kind}")(argument))
+        work = Deferred.fromCoroutine(self._take(kind, argument))
         work.addTimeout(timeout, self._reactor)
         try:
             detail: str = await work
@@ -124,6 +131,37 @@ class Conversation:
                 raise TimeoutError(f"not done within {timeout:g} s") from None
             raise
         return detail
+
+    async def _take(self, kind: str, argument: Any) -> str:
+        """Take one step, its argument's placeholders filled (renkei/scenarios/templating.py)."""
+        step: Callable[[Any], Awaitable[str]] = getattr(self, f"_{kind}")
+        return await step(await filled(argument, self._resolve))
+
+    async def _resolve(self, expression: str) -> Any:
+        """The value of one placeholder ``${expression}``."""
+        import uuid
+
+        if expression == "uuid":
+            return str(uuid.uuid4())
+        kind, _, rest = expression.partition(":")
+        if kind == "fugo" and rest.count(":") == 1:
+            from middleware.persons import fugo_of
+
+            party, person = rest.split(":")
+            url = self.config.institution(party).database
+            return await read_database(self._reactor, url, fugo_of, person)
+        if kind == "filler" and rest.isdigit():
+            return "x" * int(rest)
+        name, *path = expression.split(".")
+        return field_of(await self._captured_value(name, expression), path, expression)
+
+    async def _captured_value(self, name: str, expression: str) -> Captured:
+        if name in self.captured:  # a query: its 処理通番 and state as they are now
+            status = await self._status(name)
+            return Captured(status, status["query_id"], self.captured[name]["as"])
+        if name in self.variables:
+            return self.variables[name]
+        raise StepFailed(f"${{{expression}}}: nothing was captured as {name!r}")
 
     async def _query(self, argument: dict[str, Any]) -> str:
         declared = self._scenario.actors.get(argument["as"], {})
@@ -142,20 +180,17 @@ class Conversation:
             body["delegating_requester"] = self._code(argument["on_behalf_of"])
         refused = argument.get("refused")
         requester = str(self._scenario.actors[argument["as"]]["party"])
-        call = self._call(argument["as"], requester, "POST /queries")
+        call = self._note(argument["as"], requester, "POST /queries")
         try:
             submitted = await client.submit_query(**body)
         except BackOfficeError as refusal:
             call["answer"] = refusal.code
-            if refused is None:
-                raise
-            if refusal.code != refused:
-                raise StepFailed(f"refused with {refusal.code}, expected {refused}") from None
-            return f"refused with {refusal.code} (HTTP {refusal.status})"
+            return refused_as(refusal, refused)
         call["answer"] = "accepted"
         if refused is not None:
             raise StepFailed(f"accepted as query {submitted['query_id']}, expected {refused}")
         if "capture" in argument:
+            self.variables.pop(argument["capture"], None)
             self.captured[argument["capture"]] = {
                 "query_id": submitted["query_id"],
                 "as": argument["as"],
@@ -169,7 +204,7 @@ class Conversation:
 
         party = self._code(declared["party"])
         asked = "POST /queries" if declared["kind"] == BACK_OFFICE else "QueryRequest"
-        call = self._call(argument["as"], party if declared["kind"] == BACK_OFFICE else HUB, asked)
+        call = self._note(argument["as"], party if declared["kind"] == BACK_OFFICE else HUB, asked)
         try:
             captured, seen = await await_sut_query(
                 self._reactor, self.config, declared, argument, self._sut_taken
@@ -203,6 +238,8 @@ class Conversation:
 
     async def _wait(self, argument: dict[str, Any]) -> str:
         wanted = argument["state"]
+        if "bulk_query" in argument:
+            return await self._wait_for_bulk_query(argument["bulk_query"], wanted)
         while True:
             status = await self._status(argument["query"])
             state = status["state"]
@@ -233,6 +270,10 @@ class Conversation:
             )
         for record_id, items in argument.get("records", {}).items():
             found = next((r for r in records if r["record_id"] == record_id), None)
+            if found is not None and items is None:
+                raise StepFailed(f"record {record_id} provided, expected it not to be")
+            if items is None:
+                continue
             if found is None:
                 raise StepFailed(f"record {record_id} not provided")
             values = {item["code"]: item["value"] for item in found["items"]}
@@ -348,41 +389,11 @@ class Conversation:
             raise StepFailed(f"{name} has no 処理通番 yet")
         return str(number)
 
-    async def _record(self, argument: dict[str, Any]) -> str:
-        record = argument["record"]
-        party = str(self._scenario.actors[argument["as"]]["party"])
-        call = self._call(argument["as"], party, "POST /replica-records")
-        try:
-            await self._client(argument["as"]).register_replica_record(record)
-        except BackOfficeError as refusal:
-            if refusal.code != "RecordIdExists" or self.target.fresh:
-                raise
-            call["answer"] = "there already (an earlier run)"
-            return f"副本 record {record['record_id']} there already"
-        call["answer"] = "registered"
-        return f"副本 record {record['record_id']} registered"
-
-    async def _filled(self, document: str) -> str:
-        """``document`` with each ``${fugo:PARTY:PERSON}`` replaced by that person's 符号 at
-        that party, and each ``${uuid}`` by a new message id."""
-        import re
-        import uuid
-
-        from middleware.persons import fugo_of
-
-        for party, person in set(re.findall(r"\$\{fugo:([a-z0-9-]+):([0-9]{15})\}", document)):
-            url = self.config.institution(party).database
-            fugo = await read_database(self._reactor, url, fugo_of, person)
-            document = document.replace(f"${{fugo:{party}:{person}}}", fugo)
-        while "${uuid}" in document:
-            document = document.replace("${uuid}", str(uuid.uuid4()), 1)
-        return document
-
     async def _send(self, argument: dict[str, Any]) -> str:
         from middleware.network import DeliveryRefused
 
         link = self.target.transport(self._code(argument["from"]))
-        document = await self._filled(argument["document"])
+        document = argument["document"]
         try:
             await link.exchange(
                 self._code(argument["to"]), argument["operation"], document.encode()
@@ -437,43 +448,6 @@ class Conversation:
             raise StepFailed(f"the {argument['operation']} sent again was accepted, not {refused}")
         return f"the {argument['operation']} of {number} sent again: accepted"
 
-    async def _bulk_query(self, argument: dict[str, Any]) -> str:
-        import json
-
-        from middleware.clock import utc_now
-
-        client = self._client(argument["as"])
-        requester = self.config.institution(self._scenario.actors[argument["as"]]["party"])
-        asked_at = utc_now(self.target.clock).astimezone(JST).replace(tzinfo=None)
-        rows = [
-            line["raw"]
-            if "raw" in line
-            else _bulk_line(
-                line,
-                requester.code,
-                self._code(line["provider"]),
-                self.target.catalogue.procedure(line["procedure"]).affair,
-                asked_at,
-            )
-            for line in argument["lines"]
-        ]
-        call = self._call(argument["as"], requester.name, "POST /bulk-queries")
-        answer = await client.send_file(
-            "/bulk-queries", ("\r\n".join(rows) + "\r\n").encode("cp932"), "text/csv"
-        )
-        bulk_id = json.loads(answer)["bulk_query_id"]
-        call["answer"] = f"accepted {bulk_id}"
-        while True:
-            progress = await client.request("GET", f"/bulk-queries/{bulk_id}")
-            if progress["state"] == "ended":
-                break
-            await deferLater(self._reactor, POLL, lambda: None)
-        ended = {state: count for state, count in progress["by_state"].items() if count}
-        wanted = {state: count for state, count in argument["ended"].items() if count}
-        if ended != wanted:
-            raise StepFailed(f"the lines ended {ended}, expected {wanted}")
-        return f"bulk query {bulk_id} ended: {ended}"
-
     async def _stop(self, party: str) -> str:
         await self.target.stop_party(party)
         return f"{party} stopped"
@@ -519,7 +493,7 @@ class Conversation:
         presented = self._presented()
         kind = listener.kind.replace("_", "-")
         what = f"{argument['as']} ({which}) at {argument['to']}'s {kind} listener"
-        call = self._call(argument["as"], listener.party, f"TLS ({which}) to {kind}")
+        call = self._note(argument["as"], listener.party, f"TLS ({which}) to {kind}")
         try:
             knocked = await knock(listener, presented.ca, presented.files(subject, which))
         except (ConnectionRefusedError, TimeoutError) as failure:
@@ -548,26 +522,3 @@ class Conversation:
         whose = argument["party"] + (f" {argument['system']}" if "system" in argument else "")
         return f"{whose} withdrawn: {listed}"
 
-
-def _bulk_line(
-    line: dict[str, Any], requester: str, provider: str, affair: str, asked_at: Any
-) -> str:
-    """One line of the 18-field bulk-query CSV for a line of a ``bulk_query`` step."""
-    from adapters.care_insurance import bulk_query
-
-    values = [""] * len(bulk_query.FIELDS)
-    values[bulk_query.NUMBER_SYSTEM] = bulk_query.INTEGRATED_NUMBER_SYSTEM
-    values[bulk_query.INTEGRATED_ADDRESS_NUMBER] = line["person"]
-    values[bulk_query.REQUESTED_AT] = asked_at.strftime("%Y%m%d%H%M%S") + "000"
-    values[bulk_query.DEPARTMENT] = "SCENARIO"
-    values[bulk_query.USER_ID] = "scenario"
-    values[bulk_query.REQUESTER] = requester
-    values[bulk_query.NON_DISCLOSURE] = "0"
-    values[bulk_query.AFFAIR] = affair
-    values[bulk_query.PROCEDURE] = line["procedure"]
-    values[bulk_query.PROVIDER] = provider
-    values[bulk_query.INFORMATION_NAME] = line["information_name"]
-    if "fiscal_year" in line:
-        values[bulk_query.CONDITION_KIND] = "1"
-        values[bulk_query.FISCAL_YEAR] = f"{line['fiscal_year']:04d}"
-    return ",".join(values)

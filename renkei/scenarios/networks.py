@@ -46,9 +46,11 @@ def changes_pki(scenario: Scenario) -> bool:
 
 def scenario_config(directory: Path, scenario: Scenario, run_pki: Path) -> Config:
     """The configuration of ``scenario``'s network in ``directory``, with its outside
-    members; on the run's PKI (``run_pki``, made when missing), or on a copy of its own
-    with its outside members enrolled (in their `member_folder`)."""
-    config = sandbox_config(directory)
+    members and its generated population; on the run's PKI (``run_pki``, made when
+    missing), or on a copy of its own with its outside members enrolled (in their
+    `member_folder`)."""
+    # The generated population, when the scenario names one, is loaded at the box's start.
+    config = sandbox_config(directory, population=scenario.given.get("population"))
     outside = scenario.given.get("outside_members", {})
     if outside:
         with config.path.open("a", encoding="utf-8") as text:

@@ -76,15 +76,19 @@ class Target(Protocol):
 
 
 async def read_database(
-    reactor: Any, url: str, function: Callable[..., Any], *arguments: Any
+    reactor: Any, url: str, function: Callable[..., Any], *arguments: Any, write: bool = False
 ) -> Any:
     """``function(connection, *arguments)`` in a read transaction of the database at ``url``
-    (a party's; opened for the call, so a stopped party's database can be read too)."""
+    (a party's; opened for the call, so a stopped party's database can be read too), or in
+    a write transaction with ``write`` (what the network's own registry is given: residents
+    at the hub)."""
     from middleware.storage import Database
 
     database = Database(reactor, url, threads=1)
     database.start()
     try:
+        if write:
+            return await database.run(function, *arguments)
         return await database.read(function, *arguments)
     finally:
         database.stop()
@@ -176,7 +180,21 @@ class SocketsBoxTarget(BoxTarget):
 # The steps a scenario may take against a running network (the others need the network in a
 # box of the run: its clock, its parties' lives, its links). Staff act through the consoles.
 RUNNING_STEPS = frozenset(
-    {"query", "wait", "expect", "faults", "bulk_query", "record", "sleep", "decide", "console"}
+    {
+        "query",
+        "wait",
+        "expect",
+        "faults",
+        "bulk_query",
+        "record",
+        "sleep",
+        "decide",
+        "console",
+        "register",
+        "load",
+        "call",
+        "given residents",
+    }
 )
 
 
@@ -195,6 +213,10 @@ class RunningTarget:
     def cannot(self, kind: str) -> str | None:
         if kind in RUNNING_STEPS:
             return None
+        if kind == "given population" and self.config.population is not None:
+            return None  # the one it loaded: the conversation checks that it is the one named
+        if kind == "given population":
+            return "needs a network that loaded a generated population ([population])"
         return "needs the network in a box of the run"
 
     async def add_fault(self, fault: Fault) -> str:
