@@ -152,6 +152,8 @@ class Conversation(BackOfficeSteps):
             return await read_database(self._reactor, url, fugo_of, person)
         if kind == "filler" and rest.isdigit():
             return "x" * int(rest)
+        if kind == "user" and rest:
+            return self.staff.user_name(rest)
         name, *path = expression.split(".")
         return field_of(await self._captured_value(name, expression), path, expression)
 
@@ -253,7 +255,7 @@ class Conversation(BackOfficeSteps):
         seen = []
         if "audit" in argument:
             numbers = self.transaction_numbers()
-            seen.append(await self.staff.audit(argument["audit"], self._transaction_of, numbers))
+            seen.append(await self.staff.audit(argument["audit"], numbers))
             if "query" not in argument:
                 return seen[0]
         status = await self._status(argument["query"])
@@ -380,14 +382,7 @@ class Conversation(BackOfficeSteps):
         )
 
     async def _console(self, argument: dict[str, Any]) -> str:
-        return await self.staff.console(argument, self._transaction_of)
-
-    async def _transaction_of(self, name: str) -> str:
-        """The 処理通番 of the captured query ``name``."""
-        number = (await self._status(name))["transaction_number"]
-        if number is None:
-            raise StepFailed(f"{name} has no 処理通番 yet")
-        return str(number)
+        return await self.staff.console(argument)
 
     async def _send(self, argument: dict[str, Any]) -> str:
         from middleware.network import DeliveryRefused
@@ -521,4 +516,3 @@ class Conversation(BackOfficeSteps):
         listed = self._presented().revoke(Subject(code, argument.get("system")))
         whose = argument["party"] + (f" {argument['system']}" if "system" in argument else "")
         return f"{whose} withdrawn: {listed}"
-

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 import secrets
 import string
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,10 +47,8 @@ __all__ = ["DEFAULT_APPROVER", "StaffActor", "StaffActors", "staff_user_name"]
 LOG = Logger()
 DEFAULT_APPROVER = "scenario-approver"  # who decides when a `decide` step names nobody
 SUFFIX_LETTERS = string.ascii_lowercase + string.digits
-_TEMPLATE = re.compile(r"\$\{(transaction|user):([A-Za-z0-9_.-]+)\}")
 
 # Looks up the 処理通番 of a query the scenario captured, by its name.
-TransactionOf = Callable[[str], Awaitable[str]]
 # Notes a request of an actor at a party for the report; its answer is filled in later.
 NoteCall = Callable[[str, str, str], dict[str, Any]]
 
@@ -182,31 +180,14 @@ class StaffActors:
             raise StepFailed(f"{name!r} is not a staff actor of the scenario")
         return self._actors[(name, str(declared["party"]))]
 
+    def user_name(self, name: str) -> str:
+        """The staff user name of the declared staff actor ``name`` (``${user:NAME}``)."""
+        return self._actor(name).user
+
     def user_of(self, name: str, party: str) -> str | None:
         """The staff user name of staff actor ``name`` at ``party``, if it is one."""
         actor = self._actors.get((name, party))
         return actor.user if actor is not None else None
-
-    # -- templates ---------------------------------------------------------------------------
-
-    async def _filled(self, text: str, transaction_of: TransactionOf) -> str:
-        """``text`` with ``${transaction:QUERY}`` replaced by the 処理通番 of a captured
-        query and ``${user:ACTOR}`` by a staff actor's user name."""
-        for kind, name in set(_TEMPLATE.findall(text)):
-            value = await transaction_of(name) if kind == "transaction" else self._actor(name).user
-            text = text.replace(f"${{{kind}:{name}}}", value)
-        return text
-
-    async def _filled_fields(
-        self, fields: dict[str, Any], transaction_of: TransactionOf
-    ) -> dict[str, str | list[str]]:
-        filled: dict[str, str | list[str]] = {}
-        for key, value in fields.items():
-            if isinstance(value, list):
-                filled[key] = [await self._filled(str(item), transaction_of) for item in value]
-            else:
-                filled[key] = await self._filled(str(value), transaction_of)
-        return filled
 
     # -- in the console ----------------------------------------------------------------------
 
@@ -254,7 +235,7 @@ class StaffActors:
             raise StepFailed(f"the console refused to {decision} {number}: {page.error_code}")
         return f"{party}'s {name} ({actor.user}) decided {decision} on {number} in the console"
 
-    async def console(self, argument: dict[str, Any], transaction_of: TransactionOf) -> str:
+    async def console(self, argument: dict[str, Any]) -> str:
         """One `console` step: a staff actor logs in or out, opens a page, submits a form of
         the page it shows, or posts a form of its own, ``times`` times; each time the page
         must show the coded error ``refused`` (or none) and the texts of ``sees``."""
@@ -264,14 +245,14 @@ class StaffActors:
         said = ""
         for _ in range(times):
             call = self._note(actor.name, actor.party, "console")  # noted before it acts
-            what, page = await self._act(actor, argument, transaction_of)
+            what, page = await self._act(actor, argument)
             call["what"] = what
             call["answer"] = page.error_code or f"HTTP {page.status}"
             if page.error_code != refused:
                 shown = page.error_code or f"no coded error ({page.path}, HTTP {page.status})"
                 raise StepFailed(f"{what}: the page shows {shown}, expected {refused or 'none'}")
             for text in argument.get("sees", ()):
-                wanted = await self._filled(str(text), transaction_of)
+                wanted = str(text)
                 if not page.shows(wanted):
                     raise StepFailed(f"{what}: the page ({page.path}) does not show {wanted!r}")
             said = f"{actor.name}: {what}: " + (
@@ -279,9 +260,7 @@ class StaffActors:
             )
         return said + (f" ({times} times)" if times > 1 else "")
 
-    async def _act(
-        self, actor: StaffActor, argument: dict[str, Any], transaction_of: TransactionOf
-    ) -> tuple[str, ConsolePage]:
+    async def _act(self, actor: StaffActor, argument: dict[str, Any]) -> tuple[str, ConsolePage]:
         """Take a `console` step's action once: what was done, and the page it ended on."""
         browser = actor.browser
         if "login" in argument:
@@ -296,18 +275,18 @@ class StaffActors:
                     await browser.open("/")
                 return "logout", await browser.submit("/logout")
             if "open" in argument:
-                path = await self._filled(str(argument["open"]), transaction_of)
+                path = str(argument["open"])
                 return f"open {path}", await browser.open(path)
             if "submit" in argument:
                 form = argument["submit"]
-                action = await self._filled(str(form["form"]), transaction_of)
-                fields = await self._filled_fields(form.get("fields", {}), transaction_of)
+                action = str(form["form"])
+                fields = _form_fields(form.get("fields", {}))
                 csrf = form.get("csrf", "form")
                 what = f"submit {action}" + ("" if csrf == "form" else f" (CSRF token {csrf})")
                 return what, await browser.submit(action, fields, csrf)
             posted = argument["post"]
-            path = await self._filled(str(posted["to"]), transaction_of)
-            fields = await self._filled_fields(posted.get("fields", {}), transaction_of)
+            path = str(posted["to"])
+            fields = _form_fields(posted.get("fields", {}))
             return f"post {path}", await browser.post(path, fields)
         except NoSuchForm as failure:
             raise StepFailed(str(failure)) from None
@@ -317,7 +296,6 @@ class StaffActors:
     async def audit(
         self,
         expected: dict[str, list[dict[str, Any]]],
-        transaction_of: TransactionOf,
         numbers: set[str],
     ) -> str:
         """Check the audit entries each party of ``expected`` holds since the scenario
@@ -334,7 +312,7 @@ class StaffActors:
                     f"expected {len(wanted)}: {shown}"
                 )
             for number, (entry, expectation) in enumerate(zip(entries, wanted, strict=True), 1):
-                problem = await self._entry_problem(entry, expectation, party, transaction_of)
+                problem = self._entry_problem(entry, expectation, party)
                 if problem is not None:
                     raise StepFailed(f"{party}'s audit entry {number}: {problem} (log: {shown})")
             said.append(f"{party} audited {len(entries)}")
@@ -376,12 +354,8 @@ class StaffActors:
         target = f" of {entry['target']}" if entry["target"] else ""
         return f"{entry['action']} by {self._actor_name(entry['actor'], party)}{target}"
 
-    async def _entry_problem(
-        self,
-        entry: dict[str, Any],
-        expectation: dict[str, Any],
-        party: str,
-        transaction_of: TransactionOf,
+    def _entry_problem(
+        self, entry: dict[str, Any], expectation: dict[str, Any], party: str
     ) -> str | None:
         if entry["action"] != expectation["action"]:
             return f"{entry['action']}, expected {expectation['action']}"
@@ -392,7 +366,7 @@ class StaffActors:
                 seen = self._actor_name(entry["actor"], party)
                 return f"{entry['action']} by {seen}, expected by {actor}"
         if "target" in expectation:
-            target = await self._filled(str(expectation["target"]), transaction_of)
+            target = str(expectation["target"])
             if entry["target"] != target:
                 return f"{entry['action']} of {entry['target']}, expected of {target}"
         for key, value in expectation.get("detail", {}).items():
@@ -400,3 +374,11 @@ class StaffActors:
             if seen_value != value:
                 return f"{entry['action']} with {key} {seen_value!r}, expected {value!r}"
         return None
+
+
+def _form_fields(fields: dict[str, Any]) -> dict[str, str | list[str]]:
+    """A form's fields as the browser sends them: text, or a list of texts."""
+    return {
+        key: [str(item) for item in value] if isinstance(value, list) else str(value)
+        for key, value in fields.items()
+    }
