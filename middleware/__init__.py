@@ -16,6 +16,7 @@ __all__ = [
     "hardened_xml",
     "held",
     "held_queue",
+    "jobs",
     "list_sync",
     "messages",
     "migration_env",

@@ -27,6 +27,7 @@ __all__ = [
     "ConfigError",
     "ControlConfig",
     "InstitutionConfig",
+    "JobsConfig",
     "NetworkConfig",
     "OutsideMember",
     "PopulationConfig",
@@ -152,6 +153,17 @@ def _loopback_only(listen: str) -> str:
 
 
 @dataclass(frozen=True)
+class JobsConfig:
+    """The periodic jobs of every party (``[jobs]``; middleware/jobs.py): the backoff after
+    a failed run (seconds, doubling from ``retry_initial`` up to ``retry_maximum``) and how
+    many runs of each job and outcome are kept in the database."""
+
+    retry_initial: float = 1.0
+    retry_maximum: float = 60.0
+    keep_runs: int = 100
+
+
+@dataclass(frozen=True)
 class PopulationConfig:
     """The generated population the box loads at start: its size and seed."""
 
@@ -179,6 +191,8 @@ class Config:
     control: ControlConfig | None = None
     # Institutions of the network whose intermediate server is not ours (external = true).
     outside_members: tuple[OutsideMember, ...] = ()
+    # The periodic jobs' backoff and the runs kept ([jobs]).
+    jobs: JobsConfig = JobsConfig()
 
     @property
     def members(self) -> tuple[InstitutionConfig | OutsideMember, ...]:
@@ -274,6 +288,28 @@ def _system(
         affairs=tuple(validate_affair_code(code) for code in section.get("affairs", "").split()),
         information_names=information_names,
     )
+
+
+def _positive(section: configparser.SectionProxy, key: str, default: float) -> float:
+    value = section.getfloat(key, default)
+    if value <= 0:
+        raise ValueError(f"[{section.name}] {key} must be above 0")
+    return value
+
+
+def _jobs(parser: configparser.ConfigParser) -> JobsConfig:
+    """``[jobs]`` (optional): the backoff of a failed job and the runs kept."""
+    if not parser.has_section("jobs"):
+        return JobsConfig()
+    section = parser["jobs"]
+    retry_initial = _positive(section, "retry_initial", JobsConfig.retry_initial)
+    retry_maximum = _positive(section, "retry_maximum", JobsConfig.retry_maximum)
+    if retry_maximum < retry_initial:
+        raise ValueError("[jobs] retry_maximum must not be below retry_initial")
+    keep_runs = section.getint("keep_runs", JobsConfig.keep_runs)
+    if keep_runs < 1:
+        raise ValueError("[jobs] keep_runs must be 1 or more")
+    return JobsConfig(retry_initial, retry_maximum, keep_runs)
 
 
 def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
@@ -398,4 +434,5 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
         population=population,
         control=control,
         outside_members=tuple(outside),
+        jobs=_jobs(parser),
     )

@@ -184,3 +184,16 @@ def test_unknown_institution_kind_is_a_config_error(tmp_path: Path) -> None:
     """An institution kind the permitted-query list cannot name is refused on load."""
     message = _load_error(_variant(tmp_path, "kind = pension", "kind = pension-office"))
     assert "pension-office" in message
+
+
+def test_jobs_section_gives_the_backoff_and_the_runs_kept(config: Config) -> None:
+    """[jobs] gives every party's backoff after a failed run and how many runs are kept."""
+    from middleware.config import JobsConfig
+
+    assert config.jobs == JobsConfig(retry_initial=1.0, retry_maximum=60.0, keep_runs=100)
+
+
+def test_a_jobs_backoff_that_shrinks_is_a_config_error(tmp_path: Path) -> None:
+    """A retry_maximum below retry_initial is refused, naming the section."""
+    path = _variant(tmp_path, "retry_maximum = 60\nkeep_runs", "retry_maximum = 0.5\nkeep_runs")
+    assert "[jobs] retry_maximum" in _load_error(path)
