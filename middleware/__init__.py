@@ -14,6 +14,7 @@ __all__ = [
     "config",
     "deferred",
     "hardened_xml",
+    "health",
     "held",
     "held_queue",
     "jobs",

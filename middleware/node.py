@@ -13,6 +13,7 @@ list sync (``list_sync``), the retention of results (``retention``), the expiry 
 - `middleware.held.HeldDecisions` (``node.held``): held provisions and the staff decisions;
 - `middleware.retention.Retention` (``node.retention``): results deleted when their
   retention ends;
+- `middleware.health.Health` (``node.health``): what is failing, and its changes;
 - `middleware.store.NodeStore` (``node.store``): the database as the adapters see it.
 
 The node itself keeps the integrated-address function and the replica registration, takes
@@ -43,7 +44,9 @@ from middleware.audit import append_audit
 from middleware.clock import ReactorTime
 from middleware.config import Config, InstitutionConfig
 from middleware.deferred import deferred, fire
+from middleware.health import Health
 from middleware.held import HeldDecisions
+from middleware.list_sync import JOB as LIST_SYNC
 from middleware.list_sync import PermittedLists
 from middleware.network import (
     FUGO,
@@ -150,6 +153,15 @@ class IntermediateServer(Party):
         self.retention = Retention(self, self.code, institution.result_retention)
         self.jobs.add("retention", config.retention_interval, self._delete_ended_results)
         self.jobs.add("held_expiry", config.retention_interval, self._expire_holds)
+        self.health = Health(
+            self,
+            config.health,
+            institution.name,
+            institution.code,
+            permitted=lambda: self.lists.current,
+            missing="no permitted-query list received from the hub",
+            hub_job=LIST_SYNC,
+        )
         # Persons whose 符号 is being acquired, with whoever waits for the end.
         self._acquiring: dict[str, list[Deferred[None]]] = {}
         self._person_secret = load_secret_key(layout.institution_person_key(self.code))
@@ -160,6 +172,7 @@ class IntermediateServer(Party):
     async def startService(self) -> None:
         await super().startService()
         await self.lists.start()
+        await self.jobs.run("health")  # a first look, once the list is loaded
 
     async def _delete_ended_results(self) -> dict[str, int]:
         return {"results_deleted": await self.retention.sweep()}

@@ -48,6 +48,7 @@ __all__ = [
     "finish",
     "heartbeat",
     "oldest_pending",
+    "outbox_figures",
     "reschedule",
     "retire",
 ]
@@ -234,6 +235,15 @@ def oldest_pending(connection: Connection, table: Table) -> datetime | None:
         select(func.min(table.c.created_at)).where(table.c.state == PENDING)
     ).scalar_one()
     return oldest
+
+
+def outbox_figures(connection: Connection, table: Table) -> tuple[int, datetime | None]:
+    """How many messages wait, and since when the oldest of them does (one look)."""
+    row = connection.execute(
+        select(func.count(), func.min(table.c.created_at)).where(table.c.state == PENDING)
+    ).one()
+    oldest: datetime | None = row[1]
+    return int(row[0]), oldest
 
 
 Sender = Callable[[OutgoingMessage], "Deferred[Any]"]

@@ -30,8 +30,10 @@ from middleware.clock import ReactorTime
 from middleware.config import Config, InstitutionConfig, OutsideMember
 from middleware.deferred import deferred
 from middleware.hardened_xml import parse_xml, serialize
+from middleware.health import Health
 from middleware.network import (
     FUGO,
+    HUB,
     PERMITTED_LIST,
     PROVISION,
     PROVISION_REQUEST,
@@ -159,6 +161,14 @@ class Hub(Party):
         self.jobs.add(
             "list_issue", self._network.list_validity / 2, self.issue_permitted_list, now=False
         )
+        self.health = Health(
+            self,
+            config.health,
+            HUB,
+            HUB,
+            permitted=lambda: self.permitted_list,
+            missing="no permitted-query list issued yet",
+        )
 
     # -- service life ---------------------------------------------------------------------
 
@@ -166,6 +176,7 @@ class Hub(Party):
     async def startService(self) -> None:
         await super().startService()
         await self.jobs.run("list_issue")
+        await self.jobs.run("health")  # a first look, once the list is issued
 
     # -- the permitted-query list ----------------------------------------------------------
 
