@@ -4,9 +4,11 @@ A party's periodic work is a job of its `Scheduler` (``party.jobs``), registered
 one line: ``party.jobs.add("retention", interval, work)``, where ``work`` returns (or fires
 with) the counts it reports, such as ``{"results_deleted": 3}``, or None. A job runs on the
 party's clock (the network's one clock: moving it moves the jobs) and never twice at once: a
-run that is due while the last one still runs waits for it. A run that fails is logged and
-the job runs again after a backoff that doubles from ``[jobs] retry_initial`` up to
-``retry_maximum``, then at its interval again once a run succeeds: a job never stops for good.
+run that is due while the last one still runs waits for it. A run that fails is logged (a
+coded refusal or an unreachable peer in one line, anything else with its traceback the first
+time in a row) and the job runs again after a backoff that doubles from ``[jobs]
+retry_initial`` up to ``retry_maximum``, then at its interval again once a run succeeds: a
+job never stops for good.
 
 Every run is written to the party's database (``job_run``: the job, when it started and
 ended, its outcome, its counts and its error); the newest ``keep_runs`` of each job and
@@ -29,10 +31,13 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredList, maybe
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from codes.errors import RenkeiError
 from middleware.clock import ReactorTime, utc_now
+from middleware.network import DeliveryRefused, TransientFailure
 from middleware.storage import Database
 
 __all__ = [
+    "EXPECTED",
     "FAILED",
     "KEEP",
     "PRUNE_EVERY",
@@ -52,6 +57,10 @@ FAILED = "failed"
 
 KEEP = 100  # runs kept per job and outcome (``[jobs] keep_runs``)
 PRUNE_EVERY = 50  # recorded runs of a job between two prunings of its old rows
+
+# Failures that say what went wrong themselves (a coded refusal, a peer that did not answer):
+# logged in one line, without a traceback.
+EXPECTED = (RenkeiError, DeliveryRefused, TransientFailure)
 
 Counts = Mapping[str, int]
 Observer = Callable[["JobState", "JobRun"], None]
@@ -344,7 +353,7 @@ class Scheduler:
             return job.snapshot()
         failures = before.failures + 1
         delay = self._retry_delay(job, failures)
-        if failures == 1:
+        if failures == 1 and not isinstance(failure, EXPECTED):
             self.log.failure(
                 "job {job} failed; it runs again in {delay:.0f} s",
                 Failure(failure),
@@ -353,8 +362,7 @@ class Scheduler:
             )
         else:
             self.log.warn(
-                "job {job} failed again ({failures} in a row): {error}; it runs again in"
-                " {delay:.0f} s",
+                "job {job} failed ({failures} in a row): {error}; it runs again in {delay:.0f} s",
                 job=job.name,
                 failures=failures,
                 error=run.error,
