@@ -14,7 +14,7 @@ Notifications go out one at a time, in the order of the changes. One that fails 
 connection, a timeout, a 5xx, 408 or 429) is tried again after a backoff on the party's
 clock (``retry_initial`` doubling up to ``retry_maximum``), at most ``attempts`` times, then
 dropped with a logged error; one refused with another 4xx is dropped at once (the receiver
-will never take it).
+will never take it). At most `QUEUE_LIMIT` wait; beyond, the oldest waiting is dropped.
 """
 
 from __future__ import annotations
@@ -41,12 +41,14 @@ from middleware.deferred import deferred
 from middleware.health import FIRING, Change, Health
 from middleware.jobs import Backoff
 
-__all__ = ["NOT_ENDED", "AlertWebhook", "alertmanager_notification"]
+__all__ = ["NOT_ENDED", "QUEUE_LIMIT", "AlertWebhook", "alertmanager_notification"]
 
 # Alertmanager's endsAt of an alert still firing (Go's zero time).
 NOT_ENDED = "0001-01-01T00:00:00Z"
 # Statuses a receiver gives that may change when asked again.
 RETRIED_STATUSES = frozenset({408, 429})
+# Notifications kept waiting at most (a receiver down for long): the oldest go first.
+QUEUE_LIMIT = 1000
 
 
 def alertmanager_notification(
@@ -167,6 +169,18 @@ class AlertWebhook(Service):
         body = alertmanager_notification(
             change, self.health, self.config.receiver, self._external_url
         )
+        if len(self._queue) >= QUEUE_LIMIT:
+            # The oldest waiting, not the one being posted.
+            oldest = 1 if self._sending is not None else 0
+            dropped = self._queue[oldest]
+            del self._queue[oldest]
+            self.dropped += 1
+            self.log.error(
+                "alert {alert} of {party} dropped: {limit} notifications wait already",
+                alert=dropped.body["groupKey"],
+                party=self.health.name,
+                limit=QUEUE_LIMIT,
+            )
         self._queue.append(_Pending(body))
         self._next()
 
