@@ -81,6 +81,17 @@ class Slow:
         return self.started[-1]
 
 
+def slow_job(database: Database, name: str, interval: float) -> tuple[Scheduler, Clock, Slow]:
+    """A started scheduler whose one job ``name`` has started a run that waits."""
+    clock = clock_at()
+    slow = Slow()
+    jobs = Scheduler(database, node_job_run, clock)
+    jobs.add(name, interval, slow)
+    jobs.start()
+    clock.advance(0)
+    return jobs, clock, slow
+
+
 def test_the_backoff_doubles_from_its_first_delay_up_to_its_maximum() -> None:
     """1, 2, 4, 8 ... seconds after 1, 2, 3, 4 failures in a row, never above the maximum."""
     backoff = Backoff(initial=1.0, maximum=60.0)
@@ -179,13 +190,8 @@ async def test_a_failing_job_is_retried_with_backoff_and_never_stops(database: D
 async def test_a_job_still_running_is_not_started_twice(database: Database) -> None:
     """While a run waits (on the network, say), neither its interval passing nor asking
     for a run starts another: both wait for the run in flight."""
-    clock = clock_at()
-    slow = Slow()
+    jobs, clock, slow = slow_job(database, "list_sync", 10)
     started = slow.started
-    jobs = Scheduler(database, node_job_run, clock)
-    jobs.add("list_sync", 10, slow)
-    jobs.start()
-    clock.advance(0)
     try:
         assert len(started) == 1 and jobs.state("list_sync").condition == "running"
         clock.advance(100)
@@ -206,13 +212,8 @@ async def test_stopping_cancels_a_run_in_flight_and_nothing_runs_after(
 ) -> None:
     """Stopping the scheduler cancels a run that waits (it is not recorded) and no run
     starts afterwards, however far the clock moves."""
-    clock = clock_at()
-    slow = Slow()
+    jobs, clock, slow = slow_job(database, "outbox", 1)
     started = slow.started
-    jobs = Scheduler(database, node_job_run, clock)
-    jobs.add("outbox", 1, slow)
-    jobs.start()
-    clock.advance(0)
     await jobs.stop()
     assert started[0].called  # cancelled
     clock.advance(3600)
