@@ -12,7 +12,9 @@ job never stops for good.
 
 Every run is written to the party's database (``job_run``: the job, when it started and
 ended, its outcome, its counts and its error); the newest ``keep_runs`` of each job and
-outcome are kept, so the failures stay visible behind thousands of quiet successful runs.
+outcome are kept, so the failures stay visible behind thousands of quiet successful runs. A
+job that runs several times a second (the outbox's poll) is ``quiet``: it records a
+successful run at most once a minute, with the counts of the runs since.
 The console's ジョブ状況 page, the metrics and the health read the scheduler's state and
 these rows.
 """
@@ -141,6 +143,12 @@ class _Job:
     waiters: list[Deferred[JobRun | None]] = field(default_factory=list)
     recorded: int = 0
     unrecorded: bool = False  # the last run could not be recorded (logged once)
+    # A quiet job (run every few tenths of a second, like the outbox's poll) records a
+    # successful run at most every ``quiet`` seconds, with the counts of the runs since the
+    # last one it recorded; its failures are always recorded.
+    quiet: float | None = None
+    last_recorded_at: float | None = None
+    unrecorded_counts: dict[str, int] = field(default_factory=dict)
 
     def snapshot(self) -> JobState:
         """The job's state as others see it."""
@@ -182,16 +190,20 @@ class Scheduler:
         *,
         now: bool = True,
         retry: Callable[[int], float] | None = None,
+        quiet: float | None = None,
     ) -> None:
         """Run ``work`` every ``interval`` seconds as the job ``name`` (at once when the
         scheduler runs and ``now``, else after one interval); ``retry`` gives the seconds
-        before the next run after n failures in a row (default: the scheduler's backoff)."""
+        before the next run after n failures in a row (default: the scheduler's backoff).
+        A ``quiet`` job records a successful run at most every ``quiet`` seconds, its counts
+        summed over the runs since the last recorded (a poll that runs several times a
+        second would otherwise write a row each time); every failure is recorded."""
         if name in self._jobs:
             raise ValueError(f"a job {name!r} is registered already")
         if interval <= 0:
             raise ValueError(f"the job {name!r} needs an interval above 0 s")
         state = JobState(name, interval, False, None, 0, 0, None, None, None)
-        job = _Job(name, interval, work, now, retry, state)
+        job = _Job(name, interval, work, now, retry, state, quiet=quiet)
         self._jobs[name] = job
         if self._started:
             self._schedule(job, 0.0 if now else interval)
@@ -379,7 +391,21 @@ class Scheduler:
 
     async def _record(self, job: _Job, run: JobRun) -> None:
         """Write ``run`` to the database (and prune the job's old rows now and then); a
-        failure to write is logged once, not raised: the next run tries again."""
+        failure to write is logged once, not raised: the next run tries again. A quiet job's
+        successful run waits (its counts added up) until ``quiet`` seconds have passed since
+        it last recorded one."""
+        if job.quiet is not None:
+            now = self._clock.seconds()
+            if run.outcome == SUCCEEDED:
+                summed = dict(job.unrecorded_counts)
+                for name, count in run.counts.items():
+                    summed[name] = summed.get(name, 0) + count
+                if job.last_recorded_at is not None and now - job.last_recorded_at < job.quiet:
+                    job.unrecorded_counts = summed
+                    return
+                run = replace(run, counts=summed)
+                job.unrecorded_counts = {}
+            job.last_recorded_at = now
         prune = job.recorded % PRUNE_EVERY == 0
         try:
             await self._database.run(record_run, self._table, run, self._keep if prune else None)

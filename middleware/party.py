@@ -31,7 +31,11 @@ from middleware.outbox import Outbox, OutgoingMessage
 from middleware.records import RecordEntry, append_records, record_chain
 from middleware.storage import Database
 
-__all__ = ["Party"]
+__all__ = ["QUIET_RECORDS", "Party"]
+
+# Seconds between two recorded successful runs of the outbox's poll (a quiet job: it runs
+# every ``poll_interval``, a fraction of a second; its failures are all recorded).
+QUIET_RECORDS = 60.0
 
 
 class Party(Service):
@@ -77,7 +81,7 @@ class Party(Service):
             Backoff(config.jobs.retry_initial, config.jobs.retry_maximum),
             keep=config.jobs.keep_runs,
         )
-        self.jobs.add("outbox", config.poll_interval, self.outbox.poll)
+        self.jobs.add("outbox", config.poll_interval, self.outbox.poll, quiet=QUIET_RECORDS)
 
     def now(self) -> datetime:
         """The party's wall time (aware, UTC)."""

@@ -294,3 +294,38 @@ async def test_the_scheduler_keeps_the_runs_of_a_job_bounded(database: Database)
         assert rows(database, "outbox", FAILED) == 1
     finally:
         await jobs.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_quiet_job_records_a_success_a_minute_with_the_counts_since(
+    database: Database,
+) -> None:
+    """A poll run every 0.2 s as a quiet job: its first run is recorded, the next ones only
+    once a minute has passed, their counts summed; a failure is recorded at once."""
+    clock = clock_at()
+    failing = [False]
+    polls = [0]
+
+    def poll() -> dict[str, int]:
+        if failing[0]:
+            raise RuntimeError("database is locked")
+        polls[0] += 1
+        return {"claimed": 2}
+
+    jobs = Scheduler(database, node_job_run, clock)
+    jobs.add("outbox", 0.2, poll, quiet=60)
+    jobs.start()
+    try:
+        for _ in range(301):  # 60.2 s of polls after the first
+            clock.advance(0.2)
+            await jobs.run("outbox")
+        assert rows(database, "outbox", SUCCEEDED) == 2
+        newest = history(database, "outbox").last_run
+        # The runs after the first, summed.
+        assert newest is not None and newest.counts == {"claimed": 2 * (polls[0] - 1)}
+        failing[0] = True
+        clock.advance(1)
+        await jobs.run("outbox")
+        assert rows(database, "outbox", FAILED) == 1
+    finally:
+        await jobs.stop()
