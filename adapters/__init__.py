@@ -5,6 +5,7 @@ the formats of the outside world, over ``middleware``; it may import the layers 
 """
 
 __all__ = [
+    "alerts",
     "back_office_api",
     "care_insurance",
     "console",

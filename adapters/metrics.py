@@ -1,43 +1,97 @@
-"""Prometheus metrics of an intermediate server, on a loopback HTTP listener.
+"""Prometheus metrics and the health of an intermediate server, on a loopback HTTP listener.
 
-Gauges are refreshed from the node's database on its pool every few seconds, never while a
-scrape waits on the reactor: queries by state, provisions by status, held provisions
-waiting for a decision, the outbox backlog and the permitted-query list in force. The same
-listener answers ``/health``: whether the node is ready and, if not, what is failing (no
-list in force, the database failing, an outbox message stuck for a minute).
+The node's ``metrics`` job (every 5 seconds of its clock, middleware/jobs.py) reads its
+figures from the database on its pool, never while a scrape waits on the reactor, and sets
+every gauge: queries by state, provisions by status (a state without rows is 0, never the
+last value seen), held provisions waiting for a decision, the outbox backlog and the
+permitted-query list in force. A refresh that fails fails the job: the job's metrics and the
+health (``JobFailing``) show it. The jobs' own metrics (`JobMetrics`: last success, last
+duration, failures) follow every run. The same listener answers ``/health`` (what is failing,
+middleware/health.py), ``/health/live`` and ``/health/ready``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from datetime import datetime
 from typing import Any, cast
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.twisted import MetricsResource
 from twisted.application.service import Service
-from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
 from adapters.listening import Listener
-from middleware.clock import periodic
 from middleware.deferred import deferred
+from middleware.health import Health
+from middleware.jobs import FAILED, JobRun, JobState, Scheduler
 from middleware.node import IntermediateServer
+from middleware.queries import PROVISION_STATUSES, STATES
 
-__all__ = ["STUCK", "HealthResource", "NodeMetrics", "health_failures", "metrics_listener"]
+__all__ = ["JOB", "HealthResource", "JobMetrics", "NodeMetrics", "metrics_listener"]
 
-# Seconds an outbox message may wait before the health check calls it stuck.
-STUCK = 60.0
+JOB = "metrics"  # the name of the job that refreshes the gauges
+
+
+class JobMetrics:
+    """The metrics of a party's jobs, in ``registry``, labelled ``institution`` (a code, or
+    ``hub``) and ``job``: when each last succeeded, how long its last run took, how many of
+    its runs failed (since the party started) and whether its last run failed."""
+
+    def __init__(self, registry: CollectorRegistry, jobs: Scheduler, institution: str) -> None:
+        self._jobs = jobs
+        self._institution = institution
+        labels = ["institution", "job"]
+        self.last_success = Gauge(
+            "renkei_job_last_success_timestamp_seconds",
+            "When the job's last successful run ended",
+            labels,
+            registry=registry,
+        )
+        self.last_duration = Gauge(
+            "renkei_job_last_duration_seconds",
+            "How long the job's last run took",
+            labels,
+            registry=registry,
+        )
+        self.failures = Counter(
+            "renkei_job_failures", "Failed runs of the job", labels, registry=registry
+        )
+        self.failing = Gauge(
+            "renkei_job_failing",
+            "1 when the job's last run failed, else 0",
+            labels,
+            registry=registry,
+        )
+
+    def start(self) -> None:
+        """Show every job known now (with the failures it has had), then follow their
+        runs."""
+        for state in self._jobs.states():
+            self._show(state, None)
+            self.failures.labels(self._institution, state.name).inc(state.failures_total)
+        self._jobs.watch(self._show)
+
+    def stop(self) -> None:
+        self._jobs.unwatch(self._show)
+
+    def _show(self, state: JobState, run: JobRun | None) -> None:
+        labels = {"institution": self._institution, "job": state.name}
+        failures = self.failures.labels(**labels)  # a job that never failed shows 0
+        self.failing.labels(**labels).set(1 if state.failures else 0)
+        if state.last_success_at is not None:
+            self.last_success.labels(**labels).set(state.last_success_at.timestamp())
+        if run is None:
+            return
+        if run.duration is not None:
+            self.last_duration.labels(**labels).set(run.duration)
+        if run.outcome == FAILED:
+            failures.inc()
 
 
 class NodeMetrics(Service):
-    """The metrics of one node: its gauges, refreshed while it runs; `metrics_listener`
-    serves them."""
-
-    log = Logger()
+    """The metrics of one node: its gauges, refreshed by its ``metrics`` job while this
+    service runs, and its jobs' metrics; `metrics_listener` serves them."""
 
     def __init__(self, node: IntermediateServer, interval: float = 5.0) -> None:
         self.node = node
@@ -70,132 +124,89 @@ class NodeMetrics(Service):
         ).labels(**labels)
         self.list_version = Gauge(
             "renkei_permitted_list_version",
-            "Version of the permitted-query list in force",
+            "Version of the permitted-query list in force (0: none received)",
             ["institution"],
             registry=self.registry,
         ).labels(**labels)
         self.list_expires = Gauge(
             "renkei_permitted_list_expires_timestamp_seconds",
-            "When the permitted-query list in force expires",
+            "When the permitted-query list in force expires (0: none received)",
             ["institution"],
             registry=self.registry,
         ).labels(**labels)
-        self._loop: LoopingCall | None = None
-        # What the health check reads: the last refresh, its failure, the oldest pending.
-        self.refreshed_at: float | None = None
-        self.refresh_error: str | None = None
-        self.oldest_pending: datetime | None = None
+        self.jobs = JobMetrics(self.registry, node.jobs, node.code)
+        # The labels each labelled gauge has shown: one that has no rows any more shows 0.
+        self._shown: dict[str, set[str]] = {"queries": set(), "provisions": set()}
 
     @deferred
     async def refresh(self) -> None:
-        """Read the figures from the database and set the gauges; a failure is logged and
-        shown by the health check, and the next refresh tries again."""
-        try:
-            figures = await self.node.store.statistics.gauges()
-        except Exception as failure:
-            if self.refresh_error is None:
-                self.log.failure("metrics of {code} not refreshed", code=self.node.code)
-            self.refresh_error = f"{type(failure).__name__}: {failure}"[:200]
-            return
-        self.refresh_error = None
-        self.refreshed_at = self.node.clock.seconds()
-        self.oldest_pending = figures["oldest_pending"]
-        for state, count in figures["queries"].items():
-            self.queries.labels(institution=self.node.code, state=state).set(count)
-        for status, count in figures["provisions"].items():
-            self.provisions.labels(institution=self.node.code, status=status).set(count)
+        """Read the figures from the database and set every gauge (the ``metrics`` job);
+        a failure is raised, for the job to record and the health to show."""
+        figures = await self.node.store.statistics.gauges()
+        self._set_all(self.queries, "state", "queries", STATES, figures["queries"])
+        self._set_all(
+            self.provisions, "status", "provisions", PROVISION_STATUSES, figures["provisions"]
+        )
         self.held.set(figures["held"])
         self.backlog.set(figures["backlog"])
         permitted = self.node.lists.current
-        if permitted is not None:
-            self.list_version.set(permitted.version)
-            self.list_expires.set(permitted.expires_at.timestamp())
+        self.list_version.set(permitted.version if permitted is not None else 0)
+        self.list_expires.set(permitted.expires_at.timestamp() if permitted is not None else 0)
+
+    def _set_all(
+        self,
+        gauge: Gauge,
+        label: str,
+        shown: str,
+        known: tuple[str, ...],
+        counts: dict[str, int],
+    ) -> None:
+        """Set the gauge of every known value of ``label``, of every value shown before
+        and of every value found: what has no rows now is 0."""
+        values = set(known) | self._shown[shown] | set(counts)
+        for value in values:
+            gauge.labels(**{"institution": self.node.code, label: value}).set(counts.get(value, 0))
+        self._shown[shown] = values
 
     def startService(self) -> None:
         super().startService()
-        self._loop = periodic(self.refresh, self.node.clock)
-        self._loop.start(self._interval, now=True).addErrback(
-            lambda failure: None  # the node is stopping: its database refuses work
-        )
+        self.jobs.start()
+        self.node.jobs.add(JOB, self._interval, self.refresh)
 
-    def stopService(self) -> None:
+    def stopService(self) -> Any:
         super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-
-    def health(self) -> dict[str, Any]:
-        """Whether the node is ready, and what is failing (from the last refresh)."""
-        node = self.node
-        now = node.now()
-        failing = health_failures(
-            now,
-            node.lists.current,
-            "no permitted-query list received from the hub",
-            self.refresh_error,
-            self.refreshed_at,
-            self.oldest_pending,
-        )
-        return {
-            "party": node.institution.name,
-            "code": node.code,
-            "ready": bool(node.running) and not failing,
-            "failing": failing,
-            "checked_at": now.isoformat(),
-        }
+        self.jobs.stop()
+        return self.node.jobs.remove(JOB)
 
     def resource(self) -> Resource:
         """What its listener serves: ``/metrics``, rendered from the registry, and
-        ``/health`` (JSON; 200 when ready, 503 with what is failing)."""
+        ``/health`` (`HealthResource`)."""
         root = Resource()
         # A WSGI resource (it renders the registry on the reactor's thread pool).
         root.putChild(b"metrics", cast(IResource, MetricsResource(registry=self.registry)))
-        root.putChild(b"health", cast(IResource, HealthResource(self.health)))
+        root.putChild(b"health", cast(IResource, HealthResource(self.node.health)))
         return root
 
 
-def health_failures(
-    now: datetime,
-    permitted: Any,
-    missing: str,
-    error: str | None,
-    checked_at: float | None,
-    oldest_pending: datetime | None,
-) -> list[str]:
-    """What a party's health check finds failing: no permitted-query list (``missing``) or
-    an expired one, the database's ``error`` (or no check yet), an outbox message waiting
-    for more than `STUCK` seconds."""
-    failing = []
-    if permitted is None:
-        failing.append(missing)
-    elif permitted.expires_at <= now:
-        failing.append(f"the permitted-query list expired at {permitted.expires_at.isoformat()}")
-    if error is not None:
-        failing.append(f"database: {error}")
-    elif checked_at is None:
-        failing.append("not checked yet")
-    if oldest_pending is not None:
-        waiting = (now - oldest_pending).total_seconds()
-        if waiting > STUCK:
-            failing.append(f"outbox: a message waiting for {waiting:.0f} s")
-    return failing
-
-
 class HealthResource(Resource):
-    """``GET /health`` of a party: the JSON ``health()`` gives, 200 when it says ready, else
-    503 (a node's here, the hub's in simulators/network/health.py)."""
+    """``GET /health`` of a party: its health's report (JSON), 200 when ready, else 503;
+    ``/health/live`` and ``/health/ready`` the same JSON, 200 when live (ready), else 503
+    (a node's here, the hub's in simulators/network/health.py)."""
 
-    isLeaf = True
-
-    def __init__(self, health: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, health: Health, probe: str | None = None) -> None:
         super().__init__()
         self._health = health
+        self._probe = probe or "ready"
+        if probe is None:  # /health itself
+            self.putChild(b"live", cast(IResource, HealthResource(health, "live")))
+            self.putChild(b"ready", cast(IResource, HealthResource(health, "ready")))
 
     def render_GET(self, request: Request) -> bytes:
-        health = self._health()
-        request.setResponseCode(200 if health["ready"] else 503)
+        report = self._health.report()
+        request.setResponseCode(200 if report[self._probe] else 503)
         request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-store")
-        return json.dumps(health, ensure_ascii=False).encode("utf-8")
+        return json.dumps(report, ensure_ascii=False).encode("utf-8")
 
 
 def metrics_listener(metrics: NodeMetrics, reactor: Any) -> Listener:

@@ -4,7 +4,8 @@ A file describes a whole network in a box: a ``[network]`` section for the hub (
 run institution nodes against a hub elsewhere), one ``[institution:NAME]`` section per
 intermediate server with one ``[back-office:NAME:SYSTEM]`` section per back-office system
 it serves (what that system may do), ``[delivery]`` for the outbox, and optionally
-``[demo]``. Relative
+``[jobs]`` (the periodic jobs), ``[health]`` and ``[alerts]`` (what the health looks at and
+where its changes are posted), ``[demo]``, ``[population]`` and ``[control]``. Relative
 paths are read relative to the file. See docs/operations.md for every key.
 """
 
@@ -22,11 +23,14 @@ from middleware.outbox import RetryPolicy
 
 __all__ = [
     "LOOPBACK",
+    "AlertsConfig",
     "BackOfficeSystem",
     "Config",
     "ConfigError",
     "ControlConfig",
+    "HealthConfig",
     "InstitutionConfig",
+    "JobsConfig",
     "NetworkConfig",
     "OutsideMember",
     "PopulationConfig",
@@ -152,6 +156,44 @@ def _loopback_only(listen: str) -> str:
 
 
 @dataclass(frozen=True)
+class JobsConfig:
+    """The periodic jobs of every party (``[jobs]``; middleware/jobs.py): the backoff after
+    a failed run (seconds, doubling from ``retry_initial`` up to ``retry_maximum``) and how
+    many runs of each job and outcome are kept in the database."""
+
+    retry_initial: float = 1.0
+    retry_maximum: float = 60.0
+    keep_runs: int = 100
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """What every party's health looks at (``[health]``; middleware/health.py): how often,
+    the outbox backlog and the wait of its oldest message above which it warns, and how long
+    before its permitted-query list expires it warns (None: a quarter of the list's
+    validity)."""
+
+    interval: float = 5.0
+    outbox_backlog: int = 1000
+    outbox_wait: float = 60.0
+    list_warning: float | None = None
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """Where the parties post the changes of their health (``[alerts]``; adapters/alerts.py):
+    a webhook taking Alertmanager's JSON (version 4), the receiver's name in it, the backoff
+    between attempts, how many attempts a notification gets and how long one may take."""
+
+    webhook: str
+    receiver: str = "renkei"
+    retry_initial: float = 1.0
+    retry_maximum: float = 60.0
+    attempts: int = 10
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class PopulationConfig:
     """The generated population the box loads at start: its size and seed."""
 
@@ -179,6 +221,11 @@ class Config:
     control: ControlConfig | None = None
     # Institutions of the network whose intermediate server is not ours (external = true).
     outside_members: tuple[OutsideMember, ...] = ()
+    # The periodic jobs' backoff and the runs kept ([jobs]).
+    jobs: JobsConfig = JobsConfig()
+    # What the parties' health looks at ([health]) and where its changes go ([alerts]).
+    health: HealthConfig = HealthConfig()
+    alerts: AlertsConfig | None = None
 
     @property
     def members(self) -> tuple[InstitutionConfig | OutsideMember, ...]:
@@ -273,6 +320,80 @@ def _system(
         name=name,
         affairs=tuple(validate_affair_code(code) for code in section.get("affairs", "").split()),
         information_names=information_names,
+    )
+
+
+def _positive(section: configparser.SectionProxy, key: str, default: float) -> float:
+    value = section.getfloat(key, default)
+    if value <= 0:
+        raise ValueError(f"[{section.name}] {key} must be above 0")
+    return value
+
+
+def _backoff(
+    section: configparser.SectionProxy, initial: float, maximum: float
+) -> tuple[float, float]:
+    """``retry_initial`` and ``retry_maximum`` of a section: a backoff that never shrinks."""
+    retry_initial = _positive(section, "retry_initial", initial)
+    retry_maximum = _positive(section, "retry_maximum", maximum)
+    if retry_maximum < retry_initial:
+        raise ValueError(f"[{section.name}] retry_maximum must not be below retry_initial")
+    return retry_initial, retry_maximum
+
+
+def _count(section: configparser.SectionProxy, key: str, default: int, least: int) -> int:
+    value = section.getint(key, default)
+    if value < least:
+        raise ValueError(f"[{section.name}] {key} must be {least} or more")
+    return value
+
+
+def _jobs(parser: configparser.ConfigParser) -> JobsConfig:
+    """``[jobs]`` (optional): the backoff of a failed job and the runs kept."""
+    if not parser.has_section("jobs"):
+        return JobsConfig()
+    section = parser["jobs"]
+    retry_initial, retry_maximum = _backoff(
+        section, JobsConfig.retry_initial, JobsConfig.retry_maximum
+    )
+    return JobsConfig(
+        retry_initial, retry_maximum, _count(section, "keep_runs", JobsConfig.keep_runs, 1)
+    )
+
+
+def _health(parser: configparser.ConfigParser) -> HealthConfig:
+    """``[health]`` (optional): what every party's health looks at."""
+    if not parser.has_section("health"):
+        return HealthConfig()
+    section = parser["health"]
+    return HealthConfig(
+        interval=_positive(section, "interval", HealthConfig.interval),
+        outbox_backlog=_count(section, "outbox_backlog", HealthConfig.outbox_backlog, 0),
+        outbox_wait=_positive(section, "outbox_wait", HealthConfig.outbox_wait),
+        list_warning=(
+            _positive(section, "list_warning", 1.0) if section.get("list_warning") else None
+        ),
+    )
+
+
+def _alerts(parser: configparser.ConfigParser) -> AlertsConfig | None:
+    """``[alerts]`` (optional): the webhook the health's changes are posted to."""
+    if not parser.has_section("alerts"):
+        return None
+    section = parser["alerts"]
+    webhook = _value(section, "webhook")
+    if not webhook.startswith(("http://", "https://")):
+        raise ValueError(f"[alerts] webhook {webhook!r} is not an http:// or https:// URL")
+    retry_initial, retry_maximum = _backoff(
+        section, AlertsConfig.retry_initial, AlertsConfig.retry_maximum
+    )
+    return AlertsConfig(
+        webhook=webhook,
+        receiver=section.get("receiver", AlertsConfig.receiver),
+        retry_initial=retry_initial,
+        retry_maximum=retry_maximum,
+        attempts=_count(section, "attempts", AlertsConfig.attempts, 1),
+        timeout=_positive(section, "timeout", AlertsConfig.timeout),
     )
 
 
@@ -398,4 +519,7 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
         population=population,
         control=control,
         outside_members=tuple(outside),
+        jobs=_jobs(parser),
+        health=_health(parser),
+        alerts=_alerts(parser),
     )

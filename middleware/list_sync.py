@@ -1,11 +1,11 @@
 """A node's copy of the permitted-query list (照会許可用照合リスト), kept in step with the hub.
 
 The hub signs and publishes the list; a node fetches it at start (awaited, so that a node
-started after its hub starts with a list), then every ``list_refresh`` seconds, and sooner
-while it has none in force. Every version is verified against the hub's pinned signing
-certificate and stored; the newest verified one is used, and a stored one is loaded at start
-so that a node whose hub is down still knows its last list. Both sides of a query check it:
-the requester before sending, the provider before answering.
+started after its hub starts with a list), then every ``list_refresh`` seconds (the node's
+``list_sync`` job), and every second while it has none in force. Every version is verified
+against the hub's pinned signing certificate and stored; the newest verified one is used, and
+a stored one is loaded at start so that a node whose hub is down still knows its last list.
+Both sides of a query check it: the requester before sending, the provider before answering.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from middleware.permitted_list import (
 )
 from middleware.tables import node_list_versions
 
-__all__ = ["PermittedLists"]
+__all__ = ["JOB", "PermittedLists"]
+
+JOB = "list_sync"  # the name of the job that keeps the list in step
 
 
 class PermittedLists:
@@ -42,15 +44,18 @@ class PermittedLists:
         self._hub_verifier = hub_verifier
         self.current: PermittedList | None = None
         """The newest verified list (possibly expired), or None before the first."""
+        party.jobs.add(
+            JOB, party.config.list_refresh, self.refresh, now=False, retry=self._retry_after
+        )
 
     @deferred
     async def start(self) -> None:
-        """Load the stored list, fetch the hub's, and refresh it every ``list_refresh``."""
+        """Load the stored list and fetch the hub's (a first run of the job, awaited; when it
+        fails, the job tries again)."""
         stored = await self._party.database.read(latest_version, node_list_versions)
         if stored is not None:
             self.current = self._verify(stored[1])
-        await self.refresh()
-        self._party.every(self._party.config.list_refresh, self.refresh, now=False)
+        await self._party.jobs.run(JOB)
 
     def check_current(self) -> PermittedList:
         """The list in force; refused when none was received or it expired."""
@@ -78,23 +83,21 @@ class PermittedLists:
         return self.current
 
     @deferred
-    async def refresh(self) -> None:
-        """`sync`, a failure logged; without a list in force, try again a second later."""
-        try:
-            await self.sync()
-        except Exception as failure:
-            self.log.warn("permitted-query list not refreshed: {failure}", failure=failure)
+    async def refresh(self) -> dict[str, int]:
+        """`sync`, then refused unless the list is in force (the job fails and runs again
+        soon); reports the version in force."""
+        await self.sync()
+        return {"version": self.check_current().version}
+
+    def _retry_after(self, failures: int) -> float:
+        """Seconds before the job runs again after failing: every second while no list is
+        in force (nothing can be queried), else the party's backoff."""
         if not self._in_force():
-            # Nothing to work on (no list yet, or only an expired one): try again soon
-            # rather than at the next refresh.
-            self._party.clock.callLater(1.0, self._refresh_once_more)
+            return 1.0
+        return self._party.jobs.backoff.delay(failures)
 
     def _in_force(self) -> bool:
         return self.current is not None and self._party.now() < self.current.expires_at
-
-    def _refresh_once_more(self) -> None:
-        if self._party.running and not self._in_force():
-            self.refresh()
 
     def _verify(self, document: bytes) -> PermittedList:
         element = messages.decode_signed(document, messages.PermittedListDocument)

@@ -1,7 +1,9 @@
 """The intermediate server (中間サーバー): one institution's node on the network.
 
 A party of the network (`middleware.party.Party`: clock, database, outbox, records, jobs)
-made of one part per idea, each in its own module:
+made of one part per idea, each in its own module; its periodic jobs (``node.jobs``) are the
+list sync (``list_sync``), the retention of results (``retention``), the expiry of holds
+(``held_expiry``) and the party's outbox poll (``outbox``):
 
 - `middleware.list_sync.PermittedLists` (``node.lists``): the permitted-query list, kept in
   step with the hub;
@@ -11,6 +13,7 @@ made of one part per idea, each in its own module:
 - `middleware.held.HeldDecisions` (``node.held``): held provisions and the staff decisions;
 - `middleware.retention.Retention` (``node.retention``): results deleted when their
   retention ends;
+- `middleware.health.Health` (``node.health``): what is failing, and its changes;
 - `middleware.store.NodeStore` (``node.store``): the database as the adapters see it.
 
 The node itself keeps the integrated-address function and the replica registration, takes
@@ -41,7 +44,9 @@ from middleware.audit import append_audit
 from middleware.clock import ReactorTime
 from middleware.config import Config, InstitutionConfig
 from middleware.deferred import deferred, fire
+from middleware.health import Health
 from middleware.held import HeldDecisions
+from middleware.list_sync import JOB as LIST_SYNC
 from middleware.list_sync import PermittedLists
 from middleware.network import (
     FUGO,
@@ -60,7 +65,13 @@ from middleware.records import records_of_transaction
 from middleware.requester import Requester
 from middleware.retention import Retention
 from middleware.store import NodeStore
-from middleware.tables import node_outbox, node_outbox_owner, node_record_head, node_records
+from middleware.tables import (
+    node_job_run,
+    node_outbox,
+    node_outbox_owner,
+    node_record_head,
+    node_records,
+)
 
 __all__ = ["BACK_OFFICE_ACTOR", "MIGRATIONS", "IntermediateServer"]
 
@@ -107,6 +118,7 @@ class IntermediateServer(Party):
             migrations=MIGRATIONS,
             outbox=(node_outbox, node_outbox_owner),
             records=(node_records, node_record_head),
+            job_runs=node_job_run,
             transport=transport,
             clock=clock,
         )
@@ -139,6 +151,17 @@ class IntermediateServer(Party):
         )
         self.held = HeldDecisions(self, self.code, catalogue, self.provider)
         self.retention = Retention(self, self.code, institution.result_retention)
+        self.jobs.add("retention", config.retention_interval, self._delete_ended_results)
+        self.jobs.add("held_expiry", config.retention_interval, self._expire_holds)
+        self.health = Health(
+            self,
+            config.health,
+            institution.name,
+            institution.code,
+            permitted=lambda: self.lists.current,
+            missing="no permitted-query list received from the hub",
+            hub_job=LIST_SYNC,
+        )
         # Persons whose 符号 is being acquired, with whoever waits for the end.
         self._acquiring: dict[str, list[Deferred[None]]] = {}
         self._person_secret = load_secret_key(layout.institution_person_key(self.code))
@@ -149,8 +172,13 @@ class IntermediateServer(Party):
     async def startService(self) -> None:
         await super().startService()
         await self.lists.start()
-        self.every(self.config.retention_interval, self.retention.sweep)
-        self.every(self.config.retention_interval, self.held.expire)
+        await self.jobs.run("health")  # a first look, once the list is loaded
+
+    async def _delete_ended_results(self) -> dict[str, int]:
+        return {"results_deleted": await self.retention.sweep()}
+
+    async def _expire_holds(self) -> dict[str, int]:
+        return {"holds_expired": await self.held.expire()}
 
     # -- persons and replica ---------------------------------------------------------------
 

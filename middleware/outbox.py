@@ -2,7 +2,8 @@
 
 A message is written to the outbox in the same transaction as the decision that produced it,
 so a crash can never lose it. Right after the commit the writer tries to send it at once
-(``send_now``); it owns the message for a lease, after which the poller claims anything still
+(``send_now``); it owns the message for a lease, after which the poll (a job of the party's,
+``outbox``, every ``poll_interval`` seconds: middleware/jobs.py) claims anything still
 pending (``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so
 several processes can share one outbox and a restarted node picks up what it left. Receivers
 are idempotent on message ids, which turns at-least-once into exactly-once.
@@ -24,10 +25,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, delete, func, select
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from middleware.clock import ReactorTime, periodic, utc_now
+from middleware.clock import ReactorTime, utc_now
 from middleware.deferred import deferred
 from middleware.network import DeliveryRefused
 from middleware.storage import Database
@@ -48,6 +48,7 @@ __all__ = [
     "finish",
     "heartbeat",
     "oldest_pending",
+    "outbox_figures",
     "reschedule",
     "retire",
 ]
@@ -236,6 +237,15 @@ def oldest_pending(connection: Connection, table: Table) -> datetime | None:
     return oldest
 
 
+def outbox_figures(connection: Connection, table: Table) -> tuple[int, datetime | None]:
+    """How many messages wait, and since when the oldest of them does (one look)."""
+    row = connection.execute(
+        select(func.count(), func.min(table.c.created_at)).where(table.c.state == PENDING)
+    ).one()
+    oldest: datetime | None = row[1]
+    return int(row[0]), oldest
+
+
 Sender = Callable[[OutgoingMessage], "Deferred[Any]"]
 
 
@@ -255,7 +265,6 @@ class Outbox:
         clock: ReactorTime,
         sender: Sender,
         policy: RetryPolicy,
-        poll_interval: float = 1.0,
         batch: int = 64,
         owners: Table | None = None,
     ) -> None:
@@ -268,9 +277,7 @@ class Outbox:
         self._clock = clock
         self._sender = sender
         self.policy = policy
-        self._poll_interval = poll_interval
         self._batch = batch
-        self._loop: LoopingCall | None = None
         self._in_flight: set[Deferred[None]] = set()
 
     @property
@@ -278,18 +285,11 @@ class Outbox:
         """The outbox table this outbox delivers (read-only)."""
         return self._table
 
-    def start(self) -> None:
-        self._loop = periodic(self.poll, self._clock)
-        self._loop.start(self._poll_interval, now=True).addErrback(
-            lambda failure: self.log.failure("outbox poller stopped", failure)
-        )
-
     @deferred
     async def stop(self) -> None:
-        """Stop polling and cancel attempts in flight; their messages stay pending, so the
-        next start (or another process) delivers them, at once: this owner retires."""
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        """Cancel attempts in flight (the party has stopped its poll); their messages stay
+        pending, so the next start (or another process) delivers them, at once: this owner
+        retires."""
         attempts = list(self._in_flight)
         for attempt in attempts:
             attempt.cancel()
@@ -312,9 +312,9 @@ class Outbox:
         attempt.addBoth(lambda _: self._in_flight.discard(attempt))
 
     @deferred
-    async def poll(self) -> None:
-        """Claim due messages and attempt each (the LoopingCall's body); with an owners
-        table, the heartbeat goes in the same transaction."""
+    async def poll(self) -> dict[str, int]:
+        """Claim due messages and attempt each (the party's ``outbox`` job); with an owners
+        table, the heartbeat goes in the same transaction. Reports how many were claimed."""
         now = utc_now(self._clock)
         beat = self._owners is not None and (
             self._beaten_at is None or self._clock.seconds() - self._beaten_at >= HEARTBEAT
@@ -324,6 +324,7 @@ class Outbox:
             self._beaten_at = self._clock.seconds()
         for message in due:
             self.send_now(message)
+        return {"claimed": len(due)}
 
     def _claim(self, connection: Connection, now: datetime, beat: bool) -> list[OutgoingMessage]:
         if beat and self._owners is not None:

@@ -1,36 +1,41 @@
 """A party of the network: what the hub and every intermediate server are built on.
 
 A party has one clock (wall time and timers), one database (migrated when it starts), one
-durable outbox that delivers through its transport, one chain of provision records and its
-periodic jobs. Starting opens the database, migrates it and starts the outbox; stopping stops
-the jobs, then the outbox (waiting for deliveries in flight), closes the transport and closes
-the database last, whatever failed before. The hub (`simulators.network.hub.Hub`) and the
-intermediate server (`middleware.node.IntermediateServer`) add what they do on top.
+durable outbox that delivers through its transport, one chain of provision records and one
+scheduler of its periodic jobs (`middleware.jobs.Scheduler`, ``party.jobs``: the outbox's
+poll is its first job). Starting opens the database, migrates it and starts the jobs;
+stopping stops the jobs (cancelling runs in flight), then the outbox (waiting for deliveries
+in flight), closes the transport and closes the database last, whatever failed before. The
+hub (`simulators.network.hub.Hub`) and the intermediate server
+(`middleware.node.IntermediateServer`) add what they do on top.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Table
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.task import LoopingCall
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from middleware.chain import Chain
-from middleware.clock import ReactorTime, periodic, utc_now
+from middleware.clock import ReactorTime, utc_now
 from middleware.config import Config
 from middleware.deferred import deferred
+from middleware.jobs import Backoff, Scheduler
 from middleware.network import Transport
 from middleware.outbox import Outbox, OutgoingMessage
 from middleware.records import RecordEntry, append_records, record_chain
-from middleware.storage import Database, DatabaseStopped
+from middleware.storage import Database
 
-__all__ = ["Party"]
+__all__ = ["QUIET_RECORDS", "Party"]
+
+# Seconds between two recorded successful runs of the outbox's poll (a quiet job: it runs
+# every ``poll_interval``, a fraction of a second; its failures are all recorded).
+QUIET_RECORDS = 60.0
 
 
 class Party(Service):
@@ -47,6 +52,7 @@ class Party(Service):
         migrations: Path,
         outbox: tuple[Table, Table],
         records: tuple[Table, Table],
+        job_runs: Table,
         transport: Transport,
         clock: ReactorTime | None = None,
     ) -> None:
@@ -62,13 +68,20 @@ class Party(Service):
             self.clock,
             self.deliver,
             config.retry,
-            config.poll_interval,
             owners=owners,
         )
         self.transport = transport
         self.records: Chain = record_chain(*records)
         self._migrations = migrations
-        self._loops: list[LoopingCall] = []
+        # Every periodic job of the party, run on its clock, each run recorded.
+        self.jobs = Scheduler(
+            self.database,
+            job_runs,
+            self.clock,
+            Backoff(config.jobs.retry_initial, config.jobs.retry_maximum),
+            keep=config.jobs.keep_runs,
+        )
+        self.jobs.add("outbox", config.poll_interval, self.outbox.poll, quiet=QUIET_RECORDS)
 
     def now(self) -> datetime:
         """The party's wall time (aware, UTC)."""
@@ -84,43 +97,18 @@ class Party(Service):
         """Append provision records inside the caller's transaction."""
         append_records(connection, self.records.links, self.records.head, recorded_at, entries)
 
-    def every(self, interval: float, work: Callable[[], Any], *, now: bool = True) -> None:
-        """Run ``work`` every ``interval`` seconds of the party's clock while it runs; a run
-        that fails is logged and the next one runs as planned."""
-
-        async def guarded() -> None:
-            try:
-                await maybeDeferred(work)
-            except DatabaseStopped:
-                pass  # the party is stopping
-            except Exception:
-                self.log.failure(
-                    "periodic {work} failed; it runs again in {interval} s",
-                    work=getattr(work, "__qualname__", repr(work)),
-                    interval=interval,
-                )
-
-        loop = periodic(lambda: Deferred.fromCoroutine(guarded()), self.clock)
-        loop.start(interval, now=now).addErrback(
-            lambda failure: self.log.failure("periodic task stopped", failure)
-        )
-        self._loops.append(loop)
-
     @deferred
     async def startService(self) -> None:
         super().startService()
         self.database.start()
         await self.database.migrate(self._migrations)
-        self.outbox.start()
+        self.jobs.start()
 
     @deferred
     async def stopService(self) -> None:
         super().stopService()
         try:
-            for loop in self._loops:
-                if loop.running:
-                    loop.stop()
-            self._loops.clear()
+            await self.jobs.stop()
             await self.outbox.stop()
             await self.transport.close()
         finally:

@@ -16,7 +16,9 @@ __all__ = [
     "HELD",
     "NO_DATA",
     "PROVIDED",
+    "PROVISION_STATUSES",
     "REFUSED",
+    "STATES",
     "SUBMITTED",
     "QuerySubmission",
     "conditions_from_json",
@@ -32,6 +34,10 @@ REFUSED = "refused"
 HELD = "held"  # 保留中: the provider holds the provision for a staff decision
 ERROR = "error"
 FINISHED = (PROVIDED, NO_DATA, REFUSED, ERROR)
+STATES = (SUBMITTED, ACCEPTED, HELD, *FINISHED)  # every state of a query
+# Every status of a provision (a provider's answer): the same words, a provision has no
+# submitted, accepted or error.
+PROVISION_STATUSES = (HELD, PROVIDED, NO_DATA, REFUSED)
 
 
 @dataclass(frozen=True)

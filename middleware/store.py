@@ -4,9 +4,9 @@ In the manner of Buildbot's ``master.db`` connector components: an adapter (the 
 metrics, the back-office formats) asks ``node.store.records.search(...)`` and receives a
 Deferred of plain values; it imports no table and writes no SQL. Each component runs the SQL
 of its domain's module (``middleware.record_search``, ``staff``, ``audit``, ``replica``,
-``statistics``, ``bulk_queries``) on the database's threads, one transaction per call; what
-only reads goes through ``Database.read`` (on SQLite, WAL readers that never wait behind the
-node's writes).
+``statistics``, ``bulk_queries``, ``jobs``) on the database's threads, one transaction per
+call; what only reads goes through ``Database.read`` (on SQLite, WAL readers that never wait
+behind the node's writes).
 """
 
 from __future__ import annotations
@@ -23,12 +23,15 @@ from codes.errors import RenkeiError
 from middleware import audit, bulk_queries, record_search, replica, staff, statistics
 from middleware.bulk_queries import ClaimedLine, NewLine, Outcome
 from middleware.deferred import deferred
+from middleware.jobs import JobHistory, job_history
 from middleware.record_search import RecordFilter, TransactionDetail
 from middleware.storage import Database
+from middleware.tables import node_job_run
 
 __all__ = [
     "AuditStore",
     "BulkQueryStore",
+    "JobStore",
     "NodeStore",
     "PersonStore",
     "RecordStore",
@@ -308,6 +311,18 @@ class BulkQueryStore:
         return self._database.read(bulk_queries.result_page, bulk_query_id, after, size)
 
 
+class JobStore:
+    """The recorded runs of the node's periodic jobs (ジョブ状況)."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    def history(self, jobs: Sequence[str], failures: int) -> Deferred[list[JobHistory]]:
+        """Each job's last recorded run, last success and ``failures`` newest failed runs
+        (by any process of the institution)."""
+        return self._database.read(job_history, node_job_run, jobs, failures)
+
+
 class NodeStore:
     """The connector: one component per domain over the node's database."""
 
@@ -319,3 +334,4 @@ class NodeStore:
         self.replica = ReplicaStore(database)
         self.statistics = StatisticsStore(database)
         self.bulk_queries = BulkQueryStore(database)
+        self.jobs = JobStore(database)

@@ -37,6 +37,7 @@ __all__ = [
     "bulk_query",
     "bulk_query_line",
     "held_provision",
+    "hub_job_run",
     "hub_list_versions",
     "hub_metadata",
     "hub_outbox",
@@ -44,6 +45,7 @@ __all__ = [
     "hub_query",
     "hub_record_head",
     "hub_records",
+    "node_job_run",
     "node_list_versions",
     "node_metadata",
     "node_outbox",
@@ -179,6 +181,25 @@ def _permitted_list_versions(metadata: MetaData) -> Table:
         Column("expires_at", UtcDateTime, nullable=False),
         Column("document", LargeBinary, nullable=False),
         Column("stored_at", UtcDateTime, nullable=False),
+    )
+
+
+def _job_runs(metadata: MetaData) -> Table:
+    """Every run of the party's periodic jobs (middleware.jobs): the newest of each job and
+    outcome are kept."""
+    return Table(
+        "job_run",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("job", String(64), nullable=False),
+        Column("started_at", UtcDateTime, nullable=False),
+        Column("ended_at", UtcDateTime, nullable=False),
+        Column("outcome", String(16), nullable=False),
+        # What the run reports, e.g. {"results_deleted": 3} (JSON).
+        Column("counts", Text, nullable=False),
+        Column("error", Text),
+        # A job's runs newest first, by outcome (the console, the pruning of old rows).
+        Index("ix_job_run_job", "job", "outcome", "id"),
     )
 
 
@@ -335,6 +356,7 @@ node_outbox = _outbox(node_metadata)
 node_outbox_owner = _outbox_owners(node_metadata)
 node_records, node_record_head = _provision_records(node_metadata)
 node_list_versions = _permitted_list_versions(node_metadata)
+node_job_run = _job_runs(node_metadata)
 
 
 # The answer given to a 副本 file posted under an Idempotency-Key: the same file posted again
@@ -506,3 +528,4 @@ hub_outbox = _outbox(hub_metadata)
 hub_outbox_owner = _outbox_owners(hub_metadata)
 hub_records, hub_record_head = _provision_records(hub_metadata)
 hub_list_versions = _permitted_list_versions(hub_metadata)
+hub_job_run = _job_runs(hub_metadata)

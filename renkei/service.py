@@ -144,7 +144,7 @@ class Box(Service):
         self.capture = capture
         self.catalogue = default_catalogue()
         self.hub: Hub | None = None
-        self.hub_health: Any = None
+        self.hub_metrics: Any = None
         self.nodes: dict[str, IntermediateServer] = {}
         self.back_offices: dict[str, BackOfficeApi] = {}
         self.consoles: dict[str, Any] = {}
@@ -173,13 +173,14 @@ class Box(Service):
             hub = Hub(config, self.reactor, transport, self._party_clock(HUB))
             services = [hub, hub_listener(self.reactor, config, hub)]
         self.hub = hub
+        services = self._alerted(hub.health, hub.clock, "") + services
         assert config.network is not None
         if config.network.health_listen is not None:
-            from simulators.network.health import HubHealth, health_listener
+            from simulators.network.health import HubMetrics, health_listener
 
-            self.hub_health = HubHealth(hub)
-            listener = health_listener(self.hub_health, config.network.health_listen, self.reactor)
-            services += [self.hub_health, listener]
+            self.hub_metrics = HubMetrics(hub)
+            listener = health_listener(self.hub_metrics, config.network.health_listen, self.reactor)
+            services += [self.hub_metrics, listener]
         return services
 
     def _institution_services(self, institution: InstitutionConfig) -> list[Service]:
@@ -203,7 +204,10 @@ class Box(Service):
             self._party_clock(institution.code),
         )
         self.nodes[name] = node
-        services: list[Service] = [node]
+        services = [
+            *self._alerted(node.health, node.clock, institution.console_address or ""),
+            node,
+        ]
         if self.network is not None:
             self.network.connect(institution.code, node)
         else:
@@ -223,6 +227,17 @@ class Box(Service):
             self.replica_inboxes[name] = ReplicaInbox(node, institution.replica_inbox, reactor)
             services.append(self.replica_inboxes[name])
         return services
+
+    def _alerted(self, health: Any, clock: ReactorTime, external_url: str) -> list[Service]:
+        """The alert webhook of a party ([alerts]), if any: started before the party, so that
+        the changes of its health from its first look on are posted."""
+        if self.config.alerts is None:
+            return []
+        from adapters.alerts import AlertWebhook
+
+        return [
+            AlertWebhook(health, self.config.alerts, clock, self.reactor, external_url=external_url)
+        ]
 
     def _fault_notes(self, number: str, message_ids: Sequence[str]) -> list[dict[str, Any]]:
         """The faults that hit the messages of a transaction in this process (consoles)."""

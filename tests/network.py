@@ -63,9 +63,11 @@ def write_config(
     demo: bool = True,
     console_idle_timeout: float | None = None,
     delegations: tuple[tuple[str, str], ...] = ((MEGURO, SETAGAYA),),
+    sections: str = "",
 ) -> Config:
     """Write a configuration for a box in ``directory`` and load it. ``delegations``: who
-    may act for whom (委任), as (delegator, delegate): by default Setagaya for Meguro."""
+    may act for whom (委任), as (delegator, delegate): by default Setagaya for Meguro;
+    ``sections``: more sections, as INI text ([health], [alerts], ...)."""
     database = database or {}
     names = ("mm", "hub", "mn", "mb", "mc", "sn", "sb", "sc", "ctl", "hh")
     ports = {name: free_port() for name in names}
@@ -153,6 +155,7 @@ token = {directory / "control.token"}
 """
     if demo:
         text += f"\n[demo]\ndata = {REPOSITORY / 'simulators/data/demo.json'}\n"
+    text += sections
     path = directory / "renkei.conf"
     path.write_text(text, encoding="utf-8")
     return load_config(path)

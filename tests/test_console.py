@@ -134,6 +134,7 @@ ROUTES: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("GET", "/persons/000000000010001", ("operator", "auditor", "admin")),
     ("POST", "/persons/000000000010001/flags/NOPE", ("admin",)),
     ("GET", "/permitted-list", ("operator", "auditor", "admin", "approver")),
+    ("GET", "/jobs", ("operator", "admin")),
 ]
 
 

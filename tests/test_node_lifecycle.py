@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -203,10 +204,9 @@ async def test_a_box_that_cannot_start_stops_what_it_had_started(
 
 @pytest_twisted.ensureDeferred
 async def test_a_periodic_job_that_fails_once_runs_again(box: Any) -> None:
-    """A party's periodic job that raises is logged and runs again at its next tick."""
-    from twisted.internet import reactor
-    from twisted.internet.task import deferLater
-
+    """A party's periodic job that raises is recorded as failed and runs again after the
+    backoff (1 s), on the network's clock; it then runs at its interval again."""
+    meguro = box.nodes["meguro"]
     runs: list[int] = []
 
     def flaky() -> None:
@@ -214,6 +214,12 @@ async def test_a_periodic_job_that_fails_once_runs_again(box: Any) -> None:
         if len(runs) == 1:
             raise RuntimeError("the first run fails")
 
-    box.nodes["meguro"].every(0.05, flaky)
-    await deferLater(reactor, 0.3, lambda: None)
-    assert len(runs) >= 3
+    box.clock.freeze()
+    meguro.jobs.add("flaky", 3600, flaky, now=False)
+    box.clock.advance(3600)
+    first = await meguro.jobs.run("flaky")  # the run the clock started
+    assert first.outcome == "failed" and first.error == "RuntimeError: the first run fails"
+    box.clock.advance(1)
+    second = await meguro.jobs.run("flaky")
+    assert second.outcome == "succeeded" and runs == [0, 1]
+    assert meguro.jobs.state("flaky").next_run_at == second.started_at + timedelta(hours=1)

@@ -184,3 +184,47 @@ def test_unknown_institution_kind_is_a_config_error(tmp_path: Path) -> None:
     """An institution kind the permitted-query list cannot name is refused on load."""
     message = _load_error(_variant(tmp_path, "kind = pension", "kind = pension-office"))
     assert "pension-office" in message
+
+
+def test_jobs_section_gives_the_backoff_and_the_runs_kept(config: Config) -> None:
+    """[jobs] gives every party's backoff after a failed run and how many runs are kept."""
+    from middleware.config import JobsConfig
+
+    assert config.jobs == JobsConfig(retry_initial=1.0, retry_maximum=60.0, keep_runs=100)
+
+
+def test_a_jobs_backoff_that_shrinks_is_a_config_error(tmp_path: Path) -> None:
+    """A retry_maximum below retry_initial is refused, naming the section."""
+    path = _variant(tmp_path, "retry_maximum = 60\nkeep_runs", "retry_maximum = 0.5\nkeep_runs")
+    assert "[jobs] retry_maximum" in _load_error(path)
+
+
+def test_health_section_gives_what_the_health_looks_at(config: Config) -> None:
+    """[health] gives the interval, the outbox thresholds and (left out) no fixed list
+    warning; without [alerts] nothing is posted."""
+    from middleware.config import HealthConfig
+
+    assert config.health == HealthConfig(
+        interval=5.0, outbox_backlog=1000, outbox_wait=60.0, list_warning=None
+    )
+    assert config.alerts is None
+
+
+def test_alerts_section_gives_the_webhook_and_its_retries(tmp_path: Path) -> None:
+    """[alerts] gives the webhook, the receiver's name and the retries of a notification."""
+    from middleware.config import AlertsConfig
+
+    path = _variant(
+        tmp_path,
+        "[demo]\n",
+        "[alerts]\nwebhook = https://alerts.example.jp/hook\nattempts = 3\n\n[demo]\n",
+    )
+    assert load_config(path).alerts == AlertsConfig(
+        webhook="https://alerts.example.jp/hook", attempts=3
+    )
+
+
+def test_an_alert_webhook_that_is_not_a_url_is_a_config_error(tmp_path: Path) -> None:
+    """A webhook that is not an http(s) URL is refused, naming it."""
+    path = _variant(tmp_path, "[demo]\n", "[alerts]\nwebhook = alerts.example.jp\n\n[demo]\n")
+    assert "[alerts] webhook 'alerts.example.jp'" in _load_error(path)

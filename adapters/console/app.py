@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from werkzeug.exceptions import NotFound
 
-from adapters.console.i18n import LANGUAGES, translator
+from adapters.console.i18n import LANGUAGES, WORDS, translator
 from adapters.listening import Listener, text_refusal
 from adapters.payload_view import describe_payload
 from codes import errors
@@ -37,6 +37,7 @@ from codes.errors import RenkeiError
 from crypto.pki import PkiLayout
 from crypto.tls import server_only_options
 from middleware import audit, staff
+from middleware.jobs import JobHistory, JobState
 from middleware.node import IntermediateServer
 from middleware.record_search import EXPORT_COLUMNS, RecordFilter
 
@@ -46,6 +47,7 @@ __all__ = [
     "LANG_COOKIE",
     "MAX_FORM_BODY",
     "PAGE_SIZE",
+    "RECENT_FAILURES",
     "RECORD_FILTERS",
     "ROUTE_ROLES",
     "SESSION_COOKIE",
@@ -53,6 +55,8 @@ __all__ = [
     "Console",
     "FaultNotes",
     "console_listener",
+    "japan_time",
+    "job_rows",
     "page",
     "record_filter",
     "records_csv",
@@ -74,6 +78,7 @@ SECURITY_HEADERS = (
 )
 EXPORT_LIMIT = 100_000
 JST = ZoneInfo("Asia/Tokyo")
+RECENT_FAILURES = 5  # failed runs shown per job on the ジョブ状況 page
 
 Handler = Callable[..., Awaitable[Any]]
 
@@ -117,6 +122,45 @@ def time_left(until: datetime, now: datetime) -> tuple[int, int] | None:
     if seconds <= 0:
         return None
     return seconds // 3600, seconds % 3600 // 60
+
+
+def japan_time(moment: datetime | None, lang: str = "ja") -> str:
+    """A time as a person in Japan reads it: Japan time, 2026年12月2日 03:05:00 (in English
+    2026-12-02 03:05:00 JST); nothing for no time."""
+    if moment is None:
+        return ""
+    local = moment.astimezone(JST)
+    if lang == "en":
+        return local.strftime("%Y-%m-%d %H:%M:%S JST")
+    return f"{local.year}年{local.month}月{local.day}日 {local:%H:%M:%S}"
+
+
+def job_rows(states: Sequence[JobState], histories: Sequence[JobHistory]) -> list[dict[str, Any]]:
+    """What the ジョブ状況 page shows of each job: its state here (this process), its last
+    run and last success (the newer of this process's and the database's: another process
+    of the institution may have run it since), its next run and its recent failures."""
+    recorded = {history.job: history for history in histories}
+    rows = []
+    for state in states:
+        history = recorded.get(state.name)
+        runs = [run for run in (state.last_run, history and history.last_run) if run]
+        successes = [
+            at for at in (state.last_success_at, history and history.last_success_at) if at
+        ]
+        rows.append(
+            {
+                "name": state.name,
+                "condition": state.condition,
+                "interval": state.interval,
+                "last_run": max(runs, key=lambda run: run.ended_at) if runs else None,
+                "last_success_at": max(successes) if successes else None,
+                "next_run_at": state.next_run_at,
+                "failures": state.failures,
+                "failures_kept": history.failures_kept if history else 0,
+                "recent_failures": history.recent_failures if history else (),
+            }
+        )
+    return rows
 
 
 def _arg(request: Request, name: str) -> str:
@@ -250,6 +294,10 @@ class Console:
             csrf=session.csrf_token if session else "",
             institution=self.node.institution,
             path=request.path.decode("utf-8", "replace"),
+            # What is failing now (middleware/health.py), shown on every page as a banner.
+            banner=self.node.health.failing,
+            japan_time=lambda moment: japan_time(moment, lang),
+            known=WORDS.__contains__,
             **values,
         )
         return page.encode("utf-8")
@@ -674,6 +722,17 @@ class Console:
         await self.node.held.set_suppression(record_id, suppressed, session.user.name, reason)
         request.redirect(f"/persons/{number}?done=flag".encode())
         return b""
+
+    # -- jobs (バッチの状況管理) ---------------------------------------------------------------
+
+    @app.route("/jobs", methods=["GET"])
+    @page("operator", "admin")
+    async def jobs(self, request: Request, session: staff.Session) -> bytes:
+        states = self.node.jobs.states()
+        histories = await self.node.store.jobs.history(
+            [state.name for state in states], RECENT_FAILURES
+        )
+        return self.render(request, "jobs.html", session, jobs=job_rows(states, histories))
 
     # -- permitted-query list -------------------------------------------------------------
 

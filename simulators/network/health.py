@@ -1,91 +1,50 @@
-"""The hub's health endpoint: whether the network is ready, and what is failing.
+"""The hub's health endpoint and the metrics of its jobs.
 
-`HubHealth` looks at the hub every few seconds (its database answers, the permitted-query
-list in force has not expired, no message waits in its outbox for more than a minute) and
-`health_listener` serves the result as ``GET /health`` on ``[network] health_listen``
-(plain HTTP, loopback): 200 when ready, 503 with what is failing, the same checks and JSON
-as a node's ``/health`` (adapters/metrics.py).
+`health_listener` serves, on ``[network] health_listen`` (plain HTTP, loopback), ``GET
+/health`` (the hub's health, middleware/health.py: 200 when ready, 503 with what is failing;
+``/health/live``, ``/health/ready``), the same JSON as a node's on its metrics listener
+(adapters/metrics.py), and ``GET /metrics``: the metrics of the hub's jobs (`HubMetrics`,
+labelled ``institution="hub"``).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, cast
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.twisted import MetricsResource
 from twisted.application.service import Service
-from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 
 from adapters.listening import Listener
-from adapters.metrics import HealthResource, health_failures
-from middleware.clock import periodic
-from middleware.deferred import deferred
-from middleware.outbox import oldest_pending
-from middleware.tables import hub_outbox
+from adapters.metrics import HealthResource, JobMetrics
+from middleware.network import HUB
 from simulators.network.hub import Hub
 
-__all__ = ["HubHealth", "health_listener"]
+__all__ = ["HubMetrics", "health_listener"]
 
 
-class HubHealth(Service):
-    """The hub's health, looked at every ``interval`` seconds while it runs."""
+class HubMetrics(Service):
+    """The metrics of the hub's jobs, following their runs while this service runs."""
 
-    log = Logger()
-
-    def __init__(self, hub: Hub, interval: float = 5.0) -> None:
+    def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self._interval = interval
-        self._loop: LoopingCall | None = None
-        self.checked_at: float | None = None
-        self.error: str | None = None
-        self.oldest_pending: datetime | None = None
-
-    @deferred
-    async def check(self) -> None:
-        """Ask the database for the oldest waiting message; a failure is shown, not raised."""
-        try:
-            self.oldest_pending = await self.hub.database.read(oldest_pending, hub_outbox)
-        except Exception as failure:
-            if self.error is None:
-                self.log.failure("the hub's health not checked")
-            self.error = f"{type(failure).__name__}: {failure}"[:200]
-            return
-        self.error = None
-        self.checked_at = self.hub.clock.seconds()
-
-    def health(self) -> dict[str, Any]:
-        now = self.hub.now()
-        failing = health_failures(
-            now,
-            self.hub.permitted_list,
-            "no permitted-query list issued yet",
-            self.error,
-            self.checked_at,
-            self.oldest_pending,
-        )
-        return {
-            "party": "hub",
-            "code": "hub",
-            "ready": bool(self.hub.running) and not failing,
-            "failing": failing,
-            "members": len(self.hub.members),
-            "checked_at": now.isoformat(),
-        }
+        self.registry = CollectorRegistry()
+        self.jobs = JobMetrics(self.registry, hub.jobs, HUB)
 
     def startService(self) -> None:
         super().startService()
-        self._loop = periodic(self.check, self.hub.clock)
-        self._loop.start(self._interval, now=True).addErrback(lambda failure: None)
+        self.jobs.start()
 
     def stopService(self) -> None:
         super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        self.jobs.stop()
 
 
-def health_listener(health: HubHealth, description: str, reactor: Any) -> Listener:
-    """The listener of the hub's ``/health`` (``[network] health_listen``, GET only)."""
+def health_listener(metrics: HubMetrics, description: str, reactor: Any) -> Listener:
+    """The listener of the hub's ``/health`` and ``/metrics`` (``[network] health_listen``,
+    GET only)."""
     root = Resource()
-    root.putChild(b"health", cast(IResource, HealthResource(health.health)))
+    root.putChild(b"health", cast(IResource, HealthResource(metrics.hub.health)))
+    root.putChild(b"metrics", cast(IResource, MetricsResource(registry=metrics.registry)))
     return Listener(reactor, description, root, max_body=0)

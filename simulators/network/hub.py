@@ -30,8 +30,10 @@ from middleware.clock import ReactorTime
 from middleware.config import Config, InstitutionConfig, OutsideMember
 from middleware.deferred import deferred
 from middleware.hardened_xml import parse_xml, serialize
+from middleware.health import Health
 from middleware.network import (
     FUGO,
+    HUB,
     PERMITTED_LIST,
     PROVISION,
     PROVISION_REQUEST,
@@ -54,6 +56,7 @@ from middleware.permitted_list import (
 )
 from middleware.records import RecordEntry, records_of_transaction
 from middleware.tables import (
+    hub_job_run,
     hub_list_versions,
     hub_outbox,
     hub_outbox_owner,
@@ -128,6 +131,7 @@ class Hub(Party):
             migrations=MIGRATIONS,
             outbox=(hub_outbox, hub_outbox_owner),
             records=(hub_records, hub_record_head),
+            job_runs=hub_job_run,
             transport=transport,
             clock=clock,
         )
@@ -153,20 +157,33 @@ class Hub(Party):
         self.permitted_list: PermittedList | None = None
         # The signed document of the list in force, as institutions fetch it.
         self.list_document = b""
+        # A new version at half the validity of the last (the first one at start).
+        self.jobs.add(
+            "list_issue", self._network.list_validity / 2, self.issue_permitted_list, now=False
+        )
+        self.health = Health(
+            self,
+            config.health,
+            HUB,
+            HUB,
+            permitted=lambda: self.permitted_list,
+            missing="no permitted-query list issued yet",
+        )
 
     # -- service life ---------------------------------------------------------------------
 
     @deferred
     async def startService(self) -> None:
         await super().startService()
-        await self.issue_permitted_list()
-        self.every(self._network.list_validity / 2, self.issue_permitted_list, now=False)
+        await self.jobs.run("list_issue")
+        await self.jobs.run("health")  # a first look, once the list is issued
 
     # -- the permitted-query list ----------------------------------------------------------
 
     @deferred
-    async def issue_permitted_list(self) -> None:
-        """Sign and publish a new version of the list from the rules file and the registry."""
+    async def issue_permitted_list(self) -> dict[str, int]:
+        """Sign and publish a new version of the list from the rules file and the registry;
+        reports its version."""
         now = self.now()
         expires_at = now + timedelta(seconds=self._network.list_validity)
         institutions = directory(
@@ -212,6 +229,7 @@ class Hub(Party):
         )
         self.list_document = signed
         self.log.info("permitted-query list version {version} issued", version=version)
+        return {"version": version}
 
     def _current_list(self) -> PermittedList:
         if self.permitted_list is None:
