@@ -881,8 +881,9 @@ async def _run_use_case(reactor: Any, config: Config, number: int) -> None:
 # -- the control API: the network's clock and faults (docs/control.md) --------------------------
 
 
-def _control(config: Config, method: str, path: str, body: Any = None) -> Any:
-    """One request to the box's control API, with its token; the JSON answer."""
+def _control(config: Config, method: str, path: str, body: Any = None, timeout: float = 60) -> Any:
+    """One request to the box's control API, with its token; the JSON answer (a refusal ends
+    the command with its code and messages, status 1)."""
     import http.client
     from urllib.parse import urlsplit
 
@@ -897,7 +898,7 @@ def _control(config: Config, method: str, path: str, body: Any = None) -> Any:
             f"no control token at {config.control.token}: is the box running (make run)?"
         ) from None
     address = urlsplit(config.control.address)
-    connection = http.client.HTTPConnection(address.hostname or "", address.port, timeout=60)
+    connection = http.client.HTTPConnection(address.hostname or "", address.port, timeout=timeout)
     headers = {"Authorization": f"Bearer {token}"}
     data = None if body is None else json.dumps(body).encode()
     if data is not None:
@@ -1148,6 +1149,91 @@ def faults_hits(config_path: str) -> None:
             f"{hit['message_id'] or '-'} {_party_name(config, hit['source'])} → "
             f"{_party_name(config, hit['destination'])}"
         )
+
+
+@main.group("party")
+def party_group() -> None:
+    """Stop, start or kill one party's process of the running network (docs/control.md)."""
+
+
+def _party_line(party: dict[str, Any]) -> str:
+    pid = f"pid {party['pid']}" if party["pid"] is not None else "no process"
+    ready = (
+        f"ready since {_jst(party['ready_since'])}"
+        if party["ready"]
+        else ("not ready yet" if party["state"] == "running" else "")
+    )
+    return f"{party['name']:<12} {party['state']:<10} {pid:<10} {ready}".rstrip()
+
+
+@party_group.command("list")
+@config_option
+def party_list(config_path: str) -> None:
+    """Every party's process: running, stopped (through `renkei party stop`) or restarting
+    (after a death), its pid, and since when it is ready (Japan time)."""
+    config = _config(config_path)
+    for party in _control(config, "GET", "/parties")["parties"]:
+        click.echo(_party_line(party))
+
+
+@party_group.command("stop")
+@click.argument("name")
+@config_option
+def party_stop(name: str, config_path: str) -> None:
+    """Stop the process of NAME (hub, meguro, meguro.2, ...) as a shutdown (SIGTERM): the
+    supervisor does not start it again until `renkei party start NAME`."""
+    config = _config(config_path)
+    _control(config, "POST", f"/parties/{name}/stop", {})
+    click.echo(f"{name} stopped; it stays stopped until `renkei party start {name}`")
+
+
+def _ready_or_fail(party: dict[str, Any]) -> None:
+    from renkei.supervisor import READY_WAIT
+
+    if not party["ready"]:
+        raise click.ClickException(
+            f"{party['name']} is not ready after {READY_WAIT:g} s: see {party['log']}"
+        )
+
+
+def _wait_option(what: str) -> Any:
+    return click.option("--wait", is_flag=True, help=f"Return once the party is ready{what}.")
+
+
+@party_group.command("start")
+@click.argument("name")
+@config_option
+@_wait_option("")
+def party_start(name: str, config_path: str, wait: bool) -> None:
+    """Start the process of NAME again (stopped through `renkei party stop`, or waiting to be
+    started again after a death)."""
+    from renkei.supervisor import READY_WAIT
+
+    config = _config(config_path)
+    body = {"wait": wait}
+    party = _control(config, "POST", f"/parties/{name}/start", body, timeout=READY_WAIT + 30)
+    click.echo(_party_line(party))
+    if wait:
+        _ready_or_fail(party)
+
+
+@party_group.command("kill")
+@click.argument("name")
+@config_option
+@_wait_option(" again")
+def party_kill(name: str, config_path: str, wait: bool) -> None:
+    """Kill the process of NAME as a crash (SIGKILL): the supervisor starts it again, as after
+    any death."""
+    from renkei.supervisor import READY_WAIT
+
+    config = _config(config_path)
+    body = {"wait": wait}
+    party = _control(config, "POST", f"/parties/{name}/kill", body, timeout=READY_WAIT + 30)
+    if not wait:
+        click.echo(f"{name} killed; the supervisor starts it again")
+        return
+    click.echo(f"{name} killed and started again: {_party_line(party)}")
+    _ready_or_fail(party)
 
 
 # -- scenarios (docs/scenarios.md) --------------------------------------------------------------
