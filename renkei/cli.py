@@ -1318,6 +1318,12 @@ def scenario_list(paths: tuple[Path, ...], tags: tuple[str, ...]) -> None:
     help="Run against the network in a box that runs with this configuration (make run), "
     "not in networks of their own; scenarios that need more are skipped, saying why.",
 )
+@click.option(
+    "--processes",
+    is_flag=True,
+    help="Run each scenario in a network of processes of its own (every party in a process, "
+    "supervised, as make run), not in memory; its logs stay in its work directory.",
+)
 def scenario_run(
     paths: tuple[Path, ...],
     tags: tuple[str, ...],
@@ -1326,15 +1332,19 @@ def scenario_run(
     work_dir: Path | None,
     runs_dir: Path | None,
     running_config: str | None,
+    processes: bool,
 ) -> None:
     """Run scenarios (default: the whole library), each in a network in a box of its own
-    (in memory), or against a running one (-c); exit 0 only if none failed."""
+    (in memory; with --processes, or when it says given: {network: processes}, every party
+    in a process of its own), or against a running one (-c); exit 0 only if none failed."""
     import shutil
     import tempfile
 
     from renkei.scenarios.reports import summary_line, write_html, write_junit
     from renkei.scenarios.runner import ScenarioRunner
 
+    if processes and running_config is not None:
+        raise click.UsageError("--processes runs networks of their own; -c runs against one")
     scenarios = _scenarios(paths, tags)
     directory = work_dir or Path(tempfile.mkdtemp(prefix="renkei-scenarios-"))
     outcomes: list[Any] = []
@@ -1351,7 +1361,7 @@ def scenario_run(
         click.echo(summary_line(outcome))
 
     async def work(reactor: Any) -> None:
-        runner = ScenarioRunner(reactor, directory, running)
+        runner = ScenarioRunner(reactor, directory, running, processes=processes)
         outcomes.extend(await runner.run_all(scenarios, ended))
 
     try:

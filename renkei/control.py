@@ -44,7 +44,7 @@ from typing import Any, ClassVar, Protocol
 from klein import Klein
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
+from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -248,7 +248,9 @@ class PartyMember:
 
     async def _call(self, command: type[amp.Command], **arguments: Any) -> dict[str, Any]:
         endpoint = UNIXClientEndpoint(self._reactor, str(self._socket), timeout=PUSH_TIMEOUT)
-        protocol = await connectProtocol(endpoint, amp.AMP())
+        factory = Factory.forProtocol(_QuietAmp)
+        factory.noisy = False
+        protocol = await endpoint.connect(factory)
         try:
             answer = protocol.callRemote(command, **arguments)
             answer.addTimeout(PUSH_TIMEOUT, self._reactor)
@@ -272,7 +274,19 @@ class PartyMember:
         return Deferred.fromCoroutine(ask())
 
 
-class _PartyResponder(amp.AMP):
+class _QuietAmp(amp.AMP):
+    """AMP without a log line at each connection's start and end: the supervisor opens one
+    to every party's process for each request of the control API that reports."""
+
+    def makeConnection(self, transport: Any) -> None:
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        self.transport = None
+
+
+class _PartyResponder(_QuietAmp):
     def __init__(self, member: LocalMember, name: str) -> None:
         super().__init__()
         self._member = member

@@ -4,10 +4,11 @@ per step, and reported (docs/scenarios.md).
 """
 
 __all__ = [
+    "captured",
     "conversation",
     "loading",
     "outcomes",
-    "recorded",
+    "processes",
     "reports",
     "runner",
     "runs",

@@ -6,9 +6,14 @@ databases; one PKI for the whole run) and runs its steps in order (a `Conversati
 box as its target), each within its timeout. A step that fails ends the scenario (the steps
 after it are not run). Whatever the steps say, a scenario passes only if the always-on
 checks hold at its end (renkei/scenarios/validators.py). Time-based steps move the network's
-clock (middleware/clock.py), so "deleted after seven days" takes a moment. Against a running
-network (``running``), the conversation's target is that network (`RunningTarget`): a
-scenario that needs what it cannot do is skipped, saying why.
+clock (middleware/clock.py), so "deleted after seven days" takes a moment.
+
+A scenario with ``given: {network: processes}`` (every scenario, with ``processes``) runs in
+a network of processes of its own instead (renkei/scenarios/processes.py: the same sandbox,
+each party in a process, supervised), with that network as its target (`RunningTarget`:
+the control API, the messages its processes captured). Against a running network
+(``running``, ``make run``), every scenario's target is that network: a scenario that needs
+what it cannot do is skipped, saying why.
 """
 
 from __future__ import annotations
@@ -26,9 +31,8 @@ from renkei.sandbox import sandbox_config, sandbox_pki
 from renkei.scenarios.conversation import Conversation
 from renkei.scenarios.loading import Scenario
 from renkei.scenarios.outcomes import ScenarioOutcome, StepFailed, StepOutcome
-from renkei.scenarios.recorded import recorded_exchanges
 from renkei.scenarios.targets import BoxTarget, RunningTarget, Target
-from renkei.scenarios.validators import broken_chains, validated
+from renkei.scenarios.validators import validated
 from simulators.back_office import BackOfficeError
 from simulators.capture import MessageLog
 
@@ -36,36 +40,63 @@ __all__ = ["ScenarioRunner"]
 
 
 class ScenarioRunner:
-    """Runs scenarios, each in a fresh in-memory network in a box under ``directory``, or,
-    with ``running`` (its configuration), against a network that runs already (``make
-    run``): back offices over its mutual TLS, faults through its control API, records read
-    from its databases. Against a running network, a scenario that needs more than it can
-    do is skipped, saying why; the faults a scenario added are cleared when it ends."""
+    """Runs scenarios, each in a fresh in-memory network in a box under ``directory`` (in a
+    network of processes of its own when it says ``given: {network: processes}``, or every
+    one with ``processes``), or, with ``running`` (its configuration), against a network
+    that runs already (``make run``): back offices over its mutual TLS, faults, the clock,
+    the capture and the parties' lives through its control API, records read from its
+    databases. Against a running network, a scenario that needs more than it can do is
+    skipped, saying why; what a scenario changed is put back when it ends."""
 
-    def __init__(self, reactor: Any, directory: Path, running: Config | None = None) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        directory: Path,
+        running: Config | None = None,
+        *,
+        processes: bool = False,
+    ) -> None:
         self._reactor = reactor
         self._directory = directory
         self._pki_made = False
         self._running = running
+        self._processes = processes
 
-    async def run(self, scenario: Scenario) -> ScenarioOutcome:
-        if self._running is not None:
-            return await self._run_against_running(scenario, self._running)
-        outcome = ScenarioOutcome(scenario)
-        began = time.monotonic()
-        box_directory = self._directory / scenario.name
-        shutil.rmtree(box_directory, ignore_errors=True)
-        box_directory.mkdir(parents=True)
-        config = replace(sandbox_config(box_directory), pki=self._directory / "pki")
+    def _sandbox(self, scenario: Scenario) -> Config:
+        """The sandbox configuration in a fresh work directory for ``scenario``, with the
+        run's one PKI (made at the first scenario)."""
+        directory = self._directory / scenario.name
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        config = replace(sandbox_config(directory), pki=self._directory / "pki")
         if not self._pki_made:
             sandbox_pki(config)
             self._pki_made = True
+        return config
+
+    async def run(self, scenario: Scenario) -> ScenarioOutcome:
+        network = scenario.given.get("network")
+        if self._running is not None:
+            if network not in (None, "processes"):
+                outcome = ScenarioOutcome(scenario)
+                outcome.skipped = f"needs a network of its own (given network: {network})"
+                return outcome
+            return await self._run_against_running(scenario, self._running)
+        if network == "processes" or (network is None and self._processes):
+            return await self._run_in_processes(scenario)
+        outcome = ScenarioOutcome(scenario)
+        began = time.monotonic()
+        config = self._sandbox(scenario)
         from renkei.service import Box
         from simulators.in_memory import InMemoryNetwork
 
         log = MessageLog()
         box = Box(config, self._reactor, network=InMemoryNetwork(self._reactor), capture=log)
         conversation = Conversation(self._reactor, BoxTarget(box), scenario)
+        needs = _needs(scenario, conversation.target)
+        if needs:  # before the box starts
+            outcome.skipped = needs
+            return outcome
         outcome.messages = log
         try:
             await box.start()
@@ -84,34 +115,61 @@ class ScenarioRunner:
         outcome.seconds = _since(began)
         return outcome
 
-    async def _run_against_running(self, scenario: Scenario, config: Config) -> ScenarioOutcome:
+    async def _run_in_processes(self, scenario: Scenario) -> ScenarioOutcome:
+        """``scenario`` in a network of processes of its own (its logs kept in its work
+        directory)."""
+        from renkei.scenarios.processes import ProcessNetwork
+
+        began = time.monotonic()
+        config = self._sandbox(scenario)
+        directory = config.path.parent
+        # The configuration file the processes read names the run's one PKI too.
+        (directory / "pki").symlink_to(config.pki, target_is_directory=True)
+        config = replace(config, pki=directory / "pki")
+        network = ProcessNetwork(self._reactor, config, directory)
+        try:
+            await network.start()
+            outcome = await self._run_against_running(scenario, config, fresh=True)
+        except Exception as failure:  # the network did not start: the scenario cannot pass
+            outcome = ScenarioOutcome(scenario)
+            outcome.failure = f"the network of processes: {type(failure).__name__}: {failure}"
+            outcome.names = _names(config)
+        finally:
+            await network.stop()
+        outcome.seconds = _since(began)
+        return outcome
+
+    async def _run_against_running(
+        self, scenario: Scenario, config: Config, fresh: bool = False
+    ) -> ScenarioOutcome:
         outcome = ScenarioOutcome(scenario)
         began = time.monotonic()
-        target = RunningTarget(config, self._reactor)
+        target = RunningTarget(config, self._reactor, fresh=fresh)
+        try:
+            await target.connect()
+        except Exception as failure:  # no network there: the scenario cannot pass
+            outcome.failure = f"the network did not answer: {type(failure).__name__}: {failure}"
+            return outcome
         needs = _needs(scenario, target)
         if needs:
             outcome.skipped = needs
             return outcome
         conversation = Conversation(self._reactor, target, scenario)
         try:
+            await target.begin()
             await conversation.given()
             await self._steps(conversation, scenario, outcome)
-            if outcome.failure is None:
-                broken = await broken_chains(self._reactor, config)
-                if broken:
-                    outcome.failure = "hash chain broken at " + ", ".join(broken)
-            outcome.messages = await recorded_exchanges(
-                self._reactor, config, conversation.transaction_numbers(), conversation.calls
-            )
         except Exception as failure:
             outcome.failure = outcome.failure or f"{type(failure).__name__}: {failure}"
         finally:
+            outcome.messages, problems = await target.end(conversation.calls)
+            if problems:
+                outcome.failure = outcome.failure or "; ".join(problems)
+            if outcome.failure is None:
+                outcome.failure = await validated(self._reactor, config, outcome.messages)
             outcome.calls = conversation.calls
+            outcome.hits = target.hits()
             outcome.names = _names(config)
-            try:
-                await target.clear_faults()
-            except Exception as failure:
-                outcome.failure = outcome.failure or f"faults not cleared: {failure}"
             await conversation.close()
         outcome.seconds = _since(began)
         return outcome
