@@ -219,6 +219,8 @@ class RunningTarget:
             self._processes = [party["name"] for party in listed["parties"]]
 
     def cannot(self, kind: str) -> str | None:
+        if kind == "given fresh":
+            return None if self.fresh else "needs a network made for the scenario"
         if kind in RUNNING_STEPS:
             return None
         if kind in PARTY_STEPS:
