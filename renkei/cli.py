@@ -1302,7 +1302,8 @@ def scenario_list(paths: tuple[Path, ...], tags: tuple[str, ...]) -> None:
     "--work-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Where the scenarios' networks keep their PKI and databases (default: a temporary one).",
+    help="Where the scenarios' networks keep their PKI, databases and (networks of processes) "
+    "logs (default: a temporary one, removed after).",
 )
 @click.option(
     "--runs-dir",
@@ -1316,7 +1317,9 @@ def scenario_list(paths: tuple[Path, ...], tags: tuple[str, ...]) -> None:
     "running_config",
     default=None,
     help="Run against the network in a box that runs with this configuration (make run), "
-    "not in networks of their own; scenarios that need more are skipped, saying why.",
+    "not in networks of their own: its clock, faults, capture and parties through its control "
+    "API, put back as found after each scenario; scenarios that need more are skipped, saying "
+    "why.",
 )
 @click.option(
     "--processes",
