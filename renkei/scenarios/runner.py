@@ -144,8 +144,8 @@ class ScenarioRunner:
     ) -> ScenarioOutcome:
         outcome = ScenarioOutcome(scenario)
         began = time.monotonic()
-        target = RunningTarget(config, self._reactor, fresh=fresh)
         try:
+            target = RunningTarget(config, self._reactor, fresh=fresh)
             await target.connect()
         except Exception as failure:  # no network there: the scenario cannot pass
             outcome.failure = f"the network did not answer: {type(failure).__name__}: {failure}"
