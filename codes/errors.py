@@ -40,6 +40,8 @@ __all__ = [
     "NOT_A_PROVIDER_OF",
     "NOT_PERMITTED",
     "PAGE_NOT_FOUND",
+    "PARTIES_IN_ONE_PROCESS",
+    "PARTY_NOT_RUNNING",
     "PAYLOAD_INVALID",
     "PAYLOAD_SIGNATURE_INVALID",
     "PAYLOAD_UNREADABLE",
@@ -72,6 +74,7 @@ __all__ = [
     "UNKNOWN_INFORMATION_NAME",
     "UNKNOWN_INSTITUTION",
     "UNKNOWN_ITEM",
+    "UNKNOWN_PARTY",
     "UNKNOWN_PERSON",
     "UNKNOWN_PROCEDURE",
     "UNKNOWN_QUERY",
@@ -628,4 +631,24 @@ UNKNOWN_FAULT = _kind(
     404,
     "No fault {name} is in force.",
     "障害{name}は設定されていません。",
+)
+UNKNOWN_PARTY = _kind(
+    "UnknownParty",
+    404,
+    "No party process {name} runs in this network (its processes: {parties}).",
+    "このネットワークにプロセス{name}はありません(プロセス: {parties})。",
+)
+PARTIES_IN_ONE_PROCESS = _kind(
+    "PartiesInOneProcess",
+    409,
+    "Every party runs in one process (--single-process): none can be stopped, started or "
+    "killed alone.",
+    "全ての構成要素が一つのプロセスで動作しているため(--single-process)、個別に停止、起動又は"
+    "強制終了することはできません。",
+)
+PARTY_NOT_RUNNING = _kind(
+    "PartyNotRunning",
+    409,
+    "Process {name} is not running ({state}): there is nothing to kill.",
+    "プロセス{name}は動作していないため({state})、強制終了できません。",
 )

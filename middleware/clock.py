@@ -130,7 +130,10 @@ class VirtualClock:
     Its time is the reactor's plus an offset, or a fixed time while frozen. ``callLater``
     schedules on this time: a timer fires when the clock reaches its time, as real time
     flows (one reactor timer waits for the earliest) or at once when the clock is advanced
-    past it; due timers fire in time order (then in the order they were scheduled).
+    past it; due timers fire in time order (then in the order they were scheduled). Set
+    back, the clock keeps each timer's remaining delay: every timer of a party is a periodic
+    job or a retry (a deadline is checked against the clock when the job runs), which would
+    otherwise stall for as long as the clock went back.
     """
 
     def __init__(self, reactor: ReactorTime) -> None:
@@ -192,12 +195,14 @@ class VirtualClock:
         self.set(self.seconds() + seconds)
 
     def set(self, moment: float) -> None:
-        """Put the clock at ``moment`` (POSIX seconds) and fire the timers now due."""
+        """Put the clock at ``moment`` (POSIX seconds) and fire the timers now due (put
+        back, each timer keeps its remaining delay)."""
+        before = self.seconds()
         if self._frozen_at is not None:
             self._frozen_at = moment
         else:
             self._offset = moment - float(self._reactor.seconds())
-        self._fire_due()
+        self._moved(before)
 
     def state(self) -> ClockState:
         """Where this clock stands (to be adopted by the clocks of other processes)."""
@@ -208,8 +213,18 @@ class VirtualClock:
     def adopt(self, state: ClockState) -> None:
         """Stand where ``state`` says (frozen or running at its offset) and fire the timers
         now due; time may go back, as with `set`."""
+        before = self.seconds()
         self._frozen_at = state.frozen_at
         self._offset = state.offset
+        self._moved(before)
+
+    def _moved(self, before: float) -> None:
+        """The clock was moved from ``before``: back, its timers keep their remaining
+        delays; forward, those now due fire."""
+        back = before - self.seconds()
+        if back > 0:
+            for timer in self._timers:  # one shift for all: their order stands
+                timer.due -= back
         self._fire_due()
 
     # -- timers ---------------------------------------------------------------------------

@@ -867,8 +867,9 @@ async def _run_use_case(reactor: Any, config: Config, number: int) -> None:
 # -- the control API: the network's clock and faults (docs/control.md) --------------------------
 
 
-def _control(config: Config, method: str, path: str, body: Any = None) -> Any:
-    """One request to the box's control API, with its token; the JSON answer."""
+def _control(config: Config, method: str, path: str, body: Any = None, timeout: float = 60) -> Any:
+    """One request to the box's control API, with its token; the JSON answer (a refusal ends
+    the command with its code and messages, status 1)."""
     import http.client
     from urllib.parse import urlsplit
 
@@ -883,7 +884,7 @@ def _control(config: Config, method: str, path: str, body: Any = None) -> Any:
             f"no control token at {config.control.token}: is the box running (make run)?"
         ) from None
     address = urlsplit(config.control.address)
-    connection = http.client.HTTPConnection(address.hostname or "", address.port, timeout=60)
+    connection = http.client.HTTPConnection(address.hostname or "", address.port, timeout=timeout)
     headers = {"Authorization": f"Bearer {token}"}
     data = None if body is None else json.dumps(body).encode()
     if data is not None:
@@ -1136,6 +1137,91 @@ def faults_hits(config_path: str) -> None:
         )
 
 
+@main.group("party")
+def party_group() -> None:
+    """Stop, start or kill one party's process of the running network (docs/control.md)."""
+
+
+def _party_line(party: dict[str, Any]) -> str:
+    pid = f"pid {party['pid']}" if party["pid"] is not None else "no process"
+    ready = (
+        f"ready since {_jst(party['ready_since'])}"
+        if party["ready"]
+        else ("not ready yet" if party["state"] == "running" else "")
+    )
+    return f"{party['name']:<12} {party['state']:<10} {pid:<10} {ready}".rstrip()
+
+
+@party_group.command("list")
+@config_option
+def party_list(config_path: str) -> None:
+    """Every party's process: running, stopped (through `renkei party stop`) or restarting
+    (after a death), its pid, and since when it is ready (Japan time)."""
+    config = _config(config_path)
+    for party in _control(config, "GET", "/parties")["parties"]:
+        click.echo(_party_line(party))
+
+
+@party_group.command("stop")
+@click.argument("name")
+@config_option
+def party_stop(name: str, config_path: str) -> None:
+    """Stop the process of NAME (hub, meguro, meguro.2, ...) as a shutdown (SIGTERM): the
+    supervisor does not start it again until `renkei party start NAME`."""
+    config = _config(config_path)
+    _control(config, "POST", f"/parties/{name}/stop", {})
+    click.echo(f"{name} stopped; it stays stopped until `renkei party start {name}`")
+
+
+def _ready_or_fail(party: dict[str, Any]) -> None:
+    from renkei.supervisor import READY_WAIT
+
+    if not party["ready"]:
+        raise click.ClickException(
+            f"{party['name']} is not ready after {READY_WAIT:g} s: see {party['log']}"
+        )
+
+
+def _wait_option(what: str) -> Any:
+    return click.option("--wait", is_flag=True, help=f"Return once the party is ready{what}.")
+
+
+@party_group.command("start")
+@click.argument("name")
+@config_option
+@_wait_option("")
+def party_start(name: str, config_path: str, wait: bool) -> None:
+    """Start the process of NAME again (stopped through `renkei party stop`, or waiting to be
+    started again after a death)."""
+    from renkei.supervisor import READY_WAIT
+
+    config = _config(config_path)
+    body = {"wait": wait}
+    party = _control(config, "POST", f"/parties/{name}/start", body, timeout=READY_WAIT + 30)
+    click.echo(_party_line(party))
+    if wait:
+        _ready_or_fail(party)
+
+
+@party_group.command("kill")
+@click.argument("name")
+@config_option
+@_wait_option(" again")
+def party_kill(name: str, config_path: str, wait: bool) -> None:
+    """Kill the process of NAME as a crash (SIGKILL): the supervisor starts it again, as after
+    any death."""
+    from renkei.supervisor import READY_WAIT
+
+    config = _config(config_path)
+    body = {"wait": wait}
+    party = _control(config, "POST", f"/parties/{name}/kill", body, timeout=READY_WAIT + 30)
+    if not wait:
+        click.echo(f"{name} killed; the supervisor starts it again")
+        return
+    click.echo(f"{name} killed and started again: {_party_line(party)}")
+    _ready_or_fail(party)
+
+
 # -- scenarios (docs/scenarios.md) --------------------------------------------------------------
 
 LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
@@ -1202,7 +1288,8 @@ def scenario_list(paths: tuple[Path, ...], tags: tuple[str, ...]) -> None:
     "--work-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Where the scenarios' networks keep their PKI and databases (default: a temporary one).",
+    help="Where the scenarios' networks keep their PKI, databases and (networks of processes) "
+    "logs (default: a temporary one, removed after).",
 )
 @click.option(
     "--runs-dir",
@@ -1216,7 +1303,15 @@ def scenario_list(paths: tuple[Path, ...], tags: tuple[str, ...]) -> None:
     "running_config",
     default=None,
     help="Run against the network in a box that runs with this configuration (make run), "
-    "not in networks of their own; scenarios that need more are skipped, saying why.",
+    "not in networks of their own: its clock, faults, capture and parties through its control "
+    "API, put back as found after each scenario; scenarios that need more are skipped, saying "
+    "why.",
+)
+@click.option(
+    "--processes",
+    is_flag=True,
+    help="Run each scenario in a network of processes of its own (every party in a process, "
+    "supervised, as make run), not in memory; its logs stay in its work directory.",
 )
 @click.option(
     "--sut",
@@ -1238,10 +1333,12 @@ def scenario_run(
     runs_dir: Path | None,
     running_config: str | None,
     suts: tuple[str, ...],
+    processes: bool,
 ) -> None:
     """Run scenarios (default: the whole library), each in a network in a box of its own
-    (in memory, or over loopback mutual TLS), or against a running one (-c); exit 0 only if
-    none failed."""
+    (in memory, or over loopback mutual TLS; with --processes, or when it says given:
+    {network: processes}, every party in a process of its own), or against a running one
+    (-c); exit 0 only if none failed."""
     import shutil
     import tempfile
 
@@ -1253,6 +1350,8 @@ def scenario_run(
         bindings = {binding.actor: binding for binding in map(parse_binding, suts)}
     except ValueError as failure:
         raise click.ClickException(str(failure)) from None
+    if processes and running_config is not None:
+        raise click.UsageError("--processes runs networks of their own; -c runs against one")
     scenarios = _scenarios(paths, tags)
     directory = work_dir or Path(tempfile.mkdtemp(prefix="renkei-scenarios-"))
     outcomes: list[Any] = []
@@ -1269,7 +1368,9 @@ def scenario_run(
         click.echo(summary_line(outcome))
 
     async def work(reactor: Any) -> None:
-        runner = ScenarioRunner(reactor, directory, running, bindings, click.echo)
+        runner = ScenarioRunner(
+            reactor, directory, running, bindings, click.echo, processes=processes
+        )
         outcomes.extend(await runner.run_all(scenarios, ended))
 
     try:

@@ -1,12 +1,17 @@
-"""The control API: one network clock and one set of faults for every party, in every process.
+"""The control API: one network clock, one set of faults and one capture switch for every
+party, in every process; and each party's process stopped, started or killed alone.
 
-A tester moves the network's time (``renkei clock``) and injects faults on its links
-(``renkei faults``) through a small JSON API on loopback (docs/control.md), authenticated by
-a token kept in a file (``[control] token``) that only the box's user can read.
+A tester moves the network's time (``renkei clock``), injects faults on its links
+(``renkei faults``), has every message captured (``/capture``) and stops, starts or kills
+a party (``renkei party``) through a small JSON API on loopback (docs/control.md),
+authenticated by a token kept in a file (``[control] token``) that only the box's user can
+read.
 
-The `Controller` keeps the `NetworkState`: where the clock stands (`ClockState`) and the
-faults in force, with a generation number that every change increases. Each change is
-written to the state file of the run directory, then pushed to every member:
+The `Controller` keeps the `NetworkState`: where the clock stands (`ClockState`), the
+faults in force and whether the parties capture what they send (each process into a file of
+its own, `simulators.capture.CaptureFile`), with a generation number that every change
+increases. Each change is written to the state file of the run directory, then pushed to
+every member:
 
 - in one process (``--single-process``), the box itself (`LocalMember`);
 - under the supervisor, each party's process (`PartyMember`), over a UNIX socket only the
@@ -14,9 +19,11 @@ written to the state file of the run directory, then pushed to every member:
   socket first, then adopts the state file, so a party that starts (or is restarted) while
   the state changes adopts the newest state either way; older generations are ignored.
 
-Each process applies the state to its own clock (`middleware.clock.VirtualClock.adopt`) and
-fault plan (`simulators.faults.FaultPlan.replace`); processes of one machine share real
-time, so they all tell the same network time. A fault's ``limit`` counts per process.
+Each process applies the state to its own clock (`middleware.clock.VirtualClock.adopt`),
+fault plan (`simulators.faults.FaultPlan.replace`) and capture; processes of one machine
+share real time, so they all tell the same network time. A fault's ``limit`` counts per
+process. The parties' lives are the supervisor's (`PartyLife`, renkei/supervisor.py);
+with ``--single-process`` there is none, and the API refuses them.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from typing import Any, ClassVar, Protocol
 from klein import Klein
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
+from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols import amp
@@ -51,6 +58,7 @@ from middleware.clock import ClockState, VirtualClock, iso
 from middleware.config import Config
 from middleware.deferred import deferred
 from middleware.replica import JST
+from simulators.capture import CaptureFile
 from simulators.faults import Fault, FaultPlan, Hit
 
 __all__ = [
@@ -61,6 +69,7 @@ __all__ = [
     "Member",
     "NetworkState",
     "PartyControl",
+    "PartyLife",
     "PartyMember",
     "Report",
     "control_listener",
@@ -72,6 +81,7 @@ __all__ = [
 ]
 
 STATE_FILE = "network-state.json"
+CAPTURE_DIR = "capture"  # in the run directory: a file per process (NAME.jsonl)
 PUSH_TIMEOUT = 10.0  # seconds a party's process has to adopt a state
 RECENT_HITS = 100  # hits each process reports at most (an AMP value holds 64 KiB)
 MAX_CONTROL_BODY = 64 * 1024
@@ -84,13 +94,15 @@ _log = Logger(namespace=__name__)
 
 @dataclass(frozen=True)
 class NetworkState:
-    """The network's clock and the faults in force on its links; ``generation`` counts the
-    changes (a process ignores a state older than the one it has)."""
+    """The network's clock, the faults in force on its links and whether the parties
+    capture what they send; ``generation`` counts the changes (a process ignores a state
+    older than the one it has)."""
 
     generation: int = 0
     clock: ClockState = field(default_factory=ClockState)
     faults: Mapping[str, Fault] = field(default_factory=dict)
     next_fault: int = 1  # the number of the next fault's name (f1, f2, ...)
+    capture: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -98,6 +110,7 @@ class NetworkState:
             "clock": {"offset": self.clock.offset, "frozen_at": self.clock.frozen_at},
             "faults": {name: fault.to_json() for name, fault in self.faults.items()},
             "next_fault": self.next_fault,
+            "capture": self.capture,
         }
 
     @classmethod
@@ -108,6 +121,7 @@ class NetworkState:
             clock=ClockState(offset=float(clock["offset"]), frozen_at=clock["frozen_at"]),
             faults={name: Fault.from_json(f) for name, f in document["faults"].items()},
             next_fault=int(document["next_fault"]),
+            capture=bool(document.get("capture", False)),
         )
 
     def save(self, path: Path) -> None:
@@ -154,12 +168,20 @@ class Member(Protocol):
 
 
 class LocalMember:
-    """The parties of a box in this process: its clock and its fault plan."""
+    """The parties of a box in this process: its clock, its fault plan and its capture file
+    (if it has one)."""
 
-    def __init__(self, clock: VirtualClock, plan: FaultPlan, parties: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        clock: VirtualClock,
+        plan: FaultPlan,
+        parties: Mapping[str, str],
+        capture: CaptureFile | None = None,
+    ) -> None:
         self._clock = clock
         self._plan = plan
         self._parties = parties  # name → the party's network code ("hub" or an institution's)
+        self._capture = capture
         self._generation = -1
 
     def adopt(self, state: NetworkState) -> int:
@@ -167,6 +189,8 @@ class LocalMember:
             self._generation = state.generation
             self._clock.adopt(state.clock)
             self._plan.replace(state.faults)
+            if self._capture is not None:
+                self._capture.on = state.capture
         return self._generation
 
     def apply(self, state: NetworkState) -> Deferred[int]:
@@ -183,6 +207,7 @@ class LocalMember:
             },
             "hits": {fault: hits for fault, (_, hits) in self._plan.faults().items()},
             "recent": [_hit_json(name, hit) for hit in list(self._plan.hits)[-RECENT_HITS:]],
+            "in_flight": self._capture.in_flight if self._capture is not None else 0,
         }
 
     def report(self) -> Deferred[dict[str, Any]]:
@@ -223,7 +248,9 @@ class PartyMember:
 
     async def _call(self, command: type[amp.Command], **arguments: Any) -> dict[str, Any]:
         endpoint = UNIXClientEndpoint(self._reactor, str(self._socket), timeout=PUSH_TIMEOUT)
-        protocol = await connectProtocol(endpoint, amp.AMP())
+        factory = Factory.forProtocol(_QuietAmp)
+        factory.noisy = False
+        protocol = await endpoint.connect(factory)
         try:
             answer = protocol.callRemote(command, **arguments)
             answer.addTimeout(PUSH_TIMEOUT, self._reactor)
@@ -247,7 +274,19 @@ class PartyMember:
         return Deferred.fromCoroutine(ask())
 
 
-class _PartyResponder(amp.AMP):
+class _QuietAmp(amp.AMP):
+    """AMP without a log line at each connection's start and end: the supervisor opens one
+    to every party's process for each request of the control API that reports."""
+
+    def makeConnection(self, transport: Any) -> None:
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        self.transport = None
+
+
+class _PartyResponder(_QuietAmp):
     def __init__(self, member: LocalMember, name: str) -> None:
         super().__init__()
         self._member = member
@@ -380,6 +419,17 @@ class Controller:
     def clear_faults(self) -> Deferred[dict[str, str]]:
         return self.change(replace(self.state, faults={}))
 
+    # -- the capture --------------------------------------------------------------------------
+
+    @property
+    def capture_directory(self) -> Path | None:
+        """Where the parties' processes append what they capture (a file each)."""
+        return None if self._run_dir is None else self._run_dir / CAPTURE_DIR
+
+    def capture(self, on: bool) -> Deferred[dict[str, str]]:
+        """Have every party capture what it sends (``on``), or not any more."""
+        return self.change(replace(self.state, capture=on))
+
     # -- what the members tell ----------------------------------------------------------------
 
     @deferred
@@ -393,6 +443,7 @@ class Controller:
         hits = dict.fromkeys(self.state.faults, 0)
         recent: list[dict[str, Any]] = []
         unreachable = []
+        in_flight = 0
         for name, report in zip(names, reports, strict=True):
             if report is None:
                 unreachable.append(name)
@@ -402,8 +453,15 @@ class Controller:
                 if fault in hits:
                     hits[fault] += count
             recent += report["recent"]
+            in_flight += report.get("in_flight", 0)
         recent.sort(key=lambda hit: hit["at"])
-        return {"parties": parties, "hits": hits, "recent": recent, "unreachable": unreachable}
+        return {
+            "parties": parties,
+            "hits": hits,
+            "recent": recent,
+            "unreachable": unreachable,
+            "in_flight": in_flight,
+        }
 
 
 async def _outcome(applying: Deferred[int]) -> str:
@@ -477,15 +535,41 @@ def _times(seconds: float) -> dict[str, str]:
     return {"now": iso(moment), "now_jst": moment.astimezone(JST).isoformat(timespec="seconds")}
 
 
+class PartyLife(Protocol):
+    """Each party's process, stopped, started or killed alone (the supervisor's); each
+    answer is the party's view (name, state, pid, ready, ready_since, log)."""
+
+    def parties(self) -> list[dict[str, Any]]:
+        """Every party's process."""
+        ...
+
+    def stop(self, party: str) -> Deferred[dict[str, Any]]:
+        """SIGTERM; not started again until `start`; fires once it has ended."""
+        ...
+
+    def start(self, party: str, wait: bool = False) -> Deferred[dict[str, Any]]:
+        """Start it; with ``wait``, fires once it is ready."""
+        ...
+
+    def kill(self, party: str, wait: bool = False) -> Deferred[dict[str, Any]]:
+        """SIGKILL, as a crash (started again as after any death); with ``wait``, fires
+        once it is ready again."""
+        ...
+
+
 class ControlApi:
-    """The control API's routes (docs/control.md); every request carries the token."""
+    """The control API's routes (docs/control.md); every request carries the token. Without
+    ``parties`` (every party in one process), a party's life is refused."""
 
     app = Klein()
     log = Logger()
 
-    def __init__(self, controller: Controller, token: str) -> None:
+    def __init__(
+        self, controller: Controller, token: str, parties: PartyLife | None = None
+    ) -> None:
         self.controller = controller
         self._token = token.encode()
+        self._parties = parties
 
     def resource(self) -> Any:
         return self.app.resource()
@@ -529,6 +613,7 @@ class ControlApi:
         }
         view = {
             **_times(self.controller.now()),
+            "seconds": self.controller.now(),
             "frozen": state.frozen_at is not None,
             "offset": self.controller.now() - self.controller.real(),
             "generation": self.controller.state.generation,
@@ -557,6 +642,13 @@ class ControlApi:
             if not isinstance(seconds, int | float) or isinstance(seconds, bool):
                 raise RenkeiError(errors.BAD_REQUEST, detail="advance takes seconds (a number)")
             reached = await self.controller.advance(float(seconds))
+        elif action == "set" and "offset" in body:
+            offset = body["offset"]
+            if "at" in body or not isinstance(offset, int | float) or isinstance(offset, bool):
+                raise RenkeiError(
+                    errors.BAD_REQUEST, detail="set takes at (an ISO 8601 time) or offset (seconds)"
+                )
+            reached = await self.controller.set(self.controller.real() + float(offset))
         elif action == "set":
             if not isinstance(body.get("at"), str):
                 raise RenkeiError(errors.BAD_REQUEST, detail="set takes at (an ISO 8601 time)")
@@ -597,6 +689,58 @@ class ControlApi:
         self._authorize(request)
         report = await self.controller.report()
         return _json(request, {"hits": report["recent"], "unreachable": report["unreachable"]})
+
+    @app.route("/capture", methods=["GET", "POST"])
+    async def capture(self, request: Request) -> bytes:
+        """On or off, where the files are, how many kept exchanges are in flight; a POST
+        switches it (``{"on": true}``)."""
+        self._authorize(request)
+        switched: dict[str, Any] = {}
+        if request.method == b"POST":
+            on = self._body(request).get("on")
+            if not isinstance(on, bool):
+                raise RenkeiError(errors.BAD_REQUEST, detail="capture takes on (true or false)")
+            switched["reached"] = await self.controller.capture(on)
+        report = await self.controller.report()
+        directory = self.controller.capture_directory
+        return _json(
+            request,
+            {
+                "capture": self.controller.state.capture,
+                "directory": None if directory is None else str(directory),
+                "in_flight": report["in_flight"],
+                "generation": self.controller.state.generation,
+                "unreachable": report["unreachable"],
+                **switched,
+            },
+        )
+
+    def _life(self) -> PartyLife:
+        if self._parties is None:
+            raise RenkeiError(errors.PARTIES_IN_ONE_PROCESS)
+        return self._parties
+
+    @app.route("/parties", methods=["GET"])
+    def parties(self, request: Request) -> bytes:
+        self._authorize(request)
+        return _json(request, {"parties": self._life().parties()})
+
+    @app.route("/parties/<name>/<action>", methods=["POST"])
+    async def party(self, request: Request, name: str, action: str) -> bytes:
+        self._authorize(request)
+        life = self._life()
+        wait = self._body(request).get("wait", False)
+        if not isinstance(wait, bool):
+            raise RenkeiError(errors.BAD_REQUEST, detail="wait is true or false")
+        if action == "stop":
+            view = await life.stop(name)
+        elif action == "start":
+            view = await life.start(name, wait)
+        elif action == "kill":
+            view = await life.kill(name, wait)
+        else:
+            raise RenkeiError(errors.PAGE_NOT_FOUND)
+        return _json(request, view)
 
     @app.route("/", branch=True)
     def unknown(self, request: Request) -> bytes:

@@ -36,7 +36,7 @@ from middleware.deferred import deferred
 from middleware.network import HUB, Transport
 from middleware.node import IntermediateServer
 from simulators.back_office import BackOfficeClient, BackOfficeError
-from simulators.capture import CapturingTransport, MessageLog
+from simulators.capture import Capture, CaptureFile, CapturingTransport
 from simulators.faults import FaultPlan, FaultyTransport, SkewedClock
 from simulators.in_memory import InMemoryNetwork
 from simulators.network import jukinet
@@ -122,7 +122,7 @@ class Box(Service):
         party: str | None = None,
         faults: FaultPlan | None = None,
         instance: int | None = None,
-        capture: MessageLog | None = None,
+        capture: Capture | None = None,
     ) -> None:
         self.config = config
         self.reactor = reactor
@@ -140,7 +140,8 @@ class Box(Service):
         self.clock: Any = VirtualClock(reactor) if clock is None else clock
         # The faults injected on the links of the parties of this process (none at first).
         self.faults = FaultPlan(clock=self.clock) if faults is None else faults
-        # Where every message the parties send is captured (a scenario's run), if anywhere.
+        # Where every message the parties send is captured, if anywhere: a scenario's log,
+        # or this process's capture file, which the control API switches on and off.
         self.capture = capture
         self.catalogue = default_catalogue()
         self.hub: Hub | None = None
@@ -278,7 +279,8 @@ class Box(Service):
             else self.config.institution(party).code
             for party in self.parties
         }
-        return LocalMember(self.clock, self.faults, codes)
+        capture = self.capture if isinstance(self.capture, CaptureFile) else None
+        return LocalMember(self.clock, self.faults, codes, capture)
 
     def _add(self, party: str, services: list[Service]) -> None:
         self.parties[party] = services
@@ -476,17 +478,28 @@ def makeService(options: Options) -> Service:
     from twisted.application.service import MultiService
     from twisted.internet import reactor
 
-    from renkei.control import ControlApi, Controller, PartyControl, control_listener, ensure_token
+    from renkei.control import (
+        CAPTURE_DIR,
+        ControlApi,
+        Controller,
+        PartyControl,
+        control_listener,
+        ensure_token,
+    )
     from renkei.supervisor import Supervisor
 
     config: Config = options["loaded"]
     var = config.path.parent / "var"
     party, run_dir, instance = options["party"], options["run-dir"], options["instance"]
     if party is not None or options["single-process"]:
-        box = Box(config, reactor, party=party, instance=instance)
+        # What this process's parties send is captured while the control API says so, into
+        # a file of its own in the run directory.
+        name = "box" if party is None else party if instance is None else f"{party}.{instance}"
+        capture_dir = (Path(run_dir) if run_dir is not None else var / "run") / CAPTURE_DIR
+        capture = CaptureFile(capture_dir / f"{name}.jsonl", reactor)
+        box = Box(config, reactor, party=party, instance=instance, capture=capture)
         process = MultiService()
         if party is not None and run_dir is not None:  # a party run by the supervisor
-            name = party if instance is None else f"{party}.{instance}"
             control = PartyControl(reactor, Path(run_dir), name, box.member())
             control.setServiceParent(process)
         elif party is None and config.control is not None:  # the control API is served here

@@ -4,10 +4,12 @@ supervised parties' processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from renkei.control import (
 )
 from simulators.faults import Fault
 from tests.network import SETAGAYA
-from tests.test_box_process import _pids, run, start_box, wait_for_log
+from tests.test_box_process import _alive, _pids, run, start_box, wait_for_log
 from tests.test_flow import ask_tax, count, wait_until
 
 TOKEN = "a-test-token"
@@ -247,3 +249,172 @@ def test_clock_commands_without_a_running_box_say_so(tmp_path: Path) -> None:
     result = run("renkei", "clock", "show", "-c", str(config.path))
     assert result.returncode == 1
     assert "is the box running" in result.stderr and "Traceback" not in result.stderr
+
+
+@contextlib.contextmanager
+def running_processes(directory: Path) -> Iterator[tuple[Any, Path]]:
+    """A box of processes (`start_box`) in ``directory``, ready; its configuration and
+    supervisor's log; stopped afterwards."""
+    config, log, box = start_box(directory)
+    try:
+        wait_for_log(log, box, "renkei ready")
+        yield config, log
+    finally:
+        box.terminate()
+        box.wait(timeout=30)
+
+
+def _api(config: Any, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """One request to a running box's control API (from a test outside the reactor)."""
+    import urllib.error
+    import urllib.request
+
+    from renkei.control import read_token
+
+    assert config.control is not None
+    request = urllib.request.Request(
+        config.control.address + path,
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {read_token(config.control.token)}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=150) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refusal:
+        return refusal.code, json.loads(refusal.read())
+
+
+def _party(listed: str, name: str) -> list[str]:
+    """The words of ``name``'s line in `renkei party list`."""
+    (line,) = [line for line in listed.splitlines() if line.split()[0] == name]
+    return line.split()
+
+
+def test_a_party_stopped_stays_down_until_started_and_a_killed_one_comes_back(
+    tmp_path: Path,
+) -> None:
+    """Parties as processes: `renkei party stop setagaya` ends its process (SIGTERM) and the
+    supervisor leaves it stopped; `renkei party start setagaya --wait` brings it back ready
+    and the network answers again; `renkei party kill meguro --wait` (SIGKILL) is a crash
+    the supervisor recovers from with a new process; killing a stopped party or naming an
+    unknown one ends with one line and status 1."""
+    with running_processes(tmp_path) as (config, log):
+        conf = str(config.path)
+        listed = run("renkei", "party", "list", "-c", conf)
+        assert listed.returncode == 0, listed.stderr
+        assert [line.split()[:2] for line in listed.stdout.splitlines()] == [
+            ["hub", "running"], ["meguro", "running"], ["setagaya", "running"]
+        ]  # fmt: skip
+        assert "ready since" in listed.stdout and "JST" in listed.stdout
+        (setagaya,) = _pids(log, "setagaya")
+
+        stopped = run("renkei", "party", "stop", "setagaya", "-c", conf)
+        assert stopped.returncode == 0, stopped.stderr
+        assert not _alive(setagaya)
+        time.sleep(2)  # more than the supervisor's restart delay: it stays down
+        assert _party(run("renkei", "party", "list", "-c", conf).stdout, "setagaya")[:3] == [
+            "setagaya", "stopped", "no"
+        ]  # fmt: skip
+        assert _pids(log, "setagaya") == [setagaya]
+        refused = run("renkei", "party", "kill", "setagaya", "-c", conf)
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr
+        assert refused.stderr.count("\n") == 1 and "PartyNotRunning" in refused.stderr
+
+        started = run("renkei", "party", "start", "setagaya", "--wait", "-c", conf)
+        assert started.returncode == 0, started.stderr
+        assert "ready since" in started.stdout and len(_pids(log, "setagaya")) == 2
+
+        (meguro,) = _pids(log, "meguro")
+        killed = run("renkei", "party", "kill", "meguro", "--wait", "-c", conf)
+        assert killed.returncode == 0, killed.stderr
+        assert "killed and started again" in killed.stdout and "ready since" in killed.stdout
+        assert not _alive(meguro) and _alive(_pids(log, "meguro")[-1])
+        assert "meguro ended" in log.read_text()
+
+        demo = run("renkei", "demo", "-c", conf)
+        assert demo.returncode == 0 and "state: provided" in demo.stdout, demo.stdout
+        unknown = run("renkei", "party", "stop", "nerima", "-c", conf)
+        assert unknown.returncode == 1 and "UnknownParty" in unknown.stderr
+        assert "hub, meguro, setagaya" in unknown.stderr
+
+
+def test_capture_on_appends_each_exchange_to_its_processs_file(tmp_path: Path) -> None:
+    """With capture on (`POST /capture`), each party's process appends each exchange it
+    sends to a file of its own in the run directory (mode 0600), one JSON line with the
+    request and the answer: the demo's query, provision request and provision both ways,
+    each a schema-valid message; once off, nothing more is appended."""
+    from simulators.capture import check_exchange, read_captured
+
+    with running_processes(tmp_path) as (config, _):
+        status, view = _api(config, "GET", "/capture")
+        assert status == 200 and view["capture"] is False
+        directory = Path(view["directory"])
+        assert directory == tmp_path / "var" / "run" / "capture"
+        status, view = _api(config, "POST", "/capture", {"on": True})
+        assert status == 200 and view["capture"] is True
+        assert set(view["reached"]) == {"hub", "meguro", "setagaya"}
+
+        demo = run("renkei", "demo", "-c", str(config.path))
+        assert demo.returncode == 0 and "state: provided" in demo.stdout, demo.stdout
+        wait_until_sync(lambda: _api(config, "GET", "/capture")[1]["in_flight"] == 0)
+        status, _ = _api(config, "POST", "/capture", {"on": False})
+        assert status == 200
+        files = sorted(path.name for path in directory.iterdir())
+        assert files == ["hub.jsonl", "meguro.jsonl", "setagaya.jsonl"]
+        captured = {}
+        for path in directory.iterdir():
+            assert path.stat().st_mode & 0o777 == 0o600
+            captured[path.stem], _ = read_captured(path)
+        links = sorted(
+            (exchange.source, exchange.operation)
+            for exchanges in captured.values()
+            for _, exchange in exchanges
+            if exchange.operation in ("query", "provision_request", "provision")
+        )
+        assert links == [
+            ("1131105000000000", "query"),
+            ("1131121000000000", "provision"),
+            ("hub", "provision"),
+            ("hub", "provision_request"),
+        ]
+        for exchanges in captured.values():
+            for _, exchange in exchanges:
+                assert exchange.request and exchange.answer and not check_exchange(exchange)
+        sizes = {path.name: path.stat().st_size for path in directory.iterdir()}
+        again = run("renkei", "demo", "-c", str(config.path))
+        assert again.returncode == 0
+        assert {path.name: path.stat().st_size for path in directory.iterdir()} == sizes
+
+
+def wait_until_sync(condition: Any, timeout: float = 10) -> None:
+    """Until ``condition()`` holds (a test outside the reactor)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time"
+        time.sleep(0.1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_in_one_process_a_partys_life_is_refused_and_capture_switches(
+    box: Any, control: Any
+) -> None:
+    """Every party in one process (the control API without a supervisor): `/parties` is
+    refused with 409 PartiesInOneProcess; capture switches on and off for the box (a bad
+    switch is 400 BadRequest); the clock is set back to real time by its offset."""
+    controller, address = control
+    for method, path in (("GET", "/parties"), ("POST", "/parties/meguro/stop")):
+        status, refused = await call(address, method, path, {} if method == "POST" else None)
+        assert status == 409 and refused["error"]["code"] == "PartiesInOneProcess"
+        assert refused["error"]["message_ja"]
+    status, refused = await call(address, "POST", "/capture", {"on": "yes"})
+    assert status == 400 and refused["error"]["code"] == "BadRequest"
+    status, view = await call(address, "POST", "/capture", {"on": True})
+    assert status == 200 and view["capture"] and controller.state.capture
+    status, view = await call(address, "POST", "/clock/advance", {"seconds": 3600})
+    assert view["offset"] == pytest.approx(3600, abs=1)
+    status, view = await call(address, "POST", "/clock/set", {"offset": 0})
+    assert status == 200 and view["offset"] == pytest.approx(0, abs=0.1)
+    assert abs(view["seconds"] - box.reactor.seconds()) < 0.5
+    status, refused = await call(address, "POST", "/clock/set", {"offset": "soon"})
+    assert status == 400

@@ -153,15 +153,15 @@ async def test_the_validators_catch_a_payload_that_does_not_open(tmp_path: Path)
     assert "does not open and verify: PayloadUnreadable" in problem
 
 
-def test_scenarios_run_against_a_running_network_and_skip_what_they_cannot(
-    tmp_path: Path,
-) -> None:
-    """`renkei scenario run -c CONFIG` against a network in a box running as processes (the
-    repository's configuration moved into a directory): the scenarios it can run pass —
-    faults through the control API included, an approval in Setagaya's console and a back
-    office's own steps (a resident given in the hub's registry, persons registered, a 副本 file
-    loaded) — and the others are skipped, saying why; the faults are cleared and the staff
-    users disabled afterwards."""
+def test_the_library_runs_against_a_running_network_of_processes(tmp_path: Path) -> None:
+    """`renkei scenario run -c CONFIG` runs the whole library against one network in a box
+    of processes (the repository's configuration moved into a directory): every scenario it
+    can run passes — the clock, parties stopped, started and killed, a party's own
+    documents, staff decisions in the consoles and the messages its processes captured
+    included — and the others are skipped, saying why (a network made for the scenario, a
+    system under test, a population it did not load); afterwards no fault is in force, the
+    clock is back at real time, every party runs, every staff user the scenarios made is
+    disabled, and the report shows the captured messages."""
     import os
     import subprocess
     import sys
@@ -181,37 +181,34 @@ def test_scenarios_run_against_a_running_network_and_skip_what_they_cannot(
     try:
         wait_for_log(log, box, "renkei ready", timeout=120)
         junit = tmp_path / "junit.xml"
-        chosen = [
-            str(LIBRARY / f"{name}.yaml")
-            for name in (
-                "local-tax-provided-once",
-                "dropped-provision-sent-again",
-                "corrupt-query-refused-and-resent",
-                "held-approved-in-the-console-seen-in-the-audit-log",
-                "use-case-premium-stage-check",
-                "held-then-expired",
-            )
-        ]
-        done = run("renkei", "scenario", "run", *chosen, "-c", str(config.path),
-                   "--junit", str(junit), "--runs-dir", str(tmp_path / "runs"),
-                   "--report", str(tmp_path / "report"), timeout=300)  # fmt: skip
+        done = run("renkei", "scenario", "run", "-c", str(config.path), "--junit", str(junit),
+                   "--runs-dir", str(tmp_path / "runs"), "--report", str(tmp_path / "report"),
+                   timeout=600)  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
-        assert "5 of 5 scenarios passed (1 skipped" in done.stdout
-        assert "skipped held-then-expired: needs the network in a box of the run for clock" in (
-            done.stdout
-        )
+        library = {scenario.name: scenario for scenario in load_scenarios([LIBRARY])}
+        skipped = {line.split()[1].rstrip(":"): line for line in done.stdout.splitlines()
+                   if line.startswith("skipped ")}  # fmt: skip
+        for name, line in skipped.items():  # each saying why
+            assert name in library and ("needs" in line or "system under test" in line), line
+        ran = len(library) - len(skipped)
+        assert f"{ran} of {ran} scenarios passed" in done.stdout
+        assert ran >= 80
         suite = ElementTree.parse(junit).getroot().find("testsuite")
-        assert suite is not None and suite.get("skipped") == "1" and suite.get("failures") == "0"
-        listed = run("renkei", "faults", "list", "-c", str(config.path))
-        assert "no fault in force" in listed.stdout
-        # The staff users the scenario made (with the run's suffix) are disabled.
-        users = run("renkei", "staff", "list", "-c", str(config.path), "-i", "setagaya")
-        (approver,) = [line for line in users.stdout.splitlines() if "setagaya-approver." in line]
-        assert approver.endswith("disabled")
-        # Its conversation is drawn from the parties' provision records.
+        assert suite is not None and suite.get("failures") == "0"
+        assert suite.get("skipped") == str(len(skipped))
+        # What the scenarios changed is put back.
+        assert "no fault in force" in run("renkei", "faults", "list", "-c", str(config.path)).stdout
+        clock = run("renkei", "clock", "show", "-c", str(config.path)).stdout
+        assert ", running, real time" in clock, clock
+        parties = run("renkei", "party", "list", "-c", str(config.path)).stdout.splitlines()
+        assert len(parties) == 6 and all(line.split()[1] == "running" for line in parties)
+        users = run("renkei", "staff", "list", "-c", str(config.path), "-i", "setagaya").stdout
+        made = [line for line in users.splitlines() if "-approver." in line]
+        assert made and all(line.endswith("disabled") for line in made), users
+        # The conversations are the messages the processes captured, documents and all.
         page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
-        assert page.count('<svg class="sequence"') == 5
-        assert "provision_request" in page and "(provided)" in page
+        assert page.count('<svg class="sequence"') >= 50
+        assert "&lt;ProvisionRequest" in page and "&lt;QueryRequest" in page
     finally:
         box.terminate()
         box.wait(timeout=30)
@@ -307,3 +304,33 @@ def test_the_vendor_back_office_imports_nothing_of_the_project() -> None:
 
     imported = imported_packages(VENDOR)
     assert imported <= set(sys.stdlib_module_names) | {"jsonschema"}, imported
+
+
+def test_processes_runs_a_scenario_in_a_network_of_processes_of_its_own(tmp_path: Path) -> None:
+    """`renkei scenario run --processes`: the scenario runs in a network whose every party is
+    a process of its own, started for it and stopped after; its supervisor's and parties'
+    logs stay in its work directory, and the run keeps the messages its processes captured
+    (each request and answer as sent)."""
+    from renkei.scenarios.runs import read_run
+
+    done = run("renkei", "scenario", "run", str(LIBRARY / "local-tax-provided-once.yaml"),
+               "--processes", "--work-dir", str(tmp_path / "work"),
+               "--runs-dir", str(tmp_path / "runs"), timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 of 1 scenarios passed" in done.stdout
+    work = tmp_path / "work" / "local-tax-provided-once"
+    supervisor = (work / "twistd.log").read_text(encoding="utf-8")
+    assert "renkei ready" in supervisor and "Server Shut Down." in supervisor  # and stopped
+    assert {path.name for path in (work / "logs").iterdir()} >= {"hub.log", "meguro.log"}
+    (kept,) = (tmp_path / "runs").iterdir()
+    (outcome,) = read_run(kept)
+    sent = [(exchange.operation, exchange.source) for exchange in outcome.messages.exchanges
+            if exchange.operation in ("query", "provision_request", "provision")]  # fmt: skip
+    assert sent == [
+        ("query", "1131105000000000"),
+        ("provision_request", "hub"),
+        ("provision", "1131121000000000"),
+        ("provision", "hub"),
+    ]
+    assert all(exchange.request and exchange.answer for exchange in outcome.messages.exchanges)
+    assert [call["order"] for call in outcome.calls] == [0]  # the back office asked first

@@ -5,12 +5,13 @@ per step, and reported (docs/scenarios.md).
 
 __all__ = [
     "back_office",
+    "captured",
     "certificates",
     "conversation",
     "loading",
     "networks",
     "outcomes",
-    "recorded",
+    "processes",
     "reports",
     "runner",
     "runs",

@@ -28,6 +28,7 @@ __all__ = ["DEFAULT_TIMEOUT", "Conversation"]
 
 DEFAULT_TIMEOUT = 30.0  # seconds a step may take unless it says
 POLL = 0.05  # seconds between two looks of a waiting step
+CAPTURED_WAIT = 3.0  # seconds a message to send again has to be captured
 
 
 class Conversation(BackOfficeSteps):
@@ -408,18 +409,7 @@ class Conversation(BackOfficeSteps):
 
         status = await self._status(argument["query"])
         number = status["transaction_number"]
-        captured = next(
-            (
-                exchange
-                for exchange in self.target.capture.exchanges
-                if exchange.operation == argument["operation"]
-                and exchange.transaction_number == number
-                and exchange.request is not None
-            ),
-            None,
-        )
-        if captured is None:
-            raise StepFailed(f"no {argument['operation']} of {number} was captured")
+        captured = await self._captured_message(argument["operation"], number)
         document = captured.request
         assert document is not None
         if argument.get("new_message_id"):
@@ -443,6 +433,21 @@ class Conversation(BackOfficeSteps):
             raise StepFailed(f"the {argument['operation']} sent again was accepted, not {refused}")
         return f"the {argument['operation']} of {number} sent again: accepted"
 
+    async def _captured_message(self, operation: str, number: str) -> Any:
+        """The first ``operation`` of the 処理通番 ``number`` captured, as soon as it is (a
+        network of processes captures an exchange once it has ended)."""
+        for _ in range(int(CAPTURED_WAIT / POLL)):
+            self.target.capture.refresh()
+            for exchange in self.target.capture.exchanges:
+                if (
+                    exchange.operation == operation
+                    and exchange.transaction_number == number
+                    and exchange.request is not None
+                ):
+                    return exchange
+            await deferLater(self._reactor, POLL, lambda: None)
+        raise StepFailed(f"no {operation} of {number} was captured")
+
     async def _stop(self, party: str) -> str:
         await self.target.stop_party(party)
         return f"{party} stopped"
@@ -450,6 +455,10 @@ class Conversation(BackOfficeSteps):
     async def _start(self, party: str) -> str:
         await self.target.start_party(party)
         return f"{party} started again"
+
+    async def _kill(self, party: str) -> str:
+        await self.target.kill_party(party)
+        return f"{party} killed (SIGKILL), started again by its supervisor and ready"
 
     async def _sleep(self, duration: Any) -> str:
         seconds = parse_duration(str(duration))

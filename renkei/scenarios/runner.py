@@ -2,16 +2,22 @@
 
 `ScenarioRunner` starts, for each scenario, the repository's network in a box
 (renkei/scenarios/networks.py: the institutions, rules and demo persons of ``make run``,
-fresh databases, one PKI for the whole run unless the scenario changes it), its parties
-linked in memory or over loopback mutual TLS (``given: {network: sockets}``), starts its
-systems under test (renkei/scenarios/sut.py) and runs its steps in order (a `Conversation`
-with the box as its target), each within its timeout. A step that fails ends the scenario
-(the steps after it are not run). Whatever the steps say, a scenario passes only if the
-always-on checks hold at its end (renkei/scenarios/validators.py). Time-based steps move the
-network's clock (middleware/clock.py), so "deleted after seven days" takes a moment. Against
-a running network (``running``), the conversation's target is that network
-(`RunningTarget`): a scenario that needs what it cannot do is skipped, saying why, and so is
-a scenario whose system under test is not bound (``--sut``).
+and the generated population when the scenario names it, fresh databases, one PKI for the
+whole run unless the scenario changes it), its parties linked in memory or over loopback
+mutual TLS (``given: {network: sockets}``), starts its systems under test
+(renkei/scenarios/sut.py) and runs its steps in order (a `Conversation` with the box as its
+target), each within its timeout. A step that fails ends the scenario (the steps after it
+are not run). Whatever the steps say, a scenario passes only if the always-on checks hold at
+its end (renkei/scenarios/validators.py). Time-based steps move the network's clock
+(middleware/clock.py), so "deleted after seven days" takes a moment.
+
+A scenario with ``given: {network: processes}`` (every scenario in memory, with
+``processes``) runs in a network of processes of its own instead
+(renkei/scenarios/processes.py: the same configuration, each party in a process,
+supervised), with that network as its target (`RunningTarget`: the control API, the
+messages its processes captured). Against a running network (``running``, ``make run``),
+every scenario's target is that network: a scenario that needs what it cannot do is
+skipped, saying why, and so is a scenario whose system under test is not bound (``--sut``).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +35,9 @@ from renkei.scenarios.conversation import Conversation
 from renkei.scenarios.loading import Scenario
 from renkei.scenarios.networks import linked, scenario_config
 from renkei.scenarios.outcomes import ScenarioOutcome, StepFailed, StepOutcome
-from renkei.scenarios.recorded import recorded_exchanges
 from renkei.scenarios.sut import Binding, SystemsUnderTest, sut_actors, unbound
-from renkei.scenarios.targets import BoxTarget, RunningTarget, SocketsBoxTarget, Target
-from renkei.scenarios.validators import broken_chains, validated
+from renkei.scenarios.targets import BoxTarget, RunningTarget, SocketsBoxTarget, box_cannot
+from renkei.scenarios.validators import validated
 from simulators.back_office import BackOfficeError
 from simulators.capture import MessageLog
 
@@ -41,11 +47,13 @@ START_ATTEMPTS = 3  # times a scenario's network is made again when a port it ch
 
 
 class ScenarioRunner:
-    """Runs scenarios, each in a fresh in-memory network in a box under ``directory``, or,
-    with ``running`` (its configuration), against a network that runs already (``make
-    run``): back offices over its mutual TLS, faults through its control API, records read
-    from its databases. Against a running network, a scenario that needs more than it can
-    do is skipped, saying why; the faults a scenario added are cleared when it ends."""
+    """Runs scenarios, each in a fresh in-memory network in a box under ``directory`` (in a
+    network of processes of its own when it says ``given: {network: processes}``, or every
+    one with ``processes``), or, with ``running`` (its configuration), against a network
+    that runs already (``make run``): back offices over its mutual TLS, faults, the clock,
+    the capture and the parties' lives through its control API, records read from its
+    databases. Against a running network, a scenario that needs more than it can do is
+    skipped, saying why; what a scenario changed is put back when it ends."""
 
     def __init__(
         self,
@@ -54,6 +62,8 @@ class ScenarioRunner:
         running: Config | None = None,
         suts: Mapping[str, Binding] | None = None,
         tell: Callable[[str], None] = print,
+        *,
+        processes: bool = False,
     ) -> None:
         self._reactor = reactor
         self._directory = directory
@@ -62,6 +72,7 @@ class ScenarioRunner:
         # ``tell`` shows a tester what a SUT they start needs, when the scenario starts.
         self._suts = dict(suts or {})
         self._tell = tell
+        self._processes = processes
 
     async def run(self, scenario: Scenario) -> ScenarioOutcome:
         if sut_actors(scenario):
@@ -72,12 +83,18 @@ class ScenarioRunner:
             )
             if skipped is not None:
                 return ScenarioOutcome(scenario, skipped=skipped)
+        network = linked(scenario)
         if self._running is not None:
+            if network not in ("memory", "processes"):
+                why = f"needs a network of its own (given network: {network})"
+                return ScenarioOutcome(scenario, skipped=why)
             return await self._run_against_running(scenario, self._running)
+        if network == "processes" or (network == "memory" and self._processes):
+            return await self._run_in_processes(scenario)
+        needs = _needs(scenario, box_cannot)
+        if needs:  # before the box starts
+            return ScenarioOutcome(scenario, skipped=needs)
         outcome = ScenarioOutcome(scenario)
-        if linked(scenario) == "processes":
-            outcome.skipped = "network: processes is not run by this runner yet"
-            return outcome
         began = time.monotonic()
         log = MessageLog()
         outcome.messages = log
@@ -139,34 +156,64 @@ class ScenarioRunner:
             return config, box
         raise AssertionError("unreachable")
 
-    async def _run_against_running(self, scenario: Scenario, config: Config) -> ScenarioOutcome:
+    async def _run_in_processes(self, scenario: Scenario) -> ScenarioOutcome:
+        """``scenario`` in a network of processes of its own (its logs kept in its work
+        directory)."""
+        from renkei.scenarios.processes import ProcessNetwork
+
+        began = time.monotonic()
+        directory = self._directory / scenario.name
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        config = scenario_config(directory, scenario, self._directory / "pki")
+        if config.pki != directory / "pki":
+            # The configuration file the processes read names the run's one PKI too.
+            (directory / "pki").symlink_to(config.pki, target_is_directory=True)
+            config = replace(config, pki=directory / "pki")
+        network = ProcessNetwork(self._reactor, config, directory)
+        try:
+            await network.start()
+            outcome = await self._run_against_running(scenario, config, fresh=True)
+        except Exception as failure:  # the network did not start: the scenario cannot pass
+            outcome = ScenarioOutcome(scenario)
+            outcome.failure = f"the network of processes: {type(failure).__name__}: {failure}"
+            outcome.names = _names(config)
+        finally:
+            await network.stop()
+        outcome.seconds = _since(began)
+        return outcome
+
+    async def _run_against_running(
+        self, scenario: Scenario, config: Config, fresh: bool = False
+    ) -> ScenarioOutcome:
         outcome = ScenarioOutcome(scenario)
         began = time.monotonic()
-        target = RunningTarget(config, self._reactor)
-        needs = _needs(scenario, target)
+        try:
+            target = RunningTarget(config, self._reactor, fresh=fresh)
+            await target.connect()
+        except Exception as failure:  # no network there: the scenario cannot pass
+            outcome.failure = f"the network did not answer: {type(failure).__name__}: {failure}"
+            return outcome
+        needs = _needs(scenario, target.cannot)
         if needs:
             outcome.skipped = needs
             return outcome
         conversation = Conversation(self._reactor, target, scenario)
         try:
+            await target.begin()
             await conversation.given()
             await self._steps(conversation, scenario, outcome)
-            if outcome.failure is None:
-                broken = await broken_chains(self._reactor, config)
-                if broken:
-                    outcome.failure = "hash chain broken at " + ", ".join(broken)
-            outcome.messages = await recorded_exchanges(
-                self._reactor, config, conversation.transaction_numbers(), conversation.calls
-            )
         except Exception as failure:
             outcome.failure = outcome.failure or f"{type(failure).__name__}: {failure}"
         finally:
+            outcome.messages, problems = await target.end(conversation.calls)
+            if problems:
+                outcome.failure = outcome.failure or "; ".join(problems)
+            if outcome.failure is None:
+                outcome.failure = await validated(self._reactor, config, outcome.messages)
             outcome.calls = conversation.calls
+            outcome.hits = target.hits()
             outcome.names = _names(config)
-            try:
-                await target.clear_faults()
-            except Exception as failure:
-                outcome.failure = outcome.failure or f"faults not cleared: {failure}"
             await conversation.close()
         outcome.seconds = _since(began)
         return outcome
@@ -204,14 +251,14 @@ class ScenarioRunner:
         return outcomes
 
 
-def _needs(scenario: Scenario, target: Target) -> str | None:
-    """Why ``target`` cannot run ``scenario`` (the steps and given state it cannot take), or
-    None."""
+def _needs(scenario: Scenario, cannot: Callable[[str], str | None]) -> str | None:
+    """Why a target cannot run ``scenario`` (the steps and given state it ``cannot`` take),
+    or None."""
     kinds = {kind for step in scenario.steps for kind in step}
     kinds |= {f"given {key}" for key in scenario.given}
     reasons: dict[str, list[str]] = {}
     for kind in sorted(kinds):
-        reason = target.cannot(kind)
+        reason = cannot(kind)
         if reason is not None:
             reasons.setdefault(reason, []).append(kind)
     if not reasons:

@@ -5,7 +5,6 @@ report RUN``)."""
 
 from __future__ import annotations
 
-import base64
 import json
 from datetime import datetime
 from pathlib import Path
@@ -14,20 +13,12 @@ from typing import Any
 from middleware.clock import iso
 from renkei.scenarios.loading import Scenario
 from renkei.scenarios.outcomes import ScenarioOutcome, StepOutcome
-from simulators.capture import Exchange, MessageLog
+from simulators.capture import MessageLog, exchange_from_json, exchange_to_json
 from simulators.faults import Hit
 
 __all__ = ["OUTCOMES", "outcome_from_json", "outcome_to_json", "read_run", "record_outcome"]
 
 OUTCOMES = "outcomes.jsonl"
-
-
-def _bytes(data: bytes | None) -> str | None:
-    return None if data is None else base64.b64encode(data).decode("ascii")
-
-
-def _unbytes(text: str | None) -> bytes | None:
-    return None if text is None else base64.b64decode(text)
 
 
 def _time(text: str) -> datetime:
@@ -52,20 +43,7 @@ def outcome_to_json(outcome: ScenarioOutcome) -> dict[str, Any]:
         "failure": outcome.failure,
         "skipped": outcome.skipped,
         "seconds": outcome.seconds,
-        "messages": [
-            {
-                **{key: getattr(exchange, key) for key in ("source", "destination", "operation")},
-                "argument": exchange.argument,
-                "at": iso(exchange.at),
-                "request": _bytes(exchange.request),
-                "answer": _bytes(exchange.answer),
-                "refusal": exchange.refusal,
-                "failure": exchange.failure,
-                "seconds": exchange.seconds,
-                "order": exchange.order,
-            }
-            for exchange in outcome.messages.exchanges
-        ],
+        "messages": [exchange_to_json(exchange) for exchange in outcome.messages.exchanges],
         "calls": [{**call, "at": iso(call["at"])} for call in outcome.calls],
         "hits": [{**hit.__dict__, "at": iso(hit.at)} for hit in outcome.hits],
         "names": outcome.names,
@@ -85,22 +63,7 @@ def outcome_from_json(document: dict[str, Any]) -> ScenarioOutcome:
         lines=tuple(found["lines"]),
     )
     messages = MessageLog()
-    for exchange in document["messages"]:
-        messages.exchanges.append(
-            Exchange(
-                at=_time(exchange["at"]),
-                source=exchange["source"],
-                destination=exchange["destination"],
-                operation=exchange["operation"],
-                argument=exchange["argument"],
-                request=_unbytes(exchange["request"]),
-                answer=_unbytes(exchange["answer"]),
-                refusal=exchange["refusal"],
-                failure=exchange["failure"],
-                seconds=exchange["seconds"],
-                order=exchange["order"],
-            )
-        )
+    messages.exchanges += [exchange_from_json(exchange) for exchange in document["messages"]]
     return ScenarioOutcome(
         scenario=scenario,
         steps=[StepOutcome(**step) for step in document["steps"]],
