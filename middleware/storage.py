@@ -20,6 +20,7 @@ readers never wait for writers, on the same pool as the rest.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -114,8 +115,20 @@ def _configure_sqlite_reader(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN")
 
 
+# Alembic keeps the migration in progress in module-global state (``alembic.context``,
+# ``alembic.op``): two migrations at once in one process (several networks in a box started
+# together, a scenario runner's) would run in each other's context. One at a time.
+_MIGRATING = threading.Lock()
+
+
 def migrate(url: str, script_location: Path) -> None:
-    """Bring the database at ``url`` to the newest Alembic revision in ``script_location``."""
+    """Bring the database at ``url`` to the newest Alembic revision in ``script_location``
+    (one migration at a time in a process)."""
+    with _MIGRATING:
+        _migrate(url, script_location)
+
+
+def _migrate(url: str, script_location: Path) -> None:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     config = AlembicConfig()

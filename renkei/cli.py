@@ -1226,6 +1226,9 @@ def party_kill(name: str, config_path: str, wait: bool) -> None:
 
 LIBRARY = Path(__file__).resolve().parent.parent / "scenarios"
 RUNS = Path(__file__).resolve().parent.parent / "var" / "scenario-runs"  # every run, kept
+# Scenarios run at once by default: a scenario's network mostly waits (for deliveries, for
+# timers), so four share two cores well.
+DEFAULT_JOBS = 4
 
 
 @main.group("scenario")
@@ -1314,6 +1317,15 @@ def scenario_list(paths: tuple[Path, ...], tags: tuple[str, ...]) -> None:
     "supervised, as make run), not in memory; its logs stay in its work directory.",
 )
 @click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(1, 16),
+    default=DEFAULT_JOBS,
+    show_default=True,
+    help="How many scenarios run at once, each in its network of its own (one at a time "
+    "against a running network -c, and with a SUT you start yourself).",
+)
+@click.option(
     "--sut",
     "suts",
     multiple=True,
@@ -1334,6 +1346,7 @@ def scenario_run(
     running_config: str | None,
     suts: tuple[str, ...],
     processes: bool,
+    jobs: int,
 ) -> None:
     """Run scenarios (default: the whole library), each in a network in a box of its own
     (in memory, or over loopback mutual TLS; with --processes, or when it says given:
@@ -1371,7 +1384,7 @@ def scenario_run(
         runner = ScenarioRunner(
             reactor, directory, running, bindings, click.echo, processes=processes
         )
-        outcomes.extend(await runner.run_all(scenarios, ended))
+        outcomes.extend(await runner.run_all(scenarios, ended, jobs))
 
     try:
         _react(work)

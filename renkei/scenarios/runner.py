@@ -29,6 +29,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
+
 from middleware.config import Config
 from middleware.network import HUB
 from renkei.scenarios.conversation import Conversation
@@ -240,15 +242,28 @@ class ScenarioRunner:
         self,
         scenarios: Sequence[Scenario],
         report: Callable[[ScenarioOutcome], None] | None = None,
+        jobs: int = 1,
     ) -> list[ScenarioOutcome]:
-        """Run ``scenarios`` in order; ``report(outcome)`` after each."""
-        outcomes = []
-        for scenario in scenarios:
-            outcome = await self.run(scenario)
-            outcomes.append(outcome)
+        """Run ``scenarios``, up to ``jobs`` at once, each in its own network (one at a time
+        against a running network, whose clock and faults every scenario shares, and when a
+        tester starts a system under test, who is told one scenario at a time);
+        ``report(outcome)`` as each ends. The outcomes come in the order of ``scenarios``."""
+        if self._running is not None or any(b.command is None for b in self._suts.values()):
+            jobs = 1
+        semaphore = DeferredSemaphore(max(1, jobs))
+
+        async def one(scenario: Scenario) -> ScenarioOutcome:
+            await semaphore.acquire()
+            try:
+                outcome = await self.run(scenario)
+            finally:
+                semaphore.release()
             if report is not None:
                 report(outcome)
-        return outcomes
+            return outcome
+
+        running = [Deferred.fromCoroutine(one(scenario)) for scenario in scenarios]
+        return list(await gatherResults(running, consumeErrors=True))
 
 
 def _needs(scenario: Scenario, cannot: Callable[[str], str | None]) -> str | None:
