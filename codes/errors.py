@@ -63,6 +63,7 @@ __all__ = [
     "REPLICA_DATES_INVALID",
     "REPLICA_FILE_INVALID",
     "REPLICA_RECORD_TOO_LARGE",
+    "RESTORE_FAILED",
     "RESTORE_VERIFICATION_FAILED",
     "ROLE_FORBIDDEN",
     "SENDER_NOT_PARTY",
@@ -666,6 +667,12 @@ PARTY_RUNNING = _kind(
     409,
     "The database of {party} is in use (is the party running?): stop it before restoring.",
     "{party}のデータベースは使用中です(稼働中ではありませんか)。停止してから復元してください。",
+)
+RESTORE_FAILED = _kind(
+    "RestoreFailed",
+    500,
+    "The restore of {party} failed: {detail}",
+    "{party}の復元に失敗しました: {detail}",
 )
 RESTORE_VERIFICATION_FAILED = _kind(
     "RestoreVerificationFailed",

@@ -31,6 +31,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -41,8 +42,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, Table, create_engine, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
@@ -79,6 +82,8 @@ MANIFEST = "manifest.json"
 SQLITE_FILE = "database.sqlite"
 DUMP_FILE = "database.dump"
 _STAMP = "%Y%m%d-%H%M%S"  # a scheduled backup's folder: its Japan time
+# What a backup or a restore may meet on the way: files, databases, migrations.
+_FAILURES = (OSError, sqlite3.Error, SQLAlchemyError, psycopg.Error, CommandError)
 _PG_NAME = 63  # PostgreSQL's longest identifier
 
 
@@ -263,8 +268,21 @@ def _pg_tool(name: str, party: PartyDatabase) -> str:
     return found
 
 
-def _run_tool(command: list[str], party: PartyDatabase) -> None:
-    finished = subprocess.run(command, capture_output=True, text=True, check=False)
+def _run_tool(command: list[str], url: str, party: PartyDatabase) -> None:
+    """Run pg_dump or pg_restore on the database at ``url``: its password, if any, goes in
+    the environment, not on the command line (which other users of the machine can read)."""
+    target = make_url(url)
+    environment = dict(os.environ)
+    if target.password is not None:
+        environment["PGPASSWORD"] = str(target.password)
+    bare = target.set(password=None).render_as_string(hide_password=False)
+    finished = subprocess.run(
+        [*command, f"--dbname={bare}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=environment,
+    )
     if finished.returncode != 0:
         lines = [line for line in finished.stderr.splitlines() if line.strip()]
         detail = lines[-1] if lines else f"{Path(command[0]).name} exited {finished.returncode}"
@@ -289,8 +307,8 @@ def _dump_postgresql(party: PartyDatabase, target: Path) -> tuple[str | None, di
                         "--no-privileges",
                         f"--snapshot={snapshot}",
                         f"--file={target}",
-                        f"--dbname={party.url}",
                     ],
+                    party.url,
                     party,
                 )
     finally:
@@ -324,7 +342,7 @@ def back_up(party: PartyDatabase, destination: Path, now: datetime) -> Manifest:
     except RenkeiError:
         shutil.rmtree(destination, ignore_errors=True)
         raise
-    except (OSError, sqlite3.Error) as failure:
+    except _FAILURES as failure:
         shutil.rmtree(destination, ignore_errors=True)
         raise RenkeiError(errors.BACKUP_FAILED, party=party.name, detail=str(failure)) from None
     return manifest
@@ -479,16 +497,23 @@ def _restore_sqlite(
         if in_use(party.url):
             raise RenkeiError(errors.PARTY_RUNNING, party=party.name)
         replaced = None
-        if path.exists():
-            stamp = now.astimezone(JAPAN).strftime(_STAMP)
-            aside = path.with_name(f"{path.name}.replaced-{stamp}")
-            for current, kept in zip(_sqlite_files(path), _sqlite_files(aside), strict=True):
+        moved: list[tuple[Path, Path]] = []
+        try:
+            if path.exists():
+                stamp = now.astimezone(JAPAN).strftime(_STAMP)
+                aside = path.with_name(f"{path.name}.replaced-{stamp}")
+                for current, kept in zip(_sqlite_files(path), _sqlite_files(aside), strict=True):
+                    if current.exists():
+                        current.rename(kept)
+                        moved.append((kept, current))
+                replaced = str(aside)
+            for current, final in zip(_sqlite_files(staging), _sqlite_files(path), strict=True):
                 if current.exists():
-                    current.rename(kept)
-            replaced = str(aside)
-        for current, final in zip(_sqlite_files(staging), _sqlite_files(path), strict=True):
-            if current.exists():
-                current.rename(final)
+                    current.rename(final)
+        except OSError:
+            for kept, current in moved:  # the database as it was
+                kept.rename(current)
+            raise
     except BaseException:
         for leftover in _sqlite_files(staging):
             leftover.unlink(missing_ok=True)
@@ -523,9 +548,9 @@ def _restore_postgresql(
                     "--no-owner",
                     "--no-privileges",
                     "--exit-on-error",
-                    f"--dbname={staging_url}",
                     str(source / manifest.file),
                 ],
+                staging_url,
                 party,
             )
             chains = _ready(staging_url, party, source, manifest, trust, now)
@@ -550,11 +575,14 @@ def restore(
     (its manifest, its file, its chains verified with ``trust``) and the database is not
     in use; the database it replaced is kept aside."""
     manifest = _check_backup(party, source)
-    if in_use(party.url):
-        raise RenkeiError(errors.PARTY_RUNNING, party=party.name)
-    if party.kind == "sqlite":
-        return _restore_sqlite(party, source, manifest, trust, now)
-    return _restore_postgresql(party, source, manifest, trust, now)
+    try:
+        if in_use(party.url):
+            raise RenkeiError(errors.PARTY_RUNNING, party=party.name)
+        if party.kind == "sqlite":
+            return _restore_sqlite(party, source, manifest, trust, now)
+        return _restore_postgresql(party, source, manifest, trust, now)
+    except _FAILURES as failure:
+        raise RenkeiError(errors.RESTORE_FAILED, party=party.name, detail=str(failure)) from None
 
 
 # -- the scheduled backups ----------------------------------------------------------------

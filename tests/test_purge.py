@@ -17,7 +17,7 @@ from middleware.tables import node_records
 from tests.conftest import running_box
 from tests.network import write_config
 from tests.test_backup import renkei
-from tests.test_console import add_users
+from tests.test_console import add_users, logged_in
 from tests.test_flow import ask_tax, count
 from tests.test_held import held_item, setagaya_asks, wait_for_state
 
@@ -78,7 +78,7 @@ async def test_each_kind_is_purged_once_its_retention_has_passed_and_the_chains_
     conf = str(box.config.path)
     box.clock.freeze()
     start = box.clock.seconds()
-    await add_users(meguro)
+    users = await add_users(meguro)
     asked = await ask_tax(meguro_care)
     assert (await meguro_care.wait_for_result(asked["query_id"]))["state"] == "provided"
     query_id = await setagaya_asks.ask()
@@ -114,7 +114,10 @@ async def test_each_kind_is_purged_once_its_retention_has_passed_and_the_chains_
         "replica_file_answers_deleted",
     }
     assert thirty["held_contents_deleted"] == 1 and thirty["replica_file_answers_deleted"] == 1
-    assert (await meguro.held.content(hold.transaction_number, "auditor1")).payload is None
+    approver = await logged_in(box, "ap", users["ap"])
+    code, page, _ = await approver.get(f"/held/{hold.transaction_number}")
+    assert code == 200 and 'id="content-deleted"' in page
+    assert (await meguro.held.content(hold.transaction_number, "ap")).payload is None
     assert deleted(await purged(box, "hub")).keys() == {"outbox_bodies_deleted"}
     # Setagaya's refused query ended 30 days ago: its (empty) result and its documents go.
     assert deleted(await purged(box, "setagaya")).keys() == {
@@ -174,6 +177,9 @@ async def test_each_kind_is_purged_once_its_retention_has_passed_and_the_chains_
     assert records.stdout.count("chain intact from its checkpoint after") == 3
     audit = renkei("audit", "verify", "-c", conf, "-i", "meguro")
     assert audit.returncode == 0 and "chain intact from its checkpoint after" in audit.stdout
+    auditor = await logged_in(box, "au", users["au"])
+    code, page, _ = await auditor.get("/audit")
+    assert code == 200 and "改ざん検証: 正常" in page
 
     with sqlite3.connect(box.config.path.parent / "meguro.sqlite") as connection:
         (seq, document) = connection.execute(
