@@ -111,6 +111,19 @@ async def test_a_backup_taken_while_queries_run_is_restored_once_the_party_stops
     verified = renkei("records", "verify", "-c", conf)
     assert verified.returncode == 0 and "meguro: " in verified.stdout, verified.stdout
 
+    # The hub the same way (its records only: it keeps no audit log).
+    hub_backup = tmp_path / "backups" / "hub-1"
+    done = renkei("backup", "-c", conf, "--hub", str(hub_backup))
+    assert done.returncode == 0 and "hub: backed up into" in done.stdout, done.stderr
+    assert manifest_of(hub_backup)["chains"].keys() == {"provision_record"}
+    refused(renkei("restore", "-c", conf, "--hub", str(hub_backup)), "PartyRunning")
+    await box.stop_party("hub")
+    done = renkei("restore", "-c", conf, "--hub", str(hub_backup))
+    assert done.returncode == 0 and "hub: restored from" in done.stdout, done.stderr
+    await box.start_party("hub")
+    last = await ask_tax(meguro_care)
+    assert (await meguro_care.wait_for_result(last["query_id"]))["state"] == "provided"
+
 
 def add_records(url: str, count: int) -> None:
     """``count`` provision records in a (migrated) node database."""
