@@ -409,7 +409,10 @@ def _check_backup(party: PartyDatabase, source: Path) -> Manifest:
             party=f"{party.name} ({party.code}, {party.kind})",
         )
     file = source / manifest.file
-    if manifest.file not in (SQLITE_FILE, DUMP_FILE) or not file.is_file():
+    if (
+        manifest.file != (SQLITE_FILE if party.kind == "sqlite" else DUMP_FILE)
+        or not file.is_file()
+    ):
         raise RenkeiError(errors.BACKUP_INVALID, path=str(source), detail=f"no {manifest.file}")
     if file.stat().st_size != manifest.size or _digest(file) != manifest.sha256:
         raise RenkeiError(

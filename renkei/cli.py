@@ -343,7 +343,7 @@ def _party_to_copy(config: Config, institution_name: str | None, hub: bool) -> A
         raise click.ClickException(str(failure)) from None
 
 
-party_options = [
+_PARTY_OPTIONS = [
     click.option(
         "-i",
         "--institution",
@@ -356,7 +356,7 @@ party_options = [
 
 
 def _party_options(command: Callable[..., None]) -> Callable[..., None]:
-    for option in reversed(party_options):
+    for option in reversed(_PARTY_OPTIONS):
         command = option(command)
     return command
 
