@@ -804,7 +804,6 @@ back_office_listen = tcp:port={ports["mb"]}:interface=127.0.0.1
 back_office_address = https://127.0.0.1:{ports["mb"]}
 back_office_systems = {CARE_INSURANCE}
 provides = {CARE_INFORMATION}
-result_retention = 604800
 
 [back-office:meguro:{CARE_INSURANCE}]
 affairs = JM90000000001000
@@ -821,7 +820,6 @@ back_office_listen = tcp:port={ports["sb"]}:interface=127.0.0.1
 back_office_address = https://127.0.0.1:{ports["sb"]}
 back_office_systems = {LOCAL_TAX}
 provides = {INFORMATION_NAME}
-result_retention = 604800
 
 [back-office:setagaya:{LOCAL_TAX}]
 affairs = JM90000000002000
@@ -834,6 +832,9 @@ lease = 30
 poll_interval = 1
 list_refresh = 300
 retention_interval = 60
+
+[retention]
+query_results = 7d
 
 [demo]
 data = {population}

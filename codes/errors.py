@@ -14,6 +14,10 @@ __all__ = [
     "ACCOUNT_LOCKED",
     "ADDRESS_NUMBER_CONFLICT",
     "ALL",
+    "BACKUP_DESTINATION_EXISTS",
+    "BACKUP_FAILED",
+    "BACKUP_INVALID",
+    "BACKUP_OF_ANOTHER_PARTY",
     "BAD_REQUEST",
     "BODY_TOO_LARGE",
     "BULK_QUERY_FILE_INVALID",
@@ -42,6 +46,7 @@ __all__ = [
     "PAGE_NOT_FOUND",
     "PARTIES_IN_ONE_PROCESS",
     "PARTY_NOT_RUNNING",
+    "PARTY_RUNNING",
     "PAYLOAD_INVALID",
     "PAYLOAD_SIGNATURE_INVALID",
     "PAYLOAD_UNREADABLE",
@@ -60,6 +65,8 @@ __all__ = [
     "REPLICA_DATES_INVALID",
     "REPLICA_FILE_INVALID",
     "REPLICA_RECORD_TOO_LARGE",
+    "RESTORE_FAILED",
+    "RESTORE_VERIFICATION_FAILED",
     "ROLE_FORBIDDEN",
     "SENDER_NOT_PARTY",
     "SESSION_EXPIRED",
@@ -651,4 +658,48 @@ PARTY_NOT_RUNNING = _kind(
     409,
     "Process {name} is not running ({state}): there is nothing to kill.",
     "プロセス{name}は動作していないため({state})、強制終了できません。",
+)
+
+# Backup and restore (renkei backup, renkei restore; docs/operations.md)
+BACKUP_DESTINATION_EXISTS = _kind(
+    "BackupDestinationExists",
+    409,
+    "{path} exists and is not empty: a backup goes into a new or empty directory.",
+    "{path}は既に存在し、空ではありません。バックアップは新しい(又は空の)ディレクトリに作成します。",
+)
+BACKUP_FAILED = _kind(
+    "BackupFailed",
+    500,
+    "The backup of {party} failed: {detail}",
+    "{party}のバックアップに失敗しました: {detail}",
+)
+BACKUP_INVALID = _kind(
+    "BackupInvalid",
+    422,
+    "{path} is not a usable backup: {detail}",
+    "{path}は利用できるバックアップではありません: {detail}",
+)
+BACKUP_OF_ANOTHER_PARTY = _kind(
+    "BackupOfAnotherParty",
+    422,
+    "The backup in {path} is of {found}, not of {party}.",
+    "{path}のバックアップは{found}のもので、{party}のものではありません。",
+)
+PARTY_RUNNING = _kind(
+    "PartyRunning",
+    409,
+    "The database of {party} is in use (is the party running?): stop it before restoring.",
+    "{party}のデータベースは使用中です(稼働中ではありませんか)。停止してから復元してください。",
+)
+RESTORE_FAILED = _kind(
+    "RestoreFailed",
+    500,
+    "The restore of {party} failed: {detail}",
+    "{party}の復元に失敗しました: {detail}",
+)
+RESTORE_VERIFICATION_FAILED = _kind(
+    "RestoreVerificationFailed",
+    422,
+    "The restored copy of {party} does not verify: {detail}. The database was left as it was.",
+    "{party}の復元したコピーの検証に失敗しました: {detail}。データベースは変更していません。",
 )

@@ -11,15 +11,22 @@ copy of the element without its ds:Signature. Callers must act on that return va
 on the element they passed in (signature wrapping).
 
 Build a `Signer`, `PinnedVerifier` or `CAVerifier` once at start and reuse it; the
-module-level `verify_pinned` and `verify_with_ca` are conveniences for cold paths.
+module-level `verify_pinned` and `verify_with_ca` are conveniences for cold paths. A document
+kept for years (a hash chain's checkpoint) outlives the certificate it was signed with:
+`IssuedVerifier` checks that its signer's certificate was issued by the CA, whatever its
+validity period now.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
+import dataclasses
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 from lxml import etree
 from signxml import (
@@ -37,6 +44,7 @@ from crypto.pki import Credentials, identity_of
 __all__ = [
     "SIGNATURE_TAG",
     "CAVerifier",
+    "IssuedVerifier",
     "PinnedVerifier",
     "SignatureInvalid",
     "Signer",
@@ -106,15 +114,7 @@ class PinnedVerifier:
 
     def verify(self, element: etree._Element) -> etree._Element:
         """Return the signed content of `element` (without ds:Signature) or raise."""
-        try:
-            result = XMLVerifier().verify(
-                _standalone(element), x509_cert=self._certificate, expect_config=_CONFIG
-            )
-            return _signed_element(result)
-        except SignatureInvalid:
-            raise
-        except Exception as exc:
-            raise SignatureInvalid(f"{type(exc).__name__}: {exc}") from exc
+        return _verify_with(element, self._certificate, _CONFIG)
 
 
 class CAVerifier:
@@ -155,6 +155,73 @@ class CAVerifier:
                     f"{signer.subject.rfc4514_string()} is not a {self._required_unit} certificate"
                 )
         return signed, signer
+
+
+class IssuedVerifier:
+    """Verifies signatures kept for years, whose signer's certificate may have expired (or
+    been renewed) since: the one KeyInfo certificate must have been issued by `ca` (its
+    signature checked with the CA's key), carry KeyUsage digitalSignature and the subject OU
+    `required_unit`; its validity period is not looked at. The caller decides which signer is
+    acceptable (its CN) from the returned certificate. Create once and reuse.
+    """
+
+    def __init__(self, ca: x509.Certificate, *, required_unit: str = SIGNING_UNIT) -> None:
+        """Trust certificates issued by `ca` whose OU is `required_unit`."""
+        self._ca = ca
+        self._required_unit = required_unit
+
+    def verify(self, element: etree._Element) -> tuple[etree._Element, x509.Certificate]:
+        """Return the signed content of `element` and the signer's certificate, or raise."""
+        signer = _key_info_certificate(_standalone(element))
+        name = signer.subject.rfc4514_string()
+        try:
+            signer.verify_directly_issued_by(self._ca)
+        except (ValueError, TypeError, InvalidSignature) as exc:
+            raise SignatureInvalid(f"{name} was not issued by the trusted CA") from exc
+        try:
+            usage = signer.extensions.get_extension_for_class(x509.KeyUsage).value
+            unit = identity_of(signer).organizational_unit
+        except (x509.ExtensionNotFound, ValueError) as exc:
+            raise SignatureInvalid(f"{name}: {exc}") from exc
+        if not usage.digital_signature:
+            raise SignatureInvalid(f"{name} may not sign (KeyUsage)")
+        if unit != self._required_unit:
+            raise SignatureInvalid(f"{name} is not a {self._required_unit} certificate")
+        # The key is checked, not the time: "verify" at a moment the certificate was valid.
+        config = dataclasses.replace(_CONFIG, verification_time=signer.not_valid_before_utc)
+        return _verify_with(element, signer, config), signer
+
+
+def _verify_with(
+    element: etree._Element, certificate: x509.Certificate, config: SignatureConfiguration
+) -> etree._Element:
+    """The signed content of `element` if `certificate`'s key signed it, else raise."""
+    try:
+        result = XMLVerifier().verify(
+            _standalone(element), x509_cert=certificate, expect_config=config
+        )
+        return _signed_element(result)
+    except SignatureInvalid:
+        raise
+    except Exception as exc:
+        raise SignatureInvalid(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _key_info_certificate(element: etree._Element) -> x509.Certificate:
+    """The one certificate in the KeyInfo of `element`'s enveloped signature."""
+    signatures = [child for child in element if child.tag == SIGNATURE_TAG]
+    if len(signatures) != 1:
+        raise SignatureInvalid("the element must carry exactly one ds:Signature")
+    found = signatures[0].findall(
+        f"{{{DS_NAMESPACE}}}KeyInfo/{{{DS_NAMESPACE}}}X509Data/{{{DS_NAMESPACE}}}X509Certificate"
+    )
+    if len(found) != 1:
+        raise SignatureInvalid("the signature must carry exactly one X509Certificate")
+    try:
+        der = base64.b64decode("".join((found[0].text or "").split()), validate=True)
+        return x509.load_der_x509_certificate(der)
+    except (ValueError, binascii.Error) as exc:
+        raise SignatureInvalid(f"the signature's certificate cannot be read: {exc}") from exc
 
 
 def verify_pinned(element: etree._Element, certificate: x509.Certificate) -> etree._Element:

@@ -7,8 +7,10 @@ node's database through ``store`` (``node.store``), never through ``tables``.
 
 __all__ = [
     "audit",
+    "backup",
     "bulk_queries",
     "chain",
+    "checkpoint",
     "clock",
     "conditions",
     "config",
@@ -25,6 +27,7 @@ __all__ = [
     "node",
     "outbox",
     "party",
+    "period",
     "permit",
     "permitted_list",
     "persons",

@@ -6,7 +6,9 @@ same transaction as the operation itself. Like the provision records
 (``middleware/records.py``) it is a `middleware.chain.Chain`: each entry's hash covers its
 content and the previous entry's hash, and the single head row serializes appends and
 remembers the newest entry, so an edited entry, a removed entry (the newest one included) or
-a removed head row is detected by ``verify_audit``.
+a removed head row is detected by ``verify_audit``. Entries past their retention are purged,
+oldest first (middleware/retention.py): the chain is then verified from the signed checkpoint
+the purge left (middleware/checkpoint.py).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from sqlalchemy import (
 )
 
 from middleware.chain import Chain, link_hash
-from middleware.tables import audit_head, audit_record
+from middleware.checkpoint import AUDIT, ChainTrust, ChainVerification, verify_from_checkpoint
+from middleware.tables import audit_head, audit_record, node_checkpoints
 
 __all__ = [
     "ACTIONS",
@@ -39,6 +42,7 @@ __all__ = [
     "audit_entries",
     "audit_hash",
     "audit_page",
+    "audit_verification",
     "count_audit",
     "verify_audit",
 ]
@@ -63,6 +67,8 @@ ACTIONS = frozenset(
         "totp_reset",
         "role_change",
         "back_office_refused",
+        "purge",
+        "restore",
     }
 )
 """The actions known today; ``append_audit`` accepts others so new features can add theirs."""
@@ -145,13 +151,21 @@ def append_audit(
     )
 
 
-def verify_audit(connection: Connection) -> int | None:
+def audit_verification(connection: Connection, trust: ChainTrust | None) -> ChainVerification:
+    """The audit log's chain verified from its newest checkpoint (checked with ``trust``:
+    the network CA and the node), or from its genesis when never purged."""
+    return verify_from_checkpoint(connection, AUDIT_CHAIN, node_checkpoints, AUDIT, trust)
+
+
+def verify_audit(connection: Connection, trust: ChainTrust | None = None) -> int | None:
     """The ``seq`` of the first entry that breaks the chain, or None when it is whole.
 
     An edited entry breaks at its own ``seq``, a removed one at the ``seq`` it held; a removed
     newest entry (or a removed head row) breaks at the first ``seq`` past the entries left.
+    After a purge the chain is verified from its checkpoint, which ``trust`` checks (without
+    it, the chain breaks at the checkpoint).
     """
-    return AUDIT_CHAIN.verify(connection)
+    return audit_verification(connection, trust).first_broken
 
 
 def _filter(actor: str | None, action: str | None) -> ColumnElement[bool]:
@@ -227,10 +241,12 @@ def audit_page(
     offset: int = 0,
     actor: str | None = None,
     action: str | None = None,
+    trust: ChainTrust | None = None,
 ) -> AuditPage:
-    """``audit_entries`` with their count and the chain verified, in one transaction."""
+    """``audit_entries`` with their count and the chain verified (from its checkpoint, which
+    ``trust`` checks), in one transaction."""
     return AuditPage(
         entries=audit_entries(connection, limit=limit, offset=offset, actor=actor, action=action),
         total=count_audit(connection, actor=actor, action=action),
-        first_broken=verify_audit(connection),
+        first_broken=verify_audit(connection, trust),
     )

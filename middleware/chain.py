@@ -7,6 +7,11 @@ the chain from that point on. Every append first locks the head row (a row lock 
 PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), which keeps ``seq`` gap-free and the chain linear
 with several writers, and then moves the head to the newest link, so a removed newest link or
 a removed head row is detected too.
+
+The oldest links may be deleted once past their retention (`Chain.cut`, by the purge of
+middleware/retention.py): the last link deleted, its ``seq`` and ``hash`` (a `Link`), is
+where verification then starts instead of the genesis, once a signed checkpoint vouches for
+it (middleware/checkpoint.py).
 """
 
 from __future__ import annotations
@@ -17,12 +22,25 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Table, delete, select
 
-__all__ = ["GENESIS", "Chain", "Content", "link_hash"]
+__all__ = ["GENESIS", "ORIGIN", "Chain", "Content", "Link", "link_hash"]
 
 GENESIS = "0" * 64
 """The ``prev_hash`` of a chain's first link."""
+
+
+@dataclass(frozen=True)
+class Link:
+    """A place in a chain: a link's ``seq`` and ``hash`` (the link that follows it has
+    ``seq + 1`` and ``prev_hash`` = ``hash``)."""
+
+    seq: int
+    hash: str
+
+
+ORIGIN = Link(0, GENESIS)
+"""Where a chain starts before any link was deleted."""
 
 Content = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 """What a link's hash covers, taken from its row (``seq``, ``recorded_at`` and its fields)."""
@@ -69,15 +87,16 @@ class Chain:
         )
         return seq
 
-    def verify(self, connection: Connection) -> int | None:
+    def verify(self, connection: Connection, start: Link = ORIGIN) -> int | None:
         """The ``seq`` of the first link that breaks the chain, or None when it is whole.
 
-        An edited link breaks at its own ``seq``, a removed one at the ``seq`` it held; a
+        The links must follow ``start`` (the origin, or the last link a purge deleted): an
+        edited link breaks at its own ``seq``, a removed one at the ``seq`` it held; a
         removed newest link (or a removed head row) breaks at the first ``seq`` past the links
         left.
         """
-        prev_hash = GENESIS
-        expected_seq = 0
+        prev_hash = start.hash
+        expected_seq = start.seq
         for row in connection.execute(select(self.links).order_by(self.links.c.seq)):
             link: dict[str, Any] = dict(row._mapping)
             expected_seq += 1
@@ -94,3 +113,12 @@ class Chain:
         if head.seq != expected_seq or head.hash != prev_hash:
             return expected_seq + 1
         return None
+
+    def cut(self, connection: Connection, through: int) -> Link:
+        """Delete the links up to ``through`` (the oldest ones) inside the caller's
+        transaction; the last one deleted, where the chain now starts. The head stays."""
+        last = connection.execute(
+            select(self.links.c.seq, self.links.c.hash).where(self.links.c.seq == through)
+        ).one()
+        connection.execute(delete(self.links).where(self.links.c.seq <= through))
+        return Link(last.seq, last.hash)

@@ -4,8 +4,9 @@ A file describes a whole network in a box: a ``[network]`` section for the hub (
 run institution nodes against a hub elsewhere), one ``[institution:NAME]`` section per
 intermediate server with one ``[back-office:NAME:SYSTEM]`` section per back-office system
 it serves (what that system may do), ``[delivery]`` for the outbox, and optionally
-``[jobs]`` (the periodic jobs), ``[health]`` and ``[alerts]`` (what the health looks at and
-where its changes are posted), ``[demo]``, ``[population]`` and ``[control]``. Relative
+``[jobs]`` (the periodic jobs), ``[retention]`` (how long each kind of data is kept),
+``[backup]`` (the scheduled backups), ``[health]`` and ``[alerts]`` (what the health looks at
+and where its changes are posted), ``[demo]``, ``[population]`` and ``[control]``. Relative
 paths are read relative to the file. See docs/operations.md for every key.
 """
 
@@ -20,11 +21,14 @@ from codes.errors import RenkeiError
 from codes.institution import INSTITUTION_KINDS, validate_institution_code
 from codes.typed import validate_affair_code, validate_information_name_code
 from middleware.outbox import RetryPolicy
+from middleware.period import Period, parse_period
 
 __all__ = [
     "LOOPBACK",
+    "RETENTION_KINDS",
     "AlertsConfig",
     "BackOfficeSystem",
+    "BackupConfig",
     "Config",
     "ConfigError",
     "ControlConfig",
@@ -34,6 +38,7 @@ __all__ = [
     "NetworkConfig",
     "OutsideMember",
     "PopulationConfig",
+    "RetentionConfig",
     "load_config",
 ]
 
@@ -85,7 +90,6 @@ class InstitutionConfig:
     back_office_address: str
     back_office_systems: tuple[str, ...]
     provides: tuple[str, ...]
-    result_retention: float
     # Seconds a held provision waits for a staff decision before it is refused (HoldExpired).
     hold_lifetime: float = 72 * 3600.0
     console_listen: str | None = None
@@ -166,6 +170,59 @@ class JobsConfig:
     keep_runs: int = 100
 
 
+# The default periods: 情報提供等記録 are kept 7 years (マイナポータル FAQ 2397), and the audit
+# log of the views of them as long; what is only working data, weeks.
+_SEVEN_YEARS = Period(years=7)
+_THIRTY_DAYS = Period(seconds=30 * 86400.0)
+_SEVEN_DAYS = Period(seconds=7 * 86400.0)
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """How long every party keeps each kind of data (``[retention]``; middleware/retention.py)
+    and how its ``purge`` job deletes what is past it: every ``interval`` seconds, at most
+    ``batch`` rows of a kind per transaction.
+
+    - ``provision_records``: 情報提供等記録, from when they were recorded (7 years: the law's);
+    - ``audit_log``: the staff audit log, from when each entry was written;
+    - ``held_contents``: the content of a held provision (the personal data an approver saw),
+      from its decision or expiry;
+    - ``outbox_bodies``: the document of a message delivered (or refused for good), from then;
+    - ``replica_file_answers``: the answer kept for a 副本 file's Idempotency-Key;
+    - ``query_results``: a query's result, from when the query ended.
+    """
+
+    interval: float = 3600.0
+    batch: int = 1000
+    provision_records: Period = _SEVEN_YEARS
+    audit_log: Period = _SEVEN_YEARS
+    held_contents: Period = _THIRTY_DAYS
+    outbox_bodies: Period = _THIRTY_DAYS
+    replica_file_answers: Period = _THIRTY_DAYS
+    query_results: Period = _SEVEN_DAYS
+
+
+RETENTION_KINDS = (  # the periods of RetentionConfig, one per kind of data kept
+    "provision_records",
+    "audit_log",
+    "held_contents",
+    "outbox_bodies",
+    "replica_file_answers",
+    "query_results",
+)
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    """The scheduled backups of every party (``[backup]``; middleware/backup.py): into
+    ``directory`` (one folder per party), every ``interval`` seconds, the newest ``keep`` of
+    each party kept."""
+
+    directory: Path
+    interval: float = 86400.0
+    keep: int = 7
+
+
 @dataclass(frozen=True)
 class HealthConfig:
     """What every party's health looks at (``[health]``; middleware/health.py): how often,
@@ -226,6 +283,9 @@ class Config:
     # What the parties' health looks at ([health]) and where its changes go ([alerts]).
     health: HealthConfig = HealthConfig()
     alerts: AlertsConfig | None = None
+    # How long each kind of data is kept ([retention]) and the scheduled backups ([backup]).
+    retention: RetentionConfig = RetentionConfig()
+    backup: BackupConfig | None = None
 
     @property
     def members(self) -> tuple[InstitutionConfig | OutsideMember, ...]:
@@ -361,6 +421,49 @@ def _jobs(parser: configparser.ConfigParser) -> JobsConfig:
     )
 
 
+def _period(section: configparser.SectionProxy, key: str, default: Period) -> Period:
+    text = section.get(key)
+    if not text:
+        return default
+    try:
+        return parse_period(text)
+    except ValueError as failure:
+        raise ValueError(f"[{section.name}] {key}: {failure}") from None
+
+
+def _retention(parser: configparser.ConfigParser) -> RetentionConfig:
+    """``[retention]`` (optional): how long each kind of data is kept, and the purge."""
+    if not parser.has_section("retention"):
+        return RetentionConfig()
+    section = parser["retention"]
+    known = {"interval", "batch", *RETENTION_KINDS}
+    for key in section:
+        if key not in known and key not in parser.defaults():
+            raise ValueError(
+                f"[retention] {key} is not a kind of data kept: one of"
+                f" {', '.join(RETENTION_KINDS)} (or interval, batch)"
+            )
+    default = RetentionConfig()
+    periods = {kind: _period(section, kind, getattr(default, kind)) for kind in RETENTION_KINDS}
+    return RetentionConfig(
+        interval=_positive(section, "interval", default.interval),
+        batch=_count(section, "batch", default.batch, 1),
+        **periods,
+    )
+
+
+def _backup(parser: configparser.ConfigParser, base: Path) -> BackupConfig | None:
+    """``[backup]`` (optional): no scheduled backup unless it names a directory."""
+    if not parser.has_section("backup") or not parser["backup"].get("directory"):
+        return None
+    section = parser["backup"]
+    return BackupConfig(
+        directory=base / section["directory"],
+        interval=_positive(section, "interval", BackupConfig.interval),
+        keep=_count(section, "keep", BackupConfig.keep, 1),
+    )
+
+
 def _health(parser: configparser.ConfigParser) -> HealthConfig:
     """``[health]`` (optional): what every party's health looks at."""
     if not parser.has_section("health"):
@@ -440,6 +543,11 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
                 )
             )
             continue
+        if "result_retention" in section:
+            raise ValueError(
+                f"[{name}] result_retention: query results are kept as [retention]"
+                " query_results says (e.g. query_results = 7d)"
+            )
         system_names = tuple(_value(section, "back_office_systems").split())
         institutions.append(
             InstitutionConfig(
@@ -454,7 +562,6 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
                 back_office_address=_value(section, "back_office_address"),
                 back_office_systems=system_names,
                 provides=provides,
-                result_retention=section.getfloat("result_retention", 7 * 86400.0),
                 hold_lifetime=section.getfloat("hold_lifetime", 72 * 3600.0),
                 console_listen=section.get("console_listen"),
                 console_address=section.get("console_address"),
@@ -522,4 +629,6 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
         jobs=_jobs(parser),
         health=_health(parser),
         alerts=_alerts(parser),
+        retention=_retention(parser),
+        backup=_backup(parser, base),
     )

@@ -140,6 +140,11 @@ class HeldDecisions:
         message_id = str(uuid.uuid4())
         number = item.transaction_number
         if decision == held_queue.APPROVED:
+            if item.payload is None or item.recipient_certificate is None:
+                # Only a decided hold loses its content (after its retention).
+                raise RenkeiError(
+                    errors.HELD_ALREADY_DECIDED, transaction_number=number, state=item.state
+                )
             payload = messages.from_element(parse_xml(item.payload), messages.ProvisionPayload)
             status = PROVIDED if payload.records else NO_DATA
             recipient = x509.load_der_x509_certificate(item.recipient_certificate)

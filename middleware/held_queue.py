@@ -6,7 +6,9 @@ certificate. A staff member with the approver role then approves it (it is signe
 and sent like any provision) or refuses it. A hold has a lifetime of its own (the provider's
 ``hold_lifetime``, 72 hours by default), independent of the permit's validity, which only
 bounds automatic answers: a held item still undecided when its hold ends is refused
-automatically (``HoldExpired``) and stays listed as expired. Each item is decided once.
+automatically (``HoldExpired``) and stays listed as expired. Each item is decided once. The
+content of a decided (or expired) item is deleted once ``[retention] held_contents`` has
+passed (middleware/retention.py); its metadata stays.
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ class HeldItem:
     procedure: str
     information_name: str
     integrated_address_number: str
-    payload: bytes
-    recipient_certificate: bytes
+    # The content and its recipient: None once deleted after its retention.
+    payload: bytes | None
+    recipient_certificate: bytes | None
     permit_expires_at: datetime
     held_at: datetime
     hold_expires_at: datetime  # when an undecided hold is refused (HoldExpired)
@@ -103,8 +106,10 @@ def _item(row: Any) -> HeldItem:
         procedure=row.procedure,
         information_name=row.information_name,
         integrated_address_number=row.integrated_address_number,
-        payload=bytes(row.payload),
-        recipient_certificate=bytes(row.recipient_certificate),
+        payload=None if row.payload is None else bytes(row.payload),
+        recipient_certificate=(
+            None if row.recipient_certificate is None else bytes(row.recipient_certificate)
+        ),
         permit_expires_at=row.permit_expires_at,
         held_at=row.held_at,
         hold_expires_at=row.hold_expires_at,

@@ -2,8 +2,9 @@
 
 A party of the network (`middleware.party.Party`: clock, database, outbox, records, jobs)
 made of one part per idea, each in its own module; its periodic jobs (``node.jobs``) are the
-list sync (``list_sync``), the retention of results (``retention``), the expiry of holds
-(``held_expiry``) and the party's outbox poll (``outbox``):
+list sync (``list_sync``), the purge of what is past its retention (``purge``), the expiry of
+holds (``held_expiry``), the party's outbox poll (``outbox``) and, when configured, its
+backup (``backup``):
 
 - `middleware.list_sync.PermittedLists` (``node.lists``): the permitted-query list, kept in
   step with the hub;
@@ -11,8 +12,8 @@ list sync (``list_sync``), the retention of results (``retention``), the expiry 
 - `middleware.provider.Provider` (``node.provider``): provision requests in, signed payloads
   encrypted for the requester alone out (情報提供);
 - `middleware.held.HeldDecisions` (``node.held``): held provisions and the staff decisions;
-- `middleware.retention.Retention` (``node.retention``): results deleted when their
-  retention ends;
+- `middleware.retention.Purge` (``node.purge``): records, audit entries, held contents,
+  outbox documents, 副本 file answers and query results deleted when their retention ends;
 - `middleware.health.Health` (``node.health``): what is failing, and its changes;
 - `middleware.store.NodeStore` (``node.store``): the database as the adapters see it.
 
@@ -39,8 +40,10 @@ from codes.catalogue import Catalogue
 from codes.errors import RenkeiError
 from crypto.pki import PkiLayout, load_certificate, load_secret_key
 from crypto.xmlsig import CAVerifier, PinnedVerifier, Signer
-from middleware import messages, persons, replica
+from middleware import messages, persons, replica, retention
 from middleware.audit import append_audit
+from middleware.backup import PartyDatabase
+from middleware.checkpoint import ChainTrust, CheckpointSigner
 from middleware.clock import ReactorTime
 from middleware.config import Config, InstitutionConfig
 from middleware.deferred import deferred, fire
@@ -63,9 +66,9 @@ from middleware.party import Party
 from middleware.provider import Provider
 from middleware.records import records_of_transaction
 from middleware.requester import Requester
-from middleware.retention import Retention
 from middleware.store import NodeStore
 from middleware.tables import (
+    node_checkpoints,
     node_job_run,
     node_outbox,
     node_outbox_owner,
@@ -73,7 +76,7 @@ from middleware.tables import (
     node_records,
 )
 
-__all__ = ["BACK_OFFICE_ACTOR", "MIGRATIONS", "IntermediateServer"]
+__all__ = ["BACK_OFFICE_ACTOR", "MIGRATIONS", "IntermediateServer", "party_database"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The audit log's actor for a back-office system (staff names cannot contain ':').
@@ -92,6 +95,20 @@ PATH_KEYS = (
     "delegating_requester",
     "delegating_provider",
 )
+
+
+def party_database(institution: InstitutionConfig) -> PartyDatabase:
+    """What backing up or restoring an institution's node needs of its database."""
+    return PartyDatabase(
+        name=institution.name,
+        code=institution.code,
+        url=institution.database,
+        migrations=MIGRATIONS,
+        records=node_records,
+        head=node_record_head,
+        checkpoints=node_checkpoints,
+        audited=True,
+    )
 
 
 class IntermediateServer(Party):
@@ -129,7 +146,10 @@ class IntermediateServer(Party):
         layout = PkiLayout(config.pki)
         self.ca = load_certificate(layout.ca().certificate)
         hub_verifier = PinnedVerifier(load_certificate(layout.hub_signing().certificate))
-        self.store = NodeStore(self.database, self.code)
+        signer = Signer(layout.institution_signing(self.code).load())
+        # What the checkpoints of the node's chains are signed with and checked against.
+        self.trust = ChainTrust(self.ca, self.code)
+        self.store = NodeStore(self.database, self.code, self.trust)
         self.lists = PermittedLists(self, hub_verifier)
         self.requester = Requester(
             self,
@@ -146,13 +166,30 @@ class IntermediateServer(Party):
             catalogue,
             self.lists,
             ca=self.ca,
-            signer=Signer(layout.institution_signing(self.code).load()),
+            signer=signer,
             hub_verifier=hub_verifier,
         )
         self.held = HeldDecisions(self, self.code, catalogue, self.provider)
-        self.retention = Retention(self, self.code, institution.result_retention)
-        self.jobs.add("retention", config.retention_interval, self._delete_ended_results)
+        kept = config.retention
+        checkpoints = CheckpointSigner(signer, self.code)
+        self.purge = retention.Purge(
+            self,
+            institution.name,
+            [
+                *retention.party_kinds(
+                    self.records, node_checkpoints, node_outbox, checkpoints, kept
+                ),
+                retention.audit_log(checkpoints, kept.audit_log),
+                retention.held_contents(kept.held_contents),
+                retention.replica_file_answers(kept.replica_file_answers),
+                retention.query_results(self, self.code, kept.query_results),
+            ],
+            batch=kept.batch,
+            audited=True,
+        )
+        self.jobs.add("purge", kept.interval, self.purge.run)
         self.jobs.add("held_expiry", config.retention_interval, self._expire_holds)
+        self.add_backup(party_database(institution))
         self.health = Health(
             self,
             config.health,
@@ -173,9 +210,6 @@ class IntermediateServer(Party):
         await super().startService()
         await self.lists.start()
         await self.jobs.run("health")  # a first look, once the list is loaded
-
-    async def _delete_ended_results(self) -> dict[str, int]:
-        return {"results_deleted": await self.retention.sweep()}
 
     async def _expire_holds(self) -> dict[str, int]:
         return {"holds_expired": await self.held.expire()}

@@ -3,7 +3,8 @@
 A party has one clock (wall time and timers), one database (migrated when it starts), one
 durable outbox that delivers through its transport, one chain of provision records and one
 scheduler of its periodic jobs (`middleware.jobs.Scheduler`, ``party.jobs``: the outbox's
-poll is its first job). Starting opens the database, migrates it and starts the jobs;
+poll is its first job; with ``[backup]``, the backup of its database is another,
+`add_backup`). Starting opens the database, migrates it and starts the jobs;
 stopping stops the jobs (cancelling runs in flight), then the outbox (waiting for deliveries
 in flight), closes the transport and closes the database last, whatever failed before. The
 hub (`simulators.network.hub.Hub`) and the intermediate server
@@ -21,6 +22,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from middleware.backup import PartyDatabase, ScheduledBackup
 from middleware.chain import Chain
 from middleware.clock import ReactorTime, utc_now
 from middleware.config import Config
@@ -57,6 +59,7 @@ class Party(Service):
         clock: ReactorTime | None = None,
     ) -> None:
         self.config = config
+        self._reactor = reactor
         # Wall time and the timers of every job (outbox retries and the party's own jobs):
         # the network's one clock in a box, else the reactor.
         self.clock: ReactorTime = reactor if clock is None else clock
@@ -82,6 +85,14 @@ class Party(Service):
             keep=config.jobs.keep_runs,
         )
         self.jobs.add("outbox", config.poll_interval, self.outbox.poll, quiet=QUIET_RECORDS)
+
+    def add_backup(self, database: PartyDatabase) -> None:
+        """Back up the party's database (``database`` says what it is) as its ``backup`` job
+        every ``[backup] interval`` seconds, when ``[backup]`` names a directory."""
+        if self.config.backup is None:
+            return
+        self.backups = ScheduledBackup(database, self.config.backup, self.clock, self._reactor)
+        self.jobs.add("backup", self.config.backup.interval, self.backups.run, now=False)
 
     def now(self) -> datetime:
         """The party's wall time (aware, UTC)."""

@@ -3,7 +3,9 @@
 A `middleware.chain.Chain`: each record's hash covers its content and the previous record's
 hash, so an edited or removed record breaks the chain from that point on, and appends are
 serialized through the single head row, which keeps ``seq`` gap-free and the chain linear
-even with several writer processes.
+even with several writer processes. Records past their retention are purged, oldest first and
+whole transactions at a time (middleware/retention.py); the chain is then verified from the
+signed checkpoint the purge left (`verify_records`, middleware/checkpoint.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, func, select
 
 from middleware.chain import GENESIS, Chain, link_hash
+from middleware.checkpoint import RECORDS, ChainTrust, ChainVerification, verify_from_checkpoint
 from middleware.clock import iso
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "record_content",
     "records_of_transaction",
     "verify_chain",
+    "verify_records",
 ]
 
 
@@ -96,8 +100,24 @@ def append_records(
 
 
 def verify_chain(connection: Connection, records: Table, head: Table) -> int | None:
-    """The ``seq`` of the first record that breaks the chain, or None when it is whole."""
+    """The ``seq`` of the first record that breaks the chain from its genesis, or None when
+    it is whole (a chain cut by a purge breaks at its first record left: `verify_records`
+    verifies it from its checkpoint)."""
     return record_chain(records, head).verify(connection)
+
+
+def verify_records(
+    connection: Connection,
+    records: Table,
+    head: Table,
+    checkpoints: Table,
+    trust: ChainTrust | None,
+) -> ChainVerification:
+    """The party's chain of records verified from its newest checkpoint (checked with
+    ``trust``: the network CA and the party), or from its genesis when never purged."""
+    return verify_from_checkpoint(
+        connection, record_chain(records, head), checkpoints, RECORDS, trust
+    )
 
 
 def count_records(connection: Connection, records: Table) -> int:

@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred
 from codes.errors import RenkeiError
 from middleware import audit, bulk_queries, record_search, replica, staff, statistics
 from middleware.bulk_queries import ClaimedLine, NewLine, Outcome
+from middleware.checkpoint import ChainTrust
 from middleware.deferred import deferred
 from middleware.jobs import JobHistory, job_history
 from middleware.record_search import RecordFilter, TransactionDetail
@@ -145,16 +146,23 @@ class StaffStore:
 
 
 class AuditStore:
-    """The audit log of staff operations and reads of personal data."""
+    """The audit log of staff operations and reads of personal data; its chain verified from
+    its checkpoint (checked with ``trust``) once purged."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, trust: ChainTrust | None = None) -> None:
         self._database = database
+        self._trust = trust
 
     def page(
         self, *, limit: int, offset: int, actor: str | None, action: str | None
     ) -> Deferred[audit.AuditPage]:
         return self._database.read(
-            audit.audit_page, limit=limit, offset=offset, actor=actor, action=action
+            audit.audit_page,
+            limit=limit,
+            offset=offset,
+            actor=actor,
+            action=action,
+            trust=self._trust,
         )
 
 
@@ -326,10 +334,10 @@ class JobStore:
 class NodeStore:
     """The connector: one component per domain over the node's database."""
 
-    def __init__(self, database: Database, code: str) -> None:
+    def __init__(self, database: Database, code: str, trust: ChainTrust | None = None) -> None:
         self.records = RecordStore(database, code)
         self.staff = StaffStore(database)
-        self.audit = AuditStore(database)
+        self.audit = AuditStore(database, trust)
         self.persons = PersonStore(database)
         self.replica = ReplicaStore(database)
         self.statistics = StatisticsStore(database)

@@ -37,6 +37,7 @@ __all__ = [
     "bulk_query",
     "bulk_query_line",
     "held_provision",
+    "hub_checkpoints",
     "hub_job_run",
     "hub_list_versions",
     "hub_metadata",
@@ -45,6 +46,7 @@ __all__ = [
     "hub_query",
     "hub_record_head",
     "hub_records",
+    "node_checkpoints",
     "node_job_run",
     "node_list_versions",
     "node_metadata",
@@ -102,7 +104,9 @@ def _outbox(metadata: MetaData) -> Table:
         Column("kind", String(32), nullable=False),
         Column("destination", String(16), nullable=False),
         Column("reference", String(36), nullable=False),
-        Column("body", LargeBinary, nullable=False),
+        # The document; deleted (NULL) once the message has ended for ``[retention]
+        # outbox_bodies`` (the row stays, with its message id, as long as the records).
+        Column("body", LargeBinary),
         Column("state", String(16), nullable=False),
         Column("attempts", Integer, nullable=False, default=0),
         Column("created_at", UtcDateTime, nullable=False),
@@ -111,7 +115,10 @@ def _outbox(metadata: MetaData) -> Table:
         Column("last_error", Text),
         # The outbox (owner) whose attempt holds the message's lease, while one does.
         Column("leased_by", String(32)),
+        Column("body_deleted_at", UtcDateTime),
         Index("ix_outbox_due", "state", "next_attempt_at"),
+        # The purge's look for messages ended long enough ago (middleware/retention.py).
+        Index("ix_outbox_finished", "state", "finished_at"),
     )
 
 
@@ -181,6 +188,25 @@ def _permitted_list_versions(metadata: MetaData) -> Table:
         Column("expires_at", UtcDateTime, nullable=False),
         Column("document", LargeBinary, nullable=False),
         Column("stored_at", UtcDateTime, nullable=False),
+    )
+
+
+def _chain_checkpoints(metadata: MetaData) -> Table:
+    """The signed checkpoints of a party's hash chains (middleware/checkpoint.py): where each
+    purge of a chain left it, verification of the chain starting from the newest."""
+    return Table(
+        "chain_checkpoint",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        # The chain: ``provision_record`` or ``audit_record``.
+        Column("chain", String(32), nullable=False),
+        # The last link deleted: its seq and hash, as the signed document says.
+        Column("seq", Integer, nullable=False),
+        Column("hash", String(64), nullable=False),
+        Column("made_at", UtcDateTime, nullable=False),
+        # The ChainCheckpoint document, signed with the party's signing key.
+        Column("document", LargeBinary, nullable=False),
+        Index("ix_chain_checkpoint_chain", "chain", "seq", unique=True),
     )
 
 
@@ -338,9 +364,10 @@ held_provision = Table(
     Column("procedure", String(16), nullable=False),
     Column("information_name", String(16), nullable=False),
     Column("integrated_address_number", String(15), nullable=False),
-    # The exact content that would be sent (unsigned ProvisionPayload XML) and for whom.
-    Column("payload", LargeBinary, nullable=False),
-    Column("recipient_certificate", LargeBinary, nullable=False),
+    # The exact content that would be sent (unsigned ProvisionPayload XML) and for whom;
+    # deleted (NULL) ``[retention] held_contents`` after the decision or expiry.
+    Column("payload", LargeBinary),
+    Column("recipient_certificate", LargeBinary),
     Column("permit_expires_at", UtcDateTime, nullable=False),
     Column("held_at", UtcDateTime, nullable=False),
     # The hold's own end (held_at + the provider's hold_lifetime), not the permit's.
@@ -349,6 +376,7 @@ held_provision = Table(
     Column("decided_at", UtcDateTime),
     Column("decided_by", String(64)),
     Column("reason", Text),
+    Column("content_deleted_at", UtcDateTime),
     Index("ix_held_provision_hold", "state", "hold_expires_at"),
 )
 
@@ -357,6 +385,7 @@ node_outbox_owner = _outbox_owners(node_metadata)
 node_records, node_record_head = _provision_records(node_metadata)
 node_list_versions = _permitted_list_versions(node_metadata)
 node_job_run = _job_runs(node_metadata)
+node_checkpoints = _chain_checkpoints(node_metadata)
 
 
 # The answer given to a 副本 file posted under an Idempotency-Key: the same file posted again
@@ -370,6 +399,7 @@ replica_file_answer = Table(
     Column("status", Integer, nullable=False),
     Column("document", LargeBinary, nullable=False),
     Column("answered_at", UtcDateTime, nullable=False),
+    Index("ix_replica_file_answer_answered_at", "answered_at"),
 )
 
 # -- staff and their audit log (情報提供等記録 are separate: middleware/records.py) -------
@@ -529,3 +559,4 @@ hub_outbox_owner = _outbox_owners(hub_metadata)
 hub_records, hub_record_head = _provision_records(hub_metadata)
 hub_list_versions = _permitted_list_versions(hub_metadata)
 hub_job_run = _job_runs(hub_metadata)
+hub_checkpoints = _chain_checkpoints(hub_metadata)

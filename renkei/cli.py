@@ -12,9 +12,16 @@ import click
 
 from crypto.pki import InstitutionEntry, PkiLayout, init_pki
 from middleware.config import Config, ConfigError, load_config
-from middleware.records import count_records, records_of_transaction, verify_chain
+from middleware.records import count_records, records_of_transaction, verify_records
 from middleware.storage import Database
-from middleware.tables import hub_record_head, hub_records, node_record_head, node_records
+from middleware.tables import (
+    hub_checkpoints,
+    hub_record_head,
+    hub_records,
+    node_checkpoints,
+    node_record_head,
+    node_records,
+)
 from simulators.faults import KINDS as FAULT_KINDS
 
 __all__ = ["main"]
@@ -258,29 +265,145 @@ def records() -> None:
 @records.command("verify")
 @config_option
 def records_verify(config_path: str) -> None:
-    """Check every party's hash chain of provision records; exit 1 on a break."""
+    """Check every party's hash chain of provision records (from its newest signed
+    checkpoint once purged); exit 1 on a break."""
     from twisted.internet import reactor
 
     config = _config(config_path)
-    parties: list[tuple[str, str, Any, Any]] = []
+    parties: list[tuple[str, str, str, Any, Any, Any]] = []
     if config.network is not None:
-        parties.append(("hub", config.network.database, hub_records, hub_record_head))
-    parties += [(i.name, i.database, node_records, node_record_head) for i in config.institutions]
+        parties.append(
+            ("hub", "hub", config.network.database, hub_records, hub_record_head, hub_checkpoints)
+        )
+    parties += [
+        (i.name, i.code, i.database, node_records, node_record_head, node_checkpoints)
+        for i in config.institutions
+    ]
     broken = False
-    for name, url, table, head in parties:
+    for name, code, url, table, head, checkpoints in parties:
         database = Database(reactor, url)
         try:
-            first_bad = database.run_blocking(verify_chain, table, head)
+            verified = database.run_blocking(
+                verify_records, table, head, checkpoints, _trust(config, code)
+            )
             count = database.run_blocking(count_records, table)
         finally:
             database.stop()
-        if first_bad is None:
-            click.echo(f"{name}: {count} records, chain intact")
+        if verified.intact:
+            click.echo(f"{name}: {count} records, chain intact{_from_checkpoint(verified)}")
         else:
             broken = True
-            click.echo(f"{name}: chain broken at record {first_bad}")
+            click.echo(f"{name}: chain broken at record {verified.first_broken}{_why(verified)}")
     if broken:
         sys.exit(1)
+
+
+def _trust(config: Config, code: str) -> Any:
+    """What a party's checkpoints are checked against: the network CA and the party's code
+    (None without the PKI: a chain never purged needs none)."""
+    from crypto.pki import load_certificate
+    from middleware.checkpoint import ChainTrust
+
+    ca = PkiLayout(config.pki).ca().certificate
+    return ChainTrust(load_certificate(ca), code) if ca.exists() else None
+
+
+def _from_checkpoint(verified: Any) -> str:
+    checkpoint = verified.checkpoint
+    if checkpoint is None:
+        return ""
+    return (
+        f" from its checkpoint after {checkpoint.link.seq}"
+        f" (purged up to {_jst(checkpoint.recorded_at.isoformat())})"
+    )
+
+
+def _why(verified: Any) -> str:
+    return f": {verified.problem}" if verified.problem else ""
+
+
+# -- backup and restore ---------------------------------------------------------------------
+
+
+def _party_to_copy(config: Config, institution_name: str | None, hub: bool) -> Any:
+    """What `renkei backup` and `renkei restore` work on: one institution's node, or the hub."""
+    if hub == (institution_name is not None):
+        raise click.ClickException("give one party: --institution NAME, or --hub")
+    if hub:
+        from simulators.network.hub import party_database as hub_database
+
+        if config.network is None:
+            raise click.ClickException(f"{config.path} has no [network] (no hub)")
+        return hub_database(config.network)
+    from middleware.node import party_database
+
+    try:
+        return party_database(config.institution(institution_name or ""))
+    except ConfigError as failure:
+        raise click.ClickException(str(failure)) from None
+
+
+_PARTY_OPTIONS = [
+    click.option(
+        "-i",
+        "--institution",
+        "institution_name",
+        default=None,
+        help="The institution (section name, e.g. meguro, or code) whose database it is.",
+    ),
+    click.option("--hub", is_flag=True, help="The hub's database instead."),
+]
+
+
+def _party_options(command: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(_PARTY_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _chains(heads: Any) -> str:
+    names = {"provision_record": "records", "audit_record": "audit entries"}
+    return ", ".join(f"{names.get(name, name)} up to {head.seq}" for name, head in heads.items())
+
+
+@main.command("backup")
+@click.argument("destination", type=click.Path(file_okay=False, path_type=Path))
+@config_option
+@_party_options
+def backup(destination: Path, config_path: str, institution_name: str | None, hub: bool) -> None:
+    """Copy a party's database into DESTINATION (a new or empty directory) with its manifest,
+    while the party runs: SQLite's online backup, or pg_dump in one snapshot."""
+    from middleware.backup import back_up
+
+    config = _config(config_path)
+    party = _party_to_copy(config, institution_name, hub)
+    manifest = _coded(back_up, party, destination, _now())
+    click.echo(
+        f"{party.name}: backed up into {destination} ({manifest.file}, {manifest.size} bytes,"
+        f" made {_jst(manifest.made_at.isoformat())}; {_chains(manifest.chains)})"
+    )
+
+
+@main.command("restore")
+@click.argument("source", type=click.Path(file_okay=False, path_type=Path))
+@config_option
+@_party_options
+def restore(source: Path, config_path: str, institution_name: str | None, hub: bool) -> None:
+    """Put the backup in SOURCE in place of a party's database, which must not be in use
+    (stop the party first); the copy's chains are verified as `records verify` and `audit
+    verify` do before anything is replaced, and the database replaced is kept aside."""
+    from middleware.backup import restore as restore_backup
+
+    config = _config(config_path)
+    party = _party_to_copy(config, institution_name, hub)
+    restored = _coded(restore_backup, party, source, _trust(config, party.code), _now())
+    made = _jst(restored.manifest.made_at.isoformat())
+    click.echo(
+        f"{party.name}: restored from {source} (made {made}; {_chains(restored.manifest.chains)}),"
+        " every chain intact"
+    )
+    if restored.replaced is not None:
+        click.echo(f"{party.name}: the database it replaced is kept as {restored.replaced}")
 
 
 # -- staff and the audit log ------------------------------------------------------------------
@@ -492,20 +615,26 @@ def audit_group() -> None:
 @config_option
 @institution_option
 def audit_verify(config_path: str, institution_name: str) -> None:
-    """Check an institution's audit-log hash chain; exit 1 on a break."""
+    """Check an institution's audit-log hash chain (from its newest signed checkpoint once
+    purged); exit 1 on a break."""
     from middleware import audit
 
     config = _config(config_path)
     institution, database = _node_database(config, institution_name)
     try:
-        first_bad = database.run_blocking(audit.verify_audit)
+        verified = database.run_blocking(audit.audit_verification, _trust(config, institution.code))
         count = database.run_blocking(audit.count_audit)
     finally:
         database.stop()
-    if first_bad is None:
-        click.echo(f"{institution.name}: {count} audit entries, chain intact")
+    if verified.intact:
+        click.echo(
+            f"{institution.name}: {count} audit entries, chain intact{_from_checkpoint(verified)}"
+        )
     else:
-        click.echo(f"{institution.name}: audit chain broken at entry {first_bad}")
+        click.echo(
+            f"{institution.name}: audit chain broken at entry {verified.first_broken}"
+            + _why(verified)
+        )
         sys.exit(1)
 
 

@@ -60,6 +60,7 @@ def write_config(
     database: dict[str, str] | None = None,
     permit_validity: float = 600,
     result_retention: float = 3600,
+    retention: str = "",
     demo: bool = True,
     console_idle_timeout: float | None = None,
     delegations: tuple[tuple[str, str], ...] = ((MEGURO, SETAGAYA),),
@@ -67,7 +68,9 @@ def write_config(
 ) -> Config:
     """Write a configuration for a box in ``directory`` and load it. ``delegations``: who
     may act for whom (委任), as (delegator, delegate): by default Setagaya for Meguro;
-    ``sections``: more sections, as INI text ([health], [alerts], ...)."""
+    ``retention``: more keys of ``[retention]`` (whose ``query_results`` is
+    ``result_retention`` seconds), as INI lines; ``sections``: more sections, as INI text
+    ([health], [alerts], [backup], ...)."""
     database = database or {}
     names = ("mm", "hub", "mn", "mb", "mc", "sn", "sb", "sc", "ctl", "hh")
     ports = {name: free_port() for name in names}
@@ -111,7 +114,6 @@ console_listen = tcp:port={ports["mc"]}:interface=127.0.0.1
 console_address = https://127.0.0.1:{ports["mc"]}
 metrics_listen = tcp:port={ports["mm"]}:interface=127.0.0.1
 {idle}provides = {CARE_INFORMATION}
-result_retention = {result_retention}
 
 [back-office:meguro:{CARE_INSURANCE}]
 affairs = {CARE_AFFAIR}
@@ -130,7 +132,6 @@ back_office_systems = {LOCAL_TAX} {CARE_INSURANCE}
 console_listen = tcp:port={ports["sc"]}:interface=127.0.0.1
 console_address = https://127.0.0.1:{ports["sc"]}
 provides = {TAX_INFORMATION} {CARE_INFORMATION}
-result_retention = {result_retention}
 
 [back-office:setagaya:{LOCAL_TAX}]
 affairs = {TAX_AFFAIR}
@@ -148,6 +149,9 @@ poll_interval = 0.2
 list_refresh = 300
 retention_interval = 300
 
+[retention]
+query_results = {result_retention}
+{retention}
 [control]
 listen = tcp:port={ports["ctl"]}:interface=127.0.0.1
 address = http://127.0.0.1:{ports["ctl"]}

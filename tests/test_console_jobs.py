@@ -33,25 +33,26 @@ async def test_the_jobs_page_shows_each_job_in_japan_time_with_its_failures(box:
 
     meguro.jobs.add("nightly", 3600, nightly, now=False)
     failed = await meguro.jobs.run("nightly")
-    swept = await meguro.jobs.run("retention")
+    swept = await meguro.jobs.run("purge")
     browser = await logged_in(box, "op", None)
     code, body, _ = await browser.get("/jobs")
     assert code == 200
     assert "<h1>ジョブ状況</h1>" in body and 'href="/jobs"' in body
-    for job in ("outbox", "list_sync", "retention", "held_expiry", "health", "metrics"):
+    for job in ("outbox", "list_sync", "purge", "held_expiry", "health", "metrics"):
         row_of(body, job)
-    retention = row_of(body, "retention")
-    assert "保存期間を過ぎた照会結果の削除" in retention and "正常" in retention
-    assert japan_time(swept.started_at) in retention
-    assert "成功" in retention and "削除した照会結果: 0" in retention
-    assert japan_time(meguro.jobs.state("retention").next_run_at) in retention
+    purge = row_of(body, "purge")
+    assert "保管期限切れ情報の削除" in purge and "正常" in purge
+    assert japan_time(swept.started_at) in purge
+    assert "成功" in purge and "削除した照会結果: 0" in purge
+    assert "削除した情報提供等記録: 0" in purge and "削除した監査ログ: 0" in purge
+    assert japan_time(meguro.jobs.state("purge").next_run_at) in purge
     nightly_row = row_of(body, "nightly")
     assert "失敗中" in nightly_row and "RuntimeError: the backup disk is full" in nightly_row
     failures = body.split('id="job-failures"')[1]
     assert japan_time(failed.ended_at) in failures and "the backup disk is full" in failures
 
     code, body, _ = await browser.get("/jobs?lang=en")
-    assert japan_time(swept.started_at, "en") in row_of(body, "retention")
+    assert japan_time(swept.started_at, "en") in row_of(body, "purge")
     assert japan_time(swept.started_at, "en").endswith(" JST")
 
 

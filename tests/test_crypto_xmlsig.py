@@ -11,10 +11,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from lxml import etree
 from signxml import CanonicalizationMethod, DigestAlgorithm, SignatureMethod, XMLSigner
 
-from crypto.pki import PkiLayout, identity_of, load_certificate
+from crypto.pki import Credentials, PkiLayout, identity_of, load_certificate
 from crypto.xmlsig import (
     SIGNATURE_TAG,
     CAVerifier,
+    IssuedVerifier,
     PinnedVerifier,
     SignatureInvalid,
     Signer,
@@ -314,3 +315,73 @@ def test_an_element_signed_in_place_inherits_its_namespaces_and_verifies_elsewhe
         assert verified.tag == "{urn:renkei:message}Result"
         assert verified.get("{urn:renkei:extra}status") == "ok"
         assert verified.findtext("{urn:renkei:message}Value") == "42"
+
+
+def _expired_signing_credentials(layout: PkiLayout) -> Credentials:
+    """A signing certificate of INSTITUTION issued by the network CA that expired a year ago."""
+    import datetime
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    issuer = layout.ca().load()
+    issuer_key = issuer.private_key
+    assert isinstance(issuer_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, INSTITUTION),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "signing"),
+        ]
+    )
+    usage = x509.KeyUsage(True, True, False, False, False, False, False, False, False)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=800))
+        .not_valid_after(now - datetime.timedelta(days=365))
+        .add_extension(usage, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
+        )
+        .sign(issuer_key, hashes.SHA256())
+    )
+    return Credentials(certificate, key)
+
+
+def test_issued_verifier_accepts_a_signature_whose_certificate_has_expired_since(
+    layout: PkiLayout, ca: x509.Certificate
+) -> None:
+    """A document kept for years verifies with the certificate it was signed with, issued by
+    the CA, though that certificate has expired; CA validation (valid now) refuses it."""
+    expired = Signer(_expired_signing_credentials(layout))
+    signed = expired.sign(_permit())
+    content, certificate = IssuedVerifier(ca).verify(signed)
+    assert _text(content, "Transaction") == "T0001" and content.find(SIGNATURE_TAG) is None
+    assert identity_of(certificate).common_name == INSTITUTION
+    with pytest.raises(SignatureInvalid, match="expired"):
+        verify_with_ca(signed, ca)
+
+
+def test_issued_verifier_refuses_another_ca_a_tls_key_and_a_tampered_element(
+    layout: PkiLayout, foreign_layout: PkiLayout, ca: x509.Certificate, signer: Signer
+) -> None:
+    """The signer must be issued by the CA, be a signing certificate, and the digest hold."""
+    verifier = IssuedVerifier(ca)
+    impostor = Signer(foreign_layout.institution_signing(INSTITUTION).load())
+    with pytest.raises(SignatureInvalid, match="not issued by the trusted CA"):
+        verifier.verify(impostor.sign(_permit()))
+    with pytest.raises(SignatureInvalid, match="not a signing certificate"):
+        verifier.verify(Signer(layout.institution_tls(INSTITUTION).load()).sign(_permit()))
+    signed = signer.sign(_permit())
+    signed.find("{urn:renkei:permit}Transaction").text = "T0002"  # type: ignore[union-attr]
+    with pytest.raises(SignatureInvalid):
+        verifier.verify(signed)
+    unsigned = _permit()
+    with pytest.raises(SignatureInvalid, match="exactly one ds:Signature"):
+        verifier.verify(unsigned)

@@ -79,7 +79,7 @@ async def test_a_node_is_live_and_ready_and_lists_its_jobs(box: Any) -> None:
     assert {job["job"] for job in told["jobs"]} == {
         "outbox",
         "list_sync",
-        "retention",
+        "purge",
         "held_expiry",
         "health",
         "metrics",

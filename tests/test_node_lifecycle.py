@@ -27,9 +27,9 @@ async def test_query_result_is_deleted_when_its_retention_ends(box: Any, meguro_
     submitted = await ask_tax(meguro_care)
     await meguro_care.wait_for_result(submitted["query_id"])
 
-    assert await meguro.retention.sweep() == 0
-    # The network's clock moves past the retention: the node's own sweep deletes the result.
-    box.clock.advance(meguro.institution.result_retention + 1)
+    assert (await meguro.purge.run())["results_deleted"] == 0
+    # The network's clock moves past the retention: the node's own purge deletes the result.
+    box.clock.advance(box.config.retention.query_results.seconds + 1)
     await wait_until(
         lambda: count(box, "meguro", node_records, node_records.c.event == "result_deleted") == 1
     )
@@ -46,7 +46,7 @@ async def test_query_result_is_deleted_when_its_retention_ends(box: Any, meguro_
         node_records.c.event == "result_deleted",
     )
     assert events == 1
-    assert await meguro.retention.sweep() == 0
+    assert (await meguro.purge.run())["results_deleted"] == 0
 
 
 @pytest_twisted.ensureDeferred

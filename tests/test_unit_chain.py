@@ -80,3 +80,33 @@ def test_the_hash_is_canonical_json_after_the_previous_hash() -> None:
     assert link_hash("p", {"b": 1, "a": "目黒"}) == link_hash("p", {"a": "目黒", "b": 1})
     expected = hashlib.sha256('p{"a":"目黒","b":1}'.encode()).hexdigest()
     assert link_hash("p", {"b": 1, "a": "目黒"}) == expected
+
+
+def test_a_chain_cut_verifies_from_its_last_deleted_link_and_not_from_the_genesis(
+    connection: Connection,
+) -> None:
+    """Cutting the oldest links gives the last one deleted; the rest verifies from it (and
+    its head), not from the genesis, and a link edited after the cut is still found."""
+    from middleware.chain import Link
+
+    CHAIN.append(connection, [{"note": note} for note in "abcde"])
+    third = connection.execute(links.select().where(links.c.seq == 3)).one()
+    assert CHAIN.cut(connection, 3) == Link(3, third.hash)
+    assert [row.seq for row in connection.execute(links.select())] == [4, 5]
+    assert CHAIN.verify(connection) == 1
+    assert CHAIN.verify(connection, Link(3, third.hash)) is None
+    assert CHAIN.verify(connection, Link(3, GENESIS)) == 4
+    CHAIN.append(connection, [{"note": "f"}])
+    assert CHAIN.verify(connection, Link(3, third.hash)) is None
+    connection.execute(links.update().where(links.c.seq == 5).values(note="x"))
+    assert CHAIN.verify(connection, Link(3, third.hash)) == 5
+
+
+def test_a_chain_cut_to_its_head_is_whole_with_no_link_left(connection: Connection) -> None:
+    """Every link deleted: the chain is its head, which still says where it ended."""
+    CHAIN.append(connection, [{"note": note} for note in "ab"])
+    last = CHAIN.cut(connection, 2)
+    assert connection.execute(links.select()).first() is None
+    assert CHAIN.verify(connection, last) is None
+    CHAIN.append(connection, [{"note": "c"}])
+    assert CHAIN.verify(connection, last) is None

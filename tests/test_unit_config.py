@@ -49,7 +49,7 @@ def test_repository_config_has_the_five_institutions(config: Config) -> None:
 
 
 def test_institutions_carry_their_services_and_provided_information(config: Config) -> None:
-    """Each node has its listeners, back-office systems, provided information and retention."""
+    """Each node has its listeners, back-office systems and provided information."""
     meguro = config.institution("meguro")
     setagaya = config.institution("setagaya")
     assert meguro.provides == ("TM00000000000004",)
@@ -60,7 +60,6 @@ def test_institutions_carry_their_services_and_provided_information(config: Conf
     assert meguro.network_listen == "tcp:port=7411:interface=127.0.0.1"
     assert meguro.network_address == "https://127.0.0.1:7411"
     assert meguro.back_office_address == "https://127.0.0.1:7412"
-    assert meguro.result_retention == 604800.0
 
 
 def test_relative_sqlite_urls_are_resolved_against_the_file(config: Config) -> None:
@@ -228,3 +227,50 @@ def test_an_alert_webhook_that_is_not_a_url_is_a_config_error(tmp_path: Path) ->
     """A webhook that is not an http(s) URL is refused, naming it."""
     path = _variant(tmp_path, "[demo]\n", "[alerts]\nwebhook = alerts.example.jp\n\n[demo]\n")
     assert "[alerts] webhook 'alerts.example.jp'" in _load_error(path)
+
+
+def test_retention_section_gives_each_kind_its_period(config: Config) -> None:
+    """[retention] gives the purge's interval and batch and each kind's period: 7 calendar
+    years for the records and the audit log, days for the rest; without [backup] no
+    scheduled backup."""
+    from middleware.config import RetentionConfig
+    from middleware.period import Period
+
+    assert config.retention == RetentionConfig(
+        interval=3600.0,
+        batch=1000,
+        provision_records=Period(years=7),
+        audit_log=Period(years=7),
+        held_contents=Period(seconds=30 * 86400.0),
+        outbox_bodies=Period(seconds=30 * 86400.0),
+        replica_file_answers=Period(seconds=30 * 86400.0),
+        query_results=Period(seconds=7 * 86400.0),
+    )
+    assert config.backup is None
+
+
+def test_a_retention_key_that_is_no_kind_or_no_period_is_a_config_error(tmp_path: Path) -> None:
+    """A [retention] key that names no kind of data, or a period that is not one, is refused
+    naming it; so is the institutions' former result_retention."""
+    path = _variant(tmp_path, "audit_log = 7y", "audit_logs = 7y")
+    assert "[retention] audit_logs is not a kind of data kept" in _load_error(path)
+    path = _variant(tmp_path, "audit_log = 7y", "audit_log = 7 years")
+    assert "[retention] audit_log: '7 years' is not a period" in _load_error(path)
+    path = _variant(tmp_path, "audit_log = 7y", "audit_log = 0d")
+    assert "a period must be above 0" in _load_error(path)
+    path = _variant(tmp_path, "provides = TM00000000900002\n", "provides = TM00000000900002\n"
+                    "result_retention = 604800\n")  # fmt: skip
+    assert "[institution:pension] result_retention" in _load_error(path)
+    assert "[retention] query_results" in _load_error(path)
+
+
+def test_backup_section_gives_the_directory_the_interval_and_the_backups_kept(
+    tmp_path: Path,
+) -> None:
+    """[backup] with a directory (relative to the file) turns the scheduled backups on."""
+    from middleware.config import BackupConfig
+
+    path = _variant(tmp_path, "[demo]\n", "[backup]\ndirectory = var/backups\nkeep = 3\n\n[demo]\n")
+    assert load_config(path).backup == BackupConfig(
+        directory=tmp_path / "var" / "backups", interval=86400.0, keep=3
+    )

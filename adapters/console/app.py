@@ -425,7 +425,10 @@ class Console:
     @page("approver")
     async def held_detail(self, request: Request, session: staff.Session, number: str) -> bytes:
         item = await self.node.held.content(number, session.user.name)
-        content = describe_payload(self.node.catalogue, item.payload)
+        # None once the content was deleted after its retention ([retention] held_contents).
+        content = (
+            None if item.payload is None else describe_payload(self.node.catalogue, item.payload)
+        )
         return self.render(request, "held_detail.html", session, item=item, content=content)
 
     @app.route("/held/<number>/approve", methods=["POST"])

@@ -4,7 +4,9 @@ It authenticates institutions by their client certificates, issues 符号 throug
 simulator, publishes the signed permitted-query list, checks and records every query,
 converts the requester's 符号 into the provider's, signs permits, delivers provision
 requests and relays provisions, which it cannot read, back to the requester. Deliveries go
-through the hub's own durable outbox.
+through the hub's own durable outbox. Its ``purge`` job deletes its records and outbox
+documents past their retention (middleware/retention.py); with ``[backup]`` its ``backup``
+job backs its database up.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from codes.errors import RenkeiError
 from crypto.pki import PkiLayout, load_certificate, load_secret_key
 from crypto.xmlsig import Signer
 from middleware import messages
+from middleware.backup import PartyDatabase
+from middleware.checkpoint import ChainTrust, CheckpointSigner
 from middleware.clock import ReactorTime
-from middleware.config import Config, InstitutionConfig, OutsideMember
+from middleware.config import Config, InstitutionConfig, NetworkConfig, OutsideMember
 from middleware.deferred import deferred
 from middleware.hardened_xml import parse_xml, serialize
 from middleware.health import Health
@@ -55,7 +59,9 @@ from middleware.permitted_list import (
     store_version,
 )
 from middleware.records import RecordEntry, records_of_transaction
+from middleware.retention import Purge, party_kinds
 from middleware.tables import (
+    hub_checkpoints,
     hub_job_run,
     hub_list_versions,
     hub_outbox,
@@ -79,6 +85,7 @@ __all__ = [
     "REFUSED",
     "Hub",
     "Member",
+    "party_database",
     "transaction_number",
 ]
 
@@ -98,6 +105,20 @@ OPEN = (PERMITTED, DELIVERED, HELD)  # a provision may still arrive
 def transaction_number(moment: datetime, row_id: int) -> str:
     """処理通番: the issue date and a sequence, 20 digits (the real format is not public)."""
     return f"{moment:%Y%m%d}{row_id:012d}"
+
+
+def party_database(network: NetworkConfig) -> PartyDatabase:
+    """What backing up or restoring the hub needs of its database."""
+    return PartyDatabase(
+        name=HUB,
+        code=HUB,
+        url=network.database,
+        migrations=MIGRATIONS,
+        records=hub_records,
+        head=hub_record_head,
+        checkpoints=hub_checkpoints,
+        audited=False,
+    )
 
 
 @dataclass(frozen=True)
@@ -138,6 +159,8 @@ class Hub(Party):
         self._network = config.network
         layout = PkiLayout(config.pki)
         self._signer = Signer(layout.hub_signing().load())
+        # What the checkpoints of the hub's chain of records are checked against.
+        self.trust = ChainTrust(load_certificate(layout.ca().certificate), HUB)
         self._fugo = FugoCipher(load_secret_key(layout.hub_fugo_key()))
         self._id_code_key = load_secret_key(layout.hub_idcode_key())
         self.members: dict[str, Member] = {}
@@ -161,6 +184,18 @@ class Hub(Party):
         self.jobs.add(
             "list_issue", self._network.list_validity / 2, self.issue_permitted_list, now=False
         )
+        kept = config.retention
+        self.purge = Purge(
+            self,
+            HUB,
+            party_kinds(
+                self.records, hub_checkpoints, hub_outbox, CheckpointSigner(self._signer, HUB), kept
+            ),
+            batch=kept.batch,
+            audited=False,
+        )
+        self.jobs.add("purge", kept.interval, self.purge.run)
+        self.add_backup(party_database(self._network))
         self.health = Health(
             self,
             config.health,

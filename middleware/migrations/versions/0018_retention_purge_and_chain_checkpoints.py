@@ -1,0 +1,68 @@
+"""the purge of expired data and the signed checkpoints of the hash chains
+
+Revision ID: 0018
+Revises: 0017
+Create Date: 2026-12-08 10:00:00.000000
+
+The purge (middleware/retention.py) deletes what is past its retention: the oldest links of
+the provision records and of the audit log, leaving a signed checkpoint of each chain where
+it cut it (chain_checkpoint); the content of decided holds (held_provision.payload and
+recipient_certificate become nullable, content_deleted_at says when); the documents of ended
+outbox messages (outbox.body nullable, body_deleted_at, and an index to find them); the
+answers kept for 副本 files' Idempotency-Keys (an index on answered_at).
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+import middleware.tables
+
+revision: str = "0018"
+down_revision: str | None = "0017"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "chain_checkpoint",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("chain", sa.String(length=32), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.Column("made_at", middleware.tables.UtcDateTime(), nullable=False),
+        sa.Column("document", sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_chain_checkpoint")),
+    )
+    op.create_index("ix_chain_checkpoint_chain", "chain_checkpoint", ["chain", "seq"], unique=True)
+    with op.batch_alter_table("held_provision") as batch:
+        batch.alter_column("payload", existing_type=sa.LargeBinary(), nullable=True)
+        batch.alter_column("recipient_certificate", existing_type=sa.LargeBinary(), nullable=True)
+        batch.add_column(
+            sa.Column("content_deleted_at", middleware.tables.UtcDateTime(), nullable=True)
+        )
+    with op.batch_alter_table("outbox") as batch:
+        batch.alter_column("body", existing_type=sa.LargeBinary(), nullable=True)
+        batch.add_column(
+            sa.Column("body_deleted_at", middleware.tables.UtcDateTime(), nullable=True)
+        )
+    op.create_index("ix_outbox_finished", "outbox", ["state", "finished_at"], unique=False)
+    op.create_index(
+        "ix_replica_file_answer_answered_at", "replica_file_answer", ["answered_at"], unique=False
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_replica_file_answer_answered_at", table_name="replica_file_answer")
+    op.drop_index("ix_outbox_finished", table_name="outbox")
+    with op.batch_alter_table("outbox") as batch:
+        batch.drop_column("body_deleted_at")
+        batch.alter_column("body", existing_type=sa.LargeBinary(), nullable=False)
+    with op.batch_alter_table("held_provision") as batch:
+        batch.drop_column("content_deleted_at")
+        batch.alter_column("recipient_certificate", existing_type=sa.LargeBinary(), nullable=False)
+        batch.alter_column("payload", existing_type=sa.LargeBinary(), nullable=False)
+    op.drop_index("ix_chain_checkpoint_chain", table_name="chain_checkpoint")
+    op.drop_table("chain_checkpoint")
