@@ -240,6 +240,8 @@ class Conversation(BackOfficeSteps):
         return status
 
     async def _wait(self, argument: dict[str, Any]) -> str:
+        if "recorded" in argument:
+            return await self._wait_for_records(argument["query"], argument["recorded"])
         wanted = argument["state"]
         if "bulk_query" in argument:
             return await self._wait_for_bulk_query(argument["bulk_query"], wanted)
@@ -250,6 +252,16 @@ class Conversation(BackOfficeSteps):
                 return f"{argument['query']} is {state} (処理通番 {status['transaction_number']})"
             if state in FINISHED and wanted not in (state, "ended"):
                 raise StepFailed(f"{argument['query']} ended {state}, not {wanted}")
+            await deferLater(self._reactor, POLL, lambda: None)
+
+    async def _wait_for_records(self, name: str, wanted: dict[str, int]) -> str:
+        """Until each party of ``wanted`` holds that many records of the query's 処理通番."""
+        number = (await self._status(name))["transaction_number"]
+        while True:
+            held = {party: await self._recorded(party, number) for party in wanted}
+            if held == wanted:
+                counts = ", ".join(f"{party} {count}" for party, count in held.items())
+                return f"records of {number}: {counts}"
             await deferLater(self._reactor, POLL, lambda: None)
 
     async def _expect(self, argument: dict[str, Any]) -> str:

@@ -11,8 +11,15 @@ from typing import Any
 from codes.errors import RenkeiError
 from middleware.config import Config
 from middleware.network import HUB
-from middleware.records import verify_chain
-from middleware.tables import hub_record_head, hub_records, node_record_head, node_records
+from middleware.records import verify_records
+from middleware.tables import (
+    hub_checkpoints,
+    hub_record_head,
+    hub_records,
+    node_checkpoints,
+    node_record_head,
+    node_records,
+)
 from renkei.scenarios.targets import read_database
 from simulators.capture import MessageLog, check_exchange
 
@@ -84,18 +91,31 @@ def cryptography_problems(config: Config, log: MessageLog) -> list[str]:
 
 async def broken_chains(reactor: Any, config: Config) -> list[str]:
     """The parties whose hash chain of provision records, and the institutions whose audit
-    log, does not verify (``renkei records verify``, ``renkei audit verify``; a stopped
-    party's database is opened for the check)."""
-    from middleware.audit import verify_audit
+    log, does not verify (``renkei records verify``, ``renkei audit verify``: from the newest
+    signed checkpoint once a purge has cut the chain; a stopped party's database is opened
+    for the check)."""
+    from crypto.pki import PkiLayout, load_certificate
+    from middleware.audit import audit_verification
+    from middleware.checkpoint import ChainTrust
 
     assert config.network is not None
-    parties = [(HUB, config.network.database, hub_records, hub_record_head)]
-    parties += [(i.name, i.database, node_records, node_record_head) for i in config.institutions]
+    ca = load_certificate(PkiLayout(config.pki).ca().certificate)
+    parties = [(HUB, HUB, config.network.database, hub_records, hub_record_head, hub_checkpoints)]
+    parties += [
+        (i.name, i.code, i.database, node_records, node_record_head, node_checkpoints)
+        for i in config.institutions
+    ]
     broken = []
-    for name, url, records, head in parties:
-        if await read_database(reactor, url, verify_chain, records, head) is not None:
+    for name, code, url, records, head, checkpoints in parties:
+        trust = ChainTrust(ca, code)
+        verified = await read_database(
+            reactor, url, verify_records, records, head, checkpoints, trust
+        )
+        if not verified.intact:
             broken.append(name)
     for institution in config.institutions:
-        if await read_database(reactor, institution.database, verify_audit) is not None:
+        trust = ChainTrust(ca, institution.code)
+        verified = await read_database(reactor, institution.database, audit_verification, trust)
+        if not verified.intact:
             broken.append(f"{institution.name} (audit log)")
     return broken
