@@ -153,6 +153,9 @@ class Conversation(BackOfficeSteps):
             return await read_database(self._reactor, url, fugo_of, person)
         if kind == "filler" and rest.isdigit():
             return "x" * int(rest)
+        count, _, text = rest.partition(":")
+        if kind == "repeat" and count.isdigit() and text:
+            return text * int(count)
         if kind == "user" and rest:
             return self.staff.user_name(rest)
         name, *path = expression.split(".")
@@ -433,7 +436,8 @@ class Conversation(BackOfficeSteps):
                 raise StepFailed(f"the {argument['operation']} has no {change['replace']!r}")
             document = document.replace(old, change["with"].encode(), 1)
         destination = self._code(argument["to"]) if "to" in argument else captured.destination
-        link = self.target.transport(captured.source)
+        source = self._code(argument["from"]) if "from" in argument else captured.source
+        link = self.target.transport(source)
         refused = argument.get("refused")
         try:
             await link.exchange(destination, argument["operation"], document)

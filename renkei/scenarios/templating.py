@@ -11,6 +11,7 @@ just before the step runs (`filled`), so a step can use what an earlier step cap
 - ``${fugo:PARTY:PERSON}``: the 符号 of that person (統合宛名番号) at that party;
 - ``${uuid}``: a new UUID (a message id, an Idempotency-Key), a new one each time;
 - ``${filler:N}``: N characters of filler (a value over a size limit).
+- ``${repeat:N:TEXT}``: TEXT written N times (``${repeat:40:<a>}``: elements nested too deep).
 
 A string that is one placeholder and nothing else takes the value as it is (a number stays a
 number, an answer stays an object: a ``call``'s JSON body can carry it); inside a longer

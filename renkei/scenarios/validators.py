@@ -23,7 +23,7 @@ from middleware.tables import (
 from renkei.scenarios.targets import read_database
 from simulators.capture import MessageLog, check_exchange
 
-__all__ = ["broken_chains", "cryptography_problems", "validated"]
+__all__ = ["REQUESTER_REFUSALS", "broken_chains", "cryptography_problems", "validated"]
 
 
 async def validated(reactor: Any, config: Config, log: MessageLog) -> str | None:
@@ -43,8 +43,15 @@ async def validated(reactor: Any, config: Config, log: MessageLog) -> str | None
     return None
 
 
+# The requester's refusals of a payload it cannot open or trust (docs/protocol.md §5): a
+# payload so refused was caught where it must be, and is not a failure of the run.
+REQUESTER_REFUSALS = frozenset({"PayloadUnreadable", "PayloadSignatureInvalid", "PayloadInvalid"})
+
+
 def cryptography_problems(config: Config, log: MessageLog) -> list[str]:
-    """What is wrong with the permits and payloads the hub sent (see `validated`)."""
+    """What is wrong with the permits and payloads the hub sent (see `validated`): a payload
+    the requester refused as unreadable, not signed by its provider or invalid is only
+    checked not to open with the hub's keys."""
     from crypto.envelope import open_envelope
     from crypto.pki import PkiLayout, identity_of, load_certificate
     from crypto.xmlsig import CAVerifier, PinnedVerifier, SignatureInvalid
@@ -75,6 +82,8 @@ def cryptography_problems(config: Config, log: MessageLog) -> list[str]:
                 except RenkeiError:
                     continue
                 problems.append(f"the hub could open the payload of {number}")
+            if exchange.refusal in REQUESTER_REFUSALS:
+                continue  # the requester found it wrong itself, and refused it
             requester = layout.institution_encryption(exchange.destination).load()
             try:
                 plaintext = open_envelope(provision.encrypted_payload, requester)
