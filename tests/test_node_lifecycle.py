@@ -223,3 +223,52 @@ async def test_a_periodic_job_that_fails_once_runs_again(box: Any) -> None:
     second = await meguro.jobs.run("flaky")
     assert second.outcome == "succeeded" and runs == [0, 1]
     assert meguro.jobs.state("flaky").next_run_at == second.started_at + timedelta(hours=1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_that_never_received_a_list_refuses_queries(
+    tmp_path: Path, network_pki: Path
+) -> None:
+    """Meguro's node started where no hub answers holds no permitted-query list: a query is
+    refused PermittedListMissing, and nothing is stored or sent."""
+    from twisted.internet import reactor
+
+    from codes.catalogue import default_catalogue
+    from codes.errors import RenkeiError
+    from middleware.node import IntermediateServer
+    from middleware.queries import QuerySubmission
+    from middleware.tables import node_outbox, query
+    from simulators.in_memory import InMemoryNetwork
+    from tests.network import (
+        CARE_INSURANCE,
+        HANAKO_MEGURO,
+        PREMIUM_ASSESSMENT,
+        SETAGAYA,
+        TAX_INFORMATION,
+    )
+
+    config = write_config(tmp_path, network_pki, demo=False)
+    alone = InMemoryNetwork(reactor)  # the hub is on no link of it
+    node = IntermediateServer(
+        config,
+        config.institution("meguro"),
+        default_catalogue(),
+        reactor,
+        alone.transport(MEGURO),
+    )
+    await node.startService()
+    try:
+        assert node.lists.current is None
+        asked = QuerySubmission(HANAKO_MEGURO, PREMIUM_ASSESSMENT, TAX_INFORMATION, SETAGAYA)
+        with pytest.raises(RenkeiError) as refused:
+            await node.requester.submit_query(asked, CARE_INSURANCE)
+        assert refused.value.code == "PermittedListMissing"
+        stored = [
+            node.database.run_blocking(
+                lambda connection, table=table: connection.execute(select(table)).all()
+            )
+            for table in (query, node_outbox)
+        ]
+        assert stored == [[], []]
+    finally:
+        await node.stopService()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import sys
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -121,6 +123,54 @@ def test_the_library_is_valid_and_listed() -> None:
     assert listed.returncode == 0
     for scenario in scenarios:
         assert scenario.name in listed.stdout
+
+
+def _codes_in_steps(scenario: Any) -> set[str]:
+    """Every string of a scenario's steps (the codes it must be refused or end with)."""
+
+    def strings(node: Any) -> Iterator[str]:
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                yield from strings(key)
+                yield from strings(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from strings(value)
+
+    return set(strings(list(scenario.steps)))
+
+
+def test_every_coded_refusal_is_provoked_by_a_scenario_or_said_why() -> None:
+    """Every code of docs/protocol.md §12 is in docs/scenarios.md: in the table of codes with
+    scenarios whose steps name it (each of them does), or among the codes no scenario
+    provokes, with why; none is in both, none is left out."""
+    import re
+
+    protocol = (REPOSITORY / "docs" / "protocol.md").read_text(encoding="utf-8")
+    codes = re.findall(
+        r"^\| `([A-Za-z]+)` \|", protocol.split("## 12.")[1].split("## 13.")[0], re.M
+    )
+    guide = (REPOSITORY / "docs" / "scenarios.md").read_text(encoding="utf-8")
+    part = guide.split("## Every coded refusal")[1].split("\n## ")[0]
+    provoked_table, not_provoked_table = part.split("Not provoked by a scenario")
+    provoked = {
+        code: re.findall(r"`([a-z0-9-]+)`", names)
+        for code, names in re.findall(r"^\| `([A-Za-z]+)` \| (.+) \|$", provoked_table, re.M)
+    }
+    not_provoked = {
+        code
+        for first in re.findall(r"^\| (`[A-Za-z]+`(?:, `[A-Za-z]+`)*) \|", not_provoked_table, re.M)
+        for code in re.findall(r"`([A-Za-z]+)`", first)
+    }
+    library = {scenario.name: scenario for scenario in load_scenarios([LIBRARY])}
+    assert set(codes) == set(provoked) | not_provoked, set(codes) ^ (set(provoked) | not_provoked)
+    assert not set(provoked) & not_provoked
+    for code, names in provoked.items():
+        assert names, code
+        for name in names:
+            assert code in _codes_in_steps(library[name]), (code, name)
 
 
 @pytest_twisted.ensureDeferred
