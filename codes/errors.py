@@ -39,6 +39,7 @@ __all__ = [
     "NETWORK_UNAVAILABLE",
     "NOT_A_PROVIDER_OF",
     "NOT_PERMITTED",
+    "NOT_THE_PORTAL",
     "PAGE_NOT_FOUND",
     "PAYLOAD_INVALID",
     "PAYLOAD_SIGNATURE_INVALID",
@@ -53,6 +54,7 @@ __all__ = [
     "PERMIT_SIGNATURE_INVALID",
     "PERMIT_WRONG_PROVIDER",
     "PERSON_CONFLICT",
+    "PORTAL_SIGN_IN_FAILED",
     "PROVISION_REFUSED",
     "RECORD_ID_EXISTS",
     "REPLICA_DATES_INVALID",
@@ -628,4 +630,20 @@ UNKNOWN_FAULT = _kind(
     404,
     "No fault {name} is in force.",
     "障害{name}は設定されていません。",
+)
+
+# マイナポータル: sign-in, self-information (自己情報提供), disclosure of records, notices
+PORTAL_SIGN_IN_FAILED = _kind(
+    "PortalSignInFailed",
+    401,
+    "Sign-in failed: the portal holds no card of a person with this individual number (the"
+    " sign-in is emulated: only the portal's demo residents can sign in).",
+    "ログインできませんでした。当該個人番号の方のカードはこのマイナポータルに登録されていません"
+    "(ログインは模擬です。デモ住民のみログインできます)。",
+)
+NOT_THE_PORTAL = _kind(
+    "NotThePortal",
+    403,
+    "Only マイナポータル may ask this for a person; {caller} is not マイナポータル.",
+    "この求めは本人に代わってマイナポータルのみが行えます({caller}はマイナポータルではありません)。",
 )

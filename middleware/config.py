@@ -4,9 +4,10 @@ A file describes a whole network in a box: a ``[network]`` section for the hub (
 run institution nodes against a hub elsewhere), one ``[institution:NAME]`` section per
 intermediate server with one ``[back-office:NAME:SYSTEM]`` section per back-office system
 it serves (what that system may do), ``[delivery]`` for the outbox, and optionally
-``[jobs]`` (the periodic jobs), ``[health]`` and ``[alerts]`` (what the health looks at and
-where its changes are posted), ``[demo]``, ``[population]`` and ``[control]``. Relative
-paths are read relative to the file. See docs/operations.md for every key.
+``[portal]`` (the マイナポータル simulator), ``[jobs]`` (the periodic jobs), ``[health]``
+and ``[alerts]`` (what the health looks at and where its changes are posted), ``[demo]``,
+``[population]`` and ``[control]``. Relative paths are read relative to the file. See
+docs/operations.md for every key.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from codes import errors
 from codes.errors import RenkeiError
-from codes.institution import INSTITUTION_KINDS, validate_institution_code
+from codes.institution import INSTITUTION_KINDS, PORTAL_KIND, validate_institution_code
 from codes.typed import validate_affair_code, validate_information_name_code
 from middleware.outbox import RetryPolicy
 
@@ -34,6 +35,7 @@ __all__ = [
     "NetworkConfig",
     "OutsideMember",
     "PopulationConfig",
+    "PortalConfig",
     "load_config",
 ]
 
@@ -128,6 +130,29 @@ class OutsideMember:
     kind: str
     network_address: str
     provides: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PortalConfig:
+    """マイナポータル, a party of the network acting for persons (simulators/portal/): its
+    (emulated) institution code, database, network listener (from the hub), web pages
+    (HTTPS, for persons) and the demo residents it holds (``residents``: a JSON file with
+    ``persons``, each a ``name`` and an ``individual_number``), who sign in as if with their
+    card. A session ends after ``session_idle`` seconds without a page."""
+
+    code: str
+    display_name: str
+    database: str
+    network_listen: str
+    network_address: str
+    web_listen: str
+    web_address: str
+    residents: Path
+    session_idle: float = 1800.0
+    kind: str = PORTAL_KIND
+    name: str = "portal"
+    # The portal provides no information name (a member of the network like the others).
+    provides: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -226,6 +251,8 @@ class Config:
     # What the parties' health looks at ([health]) and where its changes go ([alerts]).
     health: HealthConfig = HealthConfig()
     alerts: AlertsConfig | None = None
+    # マイナポータル ([portal]), a party of the network when configured.
+    portal: PortalConfig | None = None
 
     @property
     def members(self) -> tuple[InstitutionConfig | OutsideMember, ...]:
@@ -397,6 +424,24 @@ def _alerts(parser: configparser.ConfigParser) -> AlertsConfig | None:
     )
 
 
+def _portal(parser: configparser.ConfigParser, base: Path) -> PortalConfig | None:
+    """``[portal]`` (optional): マイナポータル, its listeners and its demo residents."""
+    if not parser.has_section("portal"):
+        return None
+    section = parser["portal"]
+    return PortalConfig(
+        code=validate_institution_code(_value(section, "code")),
+        display_name=section.get("name", "マイナポータル"),
+        database=_database_url(_value(section, "database"), base),
+        network_listen=_value(section, "network_listen"),
+        network_address=_value(section, "network_address"),
+        web_listen=_value(section, "web_listen"),
+        web_address=_value(section, "web_address"),
+        residents=base / _value(section, "residents"),
+        session_idle=_positive(section, "session_idle", PortalConfig.session_idle),
+    )
+
+
 def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
     if not parser.has_section("renkei"):
         raise KeyError("the [renkei] section is missing")
@@ -479,7 +524,10 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
     for name in parser.sections():
         if name.startswith("back-office:") and name not in known:
             raise ValueError(f"[{name}] is not a back-office system of a configured institution")
+    portal = _portal(parser, base)
     codes = [i.code for i in institutions] + [member.code for member in outside]
+    if portal is not None:
+        codes.append(portal.code)
     if len(set(codes)) != len(codes):
         raise ConfigError(f"{path}: two institutions share an institution code")
     delivery = (
@@ -522,4 +570,5 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
         jobs=_jobs(parser),
         health=_health(parser),
         alerts=_alerts(parser),
+        portal=portal,
     )

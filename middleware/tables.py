@@ -1,9 +1,11 @@
-"""Table definitions (SQLAlchemy Core) of an intermediate server's database and the hub's.
+"""Table definitions (SQLAlchemy Core) of an intermediate server's database, the hub's and
+マイナポータル's.
 
-Each institution has a database of its own; the hub has another. Tables that both keep
-(outbox, provision records, permitted-list versions) are built by one function each, so
-the two schemas cannot drift apart. Migrations live in ``middleware/migrations`` and
-``simulators/network/migrations``.
+Each institution has a database of its own; the hub has another, the portal a third. Tables
+that all keep (outbox, provision records, permitted-list versions, job runs) are built by
+one function each, so the schemas cannot drift apart. Migrations live in
+``middleware/migrations``, ``simulators/network/migrations`` and
+``simulators/portal/migrations``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,15 @@ __all__ = [
     "node_record_head",
     "node_records",
     "person",
+    "portal_account",
+    "portal_job_run",
+    "portal_list_versions",
+    "portal_metadata",
+    "portal_outbox",
+    "portal_outbox_owner",
+    "portal_record_head",
+    "portal_records",
+    "portal_session",
     "provision",
     "query",
     "refused_request",
@@ -529,3 +540,37 @@ hub_outbox_owner = _outbox_owners(hub_metadata)
 hub_records, hub_record_head = _provision_records(hub_metadata)
 hub_list_versions = _permitted_list_versions(hub_metadata)
 hub_job_run = _job_runs(hub_metadata)
+
+
+# -- マイナポータル (simulators/portal/) ------------------------------------------------------
+
+portal_metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# A person's マイナポータル account, opened at their first sign-in: known by the portal's own
+# 符号 of the person (the portal never keeps the individual number).
+portal_account = Table(
+    "portal_account",
+    portal_metadata,
+    Column("fugo", String(32), primary_key=True),
+    Column("display_name", String(200), nullable=False),
+    Column("opened_at", UtcDateTime, nullable=False),
+    Column("last_signed_in_at", UtcDateTime, nullable=False),
+)
+
+# Signed-in persons: the SHA-256 of the session cookie's token, never the token.
+portal_session = Table(
+    "portal_session",
+    portal_metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("fugo", String(32), ForeignKey("portal_account.fugo"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+    Index("ix_portal_session_fugo", "fugo"),
+)
+
+portal_outbox = _outbox(portal_metadata)
+portal_outbox_owner = _outbox_owners(portal_metadata)
+portal_records, portal_record_head = _provision_records(portal_metadata)
+portal_list_versions = _permitted_list_versions(portal_metadata)
+portal_job_run = _job_runs(portal_metadata)

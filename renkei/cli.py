@@ -51,8 +51,8 @@ def pki() -> None:
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @config_option
 def pki_init(directory: Path, config_path: str) -> None:
-    """Create the network CA, the hub's keys and every configured institution's keys in
-    DIRECTORY. Only what is missing is created; nothing is overwritten."""
+    """Create the network CA, the hub's keys, every configured institution's keys and
+    マイナポータル's in DIRECTORY. Only what is missing is created; nothing is overwritten."""
     config = _config(config_path)
     init_pki(
         directory,
@@ -60,6 +60,7 @@ def pki_init(directory: Path, config_path: str) -> None:
             InstitutionEntry(code=i.code, back_office_systems=i.back_office_systems)
             for i in config.institutions
         ],
+        portal=config.portal.code if config.portal is not None else None,
     )
     click.echo(f"PKI ready in {directory} for {len(config.institutions)} institutions")
     for member in config.outside_members:

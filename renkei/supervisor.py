@@ -38,14 +38,17 @@ WATCH_INTERVAL = 0.5  # seconds between two looks at the parties' logs
 
 
 def parties_of(config: Config) -> list[str]:
-    """The processes of a configuration's parties, the hub first: an institution served by
-    several processes (``processes``) is NAME.1, NAME.2, ..."""
+    """The processes of a configuration's parties, the hub first and マイナポータル
+    (``portal``, when configured) last: an institution served by several processes
+    (``processes``) is NAME.1, NAME.2, ..."""
     names = [HUB] if config.network is not None else []
     for institution in config.institutions:
         if institution.processes == 1:
             names.append(institution.name)
         else:
             names += [f"{institution.name}.{n}" for n in range(1, institution.processes + 1)]
+    if config.portal is not None:
+        names.append(config.portal.name)
     return names
 
 

@@ -27,7 +27,7 @@ from crypto.pki import PkiLayout, load_certificate, load_secret_key
 from crypto.xmlsig import Signer
 from middleware import messages
 from middleware.clock import ReactorTime
-from middleware.config import Config, InstitutionConfig, OutsideMember
+from middleware.config import Config, InstitutionConfig, OutsideMember, PortalConfig
 from middleware.deferred import deferred
 from middleware.hardened_xml import parse_xml, serialize
 from middleware.health import Health
@@ -102,9 +102,9 @@ def transaction_number(moment: datetime, row_id: int) -> str:
 
 @dataclass(frozen=True)
 class Member:
-    """An institution connected to the network."""
+    """An institution connected to the network (マイナポータル is one too)."""
 
-    config: InstitutionConfig | OutsideMember
+    config: InstitutionConfig | OutsideMember | PortalConfig
     encryption_certificate: bytes  # DER, handed to providers in the route
 
 
@@ -153,6 +153,14 @@ class Hub(Party):
                 continue
             self.members[member.code] = Member(
                 member, load_certificate(certificate).public_bytes(Encoding.DER)
+            )
+        # マイナポータル: listed in the directory (kind "portal"), routed to like a member.
+        self.portal: str | None = None
+        if config.portal is not None:
+            self.portal = config.portal.code
+            self.members[self.portal] = Member(
+                config.portal,
+                load_certificate(layout.portal_encryption().certificate).public_bytes(Encoding.DER),
             )
         self.permitted_list: PermittedList | None = None
         # The signed document of the list in force, as institutions fetch it.

@@ -1,0 +1,228 @@
+"""マイナポータル's web pages: Klein and Jinja2, server-rendered, in Japanese, no JavaScript.
+
+A person signs in as one of the portal's demo residents (the emulated card), then sees what
+the portal asks the network for them. Every page of a signed-in person goes through `page`
+(one place for the session and, on POST, the CSRF token); the session token travels in a
+Secure, HTTP-only, SameSite=Strict cookie. Coded errors are rendered as a page with the code,
+the Japanese message and the error's HTTP status. Times are shown in Japan time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from klein import Klein
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import Request
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+from adapters.console.app import japan_time
+from adapters.listening import Listener, text_refusal
+from codes import errors
+from codes.errors import RenkeiError
+from crypto.pki import PkiLayout
+from crypto.tls import server_only_options
+from simulators.portal import accounts
+from simulators.portal.accounts import Session
+from simulators.portal.portal import Portal
+
+__all__ = [
+    "MAX_FORM_BODY",
+    "PAGE_HEADERS",
+    "SESSION_COOKIE",
+    "PortalWeb",
+    "page",
+    "portal_web_listener",
+]
+
+HERE = Path(__file__).resolve().parent
+SESSION_COOKIE = b"myna_portal"
+MAX_FORM_BODY = 65_536  # a page's forms are a few fields
+# Sent with every answer (a page sets its own only where it differs: the stylesheet may be
+# cached): HTTPS only, no address leaked to another site, no framing, no sniffing, no script.
+PAGE_HEADERS = (
+    (b"Strict-Transport-Security", b"max-age=31536000"),
+    (b"Referrer-Policy", b"no-referrer"),
+    (b"Cache-Control", b"no-store"),
+    (b"X-Frame-Options", b"DENY"),
+    (b"X-Content-Type-Options", b"nosniff"),
+    (
+        b"Content-Security-Policy",
+        b"default-src 'self'; style-src 'self'; form-action 'self'; frame-ancestors 'none'",
+    ),
+)
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+def _arg(request: Request, name: str) -> str:
+    args: dict[bytes, list[bytes]] = request.args or {}
+    values = args.get(name.encode())
+    if not values:
+        return ""
+    return str(values[0].decode("utf-8", "replace")).strip()
+
+
+def _token(request: Request) -> str | None:
+    value = request.getCookie(SESSION_COOKIE)
+    return value.decode("ascii", "replace") if value else None
+
+
+def _session_cookie(request: Request, token: str | None) -> None:
+    """Give the browser the session's cookie (HTTPS only, no script may read it, never sent
+    from another site), or with no token take it back."""
+    extra: dict[str, Any] = {} if token is not None else {"max_age": b"0"}
+    request.addCookie(
+        SESSION_COOKIE,
+        (token or "").encode("ascii"),
+        path=b"/",
+        secure=True,
+        httpOnly=True,
+        sameSite=b"strict",
+        **extra,
+    )
+
+
+def page(method: str = "GET") -> Callable[[Handler], Callable[..., Deferred[Any]]]:
+    """A page of a signed-in person: their session, and on POST the form's CSRF token. The
+    handler is called as ``handler(self, request, session, **kwargs)``."""
+
+    def decorate(handler: Handler) -> Callable[..., Deferred[Any]]:
+        @wraps(handler)
+        def route(instance: PortalWeb, request: Request, **kwargs: Any) -> Deferred[Any]:
+            async def run() -> Any:
+                session = await instance.portal.resume(_token(request))
+                if method == "POST":
+                    accounts.check_csrf(session, _arg(request, "csrf_token") or None)
+                return await handler(instance, request, session, **kwargs)
+
+            return ensureDeferred(run())
+
+        return route
+
+    return decorate
+
+
+class PortalWeb:
+    """The web pages of one マイナポータル."""
+
+    app = Klein()
+    log = Logger()
+
+    def __init__(self, portal: Portal) -> None:
+        self.portal = portal
+        self.templates = Environment(
+            loader=FileSystemLoader(HERE / "templates"),
+            autoescape=select_autoescape(["html"]),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def render(
+        self,
+        request: Request,
+        template: str,
+        session: Session | None = None,
+        status: int = 200,
+        **values: Any,
+    ) -> bytes:
+        """A page of ``template`` with what every page shows."""
+        request.setResponseCode(status)
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        page = self.templates.get_template(template).render(
+            session=session,
+            csrf=session.csrf_token if session else "",
+            portal=self.portal.settings,
+            path=request.path.decode("utf-8", "replace"),
+            japan_time=japan_time,
+            institution_name=self.portal.institution_name,
+            **values,
+        )
+        return page.encode("utf-8")
+
+    @app.handle_errors(Exception)
+    def refusal(self, request: Request, failure: Failure) -> bytes:
+        """Every refusal as a page: its code, its Japanese message and its HTTP status (an
+        unknown address is PageNotFound, anything unexpected Internal, logged)."""
+        error = failure.value
+        if isinstance(error, NotFound | MethodNotAllowed):
+            error = RenkeiError(errors.PAGE_NOT_FOUND)
+        elif not isinstance(error, RenkeiError):
+            self.log.failure("portal page error", failure)
+            error = RenkeiError(errors.INTERNAL)
+        return self.render(
+            request,
+            "error.html",
+            status=error.status,
+            error=error,
+            sign_in_again=error.code == errors.SESSION_EXPIRED.code,
+        )
+
+    @app.route("/static/portal.css")
+    def stylesheet(self, request: Request) -> bytes:
+        """The pages' one stylesheet (cached for an hour)."""
+        request.setHeader(b"Content-Type", b"text/css; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"max-age=3600")
+        return (HERE / "static" / "portal.css").read_bytes()
+
+    # -- signing in and out -------------------------------------------------------------------
+
+    @app.route("/", methods=["GET"])
+    async def home(self, request: Request) -> bytes:
+        """The person's menu once signed in; the sign-in page before."""
+        try:
+            session = await self.portal.resume(_token(request))
+        except RenkeiError:
+            return self.render(request, "sign_in.html", residents=self.portal.residents)
+        return self.render(request, "home.html", session)
+
+    @app.route("/sign-in", methods=["POST"])
+    async def sign_in(self, request: Request) -> bytes:
+        """Sign in as a demo resident (the emulated card): a session, then the menu."""
+        try:
+            token = await self.portal.sign_in(_arg(request, "individual_number"))
+        except RenkeiError as refusal:
+            return self.render(
+                request,
+                "sign_in.html",
+                status=refusal.status,
+                residents=self.portal.residents,
+                error=refusal,
+            )
+        _session_cookie(request, token)
+        request.redirect(b"/")
+        return b""
+
+    @app.route("/sign-out", methods=["POST"])
+    @page(method="POST")
+    async def sign_out(self, request: Request, session: Session) -> bytes:
+        token = _token(request)
+        if token is not None:
+            await self.portal.sign_out(token)
+        _session_cookie(request, None)
+        request.redirect(b"/")
+        return b""
+
+
+def portal_web_listener(web: PortalWeb, reactor: Any) -> Listener:
+    """The listener of マイナポータル's pages (``web_listen``): TLS with the portal's
+    certificate (persons sign in on the page, without a client certificate), form bodies
+    only, refusals in plain text."""
+    portal = web.portal
+    return Listener(
+        reactor,
+        portal.settings.web_listen,
+        web.app.resource(),
+        server_only_options(PkiLayout(portal.config.pki).portal_tls().load()),
+        max_body=MAX_FORM_BODY,
+        render_refusal=text_refusal,
+        headers=PAGE_HEADERS,
+    )
