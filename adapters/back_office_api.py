@@ -36,7 +36,7 @@ from codes.institution import validate_institution_code
 from codes.typed import validate_information_name_code, validate_procedure_code
 from crypto.pki import PkiLayout, load_certificate
 from crypto.tls import RevocationList, peer_identity, server_options
-from middleware import messages, replica
+from middleware import attachments, messages, replica
 from middleware.node import IntermediateServer
 from middleware.process_memory import release_free_memory
 from middleware.queries import QuerySubmission
@@ -259,6 +259,33 @@ class BackOfficeApi:
         """Delete one replica record of an information name the system keeps."""
         system = self._authorize(request)
         await self.node.delete_replica_record(record_id, system)
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/self-information-attachments", methods=["POST"])
+    async def register_attachment(self, request: Request) -> bytes:
+        """自己情報提供用添付ファイル: a file provided with a person's own information of an
+        information name the system keeps (through マイナポータル)."""
+        system = self._authorize(request)
+        body = _read_json(request)
+        attachment = messages.Attachment(
+            name=_text(body, "name"),
+            media_type=_text(body, "media_type"),
+            content=attachments.decode_content(body.get("content")),
+        )
+        attachment_id = await self.node.register_attachment(
+            validate_integrated_address_number(_text(body, "integrated_address_number")),
+            validate_information_name_code(_text(body, "information_name")),
+            attachment,
+            system,
+        )
+        return _json(request, {"attachment_id": attachment_id}, 201)
+
+    @app.route("/self-information-attachments/<attachment_id>", methods=["DELETE"])
+    async def delete_attachment(self, request: Request, attachment_id: str) -> bytes:
+        """Delete a file the system registered."""
+        system = self._authorize(request)
+        await self.node.delete_attachment(attachment_id, system)
         request.setResponseCode(204)
         return b""
 

@@ -54,6 +54,8 @@ from middleware.network import (
     QUERY,
     RECORDS,
     RETRYABLE,
+    SELF_INFORMATION,
+    SELF_INFORMATION_REQUEST,
     DeliveryRefused,
     NetworkEndpoint,
     TransientFailure,
@@ -91,6 +93,8 @@ ROUTES: dict[str, tuple[str, str]] = {
     RECORDS: ("GET", "/records/{}"),
     PROVISION_REQUEST: ("POST", "/provision-requests"),
     PROVISION: ("POST", "/provisions"),
+    SELF_INFORMATION: ("POST", "/self-information"),
+    SELF_INFORMATION_REQUEST: ("POST", "/self-information-requests"),
 }
 
 
@@ -329,6 +333,14 @@ class NetworkApi:
     @app.route("/provisions", methods=["POST"])
     def provisions(self, request: Request) -> Any:
         return self._dispatch(request, PROVISION)
+
+    @app.route("/self-information", methods=["POST"])
+    def self_information(self, request: Request) -> Any:
+        return self._dispatch(request, SELF_INFORMATION)
+
+    @app.route("/self-information-requests", methods=["POST"])
+    def self_information_requests(self, request: Request) -> Any:
+        return self._dispatch(request, SELF_INFORMATION_REQUEST)
 
 
 def network_listener(

@@ -14,6 +14,7 @@ __all__ = [
     "ACCOUNT_LOCKED",
     "ADDRESS_NUMBER_CONFLICT",
     "ALL",
+    "ATTACHMENT_INVALID",
     "BAD_REQUEST",
     "BODY_TOO_LARGE",
     "BULK_QUERY_FILE_INVALID",
@@ -67,6 +68,7 @@ __all__ = [
     "SYSTEM_NOT_AUTHORIZED",
     "UNEXPECTED_MESSAGE",
     "UNKNOWN_ADDRESS_NUMBER",
+    "UNKNOWN_ATTACHMENT",
     "UNKNOWN_BULK_QUERY",
     "UNKNOWN_DATA_SET",
     "UNKNOWN_FAULT",
@@ -80,6 +82,7 @@ __all__ = [
     "UNKNOWN_RECORD",
     "UNKNOWN_RESIDENT",
     "UNKNOWN_ROLE",
+    "UNKNOWN_SELF_INFORMATION",
     "UNKNOWN_STAFF_USER",
     "UNKNOWN_TRANSACTION",
     "WEAK_PASSWORD",
@@ -646,4 +649,23 @@ NOT_THE_PORTAL = _kind(
     403,
     "Only マイナポータル may ask this for a person; {caller} is not マイナポータル.",
     "この求めは本人に代わってマイナポータルのみが行えます({caller}はマイナポータルではありません)。",
+)
+
+ATTACHMENT_INVALID = _kind(
+    "AttachmentInvalid",
+    400,
+    "The attachment cannot be taken: {detail}",
+    "添付ファイルを受け付けられません: {detail}",
+)
+UNKNOWN_ATTACHMENT = _kind(
+    "UnknownAttachment",
+    404,
+    "No attachment {attachment_id} exists.",
+    "添付ファイル{attachment_id}は存在しません。",
+)
+UNKNOWN_SELF_INFORMATION = _kind(
+    "UnknownSelfInformation",
+    404,
+    "No request for one's own information {request_id} exists.",
+    "自己情報の求め{request_id}は存在しません。",
 )

@@ -6,6 +6,7 @@ node's database through ``store`` (``node.store``), never through ``tables``.
 """
 
 __all__ = [
+    "attachments",
     "audit",
     "bulk_queries",
     "chain",

@@ -141,7 +141,7 @@ class HeldDecisions:
         number = item.transaction_number
         if decision == held_queue.APPROVED:
             payload = messages.from_element(parse_xml(item.payload), messages.ProvisionPayload)
-            status = PROVIDED if payload.records else NO_DATA
+            status = PROVIDED if payload.records or payload.attachments else NO_DATA
             recipient = x509.load_der_x509_certificate(item.recipient_certificate)
             body = self._provider.sealed_provision(message_id, number, status, payload, recipient)
             return _DecidedAnswer(message_id, body, status, None)

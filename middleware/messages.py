@@ -15,11 +15,12 @@ FIELDS OF A SIGNED PART BEFORE ITS SIGNATURE IS VERIFIED. Hence:
   parses, checks the root and validates, and returns the element still to be verified; `decode`
   refuses signed types. After verification, `from_element` builds the dataclass from the
   verified element (signxml's ``VerifyResult.signed_xml``, which no longer has the signature);
-* a `ProvisionRequest` carries a signed Permit: `decode` returns it with ``permit_element``, the
-  raw, UNVERIFIED Permit element detached as its own document; the caller verifies it and then
-  calls ``from_element(verified, Permit)``. When sending, ``permit_element`` must be the signed
-  Permit; it is copied into the request, whose root declares only the default namespace so that
-  the Permit canonicalizes exactly as it did when signed.
+* a `ProvisionRequest` (and a `SelfInformationRequest`, of the same shape) carries a signed
+  Permit: `decode` returns it with ``permit_element``, the raw, UNVERIFIED Permit element
+  detached as its own document; the caller verifies it and then calls
+  ``from_element(verified, Permit)``. When sending, ``permit_element`` must be the signed
+  Permit; it is copied into the request, whose root declares only the default namespace so
+  that the Permit canonicalizes exactly as it did when signed.
 
 Times are timezone-aware `datetime` objects, written in UTC as ``YYYY-MM-DDThh:mm:ss[.ffffff]Z``
 and read back as aware UTC datetimes. Base64 fields are `bytes`. Codes are plain `str`, checked
@@ -50,6 +51,7 @@ __all__ = [
     "MESSAGE_TYPES",
     "NS",
     "SCHEMA_DIR",
+    "Attachment",
     "DelegationEntry",
     "ErrorMessage",
     "FugoRequest",
@@ -71,6 +73,8 @@ __all__ = [
     "QueryRequest",
     "RecordList",
     "Route",
+    "SelfInformationQuery",
+    "SelfInformationRequest",
     "check_document",
     "decode",
     "decode_signed",
@@ -226,6 +230,27 @@ class ProvisionRequest:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class SelfInformationQuery:
+    """マイナポータル → network: the person behind ``person_fugo`` (the portal's 符号) asks
+    ``provider`` for their own information of ``information_name`` (自己情報提供)."""
+
+    message_id: str
+    person_fugo: str
+    provider: str
+    information_name: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SelfInformationRequest:
+    """Network → provider: provide a person's own information to マイナポータル under this
+    permit (its procedure 自己情報提供). ``permit_element`` as in `ProvisionRequest`."""
+
+    message_id: str
+    permit_element: etree._Element
+    route: Route
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ProvisionRequestAck:
     """Provider → network: the provision request was received."""
 
@@ -269,8 +294,19 @@ class PayloadRecord:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Attachment:
+    """A file that goes with a person's own information or a notice: its name, media type
+    and content."""
+
+    name: str
+    media_type: str
+    content: bytes
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ProvisionPayload:
-    """The provided information in plaintext (signed by the provider, then encrypted)."""
+    """The provided information in plaintext (signed by the provider, then encrypted); a
+    person's own information (自己情報提供) may carry attachments (自己情報提供用添付ファイル)."""
 
     transaction_number: str
     information_name: str
@@ -278,6 +314,7 @@ class ProvisionPayload:
     requester: str
     created_at: datetime
     records: tuple[PayloadRecord, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -324,6 +361,8 @@ Message = (
     | QueryAccepted
     | Permit
     | ProvisionRequest
+    | SelfInformationQuery
+    | SelfInformationRequest
     | ProvisionRequestAck
     | Provision
     | ProvisionAck
@@ -493,10 +532,30 @@ def _permit_element(m: Permit) -> etree._Element:
     return root
 
 
+def _self_information_query_element(m: SelfInformationQuery) -> etree._Element:
+    root = _root("SelfInformationQuery", messageId=m.message_id)
+    _sub(root, "PersonFugo", m.person_fugo)
+    _sub(root, "Provider", m.provider)
+    _sub(root, "InformationName", m.information_name)
+    return root
+
+
+def _self_information_request_element(m: SelfInformationRequest) -> etree._Element:
+    return _permit_request_element("SelfInformationRequest", m)
+
+
 def _provision_request_element(m: ProvisionRequest) -> etree._Element:
+    return _permit_request_element("ProvisionRequest", m)
+
+
+def _permit_request_element(
+    name: str, m: ProvisionRequest | SelfInformationRequest
+) -> etree._Element:
+    """A request carrying a signed permit and its route (ProvisionRequest and
+    SelfInformationRequest have this one shape)."""
     if m.permit_element.tag != _q("Permit"):
         raise ValueError(f"permit_element is a {m.permit_element.tag}, not a Permit")
-    root = _root("ProvisionRequest", messageId=m.message_id)
+    root = _root(name, messageId=m.message_id)
     permit = copy.deepcopy(m.permit_element)
     permit.tail = None
     root.append(permit)
@@ -596,7 +655,15 @@ def _provision_payload_element(m: ProvisionPayload) -> etree._Element:
         record_element.set("recordId", record.record_id)
         for code, value in record.items:
             _sub(record_element, "Item", value).set("code", code)
+    _add_attachments(root, m.attachments)
     return root
+
+
+def _add_attachments(parent: etree._Element, attachments: tuple[Attachment, ...]) -> None:
+    for attachment in attachments:
+        element = _sub(parent, "Attachment", _b64encode(attachment.content))
+        element.set("name", attachment.name)
+        element.set("mediaType", attachment.media_type)
 
 
 def _error_element(m: ErrorMessage) -> etree._Element:
@@ -741,16 +808,34 @@ def _build_permit(root: etree._Element) -> Permit:
 
 
 def _build_provision_request(root: etree._Element) -> ProvisionRequest:
+    permit, route = _permit_and_route(root)
+    return ProvisionRequest(message_id=_attr(root, "messageId"), permit_element=permit, route=route)
+
+
+def _build_self_information_request(root: etree._Element) -> SelfInformationRequest:
+    permit, route = _permit_and_route(root)
+    return SelfInformationRequest(
+        message_id=_attr(root, "messageId"), permit_element=permit, route=route
+    )
+
+
+def _permit_and_route(root: etree._Element) -> tuple[etree._Element, Route]:
+    """The UNVERIFIED permit of a request, detached as its own document, and its route."""
     permit = copy.deepcopy(_child(root, "Permit"))  # detached: its own document root
     permit.tail = None
     route = _child(root, "Route")
-    return ProvisionRequest(
+    return permit, Route(
+        requester=_child_text(route, "Requester"),
+        encryption_certificate=_b64decode(_child_text(route, "EncryptionCertificate")),
+    )
+
+
+def _build_self_information_query(root: etree._Element) -> SelfInformationQuery:
+    return SelfInformationQuery(
         message_id=_attr(root, "messageId"),
-        permit_element=permit,
-        route=Route(
-            requester=_child_text(route, "Requester"),
-            encryption_certificate=_b64decode(_child_text(route, "EncryptionCertificate")),
-        ),
+        person_fugo=_child_text(root, "PersonFugo"),
+        provider=_child_text(root, "Provider"),
+        information_name=_child_text(root, "InformationName"),
     )
 
 
@@ -801,6 +886,18 @@ def _build_provision_payload(root: etree._Element) -> ProvisionPayload:
             )
             for record in root.iterfind(_q("Record"))
         ),
+        attachments=_read_attachments(root),
+    )
+
+
+def _read_attachments(parent: etree._Element) -> tuple[Attachment, ...]:
+    return tuple(
+        Attachment(
+            name=_attr(element, "name"),
+            media_type=_attr(element, "mediaType"),
+            content=_b64decode(_text(element)),
+        )
+        for element in parent.iterfind(_q("Attachment"))
     )
 
 
@@ -837,6 +934,18 @@ _SPECS: dict[type, _Spec] = {
     Permit: _Spec("Permit", True, _permit_element, _build_permit),
     ProvisionRequest: _Spec(
         "ProvisionRequest", False, _provision_request_element, _build_provision_request
+    ),
+    SelfInformationQuery: _Spec(
+        "SelfInformationQuery",
+        False,
+        _self_information_query_element,
+        _build_self_information_query,
+    ),
+    SelfInformationRequest: _Spec(
+        "SelfInformationRequest",
+        False,
+        _self_information_request_element,
+        _build_self_information_request,
     ),
     ProvisionRequestAck: _Spec(
         "ProvisionRequestAck", False, _provision_request_ack_element, _build_provision_request_ack

@@ -24,7 +24,9 @@ The operations and the messages they carry (docs/protocol.md §3–§5):
 | ``query`` | hub | QueryRequest | QueryAccepted |
 | ``records`` | hub | none; ``argument``: the 処理通番 | RecordList |
 | ``provision_request`` | node | ProvisionRequest | ProvisionRequestAck |
-| ``provision`` | hub, node | Provision | ProvisionAck |
+| ``provision`` | hub, node, portal | Provision | ProvisionAck |
+| ``self_information`` | hub (from the portal) | SelfInformationQuery | QueryAccepted |
+| ``self_information_request`` | node | SelfInformationRequest | ProvisionRequestAck |
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ __all__ = [
     "QUERY",
     "RECORDS",
     "RETRYABLE",
+    "SELF_INFORMATION",
+    "SELF_INFORMATION_REQUEST",
     "DeliveryRefused",
     "NetworkEndpoint",
     "TransientFailure",
@@ -69,7 +73,18 @@ QUERY = "query"
 RECORDS = "records"
 PROVISION_REQUEST = "provision_request"
 PROVISION = "provision"
-OPERATIONS = (FUGO, PERMITTED_LIST, QUERY, RECORDS, PROVISION_REQUEST, PROVISION)
+SELF_INFORMATION = "self_information"
+SELF_INFORMATION_REQUEST = "self_information_request"
+OPERATIONS = (
+    FUGO,
+    PERMITTED_LIST,
+    QUERY,
+    RECORDS,
+    PROVISION_REQUEST,
+    PROVISION,
+    SELF_INFORMATION,
+    SELF_INFORMATION_REQUEST,
+)
 
 MAX_MESSAGE_BYTES = 1_048_576
 """The largest message document a party accepts, whatever the transport."""

@@ -39,7 +39,7 @@ from codes.catalogue import Catalogue
 from codes.errors import RenkeiError
 from crypto.pki import PkiLayout, load_certificate, load_secret_key
 from crypto.xmlsig import CAVerifier, PinnedVerifier, Signer
-from middleware import messages, persons, replica
+from middleware import attachments, messages, persons, replica
 from middleware.audit import append_audit
 from middleware.clock import ReactorTime
 from middleware.config import Config, InstitutionConfig
@@ -54,6 +54,7 @@ from middleware.network import (
     PROVISION,
     PROVISION_REQUEST,
     RECORDS,
+    SELF_INFORMATION_REQUEST,
     DeliveryRefused,
     Transport,
     decode_answer,
@@ -281,17 +282,52 @@ class IntermediateServer(Party):
         """Validate a replica record against the catalogue and store it, when ``system``
         keeps the 副本 of its information name (else SystemNotAuthorized)."""
         replica.validate(record, self.catalogue, self.institution.provides)
-        if (
-            record.information_name
-            not in self.institution.back_office_system(system).information_names
-        ):
+        self._keeps(system, record.information_name)
+        return self.database.run(replica.store, record, self.now())
+
+    def register_attachment(
+        self,
+        integrated_address_number: str,
+        information_name: str,
+        attachment: messages.Attachment,
+        system: str,
+    ) -> Deferred[str]:
+        """Register a file provided with a person's own information of ``information_name``
+        (自己情報提供用添付ファイル), by a system that keeps that name's 副本; its id."""
+        self._keeps(system, information_name)
+        if information_name not in self.institution.provides:
+            raise RenkeiError(errors.NOT_A_PROVIDER_OF, code=information_name)
+        checked = attachments.validate_attachment(attachment)
+        return self.database.run(
+            self._store_attachment, system, integrated_address_number, information_name, checked
+        )
+
+    def _store_attachment(
+        self,
+        connection: Connection,
+        system: str,
+        integrated_address_number: str,
+        information_name: str,
+        attachment: messages.Attachment,
+    ) -> str:
+        persons.person_state(connection, integrated_address_number)  # UnknownPerson
+        return attachments.store_attachment(
+            connection, system, integrated_address_number, information_name, attachment, self.now()
+        )
+
+    def delete_attachment(self, attachment_id: str, system: str) -> Deferred[None]:
+        """Delete a file the system registered (any other is UnknownAttachment to it)."""
+        return self.database.run(attachments.delete_attachment, attachment_id, system)
+
+    def _keeps(self, system: str, information_name: str) -> None:
+        """Refuse (SystemNotAuthorized) a system that does not keep ``information_name``."""
+        if information_name not in self.institution.back_office_system(system).information_names:
             raise RenkeiError(
                 errors.SYSTEM_NOT_AUTHORIZED,
                 system=system,
-                what=f"the replica of information name {record.information_name}",
-                what_ja=f"特定個人情報名{record.information_name}の副本",
+                what=f"the replica of information name {information_name}",
+                what_ja=f"特定個人情報名{information_name}の副本",
             )
-        return self.database.run(replica.store, record, self.now())
 
     def delete_replica_record(self, record_id: str, system: str) -> Deferred[None]:
         """Delete a replica record of an information name ``system`` keeps; any other record
@@ -305,12 +341,17 @@ class IntermediateServer(Party):
         self, caller: str, operation: str, document: bytes | None, argument: str | None
     ) -> Deferred[bytes]:
         """What the network brings (`middleware.network.NetworkEndpoint`): only the hub may
-        call a node, with provision requests (provider side) and provisions (requester)."""
+        call a node, with provision requests and requests for a person's own information
+        (provider side) and provisions (requester)."""
         if caller != HUB:
             raise RenkeiError(errors.CERTIFICATE_NOT_AUTHORIZED, subject=caller)
         if operation == PROVISION_REQUEST and document is not None:
             return self.provider.receive_request(
                 messages.decode(document, messages.ProvisionRequest)
+            )
+        if operation == SELF_INFORMATION_REQUEST and document is not None:
+            return self.provider.receive_self_information_request(
+                messages.decode(document, messages.SelfInformationRequest)
             )
         if operation == PROVISION and document is not None:
             return self.requester.receive_provision(messages.decode(document, messages.Provision))

@@ -63,6 +63,7 @@ __all__ = [
     "portal_outbox_owner",
     "portal_record_head",
     "portal_records",
+    "portal_request",
     "portal_session",
     "provision",
     "query",
@@ -70,6 +71,7 @@ __all__ = [
     "replica_file_answer",
     "replica_record",
     "resident",
+    "self_information_attachment",
     "staff_session",
     "staff_user",
 ]
@@ -363,6 +365,28 @@ held_provision = Table(
     Index("ix_held_provision_hold", "state", "hold_expires_at"),
 )
 
+# 自己情報提供用添付ファイル: files a back-office system registers for a person, provided with
+# their own information of one information name (middleware/attachments.py).
+self_information_attachment = Table(
+    "self_information_attachment",
+    node_metadata,
+    Column("attachment_id", String(36), primary_key=True),
+    # The back-office system that registered it: the only one that may delete it.
+    Column("system", String(64), nullable=False),
+    Column(
+        "integrated_address_number",
+        String(15),
+        ForeignKey("person.integrated_address_number"),
+        nullable=False,
+    ),
+    Column("information_name", String(16), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("media_type", String(32), nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("registered_at", UtcDateTime, nullable=False),
+    Index("ix_self_information_attachment_person", "integrated_address_number", "information_name"),
+)
+
 node_outbox = _outbox(node_metadata)
 node_outbox_owner = _outbox_owners(node_metadata)
 node_records, node_record_head = _provision_records(node_metadata)
@@ -567,6 +591,25 @@ portal_session = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("last_seen_at", UtcDateTime, nullable=False),
     Index("ix_portal_session_fugo", "fugo"),
+)
+
+# A person's requests for their own information (自己情報提供), asked through the hub; the
+# result is the provider's verified, signed payload (plaintext), once provided.
+portal_request = Table(
+    "portal_request",
+    portal_metadata,
+    Column("request_id", String(36), primary_key=True),
+    Column("fugo", String(32), ForeignKey("portal_account.fugo"), nullable=False),
+    Column("provider", String(16), nullable=False),
+    Column("information_name", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("transaction_number", String(20), unique=True),
+    Column("error_code", String(64)),
+    Column("submitted_at", UtcDateTime, nullable=False),
+    Column("accepted_at", UtcDateTime),
+    Column("completed_at", UtcDateTime),
+    Column("result", LargeBinary),
+    Index("ix_portal_request_fugo", "fugo", "submitted_at"),
 )
 
 portal_outbox = _outbox(portal_metadata)

@@ -178,6 +178,12 @@ UNSIGNED_SAMPLES: dict[str, messages.Message] = {
         reason_ja="許可証の符号に紐付く者が当機関に存在しません。",
     ),
     "ProvisionAck": ProvisionAck(message_id=MESSAGE_ID, transaction_number=TRANSACTION),
+    "SelfInformationQuery": messages.SelfInformationQuery(
+        message_id=MESSAGE_ID,
+        person_fugo=FUGO,
+        provider=PROVIDER,
+        information_name=INFORMATION_NAME,
+    ),
     "Error": ErrorMessage(code="NotPermitted", message_en="Not permitted.", message_ja="不許可"),
     "RecordList": messages.RecordList(
         transaction_number=TRANSACTION,
@@ -207,6 +213,17 @@ SIGNED_SAMPLES: dict[str, messages.Message] = {
     "Permit": sample_permit(),
     "PermitWithoutConditions": sample_permit(conditions=None),
     "ProvisionPayload": sample_payload(),
+    "ProvisionPayloadWithAttachments": replace(
+        sample_payload(),
+        attachments=(
+            messages.Attachment(
+                name="保険料額決定通知書.pdf", media_type="application/pdf", content=b"%PDF-1.7\n"
+            ),
+            messages.Attachment(
+                name="note.txt", media_type="text/plain", content=bytes(range(256))
+            ),
+        ),
+    ),
 }
 
 
@@ -272,6 +289,32 @@ def test_provision_request_round_trips_with_detached_unverified_permit() -> None
     assert decoded.permit_element.getparent() is None
     assert serialize(decoded.permit_element) == serialize(request.permit_element)
     assert from_element(decoded.permit_element, Permit) == sample_permit()
+
+
+def test_self_information_request_round_trips_as_a_provision_request_does() -> None:
+    """SelfInformationRequest has ProvisionRequest's shape under its own root: the permit
+    comes back detached and unverified, the route as sent; one root is not the other."""
+    request = sample_provision_request()
+    asked = messages.SelfInformationRequest(
+        message_id=request.message_id,
+        permit_element=request.permit_element,
+        route=request.route,
+    )
+    decoded = decode(encode(asked), messages.SelfInformationRequest)
+    assert decoded.route == request.route
+    assert decoded.permit_element.getparent() is None
+    assert from_element(decoded.permit_element, Permit) == sample_permit()
+    with pytest.raises(RenkeiError) as info:
+        decode(encode(asked), ProvisionRequest)
+    assert info.value.code == "UnexpectedMessage"
+
+
+def test_a_payload_with_a_fourth_attachment_is_refused() -> None:
+    """A payload carries at most three attachments (the schema says so)."""
+    file = messages.Attachment(name="a.txt", media_type="text/plain", content=b"a")
+    payload = replace(sample_payload(), attachments=(file,) * 4)
+    error = schema_refusal(serialize(dummy_signed(payload)), ProvisionPayload)
+    assert error.code == "XmlSchemaInvalid"
 
 
 def test_embedded_permit_serializes_as_when_signed() -> None:
@@ -474,6 +517,8 @@ def test_every_message_type_has_a_compiled_schema() -> None:
         "ProvisionPayload",
         "Error",
         "RecordList",
+        "SelfInformationQuery",
+        "SelfInformationRequest",
     }
 
 

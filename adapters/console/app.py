@@ -31,8 +31,9 @@ from werkzeug.exceptions import NotFound
 
 from adapters.console.i18n import LANGUAGES, WORDS, translator
 from adapters.listening import Listener, text_refusal
-from adapters.payload_view import describe_payload
+from adapters.payload_view import describe_payload, payload_attachments
 from codes import errors
+from codes.catalogue import SELF_INFORMATION_PROCEDURE
 from codes.errors import RenkeiError
 from crypto.pki import PkiLayout
 from crypto.tls import server_only_options
@@ -426,7 +427,15 @@ class Console:
     async def held_detail(self, request: Request, session: staff.Session, number: str) -> bytes:
         item = await self.node.held.content(number, session.user.name)
         content = describe_payload(self.node.catalogue, item.payload)
-        return self.render(request, "held_detail.html", session, item=item, content=content)
+        return self.render(
+            request,
+            "held_detail.html",
+            session,
+            item=item,
+            content=content,
+            self_information=item.procedure == SELF_INFORMATION_PROCEDURE,
+            attachments=payload_attachments(item.payload),
+        )
 
     @app.route("/held/<number>/approve", methods=["POST"])
     @page("approver", method="POST")

@@ -201,6 +201,17 @@ WORDS: dict[str, tuple[str, str]] = {
     "back": ("戻る", "Back"),
     "login_again": ("再度ログイン", "Log in again"),
     "language": ("English", "日本語"),
+    # 自己情報提供 held for review, and お知らせ
+    "self_information_held": (
+        "本人からマイナポータル経由で求められた自己情報の提供です(自己情報提供)。"
+        "承認すると、マイナポータルにのみ復号できる形で提供されます。",
+        "A person's own information, asked by the person through マイナポータル (自己情報提供);"
+        " approved, it is sent sealed for the portal alone.",
+    ),
+    "attachments": ("添付ファイル", "Attachments"),
+    "file_name": ("ファイル名", "File name"),
+    "media_type": ("種類", "Media type"),
+    "size_bytes": ("サイズ(バイト)", "Size (bytes)"),
 }
 
 

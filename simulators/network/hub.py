@@ -5,6 +5,11 @@ simulator, publishes the signed permitted-query list, checks and records every q
 converts the requester's 符号 into the provider's, signs permits, delivers provision
 requests and relays provisions, which it cannot read, back to the requester. Deliveries go
 through the hub's own durable outbox.
+
+マイナポータル is a member too (kind ``portal``): a person's request for their own
+information (自己情報提供, `receive_self_information`) goes the way of a query, under the
+自己情報提供 procedure instead of a row of the list, and reaches the provider as a
+``SelfInformationRequest``; the provision comes back to the portal as to any requester.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from codes import errors
+from codes.catalogue import SELF_INFORMATION_AFFAIR, SELF_INFORMATION_PROCEDURE
 from codes.errors import RenkeiError
 from crypto.pki import PkiLayout, load_certificate, load_secret_key
 from crypto.xmlsig import Signer
@@ -39,6 +45,8 @@ from middleware.network import (
     PROVISION_REQUEST,
     QUERY,
     RECORDS,
+    SELF_INFORMATION,
+    SELF_INFORMATION_REQUEST,
     DeliveryRefused,
     Transport,
     decode_answer,
@@ -93,6 +101,10 @@ REFUSED = "refused"
 FAILED = "failed"
 HELD = "held"  # the provider holds the provision for a staff decision (保留中)
 OPEN = (PERMITTED, DELIVERED, HELD)  # a provision may still arrive
+
+
+# A check of a query before it is permitted: (requester, query, now), RenkeiError to refuse.
+_Check = Callable[[str, messages.QueryRequest, datetime], None]
 
 
 def transaction_number(moment: datetime, row_id: int) -> str:
@@ -263,6 +275,10 @@ class Hub(Party):
             return self.acquire_fugo(caller, messages.decode(document, messages.FugoRequest))
         if operation == QUERY:
             return self.receive_query(caller, messages.decode(document, messages.QueryRequest))
+        if operation == SELF_INFORMATION:
+            return self.receive_self_information(
+                caller, messages.decode(document, messages.SelfInformationQuery)
+            )
         if operation == PROVISION:
             return self.receive_provision(caller, messages.decode(document, messages.Provision))
         raise RenkeiError(errors.PAGE_NOT_FOUND)
@@ -318,8 +334,32 @@ class Hub(Party):
         """情報照会要求: check the list, convert the 符号, record, permit and route; a refused
         query is recorded too (番号法 第23条: what was asked), and the refusal names its
         処理通番. A retried request gets the first answer again."""
+        return await self._accept(requester, query, self._check_listed, PROVISION_REQUEST)
+
+    @deferred
+    async def receive_self_information(
+        self, caller: str, asked: messages.SelfInformationQuery
+    ) -> bytes:
+        """自己情報提供 asked by マイナポータル for the person behind its 符号: the portal's
+        only (NotThePortal), of a provider of the information name; then as a query, under
+        the 自己情報提供 procedure, its permit sent to the provider as a SelfInformationRequest."""
+        if caller != self.portal:
+            raise RenkeiError(errors.NOT_THE_PORTAL, caller=caller)
+        query = messages.QueryRequest(
+            message_id=asked.message_id,
+            requester_fugo=asked.person_fugo,
+            affair=SELF_INFORMATION_AFFAIR,
+            procedure=SELF_INFORMATION_PROCEDURE,
+            information_name=asked.information_name,
+            provider=asked.provider,
+        )
+        return await self._accept(caller, query, self._check_provides, SELF_INFORMATION_REQUEST)
+
+    async def _accept(
+        self, requester: str, query: messages.QueryRequest, check: _Check, kind: str
+    ) -> bytes:
         number, outgoing, refusal = await self.database.run(
-            self._record_query, requester, query, self.now()
+            self._record_query, requester, query, self.now(), check, kind
         )
         if refusal is not None:
             raise refusal
@@ -329,15 +369,39 @@ class Hub(Party):
             messages.QueryAccepted(message_id=query.message_id, transaction_number=number)
         )
 
+    def _check_listed(self, requester: str, query: messages.QueryRequest, now: datetime) -> None:
+        """A query is permitted by the list in force."""
+        self._current_list().check(
+            requester,
+            query.provider,
+            query.affair,
+            query.procedure,
+            query.information_name,
+            now,
+            delegating_requester=query.delegating_requester,
+            delegating_provider=query.delegating_provider,
+        )
+
+    def _check_provides(self, requester: str, query: messages.QueryRequest, now: datetime) -> None:
+        """A person may ask for their own information of a member that provides it (the list
+        in force names the members)."""
+        self._current_list().ensure_current(now)
+        self._current_list().institution(query.provider)
+        member = self.members.get(query.provider)
+        if member is None or query.information_name not in member.config.provides:
+            raise RenkeiError(errors.NOT_A_PROVIDER_OF, code=query.information_name)
+
     def _record_query(
         self,
         connection: Connection,
         requester: str,
         query: messages.QueryRequest,
         now: datetime,
+        check: _Check,
+        kind: str,
     ) -> tuple[str, OutgoingMessage | None, RenkeiError | None]:
-        """In one transaction: the 処理通番, the provision request to send and the refusal to
-        answer (returned, not raised, so that the refusal's record is committed)."""
+        """In one transaction: the 処理通番, the provision request (``kind``) to send and the
+        refusal to answer (returned, not raised, so that the refusal's record is committed)."""
         known = connection.execute(
             select(hub_query.c.transaction_number, hub_query.c.state, hub_query.c.error_code).where(
                 hub_query.c.requester_message_id == query.message_id
@@ -353,16 +417,7 @@ class Hub(Party):
                 )
             return number, None, None  # a retry: same 処理通番, nothing new
         try:
-            self._current_list().check(
-                requester,
-                query.provider,
-                query.affair,
-                query.procedure,
-                query.information_name,
-                now,
-                delegating_requester=query.delegating_requester,
-                delegating_provider=query.delegating_provider,
-            )
+            check(requester, query, now)
             provider_fugo = self._fugo.convert(query.requester_fugo, requester, query.provider)
         except RenkeiError as refusal:
             if refusal.status >= 500:
@@ -394,7 +449,7 @@ class Hub(Party):
         # (`_provision_request`), outside any transaction.
         message_id = str(uuid.uuid4())
         body = messages.encode(permit)
-        outgoing = OutgoingMessage(message_id, "provision_request", query.provider, number, body)
+        outgoing = OutgoingMessage(message_id, kind, query.provider, number, body)
         self.outbox.enqueue(connection, outgoing)
         self.record(
             connection,
@@ -567,18 +622,25 @@ class Hub(Party):
 
     def deliver(self, message: OutgoingMessage) -> Deferred[Any]:
         handlers: dict[str, Callable[[OutgoingMessage], Deferred[Any]]] = {
-            "provision_request": self._deliver_provision_request,
+            PROVISION_REQUEST: self._deliver_provision_request,
+            SELF_INFORMATION_REQUEST: self._deliver_provision_request,
             "provision": self._deliver_provision,
         }
         return handlers[message.kind](message)
 
     def _provision_request(self, message: OutgoingMessage) -> bytes:
-        """The ProvisionRequest of an outbox message: the permit it keeps, signed now, and the
-        route to the requester's encryption certificate."""
+        """The ProvisionRequest (or, for マイナポータル, the SelfInformationRequest) of an
+        outbox message: the permit it keeps, signed now, and the route to the requester's
+        encryption certificate."""
         element = parse_xml(message.body)  # the permit `_record_query` wrote
         requester = element.findtext(f"{{{messages.NS}}}Requester") or ""
+        shape = (
+            messages.SelfInformationRequest
+            if message.kind == SELF_INFORMATION_REQUEST
+            else messages.ProvisionRequest
+        )
         return messages.encode(
-            messages.ProvisionRequest(
+            shape(
                 message_id=message.message_id,
                 permit_element=self._signer.sign(element),
                 route=messages.Route(
@@ -592,7 +654,7 @@ class Hub(Party):
     async def _deliver_provision_request(self, message: OutgoingMessage) -> None:
         try:
             document = await self.transport.exchange(
-                message.destination, PROVISION_REQUEST, self._provision_request(message)
+                message.destination, message.kind, self._provision_request(message)
             )
             decode_answer(document, messages.ProvisionRequestAck)
         except DeliveryRefused as refusal:

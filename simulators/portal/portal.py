@@ -4,7 +4,9 @@ A party like the hub and the intermediate servers (`middleware.party.Party`: its
 database, its outbox, its chain of provision records and its jobs), with its own
 certificates and an (emulated) institution code, by which the hub knows it and lists it in
 the permitted-query list's directory (kind ``portal``). Its web pages (`simulators.portal.web`)
-call it for the person signed in; it never sees an HTTP request.
+call it for the person signed in; it never sees an HTTP request. Its parts:
+`simulators.portal.self_information.SelfInformation` (``portal.self_information``: a
+person's requests for their own information, 自己情報提供).
 
 A person signs in as one of the demo residents the portal holds (`simulators.portal.accounts`):
 the portal resolves their individual number through the network's 住基ネット into its own
@@ -28,7 +30,7 @@ from codes import errors
 from codes.catalogue import Catalogue
 from codes.errors import RenkeiError
 from crypto.pki import PkiLayout, load_certificate
-from crypto.xmlsig import PinnedVerifier
+from crypto.xmlsig import CAVerifier, PinnedVerifier
 from middleware import messages
 from middleware.clock import ReactorTime
 from middleware.config import Config, PortalConfig
@@ -39,6 +41,7 @@ from middleware.list_sync import PermittedLists
 from middleware.network import (
     FUGO,
     HUB,
+    PROVISION,
     DeliveryRefused,
     TransientFailure,
     Transport,
@@ -47,6 +50,7 @@ from middleware.network import (
 from middleware.outbox import OutgoingMessage
 from middleware.party import Party
 from middleware.permitted_list import ListedInstitution
+from middleware.requester import ProvisionOpener
 from middleware.tables import (
     portal_job_run,
     portal_list_versions,
@@ -55,8 +59,9 @@ from middleware.tables import (
     portal_record_head,
     portal_records,
 )
-from simulators.portal import accounts
+from simulators.portal import accounts, self_information
 from simulators.portal.accounts import Resident, Session
+from simulators.portal.self_information import SelfInformation
 
 __all__ = ["MIGRATIONS", "PORTAL", "Portal"]
 
@@ -101,6 +106,12 @@ class Portal(Party):
         hub_verifier = PinnedVerifier(load_certificate(layout.hub_signing().certificate))
         # The network's directory (who is who, which kind) comes with the permitted-query list.
         self.lists = PermittedLists(self, hub_verifier, portal_list_versions)
+        self.self_information = SelfInformation(
+            self,
+            ProvisionOpener(
+                layout.portal_encryption().load(), CAVerifier(self.ca), catalogue, settings.code
+            ),
+        )
         self.health = Health(
             self,
             config.health,
@@ -131,6 +142,23 @@ class Portal(Party):
             (entry for entry in listed.institutions.values() if entry.code != self.code),
             key=lambda entry: entry.code,
         )
+
+    def offers(self) -> list[tuple[ListedInstitution, list[str]]]:
+        """What a person may ask for: each institution of the network with the information
+        names its kind provides under the list in force (the list's rows say which kind
+        provides what), in the catalogue's order."""
+        listed = self.lists.current
+        if listed is None:
+            return []
+        known: list[str] = [name.code for name in self.catalogue.information_names]
+        offered = []
+        for entry in self.institutions():
+            names = {
+                rule.information_name for rule in listed.rules if rule.provider_kind == entry.kind
+            }
+            if names:
+                offered.append((entry, [code for code in known if code in names]))
+        return offered
 
     def institution_name(self, code: str | None) -> str:
         """An institution's name as the directory gives it (its code when unknown)."""
@@ -196,7 +224,11 @@ class Portal(Party):
         call the portal."""
         if caller != HUB:
             raise RenkeiError(errors.CERTIFICATE_NOT_AUTHORIZED, subject=caller)
-        handlers: dict[str, Callable[[bytes], Deferred[bytes]]] = {}
+        handlers: dict[str, Callable[[bytes], Deferred[bytes]]] = {
+            PROVISION: lambda document: self.self_information.receive_provision(
+                messages.decode(document, messages.Provision)
+            ),
+        }
         handler = handlers.get(operation)
         if handler is None or document is None:
             raise RenkeiError(errors.PAGE_NOT_FOUND)
@@ -204,5 +236,7 @@ class Portal(Party):
 
     def deliver(self, message: OutgoingMessage) -> Deferred[Any]:
         """Hand a message of the outbox to what sends it."""
-        handlers: dict[str, Callable[[OutgoingMessage], Deferred[Any]]] = {}
+        handlers: dict[str, Callable[[OutgoingMessage], Deferred[Any]]] = {
+            self_information.KIND: self.self_information.deliver,
+        }
         return handlers[message.kind](message)

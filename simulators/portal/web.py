@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from functools import wraps
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from klein import Klein
@@ -24,8 +25,11 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from adapters.console.app import japan_time
 from adapters.listening import Listener, text_refusal
+from adapters.payload_view import describe_payload, payload_attachments
 from codes import errors
-from codes.errors import RenkeiError
+from codes.errors import ErrorKind, RenkeiError
+from codes.institution import validate_institution_code
+from codes.typed import validate_information_name_code
 from crypto.pki import PkiLayout
 from crypto.tls import server_only_options
 from simulators.portal import accounts
@@ -35,10 +39,13 @@ from simulators.portal.portal import Portal
 __all__ = [
     "MAX_FORM_BODY",
     "PAGE_HEADERS",
+    "REFRESH",
     "SESSION_COOKIE",
+    "STATES",
     "PortalWeb",
     "page",
     "portal_web_listener",
+    "reason_ja",
 ]
 
 HERE = Path(__file__).resolve().parent
@@ -59,6 +66,28 @@ PAGE_HEADERS = (
 )
 
 Handler = Callable[..., Awaitable[Any]]
+
+# What a person reads of the state of a request for their own information.
+STATES = {
+    "submitted": "送信中",
+    "accepted": "照会中",
+    "held": "保留中(提供機関の職員が確認しています)",
+    "provided": "提供されました",
+    "no_data": "該当する情報はありません",
+    "refused": "提供されませんでした",
+    "error": "エラー",
+}
+# Seconds between two loads of a page that waits for an answer (a meta refresh: no script).
+REFRESH = 3
+
+
+def reason_ja(error_code: str | None, **values: Any) -> str:
+    """The Japanese message of an error code from any party (a code unknown here shows as
+    itself)."""
+    if error_code is None:
+        return ""
+    kind = errors.ALL.get(error_code, ErrorKind(error_code, 0, error_code, error_code))
+    return RenkeiError(kind, **values).message_ja
 
 
 def _arg(request: Request, name: str) -> str:
@@ -144,9 +173,17 @@ class PortalWeb:
             path=request.path.decode("utf-8", "replace"),
             japan_time=japan_time,
             institution_name=self.portal.institution_name,
+            information_name=self._information_name,
+            states=STATES,
             **values,
         )
         return page.encode("utf-8")
+
+    def _information_name(self, code: str) -> str:
+        try:
+            return self.portal.catalogue.information_name(code).name
+        except RenkeiError:
+            return code
 
     @app.handle_errors(Exception)
     def refusal(self, request: Request, failure: Failure) -> bytes:
@@ -210,6 +247,87 @@ class PortalWeb:
         _session_cookie(request, None)
         request.redirect(b"/")
         return b""
+
+    # -- 自己情報提供: a person's own information --------------------------------------------
+
+    @app.route("/self-information", methods=["GET"])
+    @page()
+    async def self_information(self, request: Request, session: Session) -> bytes:
+        """What the person may ask for, and what they asked."""
+        asked = await self.portal.self_information.requests_of(session.fugo)
+        return self.render(
+            request,
+            "self_information.html",
+            session,
+            offers=self.portal.offers(),
+            asked=asked,
+        )
+
+    @app.route("/self-information", methods=["POST"])
+    @page(method="POST")
+    async def ask_self_information(self, request: Request, session: Session) -> bytes:
+        """Ask an institution for one's own information of an information name."""
+        provider, _, name = _arg(request, "asked").partition(":")
+        request_id = await self.portal.self_information.ask(
+            session.fugo,
+            validate_institution_code(provider),
+            validate_information_name_code(name),
+        )
+        request.redirect(f"/self-information/{request_id}".encode())
+        return b""
+
+    @app.route("/self-information/<request_id>", methods=["GET"])
+    @page()
+    async def self_information_result(
+        self, request: Request, session: Session, request_id: str
+    ) -> bytes:
+        """One request: its state and, once provided, the information with the names of its
+        codes and the files that came with it."""
+        asked = await self.portal.self_information.request(session.fugo, request_id)
+        content = None
+        files: tuple[Any, ...] = ()
+        if asked.result is not None:
+            content = describe_payload(self.portal.catalogue, asked.result)
+            files = payload_attachments(asked.result)
+        return self.render(
+            request,
+            "self_information_result.html",
+            session,
+            asked=asked,
+            content=content,
+            files=files,
+            refresh=REFRESH if asked.state in ("submitted", "accepted") else None,
+            reason=reason_ja(
+                asked.error_code,
+                transaction_number=asked.transaction_number,
+                code=asked.information_name,
+                procedure="自己情報提供",
+                sender=asked.provider,
+                caller=self.portal.code,
+            ),
+        )
+
+    @app.route("/self-information/<request_id>/files/<int:index>", methods=["GET"])
+    @page()
+    async def self_information_file(
+        self, request: Request, session: Session, request_id: str, index: int
+    ) -> bytes:
+        """A file that came with the person's own information, to save."""
+        asked = await self.portal.self_information.request(session.fugo, request_id)
+        files = payload_attachments(asked.result) if asked.result is not None else ()
+        if not 0 <= index < len(files):
+            raise RenkeiError(errors.PAGE_NOT_FOUND)
+        return _download(request, files[index])
+
+
+def _download(request: Request, attachment: Any) -> bytes:
+    """An attached file as a download: its media type, its name (RFC 6266, UTF-8)."""
+    request.setHeader(b"Content-Type", attachment.media_type.encode("ascii"))
+    request.setHeader(
+        b"Content-Disposition",
+        f"attachment; filename*=UTF-8''{quote(attachment.name, safe='')}".encode("ascii"),
+    )
+    return bytes(attachment.content)
 
 
 def portal_web_listener(web: PortalWeb, reactor: Any) -> Listener:
