@@ -52,6 +52,7 @@ from middleware.network import (
     PROVISION,
     PROVISION_REQUEST,
     QUERY,
+    RECORD_DISCLOSURE,
     RECORDS,
     RETRYABLE,
     SELF_INFORMATION,
@@ -95,6 +96,7 @@ ROUTES: dict[str, tuple[str, str]] = {
     PROVISION: ("POST", "/provisions"),
     SELF_INFORMATION: ("POST", "/self-information"),
     SELF_INFORMATION_REQUEST: ("POST", "/self-information-requests"),
+    RECORD_DISCLOSURE: ("POST", "/record-disclosures"),
 }
 
 
@@ -341,6 +343,10 @@ class NetworkApi:
     @app.route("/self-information-requests", methods=["POST"])
     def self_information_requests(self, request: Request) -> Any:
         return self._dispatch(request, SELF_INFORMATION_REQUEST)
+
+    @app.route("/record-disclosures", methods=["POST"])
+    def record_disclosures(self, request: Request) -> Any:
+        return self._dispatch(request, RECORD_DISCLOSURE)
 
 
 def network_listener(

@@ -14,6 +14,7 @@ __all__ = [
     "conditions",
     "config",
     "deferred",
+    "disclosure",
     "hardened_xml",
     "health",
     "held",

@@ -101,6 +101,9 @@ class InstitutionConfig:
     # How many processes serve the institution, sharing its database (PostgreSQL) and its
     # listening ports (SO_REUSEPORT).
     processes: int = 1
+    # 提供側不開示: information names whose provisions this institution hides from the
+    # person's disclosure of their records (each one it provides).
+    non_disclosed: tuple[str, ...] = ()
 
     def system(self, name: str) -> BackOfficeSystem | None:
         """The back-office system ``name`` of this institution, or None."""
@@ -486,6 +489,13 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
             )
             continue
         system_names = tuple(_value(section, "back_office_systems").split())
+        non_disclosed = tuple(
+            validate_information_name_code(code)
+            for code in section.get("non_disclosed", "").split()
+        )
+        for code in non_disclosed:
+            if code not in provides:
+                raise ValueError(f"[{name}] non_disclosed names {code}, which it does not provide")
         institutions.append(
             InstitutionConfig(
                 name=institution_name,
@@ -516,6 +526,7 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
                     _system(parser, institution_name, system, provides) for system in system_names
                 ),
                 processes=_processes(section),
+                non_disclosed=non_disclosed,
             )
         )
     known = {

@@ -152,6 +152,7 @@ class HeldDecisions:
                 transaction_number=number,
                 status=REFUSED,
                 error_code=kind.code,
+                non_disclosure=self._provider.withholds(item.information_name),
             )
         )
         return _DecidedAnswer(message_id, body, REFUSED, kind.code)

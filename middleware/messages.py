@@ -53,6 +53,7 @@ __all__ = [
     "SCHEMA_DIR",
     "Attachment",
     "DelegationEntry",
+    "DisclosedRecords",
     "ErrorMessage",
     "FugoRequest",
     "FugoResponse",
@@ -71,6 +72,7 @@ __all__ = [
     "QueryAccepted",
     "QueryConditions",
     "QueryRequest",
+    "RecordDisclosureRequest",
     "RecordList",
     "Route",
     "SelfInformationQuery",
@@ -274,6 +276,8 @@ class Provision:
     encrypted_payload: bytes | None = None
     reason_en: str | None = None
     reason_ja: str | None = None
+    # 提供側不開示: the provider hides the transaction from the person's disclosure.
+    non_disclosure: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -330,7 +334,9 @@ class ErrorMessage:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class NetworkRecord:
-    """One of the network's provision records."""
+    """One party's provision record as it travels: in a `RecordList` (the hub's records of a
+    transaction, for its parties) or in `DisclosedRecords` (a person's records, as the person
+    is shown them: with the transaction, affair and procedure, never marked 不開示)."""
 
     seq: int
     recorded_at: datetime
@@ -343,6 +349,9 @@ class NetworkRecord:
     non_disclosure: bool = False
     delegating_requester: str | None = None
     delegating_provider: str | None = None
+    transaction_number: str | None = None
+    affair: str | None = None
+    procedure: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -351,6 +360,28 @@ class RecordList:
 
     transaction_number: str
     records: tuple[NetworkRecord, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RecordDisclosureRequest:
+    """マイナポータル → network (and network → institution): the provision records of the
+    person behind ``person_fugo`` (the sender's 符号 of them), the network's own or, with
+    ``institution``, that institution's (情報提供等記録の開示)."""
+
+    message_id: str
+    person_fugo: str
+    institution: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DisclosedRecords:
+    """A party's provision records of one person, without those marked 不開示, oldest first;
+    ``truncated`` when only the newest were given."""
+
+    message_id: str
+    party: str
+    records: tuple[NetworkRecord, ...] = ()
+    truncated: bool = False
 
 
 Message = (
@@ -369,6 +400,8 @@ Message = (
     | ProvisionPayload
     | ErrorMessage
     | RecordList
+    | RecordDisclosureRequest
+    | DisclosedRecords
 )
 
 T = TypeVar("T", bound=Message)
@@ -584,6 +617,8 @@ def _provision_element(m: Provision) -> etree._Element:
         root.set("errorCode", m.error_code)
     if m.query_message_id is not None:
         root.set("queryMessageId", m.query_message_id)
+    if m.non_disclosure:
+        root.set("nonDisclosure", "true")
     if m.encrypted_payload is not None:
         _sub(root, "EncryptedPayload", _b64encode(m.encrypted_payload))
     if m.reason_en is not None and m.reason_ja is not None:
@@ -591,49 +626,75 @@ def _provision_element(m: Provision) -> etree._Element:
     return root
 
 
-def _record_list_element(m: RecordList) -> etree._Element:
-    root = _root("RecordList", transactionNumber=m.transaction_number)
-    for record in m.records:
-        entry = _sub(root, "Record")
+# A record's optional attributes, in the order they are written, and their fields.
+_RECORD_ATTRIBUTES = (
+    ("transactionNumber", "transaction_number"),
+    ("requester", "requester"),
+    ("provider", "provider"),
+    ("affair", "affair"),
+    ("procedure", "procedure"),
+    ("informationName", "information_name"),
+    ("errorCode", "error_code"),
+    ("delegatingRequester", "delegating_requester"),
+    ("delegatingProvider", "delegating_provider"),
+)
+
+
+def _add_records(parent: etree._Element, records: tuple[NetworkRecord, ...]) -> None:
+    for record in records:
+        entry = _sub(parent, "Record")
         entry.set("seq", str(record.seq))
         entry.set("recordedAt", _format_time(record.recorded_at))
         entry.set("event", record.event)
         entry.set("status", record.status)
-        for name, value in (
-            ("requester", record.requester),
-            ("provider", record.provider),
-            ("informationName", record.information_name),
-            ("errorCode", record.error_code),
-            ("delegatingRequester", record.delegating_requester),
-            ("delegatingProvider", record.delegating_provider),
-        ):
+        for attribute, field_name in _RECORD_ATTRIBUTES:
+            value = getattr(record, field_name)
             if value is not None:
-                entry.set(name, value)
+                entry.set(attribute, value)
         if record.non_disclosure:
             entry.set("nonDisclosure", "true")
+
+
+def _read_records(parent: etree._Element) -> tuple[NetworkRecord, ...]:
+    return tuple(
+        NetworkRecord(
+            seq=int(_attr(entry, "seq")),
+            recorded_at=_parse_time(_attr(entry, "recordedAt")),
+            event=_attr(entry, "event"),
+            status=_attr(entry, "status"),
+            non_disclosure=entry.get("nonDisclosure") in ("true", "1"),
+            **{field_name: entry.get(attribute) for attribute, field_name in _RECORD_ATTRIBUTES},
+        )
+        for entry in parent.iterfind(_q("Record"))
+    )
+
+
+def _record_list_element(m: RecordList) -> etree._Element:
+    root = _root("RecordList", transactionNumber=m.transaction_number)
+    _add_records(root, m.records)
     return root
 
 
 def _build_record_list(root: etree._Element) -> RecordList:
     return RecordList(
-        transaction_number=_attr(root, "transactionNumber"),
-        records=tuple(
-            NetworkRecord(
-                seq=int(_attr(entry, "seq")),
-                recorded_at=_parse_time(_attr(entry, "recordedAt")),
-                event=_attr(entry, "event"),
-                status=_attr(entry, "status"),
-                requester=entry.get("requester"),
-                provider=entry.get("provider"),
-                information_name=entry.get("informationName"),
-                error_code=entry.get("errorCode"),
-                non_disclosure=entry.get("nonDisclosure") in ("true", "1"),
-                delegating_requester=entry.get("delegatingRequester"),
-                delegating_provider=entry.get("delegatingProvider"),
-            )
-            for entry in root.findall(_q("Record"))
-        ),
+        transaction_number=_attr(root, "transactionNumber"), records=_read_records(root)
     )
+
+
+def _record_disclosure_request_element(m: RecordDisclosureRequest) -> etree._Element:
+    root = _root("RecordDisclosureRequest", messageId=m.message_id)
+    _sub(root, "PersonFugo", m.person_fugo)
+    if m.institution is not None:
+        _sub(root, "Institution", m.institution)
+    return root
+
+
+def _disclosed_records_element(m: DisclosedRecords) -> etree._Element:
+    root = _root("DisclosedRecords", messageId=m.message_id, party=m.party)
+    if m.truncated:
+        root.set("truncated", "true")
+    _add_records(root, m.records)
+    return root
 
 
 def _provision_ack_element(m: ProvisionAck) -> etree._Element:
@@ -859,6 +920,7 @@ def _build_provision(root: etree._Element) -> Provision:
         encrypted_payload=None if payload is None else _b64decode(_text(payload)),
         reason_en=reason_en,
         reason_ja=reason_ja,
+        non_disclosure=root.get("nonDisclosure") in ("true", "1"),
     )
 
 
@@ -898,6 +960,23 @@ def _read_attachments(parent: etree._Element) -> tuple[Attachment, ...]:
             content=_b64decode(_text(element)),
         )
         for element in parent.iterfind(_q("Attachment"))
+    )
+
+
+def _build_record_disclosure_request(root: etree._Element) -> RecordDisclosureRequest:
+    return RecordDisclosureRequest(
+        message_id=_attr(root, "messageId"),
+        person_fugo=_child_text(root, "PersonFugo"),
+        institution=_optional_text(root, "Institution"),
+    )
+
+
+def _build_disclosed_records(root: etree._Element) -> DisclosedRecords:
+    return DisclosedRecords(
+        message_id=_attr(root, "messageId"),
+        party=_attr(root, "party"),
+        truncated=root.get("truncated") in ("true", "1"),
+        records=_read_records(root),
     )
 
 
@@ -957,6 +1036,15 @@ _SPECS: dict[type, _Spec] = {
     ),
     ErrorMessage: _Spec("Error", False, _error_element, _build_error),
     RecordList: _Spec("RecordList", False, _record_list_element, _build_record_list),
+    RecordDisclosureRequest: _Spec(
+        "RecordDisclosureRequest",
+        False,
+        _record_disclosure_request_element,
+        _build_record_disclosure_request,
+    ),
+    DisclosedRecords: _Spec(
+        "DisclosedRecords", False, _disclosed_records_element, _build_disclosed_records
+    ),
 }
 
 

@@ -27,6 +27,7 @@ The operations and the messages they carry (docs/protocol.md §3–§5):
 | ``provision`` | hub, node, portal | Provision | ProvisionAck |
 | ``self_information`` | hub (from the portal) | SelfInformationQuery | QueryAccepted |
 | ``self_information_request`` | node | SelfInformationRequest | ProvisionRequestAck |
+| ``record_disclosure`` | hub, node | RecordDisclosureRequest | DisclosedRecords |
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ __all__ = [
     "PROVISION_REQUEST",
     "QUERY",
     "RECORDS",
+    "RECORD_DISCLOSURE",
     "RETRYABLE",
     "SELF_INFORMATION",
     "SELF_INFORMATION_REQUEST",
@@ -75,6 +77,7 @@ PROVISION_REQUEST = "provision_request"
 PROVISION = "provision"
 SELF_INFORMATION = "self_information"
 SELF_INFORMATION_REQUEST = "self_information_request"
+RECORD_DISCLOSURE = "record_disclosure"
 OPERATIONS = (
     FUGO,
     PERMITTED_LIST,
@@ -84,6 +87,7 @@ OPERATIONS = (
     PROVISION,
     SELF_INFORMATION,
     SELF_INFORMATION_REQUEST,
+    RECORD_DISCLOSURE,
 )
 
 MAX_MESSAGE_BYTES = 1_048_576

@@ -39,7 +39,7 @@ from codes.catalogue import Catalogue
 from codes.errors import RenkeiError
 from crypto.pki import PkiLayout, load_certificate, load_secret_key
 from crypto.xmlsig import CAVerifier, PinnedVerifier, Signer
-from middleware import attachments, messages, persons, replica
+from middleware import attachments, disclosure, messages, persons, replica
 from middleware.audit import append_audit
 from middleware.clock import ReactorTime
 from middleware.config import Config, InstitutionConfig
@@ -53,6 +53,7 @@ from middleware.network import (
     HUB,
     PROVISION,
     PROVISION_REQUEST,
+    RECORD_DISCLOSURE,
     RECORDS,
     SELF_INFORMATION_REQUEST,
     DeliveryRefused,
@@ -353,6 +354,8 @@ class IntermediateServer(Party):
             return self.provider.receive_self_information_request(
                 messages.decode(document, messages.SelfInformationRequest)
             )
+        if operation == RECORD_DISCLOSURE and document is not None:
+            return self.disclose(messages.decode(document, messages.RecordDisclosureRequest))
         if operation == PROVISION and document is not None:
             return self.requester.receive_provision(messages.decode(document, messages.Provision))
         raise RenkeiError(errors.PAGE_NOT_FOUND)
@@ -364,6 +367,33 @@ class IntermediateServer(Party):
             "provision": self.provider.deliver_provision,
         }
         return handlers[message.kind](message)
+
+    # -- the disclosure of a person's records ---------------------------------------------------
+
+    @deferred
+    async def disclose(self, asked: messages.RecordDisclosureRequest) -> bytes:
+        """情報提供等記録の開示, asked by the hub for マイナポータル: this node's records of the
+        person behind our 符号 (none for someone not registered here), without the
+        transactions marked 不開示 (照会側 or 提供側)."""
+        if asked.institution not in (None, self.code):
+            raise RenkeiError(errors.UNKNOWN_INSTITUTION, code=asked.institution)
+        records, truncated = await self.database.read(self._records_of, asked.person_fugo)
+        return messages.encode(
+            messages.DisclosedRecords(
+                message_id=asked.message_id,
+                party=self.code,
+                records=tuple(records),
+                truncated=truncated,
+            )
+        )
+
+    @staticmethod
+    def _records_of(connection: Connection, fugo: str) -> tuple[list[messages.NetworkRecord], bool]:
+        try:
+            person = persons.person_of(connection, fugo)
+        except RenkeiError:
+            return [], False  # not a person of this institution: no record of them
+        return disclosure.records_of_persons(connection, node_records, [person])
 
     # -- the records of a transaction ----------------------------------------------------------
 

@@ -18,6 +18,10 @@ and the information name one this institution provides; the answer is what the c
 lets a person see of their records, with the files registered for them
 (`middleware.attachments`), sealed for the portal alone, and held like any other when a
 record is flagged 自動応答不可.
+
+What the institution provides of an information name it hides from persons (提供側不開示,
+``non_disclosed``) is marked so in its records and in the ``Provision`` it sends, so that the
+hub and the requester mark theirs too (`withholds`).
 """
 
 from __future__ import annotations
@@ -89,6 +93,12 @@ class Provider:
         self._ca = ca
         self._signer = signer
         self._hub_verifier = hub_verifier
+
+    def withholds(self, information_name: str, asked: bool = False) -> bool:
+        """Whether a provision of ``information_name`` is hidden from the person's disclosure:
+        the requester asked so (照会側不開示, ``asked``, from the permit) or this institution
+        hides that information name (提供側不開示)."""
+        return asked or information_name in self._institution.non_disclosed
 
     @deferred
     async def receive_request(self, asked: messages.ProvisionRequest) -> bytes:
@@ -301,11 +311,15 @@ class Provider:
         answer: _Answer,
         recipient: x509.Certificate,
     ) -> bytes:
+        hidden = self.withholds(permit.information_name)
         if answer.status == HELD:
             # The requester learns that its query is held (保留中), nothing more.
             return messages.encode(
                 messages.Provision(
-                    message_id=message_id, transaction_number=permit.transaction_number, status=HELD
+                    message_id=message_id,
+                    transaction_number=permit.transaction_number,
+                    status=HELD,
+                    non_disclosure=hidden,
                 )
             )
         return self.sealed_provision(
@@ -320,7 +334,8 @@ class Provider:
         payload: messages.ProvisionPayload,
         recipient: x509.Certificate,
     ) -> bytes:
-        """A Provision carrying ``payload`` signed by us and encrypted for ``recipient``."""
+        """A Provision carrying ``payload`` signed by us and encrypted for ``recipient``
+        (marked 不開示 when this institution hides its information name)."""
         plaintext = serialize(self._signer.sign(messages.to_element(payload)))
         return messages.encode(
             messages.Provision(
@@ -328,6 +343,7 @@ class Provider:
                 transaction_number=number,
                 status=status,
                 encrypted_payload=envelope.seal(plaintext, recipient),
+                non_disclosure=self.withholds(payload.information_name),
             )
         )
 
@@ -358,7 +374,7 @@ class Provider:
                 received_at=now,
                 delegating_requester=permit.delegating_requester,
                 delegating_provider=permit.delegating_provider,
-                non_disclosure=permit.non_disclosure,
+                non_disclosure=self.withholds(permit.information_name, permit.non_disclosure),
             )
         )
         if answer.status == HELD:
@@ -396,7 +412,7 @@ class Provider:
                 procedure=permit.procedure,
                 information_name=permit.information_name,
                 person=answer.person,
-                non_disclosure=permit.non_disclosure,
+                non_disclosure=self.withholds(permit.information_name, permit.non_disclosure),
                 delegating_requester=permit.delegating_requester,
                 delegating_provider=permit.delegating_provider,
             ),
@@ -457,7 +473,7 @@ class Provider:
                 "affair": permit.affair,
                 "procedure": permit.procedure,
                 "information_name": permit.information_name,
-                "non_disclosure": permit.non_disclosure,
+                "non_disclosure": self.withholds(permit.information_name, permit.non_disclosure),
                 "delegating_requester": permit.delegating_requester,
                 "delegating_provider": permit.delegating_provider,
             }

@@ -311,13 +311,22 @@ class Requester:
         row = await self._database.read(self._query_of_result, delivered)
         if row.state in FINISHED:
             return messages.encode(provision_ack(delivered))
+        hidden = delivered.non_disclosure  # 提供側不開示: the provider hides the transaction
         if delivered.status == HELD:
-            await self._database.run(self._mark_held, row.query_id, delivered.transaction_number)
+            await self._database.run(
+                self._mark_held, row.query_id, delivered.transaction_number, hidden
+            )
             return messages.encode(provision_ack(delivered))
         # Decryption and verification are CPU work outside any transaction.
         state, result, code = self._open_result(row, delivered)
         await self._database.run(
-            self._store_result, row.query_id, delivered.transaction_number, state, result, code
+            self._store_result,
+            row.query_id,
+            delivered.transaction_number,
+            state,
+            result,
+            code,
+            hidden,
         )
         self._query_ended(row.query_id)
         if code is not None and state == ERROR:
@@ -343,8 +352,20 @@ class Requester:
             delivered, provider=row.provider, information_name=row.information_name
         )
 
-    def _mark_held(self, connection: Connection, query_id: str, number: str) -> None:
-        row = connection.execute(select(query).where(query.c.query_id == query_id)).one()
+    @staticmethod
+    def _query_row(connection: Connection, query_id: str, non_disclosure: bool) -> Any:
+        """The query's row, marked 不開示 first when the provider hides the transaction (its
+        records from now on are marked too)."""
+        if non_disclosure:
+            connection.execute(
+                query.update().where(query.c.query_id == query_id).values(non_disclosure=True)
+            )
+        return connection.execute(select(query).where(query.c.query_id == query_id)).one()
+
+    def _mark_held(
+        self, connection: Connection, query_id: str, number: str, non_disclosure: bool = False
+    ) -> None:
+        row = self._query_row(connection, query_id, non_disclosure)
         if row.state not in (SUBMITTED, ACCEPTED):
             return  # already held, or the final result overtook this notice
         now = self._party.now()
@@ -367,10 +388,12 @@ class Requester:
         state: str,
         result: bytes | None,
         code: str | None,
+        non_disclosure: bool = False,
     ) -> None:
         row = connection.execute(select(query).where(query.c.query_id == query_id)).one()
         if row.state in FINISHED:
             return  # delivered twice: the first delivery stands
+        row = self._query_row(connection, query_id, non_disclosure)
         now = self._party.now()
         entries = []
         if row.transaction_number is None:

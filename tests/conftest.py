@@ -16,6 +16,7 @@ import pytest
 import pytest_twisted
 
 from tests.network import (
+    CARE_INFORMATION,
     CARE_INSURANCE,
     make_network_pki,
     make_portal_pki,
@@ -82,8 +83,10 @@ def portal_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def portal_box(tmp_path: Path, portal_pki: Path) -> AsyncIterator[Any]:
     """A running network in a box with マイナポータル: the hub, Meguro, Setagaya, Shibuya and
     the portal, with the demo population, linked in memory (the back-office APIs, the
-    consoles and the portal's pages listen on loopback)."""
-    config = write_config(tmp_path, portal_pki, sections=portal_sections(tmp_path))
+    consoles and the portal's pages listen on loopback). Shibuya hides what it provides of
+    care insurance from persons' disclosure (提供側不開示: ``non_disclosed``)."""
+    sections = portal_sections(tmp_path, extra=f"non_disclosed = {CARE_INFORMATION}")
+    config = write_config(tmp_path, portal_pki, sections=sections)
     running = await running_box(config, in_memory=True)
     try:
         yield running

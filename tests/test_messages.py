@@ -178,6 +178,41 @@ UNSIGNED_SAMPLES: dict[str, messages.Message] = {
         reason_ja="許可証の符号に紐付く者が当機関に存在しません。",
     ),
     "ProvisionAck": ProvisionAck(message_id=MESSAGE_ID, transaction_number=TRANSACTION),
+    "ProvisionHeldNotDisclosed": Provision(
+        message_id=MESSAGE_ID, transaction_number=TRANSACTION, status="held", non_disclosure=True
+    ),
+    "RecordDisclosureRequest": messages.RecordDisclosureRequest(
+        message_id=MESSAGE_ID, person_fugo=FUGO
+    ),
+    "RecordDisclosureRequestOfAnInstitution": messages.RecordDisclosureRequest(
+        message_id=MESSAGE_ID, person_fugo=FUGO, institution=PROVIDER
+    ),
+    "DisclosedRecords": messages.DisclosedRecords(
+        message_id=MESSAGE_ID,
+        party=PROVIDER,
+        truncated=True,
+        records=(
+            messages.NetworkRecord(
+                seq=7,
+                recorded_at=datetime(2026, 11, 26, 10, 0, tzinfo=UTC),
+                event="provision",
+                status="provided",
+                transaction_number=TRANSACTION,
+                requester=REQUESTER,
+                provider=PROVIDER,
+                affair=AFFAIR,
+                procedure=PROCEDURE,
+                information_name=INFORMATION_NAME,
+            ),
+            messages.NetworkRecord(
+                seq=8,
+                recorded_at=datetime(2026, 11, 26, 10, 0, 1, tzinfo=UTC),
+                event="provision",
+                status="refused",
+                error_code="PermitExpired",
+            ),
+        ),
+    ),
     "SelfInformationQuery": messages.SelfInformationQuery(
         message_id=MESSAGE_ID,
         person_fugo=FUGO,
@@ -519,6 +554,8 @@ def test_every_message_type_has_a_compiled_schema() -> None:
         "RecordList",
         "SelfInformationQuery",
         "SelfInformationRequest",
+        "RecordDisclosureRequest",
+        "DisclosedRecords",
     }
 
 

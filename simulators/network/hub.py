@@ -9,7 +9,9 @@ through the hub's own durable outbox.
 マイナポータル is a member too (kind ``portal``): a person's request for their own
 information (自己情報提供, `receive_self_information`) goes the way of a query, under the
 自己情報提供 procedure instead of a row of the list, and reaches the provider as a
-``SelfInformationRequest``; the provision comes back to the portal as to any requester.
+``SelfInformationRequest``; the provision comes back to the portal as to any requester. The
+portal asks the hub for a person's provision records too (`disclose`): the hub's own, found by
+every 符号 the person has on the network, or an institution's, asked of it under its 符号.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from codes.catalogue import SELF_INFORMATION_AFFAIR, SELF_INFORMATION_PROCEDURE
 from codes.errors import RenkeiError
 from crypto.pki import PkiLayout, load_certificate, load_secret_key
 from crypto.xmlsig import Signer
-from middleware import messages
+from middleware import disclosure, messages
 from middleware.clock import ReactorTime
 from middleware.config import Config, InstitutionConfig, OutsideMember, PortalConfig
 from middleware.deferred import deferred
@@ -44,10 +46,12 @@ from middleware.network import (
     PROVISION,
     PROVISION_REQUEST,
     QUERY,
+    RECORD_DISCLOSURE,
     RECORDS,
     SELF_INFORMATION,
     SELF_INFORMATION_REQUEST,
     DeliveryRefused,
+    TransientFailure,
     Transport,
     decode_answer,
 )
@@ -279,6 +283,10 @@ class Hub(Party):
             return self.receive_self_information(
                 caller, messages.decode(document, messages.SelfInformationQuery)
             )
+        if operation == RECORD_DISCLOSURE:
+            return self.disclose(
+                caller, messages.decode(document, messages.RecordDisclosureRequest)
+            )
         if operation == PROVISION:
             return self.receive_provision(caller, messages.decode(document, messages.Provision))
         raise RenkeiError(errors.PAGE_NOT_FOUND)
@@ -321,6 +329,51 @@ class Hub(Party):
             # The same answer for unknown and other parties' transactions.
             raise RenkeiError(errors.UNKNOWN_TRANSACTION, transaction_number=number)
         return records_of_transaction(connection, hub_records, number)
+
+    @deferred
+    async def disclose(self, caller: str, asked: messages.RecordDisclosureRequest) -> bytes:
+        """情報提供等記録の開示, for マイナポータル only (NotThePortal): the hub's records of
+        the person behind the portal's 符号 (every transaction in which a requester used one
+        of the person's 符号), or, with an institution, that institution's, asked of it under
+        its own 符号 of the person; without the transactions marked 不開示."""
+        if caller != self.portal:
+            raise RenkeiError(errors.NOT_THE_PORTAL, caller=caller)
+        if asked.institution is None:
+            person = self._fugo.id_code_of(asked.person_fugo, caller)
+            fugos = [self._fugo.issue(person, code) for code in sorted(self.members)]
+            records, truncated = await self.database.read(
+                disclosure.records_of_persons, hub_records, fugos
+            )
+            return messages.encode(
+                messages.DisclosedRecords(
+                    message_id=asked.message_id,
+                    party=HUB,
+                    records=tuple(records),
+                    truncated=truncated,
+                )
+            )
+        institution = asked.institution
+        if institution not in self.members or institution == self.portal:
+            raise RenkeiError(errors.UNKNOWN_INSTITUTION, code=institution)
+        forwarded = messages.RecordDisclosureRequest(
+            message_id=asked.message_id,
+            person_fugo=self._fugo.convert(asked.person_fugo, caller, institution),
+            institution=institution,
+        )
+        try:
+            document = await self.transport.exchange(
+                institution, RECORD_DISCLOSURE, messages.encode(forwarded)
+            )
+            answer = decode_answer(document, messages.DisclosedRecords)
+        except DeliveryRefused as refusal:
+            raise RenkeiError(errors.ALL.get(refusal.code, errors.INTERNAL)) from None
+        except TransientFailure as failure:
+            raise RenkeiError(errors.NETWORK_UNAVAILABLE, detail=str(failure)) from None
+        if answer.party != institution or answer.message_id != asked.message_id:
+            raise RenkeiError(
+                errors.NETWORK_UNAVAILABLE, detail=f"{institution} answered for another request"
+            )
+        return messages.encode(answer)
 
     @deferred
     async def acquire_fugo(self, requester: str, ask: messages.FugoRequest) -> bytes:
@@ -583,10 +636,12 @@ class Hub(Party):
         state = {"held": HELD, "provided": PROVIDED, "no_data": PROVIDED}.get(
             provision.status, REFUSED
         )
+        # 提供側不開示: the provider hides the transaction; so does every later record here.
+        non_disclosure = bool(row.non_disclosure) or provision.non_disclosure
         connection.execute(
             hub_query.update()
             .where(hub_query.c.id == row.id)
-            .values(state=state, error_code=error_code)
+            .values(state=state, error_code=error_code, non_disclosure=non_disclosure)
         )
         message_id = str(uuid.uuid4())
         body = messages.encode(
@@ -610,7 +665,7 @@ class Hub(Party):
                     procedure=row.procedure,
                     information_name=row.information_name,
                     error_code=error_code,
-                    non_disclosure=row.non_disclosure,
+                    non_disclosure=non_disclosure,
                     delegating_requester=row.delegating_requester,
                     delegating_provider=row.delegating_provider,
                 )

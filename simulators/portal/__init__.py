@@ -6,4 +6,4 @@ institution for the person's own information, shows the person's provision recor
 keeps the notices institutions send them (`portal`); `web` is its pages.
 """
 
-__all__ = ["accounts", "person_browser", "portal", "web"]
+__all__ = ["accounts", "disclosure", "person_browser", "portal", "self_information", "web"]

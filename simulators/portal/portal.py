@@ -6,7 +6,9 @@ certificates and an (emulated) institution code, by which the hub knows it and l
 the permitted-query list's directory (kind ``portal``). Its web pages (`simulators.portal.web`)
 call it for the person signed in; it never sees an HTTP request. Its parts:
 `simulators.portal.self_information.SelfInformation` (``portal.self_information``: a
-person's requests for their own information, 自己情報提供).
+person's requests for their own information, 自己情報提供) and
+`simulators.portal.disclosure.Disclosure` (``portal.disclosure``: their provision records at
+every party, 情報提供等記録の開示).
 
 A person signs in as one of the demo residents the portal holds (`simulators.portal.accounts`):
 the portal resolves their individual number through the network's 住基ネット into its own
@@ -61,6 +63,7 @@ from middleware.tables import (
 )
 from simulators.portal import accounts, self_information
 from simulators.portal.accounts import Resident, Session
+from simulators.portal.disclosure import Disclosure
 from simulators.portal.self_information import SelfInformation
 
 __all__ = ["MIGRATIONS", "PORTAL", "Portal"]
@@ -112,6 +115,7 @@ class Portal(Party):
                 layout.portal_encryption().load(), CAVerifier(self.ca), catalogue, settings.code
             ),
         )
+        self.disclosure = Disclosure(self, self.institutions)
         self.health = Health(
             self,
             config.health,

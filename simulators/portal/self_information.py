@@ -204,7 +204,13 @@ class SelfInformation:
                     delivered, provider=row.provider, information_name=row.information_name
                 )
             await self._database.run(
-                self._store, row.request_id, delivered.transaction_number, state, result, code
+                self._store,
+                row.request_id,
+                delivered.transaction_number,
+                state,
+                result,
+                code,
+                delivered.non_disclosure,
             )
             if code is not None and code in errors.ALL and state == ERROR:
                 raise RenkeiError(errors.ALL[code], transaction_number=delivered.transaction_number)
@@ -227,7 +233,10 @@ class SelfInformation:
         state: str,
         result: bytes | None,
         code: str | None,
+        non_disclosure: bool = False,
     ) -> None:
+        """Keep the provider's answer once, and record it (marked 不開示 when the provider
+        hides the transaction: 提供側不開示)."""
         row = connection.execute(
             select(portal_request).where(portal_request.c.request_id == request_id)
         ).one()
@@ -237,7 +246,15 @@ class SelfInformation:
         entries = []
         if row.transaction_number is None:
             # The answer overtook the hub's QueryAccepted: accepted here.
-            entries.append(self._record(row, "query", ACCEPTED, transaction_number=number))
+            entries.append(
+                self._record(
+                    row,
+                    "query",
+                    ACCEPTED,
+                    transaction_number=number,
+                    non_disclosure=non_disclosure,
+                )
+            )
         ended = {"completed_at": now} if state in FINISHED else {}
         connection.execute(
             portal_request.update()
@@ -252,7 +269,14 @@ class SelfInformation:
             )
         )
         entries.append(
-            self._record(row, "result", state, transaction_number=number, error_code=code)
+            self._record(
+                row,
+                "result",
+                state,
+                transaction_number=number,
+                error_code=code,
+                non_disclosure=non_disclosure,
+            )
         )
         self._party.record(connection, now, entries)
 

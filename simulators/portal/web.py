@@ -37,7 +37,9 @@ from simulators.portal.accounts import Session
 from simulators.portal.portal import Portal
 
 __all__ = [
+    "EVENTS",
     "MAX_FORM_BODY",
+    "OUTCOMES",
     "PAGE_HEADERS",
     "REFRESH",
     "SESSION_COOKIE",
@@ -76,6 +78,25 @@ STATES = {
     "no_data": "該当する情報はありません",
     "refused": "提供されませんでした",
     "error": "エラー",
+}
+# What a person reads of a provision record's event and status.
+EVENTS = {
+    "query": "照会",
+    "result": "照会結果の受領",
+    "provision": "提供",
+    "result_deleted": "照会結果の削除",
+}
+OUTCOMES = {
+    "permitted": "許可",
+    "submitted": "送信",
+    "accepted": "受付",
+    "delivered": "提供機関へ送付",
+    "held": "保留",
+    "provided": "提供",
+    "no_data": "該当なし",
+    "refused": "不可",
+    "error": "エラー",
+    "deleted": "削除",
 }
 # Seconds between two loads of a page that waits for an answer (a meta refresh: no script).
 REFRESH = 3
@@ -174,7 +195,10 @@ class PortalWeb:
             japan_time=japan_time,
             institution_name=self.portal.institution_name,
             information_name=self._information_name,
+            affair_name=self._affair_name,
             states=STATES,
+            events=EVENTS,
+            outcomes=OUTCOMES,
             **values,
         )
         return page.encode("utf-8")
@@ -184,6 +208,19 @@ class PortalWeb:
             return self.portal.catalogue.information_name(code).name
         except RenkeiError:
             return code
+
+    def _affair_name(self, affair: str | None, procedure: str | None) -> str:
+        """The name of a 事務 (and of its procedure) as the catalogue gives it."""
+        if procedure is not None:
+            try:
+                found = self.portal.catalogue.procedure(procedure)
+                return f"{found.affair_name}({found.name})"
+            except RenkeiError:
+                pass
+        for known in self.portal.catalogue.procedures:
+            if known.affair == affair:
+                return known.affair_name
+        return affair or ""
 
     @app.handle_errors(Exception)
     def refusal(self, request: Request, failure: Failure) -> bytes:
@@ -318,6 +355,22 @@ class PortalWeb:
         if not 0 <= index < len(files):
             raise RenkeiError(errors.PAGE_NOT_FOUND)
         return _download(request, files[index])
+
+    # -- 情報提供等記録: who exchanged the person's information --------------------------------
+
+    @app.route("/records", methods=["GET"])
+    @page()
+    async def records(self, request: Request, session: Session) -> bytes:
+        """The person's provision records at the hub and at each institution, without those
+        marked 不開示; times in Japan time."""
+        parties = await self.portal.disclosure.records_of(session.fugo)
+        return self.render(
+            request,
+            "records.html",
+            session,
+            parties=parties,
+            reason=lambda code: reason_ja(code),
+        )
 
 
 def _download(request: Request, attachment: Any) -> bytes:
