@@ -48,6 +48,9 @@ from middleware.network import (
     FUGO,
     HUB,
     MAX_MESSAGE_BYTES,
+    NOTICE,
+    NOTICE_READ,
+    NOTICE_STATUS,
     PERMITTED_LIST,
     PROVISION,
     PROVISION_REQUEST,
@@ -97,6 +100,9 @@ ROUTES: dict[str, tuple[str, str]] = {
     SELF_INFORMATION: ("POST", "/self-information"),
     SELF_INFORMATION_REQUEST: ("POST", "/self-information-requests"),
     RECORD_DISCLOSURE: ("POST", "/record-disclosures"),
+    NOTICE: ("POST", "/notices"),
+    NOTICE_READ: ("POST", "/notice-reads"),
+    NOTICE_STATUS: ("POST", "/notice-status"),
 }
 
 
@@ -347,6 +353,18 @@ class NetworkApi:
     @app.route("/record-disclosures", methods=["POST"])
     def record_disclosures(self, request: Request) -> Any:
         return self._dispatch(request, RECORD_DISCLOSURE)
+
+    @app.route("/notices", methods=["POST"])
+    def notices(self, request: Request) -> Any:
+        return self._dispatch(request, NOTICE)
+
+    @app.route("/notice-reads", methods=["POST"])
+    def notice_reads(self, request: Request) -> Any:
+        return self._dispatch(request, NOTICE_READ)
+
+    @app.route("/notice-status", methods=["POST"])
+    def notice_status(self, request: Request) -> Any:
+        return self._dispatch(request, NOTICE_STATUS)
 
 
 def network_listener(

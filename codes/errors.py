@@ -38,9 +38,11 @@ __all__ = [
     "INVALID_STAFF_NAME",
     "LOGIN_FAILED",
     "NETWORK_UNAVAILABLE",
+    "NOTICE_INVALID",
     "NOT_A_PROVIDER_OF",
     "NOT_PERMITTED",
     "NOT_THE_PORTAL",
+    "NO_PORTAL_ACCOUNT",
     "PAGE_NOT_FOUND",
     "PAYLOAD_INVALID",
     "PAYLOAD_SIGNATURE_INVALID",
@@ -76,6 +78,7 @@ __all__ = [
     "UNKNOWN_INFORMATION_NAME",
     "UNKNOWN_INSTITUTION",
     "UNKNOWN_ITEM",
+    "UNKNOWN_NOTICE",
     "UNKNOWN_PERSON",
     "UNKNOWN_PROCEDURE",
     "UNKNOWN_QUERY",
@@ -668,4 +671,23 @@ UNKNOWN_SELF_INFORMATION = _kind(
     404,
     "No request for one's own information {request_id} exists.",
     "自己情報の求め{request_id}は存在しません。",
+)
+
+NO_PORTAL_ACCOUNT = _kind(
+    "NoPortalAccount",
+    404,
+    "The person has no マイナポータル account: the notice cannot be delivered.",
+    "対象者はマイナポータルを利用していないため、お知らせを配信できません。",
+)
+UNKNOWN_NOTICE = _kind(
+    "UnknownNotice",
+    404,
+    "Notice {notice} is unknown.",
+    "お知らせ{notice}は存在しません。",
+)
+NOTICE_INVALID = _kind(
+    "NoticeInvalid",
+    400,
+    "The notice cannot be sent: {detail}",
+    "お知らせを送信できません: {detail}",
 )

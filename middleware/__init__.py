@@ -25,6 +25,7 @@ __all__ = [
     "migration_env",
     "network",
     "node",
+    "notices",
     "outbox",
     "party",
     "permit",

@@ -256,6 +256,8 @@ class Config:
     alerts: AlertsConfig | None = None
     # マイナポータル ([portal]), a party of the network when configured.
     portal: PortalConfig | None = None
+    # Seconds between two お知らせ状況確認 of a node (how its notices stand at the hub).
+    notice_status_interval: float = 60.0
 
     @property
     def members(self) -> tuple[InstitutionConfig | OutsideMember, ...]:
@@ -574,6 +576,7 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
         poll_interval=delivery.getfloat("poll_interval", 1.0),
         list_refresh=delivery.getfloat("list_refresh", 300.0),
         retention_interval=delivery.getfloat("retention_interval", 60.0),
+        notice_status_interval=delivery.getfloat("notice_status_interval", 60.0),
         demo_data=base / _value(demo, "data") if demo is not None else None,
         population=population,
         control=control,

@@ -60,6 +60,12 @@ __all__ = [
     "InstitutionEntry",
     "Message",
     "NetworkRecord",
+    "Notice",
+    "NoticeAck",
+    "NoticeRead",
+    "NoticeState",
+    "NoticeStatusList",
+    "NoticeStatusRequest",
     "PayloadRecord",
     "Permit",
     "PermittedListDocument",
@@ -384,6 +390,66 @@ class DisclosedRecords:
     truncated: bool = False
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Notice:
+    """お知らせ: an institution → network → マイナポータル, for the person behind
+    ``person_fugo`` (the sender's 符号 of them; on the hop to the portal, the portal's). The
+    network adds its ``notice_number`` and the ``sender`` on that hop."""
+
+    message_id: str
+    person_fugo: str
+    title: str
+    body: str
+    attachments: tuple[Attachment, ...] = ()
+    notice_number: str | None = None
+    sender: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NoticeAck:
+    """The acknowledgement of a Notice or a NoticeRead: the notice's number at the network."""
+
+    message_id: str
+    notice_number: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NoticeRead:
+    """マイナポータル → network: the person read the notice at ``read_at``."""
+
+    message_id: str
+    notice_number: str
+    read_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NoticeStatusRequest:
+    """お知らせ状況確認: an institution asks the network how its notices stand."""
+
+    message_id: str
+    notice_numbers: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NoticeState:
+    """How one notice stands at the network: ``sent``, ``delivered``, ``read`` or
+    ``undeliverable`` (with the code of why), since ``changed_at``."""
+
+    notice_number: str
+    status: str
+    changed_at: datetime
+    error_code: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NoticeStatusList:
+    """The network's answer to a NoticeStatusRequest: the asker's notices among those asked
+    about (others are left out)."""
+
+    message_id: str
+    notices: tuple[NoticeState, ...] = ()
+
+
 Message = (
     FugoRequest
     | FugoResponse
@@ -402,6 +468,11 @@ Message = (
     | RecordList
     | RecordDisclosureRequest
     | DisclosedRecords
+    | Notice
+    | NoticeAck
+    | NoticeRead
+    | NoticeStatusRequest
+    | NoticeStatusList
 )
 
 T = TypeVar("T", bound=Message)
@@ -697,6 +768,51 @@ def _disclosed_records_element(m: DisclosedRecords) -> etree._Element:
     return root
 
 
+def _notice_element(m: Notice) -> etree._Element:
+    root = _root("Notice", messageId=m.message_id)
+    if m.notice_number is not None:
+        root.set("noticeNumber", m.notice_number)
+    if m.sender is not None:
+        root.set("sender", m.sender)
+    _sub(root, "PersonFugo", m.person_fugo)
+    _sub(root, "Title", m.title)
+    _sub(root, "Body", m.body)
+    _add_attachments(root, m.attachments)
+    return root
+
+
+def _notice_ack_element(m: NoticeAck) -> etree._Element:
+    return _root("NoticeAck", messageId=m.message_id, noticeNumber=m.notice_number)
+
+
+def _notice_read_element(m: NoticeRead) -> etree._Element:
+    return _root(
+        "NoticeRead",
+        messageId=m.message_id,
+        noticeNumber=m.notice_number,
+        readAt=_format_time(m.read_at),
+    )
+
+
+def _notice_status_request_element(m: NoticeStatusRequest) -> etree._Element:
+    root = _root("NoticeStatusRequest", messageId=m.message_id)
+    for number in m.notice_numbers:
+        _sub(root, "NoticeNumber", number)
+    return root
+
+
+def _notice_status_list_element(m: NoticeStatusList) -> etree._Element:
+    root = _root("NoticeStatusList", messageId=m.message_id)
+    for state in m.notices:
+        entry = _sub(root, "Notice")
+        entry.set("noticeNumber", state.notice_number)
+        entry.set("status", state.status)
+        entry.set("changedAt", _format_time(state.changed_at))
+        if state.error_code is not None:
+            entry.set("errorCode", state.error_code)
+    return root
+
+
 def _provision_ack_element(m: ProvisionAck) -> etree._Element:
     return _root("ProvisionAck", messageId=m.message_id, transactionNumber=m.transaction_number)
 
@@ -980,6 +1096,52 @@ def _build_disclosed_records(root: etree._Element) -> DisclosedRecords:
     )
 
 
+def _build_notice(root: etree._Element) -> Notice:
+    return Notice(
+        message_id=_attr(root, "messageId"),
+        notice_number=root.get("noticeNumber"),
+        sender=root.get("sender"),
+        person_fugo=_child_text(root, "PersonFugo"),
+        title=_child_text(root, "Title"),
+        body=_child_text(root, "Body"),
+        attachments=_read_attachments(root),
+    )
+
+
+def _build_notice_ack(root: etree._Element) -> NoticeAck:
+    return NoticeAck(message_id=_attr(root, "messageId"), notice_number=_attr(root, "noticeNumber"))
+
+
+def _build_notice_read(root: etree._Element) -> NoticeRead:
+    return NoticeRead(
+        message_id=_attr(root, "messageId"),
+        notice_number=_attr(root, "noticeNumber"),
+        read_at=_parse_time(_attr(root, "readAt")),
+    )
+
+
+def _build_notice_status_request(root: etree._Element) -> NoticeStatusRequest:
+    return NoticeStatusRequest(
+        message_id=_attr(root, "messageId"),
+        notice_numbers=tuple(_text(e) for e in root.iterfind(_q("NoticeNumber"))),
+    )
+
+
+def _build_notice_status_list(root: etree._Element) -> NoticeStatusList:
+    return NoticeStatusList(
+        message_id=_attr(root, "messageId"),
+        notices=tuple(
+            NoticeState(
+                notice_number=_attr(entry, "noticeNumber"),
+                status=_attr(entry, "status"),
+                changed_at=_parse_time(_attr(entry, "changedAt")),
+                error_code=entry.get("errorCode"),
+            )
+            for entry in root.iterfind(_q("Notice"))
+        ),
+    )
+
+
 def _build_error(root: etree._Element) -> ErrorMessage:
     message_en, message_ja = _read_messages(root)
     return ErrorMessage(
@@ -1044,6 +1206,18 @@ _SPECS: dict[type, _Spec] = {
     ),
     DisclosedRecords: _Spec(
         "DisclosedRecords", False, _disclosed_records_element, _build_disclosed_records
+    ),
+    Notice: _Spec("Notice", False, _notice_element, _build_notice),
+    NoticeAck: _Spec("NoticeAck", False, _notice_ack_element, _build_notice_ack),
+    NoticeRead: _Spec("NoticeRead", False, _notice_read_element, _build_notice_read),
+    NoticeStatusRequest: _Spec(
+        "NoticeStatusRequest",
+        False,
+        _notice_status_request_element,
+        _build_notice_status_request,
+    ),
+    NoticeStatusList: _Spec(
+        "NoticeStatusList", False, _notice_status_list_element, _build_notice_status_list
     ),
 }
 

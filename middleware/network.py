@@ -28,6 +28,9 @@ The operations and the messages they carry (docs/protocol.md §3–§5):
 | ``self_information`` | hub (from the portal) | SelfInformationQuery | QueryAccepted |
 | ``self_information_request`` | node | SelfInformationRequest | ProvisionRequestAck |
 | ``record_disclosure`` | hub, node | RecordDisclosureRequest | DisclosedRecords |
+| ``notice`` | hub (from a node), portal (from the hub) | Notice | NoticeAck |
+| ``notice_read`` | hub (from the portal) | NoticeRead | NoticeAck |
+| ``notice_status`` | hub (from a node) | NoticeStatusRequest | NoticeStatusList |
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ __all__ = [
     "FUGO",
     "HUB",
     "MAX_MESSAGE_BYTES",
+    "NOTICE",
+    "NOTICE_READ",
+    "NOTICE_STATUS",
     "OPERATIONS",
     "PERMITTED_LIST",
     "PROVISION",
@@ -78,6 +84,9 @@ PROVISION = "provision"
 SELF_INFORMATION = "self_information"
 SELF_INFORMATION_REQUEST = "self_information_request"
 RECORD_DISCLOSURE = "record_disclosure"
+NOTICE = "notice"
+NOTICE_READ = "notice_read"
+NOTICE_STATUS = "notice_status"
 OPERATIONS = (
     FUGO,
     PERMITTED_LIST,
@@ -88,6 +97,9 @@ OPERATIONS = (
     SELF_INFORMATION,
     SELF_INFORMATION_REQUEST,
     RECORD_DISCLOSURE,
+    NOTICE,
+    NOTICE_READ,
+    NOTICE_STATUS,
 )
 
 MAX_MESSAGE_BYTES = 1_048_576

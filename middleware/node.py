@@ -3,7 +3,8 @@
 A party of the network (`middleware.party.Party`: clock, database, outbox, records, jobs)
 made of one part per idea, each in its own module; its periodic jobs (``node.jobs``) are the
 list sync (``list_sync``), the retention of results (``retention``), the expiry of holds
-(``held_expiry``) and the party's outbox poll (``outbox``):
+(``held_expiry``), the お知らせ状況確認 (``notice_status``) and the party's outbox poll
+(``outbox``):
 
 - `middleware.list_sync.PermittedLists` (``node.lists``): the permitted-query list, kept in
   step with the hub;
@@ -11,6 +12,8 @@ list sync (``list_sync``), the retention of results (``retention``), the expiry 
 - `middleware.provider.Provider` (``node.provider``): provision requests in, signed payloads
   encrypted for the requester alone out (情報提供);
 - `middleware.held.HeldDecisions` (``node.held``): held provisions and the staff decisions;
+- `middleware.notices.Notices` (``node.notices``): お知らせ to persons through マイナポータル,
+  and how each stands (its job ``notice_status`` asks the hub);
 - `middleware.retention.Retention` (``node.retention``): results deleted when their
   retention ends;
 - `middleware.health.Health` (``node.health``): what is failing, and its changes;
@@ -51,6 +54,7 @@ from middleware.list_sync import PermittedLists
 from middleware.network import (
     FUGO,
     HUB,
+    NOTICE,
     PROVISION,
     PROVISION_REQUEST,
     RECORD_DISCLOSURE,
@@ -60,6 +64,7 @@ from middleware.network import (
     Transport,
     decode_answer,
 )
+from middleware.notices import Notices
 from middleware.outbox import OutgoingMessage
 from middleware.party import Party
 from middleware.provider import Provider
@@ -152,6 +157,7 @@ class IntermediateServer(Party):
             hub_verifier=hub_verifier,
         )
         self.held = HeldDecisions(self, self.code, catalogue, self.provider)
+        self.notices = Notices(self, config.notice_status_interval)
         self.retention = Retention(self, self.code, institution.result_retention)
         self.jobs.add("retention", config.retention_interval, self._delete_ended_results)
         self.jobs.add("held_expiry", config.retention_interval, self._expire_holds)
@@ -365,6 +371,7 @@ class IntermediateServer(Party):
         handlers: dict[str, Callable[[OutgoingMessage], Deferred[Any]]] = {
             "query": self.requester.deliver_query,
             "provision": self.provider.deliver_provision,
+            NOTICE: self.notices.deliver,
         }
         return handlers[message.kind](message)
 

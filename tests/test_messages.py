@@ -213,6 +213,48 @@ UNSIGNED_SAMPLES: dict[str, messages.Message] = {
             ),
         ),
     ),
+    "NoticeFromAnInstitution": messages.Notice(
+        message_id=MESSAGE_ID,
+        person_fugo=FUGO,
+        title="介護保険料額決定のお知らせ",
+        body="保険料の額が決まりました。\n<詳しくは> & 添付をご覧ください。",
+        attachments=(
+            messages.Attachment(name="通知書.pdf", media_type="application/pdf", content=b"%PDF"),
+        ),
+    ),
+    "NoticeRelayedToThePortal": messages.Notice(
+        message_id=MESSAGE_ID,
+        person_fugo=FUGO,
+        title="お知らせ",
+        body="本文",
+        notice_number=TRANSACTION,
+        sender=PROVIDER,
+    ),
+    "NoticeAck": messages.NoticeAck(message_id=MESSAGE_ID, notice_number=TRANSACTION),
+    "NoticeRead": messages.NoticeRead(
+        message_id=MESSAGE_ID,
+        notice_number=TRANSACTION,
+        read_at=datetime(2026, 12, 7, 1, 2, 3, tzinfo=UTC),
+    ),
+    "NoticeStatusRequest": messages.NoticeStatusRequest(
+        message_id=MESSAGE_ID, notice_numbers=(TRANSACTION, "20261207000000000002")
+    ),
+    "NoticeStatusList": messages.NoticeStatusList(
+        message_id=MESSAGE_ID,
+        notices=(
+            messages.NoticeState(
+                notice_number=TRANSACTION,
+                status="read",
+                changed_at=datetime(2026, 12, 7, 1, 2, 3, tzinfo=UTC),
+            ),
+            messages.NoticeState(
+                notice_number="20261207000000000002",
+                status="undeliverable",
+                changed_at=datetime(2026, 12, 7, 1, 2, 4, tzinfo=UTC),
+                error_code="NoPortalAccount",
+            ),
+        ),
+    ),
     "SelfInformationQuery": messages.SelfInformationQuery(
         message_id=MESSAGE_ID,
         person_fugo=FUGO,
@@ -556,6 +598,11 @@ def test_every_message_type_has_a_compiled_schema() -> None:
         "SelfInformationRequest",
         "RecordDisclosureRequest",
         "DisclosedRecords",
+        "Notice",
+        "NoticeAck",
+        "NoticeRead",
+        "NoticeStatusRequest",
+        "NoticeStatusList",
     }
 
 

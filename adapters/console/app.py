@@ -743,6 +743,22 @@ class Console:
         )
         return self.render(request, "jobs.html", session, jobs=job_rows(states, histories))
 
+    # -- お知らせ --------------------------------------------------------------------------------
+
+    @app.route("/notices", methods=["GET"])
+    @page("operator", "auditor")
+    async def notices(self, request: Request, session: staff.Session) -> bytes:
+        found = await self.node.notices.recent(None, PAGE_SIZE)
+        return self.render(request, "notices.html", session, notices=found)
+
+    @app.route("/notices/<notice_id>", methods=["GET"])
+    @page("operator", "auditor")
+    async def notice_detail(
+        self, request: Request, session: staff.Session, notice_id: str
+    ) -> bytes:
+        found = await self.node.notices.status(notice_id, None)
+        return self.render(request, "notice_detail.html", session, notice=found)
+
     # -- permitted-query list -------------------------------------------------------------
 
     @app.route("/permitted-list", methods=["GET"])

@@ -12,6 +12,9 @@ information (自己情報提供, `receive_self_information`) goes the way of a q
 ``SelfInformationRequest``; the provision comes back to the portal as to any requester. The
 portal asks the hub for a person's provision records too (`disclose`): the hub's own, found by
 every 符号 the person has on the network, or an institution's, asked of it under its 符号.
+An institution's お知らせ (`receive_notice`) is relayed to the portal under the portal's
+符号 of the person; the hub keeps how each stands (sent, delivered, read, undeliverable) and
+tells the sender when it asks (`notice_status`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ from middleware.health import Health
 from middleware.network import (
     FUGO,
     HUB,
+    NOTICE,
+    NOTICE_READ,
+    NOTICE_STATUS,
     PERMITTED_LIST,
     PROVISION,
     PROVISION_REQUEST,
@@ -70,6 +76,7 @@ from middleware.records import RecordEntry, records_of_transaction
 from middleware.tables import (
     hub_job_run,
     hub_list_versions,
+    hub_notice,
     hub_outbox,
     hub_outbox_owner,
     hub_query,
@@ -85,6 +92,10 @@ __all__ = [
     "FAILED",
     "HELD",
     "MIGRATIONS",
+    "NOTICE_DELIVERED",
+    "NOTICE_READ_STATE",
+    "NOTICE_SENT",
+    "NOTICE_UNDELIVERABLE",
     "OPEN",
     "PERMITTED",
     "PROVIDED",
@@ -105,6 +116,12 @@ REFUSED = "refused"
 FAILED = "failed"
 HELD = "held"  # the provider holds the provision for a staff decision (保留中)
 OPEN = (PERMITTED, DELIVERED, HELD)  # a provision may still arrive
+
+# hub_notice states (お知らせ): 送信済, 配信済, 既読, 配信不可
+NOTICE_SENT = "sent"
+NOTICE_DELIVERED = "delivered"
+NOTICE_READ_STATE = "read"
+NOTICE_UNDELIVERABLE = "undeliverable"
 
 
 # A check of a query before it is permitted: (requester, query, now), RenkeiError to refuse.
@@ -286,6 +303,14 @@ class Hub(Party):
         if operation == RECORD_DISCLOSURE:
             return self.disclose(
                 caller, messages.decode(document, messages.RecordDisclosureRequest)
+            )
+        if operation == NOTICE:
+            return self.receive_notice(caller, messages.decode(document, messages.Notice))
+        if operation == NOTICE_READ:
+            return self.receive_notice_read(caller, messages.decode(document, messages.NoticeRead))
+        if operation == NOTICE_STATUS:
+            return self.notice_status(
+                caller, messages.decode(document, messages.NoticeStatusRequest)
             )
         if operation == PROVISION:
             return self.receive_provision(caller, messages.decode(document, messages.Provision))
@@ -673,6 +698,154 @@ class Hub(Party):
         )
         return outgoing
 
+    # -- お知らせ -------------------------------------------------------------------------------
+
+    @deferred
+    async def receive_notice(self, sender: str, notice: messages.Notice) -> bytes:
+        """An institution's notice for a person: numbered, kept and relayed to マイナポータル
+        under the portal's 符号 of the person (FugoInvalid for a 符号 not the sender's; the
+        portal sends none); the acknowledgement with its number. A retry gets it again."""
+        if sender == self.portal:
+            raise RenkeiError(errors.CERTIFICATE_NOT_AUTHORIZED, subject=sender)
+        if self.portal is None:
+            raise RenkeiError(errors.NO_PORTAL_ACCOUNT)
+        number, outgoing = await self.database.run(self._record_notice, sender, notice, self.now())
+        if outgoing is not None:
+            self.outbox.send_now(outgoing)
+        return messages.encode(
+            messages.NoticeAck(message_id=notice.message_id, notice_number=number)
+        )
+
+    def _record_notice(
+        self, connection: Connection, sender: str, notice: messages.Notice, now: datetime
+    ) -> tuple[str, OutgoingMessage | None]:
+        known = connection.execute(
+            select(hub_notice.c.notice_number).where(
+                hub_notice.c.sender == sender,
+                hub_notice.c.sender_message_id == notice.message_id,
+            )
+        ).first()
+        if known is not None:
+            return str(known.notice_number), None  # a retry: same number, nothing new
+        assert self.portal is not None
+        recipient = self._fugo.convert(notice.person_fugo, sender, self.portal)
+        inserted = connection.execute(
+            hub_notice.insert().values(
+                sender=sender,
+                sender_message_id=notice.message_id,
+                recipient=recipient,
+                state=NOTICE_SENT,
+                received_at=now,
+                changed_at=now,
+            )
+        ).inserted_primary_key
+        assert inserted is not None
+        number = transaction_number(now, int(inserted[0]))
+        connection.execute(
+            hub_notice.update()
+            .where(hub_notice.c.id == int(inserted[0]))
+            .values(notice_number=number)
+        )
+        message_id = str(uuid.uuid4())
+        body = messages.encode(
+            replace(
+                notice,
+                message_id=message_id,
+                notice_number=number,
+                sender=sender,
+                person_fugo=recipient,
+            )
+        )
+        outgoing = OutgoingMessage(message_id, NOTICE, self.portal, number, body)
+        self.outbox.enqueue(connection, outgoing)
+        return number, outgoing
+
+    @deferred
+    async def _deliver_notice(self, message: OutgoingMessage) -> None:
+        try:
+            document = await self.transport.exchange(message.destination, NOTICE, message.body)
+            decode_answer(document, messages.NoticeAck)
+        except DeliveryRefused as refusal:
+            # The portal cannot deliver it (no account): 配信不可, with its code.
+            await self.database.run(
+                self._notice_changed, message.reference, NOTICE_UNDELIVERABLE, refusal.code
+            )
+            raise
+        await self.database.run(self._notice_changed, message.reference, NOTICE_DELIVERED)
+
+    def _notice_changed(
+        self,
+        connection: Connection,
+        number: str,
+        state: str,
+        code: str | None = None,
+        at: datetime | None = None,
+    ) -> bool:
+        """A notice moves on (sent → delivered → read; sent or delivered → undeliverable),
+        never back; whether it moved."""
+        now = self.now()
+        earlier = {
+            NOTICE_DELIVERED: (NOTICE_SENT,),
+            NOTICE_READ_STATE: (NOTICE_SENT, NOTICE_DELIVERED),
+            NOTICE_UNDELIVERABLE: (NOTICE_SENT, NOTICE_DELIVERED),
+        }[state]
+        times: dict[str, dict[str, Any]] = {
+            NOTICE_DELIVERED: {"delivered_at": now},
+            NOTICE_READ_STATE: {"read_at": at or now},
+            NOTICE_UNDELIVERABLE: {"error_code": code},
+        }
+        moved = connection.execute(
+            hub_notice.update()
+            .where(hub_notice.c.notice_number == number, hub_notice.c.state.in_(earlier))
+            .values(state=state, changed_at=now, **times[state])
+        ).rowcount
+        return bool(moved)
+
+    @deferred
+    async def receive_notice_read(self, caller: str, read: messages.NoticeRead) -> bytes:
+        """マイナポータル says the person read a notice (only the portal: NotThePortal)."""
+        if caller != self.portal:
+            raise RenkeiError(errors.NOT_THE_PORTAL, caller=caller)
+        await self.database.run(self._notice_read, read)
+        return messages.encode(
+            messages.NoticeAck(message_id=read.message_id, notice_number=read.notice_number)
+        )
+
+    def _notice_read(self, connection: Connection, read: messages.NoticeRead) -> None:
+        known = connection.execute(
+            select(hub_notice.c.id).where(hub_notice.c.notice_number == read.notice_number)
+        ).first()
+        if known is None:
+            raise RenkeiError(errors.UNKNOWN_NOTICE, notice=read.notice_number)
+        self._notice_changed(connection, read.notice_number, NOTICE_READ_STATE, at=read.read_at)
+
+    @deferred
+    async def notice_status(self, caller: str, asked: messages.NoticeStatusRequest) -> bytes:
+        """お知らせ状況確認: how the caller's notices among those asked about stand (another
+        institution's are left out, as unknown ones are)."""
+        rows = await self.database.read(
+            lambda connection: connection.execute(
+                select(hub_notice).where(
+                    hub_notice.c.notice_number.in_(asked.notice_numbers),
+                    hub_notice.c.sender == caller,
+                )
+            ).all()
+        )
+        return messages.encode(
+            messages.NoticeStatusList(
+                message_id=asked.message_id,
+                notices=tuple(
+                    messages.NoticeState(
+                        notice_number=row.notice_number,
+                        status=row.state,
+                        changed_at=row.changed_at,
+                        error_code=row.error_code,
+                    )
+                    for row in rows
+                ),
+            )
+        )
+
     # -- deliveries from the outbox ----------------------------------------------------------
 
     def deliver(self, message: OutgoingMessage) -> Deferred[Any]:
@@ -680,6 +853,7 @@ class Hub(Party):
             PROVISION_REQUEST: self._deliver_provision_request,
             SELF_INFORMATION_REQUEST: self._deliver_provision_request,
             "provision": self._deliver_provision,
+            NOTICE: self._deliver_notice,
         }
         return handlers[message.kind](message)
 

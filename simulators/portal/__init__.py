@@ -6,4 +6,12 @@ institution for the person's own information, shows the person's provision recor
 keeps the notices institutions send them (`portal`); `web` is its pages.
 """
 
-__all__ = ["accounts", "disclosure", "person_browser", "portal", "self_information", "web"]
+__all__ = [
+    "accounts",
+    "disclosure",
+    "notices",
+    "person_browser",
+    "portal",
+    "self_information",
+    "web",
+]

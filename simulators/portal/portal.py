@@ -8,7 +8,8 @@ call it for the person signed in; it never sees an HTTP request. Its parts:
 `simulators.portal.self_information.SelfInformation` (``portal.self_information``: a
 person's requests for their own information, 自己情報提供) and
 `simulators.portal.disclosure.Disclosure` (``portal.disclosure``: their provision records at
-every party, 情報提供等記録の開示).
+every party, 情報提供等記録の開示) and `simulators.portal.notices.Mailbox` (``portal.notices``:
+the notices institutions send them, お知らせ).
 
 A person signs in as one of the demo residents the portal holds (`simulators.portal.accounts`):
 the portal resolves their individual number through the network's 住基ネット into its own
@@ -43,6 +44,7 @@ from middleware.list_sync import PermittedLists
 from middleware.network import (
     FUGO,
     HUB,
+    NOTICE,
     PROVISION,
     DeliveryRefused,
     TransientFailure,
@@ -61,9 +63,10 @@ from middleware.tables import (
     portal_record_head,
     portal_records,
 )
-from simulators.portal import accounts, self_information
+from simulators.portal import accounts, notices, self_information
 from simulators.portal.accounts import Resident, Session
 from simulators.portal.disclosure import Disclosure
+from simulators.portal.notices import Mailbox
 from simulators.portal.self_information import SelfInformation
 
 __all__ = ["MIGRATIONS", "PORTAL", "Portal"]
@@ -116,6 +119,7 @@ class Portal(Party):
             ),
         )
         self.disclosure = Disclosure(self, self.institutions)
+        self.notices = Mailbox(self)
         self.health = Health(
             self,
             config.health,
@@ -232,6 +236,9 @@ class Portal(Party):
             PROVISION: lambda document: self.self_information.receive_provision(
                 messages.decode(document, messages.Provision)
             ),
+            NOTICE: lambda document: self.notices.receive(
+                messages.decode(document, messages.Notice)
+            ),
         }
         handler = handlers.get(operation)
         if handler is None or document is None:
@@ -242,5 +249,6 @@ class Portal(Party):
         """Hand a message of the outbox to what sends it."""
         handlers: dict[str, Callable[[OutgoingMessage], Deferred[Any]]] = {
             self_information.KIND: self.self_information.deliver,
+            notices.KIND: self.notices.deliver,
         }
         return handlers[message.kind](message)

@@ -256,7 +256,8 @@ class PortalWeb:
             session = await self.portal.resume(_token(request))
         except RenkeiError:
             return self.render(request, "sign_in.html", residents=self.portal.residents)
-        return self.render(request, "home.html", session)
+        unread = await self.portal.notices.unread(session.fugo)
+        return self.render(request, "home.html", session, unread=unread)
 
     @app.route("/sign-in", methods=["POST"])
     async def sign_in(self, request: Request) -> bytes:
@@ -371,6 +372,33 @@ class PortalWeb:
             parties=parties,
             reason=lambda code: reason_ja(code),
         )
+
+    # -- お知らせ: the notices sent to the person ---------------------------------------------
+
+    @app.route("/notices", methods=["GET"])
+    @page()
+    async def notices(self, request: Request, session: Session) -> bytes:
+        """The person's notices, newest first, the unread ones marked."""
+        found = await self.portal.notices.notices_of(session.fugo)
+        return self.render(request, "notices.html", session, notices=found)
+
+    @app.route("/notices/<number>", methods=["GET"])
+    @page()
+    async def notice(self, request: Request, session: Session, number: str) -> bytes:
+        """One notice, opened: marked read (the sender learns it through the network)."""
+        found = await self.portal.notices.read(session.fugo, number)
+        return self.render(request, "notice.html", session, notice=found)
+
+    @app.route("/notices/<number>/files/<int:index>", methods=["GET"])
+    @page()
+    async def notice_file(
+        self, request: Request, session: Session, number: str, index: int
+    ) -> bytes:
+        """A file attached to one of the person's notices, to save."""
+        found = await self.portal.notices.read(session.fugo, number)
+        if not 0 <= index < len(found.attachments):
+            raise RenkeiError(errors.PAGE_NOT_FOUND)
+        return _download(request, found.attachments[index])
 
 
 def _download(request: Request, attachment: Any) -> bytes:
