@@ -14,7 +14,14 @@ from crypto.pki import InstitutionEntry, PkiLayout, init_pki
 from middleware.config import Config, ConfigError, load_config
 from middleware.records import count_records, records_of_transaction, verify_chain
 from middleware.storage import Database
-from middleware.tables import hub_record_head, hub_records, node_record_head, node_records
+from middleware.tables import (
+    hub_record_head,
+    hub_records,
+    node_record_head,
+    node_records,
+    portal_record_head,
+    portal_records,
+)
 from simulators.faults import KINDS as FAULT_KINDS
 
 __all__ = ["main"]
@@ -62,7 +69,8 @@ def pki_init(directory: Path, config_path: str) -> None:
         ],
         portal=config.portal.code if config.portal is not None else None,
     )
-    click.echo(f"PKI ready in {directory} for {len(config.institutions)} institutions")
+    portal = " and マイナポータル" if config.portal is not None else ""
+    click.echo(f"PKI ready in {directory} for {len(config.institutions)} institutions{portal}")
     for member in config.outside_members:
         if not PkiLayout(directory).institution_encryption(member.code).certificate.exists():
             click.echo(
@@ -267,6 +275,8 @@ def records_verify(config_path: str) -> None:
     if config.network is not None:
         parties.append(("hub", config.network.database, hub_records, hub_record_head))
     parties += [(i.name, i.database, node_records, node_record_head) for i in config.institutions]
+    if config.portal is not None:
+        parties.append(("portal", config.portal.database, portal_records, portal_record_head))
     broken = False
     for name, url, table, head in parties:
         database = Database(reactor, url)

@@ -121,6 +121,7 @@ def write_config(
     console_idle_timeout: float | None = None,
     delegations: tuple[tuple[str, str], ...] = ((MEGURO, SETAGAYA),),
     sections: str = "",
+    notice_status_interval: float = 60,
 ) -> Config:
     """Write a configuration for a box in ``directory`` and load it. ``delegations``: who
     may act for whom (委任), as (delegator, delegate): by default Setagaya for Meguro;
@@ -204,6 +205,7 @@ lease = 2
 poll_interval = 0.2
 list_refresh = 300
 retention_interval = 300
+notice_status_interval = {notice_status_interval}
 
 [control]
 listen = tcp:port={ports["ctl"]}:interface=127.0.0.1
