@@ -244,3 +244,25 @@ async def test_an_attachment_that_cannot_travel_is_refused_and_nothing_is_kept(
         assert refused.value.code == "UnknownAttachment"
     finally:
         await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_person_cannot_open_anothers_request_or_its_files(portal_box: Any) -> None:
+    """世田谷 太郎 opening the address of 目黒 花子's request, or of its file, gets
+    UnknownSelfInformation (404), as for a request that never existed."""
+    hanako = PersonBrowser(reactor, portal_box.config)
+    taro = PersonBrowser(reactor, portal_box.config)
+    try:
+        await hanako.sign_in(HANAKO_INDIVIDUAL_NUMBER)
+        path = await _ask(hanako, MEGURO, CARE_INFORMATION)
+        await _until(hanako, path, ("provided",))
+        await taro.sign_in(TARO_INDIVIDUAL_NUMBER)
+        page = await taro.open(path)
+        assert (page.status, page.error_code) == (404, "UnknownSelfInformation")
+        status, _, _ = await taro.fetch(f"{path}/files/0")
+        assert status == 404
+        mine = await taro.open("/self-information")
+        assert path.rsplit("/", 1)[1] not in mine.html
+    finally:
+        await hanako.close()
+        await taro.close()
