@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.chromium import NO_CHROMIUM, chromium, twistd_box
 from tests.network import (
     CARE_INFORMATION,
     HANAKO_MEGURO,
@@ -29,12 +30,7 @@ from tests.network import (
     write_config,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
-BIN = Path(sys.executable).parent
 IN_OWN_PROCESS = os.environ.get("RENKEI_PORTAL_BROWSER_TESTS") == "1"
-NO_CHROMIUM = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="/usr/bin/chromium is missing (make test installs it)"
-)
 browser_test = pytest.mark.skipif(
     not IN_OWN_PROCESS, reason="run by test_portal_browser_tests_in_their_own_process"
 )
@@ -104,53 +100,21 @@ class RunningBox:
 @pytest.fixture(scope="module")
 def running_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBox]:
     directory = tmp_path_factory.mktemp("portal-box")
-    pki = directory / "pki"
     config = write_config(
-        directory, pki, sections=portal_sections(directory), notice_status_interval=0.5
+        directory,
+        directory / "pki",
+        sections=portal_sections(directory),
+        notice_status_interval=0.5,
     )
-    made = subprocess.run(
-        [str(BIN / "renkei"), "pki", "init", str(pki), "-c", str(config.path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert made.returncode == 0, made.stderr
-    log = directory / "twistd.log"
-    process = subprocess.Popen(
-        [str(BIN / "twistd"), "-n", "--pidfile=", "-l", str(log), "renkei", "-c", str(config.path)],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while "renkei ready" not in (log.read_text() if log.exists() else ""):
-            assert process.poll() is None, log.read_text() if log.exists() else "twistd exited"
-            assert time.monotonic() < deadline, "the box did not start"
-            time.sleep(0.1)
+    with twistd_box(config) as log:
         assert "started portal" in log.read_text()
         yield RunningBox(config)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
