@@ -1,7 +1,7 @@
 """self-information attachments
 
-Revision ID: 0018
-Revises: 0017
+Revision ID: 0019
+Revises: 0018
 Create Date: 2026-12-07 11:13:15.487373
 
 自己情報提供用添付ファイル: the files a back-office system registers for a person and an
@@ -15,8 +15,8 @@ from alembic import op
 
 import middleware.tables
 
-revision: str = "0018"
-down_revision: str | None = "0017"
+revision: str = "0019"
+down_revision: str | None = "0018"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """notices
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-07 11:36:31.339421
 
 お知らせ relayed from institutions to マイナポータル: each notice's number, sender, the portal's
@@ -15,8 +15,8 @@ from alembic import op
 
 import middleware.tables
 
-revision: str = "0008"
-down_revision: str | None = "0007"
+revision: str = "0009"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """notices
 
-Revision ID: 0019
-Revises: 0018
+Revision ID: 0020
+Revises: 0019
 Create Date: 2026-12-07 11:36:30.105618
 
 お知らせ: the notices the node's back-office systems send persons through the network, their
@@ -16,8 +16,8 @@ from alembic import op
 
 import middleware.tables
 
-revision: str = "0019"
-down_revision: str | None = "0018"
+revision: str = "0020"
+down_revision: str | None = "0019"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
