@@ -36,8 +36,9 @@ from codes.institution import validate_institution_code
 from codes.typed import validate_information_name_code, validate_procedure_code
 from crypto.pki import PkiLayout, load_certificate
 from crypto.tls import RevocationList, peer_identity, server_options
-from middleware import messages, replica
+from middleware import attachments, messages, replica
 from middleware.node import IntermediateServer
+from middleware.notices import NoticeDraft, NoticeStatus
 from middleware.process_memory import release_free_memory
 from middleware.queries import QuerySubmission
 from middleware.requester import QueryStatus
@@ -47,9 +48,11 @@ __all__ = [
     "MAX_BODY",
     "MAX_FILE_BODY",
     "MAX_WAIT",
+    "NOTICES_LISTED",
     "OPENAPI_DOCUMENT",
     "BackOfficeApi",
     "back_office_listener",
+    "notice_answer",
     "validate_address_number",
     "validate_integrated_address_number",
 ]
@@ -262,6 +265,80 @@ class BackOfficeApi:
         request.setResponseCode(204)
         return b""
 
+    @app.route("/self-information-attachments", methods=["POST"])
+    async def register_attachment(self, request: Request) -> bytes:
+        """自己情報提供用添付ファイル: a file provided with a person's own information of an
+        information name the system keeps (through マイナポータル)."""
+        system = self._authorize(request)
+        body = _read_json(request)
+        attachment = messages.Attachment(
+            name=_text(body, "name"),
+            media_type=_text(body, "media_type"),
+            content=attachments.decode_content(body.get("content")),
+        )
+        attachment_id = await self.node.register_attachment(
+            validate_integrated_address_number(_text(body, "integrated_address_number")),
+            validate_information_name_code(_text(body, "information_name")),
+            attachment,
+            system,
+        )
+        return _json(request, {"attachment_id": attachment_id}, 201)
+
+    @app.route("/self-information-attachments/<attachment_id>", methods=["DELETE"])
+    async def delete_attachment(self, request: Request, attachment_id: str) -> bytes:
+        """Delete a file the system registered."""
+        system = self._authorize(request)
+        await self.node.delete_attachment(attachment_id, system)
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/notices", methods=["POST"])
+    async def send_notice(self, request: Request) -> bytes:
+        """お知らせ: a notice (title, body, attachments) to one person or a list of them,
+        sent through the network to マイナポータル; how it stands for each."""
+        system = self._authorize(request)
+        body = _read_json(request)
+        recipients = body.get("recipients")
+        if not isinstance(recipients, list) or not all(isinstance(n, str) for n in recipients):
+            raise RenkeiError(
+                errors.BAD_REQUEST, detail="recipients must be a list of integrated address numbers"
+            )
+        files = body.get("attachments", [])
+        if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
+            raise RenkeiError(errors.BAD_REQUEST, detail="attachments must be a list of objects")
+        draft = NoticeDraft(
+            title=_text(body, "title"),
+            body=_text(body, "body"),
+            recipients=tuple(validate_integrated_address_number(n) for n in recipients),
+            attachments=tuple(
+                messages.Attachment(
+                    name=_text(f, "name"),
+                    media_type=_text(f, "media_type"),
+                    content=attachments.decode_content(f.get("content")),
+                )
+                for f in files
+            ),
+        )
+        notice_id = await self.node.notices.send(draft, system)
+        status = await self.node.notices.status(notice_id, system)
+        return _json(request, notice_answer(status), 202)
+
+    @app.route("/notices", methods=["GET"])
+    async def notices(self, request: Request) -> bytes:
+        """The system's newest notices and how each stands for each person."""
+        system = self._authorize(request)
+        found = await self.node.notices.recent(system, NOTICES_LISTED)
+        return _json(request, {"notices": [notice_answer(status) for status in found]})
+
+    @app.route("/notices/<notice_id>", methods=["GET"])
+    async def notice_status(self, request: Request, notice_id: str) -> bytes:
+        """How a notice of the system stands for each person: 送信待ち (queued), 送信済 (sent),
+        配信済 (delivered), 既読 (read) or 配信不可 (undeliverable, with why); another system's
+        is unknown to it."""
+        system = self._authorize(request)
+        status = await self.node.notices.status(notice_id, system)
+        return _json(request, notice_answer(status))
+
     @app.route("/replica-files", methods=["POST"])
     async def post_replica_file(self, request: Request) -> bytes:
         """A 副本 registration and deletion file (XML); answers with its result file, with
@@ -401,6 +478,52 @@ class BackOfficeApi:
 
 
 MAX_WAIT = 60.0
+NOTICES_LISTED = 100  # the newest notices GET /notices gives
+
+
+def _time(moment: Any) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def notice_answer(status: NoticeStatus) -> dict[str, Any]:
+    """A notice as ``GET /notices/<id>`` answers it: its content, and for each person how it
+    stands, with the error's messages when it could not be delivered."""
+    recipients = []
+    for recipient in status.recipients:
+        error = None
+        if recipient.error_code is not None:
+            kind = errors.ALL.get(
+                recipient.error_code, errors.ErrorKind(recipient.error_code, 0, "", "")
+            )
+            failure = RenkeiError(kind)
+            error = {
+                "code": recipient.error_code,
+                "message_en": failure.message_en or recipient.error_code,
+                "message_ja": failure.message_ja or recipient.error_code,
+            }
+        recipients.append(
+            {
+                "integrated_address_number": recipient.integrated_address_number,
+                "state": recipient.state,
+                "notice_number": recipient.notice_number,
+                "error": error,
+                "changed_at": _time(recipient.changed_at),
+                "sent_at": _time(recipient.sent_at),
+                "delivered_at": _time(recipient.delivered_at),
+                "read_at": _time(recipient.read_at),
+            }
+        )
+    return {
+        "notice_id": status.notice_id,
+        "title": status.title,
+        "body": status.body,
+        "created_at": status.created_at.isoformat(),
+        "attachments": [
+            {"name": name, "media_type": media_type, "size": size}
+            for name, media_type, size in status.attachments
+        ],
+        "recipients": recipients,
+    }
 
 
 def query_answer(status: QueryStatus, catalogue: Catalogue) -> dict[str, Any]:

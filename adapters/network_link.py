@@ -27,7 +27,13 @@ from twisted.web.server import Request
 from adapters.listening import Listener
 from codes import errors
 from codes.errors import RenkeiError
-from crypto.pki import PkiLayout, load_certificate, server_name_of_hub, server_name_of_institution
+from crypto.pki import (
+    PkiLayout,
+    load_certificate,
+    server_name_of_hub,
+    server_name_of_institution,
+    server_name_of_portal,
+)
 from crypto.tls import (
     ClientTLSPolicy,
     RevocationList,
@@ -42,12 +48,18 @@ from middleware.network import (
     FUGO,
     HUB,
     MAX_MESSAGE_BYTES,
+    NOTICE,
+    NOTICE_READ,
+    NOTICE_STATUS,
     PERMITTED_LIST,
     PROVISION,
     PROVISION_REQUEST,
     QUERY,
+    RECORD_DISCLOSURE,
     RECORDS,
     RETRYABLE,
+    SELF_INFORMATION,
+    SELF_INFORMATION_REQUEST,
     DeliveryRefused,
     NetworkEndpoint,
     TransientFailure,
@@ -66,6 +78,8 @@ __all__ = [
     "institution_listener",
     "institution_transport",
     "network_listener",
+    "portal_listener",
+    "portal_transport",
     "xml_refusal",
 ]
 
@@ -83,6 +97,12 @@ ROUTES: dict[str, tuple[str, str]] = {
     RECORDS: ("GET", "/records/{}"),
     PROVISION_REQUEST: ("POST", "/provision-requests"),
     PROVISION: ("POST", "/provisions"),
+    SELF_INFORMATION: ("POST", "/self-information"),
+    SELF_INFORMATION_REQUEST: ("POST", "/self-information-requests"),
+    RECORD_DISCLOSURE: ("POST", "/record-disclosures"),
+    NOTICE: ("POST", "/notices"),
+    NOTICE_READ: ("POST", "/notice-reads"),
+    NOTICE_STATUS: ("POST", "/notice-status"),
 }
 
 
@@ -208,6 +228,10 @@ def hub_transport(reactor: Any, config: Config) -> HttpsTransport:
         host, port = host_and_port(member.network_address)
         policy.expect(host, port, server_name_of_institution(member.code))
         addresses[member.code] = member.network_address
+    if config.portal is not None:
+        host, port = host_and_port(config.portal.network_address)
+        policy.expect(host, port, server_name_of_portal())
+        addresses[config.portal.code] = config.portal.network_address
     return HttpsTransport(NetworkClient(reactor, policy), addresses)
 
 
@@ -217,6 +241,15 @@ def institution_transport(
     """An intermediate server's transport: to the hub, its institution's TLS certificate shown."""
     layout = PkiLayout(config.pki)
     policy = _client_policy(layout, layout.institution_tls(institution.code).load())
+    host, port = host_and_port(config.hub_address)
+    policy.expect(host, port, server_name_of_hub())
+    return HttpsTransport(NetworkClient(reactor, policy), {HUB: config.hub_address})
+
+
+def portal_transport(reactor: Any, config: Config) -> HttpsTransport:
+    """マイナポータル's transport: to the hub, the portal's TLS certificate shown."""
+    layout = PkiLayout(config.pki)
+    policy = _client_policy(layout, layout.portal_tls().load())
     host, port = host_and_port(config.hub_address)
     policy.expect(host, port, server_name_of_hub())
     return HttpsTransport(NetworkClient(reactor, policy), {HUB: config.hub_address})
@@ -309,6 +342,30 @@ class NetworkApi:
     def provisions(self, request: Request) -> Any:
         return self._dispatch(request, PROVISION)
 
+    @app.route("/self-information", methods=["POST"])
+    def self_information(self, request: Request) -> Any:
+        return self._dispatch(request, SELF_INFORMATION)
+
+    @app.route("/self-information-requests", methods=["POST"])
+    def self_information_requests(self, request: Request) -> Any:
+        return self._dispatch(request, SELF_INFORMATION_REQUEST)
+
+    @app.route("/record-disclosures", methods=["POST"])
+    def record_disclosures(self, request: Request) -> Any:
+        return self._dispatch(request, RECORD_DISCLOSURE)
+
+    @app.route("/notices", methods=["POST"])
+    def notices(self, request: Request) -> Any:
+        return self._dispatch(request, NOTICE)
+
+    @app.route("/notice-reads", methods=["POST"])
+    def notice_reads(self, request: Request) -> Any:
+        return self._dispatch(request, NOTICE_READ)
+
+    @app.route("/notice-status", methods=["POST"])
+    def notice_status(self, request: Request) -> Any:
+        return self._dispatch(request, NOTICE_STATUS)
+
 
 def network_listener(
     reactor: Any, endpoint: NetworkEndpoint, description: str, options: Any, shared: bool = False
@@ -349,6 +406,16 @@ def institution_listener(
     return network_listener(
         reactor, endpoint, institution.network_listen, options, institution.processes > 1
     )
+
+
+def portal_listener(reactor: Any, config: Config, endpoint: NetworkEndpoint) -> Listener:
+    """マイナポータル's network listener (from the hub): its TLS certificate, the network CA
+    (not revoked)."""
+    assert config.portal is not None
+    layout = PkiLayout(config.pki)
+    ca = load_certificate(layout.ca().certificate)
+    options = server_options(layout.portal_tls().load(), [ca], RevocationList([(layout.crl(), ca)]))
+    return network_listener(reactor, endpoint, config.portal.network_listen, options)
 
 
 def xml_refusal(error: RenkeiError) -> tuple[bytes, bytes]:

@@ -2,7 +2,9 @@
 
 The payload is the signed XML a provider sent (verified when it arrived); the view decodes
 it and names its information name, data sets and items from the catalogue. The back-office
-API returns it as a query's ``result``; the console shows it for a held provision.
+API returns it as a query's ``result``; the console shows it for a held provision;
+マイナポータル shows a person their own information with it, and the files that come with
+it (`payload_attachments`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from codes.catalogue import Catalogue
 from middleware import messages
 from middleware.hardened_xml import parse_xml
 
-__all__ = ["describe_payload"]
+__all__ = ["describe_payload", "payload_attachments"]
 
 
 def describe_payload(catalogue: Catalogue, plaintext: bytes) -> dict[str, Any]:
@@ -39,3 +41,8 @@ def describe_payload(catalogue: Catalogue, plaintext: bytes) -> dict[str, Any]:
         "created_at": payload.created_at.isoformat(),
         "records": records,
     }
+
+
+def payload_attachments(plaintext: bytes) -> tuple[messages.Attachment, ...]:
+    """The files a verified payload carries (a person's own information may have some)."""
+    return messages.from_element(parse_xml(plaintext), messages.ProvisionPayload).attachments

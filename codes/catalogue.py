@@ -31,6 +31,13 @@ conditions (fiscal year, start and end dates) can select records: ``{"from": TK,
 open), ``{"fiscal_year": TK}`` (an integer item: the record is of that fiscal year, 年度,
 1 April to 31 March), or ``{"month": TK}`` (a code item ``YYYYMM``: the record is of that
 month). Which items do so is this project's emulation, like the item codes themselves.
+
+What a person may see of their own information (自己情報提供, through マイナポータル) is said
+per data set and per item: ``"self_information": false`` on a data set or an item keeps it
+out of what the intermediate server provides to the person (both default to true); which
+ones are kept out is this project's emulation. The procedure under which マイナポータル asks
+(`SELF_INFORMATION_PROCEDURE`, of affair `SELF_INFORMATION_AFFAIR`) is an emulated entry of
+``procedures``, like every JM9…/JT9… code.
 """
 
 from __future__ import annotations
@@ -65,6 +72,8 @@ from codes.typed import (
 
 __all__ = [
     "PACKAGED_CATALOGUE",
+    "SELF_INFORMATION_AFFAIR",
+    "SELF_INFORMATION_PROCEDURE",
     "Catalogue",
     "CatalogueError",
     "DataSet",
@@ -82,6 +91,11 @@ __all__ = [
 ]
 
 PACKAGED_CATALOGUE = "data/catalogue.json"
+
+# 自己情報提供: the (emulated) affair and procedure under which マイナポータル asks an
+# institution for a person's own information; every party records the exchange under them.
+SELF_INFORMATION_AFFAIR = "JM90000000009000"
+SELF_INFORMATION_PROCEDURE = "JT90090000000001"
 
 
 class CatalogueError(ValueError):
@@ -145,6 +159,8 @@ class Item:
     emulated: bool
     information_name: InformationNameCode
     data_set: DataSetCode
+    # Provided to the person through マイナポータル (自己情報提供); emulated.
+    self_information: bool = True
 
     def validate_value(self, value: str) -> None:
         """Raise RenkeiError(INVALID_ITEM_VALUE) unless `value` fits this item's type and length.
@@ -187,6 +203,8 @@ class DataSet:
     information_name: InformationNameCode
     items: tuple[Item, ...]
     period: Period | None = None
+    # Provided to the person through マイナポータル (自己情報提供); emulated.
+    self_information: bool = True
     _by_code: dict[str, Item] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -227,6 +245,22 @@ class InformationName:
     def items(self) -> tuple[Item, ...]:
         """Return every item of every data set, in catalogue order."""
         return tuple(item for ds in self.data_sets for item in ds.items)
+
+    def for_person(
+        self, data_set: str, items: Mapping[str, str]
+    ) -> tuple[tuple[str, str], ...] | None:
+        """What a person may see of one record of ``data_set`` (自己情報提供): its items
+        without those kept from the person, by code; None when the whole data set is kept
+        from them (or the catalogue does not know it, or it has nothing left to show)."""
+        found = self._by_code.get(data_set)
+        if found is None or not found.self_information:
+            return None
+        shown = tuple(
+            (code, value)
+            for code, value in sorted(items.items())
+            if code in found._by_code and found._by_code[code].self_information
+        )
+        return shown or None
 
 
 @dataclass(frozen=True)
@@ -295,6 +329,8 @@ _TOP_KEYS = {"versions", "information_names", "procedures"}
 _VERSION_KEYS = {"version", "valid_from"}
 _NAME_KEYS = {"code", "name", "name_en", "emulated", "data_sets"}
 _DATA_SET_KEYS = {"code", "name", "name_en", "emulated", "items"}
+# Optional on data sets and items: whether a person may see it (自己情報提供).
+_SELF_INFORMATION = frozenset({"self_information"})
 _PERIOD_KEYS = frozenset({"from", "to", "fiscal_year", "month"})
 # The type and length an item needs to play each part of a period.
 _PERIOD_ITEM_TYPES = {
@@ -389,7 +425,7 @@ class _Reader:
 def _item(
     r: _Reader, raw: object, where: str, tm: InformationNameCode, ds: DataSetCode
 ) -> Item | None:
-    d = r.obj(raw, where, _ITEM_KEYS, _LIFE)
+    d = r.obj(raw, where, _ITEM_KEYS, _LIFE | _SELF_INFORMATION)
     if not r.present(d, where):
         return None
     code = r.code(validate_item_code, d["code"], f"{where}.code")
@@ -412,11 +448,12 @@ def _item(
         emulated=r.flag(d["emulated"], f"{where}.emulated"),
         information_name=tm,
         data_set=ds,
+        self_information=r.flag(d.get("self_information", True), f"{where}.self_information"),
     )
 
 
 def _data_set(r: _Reader, raw: object, where: str, tm: InformationNameCode) -> DataSet | None:
-    d = r.obj(raw, where, _DATA_SET_KEYS, _LIFE | {"period"})
+    d = r.obj(raw, where, _DATA_SET_KEYS, _LIFE | {"period"} | _SELF_INFORMATION)
     if not r.present(d, where):
         return None
     code = r.code(validate_data_set_code, d["code"], f"{where}.code")
@@ -434,6 +471,7 @@ def _data_set(r: _Reader, raw: object, where: str, tm: InformationNameCode) -> D
         information_name=tm,
         items=items,
         period=_period(r, d["period"], f"{where}.period", items) if "period" in d else None,
+        self_information=r.flag(d.get("self_information", True), f"{where}.self_information"),
     )
 
 

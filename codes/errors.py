@@ -14,6 +14,7 @@ __all__ = [
     "ACCOUNT_LOCKED",
     "ADDRESS_NUMBER_CONFLICT",
     "ALL",
+    "ATTACHMENT_INVALID",
     "BACKUP_DESTINATION_EXISTS",
     "BACKUP_FAILED",
     "BACKUP_INVALID",
@@ -41,8 +42,11 @@ __all__ = [
     "INVALID_STAFF_NAME",
     "LOGIN_FAILED",
     "NETWORK_UNAVAILABLE",
+    "NOTICE_INVALID",
     "NOT_A_PROVIDER_OF",
     "NOT_PERMITTED",
+    "NOT_THE_PORTAL",
+    "NO_PORTAL_ACCOUNT",
     "PAGE_NOT_FOUND",
     "PARTIES_IN_ONE_PROCESS",
     "PARTY_NOT_RUNNING",
@@ -60,6 +64,7 @@ __all__ = [
     "PERMIT_SIGNATURE_INVALID",
     "PERMIT_WRONG_PROVIDER",
     "PERSON_CONFLICT",
+    "PORTAL_SIGN_IN_FAILED",
     "PROVISION_REFUSED",
     "RECORD_ID_EXISTS",
     "REPLICA_DATES_INVALID",
@@ -74,6 +79,7 @@ __all__ = [
     "SYSTEM_NOT_AUTHORIZED",
     "UNEXPECTED_MESSAGE",
     "UNKNOWN_ADDRESS_NUMBER",
+    "UNKNOWN_ATTACHMENT",
     "UNKNOWN_BULK_QUERY",
     "UNKNOWN_DATA_SET",
     "UNKNOWN_FAULT",
@@ -81,6 +87,7 @@ __all__ = [
     "UNKNOWN_INFORMATION_NAME",
     "UNKNOWN_INSTITUTION",
     "UNKNOWN_ITEM",
+    "UNKNOWN_NOTICE",
     "UNKNOWN_PARTY",
     "UNKNOWN_PERSON",
     "UNKNOWN_PROCEDURE",
@@ -88,6 +95,7 @@ __all__ = [
     "UNKNOWN_RECORD",
     "UNKNOWN_RESIDENT",
     "UNKNOWN_ROLE",
+    "UNKNOWN_SELF_INFORMATION",
     "UNKNOWN_STAFF_USER",
     "UNKNOWN_TRANSACTION",
     "WEAK_PASSWORD",
@@ -702,4 +710,58 @@ RESTORE_VERIFICATION_FAILED = _kind(
     422,
     "The restored copy of {party} does not verify: {detail}. The database was left as it was.",
     "{party}の復元したコピーの検証に失敗しました: {detail}。データベースは変更していません。",
+)
+
+# マイナポータル: sign-in, self-information (自己情報提供), disclosure of records, notices
+PORTAL_SIGN_IN_FAILED = _kind(
+    "PortalSignInFailed",
+    401,
+    "Sign-in failed: the portal holds no card of a person with this individual number (the"
+    " sign-in is emulated: only the portal's demo residents can sign in).",
+    "ログインできませんでした。当該個人番号の方のカードはこのマイナポータルに登録されていません"
+    "(ログインは模擬です。デモ住民のみログインできます)。",
+)
+NOT_THE_PORTAL = _kind(
+    "NotThePortal",
+    403,
+    "Only マイナポータル may ask this for a person; {caller} is not マイナポータル.",
+    "この求めは本人に代わってマイナポータルのみが行えます({caller}はマイナポータルではありません)。",
+)
+
+ATTACHMENT_INVALID = _kind(
+    "AttachmentInvalid",
+    400,
+    "The attachment cannot be taken: {detail}",
+    "添付ファイルを受け付けられません: {detail}",
+)
+UNKNOWN_ATTACHMENT = _kind(
+    "UnknownAttachment",
+    404,
+    "No attachment {attachment_id} exists.",
+    "添付ファイル{attachment_id}は存在しません。",
+)
+UNKNOWN_SELF_INFORMATION = _kind(
+    "UnknownSelfInformation",
+    404,
+    "No request for one's own information {request_id} exists.",
+    "自己情報の求め{request_id}は存在しません。",
+)
+
+NO_PORTAL_ACCOUNT = _kind(
+    "NoPortalAccount",
+    404,
+    "The person has no マイナポータル account: the notice cannot be delivered.",
+    "対象者はマイナポータルを利用していないため、お知らせを配信できません。",
+)
+UNKNOWN_NOTICE = _kind(
+    "UnknownNotice",
+    404,
+    "Notice {notice} is unknown.",
+    "お知らせ{notice}は存在しません。",
+)
+NOTICE_INVALID = _kind(
+    "NoticeInvalid",
+    400,
+    "The notice cannot be sent: {detail}",
+    "お知らせを送信できません: {detail}",
 )

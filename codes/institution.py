@@ -17,6 +17,7 @@ from codes.municipality_code import validate_municipality_code
 
 __all__ = [
     "INSTITUTION_KINDS",
+    "PORTAL_KIND",
     "WHAT",
     "InstitutionCode",
     "institution_code_for_municipality",
@@ -38,6 +39,11 @@ INSTITUTION_KINDS = (
     "welfare_office",
     "other",
 )
+
+# マイナポータル's kind in the permitted-query list's directory: a party of the network that
+# acts for persons (their own information, their records, their notices), never a provider
+# or a requester of the list's rows, so not one of INSTITUTION_KINDS.
+PORTAL_KIND = "portal"
 
 _CODE = re.compile(r"[0-9]{16}")
 _MUNICIPALITY_PREFIX = "1"

@@ -26,6 +26,13 @@ Layout (all PEM, keys unencrypted PKCS#8, every file mode 0600, directories 0700
     DIR/institutions/C/back-office/S.pem|key    CN=S, O=C, OU=back-office
     DIR/institutions/C/back-office-crl.pem      the back-office CA's revocation list
     DIR/institutions/C/revoked/…                certificates withdrawn by `revoke`
+    DIR/portal/tls.pem|key                      マイナポータル: CN=P (its code), OU=tls
+    DIR/portal/signing.pem|key                  CN=P, OU=signing
+    DIR/portal/encryption.pem|key               CN=P, OU=encryption (RSA 2048)
+
+マイナポータル is a party of the network like an institution: its certificates carry its
+(emulated) institution code, by which the hub knows it; its TLS certificate is valid for
+``portal.renkei.test`` and serves its web pages too.
 """
 
 from __future__ import annotations
@@ -68,6 +75,7 @@ __all__ = [
     "revoke",
     "server_name_of_hub",
     "server_name_of_institution",
+    "server_name_of_portal",
 ]
 
 HUB_COMMON_NAME = "hub"
@@ -152,6 +160,11 @@ def server_name_of_institution(code: str) -> str:
     return f"i{code}.renkei.test"
 
 
+def server_name_of_portal() -> str:
+    """The DNS name マイナポータル's TLS certificate is checked against."""
+    return "portal.renkei.test"
+
+
 @dataclass(frozen=True)
 class PkiLayout:
     """Paths of every file of a PKI directory; the only code that knows the layout."""
@@ -209,6 +222,22 @@ class PkiLayout:
         _check_system(system)
         return self._pair(self.institution_directory(code) / "back-office", system)
 
+    def portal_directory(self) -> Path:
+        """The directory holding マイナポータル's files."""
+        return self.directory / "portal"
+
+    def portal_tls(self) -> CredentialPaths:
+        """マイナポータル's TLS server and client certificate (its web pages too)."""
+        return self._pair(self.portal_directory(), "tls")
+
+    def portal_signing(self) -> CredentialPaths:
+        """マイナポータル's XML signing certificate."""
+        return self._pair(self.portal_directory(), "signing")
+
+    def portal_encryption(self) -> CredentialPaths:
+        """マイナポータル's RSA certificate that self-information envelopes are sealed to."""
+        return self._pair(self.portal_directory(), "encryption")
+
     def crl(self) -> Path:
         """The network CA's certificate revocation list."""
         return self.directory / "crl.pem"
@@ -244,8 +273,12 @@ def load_secret_key(path: Path) -> bytes:
     return data
 
 
-def init_pki(directory: Path, institutions: Sequence[InstitutionEntry]) -> None:
-    """Create every missing file of the test PKI under `directory`; never overwrite one.
+def init_pki(
+    directory: Path, institutions: Sequence[InstitutionEntry], portal: str | None = None
+) -> None:
+    """Create every missing file of the test PKI under `directory`; never overwrite one:
+    the hub's, each institution's and, with ``portal`` (its institution code),
+    マイナポータル's.
 
     A certificate whose key exists but whose certificate file is missing is re-issued for
     that key. A certificate file without its key, or a missing CA key when something must be
@@ -256,6 +289,8 @@ def init_pki(directory: Path, institutions: Sequence[InstitutionEntry]) -> None:
         _check_code(entry.code)
         for system in entry.back_office_systems:
             _check_system(system)
+    if portal is not None:
+        _check_code(portal)
     now = datetime.datetime.now(datetime.UTC)
     _make_directory(layout.directory)
 
@@ -279,6 +314,15 @@ def init_pki(directory: Path, institutions: Sequence[InstitutionEntry]) -> None:
     for secret in (layout.hub_fugo_key(), layout.hub_idcode_key()):
         if not secret.exists():
             _write_new(secret, secrets.token_bytes(SECRET_KEY_BYTES))
+
+    if portal is not None:
+        _make_directory(layout.portal_directory())
+        for paths, subject, profile in (
+            (layout.portal_tls(), _name(portal, unit="tls"), _tls_profile(server_name_of_portal())),
+            (layout.portal_signing(), _name(portal, unit="signing"), _SIGNING),
+            (layout.portal_encryption(), _name(portal, unit="encryption"), _ENCRYPTION),
+        ):
+            _ensure_leaf(paths, network_ca, subject, profile, now)
 
     for entry in institutions:
         code = entry.code

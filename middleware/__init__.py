@@ -6,6 +6,7 @@ node's database through ``store`` (``node.store``), never through ``tables``.
 """
 
 __all__ = [
+    "attachments",
     "audit",
     "backup",
     "bulk_queries",
@@ -15,6 +16,7 @@ __all__ = [
     "conditions",
     "config",
     "deferred",
+    "disclosure",
     "hardened_xml",
     "health",
     "held",
@@ -25,6 +27,7 @@ __all__ = [
     "migration_env",
     "network",
     "node",
+    "notices",
     "outbox",
     "party",
     "period",

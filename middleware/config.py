@@ -4,10 +4,11 @@ A file describes a whole network in a box: a ``[network]`` section for the hub (
 run institution nodes against a hub elsewhere), one ``[institution:NAME]`` section per
 intermediate server with one ``[back-office:NAME:SYSTEM]`` section per back-office system
 it serves (what that system may do), ``[delivery]`` for the outbox, and optionally
-``[jobs]`` (the periodic jobs), ``[retention]`` (how long each kind of data is kept),
-``[backup]`` (the scheduled backups), ``[health]`` and ``[alerts]`` (what the health looks at
-and where its changes are posted), ``[demo]``, ``[population]`` and ``[control]``. Relative
-paths are read relative to the file. See docs/operations.md for every key.
+``[portal]`` (the マイナポータル simulator), ``[jobs]`` (the periodic jobs), ``[retention]``
+(how long each kind of data is kept), ``[backup]`` (the scheduled backups), ``[health]`` and
+``[alerts]`` (what the health looks at and where its changes are posted), ``[demo]``,
+``[population]`` and ``[control]``. Relative paths are read relative to the file. See
+docs/operations.md for every key.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from codes import errors
 from codes.errors import RenkeiError
-from codes.institution import INSTITUTION_KINDS, validate_institution_code
+from codes.institution import INSTITUTION_KINDS, PORTAL_KIND, validate_institution_code
 from codes.typed import validate_affair_code, validate_information_name_code
 from middleware.outbox import RetryPolicy
 from middleware.period import Period, parse_period
@@ -38,6 +39,7 @@ __all__ = [
     "NetworkConfig",
     "OutsideMember",
     "PopulationConfig",
+    "PortalConfig",
     "RetentionConfig",
     "load_config",
 ]
@@ -103,6 +105,9 @@ class InstitutionConfig:
     # How many processes serve the institution, sharing its database (PostgreSQL) and its
     # listening ports (SO_REUSEPORT).
     processes: int = 1
+    # 提供側不開示: information names whose provisions this institution hides from the
+    # person's disclosure of their records (each one it provides).
+    non_disclosed: tuple[str, ...] = ()
 
     def system(self, name: str) -> BackOfficeSystem | None:
         """The back-office system ``name`` of this institution, or None."""
@@ -132,6 +137,29 @@ class OutsideMember:
     kind: str
     network_address: str
     provides: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PortalConfig:
+    """マイナポータル, a party of the network acting for persons (simulators/portal/): its
+    (emulated) institution code, database, network listener (from the hub), web pages
+    (HTTPS, for persons) and the demo residents it holds (``residents``: a JSON file with
+    ``persons``, each a ``name`` and an ``individual_number``), who sign in as if with their
+    card. A session ends after ``session_idle`` seconds without a page."""
+
+    code: str
+    display_name: str
+    database: str
+    network_listen: str
+    network_address: str
+    web_listen: str
+    web_address: str
+    residents: Path
+    session_idle: float = 1800.0
+    kind: str = PORTAL_KIND
+    name: str = "portal"
+    # The portal provides no information name (a member of the network like the others).
+    provides: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -286,6 +314,10 @@ class Config:
     # How long each kind of data is kept ([retention]) and the scheduled backups ([backup]).
     retention: RetentionConfig = RetentionConfig()
     backup: BackupConfig | None = None
+    # マイナポータル ([portal]), a party of the network when configured.
+    portal: PortalConfig | None = None
+    # Seconds between two お知らせ状況確認 of a node (how its notices stand at the hub).
+    notice_status_interval: float = 60.0
 
     @property
     def members(self) -> tuple[InstitutionConfig | OutsideMember, ...]:
@@ -500,6 +532,24 @@ def _alerts(parser: configparser.ConfigParser) -> AlertsConfig | None:
     )
 
 
+def _portal(parser: configparser.ConfigParser, base: Path) -> PortalConfig | None:
+    """``[portal]`` (optional): マイナポータル, its listeners and its demo residents."""
+    if not parser.has_section("portal"):
+        return None
+    section = parser["portal"]
+    return PortalConfig(
+        code=validate_institution_code(_value(section, "code")),
+        display_name=section.get("name", "マイナポータル"),
+        database=_database_url(_value(section, "database"), base),
+        network_listen=_value(section, "network_listen"),
+        network_address=_value(section, "network_address"),
+        web_listen=_value(section, "web_listen"),
+        web_address=_value(section, "web_address"),
+        residents=base / _value(section, "residents"),
+        session_idle=_positive(section, "session_idle", PortalConfig.session_idle),
+    )
+
+
 def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
     if not parser.has_section("renkei"):
         raise KeyError("the [renkei] section is missing")
@@ -549,6 +599,13 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
                 " query_results says (e.g. query_results = 7d)"
             )
         system_names = tuple(_value(section, "back_office_systems").split())
+        non_disclosed = tuple(
+            validate_information_name_code(code)
+            for code in section.get("non_disclosed", "").split()
+        )
+        for code in non_disclosed:
+            if code not in provides:
+                raise ValueError(f"[{name}] non_disclosed names {code}, which it does not provide")
         institutions.append(
             InstitutionConfig(
                 name=institution_name,
@@ -578,6 +635,7 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
                     _system(parser, institution_name, system, provides) for system in system_names
                 ),
                 processes=_processes(section),
+                non_disclosed=non_disclosed,
             )
         )
     known = {
@@ -586,7 +644,10 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
     for name in parser.sections():
         if name.startswith("back-office:") and name not in known:
             raise ValueError(f"[{name}] is not a back-office system of a configured institution")
+    portal = _portal(parser, base)
     codes = [i.code for i in institutions] + [member.code for member in outside]
+    if portal is not None:
+        codes.append(portal.code)
     if len(set(codes)) != len(codes):
         raise ConfigError(f"{path}: two institutions share an institution code")
     delivery = (
@@ -622,6 +683,7 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
         poll_interval=delivery.getfloat("poll_interval", 1.0),
         list_refresh=delivery.getfloat("list_refresh", 300.0),
         retention_interval=delivery.getfloat("retention_interval", 60.0),
+        notice_status_interval=delivery.getfloat("notice_status_interval", 60.0),
         demo_data=base / _value(demo, "data") if demo is not None else None,
         population=population,
         control=control,
@@ -631,4 +693,5 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
         alerts=_alerts(parser),
         retention=_retention(parser),
         backup=_backup(parser, base),
+        portal=portal,
     )

@@ -146,7 +146,7 @@ class HeldDecisions:
                     errors.HELD_ALREADY_DECIDED, transaction_number=number, state=item.state
                 )
             payload = messages.from_element(parse_xml(item.payload), messages.ProvisionPayload)
-            status = PROVIDED if payload.records else NO_DATA
+            status = PROVIDED if payload.records or payload.attachments else NO_DATA
             recipient = x509.load_der_x509_certificate(item.recipient_certificate)
             body = self._provider.sealed_provision(message_id, number, status, payload, recipient)
             return _DecidedAnswer(message_id, body, status, None)
@@ -157,6 +157,7 @@ class HeldDecisions:
                 transaction_number=number,
                 status=REFUSED,
                 error_code=kind.code,
+                non_disclosure=self._provider.withholds(item.information_name),
             )
         )
         return _DecidedAnswer(message_id, body, REFUSED, kind.code)

@@ -1,4 +1,5 @@
-"""A node's copy of the permitted-query list (照会許可用照合リスト), kept in step with the hub.
+"""A node's copy of the permitted-query list (照会許可用照合リスト), kept in step with the hub
+(マイナポータル keeps one the same way, for the network's directory of institutions).
 
 The hub signs and publishes the list; a node fetches it at start (awaited, so that a node
 started after its hub starts with a list), then every ``list_refresh`` seconds (the node's
@@ -10,6 +11,7 @@ Both sides of a query check it: the requester before sending, the provider befor
 
 from __future__ import annotations
 
+from sqlalchemy import Table
 from twisted.logger import Logger
 
 from codes import errors
@@ -39,9 +41,13 @@ class PermittedLists:
 
     log = Logger()
 
-    def __init__(self, party: Party, hub_verifier: PinnedVerifier) -> None:
+    def __init__(
+        self, party: Party, hub_verifier: PinnedVerifier, versions: Table = node_list_versions
+    ) -> None:
         self._party = party
         self._hub_verifier = hub_verifier
+        # Where the versions are kept: a node's table, or マイナポータル's.
+        self._versions = versions
         self.current: PermittedList | None = None
         """The newest verified list (possibly expired), or None before the first."""
         party.jobs.add(
@@ -52,7 +58,7 @@ class PermittedLists:
     async def start(self) -> None:
         """Load the stored list and fetch the hub's (a first run of the job, awaited; when it
         fails, the job tries again)."""
-        stored = await self._party.database.read(latest_version, node_list_versions)
+        stored = await self._party.database.read(latest_version, self._versions)
         if stored is not None:
             self.current = self._verify(stored[1])
         await self._party.jobs.run(JOB)
@@ -71,7 +77,7 @@ class PermittedLists:
         permitted = self._verify(document)
         await self._party.database.run(
             store_version,
-            node_list_versions,
+            self._versions,
             permitted.version,
             permitted.issued_at,
             permitted.expires_at,

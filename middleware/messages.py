@@ -15,11 +15,12 @@ FIELDS OF A SIGNED PART BEFORE ITS SIGNATURE IS VERIFIED. Hence:
   parses, checks the root and validates, and returns the element still to be verified; `decode`
   refuses signed types. After verification, `from_element` builds the dataclass from the
   verified element (signxml's ``VerifyResult.signed_xml``, which no longer has the signature);
-* a `ProvisionRequest` carries a signed Permit: `decode` returns it with ``permit_element``, the
-  raw, UNVERIFIED Permit element detached as its own document; the caller verifies it and then
-  calls ``from_element(verified, Permit)``. When sending, ``permit_element`` must be the signed
-  Permit; it is copied into the request, whose root declares only the default namespace so that
-  the Permit canonicalizes exactly as it did when signed.
+* a `ProvisionRequest` (and a `SelfInformationRequest`, of the same shape) carries a signed
+  Permit: `decode` returns it with ``permit_element``, the raw, UNVERIFIED Permit element
+  detached as its own document; the caller verifies it and then calls
+  ``from_element(verified, Permit)``. When sending, ``permit_element`` must be the signed
+  Permit; it is copied into the request, whose root declares only the default namespace so
+  that the Permit canonicalizes exactly as it did when signed.
 
 Times are timezone-aware `datetime` objects, written in UTC as ``YYYY-MM-DDThh:mm:ss[.ffffff]Z``
 and read back as aware UTC datetimes. Base64 fields are `bytes`. Codes are plain `str`, checked
@@ -50,13 +51,21 @@ __all__ = [
     "MESSAGE_TYPES",
     "NS",
     "SCHEMA_DIR",
+    "Attachment",
     "DelegationEntry",
+    "DisclosedRecords",
     "ErrorMessage",
     "FugoRequest",
     "FugoResponse",
     "InstitutionEntry",
     "Message",
     "NetworkRecord",
+    "Notice",
+    "NoticeAck",
+    "NoticeRead",
+    "NoticeState",
+    "NoticeStatusList",
+    "NoticeStatusRequest",
     "PayloadRecord",
     "Permit",
     "PermittedListDocument",
@@ -69,8 +78,11 @@ __all__ = [
     "QueryAccepted",
     "QueryConditions",
     "QueryRequest",
+    "RecordDisclosureRequest",
     "RecordList",
     "Route",
+    "SelfInformationQuery",
+    "SelfInformationRequest",
     "check_document",
     "decode",
     "decode_signed",
@@ -226,6 +238,27 @@ class ProvisionRequest:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class SelfInformationQuery:
+    """マイナポータル → network: the person behind ``person_fugo`` (the portal's 符号) asks
+    ``provider`` for their own information of ``information_name`` (自己情報提供)."""
+
+    message_id: str
+    person_fugo: str
+    provider: str
+    information_name: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SelfInformationRequest:
+    """Network → provider: provide a person's own information to マイナポータル under this
+    permit (its procedure 自己情報提供). ``permit_element`` as in `ProvisionRequest`."""
+
+    message_id: str
+    permit_element: etree._Element
+    route: Route
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ProvisionRequestAck:
     """Provider → network: the provision request was received."""
 
@@ -249,6 +282,8 @@ class Provision:
     encrypted_payload: bytes | None = None
     reason_en: str | None = None
     reason_ja: str | None = None
+    # 提供側不開示: the provider hides the transaction from the person's disclosure.
+    non_disclosure: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -269,8 +304,19 @@ class PayloadRecord:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Attachment:
+    """A file that goes with a person's own information or a notice: its name, media type
+    and content."""
+
+    name: str
+    media_type: str
+    content: bytes
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ProvisionPayload:
-    """The provided information in plaintext (signed by the provider, then encrypted)."""
+    """The provided information in plaintext (signed by the provider, then encrypted); a
+    person's own information (自己情報提供) may carry attachments (自己情報提供用添付ファイル)."""
 
     transaction_number: str
     information_name: str
@@ -278,6 +324,7 @@ class ProvisionPayload:
     requester: str
     created_at: datetime
     records: tuple[PayloadRecord, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -293,7 +340,9 @@ class ErrorMessage:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class NetworkRecord:
-    """One of the network's provision records."""
+    """One party's provision record as it travels: in a `RecordList` (the hub's records of a
+    transaction, for its parties) or in `DisclosedRecords` (a person's records, as the person
+    is shown them: with the transaction, affair and procedure, never marked 不開示)."""
 
     seq: int
     recorded_at: datetime
@@ -306,6 +355,9 @@ class NetworkRecord:
     non_disclosure: bool = False
     delegating_requester: str | None = None
     delegating_provider: str | None = None
+    transaction_number: str | None = None
+    affair: str | None = None
+    procedure: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -316,6 +368,88 @@ class RecordList:
     records: tuple[NetworkRecord, ...] = ()
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RecordDisclosureRequest:
+    """マイナポータル → network (and network → institution): the provision records of the
+    person behind ``person_fugo`` (the sender's 符号 of them), the network's own or, with
+    ``institution``, that institution's (情報提供等記録の開示)."""
+
+    message_id: str
+    person_fugo: str
+    institution: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DisclosedRecords:
+    """A party's provision records of one person, without those marked 不開示, oldest first;
+    ``truncated`` when only the newest were given."""
+
+    message_id: str
+    party: str
+    records: tuple[NetworkRecord, ...] = ()
+    truncated: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Notice:
+    """お知らせ: an institution → network → マイナポータル, for the person behind
+    ``person_fugo`` (the sender's 符号 of them; on the hop to the portal, the portal's). The
+    network adds its ``notice_number`` and the ``sender`` on that hop."""
+
+    message_id: str
+    person_fugo: str
+    title: str
+    body: str
+    attachments: tuple[Attachment, ...] = ()
+    notice_number: str | None = None
+    sender: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NoticeAck:
+    """The acknowledgement of a Notice or a NoticeRead: the notice's number at the network."""
+
+    message_id: str
+    notice_number: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NoticeRead:
+    """マイナポータル → network: the person read the notice at ``read_at``."""
+
+    message_id: str
+    notice_number: str
+    read_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NoticeStatusRequest:
+    """お知らせ状況確認: an institution asks the network how its notices stand."""
+
+    message_id: str
+    notice_numbers: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NoticeState:
+    """How one notice stands at the network: ``sent``, ``delivered``, ``read`` or
+    ``undeliverable`` (with the code of why), since ``changed_at``."""
+
+    notice_number: str
+    status: str
+    changed_at: datetime
+    error_code: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NoticeStatusList:
+    """The network's answer to a NoticeStatusRequest: the asker's notices among those asked
+    about (others are left out)."""
+
+    message_id: str
+    notices: tuple[NoticeState, ...] = ()
+
+
 Message = (
     FugoRequest
     | FugoResponse
@@ -324,12 +458,21 @@ Message = (
     | QueryAccepted
     | Permit
     | ProvisionRequest
+    | SelfInformationQuery
+    | SelfInformationRequest
     | ProvisionRequestAck
     | Provision
     | ProvisionAck
     | ProvisionPayload
     | ErrorMessage
     | RecordList
+    | RecordDisclosureRequest
+    | DisclosedRecords
+    | Notice
+    | NoticeAck
+    | NoticeRead
+    | NoticeStatusRequest
+    | NoticeStatusList
 )
 
 T = TypeVar("T", bound=Message)
@@ -493,10 +636,30 @@ def _permit_element(m: Permit) -> etree._Element:
     return root
 
 
+def _self_information_query_element(m: SelfInformationQuery) -> etree._Element:
+    root = _root("SelfInformationQuery", messageId=m.message_id)
+    _sub(root, "PersonFugo", m.person_fugo)
+    _sub(root, "Provider", m.provider)
+    _sub(root, "InformationName", m.information_name)
+    return root
+
+
+def _self_information_request_element(m: SelfInformationRequest) -> etree._Element:
+    return _permit_request_element("SelfInformationRequest", m)
+
+
 def _provision_request_element(m: ProvisionRequest) -> etree._Element:
+    return _permit_request_element("ProvisionRequest", m)
+
+
+def _permit_request_element(
+    name: str, m: ProvisionRequest | SelfInformationRequest
+) -> etree._Element:
+    """A request carrying a signed permit and its route (ProvisionRequest and
+    SelfInformationRequest have this one shape)."""
     if m.permit_element.tag != _q("Permit"):
         raise ValueError(f"permit_element is a {m.permit_element.tag}, not a Permit")
-    root = _root("ProvisionRequest", messageId=m.message_id)
+    root = _root(name, messageId=m.message_id)
     permit = copy.deepcopy(m.permit_element)
     permit.tail = None
     root.append(permit)
@@ -525,6 +688,8 @@ def _provision_element(m: Provision) -> etree._Element:
         root.set("errorCode", m.error_code)
     if m.query_message_id is not None:
         root.set("queryMessageId", m.query_message_id)
+    if m.non_disclosure:
+        root.set("nonDisclosure", "true")
     if m.encrypted_payload is not None:
         _sub(root, "EncryptedPayload", _b64encode(m.encrypted_payload))
     if m.reason_en is not None and m.reason_ja is not None:
@@ -532,49 +697,120 @@ def _provision_element(m: Provision) -> etree._Element:
     return root
 
 
-def _record_list_element(m: RecordList) -> etree._Element:
-    root = _root("RecordList", transactionNumber=m.transaction_number)
-    for record in m.records:
-        entry = _sub(root, "Record")
+# A record's optional attributes, in the order they are written, and their fields.
+_RECORD_ATTRIBUTES = (
+    ("transactionNumber", "transaction_number"),
+    ("requester", "requester"),
+    ("provider", "provider"),
+    ("affair", "affair"),
+    ("procedure", "procedure"),
+    ("informationName", "information_name"),
+    ("errorCode", "error_code"),
+    ("delegatingRequester", "delegating_requester"),
+    ("delegatingProvider", "delegating_provider"),
+)
+
+
+def _add_records(parent: etree._Element, records: tuple[NetworkRecord, ...]) -> None:
+    for record in records:
+        entry = _sub(parent, "Record")
         entry.set("seq", str(record.seq))
         entry.set("recordedAt", _format_time(record.recorded_at))
         entry.set("event", record.event)
         entry.set("status", record.status)
-        for name, value in (
-            ("requester", record.requester),
-            ("provider", record.provider),
-            ("informationName", record.information_name),
-            ("errorCode", record.error_code),
-            ("delegatingRequester", record.delegating_requester),
-            ("delegatingProvider", record.delegating_provider),
-        ):
+        for attribute, field_name in _RECORD_ATTRIBUTES:
+            value = getattr(record, field_name)
             if value is not None:
-                entry.set(name, value)
+                entry.set(attribute, value)
         if record.non_disclosure:
             entry.set("nonDisclosure", "true")
+
+
+def _read_records(parent: etree._Element) -> tuple[NetworkRecord, ...]:
+    return tuple(
+        NetworkRecord(
+            seq=int(_attr(entry, "seq")),
+            recorded_at=_parse_time(_attr(entry, "recordedAt")),
+            event=_attr(entry, "event"),
+            status=_attr(entry, "status"),
+            non_disclosure=entry.get("nonDisclosure") in ("true", "1"),
+            **{field_name: entry.get(attribute) for attribute, field_name in _RECORD_ATTRIBUTES},
+        )
+        for entry in parent.iterfind(_q("Record"))
+    )
+
+
+def _record_list_element(m: RecordList) -> etree._Element:
+    root = _root("RecordList", transactionNumber=m.transaction_number)
+    _add_records(root, m.records)
     return root
 
 
 def _build_record_list(root: etree._Element) -> RecordList:
     return RecordList(
-        transaction_number=_attr(root, "transactionNumber"),
-        records=tuple(
-            NetworkRecord(
-                seq=int(_attr(entry, "seq")),
-                recorded_at=_parse_time(_attr(entry, "recordedAt")),
-                event=_attr(entry, "event"),
-                status=_attr(entry, "status"),
-                requester=entry.get("requester"),
-                provider=entry.get("provider"),
-                information_name=entry.get("informationName"),
-                error_code=entry.get("errorCode"),
-                non_disclosure=entry.get("nonDisclosure") in ("true", "1"),
-                delegating_requester=entry.get("delegatingRequester"),
-                delegating_provider=entry.get("delegatingProvider"),
-            )
-            for entry in root.findall(_q("Record"))
-        ),
+        transaction_number=_attr(root, "transactionNumber"), records=_read_records(root)
     )
+
+
+def _record_disclosure_request_element(m: RecordDisclosureRequest) -> etree._Element:
+    root = _root("RecordDisclosureRequest", messageId=m.message_id)
+    _sub(root, "PersonFugo", m.person_fugo)
+    if m.institution is not None:
+        _sub(root, "Institution", m.institution)
+    return root
+
+
+def _disclosed_records_element(m: DisclosedRecords) -> etree._Element:
+    root = _root("DisclosedRecords", messageId=m.message_id, party=m.party)
+    if m.truncated:
+        root.set("truncated", "true")
+    _add_records(root, m.records)
+    return root
+
+
+def _notice_element(m: Notice) -> etree._Element:
+    root = _root("Notice", messageId=m.message_id)
+    if m.notice_number is not None:
+        root.set("noticeNumber", m.notice_number)
+    if m.sender is not None:
+        root.set("sender", m.sender)
+    _sub(root, "PersonFugo", m.person_fugo)
+    _sub(root, "Title", m.title)
+    _sub(root, "Body", m.body)
+    _add_attachments(root, m.attachments)
+    return root
+
+
+def _notice_ack_element(m: NoticeAck) -> etree._Element:
+    return _root("NoticeAck", messageId=m.message_id, noticeNumber=m.notice_number)
+
+
+def _notice_read_element(m: NoticeRead) -> etree._Element:
+    return _root(
+        "NoticeRead",
+        messageId=m.message_id,
+        noticeNumber=m.notice_number,
+        readAt=_format_time(m.read_at),
+    )
+
+
+def _notice_status_request_element(m: NoticeStatusRequest) -> etree._Element:
+    root = _root("NoticeStatusRequest", messageId=m.message_id)
+    for number in m.notice_numbers:
+        _sub(root, "NoticeNumber", number)
+    return root
+
+
+def _notice_status_list_element(m: NoticeStatusList) -> etree._Element:
+    root = _root("NoticeStatusList", messageId=m.message_id)
+    for state in m.notices:
+        entry = _sub(root, "Notice")
+        entry.set("noticeNumber", state.notice_number)
+        entry.set("status", state.status)
+        entry.set("changedAt", _format_time(state.changed_at))
+        if state.error_code is not None:
+            entry.set("errorCode", state.error_code)
+    return root
 
 
 def _provision_ack_element(m: ProvisionAck) -> etree._Element:
@@ -596,7 +832,15 @@ def _provision_payload_element(m: ProvisionPayload) -> etree._Element:
         record_element.set("recordId", record.record_id)
         for code, value in record.items:
             _sub(record_element, "Item", value).set("code", code)
+    _add_attachments(root, m.attachments)
     return root
+
+
+def _add_attachments(parent: etree._Element, attachments: tuple[Attachment, ...]) -> None:
+    for attachment in attachments:
+        element = _sub(parent, "Attachment", _b64encode(attachment.content))
+        element.set("name", attachment.name)
+        element.set("mediaType", attachment.media_type)
 
 
 def _error_element(m: ErrorMessage) -> etree._Element:
@@ -741,16 +985,34 @@ def _build_permit(root: etree._Element) -> Permit:
 
 
 def _build_provision_request(root: etree._Element) -> ProvisionRequest:
+    permit, route = _permit_and_route(root)
+    return ProvisionRequest(message_id=_attr(root, "messageId"), permit_element=permit, route=route)
+
+
+def _build_self_information_request(root: etree._Element) -> SelfInformationRequest:
+    permit, route = _permit_and_route(root)
+    return SelfInformationRequest(
+        message_id=_attr(root, "messageId"), permit_element=permit, route=route
+    )
+
+
+def _permit_and_route(root: etree._Element) -> tuple[etree._Element, Route]:
+    """The UNVERIFIED permit of a request, detached as its own document, and its route."""
     permit = copy.deepcopy(_child(root, "Permit"))  # detached: its own document root
     permit.tail = None
     route = _child(root, "Route")
-    return ProvisionRequest(
+    return permit, Route(
+        requester=_child_text(route, "Requester"),
+        encryption_certificate=_b64decode(_child_text(route, "EncryptionCertificate")),
+    )
+
+
+def _build_self_information_query(root: etree._Element) -> SelfInformationQuery:
+    return SelfInformationQuery(
         message_id=_attr(root, "messageId"),
-        permit_element=permit,
-        route=Route(
-            requester=_child_text(route, "Requester"),
-            encryption_certificate=_b64decode(_child_text(route, "EncryptionCertificate")),
-        ),
+        person_fugo=_child_text(root, "PersonFugo"),
+        provider=_child_text(root, "Provider"),
+        information_name=_child_text(root, "InformationName"),
     )
 
 
@@ -774,6 +1036,7 @@ def _build_provision(root: etree._Element) -> Provision:
         encrypted_payload=None if payload is None else _b64decode(_text(payload)),
         reason_en=reason_en,
         reason_ja=reason_ja,
+        non_disclosure=root.get("nonDisclosure") in ("true", "1"),
     )
 
 
@@ -800,6 +1063,81 @@ def _build_provision_payload(root: etree._Element) -> ProvisionPayload:
                 ),
             )
             for record in root.iterfind(_q("Record"))
+        ),
+        attachments=_read_attachments(root),
+    )
+
+
+def _read_attachments(parent: etree._Element) -> tuple[Attachment, ...]:
+    return tuple(
+        Attachment(
+            name=_attr(element, "name"),
+            media_type=_attr(element, "mediaType"),
+            content=_b64decode(_text(element)),
+        )
+        for element in parent.iterfind(_q("Attachment"))
+    )
+
+
+def _build_record_disclosure_request(root: etree._Element) -> RecordDisclosureRequest:
+    return RecordDisclosureRequest(
+        message_id=_attr(root, "messageId"),
+        person_fugo=_child_text(root, "PersonFugo"),
+        institution=_optional_text(root, "Institution"),
+    )
+
+
+def _build_disclosed_records(root: etree._Element) -> DisclosedRecords:
+    return DisclosedRecords(
+        message_id=_attr(root, "messageId"),
+        party=_attr(root, "party"),
+        truncated=root.get("truncated") in ("true", "1"),
+        records=_read_records(root),
+    )
+
+
+def _build_notice(root: etree._Element) -> Notice:
+    return Notice(
+        message_id=_attr(root, "messageId"),
+        notice_number=root.get("noticeNumber"),
+        sender=root.get("sender"),
+        person_fugo=_child_text(root, "PersonFugo"),
+        title=_child_text(root, "Title"),
+        body=_child_text(root, "Body"),
+        attachments=_read_attachments(root),
+    )
+
+
+def _build_notice_ack(root: etree._Element) -> NoticeAck:
+    return NoticeAck(message_id=_attr(root, "messageId"), notice_number=_attr(root, "noticeNumber"))
+
+
+def _build_notice_read(root: etree._Element) -> NoticeRead:
+    return NoticeRead(
+        message_id=_attr(root, "messageId"),
+        notice_number=_attr(root, "noticeNumber"),
+        read_at=_parse_time(_attr(root, "readAt")),
+    )
+
+
+def _build_notice_status_request(root: etree._Element) -> NoticeStatusRequest:
+    return NoticeStatusRequest(
+        message_id=_attr(root, "messageId"),
+        notice_numbers=tuple(_text(e) for e in root.iterfind(_q("NoticeNumber"))),
+    )
+
+
+def _build_notice_status_list(root: etree._Element) -> NoticeStatusList:
+    return NoticeStatusList(
+        message_id=_attr(root, "messageId"),
+        notices=tuple(
+            NoticeState(
+                notice_number=_attr(entry, "noticeNumber"),
+                status=_attr(entry, "status"),
+                changed_at=_parse_time(_attr(entry, "changedAt")),
+                error_code=entry.get("errorCode"),
+            )
+            for entry in root.iterfind(_q("Notice"))
         ),
     )
 
@@ -838,6 +1176,18 @@ _SPECS: dict[type, _Spec] = {
     ProvisionRequest: _Spec(
         "ProvisionRequest", False, _provision_request_element, _build_provision_request
     ),
+    SelfInformationQuery: _Spec(
+        "SelfInformationQuery",
+        False,
+        _self_information_query_element,
+        _build_self_information_query,
+    ),
+    SelfInformationRequest: _Spec(
+        "SelfInformationRequest",
+        False,
+        _self_information_request_element,
+        _build_self_information_request,
+    ),
     ProvisionRequestAck: _Spec(
         "ProvisionRequestAck", False, _provision_request_ack_element, _build_provision_request_ack
     ),
@@ -848,6 +1198,27 @@ _SPECS: dict[type, _Spec] = {
     ),
     ErrorMessage: _Spec("Error", False, _error_element, _build_error),
     RecordList: _Spec("RecordList", False, _record_list_element, _build_record_list),
+    RecordDisclosureRequest: _Spec(
+        "RecordDisclosureRequest",
+        False,
+        _record_disclosure_request_element,
+        _build_record_disclosure_request,
+    ),
+    DisclosedRecords: _Spec(
+        "DisclosedRecords", False, _disclosed_records_element, _build_disclosed_records
+    ),
+    Notice: _Spec("Notice", False, _notice_element, _build_notice),
+    NoticeAck: _Spec("NoticeAck", False, _notice_ack_element, _build_notice_ack),
+    NoticeRead: _Spec("NoticeRead", False, _notice_read_element, _build_notice_read),
+    NoticeStatusRequest: _Spec(
+        "NoticeStatusRequest",
+        False,
+        _notice_status_request_element,
+        _build_notice_status_request,
+    ),
+    NoticeStatusList: _Spec(
+        "NoticeStatusList", False, _notice_status_list_element, _build_notice_status_list
+    ),
 }
 
 

@@ -24,7 +24,13 @@ The operations and the messages they carry (docs/protocol.md §3–§5):
 | ``query`` | hub | QueryRequest | QueryAccepted |
 | ``records`` | hub | none; ``argument``: the 処理通番 | RecordList |
 | ``provision_request`` | node | ProvisionRequest | ProvisionRequestAck |
-| ``provision`` | hub, node | Provision | ProvisionAck |
+| ``provision`` | hub, node, portal | Provision | ProvisionAck |
+| ``self_information`` | hub (from the portal) | SelfInformationQuery | QueryAccepted |
+| ``self_information_request`` | node | SelfInformationRequest | ProvisionRequestAck |
+| ``record_disclosure`` | hub, node | RecordDisclosureRequest | DisclosedRecords |
+| ``notice`` | hub (from a node), portal (from the hub) | Notice | NoticeAck |
+| ``notice_read`` | hub (from the portal) | NoticeRead | NoticeAck |
+| ``notice_status`` | hub (from a node) | NoticeStatusRequest | NoticeStatusList |
 """
 
 from __future__ import annotations
@@ -43,13 +49,19 @@ __all__ = [
     "FUGO",
     "HUB",
     "MAX_MESSAGE_BYTES",
+    "NOTICE",
+    "NOTICE_READ",
+    "NOTICE_STATUS",
     "OPERATIONS",
     "PERMITTED_LIST",
     "PROVISION",
     "PROVISION_REQUEST",
     "QUERY",
     "RECORDS",
+    "RECORD_DISCLOSURE",
     "RETRYABLE",
+    "SELF_INFORMATION",
+    "SELF_INFORMATION_REQUEST",
     "DeliveryRefused",
     "NetworkEndpoint",
     "TransientFailure",
@@ -69,7 +81,26 @@ QUERY = "query"
 RECORDS = "records"
 PROVISION_REQUEST = "provision_request"
 PROVISION = "provision"
-OPERATIONS = (FUGO, PERMITTED_LIST, QUERY, RECORDS, PROVISION_REQUEST, PROVISION)
+SELF_INFORMATION = "self_information"
+SELF_INFORMATION_REQUEST = "self_information_request"
+RECORD_DISCLOSURE = "record_disclosure"
+NOTICE = "notice"
+NOTICE_READ = "notice_read"
+NOTICE_STATUS = "notice_status"
+OPERATIONS = (
+    FUGO,
+    PERMITTED_LIST,
+    QUERY,
+    RECORDS,
+    PROVISION_REQUEST,
+    PROVISION,
+    SELF_INFORMATION,
+    SELF_INFORMATION_REQUEST,
+    RECORD_DISCLOSURE,
+    NOTICE,
+    NOTICE_READ,
+    NOTICE_STATUS,
+)
 
 MAX_MESSAGE_BYTES = 1_048_576
 """The largest message document a party accepts, whatever the transport."""

@@ -3,8 +3,8 @@
 A party of the network (`middleware.party.Party`: clock, database, outbox, records, jobs)
 made of one part per idea, each in its own module; its periodic jobs (``node.jobs``) are the
 list sync (``list_sync``), the purge of what is past its retention (``purge``), the expiry of
-holds (``held_expiry``), the party's outbox poll (``outbox``) and, when configured, its
-backup (``backup``):
+holds (``held_expiry``), the お知らせ状況確認 (``notice_status``), the party's outbox poll
+(``outbox``) and, when configured, its backup (``backup``):
 
 - `middleware.list_sync.PermittedLists` (``node.lists``): the permitted-query list, kept in
   step with the hub;
@@ -12,6 +12,8 @@ backup (``backup``):
 - `middleware.provider.Provider` (``node.provider``): provision requests in, signed payloads
   encrypted for the requester alone out (情報提供);
 - `middleware.held.HeldDecisions` (``node.held``): held provisions and the staff decisions;
+- `middleware.notices.Notices` (``node.notices``): お知らせ to persons through マイナポータル,
+  and how each stands (its job ``notice_status`` asks the hub);
 - `middleware.retention.Purge` (``node.purge``): records, audit entries, held contents,
   outbox documents, 副本 file answers and query results deleted when their retention ends;
 - `middleware.health.Health` (``node.health``): what is failing, and its changes;
@@ -40,7 +42,7 @@ from codes.catalogue import Catalogue
 from codes.errors import RenkeiError
 from crypto.pki import PkiLayout, load_certificate, load_secret_key
 from crypto.xmlsig import CAVerifier, PinnedVerifier, Signer
-from middleware import messages, persons, replica, retention
+from middleware import attachments, disclosure, messages, persons, replica, retention
 from middleware.audit import append_audit
 from middleware.backup import PartyDatabase
 from middleware.checkpoint import ChainTrust, CheckpointSigner
@@ -54,13 +56,17 @@ from middleware.list_sync import PermittedLists
 from middleware.network import (
     FUGO,
     HUB,
+    NOTICE,
     PROVISION,
     PROVISION_REQUEST,
+    RECORD_DISCLOSURE,
     RECORDS,
+    SELF_INFORMATION_REQUEST,
     DeliveryRefused,
     Transport,
     decode_answer,
 )
+from middleware.notices import Notices
 from middleware.outbox import OutgoingMessage
 from middleware.party import Party
 from middleware.provider import Provider
@@ -188,6 +194,7 @@ class IntermediateServer(Party):
             audited=True,
         )
         self.jobs.add("purge", kept.interval, self.purge.run)
+        self.notices = Notices(self, config.notice_status_interval)
         self.jobs.add("held_expiry", config.retention_interval, self._expire_holds)
         self.add_backup(party_database(institution))
         self.health = Health(
@@ -315,17 +322,52 @@ class IntermediateServer(Party):
         """Validate a replica record against the catalogue and store it, when ``system``
         keeps the 副本 of its information name (else SystemNotAuthorized)."""
         replica.validate(record, self.catalogue, self.institution.provides)
-        if (
-            record.information_name
-            not in self.institution.back_office_system(system).information_names
-        ):
+        self._keeps(system, record.information_name)
+        return self.database.run(replica.store, record, self.now())
+
+    def register_attachment(
+        self,
+        integrated_address_number: str,
+        information_name: str,
+        attachment: messages.Attachment,
+        system: str,
+    ) -> Deferred[str]:
+        """Register a file provided with a person's own information of ``information_name``
+        (自己情報提供用添付ファイル), by a system that keeps that name's 副本; its id."""
+        self._keeps(system, information_name)
+        if information_name not in self.institution.provides:
+            raise RenkeiError(errors.NOT_A_PROVIDER_OF, code=information_name)
+        checked = attachments.validate_attachment(attachment)
+        return self.database.run(
+            self._store_attachment, system, integrated_address_number, information_name, checked
+        )
+
+    def _store_attachment(
+        self,
+        connection: Connection,
+        system: str,
+        integrated_address_number: str,
+        information_name: str,
+        attachment: messages.Attachment,
+    ) -> str:
+        persons.person_state(connection, integrated_address_number)  # UnknownPerson
+        return attachments.store_attachment(
+            connection, system, integrated_address_number, information_name, attachment, self.now()
+        )
+
+    def delete_attachment(self, attachment_id: str, system: str) -> Deferred[None]:
+        """Delete a file the system registered (any other is UnknownAttachment to it)."""
+        return self.database.run(attachments.delete_attachment, attachment_id, system)
+
+    def _keeps(self, system: str, information_name: str) -> None:
+        """Refuse (SystemNotAuthorized) a system that does not keep ``information_name``."""
+        if information_name not in self.institution.back_office_system(system).information_names:
             raise RenkeiError(
                 errors.SYSTEM_NOT_AUTHORIZED,
                 system=system,
-                what=f"the replica of information name {record.information_name}",
-                what_ja=f"特定個人情報名{record.information_name}の副本",
+                what=f"the replica of information name {information_name}",
+                what_ja=f"特定個人情報名{information_name}の副本",
             )
-        return self.database.run(replica.store, record, self.now())
 
     def delete_replica_record(self, record_id: str, system: str) -> Deferred[None]:
         """Delete a replica record of an information name ``system`` keeps; any other record
@@ -339,13 +381,20 @@ class IntermediateServer(Party):
         self, caller: str, operation: str, document: bytes | None, argument: str | None
     ) -> Deferred[bytes]:
         """What the network brings (`middleware.network.NetworkEndpoint`): only the hub may
-        call a node, with provision requests (provider side) and provisions (requester)."""
+        call a node, with provision requests and requests for a person's own information
+        (provider side) and provisions (requester)."""
         if caller != HUB:
             raise RenkeiError(errors.CERTIFICATE_NOT_AUTHORIZED, subject=caller)
         if operation == PROVISION_REQUEST and document is not None:
             return self.provider.receive_request(
                 messages.decode(document, messages.ProvisionRequest)
             )
+        if operation == SELF_INFORMATION_REQUEST and document is not None:
+            return self.provider.receive_self_information_request(
+                messages.decode(document, messages.SelfInformationRequest)
+            )
+        if operation == RECORD_DISCLOSURE and document is not None:
+            return self.disclose(messages.decode(document, messages.RecordDisclosureRequest))
         if operation == PROVISION and document is not None:
             return self.requester.receive_provision(messages.decode(document, messages.Provision))
         raise RenkeiError(errors.PAGE_NOT_FOUND)
@@ -355,8 +404,36 @@ class IntermediateServer(Party):
         handlers: dict[str, Callable[[OutgoingMessage], Deferred[Any]]] = {
             "query": self.requester.deliver_query,
             "provision": self.provider.deliver_provision,
+            NOTICE: self.notices.deliver,
         }
         return handlers[message.kind](message)
+
+    # -- the disclosure of a person's records ---------------------------------------------------
+
+    @deferred
+    async def disclose(self, asked: messages.RecordDisclosureRequest) -> bytes:
+        """情報提供等記録の開示, asked by the hub for マイナポータル: this node's records of the
+        person behind our 符号 (none for someone not registered here), without the
+        transactions marked 不開示 (照会側 or 提供側)."""
+        if asked.institution not in (None, self.code):
+            raise RenkeiError(errors.UNKNOWN_INSTITUTION, code=asked.institution)
+        records, truncated = await self.database.read(self._records_of, asked.person_fugo)
+        return messages.encode(
+            messages.DisclosedRecords(
+                message_id=asked.message_id,
+                party=self.code,
+                records=tuple(records),
+                truncated=truncated,
+            )
+        )
+
+    @staticmethod
+    def _records_of(connection: Connection, fugo: str) -> tuple[list[messages.NetworkRecord], bool]:
+        try:
+            person = persons.person_of(connection, fugo)
+        except RenkeiError:
+            return [], False  # not a person of this institution: no record of them
+        return disclosure.records_of_persons(connection, node_records, [person])
 
     # -- the records of a transaction ----------------------------------------------------------
 

@@ -10,6 +10,18 @@ stored with its provision record and put in the outbox in one transaction that c
 that the 処理通番 was not answered meanwhile. A record flagged 自動応答不可 holds the whole
 answer for a staff decision (`middleware.held`); the requester learns only that it is held.
 Every refused request is recorded too, with its code.
+
+A person's request for their own information (自己情報提供, `receive_self_information_request`)
+comes the same way from マイナポータル, under a permit of the 自己情報提供 procedure: checked
+the same, except that instead of a row of the list the requester must be the network's portal
+and the information name one this institution provides; the answer is what the catalogue
+lets a person see of their records, with the files registered for them
+(`middleware.attachments`), sealed for the portal alone, and held like any other when a
+record is flagged 自動応答不可.
+
+What the institution provides of an information name it hides from persons (提供側不開示,
+``non_disclosed``) is marked so in its records and in the ``Provision`` it sends, so that the
+hub and the requester mark theirs too (`withholds`).
 """
 
 from __future__ import annotations
@@ -25,12 +37,13 @@ from sqlalchemy import Connection, select
 from twisted.logger import Logger
 
 from codes import errors
-from codes.catalogue import Catalogue, DataSet
+from codes.catalogue import SELF_INFORMATION_PROCEDURE, Catalogue, DataSet
 from codes.errors import RenkeiError
+from codes.institution import PORTAL_KIND
 from crypto import envelope
 from crypto.pki import identity_of
 from crypto.xmlsig import PinnedVerifier, SignatureInvalid, Signer
-from middleware import conditions, held_queue, messages, persons, replica
+from middleware import attachments, conditions, held_queue, messages, persons, replica
 from middleware.config import InstitutionConfig
 from middleware.deferred import deferred
 from middleware.hardened_xml import serialize
@@ -81,10 +94,33 @@ class Provider:
         self._signer = signer
         self._hub_verifier = hub_verifier
 
+    def withholds(self, information_name: str, asked: bool = False) -> bool:
+        """Whether a provision of ``information_name`` is hidden from the person's disclosure:
+        the requester asked so (照会側不開示, ``asked``, from the permit) or this institution
+        hides that information name (提供側不開示)."""
+        return asked or information_name in self._institution.non_disclosed
+
     @deferred
     async def receive_request(self, asked: messages.ProvisionRequest) -> bytes:
         """情報提供要求: verify the permit, re-check the list, answer through the outbox; the
         acknowledgement."""
+        return await self._receive(asked, self_information=False)
+
+    @deferred
+    async def receive_self_information_request(
+        self, asked: messages.SelfInformationRequest
+    ) -> bytes:
+        """自己情報提供 asked through マイナポータル: verify the permit, check it is the
+        portal's, of the 自己情報提供 procedure and of an information name provided here;
+        answer through the outbox; the acknowledgement."""
+        return await self._receive(asked, self_information=True)
+
+    async def _receive(
+        self,
+        asked: messages.ProvisionRequest | messages.SelfInformationRequest,
+        *,
+        self_information: bool,
+    ) -> bytes:
         permit: messages.Permit | None = None
         try:
             try:
@@ -102,18 +138,23 @@ class Provider:
                 now=now,
             )
             recipient = self._route_certificate(asked.route, permit)
-            self._lists.check_current().check(
-                permit.requester,
-                self._code,
-                permit.affair,
-                permit.procedure,
-                permit.information_name,
-                now,
-                delegating_requester=permit.delegating_requester,
-                delegating_provider=permit.delegating_provider,
-            )
+            if self_information:
+                self._check_self_information(permit)
+            else:
+                self._lists.check_current().check(
+                    permit.requester,
+                    self._code,
+                    permit.affair,
+                    permit.procedure,
+                    permit.information_name,
+                    now,
+                    delegating_requester=permit.delegating_requester,
+                    delegating_provider=permit.delegating_provider,
+                )
             outgoing = None
-            answer = await self._database.read(self._prepare, asked.message_id, permit, now)
+            answer = await self._database.read(
+                self._prepare, asked.message_id, permit, now, self_information
+            )
             if answer is not None:
                 message_id = str(uuid.uuid4())
                 # Signing and encryption: CPU work, outside any transaction.
@@ -135,6 +176,20 @@ class Provider:
                 message_id=asked.message_id, transaction_number=permit.transaction_number
             )
         )
+
+    def _check_self_information(self, permit: messages.Permit) -> None:
+        """A permit for a person's own information: of the 自己情報提供 procedure, asked by
+        the network's portal (the kind the list in force gives it), of an information name
+        provided here."""
+        if permit.procedure != SELF_INFORMATION_PROCEDURE:
+            raise RenkeiError(
+                errors.NOT_PERMITTED, code=permit.information_name, procedure=permit.procedure
+            )
+        listed = self._lists.check_current().institution(permit.requester)
+        if listed.kind != PORTAL_KIND:
+            raise RenkeiError(errors.NOT_THE_PORTAL, caller=permit.requester)
+        if permit.information_name not in self._institution.provides:
+            raise RenkeiError(errors.NOT_A_PROVIDER_OF, code=permit.information_name)
 
     # -- checks ------------------------------------------------------------------------------
 
@@ -172,7 +227,12 @@ class Provider:
     # -- the answer ----------------------------------------------------------------------------
 
     def _prepare(
-        self, connection: Connection, message_id: str, permit: messages.Permit, now: datetime
+        self,
+        connection: Connection,
+        message_id: str,
+        permit: messages.Permit,
+        now: datetime,
+        self_information: bool = False,
     ) -> _Answer | None:
         """What to answer, from one snapshot of the replica; None when it was answered."""
         number = permit.transaction_number
@@ -188,23 +248,47 @@ class Provider:
             permit,
         )
         held = any(record.suppressed for record in records)
+        provided = [
+            messages.PayloadRecord(
+                data_set=record.data_set,
+                record_id=record.record_id,
+                items=tuple(sorted(record.items.items())),
+            )
+            for record in records
+        ]
+        files: tuple[messages.Attachment, ...] = ()
+        if self_information:
+            # What the catalogue lets a person see of their own records, and their files.
+            provided = self._for_person(permit.information_name, provided)
+            files = attachments.attachments_of(connection, person, permit.information_name)
         payload = messages.ProvisionPayload(
             transaction_number=number,
             information_name=permit.information_name,
             provider=self._code,
             requester=permit.requester,
             created_at=now,
-            records=tuple(
-                messages.PayloadRecord(
-                    data_set=record.data_set,
-                    record_id=record.record_id,
-                    items=tuple(sorted(record.items.items())),
-                )
-                for record in records
-            ),
+            records=tuple(provided),
+            attachments=files,
         )
-        status = HELD if held else PROVIDED if records else NO_DATA
+        status = HELD if held else PROVIDED if provided or files else NO_DATA
         return _Answer(person=person, status=status, payload=payload)
+
+    def _for_person(
+        self, information_name: str, records: list[messages.PayloadRecord]
+    ) -> list[messages.PayloadRecord]:
+        """The records as a person may see them (自己情報提供): the data sets and items the
+        catalogue keeps from persons left out, a record with nothing left dropped."""
+        information = self._catalogue.information_name(information_name)
+        shown = []
+        for record in records:
+            items = information.for_person(record.data_set, dict(record.items))
+            if items is not None:
+                shown.append(
+                    messages.PayloadRecord(
+                        data_set=record.data_set, record_id=record.record_id, items=items
+                    )
+                )
+        return shown
 
     def _records_asked(
         self, records: list[replica.ReplicaRecord], permit: messages.Permit
@@ -227,11 +311,15 @@ class Provider:
         answer: _Answer,
         recipient: x509.Certificate,
     ) -> bytes:
+        hidden = self.withholds(permit.information_name)
         if answer.status == HELD:
             # The requester learns that its query is held (保留中), nothing more.
             return messages.encode(
                 messages.Provision(
-                    message_id=message_id, transaction_number=permit.transaction_number, status=HELD
+                    message_id=message_id,
+                    transaction_number=permit.transaction_number,
+                    status=HELD,
+                    non_disclosure=hidden,
                 )
             )
         return self.sealed_provision(
@@ -246,7 +334,8 @@ class Provider:
         payload: messages.ProvisionPayload,
         recipient: x509.Certificate,
     ) -> bytes:
-        """A Provision carrying ``payload`` signed by us and encrypted for ``recipient``."""
+        """A Provision carrying ``payload`` signed by us and encrypted for ``recipient``
+        (marked 不開示 when this institution hides its information name)."""
         plaintext = serialize(self._signer.sign(messages.to_element(payload)))
         return messages.encode(
             messages.Provision(
@@ -254,6 +343,7 @@ class Provider:
                 transaction_number=number,
                 status=status,
                 encrypted_payload=envelope.seal(plaintext, recipient),
+                non_disclosure=self.withholds(payload.information_name),
             )
         )
 
@@ -284,7 +374,7 @@ class Provider:
                 received_at=now,
                 delegating_requester=permit.delegating_requester,
                 delegating_provider=permit.delegating_provider,
-                non_disclosure=permit.non_disclosure,
+                non_disclosure=self.withholds(permit.information_name, permit.non_disclosure),
             )
         )
         if answer.status == HELD:
@@ -322,7 +412,7 @@ class Provider:
                 procedure=permit.procedure,
                 information_name=permit.information_name,
                 person=answer.person,
-                non_disclosure=permit.non_disclosure,
+                non_disclosure=self.withholds(permit.information_name, permit.non_disclosure),
                 delegating_requester=permit.delegating_requester,
                 delegating_provider=permit.delegating_provider,
             ),
@@ -383,7 +473,7 @@ class Provider:
                 "affair": permit.affair,
                 "procedure": permit.procedure,
                 "information_name": permit.information_name,
-                "non_disclosure": permit.non_disclosure,
+                "non_disclosure": self.withholds(permit.information_name, permit.non_disclosure),
                 "delegating_requester": permit.delegating_requester,
                 "delegating_provider": permit.delegating_provider,
             }

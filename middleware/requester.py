@@ -51,7 +51,16 @@ from middleware.queries import (
 from middleware.records import RecordEntry
 from middleware.tables import query
 
-__all__ = ["LOOK_AGAIN", "QueryStatus", "Requester", "query_record", "submission_hash"]
+__all__ = [
+    "LOOK_AGAIN",
+    "ProvisionOpener",
+    "QueryStatus",
+    "Requester",
+    "provision_ack",
+    "query_record",
+    "submission_hash",
+    "verify_payload",
+]
 
 
 @dataclass(frozen=True)
@@ -126,8 +135,7 @@ class Requester:
         self._code = institution.code
         self._catalogue = catalogue
         self._lists = lists
-        self._encryption = encryption
-        self._payload_verifier = payload_verifier
+        self._opener = ProvisionOpener(encryption, payload_verifier, catalogue, self._code)
         # Long polls wait in real time, whatever the party's clock.
         self._reactor = reactor
         self._waiters: dict[str, list[Deferred[None]]] = {}
@@ -302,19 +310,28 @@ class Requester:
         """A provision relayed by the hub: decrypt, verify, store once; the acknowledgement."""
         row = await self._database.read(self._query_of_result, delivered)
         if row.state in FINISHED:
-            return messages.encode(_provision_ack(delivered))
+            return messages.encode(provision_ack(delivered))
+        hidden = delivered.non_disclosure  # 提供側不開示: the provider hides the transaction
         if delivered.status == HELD:
-            await self._database.run(self._mark_held, row.query_id, delivered.transaction_number)
-            return messages.encode(_provision_ack(delivered))
+            await self._database.run(
+                self._mark_held, row.query_id, delivered.transaction_number, hidden
+            )
+            return messages.encode(provision_ack(delivered))
         # Decryption and verification are CPU work outside any transaction.
         state, result, code = self._open_result(row, delivered)
         await self._database.run(
-            self._store_result, row.query_id, delivered.transaction_number, state, result, code
+            self._store_result,
+            row.query_id,
+            delivered.transaction_number,
+            state,
+            result,
+            code,
+            hidden,
         )
         self._query_ended(row.query_id)
         if code is not None and state == ERROR:
             raise RenkeiError(errors.ALL[code], transaction_number=delivered.transaction_number)
-        return messages.encode(_provision_ack(delivered))
+        return messages.encode(provision_ack(delivered))
 
     def _query_of_result(self, connection: Connection, delivered: messages.Provision) -> Any:
         """The query a relayed provision answers: by our query id, which the hub adds, and
@@ -331,60 +348,24 @@ class Requester:
         self, row: Any, delivered: messages.Provision
     ) -> tuple[str, bytes | None, str | None]:
         """The query's new state, the verified plaintext and an error code, if any."""
-        if delivered.status not in (PROVIDED, NO_DATA):
-            return REFUSED, None, delivered.error_code or "Unspecified"
-        try:
-            if delivered.encrypted_payload is None:
-                raise RenkeiError(errors.PAYLOAD_UNREADABLE)
-            plaintext = open_envelope(delivered.encrypted_payload, self._encryption)
-            payload = self._verify_payload(plaintext, row, delivered.transaction_number)
-        except RenkeiError as failure:
-            self.log.warn(
-                "result of {number} refused: {code}",
-                number=delivered.transaction_number,
-                code=failure.code,
-            )
-            return ERROR, None, failure.code
-        state = PROVIDED if payload.records else NO_DATA
-        return state, plaintext, None
+        return self._opener.open(
+            delivered, provider=row.provider, information_name=row.information_name
+        )
 
-    def _verify_payload(self, plaintext: bytes, row: Any, number: str) -> messages.ProvisionPayload:
-        try:
-            element = messages.decode_signed(plaintext, messages.ProvisionPayload)
-        except RenkeiError:
-            raise RenkeiError(errors.PAYLOAD_UNREADABLE) from None
-        try:
-            verified, signer = self._payload_verifier.verify(element)
-        except SignatureInvalid:
-            raise RenkeiError(errors.PAYLOAD_SIGNATURE_INVALID, transaction_number=number) from None
-        identity = identity_of(signer)
-        payload = messages.from_element(verified, messages.ProvisionPayload)
-        if (
-            identity.common_name != row.provider
-            or identity.organizational_unit != "signing"
-            or payload.transaction_number != number
-            or payload.provider != row.provider
-            or payload.requester != self._code
-            or payload.information_name != row.information_name
-        ):
-            raise RenkeiError(errors.PAYLOAD_SIGNATURE_INVALID, transaction_number=number)
-        # What the back office is shown is named by the catalogue: a payload naming data sets
-        # or items it does not have is refused, not stored (it could never be shown).
-        information = self._catalogue.information_name(payload.information_name)
-        try:
-            for record in payload.records:
-                data_set = information.data_set(record.data_set)
-                for code, _ in record.items:
-                    data_set.item(code)
-        except RenkeiError as failure:
-            self.log.warn(
-                "payload of {number} refused: {detail}", number=number, detail=failure.message_en
+    @staticmethod
+    def _query_row(connection: Connection, query_id: str, non_disclosure: bool) -> Any:
+        """The query's row, marked 不開示 first when the provider hides the transaction (its
+        records from now on are marked too)."""
+        if non_disclosure:
+            connection.execute(
+                query.update().where(query.c.query_id == query_id).values(non_disclosure=True)
             )
-            raise RenkeiError(errors.PAYLOAD_INVALID, transaction_number=number) from None
-        return payload
+        return connection.execute(select(query).where(query.c.query_id == query_id)).one()
 
-    def _mark_held(self, connection: Connection, query_id: str, number: str) -> None:
-        row = connection.execute(select(query).where(query.c.query_id == query_id)).one()
+    def _mark_held(
+        self, connection: Connection, query_id: str, number: str, non_disclosure: bool = False
+    ) -> None:
+        row = self._query_row(connection, query_id, non_disclosure)
         if row.state not in (SUBMITTED, ACCEPTED):
             return  # already held, or the final result overtook this notice
         now = self._party.now()
@@ -407,10 +388,12 @@ class Requester:
         state: str,
         result: bytes | None,
         code: str | None,
+        non_disclosure: bool = False,
     ) -> None:
         row = connection.execute(select(query).where(query.c.query_id == query_id)).one()
         if row.state in FINISHED:
             return  # delivered twice: the first delivery stands
+        row = self._query_row(connection, query_id, non_disclosure)
         now = self._party.now()
         entries = []
         if row.transaction_number is None:
@@ -476,7 +459,102 @@ class Requester:
             fire(ended)
 
 
-def _provision_ack(delivered: messages.Provision) -> messages.ProvisionAck:
+_log = Logger(namespace=__name__)
+
+
+@dataclass(frozen=True)
+class ProvisionOpener:
+    """What opens the provisions the hub relays to one requester (a node, or マイナポータル):
+    its encryption key, the network CA's verifier, the catalogue and its own code."""
+
+    encryption: Credentials
+    verifier: CAVerifier
+    catalogue: Catalogue
+    requester: str
+
+    def open(
+        self, delivered: messages.Provision, *, provider: str, information_name: str
+    ) -> tuple[str, bytes | None, str | None]:
+        """The new state of what was asked of ``provider`` about ``information_name``, the
+        verified plaintext and an error code, if any.
+
+        A refusal (``refused``, ``error``) gives its code. A payload is decrypted with the
+        requester's key (any failure: PayloadUnreadable), its signature verified up to the
+        network CA with a signing certificate of ``provider`` and its terms checked against
+        what was asked (PayloadSignatureInvalid), and every data set and item it names must be
+        the catalogue's (PayloadInvalid: it could not be shown); ``provided`` when it has
+        records or attachments, else ``no_data``."""
+        number = delivered.transaction_number
+        if delivered.status not in (PROVIDED, NO_DATA):
+            return REFUSED, None, delivered.error_code or "Unspecified"
+        try:
+            if delivered.encrypted_payload is None:
+                raise RenkeiError(errors.PAYLOAD_UNREADABLE)
+            plaintext = open_envelope(delivered.encrypted_payload, self.encryption)
+            payload = verify_payload(
+                plaintext,
+                self.verifier,
+                self.catalogue,
+                transaction_number=number,
+                requester=self.requester,
+                provider=provider,
+                information_name=information_name,
+            )
+        except RenkeiError as failure:
+            _log.warn("result of {number} refused: {code}", number=number, code=failure.code)
+            return ERROR, None, failure.code
+        state = PROVIDED if payload.records or payload.attachments else NO_DATA
+        return state, plaintext, None
+
+
+def verify_payload(
+    plaintext: bytes,
+    verifier: CAVerifier,
+    catalogue: Catalogue,
+    *,
+    transaction_number: str,
+    requester: str,
+    provider: str,
+    information_name: str,
+) -> messages.ProvisionPayload:
+    """A decrypted payload once its signature is the provider's and it is what was asked,
+    every code in it the catalogue's (see `ProvisionOpener.open`)."""
+    number = transaction_number
+    try:
+        element = messages.decode_signed(plaintext, messages.ProvisionPayload)
+    except RenkeiError:
+        raise RenkeiError(errors.PAYLOAD_UNREADABLE) from None
+    try:
+        verified, signer = verifier.verify(element)
+    except SignatureInvalid:
+        raise RenkeiError(errors.PAYLOAD_SIGNATURE_INVALID, transaction_number=number) from None
+    identity = identity_of(signer)
+    payload = messages.from_element(verified, messages.ProvisionPayload)
+    if (
+        identity.common_name != provider
+        or identity.organizational_unit != "signing"
+        or payload.transaction_number != number
+        or payload.provider != provider
+        or payload.requester != requester
+        or payload.information_name != information_name
+    ):
+        raise RenkeiError(errors.PAYLOAD_SIGNATURE_INVALID, transaction_number=number)
+    # What the requester shows is named by the catalogue: a payload naming data sets or items
+    # it does not have is refused, not stored (it could never be shown).
+    information = catalogue.information_name(payload.information_name)
+    try:
+        for record in payload.records:
+            data_set = information.data_set(record.data_set)
+            for code, _ in record.items:
+                data_set.item(code)
+    except RenkeiError as failure:
+        _log.warn("payload of {number} refused: {detail}", number=number, detail=failure.message_en)
+        raise RenkeiError(errors.PAYLOAD_INVALID, transaction_number=number) from None
+    return payload
+
+
+def provision_ack(delivered: messages.Provision) -> messages.ProvisionAck:
+    """The acknowledgement of a provision relayed by the hub."""
     return messages.ProvisionAck(
         message_id=delivered.message_id, transaction_number=delivered.transaction_number
     )

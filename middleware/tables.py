@@ -1,9 +1,11 @@
-"""Table definitions (SQLAlchemy Core) of an intermediate server's database and the hub's.
+"""Table definitions (SQLAlchemy Core) of an intermediate server's database, the hub's and
+マイナポータル's.
 
-Each institution has a database of its own; the hub has another. Tables that both keep
-(outbox, provision records, permitted-list versions) are built by one function each, so
-the two schemas cannot drift apart. Migrations live in ``middleware/migrations`` and
-``simulators/network/migrations``.
+Each institution has a database of its own; the hub has another, the portal a third. Tables
+that all keep (outbox, provision records, permitted-list versions, job runs) are built by
+one function each, so the schemas cannot drift apart. Migrations live in
+``middleware/migrations``, ``simulators/network/migrations`` and
+``simulators/portal/migrations``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ __all__ = [
     "hub_job_run",
     "hub_list_versions",
     "hub_metadata",
+    "hub_notice",
     "hub_outbox",
     "hub_outbox_owner",
     "hub_query",
@@ -54,13 +57,30 @@ __all__ = [
     "node_outbox_owner",
     "node_record_head",
     "node_records",
+    "notice",
+    "notice_attachment",
+    "notice_recipient",
     "person",
+    "portal_account",
+    "portal_checkpoints",
+    "portal_job_run",
+    "portal_list_versions",
+    "portal_metadata",
+    "portal_notice",
+    "portal_notice_attachment",
+    "portal_outbox",
+    "portal_outbox_owner",
+    "portal_record_head",
+    "portal_records",
+    "portal_request",
+    "portal_session",
     "provision",
     "query",
     "refused_request",
     "replica_file_answer",
     "replica_record",
     "resident",
+    "self_information_attachment",
     "staff_session",
     "staff_user",
 ]
@@ -380,6 +400,71 @@ held_provision = Table(
     Index("ix_held_provision_hold", "state", "hold_expires_at"),
 )
 
+# 自己情報提供用添付ファイル: files a back-office system registers for a person, provided with
+# their own information of one information name (middleware/attachments.py).
+self_information_attachment = Table(
+    "self_information_attachment",
+    node_metadata,
+    Column("attachment_id", String(36), primary_key=True),
+    # The back-office system that registered it: the only one that may delete it.
+    Column("system", String(64), nullable=False),
+    Column(
+        "integrated_address_number",
+        String(15),
+        ForeignKey("person.integrated_address_number"),
+        nullable=False,
+    ),
+    Column("information_name", String(16), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("media_type", String(32), nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("registered_at", UtcDateTime, nullable=False),
+    Index("ix_self_information_attachment_person", "integrated_address_number", "information_name"),
+)
+
+# お知らせ: the notices the node's back-office systems send to persons through the network,
+# and how each stands for each person (middleware/notices.py).
+notice = Table(
+    "notice",
+    node_metadata,
+    Column("notice_id", String(36), primary_key=True),
+    # The back-office system that sent it: the only one that may read it.
+    Column("system", String(64), nullable=False),
+    Column("title", String(100), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_notice_created", "created_at"),
+)
+
+notice_attachment = Table(
+    "notice_attachment",
+    node_metadata,
+    Column("notice_id", String(36), ForeignKey("notice.notice_id"), primary_key=True),
+    Column("position", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(100), nullable=False),
+    Column("media_type", String(32), nullable=False),
+    Column("content", LargeBinary, nullable=False),
+)
+
+notice_recipient = Table(
+    "notice_recipient",
+    node_metadata,
+    Column("notice_id", String(36), ForeignKey("notice.notice_id"), primary_key=True),
+    Column("integrated_address_number", String(15), primary_key=True),
+    # The id of the Notice message sent to the hub for this person.
+    Column("message_id", String(36), nullable=False, unique=True),
+    # queued (送信待ち), sent (送信済), delivered (配信済), read (既読), undeliverable (配信不可)
+    Column("state", String(16), nullable=False),
+    # The network's number of the notice (from its NoticeAck).
+    Column("notice_number", String(20), unique=True),
+    Column("error_code", String(64)),
+    Column("changed_at", UtcDateTime, nullable=False),
+    Column("sent_at", UtcDateTime),
+    Column("delivered_at", UtcDateTime),
+    Column("read_at", UtcDateTime),
+    Index("ix_notice_recipient_state", "state", "changed_at"),
+)
+
 node_outbox = _outbox(node_metadata)
 node_outbox_owner = _outbox_owners(node_metadata)
 node_records, node_record_head = _provision_records(node_metadata)
@@ -554,9 +639,112 @@ hub_query = Table(
     Column("non_disclosure", Boolean, nullable=False, default=False, server_default="0"),
 )
 
+# お知らせ relayed from institutions to マイナポータル, and how each stands.
+hub_notice = Table(
+    "hub_notice",
+    hub_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("notice_number", String(20), unique=True),
+    Column("sender", String(16), nullable=False),
+    Column("sender_message_id", String(36), nullable=False),
+    # The portal's 符号 of the person.
+    Column("recipient", String(32), nullable=False),
+    # sent, delivered, read, undeliverable
+    Column("state", String(16), nullable=False),
+    Column("error_code", String(64)),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("changed_at", UtcDateTime, nullable=False),
+    Column("delivered_at", UtcDateTime),
+    Column("read_at", UtcDateTime),
+    Index("uq_hub_notice_sender_message", "sender", "sender_message_id", unique=True),
+)
+
 hub_outbox = _outbox(hub_metadata)
 hub_outbox_owner = _outbox_owners(hub_metadata)
 hub_records, hub_record_head = _provision_records(hub_metadata)
 hub_list_versions = _permitted_list_versions(hub_metadata)
 hub_job_run = _job_runs(hub_metadata)
 hub_checkpoints = _chain_checkpoints(hub_metadata)
+
+
+# -- マイナポータル (simulators/portal/) ------------------------------------------------------
+
+portal_metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# A person's マイナポータル account, opened at their first sign-in: known by the portal's own
+# 符号 of the person (the portal never keeps the individual number).
+portal_account = Table(
+    "portal_account",
+    portal_metadata,
+    Column("fugo", String(32), primary_key=True),
+    Column("display_name", String(200), nullable=False),
+    Column("opened_at", UtcDateTime, nullable=False),
+    Column("last_signed_in_at", UtcDateTime, nullable=False),
+)
+
+# Signed-in persons: the SHA-256 of the session cookie's token, never the token.
+portal_session = Table(
+    "portal_session",
+    portal_metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("fugo", String(32), ForeignKey("portal_account.fugo"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+    Index("ix_portal_session_fugo", "fugo"),
+)
+
+# A person's requests for their own information (自己情報提供), asked through the hub; the
+# result is the provider's verified, signed payload (plaintext), once provided.
+portal_request = Table(
+    "portal_request",
+    portal_metadata,
+    Column("request_id", String(36), primary_key=True),
+    Column("fugo", String(32), ForeignKey("portal_account.fugo"), nullable=False),
+    Column("provider", String(16), nullable=False),
+    Column("information_name", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("transaction_number", String(20), unique=True),
+    Column("error_code", String(64)),
+    Column("submitted_at", UtcDateTime, nullable=False),
+    Column("accepted_at", UtcDateTime),
+    Column("completed_at", UtcDateTime),
+    Column("result", LargeBinary),
+    Index("ix_portal_request_fugo", "fugo", "submitted_at"),
+)
+
+# The notices institutions sent persons (お知らせ), kept by the network's number.
+portal_notice = Table(
+    "portal_notice",
+    portal_metadata,
+    Column("notice_number", String(20), primary_key=True),
+    Column("fugo", String(32), ForeignKey("portal_account.fugo"), nullable=False),
+    Column("sender", String(16), nullable=False),
+    Column("title", String(100), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("read_at", UtcDateTime),
+    Index("ix_portal_notice_fugo", "fugo", "received_at"),
+)
+
+portal_notice_attachment = Table(
+    "portal_notice_attachment",
+    portal_metadata,
+    Column(
+        "notice_number",
+        String(20),
+        ForeignKey("portal_notice.notice_number"),
+        primary_key=True,
+    ),
+    Column("position", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(100), nullable=False),
+    Column("media_type", String(32), nullable=False),
+    Column("content", LargeBinary, nullable=False),
+)
+
+portal_outbox = _outbox(portal_metadata)
+portal_outbox_owner = _outbox_owners(portal_metadata)
+portal_records, portal_record_head = _provision_records(portal_metadata)
+portal_list_versions = _permitted_list_versions(portal_metadata)
+portal_job_run = _job_runs(portal_metadata)
+portal_checkpoints = _chain_checkpoints(portal_metadata)

@@ -21,6 +21,9 @@ from middleware.tables import (
     node_checkpoints,
     node_record_head,
     node_records,
+    portal_checkpoints,
+    portal_record_head,
+    portal_records,
 )
 from simulators.faults import KINDS as FAULT_KINDS
 
@@ -58,8 +61,8 @@ def pki() -> None:
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @config_option
 def pki_init(directory: Path, config_path: str) -> None:
-    """Create the network CA, the hub's keys and every configured institution's keys in
-    DIRECTORY. Only what is missing is created; nothing is overwritten."""
+    """Create the network CA, the hub's keys, every configured institution's keys and
+    マイナポータル's in DIRECTORY. Only what is missing is created; nothing is overwritten."""
     config = _config(config_path)
     init_pki(
         directory,
@@ -67,8 +70,10 @@ def pki_init(directory: Path, config_path: str) -> None:
             InstitutionEntry(code=i.code, back_office_systems=i.back_office_systems)
             for i in config.institutions
         ],
+        portal=config.portal.code if config.portal is not None else None,
     )
-    click.echo(f"PKI ready in {directory} for {len(config.institutions)} institutions")
+    portal = " and マイナポータル" if config.portal is not None else ""
+    click.echo(f"PKI ready in {directory} for {len(config.institutions)} institutions{portal}")
     for member in config.outside_members:
         if not PkiLayout(directory).institution_encryption(member.code).certificate.exists():
             click.echo(
@@ -279,6 +284,12 @@ def records_verify(config_path: str) -> None:
         (i.name, i.code, i.database, node_records, node_record_head, node_checkpoints)
         for i in config.institutions
     ]
+    if config.portal is not None:
+        portal = config.portal
+        parties.append(
+            ("portal", portal.code, portal.database, portal_records, portal_record_head,
+             portal_checkpoints)
+        )  # fmt: skip
     broken = False
     for name, code, url, table, head, checkpoints in parties:
         database = Database(reactor, url)

@@ -104,7 +104,7 @@ def sandbox_config(
                 section[key] = f"sqlite:///{directory / (name.split(':')[-1] + '.sqlite')}"
             elif key == "replica_inbox":
                 section[key] = str(directory / "replica-inbox")
-            elif key in ("permitted_list", "delegations"):
+            elif key in ("permitted_list", "delegations", "residents"):
                 section[key] = str(REPOSITORY / value)
     parser["delivery"].update(QUICK_DELIVERY)
     path = directory / "network.conf"
@@ -114,8 +114,10 @@ def sandbox_config(
 
 
 def sandbox_pki(config: Config) -> None:
-    """The PKI of every institution of ``config`` and its back-office systems."""
+    """The PKI of every institution of ``config`` and its back-office systems, and of
+    マイナポータル when configured."""
     init_pki(
         config.pki,
         [InstitutionEntry(i.code, i.back_office_systems) for i in config.institutions],
+        portal=config.portal.code if config.portal is not None else None,
     )

@@ -4,8 +4,9 @@
 which calls ``makeService``: by default a `renkei.supervisor.Supervisor` that runs every party
 in a child process of its own, each of them ``twistd renkei --party NAME``, a `Box` of one
 party. ``--single-process`` runs the whole `Box` in one process (for debugging). A box starts
-the hub first, then every intermediate server with its back-office API, then (if configured)
-registers the demo persons and loads the generated population.
+the hub first, then every intermediate server with its back-office API, then マイナポータル
+(when ``[portal]`` is configured), then (if configured) registers the demo persons and loads
+the generated population.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from adapters.network_link import (
     hub_transport,
     institution_listener,
     institution_transport,
+    portal_listener,
+    portal_transport,
 )
 from codes.catalogue import default_catalogue
 from middleware.clock import ReactorTime, VirtualClock
@@ -41,6 +44,7 @@ from simulators.faults import FaultPlan, FaultyTransport, SkewedClock
 from simulators.in_memory import InMemoryNetwork
 from simulators.network import jukinet
 from simulators.network.hub import Hub
+from simulators.portal.portal import PORTAL, Portal
 
 __all__ = ["Box", "Options", "makeService", "seed_demo", "seed_population"]
 
@@ -64,7 +68,8 @@ class Options(usage.Options):
             "party",
             "p",
             None,
-            "Run one party alone: 'hub', or an institution's name (e.g. meguro); the other "
+            "Run one party alone: 'hub', 'portal' (マイナポータル), or an institution's name "
+            "(e.g. meguro); the other "
             "parties of the configuration run elsewhere, at their configured addresses. One "
             "of the processes of an institution served by several: NAME.N (e.g. meguro.2).",
         ],
@@ -93,8 +98,10 @@ class Options(usage.Options):
         config: Config = self["loaded"]
         if party == HUB and config.network is None:
             raise usage.UsageError("--party hub: the configuration has no [network] section")
+        if party == PORTAL and config.portal is None:
+            raise usage.UsageError("--party portal: the configuration has no [portal] section")
         self["instance"] = None
-        if party not in (None, HUB):
+        if party not in (None, HUB, PORTAL):
             name, _, instance = party.partition(".")
             processes = {i.name: i.processes for i in config.institutions}
             if name not in processes or (
@@ -151,6 +158,9 @@ class Box(Service):
         self.consoles: dict[str, Any] = {}
         self.metrics: dict[str, Any] = {}
         self.replica_inboxes: dict[str, Any] = {}
+        # マイナポータル and its web pages, when configured and run here.
+        self.portal: Portal | None = None
+        self.portal_web: Any = None
         # Each party's services, in the order they start (they stop in the reverse order).
         self.parties: dict[str, list[Service]] = {}
         if config.network is not None and party in (None, HUB):
@@ -158,6 +168,8 @@ class Box(Service):
         for institution in config.institutions:
             if party in (None, institution.name):
                 self._add(institution.name, self._institution_services(institution))
+        if config.portal is not None and party in (None, PORTAL):
+            self._add(PORTAL, self._portal_services(config))
 
     def _hub_services(self, config: Config) -> list[Service]:
         if self.network is not None:
@@ -229,6 +241,31 @@ class Box(Service):
             services.append(self.replica_inboxes[name])
         return services
 
+    def _portal_services(self, config: Config) -> list[Service]:
+        from simulators.portal.web import PortalWeb, portal_web_listener
+
+        assert config.portal is not None
+        code = config.portal.code
+        transport = self._faulty(
+            code,
+            self.network.transport(code)
+            if self.network is not None
+            else portal_transport(self.reactor, config),
+        )
+        portal = Portal(config, self.catalogue, self.reactor, transport, self._party_clock(code))
+        self.portal = portal
+        services: list[Service] = [
+            *self._alerted(portal.health, portal.clock, config.portal.web_address),
+            portal,
+        ]
+        if self.network is not None:
+            self.network.connect(code, portal)
+        else:
+            services.append(portal_listener(self.reactor, config, portal))
+        self.portal_web = PortalWeb(portal)
+        services.append(portal_web_listener(self.portal_web, self.reactor))
+        return services
+
     def _alerted(self, health: Any, clock: ReactorTime, external_url: str) -> list[Service]:
         """The alert webhook of a party ([alerts]), if any: started before the party, so that
         the changes of its health from its first look on are posted."""
@@ -274,13 +311,21 @@ class Box(Service):
         from renkei.control import LocalMember
 
         codes = {
-            party if party == HUB or self.instance is None else f"{party}.{self.instance}": HUB
-            if party == HUB
-            else self.config.institution(party).code
+            party if party == HUB or self.instance is None else f"{party}.{self.instance}": (
+                self._code_of(party)
+            )
             for party in self.parties
         }
         capture = self.capture if isinstance(self.capture, CaptureFile) else None
         return LocalMember(self.clock, self.faults, codes, capture)
+
+    def _code_of(self, party: str) -> str:
+        """The name a party goes by on the network: ``hub``, or its institution code."""
+        if party == HUB:
+            return HUB
+        if party == PORTAL and self.config.portal is not None:
+            return self.config.portal.code
+        return self.config.institution(party).code
 
     def _add(self, party: str, services: list[Service]) -> None:
         self.parties[party] = services
@@ -301,27 +346,31 @@ class Box(Service):
 
     @deferred
     async def stop_party(self, party: str) -> None:
-        """Stop one party (``hub`` or an institution's name) and every service of it, its
-        listeners included, as when that party's process dies; the others go on."""
+        """Stop one party (``hub``, ``portal`` or an institution's name) and every service of
+        it, its listeners included, as when that party's process dies; the others go on."""
         if self.network is not None:
-            self.network.disconnect(HUB if party == HUB else self.config.institution(party).code)
+            self.network.disconnect(self._code_of(party))
         await self._stop_services(self.parties.pop(party))
 
     @deferred
     async def start_party(
         self, party: str, config: Config | None = None
-    ) -> Hub | IntermediateServer | None:
+    ) -> Hub | IntermediateServer | Portal | None:
         """Start a stopped party again, from its configuration (for the hub, ``config`` may
-        give another one, e.g. other rules); fires with the new hub or node."""
+        give another one, e.g. other rules); fires with the new hub, node or portal."""
         if party in self.parties:
             raise ValueError(f"{party} is running")
         if party == HUB:
             services = self._hub_services(config or self.config)
+        elif party == PORTAL:
+            services = self._portal_services(self.config)
         else:
             services = self._institution_services(self.config.institution(party))
         self._add(party, services)
         await self._start_services(services)
-        return self.hub if party == HUB else self.nodes[party]
+        if party == HUB:
+            return self.hub
+        return self.portal if party == PORTAL else self.nodes[party]
 
     def startService(self) -> None:
         # Children start in order and each waits for the previous one's listeners.
@@ -358,6 +407,12 @@ class Box(Service):
                 code=node.code,
                 address=node.institution.back_office_address,
                 console=node.institution.console_address or "(none)",
+            )
+        if self.portal is not None:
+            self.log.info(
+                "{name} ready: its pages at {address}",
+                name=self.portal.settings.display_name,
+                address=self.portal.settings.web_address,
             )
         self.log.info(
             "renkei ready; try `.venv/bin/renkei use-case 1 -c {path}` (1 to 4)",

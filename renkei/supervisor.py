@@ -54,14 +54,17 @@ READY_WAIT = 120.0  # seconds a caller of the control API may wait for a party t
 
 
 def parties_of(config: Config) -> list[str]:
-    """The processes of a configuration's parties, the hub first: an institution served by
-    several processes (``processes``) is NAME.1, NAME.2, ..."""
+    """The processes of a configuration's parties, the hub first and マイナポータル
+    (``portal``, when configured) last: an institution served by several processes
+    (``processes``) is NAME.1, NAME.2, ..."""
     names = [HUB] if config.network is not None else []
     for institution in config.institutions:
         if institution.processes == 1:
             names.append(institution.name)
         else:
             names += [f"{institution.name}.{n}" for n in range(1, institution.processes + 1)]
+    if config.portal is not None:
+        names.append(config.portal.name)
     return names
 
 

@@ -1,5 +1,8 @@
 """A staff member's browser on an institution's operator console (adapters/console/).
 
+`Browser` is what any person's browser does on a site of the box (マイナポータル's pages
+use it too, `simulators.portal.person_browser`); `ConsoleBrowser` adds the console's login.
+
 `ConsoleBrowser` does what a person's browser does, over the console's HTTPS (the network
 CA trusted, no client certificate): it keeps the session cookie, opens pages, follows
 redirects, and submits the forms of the page it shows with their hidden fields (the CSRF
@@ -36,6 +39,7 @@ from middleware.staff import TOTP_INTERVAL, TOTP_VALID_WINDOW, totp_code, totp_c
 __all__ = [
     "CSRF_FIELD",
     "Authenticator",
+    "Browser",
     "ConsoleBrowser",
     "ConsolePage",
     "Form",
@@ -244,28 +248,22 @@ class _Cookies:
         return "; ".join(f"{k}={v}" for k, v in self.values.items()).encode("latin-1")
 
 
-class ConsoleBrowser:
-    """One staff member's browser on ``institution``'s console (its ``console_address``),
-    trusting the network CA of ``config``'s PKI. ``now`` is the time of the person's
-    authenticator (the network's clock)."""
+class Browser:
+    """A person's browser on one site of the network in a box (its ``address``, HTTPS with a
+    certificate of ``config``'s network CA valid for ``server_name``): it keeps the cookies
+    the site sets, opens pages, follows redirects and submits the forms of the page shown.
+    `ConsoleBrowser` is a staff member's on a console; マイナポータル's persons use one too."""
 
-    def __init__(
-        self,
-        reactor: Any,
-        config: Config,
-        institution: InstitutionConfig,
-        now: Callable[[], datetime],
-    ) -> None:
-        if institution.console_address is None:
-            raise LookupError(f"{institution.name} has no console (console_address)")
+    session_cookie = ""  # the name of the site's session cookie
+
+    def __init__(self, reactor: Any, config: Config, address: str, server_name: str) -> None:
         policy = ClientTLSPolicy(
             [load_certificate(PkiLayout(config.pki).ca().certificate)], credentials=None
         )
-        host, port = host_and_port(institution.console_address)
-        policy.expect(host, port, server_name_of_institution(institution.code))
-        self.address = institution.console_address.rstrip("/")
+        host, port = host_and_port(address)
+        policy.expect(host, port, server_name)
+        self.address = address.rstrip("/")
         self._http = make_http_client(reactor, policy, max_per_host=2)
-        self._now = now
         self._cookies = _Cookies()
         self.page: ConsolePage | None = None  # the page shown, if any yet
         self._csrf = ""  # the session's CSRF token, as the last page carrying it had it
@@ -275,8 +273,8 @@ class ConsoleBrowser:
 
     @property
     def has_session(self) -> bool:
-        """Whether the browser holds a session cookie (it may have expired at the console)."""
-        return SESSION_COOKIE in self._cookies.values
+        """Whether the browser holds a session cookie (it may have expired at the site)."""
+        return self.session_cookie in self._cookies.values
 
     @property
     def csrf_token(self) -> str:
@@ -304,6 +302,17 @@ class ConsoleBrowser:
         if form is None:
             shown = self.page.path if self.page is not None else "no page"
             raise NoSuchForm(f"the page shown ({shown}) has no form to {action}")
+        return await self.submit_form(form, fields, csrf)
+
+    @deferred
+    async def submit_form(
+        self,
+        form: Form,
+        fields: Mapping[str, str | Sequence[str]] | None = None,
+        csrf: str = "form",
+    ) -> ConsolePage:
+        """Submit ``form`` (one of the page shown's, when several go to one action), as
+        `submit` does."""
         given = dict(fields or {})
         values = [(k, v) for k, v in form.fields if k not in given]
         for name, value in given.items():
@@ -316,8 +325,8 @@ class ConsoleBrowser:
         elif csrf != "form":
             raise ValueError(f"csrf must be form, missing or wrong, not {csrf!r}")
         if form.method == "GET":
-            return await self._go("GET", f"{action}?{urlencode(values)}", None)
-        return await self._go("POST", action, values)
+            return await self._go("GET", f"{form.action}?{urlencode(values)}", None)
+        return await self._go("POST", form.action, values)
 
     @deferred
     async def post(
@@ -329,6 +338,71 @@ class ConsoleBrowser:
         for name, value in (fields or {}).items():
             values += [(name, item) for item in ([value] if isinstance(value, str) else value)]
         return await self._go("POST", path, values)
+
+    @deferred
+    async def fetch(self, path: str) -> tuple[int, str, bytes]:
+        """GET ``path`` as a download (no redirect followed): its status, content type and
+        bytes."""
+        headers = Headers()
+        if self._cookies.values:
+            headers.setRawHeaders(b"Cookie", [self._cookies.header()])
+        response = await self._http.request(
+            "GET", self.address + path, headers=headers, allow_redirects=False
+        )
+        body = await response.content()
+        content_type = response.headers.getRawHeaders(b"content-type", [b""])[0].decode()
+        return response.code, content_type, body
+
+    async def _go(self, method: str, path: str, form: list[tuple[str, str]] | None) -> ConsolePage:
+        for _ in range(MAX_REDIRECTS + 1):
+            headers = Headers()
+            if self._cookies.values:
+                headers.setRawHeaders(b"Cookie", [self._cookies.header()])
+            data = None
+            if form is not None:
+                headers.setRawHeaders(b"Content-Type", [b"application/x-www-form-urlencoded"])
+                data = urlencode(form).encode("utf-8")
+            response = await self._http.request(
+                method, self.address + path, data=data, headers=headers, allow_redirects=False
+            )
+            body = (await response.content()).decode("utf-8", "replace")
+            self._cookies.take(response.headers.getRawHeaders(b"set-cookie", []))
+            location = response.headers.getRawHeaders(b"location", [b""])[0].decode()
+            if response.code in (301, 302, 303, 307, 308) and location:
+                target = urlsplit(urljoin(self.address + path, location))
+                path = target.path + (f"?{target.query}" if target.query else "")
+                method, form = "GET", None
+                continue
+            self.page = read_page(response.code, path, body)
+            token = next((t for form in self.page.forms if (t := form.value(CSRF_FIELD))), "")
+            self._csrf = token or self._csrf
+            return self.page
+        raise RuntimeError(f"more than {MAX_REDIRECTS} redirects from {path}")
+
+
+class ConsoleBrowser(Browser):
+    """One staff member's browser on ``institution``'s console (its ``console_address``),
+    trusting the network CA of ``config``'s PKI. ``now`` is the time of the person's
+    authenticator (the network's clock)."""
+
+    session_cookie = SESSION_COOKIE
+
+    def __init__(
+        self,
+        reactor: Any,
+        config: Config,
+        institution: InstitutionConfig,
+        now: Callable[[], datetime],
+    ) -> None:
+        if institution.console_address is None:
+            raise LookupError(f"{institution.name} has no console (console_address)")
+        super().__init__(
+            reactor,
+            config,
+            institution.console_address,
+            server_name_of_institution(institution.code),
+        )
+        self._now = now
 
     @deferred
     async def login(
@@ -356,29 +430,3 @@ class ConsoleBrowser:
         if page.error_code is None:
             self._csrf = ""
         return page
-
-    async def _go(self, method: str, path: str, form: list[tuple[str, str]] | None) -> ConsolePage:
-        for _ in range(MAX_REDIRECTS + 1):
-            headers = Headers()
-            if self._cookies.values:
-                headers.setRawHeaders(b"Cookie", [self._cookies.header()])
-            data = None
-            if form is not None:
-                headers.setRawHeaders(b"Content-Type", [b"application/x-www-form-urlencoded"])
-                data = urlencode(form).encode("utf-8")
-            response = await self._http.request(
-                method, self.address + path, data=data, headers=headers, allow_redirects=False
-            )
-            body = (await response.content()).decode("utf-8", "replace")
-            self._cookies.take(response.headers.getRawHeaders(b"set-cookie", []))
-            location = response.headers.getRawHeaders(b"location", [b""])[0].decode()
-            if response.code in (301, 302, 303, 307, 308) and location:
-                target = urlsplit(urljoin(self.address + path, location))
-                path = target.path + (f"?{target.query}" if target.query else "")
-                method, form = "GET", None
-                continue
-            self.page = read_page(response.code, path, body)
-            token = next((t for form in self.page.forms if (t := form.value(CSRF_FIELD))), "")
-            self._csrf = token or self._csrf
-            return self.page
-        raise RuntimeError(f"more than {MAX_REDIRECTS} redirects from {path}")

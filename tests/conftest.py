@@ -15,7 +15,14 @@ import psycopg
 import pytest
 import pytest_twisted
 
-from tests.network import CARE_INSURANCE, make_network_pki, write_config
+from tests.network import (
+    CARE_INFORMATION,
+    CARE_INSURANCE,
+    make_network_pki,
+    make_portal_pki,
+    portal_sections,
+    write_config,
+)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -60,6 +67,27 @@ async def tls_box(tmp_path: Path, network_pki: Path) -> AsyncIterator[Any]:
     """The same box with every link over real loopback mutual TLS (the network listeners
     and transports of a deployment)."""
     running = await running_box(write_config(tmp_path, network_pki), in_memory=False)
+    try:
+        yield running
+    finally:
+        await running.stopService()
+
+
+@pytest.fixture(scope="session")
+def portal_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The PKI of a test network with マイナポータル (and Shibuya), made once per session."""
+    return make_portal_pki(tmp_path_factory.mktemp("portal-pki"))
+
+
+@pytest_twisted.async_yield_fixture
+async def portal_box(tmp_path: Path, portal_pki: Path) -> AsyncIterator[Any]:
+    """A running network in a box with マイナポータル: the hub, Meguro, Setagaya, Shibuya and
+    the portal, with the demo population, linked in memory (the back-office APIs, the
+    consoles and the portal's pages listen on loopback). Shibuya hides what it provides of
+    care insurance from persons' disclosure (提供側不開示: ``non_disclosed``)."""
+    sections = portal_sections(tmp_path, extra=f"non_disclosed = {CARE_INFORMATION}")
+    config = write_config(tmp_path, portal_pki, sections=sections)
+    running = await running_box(config, in_memory=True)
     try:
         yield running
     finally:

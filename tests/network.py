@@ -18,6 +18,8 @@ from renkei.sandbox import free_port, sandbox_config, sandbox_pki
 REPOSITORY = Path(__file__).resolve().parent.parent
 MEGURO = "1131105000000000"
 SETAGAYA = "1131121000000000"
+SHIBUYA = "1131130000000000"
+PORTAL = "9000000000000001"  # マイナポータル (emulated code, as in twistd.conf)
 CARE_INSURANCE = "care-insurance"
 LOCAL_TAX = "local-tax"
 CARE_AFFAIR = "JM90000000001000"  # 介護保険 affairs
@@ -47,6 +49,61 @@ def make_network_pki(directory: Path) -> Path:
     return directory
 
 
+def make_portal_pki(directory: Path) -> Path:
+    """The PKI of a test network with マイナポータル: the hub, Meguro, Setagaya and Shibuya
+    (each with its care-insurance system, Setagaya and Shibuya with local tax too) and the
+    portal."""
+    init_pki(
+        directory,
+        [
+            InstitutionEntry(MEGURO, (CARE_INSURANCE,)),
+            InstitutionEntry(SETAGAYA, (LOCAL_TAX, CARE_INSURANCE)),
+            InstitutionEntry(SHIBUYA, (LOCAL_TAX, CARE_INSURANCE)),
+        ],
+        portal=PORTAL,
+    )
+    return directory
+
+
+def portal_sections(directory: Path, extra: str = "") -> str:
+    """The sections `write_config` adds for a network with マイナポータル: Shibuya (which
+    queries Meguro about persons moving in) and the portal, whose demo residents are the
+    demo persons; ``extra``: more keys of Shibuya's section (e.g. ``non_disclosed``)."""
+    ports = {name: free_port() for name in ("bn", "bb", "pn", "pw")}
+    return f"""
+[institution:shibuya]
+code = {SHIBUYA}
+name = 渋谷区
+kind = municipality
+database = sqlite:///{directory / "shibuya.sqlite"}
+network_listen = tcp:port={ports["bn"]}:interface=127.0.0.1
+network_address = https://127.0.0.1:{ports["bn"]}
+back_office_listen = tcp:port={ports["bb"]}:interface=127.0.0.1
+back_office_address = https://127.0.0.1:{ports["bb"]}
+back_office_systems = {LOCAL_TAX} {CARE_INSURANCE}
+provides = {TAX_INFORMATION} {CARE_INFORMATION}
+{extra}
+
+[back-office:shibuya:{LOCAL_TAX}]
+affairs = {TAX_AFFAIR}
+information_names = {TAX_INFORMATION}
+
+[back-office:shibuya:{CARE_INSURANCE}]
+affairs = {CARE_AFFAIR}
+information_names = {CARE_INFORMATION}
+
+[portal]
+code = {PORTAL}
+name = マイナポータル
+database = sqlite:///{directory / "portal.sqlite"}
+network_listen = tcp:port={ports["pn"]}:interface=127.0.0.1
+network_address = https://127.0.0.1:{ports["pn"]}
+web_listen = tcp:port={ports["pw"]}:interface=127.0.0.1
+web_address = https://127.0.0.1:{ports["pw"]}
+residents = {REPOSITORY / "simulators/data/demo.json"}
+"""
+
+
 def host_and_port_of(address: str) -> tuple[str, int]:
     """The (host, port) of an ``https://host:port`` address of a configuration."""
     host, port = address.removeprefix("https://").rsplit(":", 1)
@@ -65,6 +122,7 @@ def write_config(
     console_idle_timeout: float | None = None,
     delegations: tuple[tuple[str, str], ...] = ((MEGURO, SETAGAYA),),
     sections: str = "",
+    notice_status_interval: float = 60,
 ) -> Config:
     """Write a configuration for a box in ``directory`` and load it. ``delegations``: who
     may act for whom (委任), as (delegator, delegate): by default Setagaya for Meguro;
@@ -148,6 +206,7 @@ lease = 2
 poll_interval = 0.2
 list_refresh = 300
 retention_interval = 300
+notice_status_interval = {notice_status_interval}
 
 [retention]
 query_results = {result_retention}

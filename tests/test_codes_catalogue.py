@@ -516,3 +516,43 @@ def test_non_json_is_rejected_on_load() -> None:
     """Text that is not JSON raises CatalogueError naming the source."""
     with pytest.raises(CatalogueError, match=re.escape("test.json")):
         parse_catalogue("{", "test.json")
+
+
+# 自己情報提供: what a person may see ---------------------------------------------------------
+
+
+def test_a_person_sees_their_record_without_the_items_kept_from_persons(
+    catalogue: Catalogue,
+) -> None:
+    """for_person leaves out the items the catalogue keeps from persons (区分支給限度基準額 of
+    0201) and keeps the others, by code."""
+    limit = item_code(catalogue, CARE, "0201", "区分支給限度基準額")
+    level = item_code(catalogue, CARE, "0201", "要介護状態区分")
+    shown = catalogue.information_name(CARE).for_person("0201", {limit: "19705", level: "22"})
+    assert shown == ((level, "22"),)
+
+
+def test_a_data_set_kept_from_persons_shows_nothing(raw: dict[str, Any]) -> None:
+    """A data set marked self_information false gives a person nothing (None), and so does a
+    record left with no item to show."""
+    raw["information_names"][0]["data_sets"][0]["self_information"] = False
+    care = parse_catalogue(json.dumps(raw, ensure_ascii=False)).information_name(CARE)
+    assert care.for_person("0101", {"TK00000401010001": "0001310501"}) is None
+    assert care.for_person("0201", {"TK00000402010007": "19705"}) is None
+    assert care.for_person("9999", {"TK00000401010001": "x"}) is None
+
+
+def test_a_self_information_flag_that_is_not_a_boolean_is_refused(raw: dict[str, Any]) -> None:
+    """self_information must be true or false where it is given."""
+    raw["information_names"][0]["data_sets"][0]["items"][0]["self_information"] = "no"
+    with pytest.raises(CatalogueError, match="self_information"):
+        parse_catalogue(json.dumps(raw, ensure_ascii=False))
+
+
+def test_the_self_information_procedure_is_an_emulated_entry(catalogue: Catalogue) -> None:
+    """マイナポータル asks under a procedure of the catalogue, marked emulated."""
+    from codes.catalogue import SELF_INFORMATION_AFFAIR, SELF_INFORMATION_PROCEDURE
+
+    procedure = catalogue.procedure(SELF_INFORMATION_PROCEDURE)
+    assert procedure.affair == SELF_INFORMATION_AFFAIR
+    assert procedure.emulated and procedure.name == "自己情報提供"

@@ -135,6 +135,8 @@ ROUTES: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("POST", "/persons/000000000010001/flags/NOPE", ("admin",)),
     ("GET", "/permitted-list", ("operator", "auditor", "admin", "approver")),
     ("GET", "/jobs", ("operator", "admin")),
+    ("GET", "/notices", ("operator", "auditor")),
+    ("GET", "/notices/00000000-0000-0000-0000-000000000000", ("operator", "auditor")),
 ]
 
 

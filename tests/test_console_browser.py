@@ -14,16 +14,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.chromium import BIN, NO_CHROMIUM, chromium, twistd_box
 from tests.network import CARE_INFORMATION, MEGURO, write_config
 from tests.test_held import CERTIFICATION, FLAGGED_RECORD, TARO_SETAGAYA
 
-CHROMIUM = Path("/usr/bin/chromium")
-BIN = Path(sys.executable).parent
 PASSWORD = "browser test password"
 IDLE_TIMEOUT = 8.0
 
@@ -31,9 +29,6 @@ IDLE_TIMEOUT = 8.0
 # the reactor has run: the browser tests run in a pytest of their own, started by the one
 # test below that the main run collects.
 IN_OWN_PROCESS = os.environ.get("RENKEI_BROWSER_TESTS") == "1"
-NO_CHROMIUM = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="/usr/bin/chromium is missing (make test installs it)"
-)
 browser_test = pytest.mark.skipif(
     not IN_OWN_PROCESS, reason="run by test_browser_tests_in_their_own_process"
 )
@@ -159,53 +154,18 @@ class RunningBox:
 @pytest.fixture(scope="module")
 def running_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBox]:
     directory = tmp_path_factory.mktemp("console-box")
-    pki = directory / "pki"
-    config = write_config(directory, pki, console_idle_timeout=IDLE_TIMEOUT)
+    config = write_config(directory, directory / "pki", console_idle_timeout=IDLE_TIMEOUT)
     (directory / "password").write_text(PASSWORD + "\n", encoding="utf-8")
-    made = subprocess.run(
-        [str(BIN / "renkei"), "pki", "init", str(pki), "-c", str(config.path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert made.returncode == 0, made.stderr
-    log = directory / "twistd.log"
-    process = subprocess.Popen(
-        [str(BIN / "twistd"), "-n", "--pidfile=", "-l", str(log), "renkei", "-c", str(config.path)],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while "renkei ready" not in (log.read_text() if log.exists() else ""):
-            assert process.poll() is None, log.read_text() if log.exists() else "twistd exited"
-            assert time.monotonic() < deadline, "the box did not start"
-            time.sleep(0.1)
+    with twistd_box(config, ready_within=60):
         box = RunningBox(config)
         box.client("register", json.dumps(FLAGGED_RECORD))
         yield box
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

@@ -81,6 +81,7 @@ async def test_a_node_is_live_and_ready_and_lists_its_jobs(box: Any) -> None:
         "list_sync",
         "purge",
         "held_expiry",
+        "notice_status",
         "health",
         "metrics",
     }

@@ -178,6 +178,89 @@ UNSIGNED_SAMPLES: dict[str, messages.Message] = {
         reason_ja="許可証の符号に紐付く者が当機関に存在しません。",
     ),
     "ProvisionAck": ProvisionAck(message_id=MESSAGE_ID, transaction_number=TRANSACTION),
+    "ProvisionHeldNotDisclosed": Provision(
+        message_id=MESSAGE_ID, transaction_number=TRANSACTION, status="held", non_disclosure=True
+    ),
+    "RecordDisclosureRequest": messages.RecordDisclosureRequest(
+        message_id=MESSAGE_ID, person_fugo=FUGO
+    ),
+    "RecordDisclosureRequestOfAnInstitution": messages.RecordDisclosureRequest(
+        message_id=MESSAGE_ID, person_fugo=FUGO, institution=PROVIDER
+    ),
+    "DisclosedRecords": messages.DisclosedRecords(
+        message_id=MESSAGE_ID,
+        party=PROVIDER,
+        truncated=True,
+        records=(
+            messages.NetworkRecord(
+                seq=7,
+                recorded_at=datetime(2026, 11, 26, 10, 0, tzinfo=UTC),
+                event="provision",
+                status="provided",
+                transaction_number=TRANSACTION,
+                requester=REQUESTER,
+                provider=PROVIDER,
+                affair=AFFAIR,
+                procedure=PROCEDURE,
+                information_name=INFORMATION_NAME,
+            ),
+            messages.NetworkRecord(
+                seq=8,
+                recorded_at=datetime(2026, 11, 26, 10, 0, 1, tzinfo=UTC),
+                event="provision",
+                status="refused",
+                error_code="PermitExpired",
+            ),
+        ),
+    ),
+    "NoticeFromAnInstitution": messages.Notice(
+        message_id=MESSAGE_ID,
+        person_fugo=FUGO,
+        title="介護保険料額決定のお知らせ",
+        body="保険料の額が決まりました。\n<詳しくは> & 添付をご覧ください。",
+        attachments=(
+            messages.Attachment(name="通知書.pdf", media_type="application/pdf", content=b"%PDF"),
+        ),
+    ),
+    "NoticeRelayedToThePortal": messages.Notice(
+        message_id=MESSAGE_ID,
+        person_fugo=FUGO,
+        title="お知らせ",
+        body="本文",
+        notice_number=TRANSACTION,
+        sender=PROVIDER,
+    ),
+    "NoticeAck": messages.NoticeAck(message_id=MESSAGE_ID, notice_number=TRANSACTION),
+    "NoticeRead": messages.NoticeRead(
+        message_id=MESSAGE_ID,
+        notice_number=TRANSACTION,
+        read_at=datetime(2026, 12, 7, 1, 2, 3, tzinfo=UTC),
+    ),
+    "NoticeStatusRequest": messages.NoticeStatusRequest(
+        message_id=MESSAGE_ID, notice_numbers=(TRANSACTION, "20261207000000000002")
+    ),
+    "NoticeStatusList": messages.NoticeStatusList(
+        message_id=MESSAGE_ID,
+        notices=(
+            messages.NoticeState(
+                notice_number=TRANSACTION,
+                status="read",
+                changed_at=datetime(2026, 12, 7, 1, 2, 3, tzinfo=UTC),
+            ),
+            messages.NoticeState(
+                notice_number="20261207000000000002",
+                status="undeliverable",
+                changed_at=datetime(2026, 12, 7, 1, 2, 4, tzinfo=UTC),
+                error_code="NoPortalAccount",
+            ),
+        ),
+    ),
+    "SelfInformationQuery": messages.SelfInformationQuery(
+        message_id=MESSAGE_ID,
+        person_fugo=FUGO,
+        provider=PROVIDER,
+        information_name=INFORMATION_NAME,
+    ),
     "Error": ErrorMessage(code="NotPermitted", message_en="Not permitted.", message_ja="不許可"),
     "RecordList": messages.RecordList(
         transaction_number=TRANSACTION,
@@ -207,6 +290,17 @@ SIGNED_SAMPLES: dict[str, messages.Message] = {
     "Permit": sample_permit(),
     "PermitWithoutConditions": sample_permit(conditions=None),
     "ProvisionPayload": sample_payload(),
+    "ProvisionPayloadWithAttachments": replace(
+        sample_payload(),
+        attachments=(
+            messages.Attachment(
+                name="保険料額決定通知書.pdf", media_type="application/pdf", content=b"%PDF-1.7\n"
+            ),
+            messages.Attachment(
+                name="note.txt", media_type="text/plain", content=bytes(range(256))
+            ),
+        ),
+    ),
 }
 
 
@@ -272,6 +366,32 @@ def test_provision_request_round_trips_with_detached_unverified_permit() -> None
     assert decoded.permit_element.getparent() is None
     assert serialize(decoded.permit_element) == serialize(request.permit_element)
     assert from_element(decoded.permit_element, Permit) == sample_permit()
+
+
+def test_self_information_request_round_trips_as_a_provision_request_does() -> None:
+    """SelfInformationRequest has ProvisionRequest's shape under its own root: the permit
+    comes back detached and unverified, the route as sent; one root is not the other."""
+    request = sample_provision_request()
+    asked = messages.SelfInformationRequest(
+        message_id=request.message_id,
+        permit_element=request.permit_element,
+        route=request.route,
+    )
+    decoded = decode(encode(asked), messages.SelfInformationRequest)
+    assert decoded.route == request.route
+    assert decoded.permit_element.getparent() is None
+    assert from_element(decoded.permit_element, Permit) == sample_permit()
+    with pytest.raises(RenkeiError) as info:
+        decode(encode(asked), ProvisionRequest)
+    assert info.value.code == "UnexpectedMessage"
+
+
+def test_a_payload_with_a_fourth_attachment_is_refused() -> None:
+    """A payload carries at most three attachments (the schema says so)."""
+    file = messages.Attachment(name="a.txt", media_type="text/plain", content=b"a")
+    payload = replace(sample_payload(), attachments=(file,) * 4)
+    error = schema_refusal(serialize(dummy_signed(payload)), ProvisionPayload)
+    assert error.code == "XmlSchemaInvalid"
 
 
 def test_embedded_permit_serializes_as_when_signed() -> None:
@@ -474,6 +594,15 @@ def test_every_message_type_has_a_compiled_schema() -> None:
         "ProvisionPayload",
         "Error",
         "RecordList",
+        "SelfInformationQuery",
+        "SelfInformationRequest",
+        "RecordDisclosureRequest",
+        "DisclosedRecords",
+        "Notice",
+        "NoticeAck",
+        "NoticeRead",
+        "NoticeStatusRequest",
+        "NoticeStatusList",
     }
 
 

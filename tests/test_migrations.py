@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import MetaData, create_engine
 
 from middleware.storage import migrate
-from middleware.tables import hub_metadata, node_metadata
+from middleware.tables import hub_metadata, node_metadata, portal_metadata
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -20,8 +20,9 @@ REPOSITORY = Path(__file__).resolve().parent.parent
     [
         ("middleware/migrations", node_metadata),
         ("simulators/network/migrations", hub_metadata),
+        ("simulators/portal/migrations", portal_metadata),
     ],
-    ids=["node", "hub"],
+    ids=["node", "hub", "portal"],
 )
 def test_migrated_schema_matches_the_table_definitions(
     tmp_path: Path, migrations: str, metadata: MetaData

@@ -180,3 +180,54 @@ async def test_replica_file_and_bulk_query_conform(box: Any, meguro_care: Any) -
         await deferLater(reactor, 0.1, lambda: None)
     result = await exchange(meguro_care, "GET", f"/bulk-queries/{bulk_query_id}/result")
     assert result.status == 200 and result.content_type.startswith("text/csv")
+
+
+@pytest_twisted.ensureDeferred
+async def test_self_information_attachment_and_notices_conform(box: Any, meguro_care: Any) -> None:
+    """A self-information attachment, its deletion, a notice, the list of notices and one
+    notice's state answer as documented (this box has no マイナポータル: the notice ends
+    undeliverable, NoPortalAccount, with its error as documented)."""
+    import base64
+
+    registered = await exchange(
+        meguro_care,
+        "POST",
+        "/self-information-attachments",
+        {
+            "integrated_address_number": HANAKO_MEGURO,
+            "information_name": "TM00000000000004",
+            "name": "通知書.txt",
+            "media_type": "text/plain",
+            "content": base64.b64encode("通知書".encode()).decode(),
+        },
+    )
+    assert registered.status == 201
+    attachment_id = json.loads(registered.body)["attachment_id"]
+    deleted = await exchange(
+        meguro_care, "DELETE", f"/self-information-attachments/{attachment_id}"
+    )
+    assert deleted.status == 204
+    sent = await exchange(
+        meguro_care,
+        "POST",
+        "/notices",
+        {
+            "title": "お知らせ",
+            "body": "本文",
+            "recipients": [HANAKO_MEGURO],
+            "attachments": [
+                {"name": "a.pdf", "media_type": "application/pdf", "content": "JVBERg=="}
+            ],
+        },
+    )
+    assert sent.status == 202
+    notice_id = json.loads(sent.body)["notice_id"]
+    for _ in range(100):
+        status = await exchange(meguro_care, "GET", f"/notices/{notice_id}")
+        if json.loads(status.body)["recipients"][0]["state"] == "undeliverable":
+            break
+        await deferLater(reactor, 0.1, lambda: None)
+    recipient = json.loads(status.body)["recipients"][0]
+    assert recipient["error"]["code"] == "NoPortalAccount"
+    listed = await exchange(meguro_care, "GET", "/notices")
+    assert [n["notice_id"] for n in json.loads(listed.body)["notices"]] == [notice_id]

@@ -31,8 +31,9 @@ from werkzeug.exceptions import NotFound
 
 from adapters.console.i18n import LANGUAGES, WORDS, translator
 from adapters.listening import Listener, text_refusal
-from adapters.payload_view import describe_payload
+from adapters.payload_view import describe_payload, payload_attachments
 from codes import errors
+from codes.catalogue import SELF_INFORMATION_PROCEDURE
 from codes.errors import RenkeiError
 from crypto.pki import PkiLayout
 from crypto.tls import server_only_options
@@ -426,10 +427,16 @@ class Console:
     async def held_detail(self, request: Request, session: staff.Session, number: str) -> bytes:
         item = await self.node.held.content(number, session.user.name)
         # None once the content was deleted after its retention ([retention] held_contents).
-        content = (
-            None if item.payload is None else describe_payload(self.node.catalogue, item.payload)
+        payload = item.payload
+        return self.render(
+            request,
+            "held_detail.html",
+            session,
+            item=item,
+            content=None if payload is None else describe_payload(self.node.catalogue, payload),
+            self_information=item.procedure == SELF_INFORMATION_PROCEDURE,
+            attachments=[] if payload is None else payload_attachments(payload),
         )
-        return self.render(request, "held_detail.html", session, item=item, content=content)
 
     @app.route("/held/<number>/approve", methods=["POST"])
     @page("approver", method="POST")
@@ -736,6 +743,22 @@ class Console:
             [state.name for state in states], RECENT_FAILURES
         )
         return self.render(request, "jobs.html", session, jobs=job_rows(states, histories))
+
+    # -- お知らせ --------------------------------------------------------------------------------
+
+    @app.route("/notices", methods=["GET"])
+    @page("operator", "auditor")
+    async def notices(self, request: Request, session: staff.Session) -> bytes:
+        found = await self.node.notices.recent(None, PAGE_SIZE)
+        return self.render(request, "notices.html", session, notices=found)
+
+    @app.route("/notices/<notice_id>", methods=["GET"])
+    @page("operator", "auditor")
+    async def notice_detail(
+        self, request: Request, session: staff.Session, notice_id: str
+    ) -> bytes:
+        found = await self.node.notices.status(notice_id, None)
+        return self.render(request, "notice_detail.html", session, notice=found)
 
     # -- permitted-query list -------------------------------------------------------------
 

@@ -217,6 +217,40 @@ WORDS: dict[str, tuple[str, str]] = {
     "back": ("戻る", "Back"),
     "login_again": ("再度ログイン", "Log in again"),
     "language": ("English", "日本語"),
+    # 自己情報提供 held for review, and お知らせ
+    "self_information_held": (
+        "本人からマイナポータル経由で求められた自己情報の提供です(自己情報提供)。"
+        "承認すると、マイナポータルにのみ復号できる形で提供されます。",
+        "A person's own information, asked by the person through マイナポータル (自己情報提供);"
+        " approved, it is sent sealed for the portal alone.",
+    ),
+    "attachments": ("添付ファイル", "Attachments"),
+    "file_name": ("ファイル名", "File name"),
+    "media_type": ("種類", "Media type"),
+    "size_bytes": ("サイズ(バイト)", "Size (bytes)"),
+    "notices": ("お知らせ", "Notices"),
+    "notices_note": (
+        "業務システムから送信依頼されたお知らせと、対象者ごとの状況です。状況は情報提供ネットワーク"
+        "システムへの状況確認(お知らせ状況確認)で更新されます。",
+        "The notices the back-office systems asked to send, and how each stands for each person;"
+        " updated by asking the network (お知らせ状況確認).",
+    ),
+    "title": ("件名", "Title"),
+    "created_at": ("依頼日時", "Asked at"),
+    "system": ("業務システム", "System"),
+    "recipients": ("対象者", "Persons"),
+    "notice_number": ("お知らせ番号", "Notice number"),
+    "notice_queued": ("送信待ち", "queued"),
+    "notice_sent": ("送信済", "sent"),
+    "notice_delivered": ("配信済", "delivered"),
+    "notice_read": ("既読", "read"),
+    "notice_undeliverable": ("配信不可", "undeliverable"),
+    "sent_at": ("送信日時", "Sent at"),
+    "delivered_at": ("配信日時", "Delivered at"),
+    "read_at": ("既読日時", "Read at"),
+    "job_notice_status": ("お知らせ状況確認", "Notice status check"),
+    "count_asked": ("確認件数", "asked"),
+    "count_changed": ("更新件数", "changed"),
 }
 
 

@@ -37,6 +37,7 @@ __all__ = ["PERSON_WAIT", "BackOfficeSteps", "matches"]
 
 PERSON_WAIT = 20.0  # seconds a registration waits for the 符号 (below a step's 30 s)
 POLL = 0.05  # seconds between two looks at a bulk query's progress
+POLL_AGAIN = 0.2  # seconds between two asks of a `call` that is to hold eventually
 
 
 class BackOfficeSteps:
@@ -253,6 +254,18 @@ class BackOfficeSteps:
     # -- any request ------------------------------------------------------------------------
 
     async def _call(self, argument: dict[str, Any]) -> str:
+        """A back office's request as it is; with ``eventually``, asked again (every
+        `POLL_AGAIN` seconds, within the step's timeout) until its answer holds: what the
+        node comes to know by itself (how a notice stands after the next status check)."""
+        while True:
+            try:
+                return await self._call_once(argument)
+            except StepFailed:
+                if not argument.get("eventually"):
+                    raise
+            await deferLater(self._reactor, POLL_AGAIN, lambda: None)
+
+    async def _call_once(self, argument: dict[str, Any]) -> str:
         actor = argument["as"]
         method, path = argument.get("method", "GET"), argument["path"]
         data: bytes | None = None

@@ -7,6 +7,16 @@ requests and relays provisions, which it cannot read, back to the requester. Del
 through the hub's own durable outbox. Its ``purge`` job deletes its records and outbox
 documents past their retention (middleware/retention.py); with ``[backup]`` its ``backup``
 job backs its database up.
+
+マイナポータル is a member too (kind ``portal``): a person's request for their own
+information (自己情報提供, `receive_self_information`) goes the way of a query, under the
+自己情報提供 procedure instead of a row of the list, and reaches the provider as a
+``SelfInformationRequest``; the provision comes back to the portal as to any requester. The
+portal asks the hub for a person's provision records too (`disclose`): the hub's own, found by
+every 符号 the person has on the network, or an institution's, asked of it under its 符号.
+An institution's お知らせ (`receive_notice`) is relayed to the portal under the portal's
+符号 of the person; the hub keeps how each stands (sent, delivered, read, undeliverable) and
+tells the sender when it asks (`notice_status`).
 """
 
 from __future__ import annotations
@@ -24,26 +34,40 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from codes import errors
+from codes.catalogue import SELF_INFORMATION_AFFAIR, SELF_INFORMATION_PROCEDURE
 from codes.errors import RenkeiError
 from crypto.pki import PkiLayout, load_certificate, load_secret_key
 from crypto.xmlsig import Signer
-from middleware import messages
+from middleware import disclosure, messages
 from middleware.backup import PartyDatabase
 from middleware.checkpoint import ChainTrust, CheckpointSigner
 from middleware.clock import ReactorTime
-from middleware.config import Config, InstitutionConfig, NetworkConfig, OutsideMember
+from middleware.config import (
+    Config,
+    InstitutionConfig,
+    NetworkConfig,
+    OutsideMember,
+    PortalConfig,
+)
 from middleware.deferred import deferred
 from middleware.hardened_xml import parse_xml, serialize
 from middleware.health import Health
 from middleware.network import (
     FUGO,
     HUB,
+    NOTICE,
+    NOTICE_READ,
+    NOTICE_STATUS,
     PERMITTED_LIST,
     PROVISION,
     PROVISION_REQUEST,
     QUERY,
+    RECORD_DISCLOSURE,
     RECORDS,
+    SELF_INFORMATION,
+    SELF_INFORMATION_REQUEST,
     DeliveryRefused,
+    TransientFailure,
     Transport,
     decode_answer,
 )
@@ -64,6 +88,7 @@ from middleware.tables import (
     hub_checkpoints,
     hub_job_run,
     hub_list_versions,
+    hub_notice,
     hub_outbox,
     hub_outbox_owner,
     hub_query,
@@ -79,6 +104,10 @@ __all__ = [
     "FAILED",
     "HELD",
     "MIGRATIONS",
+    "NOTICE_DELIVERED",
+    "NOTICE_READ_STATE",
+    "NOTICE_SENT",
+    "NOTICE_UNDELIVERABLE",
     "OPEN",
     "PERMITTED",
     "PROVIDED",
@@ -100,6 +129,16 @@ REFUSED = "refused"
 FAILED = "failed"
 HELD = "held"  # the provider holds the provision for a staff decision (保留中)
 OPEN = (PERMITTED, DELIVERED, HELD)  # a provision may still arrive
+
+# hub_notice states (お知らせ): 送信済, 配信済, 既読, 配信不可
+NOTICE_SENT = "sent"
+NOTICE_DELIVERED = "delivered"
+NOTICE_READ_STATE = "read"
+NOTICE_UNDELIVERABLE = "undeliverable"
+
+
+# A check of a query before it is permitted: (requester, query, now), RenkeiError to refuse.
+_Check = Callable[[str, messages.QueryRequest, datetime], None]
 
 
 def transaction_number(moment: datetime, row_id: int) -> str:
@@ -123,9 +162,9 @@ def party_database(network: NetworkConfig) -> PartyDatabase:
 
 @dataclass(frozen=True)
 class Member:
-    """An institution connected to the network."""
+    """An institution connected to the network (マイナポータル is one too)."""
 
-    config: InstitutionConfig | OutsideMember
+    config: InstitutionConfig | OutsideMember | PortalConfig
     encryption_certificate: bytes  # DER, handed to providers in the route
 
 
@@ -176,6 +215,14 @@ class Hub(Party):
                 continue
             self.members[member.code] = Member(
                 member, load_certificate(certificate).public_bytes(Encoding.DER)
+            )
+        # マイナポータル: listed in the directory (kind "portal"), routed to like a member.
+        self.portal: str | None = None
+        if config.portal is not None:
+            self.portal = config.portal.code
+            self.members[self.portal] = Member(
+                config.portal,
+                load_certificate(layout.portal_encryption().certificate).public_bytes(Encoding.DER),
             )
         self.permitted_list: PermittedList | None = None
         # The signed document of the list in force, as institutions fetch it.
@@ -290,6 +337,22 @@ class Hub(Party):
             return self.acquire_fugo(caller, messages.decode(document, messages.FugoRequest))
         if operation == QUERY:
             return self.receive_query(caller, messages.decode(document, messages.QueryRequest))
+        if operation == SELF_INFORMATION:
+            return self.receive_self_information(
+                caller, messages.decode(document, messages.SelfInformationQuery)
+            )
+        if operation == RECORD_DISCLOSURE:
+            return self.disclose(
+                caller, messages.decode(document, messages.RecordDisclosureRequest)
+            )
+        if operation == NOTICE:
+            return self.receive_notice(caller, messages.decode(document, messages.Notice))
+        if operation == NOTICE_READ:
+            return self.receive_notice_read(caller, messages.decode(document, messages.NoticeRead))
+        if operation == NOTICE_STATUS:
+            return self.notice_status(
+                caller, messages.decode(document, messages.NoticeStatusRequest)
+            )
         if operation == PROVISION:
             return self.receive_provision(caller, messages.decode(document, messages.Provision))
         raise RenkeiError(errors.PAGE_NOT_FOUND)
@@ -334,6 +397,51 @@ class Hub(Party):
         return records_of_transaction(connection, hub_records, number)
 
     @deferred
+    async def disclose(self, caller: str, asked: messages.RecordDisclosureRequest) -> bytes:
+        """情報提供等記録の開示, for マイナポータル only (NotThePortal): the hub's records of
+        the person behind the portal's 符号 (every transaction in which a requester used one
+        of the person's 符号), or, with an institution, that institution's, asked of it under
+        its own 符号 of the person; without the transactions marked 不開示."""
+        if caller != self.portal:
+            raise RenkeiError(errors.NOT_THE_PORTAL, caller=caller)
+        if asked.institution is None:
+            person = self._fugo.id_code_of(asked.person_fugo, caller)
+            fugos = [self._fugo.issue(person, code) for code in sorted(self.members)]
+            records, truncated = await self.database.read(
+                disclosure.records_of_persons, hub_records, fugos
+            )
+            return messages.encode(
+                messages.DisclosedRecords(
+                    message_id=asked.message_id,
+                    party=HUB,
+                    records=tuple(records),
+                    truncated=truncated,
+                )
+            )
+        institution = asked.institution
+        if institution not in self.members or institution == self.portal:
+            raise RenkeiError(errors.UNKNOWN_INSTITUTION, code=institution)
+        forwarded = messages.RecordDisclosureRequest(
+            message_id=asked.message_id,
+            person_fugo=self._fugo.convert(asked.person_fugo, caller, institution),
+            institution=institution,
+        )
+        try:
+            document = await self.transport.exchange(
+                institution, RECORD_DISCLOSURE, messages.encode(forwarded)
+            )
+            answer = decode_answer(document, messages.DisclosedRecords)
+        except DeliveryRefused as refusal:
+            raise RenkeiError(errors.ALL.get(refusal.code, errors.INTERNAL)) from None
+        except TransientFailure as failure:
+            raise RenkeiError(errors.NETWORK_UNAVAILABLE, detail=str(failure)) from None
+        if answer.party != institution or answer.message_id != asked.message_id:
+            raise RenkeiError(
+                errors.NETWORK_UNAVAILABLE, detail=f"{institution} answered for another request"
+            )
+        return messages.encode(answer)
+
+    @deferred
     async def acquire_fugo(self, requester: str, ask: messages.FugoRequest) -> bytes:
         """符号取得: 個人番号 → 住民票コード (住基ネット) → IDコード → the caller's 符号."""
         resident_code = await self.database.run(jukinet.resident_code_of, ask.individual_number)
@@ -345,8 +453,32 @@ class Hub(Party):
         """情報照会要求: check the list, convert the 符号, record, permit and route; a refused
         query is recorded too (番号法 第23条: what was asked), and the refusal names its
         処理通番. A retried request gets the first answer again."""
+        return await self._accept(requester, query, self._check_listed, PROVISION_REQUEST)
+
+    @deferred
+    async def receive_self_information(
+        self, caller: str, asked: messages.SelfInformationQuery
+    ) -> bytes:
+        """自己情報提供 asked by マイナポータル for the person behind its 符号: the portal's
+        only (NotThePortal), of a provider of the information name; then as a query, under
+        the 自己情報提供 procedure, its permit sent to the provider as a SelfInformationRequest."""
+        if caller != self.portal:
+            raise RenkeiError(errors.NOT_THE_PORTAL, caller=caller)
+        query = messages.QueryRequest(
+            message_id=asked.message_id,
+            requester_fugo=asked.person_fugo,
+            affair=SELF_INFORMATION_AFFAIR,
+            procedure=SELF_INFORMATION_PROCEDURE,
+            information_name=asked.information_name,
+            provider=asked.provider,
+        )
+        return await self._accept(caller, query, self._check_provides, SELF_INFORMATION_REQUEST)
+
+    async def _accept(
+        self, requester: str, query: messages.QueryRequest, check: _Check, kind: str
+    ) -> bytes:
         number, outgoing, refusal = await self.database.run(
-            self._record_query, requester, query, self.now()
+            self._record_query, requester, query, self.now(), check, kind
         )
         if refusal is not None:
             raise refusal
@@ -356,15 +488,39 @@ class Hub(Party):
             messages.QueryAccepted(message_id=query.message_id, transaction_number=number)
         )
 
+    def _check_listed(self, requester: str, query: messages.QueryRequest, now: datetime) -> None:
+        """A query is permitted by the list in force."""
+        self._current_list().check(
+            requester,
+            query.provider,
+            query.affair,
+            query.procedure,
+            query.information_name,
+            now,
+            delegating_requester=query.delegating_requester,
+            delegating_provider=query.delegating_provider,
+        )
+
+    def _check_provides(self, requester: str, query: messages.QueryRequest, now: datetime) -> None:
+        """A person may ask for their own information of a member that provides it (the list
+        in force names the members)."""
+        self._current_list().ensure_current(now)
+        self._current_list().institution(query.provider)
+        member = self.members.get(query.provider)
+        if member is None or query.information_name not in member.config.provides:
+            raise RenkeiError(errors.NOT_A_PROVIDER_OF, code=query.information_name)
+
     def _record_query(
         self,
         connection: Connection,
         requester: str,
         query: messages.QueryRequest,
         now: datetime,
+        check: _Check,
+        kind: str,
     ) -> tuple[str, OutgoingMessage | None, RenkeiError | None]:
-        """In one transaction: the 処理通番, the provision request to send and the refusal to
-        answer (returned, not raised, so that the refusal's record is committed)."""
+        """In one transaction: the 処理通番, the provision request (``kind``) to send and the
+        refusal to answer (returned, not raised, so that the refusal's record is committed)."""
         known = connection.execute(
             select(hub_query.c.transaction_number, hub_query.c.state, hub_query.c.error_code).where(
                 hub_query.c.requester_message_id == query.message_id
@@ -380,16 +536,7 @@ class Hub(Party):
                 )
             return number, None, None  # a retry: same 処理通番, nothing new
         try:
-            self._current_list().check(
-                requester,
-                query.provider,
-                query.affair,
-                query.procedure,
-                query.information_name,
-                now,
-                delegating_requester=query.delegating_requester,
-                delegating_provider=query.delegating_provider,
-            )
+            check(requester, query, now)
             provider_fugo = self._fugo.convert(query.requester_fugo, requester, query.provider)
         except RenkeiError as refusal:
             if refusal.status >= 500:
@@ -421,7 +568,7 @@ class Hub(Party):
         # (`_provision_request`), outside any transaction.
         message_id = str(uuid.uuid4())
         body = messages.encode(permit)
-        outgoing = OutgoingMessage(message_id, "provision_request", query.provider, number, body)
+        outgoing = OutgoingMessage(message_id, kind, query.provider, number, body)
         self.outbox.enqueue(connection, outgoing)
         self.record(
             connection,
@@ -555,10 +702,12 @@ class Hub(Party):
         state = {"held": HELD, "provided": PROVIDED, "no_data": PROVIDED}.get(
             provision.status, REFUSED
         )
+        # 提供側不開示: the provider hides the transaction; so does every later record here.
+        non_disclosure = bool(row.non_disclosure) or provision.non_disclosure
         connection.execute(
             hub_query.update()
             .where(hub_query.c.id == row.id)
-            .values(state=state, error_code=error_code)
+            .values(state=state, error_code=error_code, non_disclosure=non_disclosure)
         )
         message_id = str(uuid.uuid4())
         body = messages.encode(
@@ -582,7 +731,7 @@ class Hub(Party):
                     procedure=row.procedure,
                     information_name=row.information_name,
                     error_code=error_code,
-                    non_disclosure=row.non_disclosure,
+                    non_disclosure=non_disclosure,
                     delegating_requester=row.delegating_requester,
                     delegating_provider=row.delegating_provider,
                 )
@@ -590,22 +739,178 @@ class Hub(Party):
         )
         return outgoing
 
+    # -- お知らせ -------------------------------------------------------------------------------
+
+    @deferred
+    async def receive_notice(self, sender: str, notice: messages.Notice) -> bytes:
+        """An institution's notice for a person: numbered, kept and relayed to マイナポータル
+        under the portal's 符号 of the person (FugoInvalid for a 符号 not the sender's; the
+        portal sends none); the acknowledgement with its number. A retry gets it again."""
+        if sender == self.portal:
+            raise RenkeiError(errors.CERTIFICATE_NOT_AUTHORIZED, subject=sender)
+        if self.portal is None:
+            raise RenkeiError(errors.NO_PORTAL_ACCOUNT)
+        number, outgoing = await self.database.run(self._record_notice, sender, notice, self.now())
+        if outgoing is not None:
+            self.outbox.send_now(outgoing)
+        return messages.encode(
+            messages.NoticeAck(message_id=notice.message_id, notice_number=number)
+        )
+
+    def _record_notice(
+        self, connection: Connection, sender: str, notice: messages.Notice, now: datetime
+    ) -> tuple[str, OutgoingMessage | None]:
+        known = connection.execute(
+            select(hub_notice.c.notice_number).where(
+                hub_notice.c.sender == sender,
+                hub_notice.c.sender_message_id == notice.message_id,
+            )
+        ).first()
+        if known is not None:
+            return str(known.notice_number), None  # a retry: same number, nothing new
+        assert self.portal is not None
+        recipient = self._fugo.convert(notice.person_fugo, sender, self.portal)
+        inserted = connection.execute(
+            hub_notice.insert().values(
+                sender=sender,
+                sender_message_id=notice.message_id,
+                recipient=recipient,
+                state=NOTICE_SENT,
+                received_at=now,
+                changed_at=now,
+            )
+        ).inserted_primary_key
+        assert inserted is not None
+        number = transaction_number(now, int(inserted[0]))
+        connection.execute(
+            hub_notice.update()
+            .where(hub_notice.c.id == int(inserted[0]))
+            .values(notice_number=number)
+        )
+        message_id = str(uuid.uuid4())
+        body = messages.encode(
+            replace(
+                notice,
+                message_id=message_id,
+                notice_number=number,
+                sender=sender,
+                person_fugo=recipient,
+            )
+        )
+        outgoing = OutgoingMessage(message_id, NOTICE, self.portal, number, body)
+        self.outbox.enqueue(connection, outgoing)
+        return number, outgoing
+
+    @deferred
+    async def _deliver_notice(self, message: OutgoingMessage) -> None:
+        try:
+            document = await self.transport.exchange(message.destination, NOTICE, message.body)
+            decode_answer(document, messages.NoticeAck)
+        except DeliveryRefused as refusal:
+            # The portal cannot deliver it (no account): 配信不可, with its code.
+            await self.database.run(
+                self._notice_changed, message.reference, NOTICE_UNDELIVERABLE, refusal.code
+            )
+            raise
+        await self.database.run(self._notice_changed, message.reference, NOTICE_DELIVERED)
+
+    def _notice_changed(
+        self,
+        connection: Connection,
+        number: str,
+        state: str,
+        code: str | None = None,
+        at: datetime | None = None,
+    ) -> bool:
+        """A notice moves on (sent → delivered → read; sent or delivered → undeliverable),
+        never back; whether it moved."""
+        now = self.now()
+        earlier = {
+            NOTICE_DELIVERED: (NOTICE_SENT,),
+            NOTICE_READ_STATE: (NOTICE_SENT, NOTICE_DELIVERED),
+            NOTICE_UNDELIVERABLE: (NOTICE_SENT, NOTICE_DELIVERED),
+        }[state]
+        times: dict[str, dict[str, Any]] = {
+            NOTICE_DELIVERED: {"delivered_at": now},
+            NOTICE_READ_STATE: {"read_at": at or now},
+            NOTICE_UNDELIVERABLE: {"error_code": code},
+        }
+        moved = connection.execute(
+            hub_notice.update()
+            .where(hub_notice.c.notice_number == number, hub_notice.c.state.in_(earlier))
+            .values(state=state, changed_at=now, **times[state])
+        ).rowcount
+        return bool(moved)
+
+    @deferred
+    async def receive_notice_read(self, caller: str, read: messages.NoticeRead) -> bytes:
+        """マイナポータル says the person read a notice (only the portal: NotThePortal)."""
+        if caller != self.portal:
+            raise RenkeiError(errors.NOT_THE_PORTAL, caller=caller)
+        await self.database.run(self._notice_read, read)
+        return messages.encode(
+            messages.NoticeAck(message_id=read.message_id, notice_number=read.notice_number)
+        )
+
+    def _notice_read(self, connection: Connection, read: messages.NoticeRead) -> None:
+        known = connection.execute(
+            select(hub_notice.c.id).where(hub_notice.c.notice_number == read.notice_number)
+        ).first()
+        if known is None:
+            raise RenkeiError(errors.UNKNOWN_NOTICE, notice=read.notice_number)
+        self._notice_changed(connection, read.notice_number, NOTICE_READ_STATE, at=read.read_at)
+
+    @deferred
+    async def notice_status(self, caller: str, asked: messages.NoticeStatusRequest) -> bytes:
+        """お知らせ状況確認: how the caller's notices among those asked about stand (another
+        institution's are left out, as unknown ones are)."""
+        rows = await self.database.read(
+            lambda connection: connection.execute(
+                select(hub_notice).where(
+                    hub_notice.c.notice_number.in_(asked.notice_numbers),
+                    hub_notice.c.sender == caller,
+                )
+            ).all()
+        )
+        return messages.encode(
+            messages.NoticeStatusList(
+                message_id=asked.message_id,
+                notices=tuple(
+                    messages.NoticeState(
+                        notice_number=row.notice_number,
+                        status=row.state,
+                        changed_at=row.changed_at,
+                        error_code=row.error_code,
+                    )
+                    for row in rows
+                ),
+            )
+        )
+
     # -- deliveries from the outbox ----------------------------------------------------------
 
     def deliver(self, message: OutgoingMessage) -> Deferred[Any]:
         handlers: dict[str, Callable[[OutgoingMessage], Deferred[Any]]] = {
-            "provision_request": self._deliver_provision_request,
+            PROVISION_REQUEST: self._deliver_provision_request,
+            SELF_INFORMATION_REQUEST: self._deliver_provision_request,
             "provision": self._deliver_provision,
+            NOTICE: self._deliver_notice,
         }
         return handlers[message.kind](message)
 
     def _provision_request(self, message: OutgoingMessage) -> bytes:
-        """The ProvisionRequest of an outbox message: the permit it keeps, signed now, and the
-        route to the requester's encryption certificate."""
+        """The ProvisionRequest (or, for マイナポータル, the SelfInformationRequest) of an
+        outbox message: the permit it keeps, signed now, and the route to the requester's
+        encryption certificate."""
         element = parse_xml(message.body)  # the permit `_record_query` wrote
         requester = element.findtext(f"{{{messages.NS}}}Requester") or ""
+        shape = (
+            messages.SelfInformationRequest
+            if message.kind == SELF_INFORMATION_REQUEST
+            else messages.ProvisionRequest
+        )
         return messages.encode(
-            messages.ProvisionRequest(
+            shape(
                 message_id=message.message_id,
                 permit_element=self._signer.sign(element),
                 route=messages.Route(
@@ -619,7 +924,7 @@ class Hub(Party):
     async def _deliver_provision_request(self, message: OutgoingMessage) -> None:
         try:
             document = await self.transport.exchange(
-                message.destination, PROVISION_REQUEST, self._provision_request(message)
+                message.destination, message.kind, self._provision_request(message)
             )
             decode_answer(document, messages.ProvisionRequestAck)
         except DeliveryRefused as refusal:
