@@ -53,7 +53,8 @@ LIST_WAIT = 60.0  # seconds a node waits at start for its first permitted-query 
 
 
 class Options(usage.Options):
-    """twistd renkei options."""
+    """twistd renkei options. One that is not valid (or a configuration that cannot be used)
+    ends twistd with one line, its code and what to do (renkei/failures.py), and status 1."""
 
     optFlags: ClassVar[list[list[str | None]]] = [
         ["single-process", None, "Run every party in this one process (for debugging)."],
@@ -84,11 +85,17 @@ class Options(usage.Options):
         ],
     ]
 
-    def postOptions(self) -> None:
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
         try:
-            self["loaded"] = load_config(Path(self["config"]))
-        except ConfigError as failure:
-            raise usage.UsageError(str(failure)) from None
+            super().parseOptions(options)
+        except (usage.UsageError, ConfigError) as failure:
+            # twistd would print every option's help above the error: one line instead.
+            from renkei.failures import usage_line
+
+            raise SystemExit(usage_line("twistd renkei", failure)) from None
+
+    def postOptions(self) -> None:
+        self["loaded"] = load_config(Path(self["config"]))
         party = self["party"]
         config: Config = self["loaded"]
         if party == HUB and config.network is None:

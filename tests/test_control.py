@@ -246,4 +246,5 @@ def test_clock_commands_without_a_running_box_say_so(tmp_path: Path) -> None:
     config = write_config(tmp_path, tmp_path / "pki")
     result = run("renkei", "clock", "show", "-c", str(config.path))
     assert result.returncode == 1
-    assert "is the box running" in result.stderr and "Traceback" not in result.stderr
+    assert "NetworkUnavailable" in result.stderr and "make run" in result.stderr
+    assert "Traceback" not in result.stderr
