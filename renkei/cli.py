@@ -554,6 +554,12 @@ def audit_verify(config_path: str, institution_name: str) -> None:
     help="Where to write the result file (default: FILE.result.csv, with --resume ID.result.csv).",
 )
 @click.option(
+    "--force",
+    is_flag=True,
+    help="Replace the result file if it exists (without: an existing one is kept, and nothing "
+    "is sent).",
+)
+@click.option(
     "--wait/--no-wait",
     default=True,
     show_default=True,
@@ -587,6 +593,7 @@ def bulk_query(
     institution_name: str,
     system: str,
     output: Path | None,
+    force: bool,
     wait: bool,
     interval: float,
     timeout: float | None,
@@ -598,8 +605,9 @@ def bulk_query(
     (--resume ID). Unless --no-wait, show a progress bar until every line has ended, then save
     the result file (CSV in the input's encoding). While the node does not answer (a restart)
     it tries again for up to --retry-for seconds: the file is sent under one Idempotency-Key,
-    so sending it again never makes a second bulk query. A refusal prints its code and exits
-    with status 1. See docs/bulk-query.md."""
+    so sending it again never makes a second bulk query. An existing result file is kept
+    (nothing is sent) unless --force. A refusal, or a file whose every line is invalid, exits
+    with status 1; a file with some invalid lines says how many. See docs/bulk-query.md."""
     import time
     import uuid
 
@@ -609,6 +617,13 @@ def bulk_query(
         raise click.UsageError("give FILE, or --resume ID to follow an earlier bulk query")
     config = _config(config_path)
     institution = config.institution(institution_name)
+    target = output or (
+        file.with_name(file.name + ".result.csv")
+        if file is not None
+        else Path(f"{resume_id}.result.csv")
+    )
+    if wait and not force and target.exists():
+        raise CommandFailed.of(errors.RESULT_FILE_EXISTS, path=target)
     node = _BackOfficeConnection(config, institution, system, retry_for)
     resume = f"renkei bulk-query --resume {{id}} -c {config_path} -i {institution_name} -s {system}"
     if file is not None:
@@ -618,6 +633,10 @@ def bulk_query(
         click.echo(
             f"bulk query {bulk_query_id}: {accepted['lines']} lines, {accepted['invalid']} invalid"
         )
+        if not wait and accepted["invalid"] == accepted["lines"]:
+            raise _every_line_invalid(
+                file, accepted["lines"], f"{resume.format(id=bulk_query_id)} saves it"
+            )
     else:
         assert resume_id is not None
         bulk_query_id = resume_id
@@ -650,14 +669,38 @@ def bulk_query(
     counts = ", ".join(f"{state} {count}" for state, count in progress["by_state"].items())
     click.echo(f"ended: {counts}")
     content = node.request("GET", f"/bulk-queries/{bulk_query_id}/result", raw=True)
-    default = (
-        file.with_name(file.name + ".result.csv")
-        if file is not None
-        else Path(f"{bulk_query_id}.result.csv")
-    )
-    target = output or default
-    target.write_bytes(content)
+    try:
+        with target.open("wb" if force else "xb") as written:
+            written.write(content)
+    except FileExistsError:  # made meanwhile, by someone else
+        raise CommandFailed.of(
+            errors.RESULT_FILE_EXISTS,
+            f"{resume.format(id=bulk_query_id)} -o OTHER saves it elsewhere, or give --force.",
+            path=target,
+        ) from None
     click.echo(f"result file: {target}")
+    invalid = progress["invalid"]
+    if invalid and invalid == progress["lines"]:
+        raise _every_line_invalid(file, invalid, f"{target} says why for each")
+    if invalid:
+        click.echo(
+            f"{invalid} of {progress['lines']} lines refused as invalid ({INVALID_LINE}): "
+            f"{target} says why for each (docs/bulk-query.md, §1)"
+        )
+
+
+INVALID_LINE = errors.BULK_QUERY_LINE_INVALID.code
+
+
+def _every_line_invalid(file: Path | None, lines: int, result: str) -> CommandFailed:
+    """The failure of a bulk query none of whose ``lines`` could be sent."""
+    what = f"of {file} " if file is not None else ""
+    return CommandFailed(
+        INVALID_LINE,
+        f"every line {what}({lines}) was refused as invalid and nothing was asked; the result "
+        f"file: {result}.",
+        "Fix the lines (docs/bulk-query.md, §1) and send the file again.",
+    )
 
 
 class _NodeUnreachable(Exception):
