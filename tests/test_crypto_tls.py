@@ -27,6 +27,7 @@ from crypto.tls import (
     server_options,
 )
 from tests.certs import BACK_OFFICE_SYSTEM, INSTITUTION, make_pki
+from tests.logs import LogRecorder
 
 TIMEOUT = 10
 
@@ -127,23 +128,21 @@ def test_pooled_connections_log_nothing_of_their_own(
     """Connections opened and closed by the client's pool log no "Starting factory" or
     "Stopping factory" line (Twisted's default for every connection)."""
     from twisted.internet import reactor
-    from twisted.logger import globalLogPublisher
 
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
     port = yield _listen(reactor, layout, [ca])
     number = port.getHost().port
     policy = ClientTLSPolicy(ca, layout.institution_tls(INSTITUTION).load())
     policy.expect("127.0.0.1", number, server_name_of_hub())
     client = make_http_client(reactor, policy, max_per_host=1)
-    try:
-        responses = yield gatherResults([_get(reactor, client, number) for _ in range(3)])
-        for response in responses:
-            yield response.content()
-    finally:
-        yield client.close()
-        yield port.stopListening()
-        globalLogPublisher.removeObserver(events.append)
+    with LogRecorder() as log:
+        try:
+            responses = yield gatherResults([_get(reactor, client, number) for _ in range(3)])
+            for response in responses:
+                yield response.content()
+        finally:
+            yield client.close()
+            yield port.stopListening()
+    events = log.events
     clients = [e for e in events if e.get("log_namespace", "").startswith("twisted.web.client")]
     assert len(responses) == 3 and clients == []
 
