@@ -114,6 +114,7 @@ class IntermediateServer(Party):
         super().__init__(
             config,
             reactor,
+            name=institution.name,
             database=institution.database,
             migrations=MIGRATIONS,
             outbox=(node_outbox, node_outbox_owner),
@@ -175,7 +176,9 @@ class IntermediateServer(Party):
         await self.jobs.run("health")  # a first look, once the list is loaded
 
     async def _delete_ended_results(self) -> dict[str, int]:
-        return {"results_deleted": await self.retention.sweep()}
+        deleted = await self.retention.sweep()
+        self.events.purged("query results", deleted, "their retention ended")
+        return {"results_deleted": deleted}
 
     async def _expire_holds(self) -> dict[str, int]:
         return {"holds_expired": await self.held.expire()}
@@ -248,13 +251,12 @@ class IntermediateServer(Party):
                 code = failure.code
             else:
                 code = errors.NETWORK_UNAVAILABLE.code
-            self.log.info("符号 of {number} not acquired: {code}", number=number, code=code)
+            # The log names no person: the person's state (宛名 in the console) says whose.
+            self.log.info("a 符号 was not acquired: {code}", code=code)
             try:
                 await self.database.run(persons.record_failure, number, code)
             except Exception:
-                self.log.failure(
-                    "could not record the failed acquisition of {number}", number=number
-                )
+                self.log.failure("could not record a failed 符号 acquisition")
         finally:
             for ended in self._acquiring.pop(number, []):
                 fire(ended)

@@ -127,6 +127,7 @@ class Hub(Party):
         super().__init__(
             config,
             reactor,
+            name=HUB,
             database=config.network.database,
             migrations=MIGRATIONS,
             outbox=(hub_outbox, hub_outbox_owner),
@@ -310,13 +311,17 @@ class Hub(Party):
         """情報照会要求: check the list, convert the 符号, record, permit and route; a refused
         query is recorded too (番号法 第23条: what was asked), and the refusal names its
         処理通番. A retried request gets the first answer again."""
-        number, outgoing, refusal = await self.database.run(
+        number, outgoing, refusal, new = await self.database.run(
             self._record_query, requester, query, self.now()
         )
+        asked = (number, requester, query.provider, query.information_name, query.procedure)
         if refusal is not None:
+            if new:
+                self.events.query_refused(*asked, refusal.code)
             raise refusal
         if outgoing is not None:
             self.outbox.send_now(outgoing)
+            self.events.query_permitted(*asked)
         return messages.encode(
             messages.QueryAccepted(message_id=query.message_id, transaction_number=number)
         )
@@ -327,9 +332,10 @@ class Hub(Party):
         requester: str,
         query: messages.QueryRequest,
         now: datetime,
-    ) -> tuple[str, OutgoingMessage | None, RenkeiError | None]:
-        """In one transaction: the 処理通番, the provision request to send and the refusal to
-        answer (returned, not raised, so that the refusal's record is committed)."""
+    ) -> tuple[str, OutgoingMessage | None, RenkeiError | None, bool]:
+        """In one transaction: the 処理通番, the provision request to send, the refusal to
+        answer (returned, not raised, so that the refusal's record is committed) and whether
+        the query is new (not a retry of one answered before)."""
         known = connection.execute(
             select(hub_query.c.transaction_number, hub_query.c.state, hub_query.c.error_code).where(
                 hub_query.c.requester_message_id == query.message_id
@@ -342,8 +348,9 @@ class Hub(Party):
                     number,
                     None,
                     RenkeiError(errors.ALL[known.error_code], transaction_number=number),
+                    False,
                 )
-            return number, None, None  # a retry: same 処理通番, nothing new
+            return number, None, None, False  # a retry: same 処理通番, nothing new
         try:
             self._current_list().check(
                 requester,
@@ -364,6 +371,7 @@ class Hub(Party):
                 number,
                 None,
                 RenkeiError(refusal.kind, **{**refusal.params, "transaction_number": number}),
+                True,
             )
         expires_at = now + timedelta(seconds=self._network.permit_validity)
         number = self._new_query(connection, requester, query, PERMITTED, now, expires_at)
@@ -408,7 +416,7 @@ class Hub(Party):
                 )
             ],
         )
-        return number, outgoing, None
+        return number, outgoing, None, True
 
     def _new_query(
         self,
@@ -486,6 +494,13 @@ class Hub(Party):
         outgoing = await self.database.run(self._record_provision, sender, provision, self.now())
         if outgoing is not None:
             self.outbox.send_now(outgoing)
+            self.events.relayed(
+                provision.transaction_number,
+                sender,
+                outgoing.destination,
+                provision.status,
+                provision.error_code,
+            )
         return messages.encode(
             messages.ProvisionAck(
                 message_id=provision.message_id,
@@ -594,6 +609,13 @@ class Hub(Party):
             )
             if outgoing is not None:
                 self.outbox.send_now(outgoing)
+                self.events.relayed(
+                    message.reference,
+                    message.destination,
+                    outgoing.destination,
+                    "refused by the provider",
+                    refusal.code,
+                )
             raise
         await self.database.run(self._set_state, message.reference, PERMITTED, DELIVERED)
 
