@@ -11,6 +11,8 @@ registers the demo persons and loads the generated population.
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -42,7 +44,7 @@ from simulators.in_memory import InMemoryNetwork
 from simulators.network import jukinet
 from simulators.network.hub import Hub
 
-__all__ = ["Box", "Options", "makeService", "seed_demo", "seed_population"]
+__all__ = ["Box", "Options", "japan_time_in_logs", "makeService", "seed_demo", "seed_population"]
 
 
 # A registration the network cannot answer yet is tried again: the hub may still be starting,
@@ -477,11 +479,22 @@ async def _retrying(box: Box, call: Callable[..., Deferred[Any]], *args: Any) ->
             await deferLater(box.reactor, 0.5, lambda: None)
 
 
+def japan_time_in_logs() -> None:
+    """Stamp this process's log lines (and those of the parties it starts, which inherit its
+    environment) with Japan time, the time their readers live in, unless ``TZ`` names
+    another zone: Twisted's log observers write the local time."""
+    if "TZ" not in os.environ:
+        os.environ["TZ"] = "JST-9"  # POSIX: Japan Standard Time, UTC+9, no summer time
+        time.tzset()
+
+
 def makeService(options: Options) -> Service:
     """The twistd service maker's body: one party (``--party``), every party in this process
     (``--single-process``), or every party in a process of its own (the default)."""
     from twisted.application.service import MultiService
     from twisted.internet import reactor
+
+    japan_time_in_logs()
 
     from renkei.control import ControlApi, Controller, PartyControl, control_listener, ensure_token
     from renkei.supervisor import Supervisor
