@@ -44,7 +44,11 @@ config_option = click.option(
 
 @click.group(cls=CommandGroup)
 def main() -> None:
-    """renkei: an emulation of the My Number information-linkage network."""
+    """renkei: an emulation of the My Number information-linkage network.
+
+    An expected failure (the box not running, a wrong option, an unknown institution, a
+    refusal) ends a command in one line, its code and what to do, with status 1 (2 for a
+    wrong command line); docs/operations.md, "The renkei command"."""
 
 
 @main.group()
@@ -479,7 +483,12 @@ def staff_disable(name: str, config_path: str, institution_name: str) -> None:
 @click.argument("name")
 @config_option
 @institution_option
-@click.option("--password-file", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Read the new password from this file; when it does not exist, generate one into it.",
+)
 @click.option("--generate-password", is_flag=True, help="Generate a password and print it.")
 def staff_reset_password(
     name: str,
@@ -488,7 +497,8 @@ def staff_reset_password(
     password_file: Path | None,
     generate_password: bool,
 ) -> None:
-    """Set a new password for NAME, clear its lockout and end its sessions."""
+    """Set a new password for NAME, clear its lockout and end its sessions. The first
+    password that make run kept in var/consoles/INSTITUTION.txt no longer holds then."""
     from middleware import audit, staff
 
     config = _config(config_path)

@@ -68,6 +68,8 @@ REMEDIES: dict[str, str] = {
     errors.UNKNOWN_ROLE.code: "Give roles of the list the message names.",
     errors.INVALID_STAFF_NAME.code: "Give a name as the message says.",
     errors.UNKNOWN_FAULT.code: "renkei faults list shows the faults in force.",
+    errors.BAD_REQUEST.code: "Give a value as the message says (the command's --help lists "
+    "what it takes).",
     errors.CONTROL_UNAUTHORIZED.code: "The token is not the running box's: give -c the "
     "configuration the box runs with.",
     errors.CERTIFICATE_NOT_AUTHORIZED.code: "The PKI is not the running box's: give -c the "
