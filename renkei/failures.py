@@ -28,6 +28,7 @@ from middleware.config import ConfigError, UnknownMember
 __all__ = [
     "BOX",
     "DEFAULT_REMEDY",
+    "LIST_FROM_THE_HUB",
     "REMEDIES",
     "CommandFailed",
     "CommandGroup",
@@ -37,6 +38,9 @@ __all__ = [
 ]
 
 BOX = "Start the box (make run), or give -c the configuration it runs with"
+LIST_FROM_THE_HUB = (
+    "Check that the hub runs: the node fetches the list again every second until it has one."
+)
 # What to do about each code, when the failure does not say better itself.
 REMEDIES: dict[str, str] = {
     errors.NETWORK_UNAVAILABLE.code: f"{BOX}; a party being restarted answers in a moment.",
@@ -52,10 +56,8 @@ REMEDIES: dict[str, str] = {
     "(docs/bulk-query.md, §1) and send the file again.",
     errors.UNKNOWN_BULK_QUERY.code: "Give the id printed when the file was sent, with the "
     "institution and the --system that sent it.",
-    errors.PERMITTED_LIST_MISSING.code: "Check that the hub runs: the node fetches the list "
-    "again every second until it has one.",
-    errors.PERMITTED_LIST_EXPIRED.code: "Check that the hub runs: the node fetches the list "
-    "again every second until it has one.",
+    errors.PERMITTED_LIST_MISSING.code: LIST_FROM_THE_HUB,
+    errors.PERMITTED_LIST_EXPIRED.code: LIST_FROM_THE_HUB,
     errors.NOT_PERMITTED.code: "The permitted-query list does not allow this query "
     "(simulators/network/data/permitted_list.csv).",
     errors.SYSTEM_NOT_AUTHORIZED.code: "Use a back-office system whose [back-office:...] "

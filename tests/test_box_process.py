@@ -135,7 +135,10 @@ def test_each_party_runs_alone_in_a_process_of_its_own(tmp_path: Path) -> None:
         assert "state: provided" in demo.stdout
         for party in ("[hub]", "[目黒区]", "[世田谷区]"):
             assert party in demo.stdout
-        assert "世田谷区" not in logs["meguro"].read_text()  # each party logs only its own
+        meguro_log = logs["meguro"].read_text()  # each party logs only its own
+        assert "[setagaya#" not in meguro_log
+        assert "世田谷区 (1131121000000000) ready" not in meguro_log
+        assert "[meguro#info] 処理通番 " in meguro_log  # Meguro's query, naming 世田谷区
     finally:
         for process in processes.values():
             process.terminate()
