@@ -3,18 +3,27 @@ name, no person and no item value."""
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from typing import Any
 
+import pytest
 import pytest_twisted
 
+from codes.errors import RenkeiError
+from middleware import messages
 from middleware.events import BusinessLog
 from tests.logs import LogRecorder
 from tests.network import (
+    CARE_INFORMATION,
     DEMO_INDIVIDUAL_NUMBERS,
     HANAKO_MEGURO,
     ICHIRO_MEGURO,
+    INHABITANT_TAX,
+    MEGURO,
     PREMIUM_ASSESSMENT,
+    SETAGAYA,
+    TAX_AFFAIR,
     TAX_INFORMATION,
 )
 from tests.test_flow import ask_tax, wait_until
@@ -89,6 +98,31 @@ async def test_a_refused_request_is_one_line_at_the_provider_the_hub_and_the_req
         f"{TAX_INFORMATION}"
     )
     no_person_in(log, ICHIRO_MEGURO)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_query_the_network_refuses_is_one_line_at_the_hub_once(box: Any) -> None:
+    """A query the permitted-query list does not allow (local-tax affairs asking care
+    information) is refused by the hub: one line with its 処理通番 and code, and none more
+    when the requester sends the same query again."""
+    asked = messages.QueryRequest(
+        message_id=str(uuid.uuid4()),
+        requester_fugo="not looked at before the list",
+        affair=TAX_AFFAIR,
+        procedure=INHABITANT_TAX,
+        information_name=CARE_INFORMATION,
+        provider=SETAGAYA,
+    )
+    with LogRecorder() as log:
+        for _ in range(2):  # the requester's retry gets the same answer
+            with pytest.raises(RenkeiError) as refused:
+                await box.hub.receive_query(MEGURO, asked)
+            assert refused.value.code == "NotPermitted"
+    number = refused.value.params["transaction_number"]
+    assert log.lines("hub") == [
+        f"処理通番 {number}: query 目黒区 → 世田谷区 refused (NotPermitted), {CARE_INFORMATION} "
+        f"for {INHABITANT_TAX}"
+    ]
 
 
 @pytest_twisted.ensureDeferred
