@@ -13,6 +13,7 @@ __all__ = [
     "conditions",
     "config",
     "deferred",
+    "events",
     "hardened_xml",
     "health",
     "held",

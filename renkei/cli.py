@@ -458,7 +458,7 @@ def staff_list(config_path: str, institution_name: str) -> None:
         if user["disabled"]:
             flags.append("disabled")
         if user["locked_until"] is not None:
-            flags.append(f"locked until {user['locked_until'].isoformat()}")
+            flags.append(f"locked until {_jst(user['locked_until'].isoformat())}")
         click.echo(
             f"{user['name']}\t{user['display_name']}\t{' '.join(user['roles'])}\t{' '.join(flags)}"
         )
