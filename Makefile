@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 CONFIG ?= twistd.conf
 
-.PHONY: run test lint bench bench-records bench-care-insurance system-packages clean
+.PHONY: run consoles test lint bench bench-records bench-care-insurance system-packages clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,21 +31,43 @@ system-packages:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
-# The first console admin of Meguro is made once; its credentials stay in var/console-admin.txt
-# (mode 600) and are printed at every start.
-ADMIN_CREDENTIALS := var/console-admin.txt
+# Every institution with a console (console_listen) gets its first admin, also an approver,
+# once: user admin, a generated password and a TOTP secret, shown then and kept in
+# $(CREDENTIALS)/NAME.txt (mode 600) for the first login. Later starts say where to log in but
+# print no password: one changed since (renkei staff reset-password, the console's 利用者 page)
+# would be stale. docs/operations.md, "First set-up".
+CREDENTIALS ?= var/consoles
+CONSOLES = $(shell awk '/^\[/ {name = ""} /^\[institution:/ {name = $$0; sub(/^\[institution:/, "", name); \
+  sub(/\].*/, "", name)} /^console_listen/ && name != "" {print name}' $(CONFIG))
+
+consoles:
+	@mkdir -p $(CREDENTIALS) && chmod 700 $(CREDENTIALS)
+	@if [ -s var/console-admin.txt ] && [ ! -e $(CREDENTIALS)/meguro.txt ]; then \
+	  mv var/console-admin.txt $(CREDENTIALS)/meguro.txt; \
+	  mv var/console-admin.password $(CREDENTIALS)/meguro.password 2>/dev/null || true; \
+	fi
+	@for name in $(CONSOLES); do \
+	  if [ ! -s $(CREDENTIALS)/$$name.txt ]; then \
+	    (umask 077 && $(BIN)/renkei staff add admin -c $(CONFIG) --institution $$name \
+	      --display-name 管理者 --roles "admin approver operator auditor" \
+	      --password-file $(CREDENTIALS)/$$name.password --if-absent \
+	      > $(CREDENTIALS)/$$name.txt.new) || exit 1; \
+	    mv $(CREDENTIALS)/$$name.txt.new $(CREDENTIALS)/$$name.txt; \
+	    echo "---- the first admin of $$name's console, shown once (kept in $(CREDENTIALS)/$$name.txt) ----"; \
+	    cat $(CREDENTIALS)/$$name.txt; \
+	  fi; \
+	done
+	@echo "---- operator consoles (docs/operations.md, \"First set-up\") ----"
+	@for name in $(CONSOLES); do \
+	  printf '%-10s %s  user admin\n' "$$name" "$$(sed -n 's/^console: *//p' $(CREDENTIALS)/$$name.txt)"; \
+	done
+	@echo "first passwords and TOTP secrets: $(CREDENTIALS)/NAME.txt (until changed); a new password:"
+	@echo "  .venv/bin/renkei staff reset-password admin -i NAME --generate-password"
+	@echo "----------------------------------------------------------------"
 
 run: $(BIN)/.installed
 	$(BIN)/renkei pki init var/pki -c $(CONFIG)
-	@if [ ! -s $(ADMIN_CREDENTIALS) ]; then \
-	  umask 077; \
-	  $(BIN)/renkei staff add admin -c $(CONFIG) --institution meguro --display-name 管理者 \
-	    --roles "admin approver operator auditor" --password-file var/console-admin.password \
-	    --if-absent > $(ADMIN_CREDENTIALS).new && mv $(ADMIN_CREDENTIALS).new $(ADMIN_CREDENTIALS); \
-	fi
-	@echo "---- operator console (first admin; see docs/operations.md) ----"
-	@cat $(ADMIN_CREDENTIALS)
-	@echo "----------------------------------------------------------------"
+	@$(MAKE) --no-print-directory consoles
 	$(BIN)/twistd -n --pidfile= renkei -c $(CONFIG)
 
 lint: $(BIN)/.installed

@@ -31,10 +31,11 @@ from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
 
+from crypto.tls import QuietConnectionPool
 from middleware.clock import ReactorTime, iso
 from middleware.config import AlertsConfig
 from middleware.deferred import deferred
@@ -135,14 +136,14 @@ class AlertWebhook(Service):
         self._queue: deque[_Pending] = deque()
         self._sending: Deferred[None] | None = None
         self._retry: Any = None
-        self._pool: HTTPConnectionPool | None = None
+        self._pool: QuietConnectionPool | None = None
         self._http: HTTPClient | None = None
         self.delivered = 0
         self.dropped = 0
 
     def startService(self) -> None:
         super().startService()
-        self._pool = HTTPConnectionPool(self._reactor, persistent=False)
+        self._pool = QuietConnectionPool(self._reactor, persistent=False)
         self._http = HTTPClient(cast(IAgent, Agent(self._reactor, pool=self._pool)))
         self.health.watch(self.notify)
 

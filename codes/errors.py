@@ -25,10 +25,13 @@ __all__ = [
     "BULK_QUERY_LINE_INVALID",
     "BULK_QUERY_NOT_ENDED",
     "CERTIFICATE_NOT_AUTHORIZED",
+    "CONFIGURATION_INVALID",
     "CONTENT_DIGEST_MISMATCH",
     "CONTROL_UNAUTHORIZED",
     "CSRF_REJECTED",
+    "DATABASE_UNAVAILABLE",
     "DELEGATION_NOT_PERMITTED",
+    "FILE_UNUSABLE",
     "FUGO_INVALID",
     "FUGO_NOT_ACQUIRED",
     "FUGO_UNKNOWN",
@@ -72,6 +75,7 @@ __all__ = [
     "REPLICA_RECORD_TOO_LARGE",
     "RESTORE_FAILED",
     "RESTORE_VERIFICATION_FAILED",
+    "RESULT_FILE_EXISTS",
     "ROLE_FORBIDDEN",
     "SENDER_NOT_PARTY",
     "SESSION_EXPIRED",
@@ -98,6 +102,8 @@ __all__ = [
     "UNKNOWN_SELF_INFORMATION",
     "UNKNOWN_STAFF_USER",
     "UNKNOWN_TRANSACTION",
+    "USAGE_INVALID",
+    "WAIT_TIMED_OUT",
     "WEAK_PASSWORD",
     "XML_DOCTYPE_FORBIDDEN",
     "XML_MALFORMED",
@@ -764,4 +770,42 @@ NOTICE_INVALID = _kind(
     400,
     "The notice cannot be sent: {detail}",
     "お知らせを送信できません: {detail}",
+)
+
+# The renkei command (renkei/cli.py, renkei/failures.py): failures of the command itself
+USAGE_INVALID = _kind(
+    "UsageInvalid",
+    400,
+    "The command line is not valid: {detail}",
+    "コマンドラインが正しくありません: {detail}",
+)
+CONFIGURATION_INVALID = _kind(
+    "ConfigurationInvalid",
+    400,
+    "The configuration cannot be used: {detail}",
+    "設定ファイルを使用できません: {detail}",
+)
+FILE_UNUSABLE = _kind(
+    "FileUnusable",
+    400,
+    "{path} cannot be used: {detail}",
+    "{path}を使用できません: {detail}",
+)
+RESULT_FILE_EXISTS = _kind(
+    "ResultFileExists",
+    409,
+    "The result file {path} exists already.",
+    "結果ファイル{path}は既に存在します。",
+)
+DATABASE_UNAVAILABLE = _kind(
+    "DatabaseUnavailable",
+    503,
+    "The database {database} cannot be used: {detail}",
+    "データベース{database}を使用できません: {detail}",
+)
+WAIT_TIMED_OUT = _kind(
+    "WaitTimedOut",
+    504,
+    "Gave up waiting: {detail}",
+    "待機を打ち切りました: {detail}",
 )

@@ -17,6 +17,7 @@ __all__ = [
     "config",
     "deferred",
     "disclosure",
+    "events",
     "hardened_xml",
     "health",
     "held",

@@ -41,12 +41,24 @@ __all__ = [
     "PopulationConfig",
     "PortalConfig",
     "RetentionConfig",
+    "UnknownMember",
     "load_config",
 ]
 
 
 class ConfigError(Exception):
     """The configuration file is missing, unreadable or inconsistent."""
+
+
+class UnknownMember(ConfigError):
+    """No institution of the configuration has this name or code; ``known``: the names of
+    those that could have been meant, ``among``: what they are."""
+
+    def __init__(self, message: str, name: str, known: tuple[str, ...], among: str) -> None:
+        super().__init__(message)
+        self.name = name
+        self.known = known
+        self.among = among
 
 
 @dataclass(frozen=True)
@@ -329,14 +341,24 @@ class Config:
         for member in self.members:
             if name_or_code in (member.name, member.code):
                 return member
-        raise ConfigError(f"no institution {name_or_code!r} in {self.path}")
+        raise UnknownMember(
+            f"no institution {name_or_code!r} in {self.path}",
+            name_or_code,
+            tuple(member.name for member in self.members),
+            f"the institutions of {self.path}",
+        )
 
     def institution(self, name_or_code: str) -> InstitutionConfig:
         """An institution by its section name (``meguro``) or its institution code."""
         for institution in self.institutions:
             if name_or_code in (institution.name, institution.code):
                 return institution
-        raise ConfigError(f"no institution {name_or_code!r} in {self.path}")
+        raise UnknownMember(
+            f"no institution {name_or_code!r} in {self.path}",
+            name_or_code,
+            tuple(institution.name for institution in self.institutions),
+            f"the institutions of {self.path} with a node here",
+        )
 
 
 def _database_url(value: str, base: Path) -> str:

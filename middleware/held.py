@@ -134,6 +134,9 @@ class HeldDecisions:
         answer = self._answer(item, decision)
         outgoing = await self._database.run(self._take, number, decision, actor, reason, answer)
         self._party.outbox.send_now(outgoing)
+        self._party.events.decided(
+            number, decision, actor, item.requester, answer.status, answer.error_code
+        )
 
     def _answer(self, item: held_queue.HeldItem, decision: str) -> _DecidedAnswer:
         """The Provision a decision sends."""

@@ -137,6 +137,7 @@ class IntermediateServer(Party):
         super().__init__(
             config,
             reactor,
+            name=institution.name,
             database=institution.database,
             migrations=MIGRATIONS,
             outbox=(node_outbox, node_outbox_owner),
@@ -180,7 +181,6 @@ class IntermediateServer(Party):
         checkpoints = CheckpointSigner(signer, self.code)
         self.purge = retention.Purge(
             self,
-            institution.name,
             [
                 *retention.party_kinds(
                     self.records, node_checkpoints, node_outbox, checkpoints, kept
@@ -289,13 +289,12 @@ class IntermediateServer(Party):
                 code = failure.code
             else:
                 code = errors.NETWORK_UNAVAILABLE.code
-            self.log.info("符号 of {number} not acquired: {code}", number=number, code=code)
+            # The log names no person: the person's state (宛名 in the console) says whose.
+            self.log.info("a 符号 was not acquired: {code}", code=code)
             try:
                 await self.database.run(persons.record_failure, number, code)
             except Exception:
-                self.log.failure(
-                    "could not record the failed acquisition of {number}", number=number
-                )
+                self.log.failure("could not record a failed 符号 acquisition")
         finally:
             for ended in self._acquiring.pop(number, []):
                 fire(ended)

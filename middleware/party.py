@@ -1,10 +1,11 @@
 """A party of the network: what the hub and every intermediate server are built on.
 
 A party has one clock (wall time and timers), one database (migrated when it starts), one
-durable outbox that delivers through its transport, one chain of provision records and one
+durable outbox that delivers through its transport, one chain of provision records, one
 scheduler of its periodic jobs (`middleware.jobs.Scheduler`, ``party.jobs``: the outbox's
 poll is its first job; with ``[backup]``, the backup of its database is another,
-`add_backup`). Starting opens the database, migrates it and starts the jobs;
+`add_backup`) and one log of its business events (`middleware.events.BusinessLog`,
+``party.events``). Starting opens the database, migrates it and starts the jobs;
 stopping stops the jobs (cancelling runs in flight), then the outbox (waiting for deliveries
 in flight), closes the transport and closes the database last, whatever failed before. The
 hub (`simulators.network.hub.Hub`) and the intermediate server
@@ -27,6 +28,7 @@ from middleware.chain import Chain
 from middleware.clock import ReactorTime, utc_now
 from middleware.config import Config
 from middleware.deferred import deferred
+from middleware.events import BusinessLog
 from middleware.jobs import Backoff, Scheduler
 from middleware.network import Transport
 from middleware.outbox import Outbox, OutgoingMessage
@@ -50,6 +52,7 @@ class Party(Service):
         config: Config,
         reactor: Any,
         *,
+        name: str,
         database: str,
         migrations: Path,
         outbox: tuple[Table, Table],
@@ -74,6 +77,8 @@ class Party(Service):
             owners=owners,
         )
         self.transport = transport
+        # One line per business event, under the party's name (``hub``, ``meguro``).
+        self.events = BusinessLog(name, ((m.code, m.display_name) for m in config.members))
         self.records: Chain = record_chain(*records)
         self._migrations = migrations
         # Every periodic job of the party, run on its clock, each run recorded.

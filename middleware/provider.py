@@ -165,12 +165,26 @@ class Provider:
         except RenkeiError as refusal:
             if refusal.status < 500:
                 # 番号法 第23条: a request refused is recorded too, with its code.
-                await self._database.run(
+                first = await self._database.run(
                     self._record_refused, asked.message_id, permit, refusal, self._party.now()
                 )
+                if first:
+                    self._party.events.provision_refused(
+                        permit.transaction_number if permit is not None else None,
+                        permit.requester if permit is not None else None,
+                        refusal.code,
+                    )
             raise
-        if outgoing is not None:
+        if outgoing is not None and answer is not None:
             self._party.outbox.send_now(outgoing)
+            self._party.events.provision(
+                permit.transaction_number,
+                answer.status,
+                permit.requester,
+                permit.information_name,
+                permit.procedure,
+                now + timedelta(seconds=self._institution.hold_lifetime),
+            )
         return messages.encode(
             messages.ProvisionRequestAck(
                 message_id=asked.message_id, transaction_number=permit.transaction_number
@@ -448,14 +462,15 @@ class Provider:
         permit: messages.Permit | None,
         refusal: RenkeiError,
         now: datetime,
-    ) -> None:
+    ) -> bool:
         """Record a provision request refused, once per request (the hub may send the same
-        request again): what the verified permit says, or nothing of an unverified one."""
+        request again): what the verified permit says, or nothing of an unverified one.
+        False when it was recorded before."""
         seen = connection.execute(
             select(refused_request.c.message_id).where(refused_request.c.message_id == message_id)
         ).first()
         if seen is not None:
-            return
+            return False
         number = permit.transaction_number if permit is not None else None
         connection.execute(
             refused_request.insert().values(
@@ -481,3 +496,4 @@ class Provider:
             event="provision", status=REFUSED, provider=self._code, error_code=refusal.code, **asked
         )
         self._party.record(connection, now, [entry])
+        return True

@@ -183,6 +183,13 @@ class Requester:
             query_id, outgoing = await self._database.run(*create)
         if outgoing is not None:
             self._party.outbox.send_now(outgoing)
+            self._party.events.query_submitted(
+                query_id,
+                system,
+                submission.provider,
+                submission.information_name,
+                submission.procedure,
+            )
         return query_id
 
     def _create_query(
@@ -256,9 +263,17 @@ class Requester:
             document = await self._party.transport.exchange(HUB, QUERY, message.body)
             accepted = decode_answer(document, messages.QueryAccepted)
         except DeliveryRefused as refusal:
-            await self._database.run(
+            refused = await self._database.run(
                 self._query_refused, message.reference, refusal.code, refusal.transaction_number
             )
+            if refused is not None:
+                self._party.events.query_refused_by_network(
+                    refusal.transaction_number,
+                    refused.query_id,
+                    refused.provider,
+                    refused.information_name,
+                    refusal.code,
+                )
             self._query_ended(message.reference)
             raise
         await self._database.run(
@@ -270,10 +285,11 @@ class Requester:
 
     def _query_refused(
         self, connection: Connection, query_id: str, code: str, number: str | None
-    ) -> None:
+    ) -> Any:
         """The hub refused the query: it ends refused, with the 処理通番 under which the hub
-        recorded the refusal (so that the transaction's path shows both records)."""
-        self._hub_answered(connection, query_id, number, REFUSED, code)
+        recorded the refusal (so that the transaction's path shows both records); the
+        query's row, or None when it had ended already."""
+        return self._hub_answered(connection, query_id, number, REFUSED, code)
 
     def _hub_answered(
         self,
@@ -282,12 +298,13 @@ class Requester:
         number: str | None,
         state: str,
         code: str | None = None,
-    ) -> None:
+    ) -> Any:
         """A submitted query accepted (its 処理通番) or refused (its code) by the hub, and
-        recorded; a query past ``submitted`` (its result came first) is left as it is."""
+        recorded; a query past ``submitted`` (its result came first) is left as it is. The
+        query's row as it was, or None when it was left."""
         row = connection.execute(select(query).where(query.c.query_id == query_id)).one()
         if row.state != SUBMITTED:
-            return
+            return None
         now = self._party.now()
         ended = {"error_code": code, "completed_at": now} if state == REFUSED else {}
         accepted = {"accepted_at": now} if state == ACCEPTED else {}
@@ -302,6 +319,7 @@ class Requester:
             now,
             [self._record(row, "query", state, transaction_number=number, **extra)],
         )
+        return row
 
     # -- the result ------------------------------------------------------------------------
 
@@ -311,23 +329,23 @@ class Requester:
         row = await self._database.read(self._query_of_result, delivered)
         if row.state in FINISHED:
             return messages.encode(provision_ack(delivered))
+        number = delivered.transaction_number
         hidden = delivered.non_disclosure  # 提供側不開示: the provider hides the transaction
         if delivered.status == HELD:
-            await self._database.run(
-                self._mark_held, row.query_id, delivered.transaction_number, hidden
-            )
+            if await self._database.run(self._mark_held, row.query_id, number, hidden):
+                self._party.events.query_ended(
+                    number, row.query_id, HELD, row.provider, row.information_name
+                )
             return messages.encode(provision_ack(delivered))
         # Decryption and verification are CPU work outside any transaction.
         state, result, code = self._open_result(row, delivered)
-        await self._database.run(
-            self._store_result,
-            row.query_id,
-            delivered.transaction_number,
-            state,
-            result,
-            code,
-            hidden,
+        stored = await self._database.run(
+            self._store_result, row.query_id, number, state, result, code, hidden
         )
+        if stored:
+            self._party.events.query_ended(
+                number, row.query_id, state, row.provider, row.information_name, code
+            )
         self._query_ended(row.query_id)
         if code is not None and state == ERROR:
             raise RenkeiError(errors.ALL[code], transaction_number=delivered.transaction_number)
@@ -364,10 +382,11 @@ class Requester:
 
     def _mark_held(
         self, connection: Connection, query_id: str, number: str, non_disclosure: bool = False
-    ) -> None:
+    ) -> bool:
+        """The query held by its provider; False when it was already (or has ended)."""
         row = self._query_row(connection, query_id, non_disclosure)
         if row.state not in (SUBMITTED, ACCEPTED):
-            return  # already held, or the final result overtook this notice
+            return False  # already held, or the final result overtook this notice
         now = self._party.now()
         entries = []
         if row.transaction_number is None:
@@ -379,6 +398,7 @@ class Requester:
         )
         entries.append(self._record(row, "result", HELD, transaction_number=number))
         self._party.record(connection, now, entries)
+        return True
 
     def _store_result(
         self,
@@ -389,10 +409,12 @@ class Requester:
         result: bytes | None,
         code: str | None,
         non_disclosure: bool = False,
-    ) -> None:
+    ) -> bool:
+        """The query's result stored and recorded; False when it had one (delivered twice:
+        the first delivery stands)."""
         row = connection.execute(select(query).where(query.c.query_id == query_id)).one()
         if row.state in FINISHED:
-            return  # delivered twice: the first delivery stands
+            return False
         row = self._query_row(connection, query_id, non_disclosure)
         now = self._party.now()
         entries = []
@@ -415,6 +437,7 @@ class Requester:
             self._record(row, "result", state, transaction_number=number, error_code=code)
         )
         self._party.record(connection, now, entries)
+        return True
 
     # -- what a back office reads -------------------------------------------------------------
 

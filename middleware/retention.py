@@ -35,7 +35,6 @@ from itertools import takewhile
 from typing import Any
 
 from sqlalchemy import Connection, Table, delete, select
-from twisted.logger import Logger
 
 from middleware.audit import AUDIT_CHAIN, SYSTEM, append_audit
 from middleware.chain import Chain
@@ -352,17 +351,12 @@ def _japan(moment: datetime) -> str:
 
 
 class Purge:
-    """The purge of one party (``name`` in its log): each kind in turn, batch after batch
-    until nothing more is due; each batch recorded (at a node, ``audited``, by an audit
-    entry in its transaction)."""
+    """The purge of one party: each kind in turn, batch after batch until nothing more is
+    due; each batch recorded (at a node, ``audited``, by an audit entry in its transaction),
+    each kind deleted a business event of the party's log."""
 
-    log = Logger()
-
-    def __init__(
-        self, party: Party, name: str, kinds: Sequence[Kind], *, batch: int, audited: bool
-    ) -> None:
+    def __init__(self, party: Party, kinds: Sequence[Kind], *, batch: int, audited: bool) -> None:
         self._party = party
-        self._name = name
         self.kinds = tuple(kinds)
         self._limit = batch
         self._audited = audited
@@ -385,17 +379,13 @@ class Purge:
                 if not purged.deleted or not purged.more:
                     break
             counts[kind.count] = total
-            if total:
-                self.log.info(
-                    "purge of {party}: {count} {kind} deleted, the newest of {newest}"
-                    " (kept {period}: up to {cutoff})",
-                    party=self._name,
-                    count=total,
-                    kind=kind.name,
-                    newest=_japan(newest) if newest is not None else "-",
-                    period=str(kind.period),
-                    cutoff=_japan(cutoff),
-                )
+            # One business event per kind deleted (nothing when none was due).
+            self._party.events.purged(
+                kind.name.replace("_", " "),
+                total,
+                f"kept {kind.period}: up to {_japan(cutoff)}, the newest of "
+                f"{_japan(newest) if newest is not None else '-'}",
+            )
         return counts
 
     def _batch(self, connection: Connection, kind: Kind, cutoff: datetime, now: datetime) -> Purged:

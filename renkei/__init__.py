@@ -4,4 +4,13 @@ The one package that wires parties, adapters and simulators together; it sits ab
 other layer (docs/architecture.md) and nothing imports it.
 """
 
-__all__ = ["cli", "control", "enrolment", "sandbox", "scenarios", "service", "supervisor"]
+__all__ = [
+    "cli",
+    "control",
+    "enrolment",
+    "failures",
+    "sandbox",
+    "scenarios",
+    "service",
+    "supervisor",
+]

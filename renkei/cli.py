@@ -1,15 +1,21 @@
-"""The ``renkei`` command: PKI set-up, the demo query and record checks."""
+"""The ``renkei`` command: PKI set-up, the demo query and record checks.
+
+An expected failure of any command ends it in one line with its code and what to do
+(renkei/failures.py); anything else shows its traceback.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
+from codes import errors
 from crypto.pki import InstitutionEntry, PkiLayout, init_pki
 from middleware.config import Config, ConfigError, load_config
 from middleware.records import count_records, records_of_transaction, verify_records
@@ -25,16 +31,15 @@ from middleware.tables import (
     portal_record_head,
     portal_records,
 )
+from renkei.failures import BOX, CommandFailed, CommandGroup, expected
 from simulators.faults import KINDS as FAULT_KINDS
 
 __all__ = ["main"]
 
 
 def _config(path: str) -> Config:
-    try:
-        return load_config(Path(path))
-    except ConfigError as failure:
-        raise click.ClickException(str(failure)) from None
+    """The configuration at ``path`` (ConfigurationInvalid when it cannot be used)."""
+    return load_config(Path(path))
 
 
 config_option = click.option(
@@ -47,9 +52,13 @@ config_option = click.option(
 )
 
 
-@click.group()
+@click.group(cls=CommandGroup)
 def main() -> None:
-    """renkei: an emulation of the My Number information-linkage network."""
+    """renkei: an emulation of the My Number information-linkage network.
+
+    An expected failure (the box not running, a wrong option, an unknown institution, a
+    refusal) ends a command in one line, its code and what to do, with status 1 (2 for a
+    wrong command line); docs/operations.md, "The renkei command"."""
 
 
 @main.group()
@@ -106,11 +115,18 @@ def pki_enrol(name: str, config_path: str, out: Path, csr_dir: Path | None) -> N
     from renkei.enrolment import enrol, outside_member
 
     config = _config(config_path)
+    member = outside_member(config, name)
     try:
-        member = outside_member(config, name)
         written = enrol(config, member, out, csr_dir)
-    except (ConfigError, OSError, ValueError) as failure:
-        raise click.ClickException(str(failure)) from None
+    except (OSError, ValueError) as failure:
+        remedy = (
+            "Give the member's requests: tls.csr and signing.csr of EC P-256 keys, "
+            "encryption.csr of an RSA key of 2048 bits or more (docs/operations.md, "
+            '"Outside members").'
+            if csr_dir is not None
+            else 'Give --out a new folder (docs/operations.md, "Outside members").'
+        )
+        raise _pki_refused(failure, csr_dir or out, remedy) from None
     for path in written:
         click.echo(f"wrote {path}")
     click.echo(f"{member.name} ({member.display_name}, {member.code}) enrolled in {config.pki}")
@@ -128,14 +144,37 @@ def pki_revoke(name: str, config_path: str, system: str | None) -> None:
     from crypto.pki import revoke
 
     config = _config(config_path)
+    member = config.member(name)
     try:
-        member = config.member(name)
         withdrawn = revoke(config.pki, member.code, system)
-    except (ConfigError, OSError, ValueError) as failure:
-        raise click.ClickException(str(failure)) from None
+    except (OSError, ValueError) as failure:
+        remedy = 'renkei pki init makes what is missing (docs/operations.md, "Revocation").'
+        raise _pki_refused(failure, config.pki, remedy) from None
     for certificate in withdrawn:
         click.echo(
             f"revoked {certificate.subject.rfc4514_string()} (serial {certificate.serial_number:x})"
+        )
+
+
+def _pki_refused(failure: OSError | ValueError, path: Path, remedy: str) -> CommandFailed:
+    """A PKI operation that could not be done: which file (or folder), why, what to do."""
+    where = getattr(failure, "filename", None) or path
+    detail = getattr(failure, "strerror", None) or str(failure)
+    return CommandFailed.of(errors.FILE_UNUSABLE, remedy, path=where, detail=detail)
+
+
+def _pki_of(config: Config) -> None:
+    """Check that the network's PKI is made (the commands that reach the box need it)."""
+    from crypto.pki import PkiLayout
+
+    ca = PkiLayout(config.pki).ca().certificate
+    if not ca.exists():
+        raise CommandFailed.of(
+            errors.FILE_UNUSABLE,
+            f"Make it with renkei pki init {config.pki} -c {config.path} (make run does), or "
+            "give -c the configuration the box runs with.",
+            path=ca,
+            detail="the network's PKI is not made yet",
         )
 
 
@@ -146,37 +185,27 @@ def demo(config_path: str, timeout: float) -> None:
     """Send the demo query of the network in a box (started by `make run`) and print the
     decrypted provision, its 処理通番 and the records each party wrote."""
     config = _config(config_path)
+    _pki_of(config)
     _react(lambda reactor: _run_demo(reactor, config, timeout))
 
 
 def _react(work: Callable[[Any], Coroutine[Any, Any, None]]) -> None:
-    """Run the coroutine ``work(reactor)`` on the reactor (``react``). A ClickException it
-    raises, or a network in a box that does not answer, ends the command as click ends it
-    (the message and status 1), without a traceback."""
-    from twisted.internet.defer import Deferred, FirstError
-    from twisted.internet.error import ConnectError
+    """Run the coroutine ``work(reactor)`` on the reactor (``react``). An expected failure
+    it raises (renkei/failures.py: a network in a box that does not answer, a coded
+    refusal) ends the command in one line; anything else shows its traceback."""
+    from twisted.internet.defer import Deferred
     from twisted.internet.task import react
-    from twisted.web.client import ResponseNeverReceived
 
-    failed: list[click.ClickException] = []
-    unreachable = (ConnectError, ResponseNeverReceived, ConnectionError)
+    failed: list[CommandFailed] = []
 
     async def guarded(reactor: Any) -> None:
         try:
             await work(reactor)
         except Exception as failure:
-            # Work done in parallel fails with the first of its failures.
-            cause = failure.subFailure.value if isinstance(failure, FirstError) else failure
-            if isinstance(cause, click.ClickException):
-                failed.append(cause)
-            elif isinstance(cause, unreachable):
-                failed.append(
-                    click.ClickException(
-                        f"the network in a box did not answer ({cause}); is it running (make run)?"
-                    )
-                )
-            else:
+            refusal = expected(failure)
+            if refusal is None:
                 raise
+            failed.append(refusal)
 
     try:
         react(lambda reactor: Deferred.fromCoroutine(guarded(reactor)))
@@ -188,10 +217,14 @@ def _react(work: Callable[[Any], Coroutine[Any, Any, None]]) -> None:
 
 
 async def _run_demo(reactor: Any, config: Config, timeout: float) -> None:
-    from simulators.back_office import BackOfficeClient, BackOfficeError
+    from simulators.back_office import BackOfficeClient
 
     if config.demo_data is None:
-        raise click.ClickException("the configuration has no [demo] section")
+        raise CommandFailed.of(
+            errors.CONFIGURATION_INVALID,
+            "Add it (twistd.conf has one) and start the box again.",
+            detail=f"{config.path} has no [demo] section",
+        )
     ask = json.loads(config.demo_data.read_text(encoding="utf-8"))["demo_query"]
     requester = config.institution(ask["requester"])
     provider = config.institution(ask["provider"])
@@ -208,10 +241,6 @@ async def _run_demo(reactor: Any, config: Config, timeout: float) -> None:
             f"({provider.code}): query {submitted['query_id']} submitted"
         )
         status = await client.wait_for_result(submitted["query_id"], timeout=timeout)
-    except BackOfficeError as refusal:
-        raise click.ClickException(
-            f"{refusal.code}: {refusal.error.get('message_en')} / {refusal.error.get('message_ja')}"
-        ) from None
     finally:
         await client.close()
     _print_status(status)
@@ -239,23 +268,50 @@ def _print_status(status: dict[str, Any]) -> None:
             click.echo(f"    {item['code']} {item['name']}: {item['value']}")
 
 
-def _print_records(config: Config, number: str) -> None:
+@contextmanager
+def _database(url: str, migrations: Path | None = None) -> Iterator[Database]:
+    """A party's database (migrated first with ``migrations``), stopped at the end; one
+    that cannot be used ends the command with DatabaseUnavailable. Without ``migrations``
+    (reading only), an SQLite database that does not exist is not made."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
     from twisted.internet import reactor
 
+    from middleware.storage import migrate
+
+    shown = make_url(url).render_as_string(hide_password=True)
+    path = make_url(url).database
+    if migrations is None and url.startswith("sqlite") and path and not Path(path).exists():
+        raise CommandFailed.of(
+            errors.DATABASE_UNAVAILABLE, database=shown, detail="it does not exist yet"
+        )
+    database: Database | None = None
+    try:
+        if migrations is not None:
+            migrate(url, migrations)
+        database = Database(reactor, url)
+        yield database
+    except SQLAlchemyError as failure:
+        cause = getattr(failure, "orig", None) or failure
+        detail = " ".join(str(cause).split())
+        raise CommandFailed.of(errors.DATABASE_UNAVAILABLE, database=shown, detail=detail) from None
+    finally:
+        if database is not None:
+            database.stop()
+
+
+def _print_records(config: Config, number: str) -> None:
     parties: list[tuple[str, str, Any]] = []
     if config.network is not None:
         parties.append(("hub", config.network.database, hub_records))
     parties += [(i.display_name, i.database, node_records) for i in config.institutions]
     click.echo("情報提供等記録 (provision records):")
     for name, url, table in parties:
-        database = Database(reactor, url)
-        try:
+        with _database(url) as database:
             rows = database.run_blocking(records_of_transaction, table, number)
-        finally:
-            database.stop()
         for row in rows:
             click.echo(
-                f"  [{name}] #{row['seq']} {row['recorded_at']:%Y-%m-%d %H:%M:%S} "
+                f"  [{name}] #{row['seq']} {_jst(row['recorded_at'].isoformat())} "
                 f"{row['event']} {row['status']} requester={row['requester']} "
                 f"provider={row['provider']} {row['information_name']}"
                 + (f" error={row['error_code']}" if row["error_code"] else "")
@@ -272,8 +328,6 @@ def records() -> None:
 def records_verify(config_path: str) -> None:
     """Check every party's hash chain of provision records (from its newest signed
     checkpoint once purged); exit 1 on a break."""
-    from twisted.internet import reactor
-
     config = _config(config_path)
     parties: list[tuple[str, str, str, Any, Any, Any]] = []
     if config.network is not None:
@@ -292,14 +346,11 @@ def records_verify(config_path: str) -> None:
         )  # fmt: skip
     broken = False
     for name, code, url, table, head, checkpoints in parties:
-        database = Database(reactor, url)
-        try:
+        with _database(url) as database:
             verified = database.run_blocking(
                 verify_records, table, head, checkpoints, _trust(config, code)
             )
             count = database.run_blocking(count_records, table)
-        finally:
-            database.stop()
         if verified.intact:
             click.echo(f"{name}: {count} records, chain intact{_from_checkpoint(verified)}")
         else:
@@ -388,7 +439,7 @@ def backup(destination: Path, config_path: str, institution_name: str | None, hu
 
     config = _config(config_path)
     party = _party_to_copy(config, institution_name, hub)
-    manifest = _coded(back_up, party, destination, _now())
+    manifest = back_up(party, destination, _now())
     click.echo(
         f"{party.name}: backed up into {destination} ({manifest.file}, {manifest.size} bytes,"
         f" made {_jst(manifest.made_at.isoformat())}; {_chains(manifest.chains)})"
@@ -407,7 +458,7 @@ def restore(source: Path, config_path: str, institution_name: str | None, hub: b
 
     config = _config(config_path)
     party = _party_to_copy(config, institution_name, hub)
-    restored = _coded(restore_backup, party, source, _trust(config, party.code), _now())
+    restored = restore_backup(party, source, _trust(config, party.code), _now())
     made = _jst(restored.manifest.made_at.isoformat())
     click.echo(
         f"{party.name}: restored from {source} (made {made}; {_chains(restored.manifest.chains)}),"
@@ -428,36 +479,18 @@ institution_option = click.option(
 )
 
 
-def _node_database(config: Config, name: str) -> tuple[Any, Database]:
-    """An institution and its database, migrated to the current schema."""
-    from twisted.internet import reactor
-
+def _node_database(config: Config, name: str) -> tuple[Any, AbstractContextManager[Database]]:
+    """An institution and its database (migrated to the current schema when opened)."""
     from middleware.node import MIGRATIONS
-    from middleware.storage import migrate
 
-    try:
-        institution = config.institution(name)
-    except ConfigError as failure:
-        raise click.ClickException(str(failure)) from None
-    migrate(institution.database, MIGRATIONS)
-    return institution, Database(reactor, institution.database)
+    institution = config.institution(name)
+    return institution, _database(institution.database, MIGRATIONS)
 
 
 def _now() -> Any:
     from datetime import UTC, datetime
 
     return datetime.now(UTC).replace(microsecond=0)
-
-
-def _coded(call: Any, *args: Any, **kwargs: Any) -> Any:
-    from codes.errors import RenkeiError
-
-    try:
-        return call(*args, **kwargs)
-    except RenkeiError as refusal:
-        raise click.ClickException(
-            f"{refusal.code}: {refusal.message_en} / {refusal.message_ja}"
-        ) from None
 
 
 def _password(password_file: Path | None, generate: bool) -> tuple[str, bool]:
@@ -511,15 +544,14 @@ def staff_add(
     from middleware import audit, staff
 
     config = _config(config_path)
-    institution, database = _node_database(config, institution_name)
-    try:
+    institution, opened = _node_database(config, institution_name)
+    with opened as database:
         exists = any(u["name"] == name for u in database.run_blocking(staff.list_users))
         if exists and if_absent:
             click.echo(f"staff user {name} already exists at {institution.name}")
             return
         password, show = _password(password_file, generate_password)
-        secret = _coded(
-            database.run_blocking,
+        secret = database.run_blocking(
             staff.add_user,
             _now(),
             name,
@@ -529,8 +561,6 @@ def staff_add(
             actor=audit.SYSTEM,
             with_totp=with_totp,
         )
-    finally:
-        database.stop()
     click.echo(f"staff user {name} added at {institution.display_name} ({institution.name})")
     if institution.console_address:
         click.echo(f"console:  {institution.console_address}/")
@@ -552,11 +582,9 @@ def staff_list(config_path: str, institution_name: str) -> None:
     from middleware import staff
 
     config = _config(config_path)
-    _, database = _node_database(config, institution_name)
-    try:
+    _, opened = _node_database(config, institution_name)
+    with opened as database:
         users = database.run_blocking(staff.list_users)
-    finally:
-        database.stop()
     for user in users:
         flags = []
         if user["totp_enabled"]:
@@ -564,7 +592,7 @@ def staff_list(config_path: str, institution_name: str) -> None:
         if user["disabled"]:
             flags.append("disabled")
         if user["locked_until"] is not None:
-            flags.append(f"locked until {user['locked_until'].isoformat()}")
+            flags.append(f"locked until {_jst(user['locked_until'].isoformat())}")
         click.echo(
             f"{user['name']}\t{user['display_name']}\t{' '.join(user['roles'])}\t{' '.join(flags)}"
         )
@@ -579,11 +607,9 @@ def staff_disable(name: str, config_path: str, institution_name: str) -> None:
     from middleware import audit, staff
 
     config = _config(config_path)
-    _, database = _node_database(config, institution_name)
-    try:
-        _coded(database.run_blocking, staff.disable_user, _now(), name, actor=audit.SYSTEM)
-    finally:
-        database.stop()
+    _, opened = _node_database(config, institution_name)
+    with opened as database:
+        database.run_blocking(staff.disable_user, _now(), name, actor=audit.SYSTEM)
     click.echo(f"staff user {name} disabled")
 
 
@@ -591,7 +617,12 @@ def staff_disable(name: str, config_path: str, institution_name: str) -> None:
 @click.argument("name")
 @config_option
 @institution_option
-@click.option("--password-file", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Read the new password from this file; when it does not exist, generate one into it.",
+)
 @click.option("--generate-password", is_flag=True, help="Generate a password and print it.")
 def staff_reset_password(
     name: str,
@@ -600,18 +631,15 @@ def staff_reset_password(
     password_file: Path | None,
     generate_password: bool,
 ) -> None:
-    """Set a new password for NAME, clear its lockout and end its sessions."""
+    """Set a new password for NAME, clear its lockout and end its sessions. The first
+    password that make run kept in var/consoles/INSTITUTION.txt no longer holds then."""
     from middleware import audit, staff
 
     config = _config(config_path)
-    _, database = _node_database(config, institution_name)
+    _, opened = _node_database(config, institution_name)
     password, show = _password(password_file, generate_password)
-    try:
-        _coded(
-            database.run_blocking, staff.reset_password, _now(), name, password, actor=audit.SYSTEM
-        )
-    finally:
-        database.stop()
+    with opened as database:
+        database.run_blocking(staff.reset_password, _now(), name, password, actor=audit.SYSTEM)
     click.echo(f"password of {name} reset")
     if show:
         click.echo(f"password: {password}")
@@ -631,12 +659,10 @@ def audit_verify(config_path: str, institution_name: str) -> None:
     from middleware import audit
 
     config = _config(config_path)
-    institution, database = _node_database(config, institution_name)
-    try:
+    institution, opened = _node_database(config, institution_name)
+    with opened as database:
         verified = database.run_blocking(audit.audit_verification, _trust(config, institution.code))
         count = database.run_blocking(audit.count_audit)
-    finally:
-        database.stop()
     if verified.intact:
         click.echo(
             f"{institution.name}: {count} audit entries, chain intact{_from_checkpoint(verified)}"
@@ -678,6 +704,12 @@ def audit_verify(config_path: str, institution_name: str) -> None:
     help="Where to write the result file (default: FILE.result.csv, with --resume ID.result.csv).",
 )
 @click.option(
+    "--force",
+    is_flag=True,
+    help="Replace the result file if it exists (without: an existing one is kept, and nothing "
+    "is sent).",
+)
+@click.option(
     "--wait/--no-wait",
     default=True,
     show_default=True,
@@ -711,6 +743,7 @@ def bulk_query(
     institution_name: str,
     system: str,
     output: Path | None,
+    force: bool,
     wait: bool,
     interval: float,
     timeout: float | None,
@@ -722,8 +755,9 @@ def bulk_query(
     (--resume ID). Unless --no-wait, show a progress bar until every line has ended, then save
     the result file (CSV in the input's encoding). While the node does not answer (a restart)
     it tries again for up to --retry-for seconds: the file is sent under one Idempotency-Key,
-    so sending it again never makes a second bulk query. A refusal prints its code and exits
-    with status 1. See docs/bulk-query.md."""
+    so sending it again never makes a second bulk query. An existing result file is kept
+    (nothing is sent) unless --force. A refusal, or a file whose every line is invalid, exits
+    with status 1; a file with some invalid lines says how many. See docs/bulk-query.md."""
     import time
     import uuid
 
@@ -732,11 +766,16 @@ def bulk_query(
     if (file is None) == (resume_id is None):
         raise click.UsageError("give FILE, or --resume ID to follow an earlier bulk query")
     config = _config(config_path)
-    try:
-        institution = config.institution(institution_name)
-    except ConfigError as failure:
-        raise click.ClickException(str(failure)) from None
+    institution = config.institution(institution_name)
+    target = output or (
+        file.with_name(file.name + ".result.csv")
+        if file is not None
+        else Path(f"{resume_id}.result.csv")
+    )
+    if wait and not force and target.exists():
+        raise CommandFailed.of(errors.RESULT_FILE_EXISTS, path=target)
     node = _BackOfficeConnection(config, institution, system, retry_for)
+    resume = f"renkei bulk-query --resume {{id}} -c {config_path} -i {institution_name} -s {system}"
     if file is not None:
         key = str(uuid.uuid4())  # one per invocation: every resend is the same bulk query
         accepted = node.request("POST", "/bulk-queries", file.read_bytes(), idempotency_key=key)
@@ -744,6 +783,10 @@ def bulk_query(
         click.echo(
             f"bulk query {bulk_query_id}: {accepted['lines']} lines, {accepted['invalid']} invalid"
         )
+        if not wait and accepted["invalid"] == accepted["lines"]:
+            raise _every_line_invalid(
+                file, accepted["lines"], f"{resume.format(id=bulk_query_id)} saves it"
+            )
     else:
         assert resume_id is not None
         bulk_query_id = resume_id
@@ -766,22 +809,48 @@ def bulk_query(
             if progress["state"] == "ended":
                 break
             if deadline is not None and time.monotonic() >= deadline:
-                raise click.ClickException(
-                    f"bulk query {bulk_query_id} still running after {timeout:g} s "
-                    f"({progress['ended']} of {progress['lines']} lines ended)"
+                raise CommandFailed.of(
+                    errors.WAIT_TIMED_OUT,
+                    f"It goes on: {resume.format(id=bulk_query_id)} follows it to its end.",
+                    detail=f"bulk query {bulk_query_id} still running after {timeout:g} s "
+                    f"({progress['ended']} of {progress['lines']} lines ended)",
                 )
             time.sleep(interval)
     counts = ", ".join(f"{state} {count}" for state, count in progress["by_state"].items())
     click.echo(f"ended: {counts}")
     content = node.request("GET", f"/bulk-queries/{bulk_query_id}/result", raw=True)
-    default = (
-        file.with_name(file.name + ".result.csv")
-        if file is not None
-        else Path(f"{bulk_query_id}.result.csv")
-    )
-    target = output or default
-    target.write_bytes(content)
+    try:
+        with target.open("wb" if force else "xb") as written:
+            written.write(content)
+    except FileExistsError:  # made meanwhile, by someone else
+        raise CommandFailed.of(
+            errors.RESULT_FILE_EXISTS,
+            f"{resume.format(id=bulk_query_id)} -o OTHER saves it elsewhere, or give --force.",
+            path=target,
+        ) from None
     click.echo(f"result file: {target}")
+    invalid = progress["invalid"]
+    if invalid and invalid == progress["lines"]:
+        raise _every_line_invalid(file, invalid, f"{target} says why for each")
+    if invalid:
+        click.echo(
+            f"{invalid} of {progress['lines']} lines refused as invalid ({INVALID_LINE}): "
+            f"{target} says why for each (docs/bulk-query.md, §1)"
+        )
+
+
+INVALID_LINE = errors.BULK_QUERY_LINE_INVALID.code
+
+
+def _every_line_invalid(file: Path | None, lines: int, result: str) -> CommandFailed:
+    """The failure of a bulk query none of whose ``lines`` could be sent."""
+    what = f"of {file} " if file is not None else ""
+    return CommandFailed(
+        INVALID_LINE,
+        f"every line {what}({lines}) was refused as invalid and nothing was asked; the result "
+        f"file: {result}.",
+        "Fix the lines (docs/bulk-query.md, §1) and send the file again.",
+    )
 
 
 class _NodeUnreachable(Exception):
@@ -803,8 +872,13 @@ class _BackOfficeConnection:
         layout = PkiLayout(config.pki)
         client = layout.back_office_client(institution.code, system)
         if not client.certificate.exists():
-            raise click.ClickException(
-                f"no client certificate for {system} at {institution.name}: {client.certificate}"
+            systems = ", ".join(institution.back_office_systems)
+            raise CommandFailed.of(
+                errors.FILE_UNUSABLE,
+                f"Give --system one of {institution.name}'s systems ({systems}); the PKI is made "
+                f"by renkei pki init {config.pki} -c {config.path} (make run does).",
+                path=client.certificate,
+                detail=f"no client certificate of the system {system} at {institution.name}",
             )
         context = ssl.create_default_context(cafile=str(layout.ca().certificate))
         context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -813,6 +887,8 @@ class _BackOfficeConnection:
         self._host, self._port = host_and_port(institution.back_office_address)
         self._server_name = server_name_of_institution(institution.code)
         self._retry_for = retry_for
+        address = institution.back_office_address
+        self._where = f"the back-office API of {institution.name} at {address}"
 
     def request(
         self,
@@ -833,7 +909,8 @@ class _BackOfficeConnection:
                 return self._request_once(method, path, body, raw, idempotency_key)
             except _NodeUnreachable as failure:
                 if time.monotonic() + pause > deadline:
-                    raise click.ClickException(f"the node did not answer: {failure}") from None
+                    detail = f"{self._where} did not answer ({failure})"
+                    raise CommandFailed.of(errors.NETWORK_UNAVAILABLE, detail=detail) from None
                 click.echo(f"the node did not answer ({failure}); trying again", err=True)
                 time.sleep(pause)
                 pause = min(pause * 2, 10.0)
@@ -868,10 +945,10 @@ class _BackOfficeConnection:
             try:
                 error = json.loads(content)["error"]
             except (ValueError, KeyError, TypeError):
-                raise click.ClickException(f"HTTP {response.status}") from None
-            raise click.ClickException(
-                f"{error['code']}: {error['message_en']} / {error['message_ja']}"
-            )
+                raise CommandFailed(
+                    None, f"{self._where} answered HTTP {response.status} without a coded error"
+                ) from None
+            raise CommandFailed.answered(error)
         return content if raw else json.loads(content)
 
 
@@ -895,11 +972,12 @@ def populate(config_path: str, municipality: str, size: str, seed: int) -> None:
     """Generate a population (docs/population.md) and load it into the running network in a
     box: residents into the 住基ネット simulator's database, then each institution's persons
     (符号 acquired) and 副本 through its back-office API, with progress."""
-    config = _config(config_path)
     if not (size in ("small", "full") or size.isdigit()):
         raise click.BadParameter("small, full or a number", param_hint="--size")
     if municipality == "all" and size.isdigit():
         raise click.BadParameter("with --municipality all: small or full", param_hint="--size")
+    config = _config(config_path)
+    _pki_of(config)
     _react(lambda reactor: _run_populate(reactor, config, municipality, size, seed))
 
 
@@ -914,7 +992,11 @@ async def _run_populate(
     from simulators.population import generate, world
 
     if config.network is None:
-        raise click.ClickException("the configuration has no [network] section (the registry)")
+        raise CommandFailed.of(
+            errors.CONFIGURATION_INVALID,
+            "Give -c the configuration of the whole network (twistd.conf).",
+            detail=f"{config.path} has no [network] section (the hub and its registry)",
+        )
     amount: str | int = int(size) if size.isdigit() else size
     if municipality == "all":
         generated = world(size, seed)
@@ -933,12 +1015,9 @@ async def _run_populate(
                 await client.request("GET", "/openapi.json")
             finally:
                 await client.close()
-    registry = Database(reactor, config.network.database)
-    registry.start()
-    try:
+    with _database(config.network.database) as registry:
+        registry.start()
         added = await registry.run(jukinet.register_residents, numbers)
-    finally:
-        registry.stop()
     click.echo(
         f"住基ネット simulator: {added:,} residents added ({len(numbers):,} in the population)"
     )
@@ -956,7 +1035,9 @@ async def _run_populate(
                     reactor, config, institution, held, _advance(progress, tasks)
                 )
             except BackOfficeError as refusal:
-                raise click.ClickException(f"{institution.name}: {refusal}") from None
+                failed = CommandFailed.answered(refusal.error)
+                message = f"{institution.name}: {failed.message}"
+                raise CommandFailed(failed.code, message, failed.remedy) from None
 
 
 def _advance(progress: Any, tasks: dict[str, Any]) -> Callable[[str, int], None]:
@@ -978,20 +1059,24 @@ def use_case(config_path: str, number: int) -> None:
     Shibuya (Meguro's 副本; a DV-protected person's provision held), 4 premium stage check
     (welfare office and pension-office institution)."""
     config = _config(config_path)
+    _pki_of(config)
     _react(lambda reactor: _run_use_case(reactor, config, number))
 
 
 async def _run_use_case(reactor: Any, config: Config, number: int) -> None:
     from simulators import use_cases
-    from simulators.back_office import BackOfficeError
 
     try:
         persons = use_cases.population_of(config)
         outcome = await use_cases.USE_CASES[number](reactor, config, persons)
     except LookupError as failure:
-        raise click.ClickException(str(failure)) from None
-    except BackOfficeError as refusal:
-        raise click.ClickException(str(refusal)) from None
+        if type(failure) is not LookupError:  # a KeyError, an IndexError: a bug
+            raise
+        raise CommandFailed.of(
+            errors.CONFIGURATION_INVALID,
+            "Give -c the configuration of the box (twistd.conf has what the use cases need).",
+            detail=str(failure),
+        ) from None
     click.echo(outcome.title)
     for step in outcome.steps:
         click.echo(f"- {step}")
@@ -1016,12 +1101,18 @@ def _control(config: Config, method: str, path: str, body: Any = None, timeout: 
     from renkei.control import read_token
 
     if config.control is None:
-        raise click.ClickException(f"{config.path} has no [control] section (docs/control.md)")
+        raise CommandFailed.of(
+            errors.CONFIGURATION_INVALID,
+            "Add one (twistd.conf has it; docs/control.md) and start the box again.",
+            detail=f"{config.path} has no [control] section",
+        )
     try:
         token = read_token(config.control.token)
     except OSError:
-        raise click.ClickException(
-            f"no control token at {config.control.token}: is the box running (make run)?"
+        raise CommandFailed.of(
+            errors.NETWORK_UNAVAILABLE,
+            f"{BOX}.",
+            detail=f"no control token at {config.control.token}: the box has not started",
         ) from None
     address = urlsplit(config.control.address)
     connection = http.client.HTTPConnection(address.hostname or "", address.port, timeout=timeout)
@@ -1034,18 +1125,15 @@ def _control(config: Config, method: str, path: str, body: Any = None, timeout: 
         response = connection.getresponse()
         content = response.read()
     except (OSError, http.client.HTTPException) as failure:
-        raise click.ClickException(
-            f"the control API at {config.control.address} did not answer ({failure}); "
-            "is the box running (make run)?"
+        raise CommandFailed.of(
+            errors.NETWORK_UNAVAILABLE,
+            detail=f"the control API at {config.control.address} did not answer ({failure})",
         ) from None
     finally:
         connection.close()
     answer = json.loads(content)
     if response.status >= 400:
-        error = answer["error"]
-        raise click.ClickException(
-            f"{error['code']}: {error['message_en']} / {error['message_ja']}"
-        )
+        raise CommandFailed.answered(answer["error"])
     return answer
 
 

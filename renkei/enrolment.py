@@ -14,19 +14,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from crypto.pki import enrol_member, server_name_of_hub, server_name_of_institution
-from middleware.config import Config, ConfigError, OutsideMember
+from middleware.config import Config, ConfigError, OutsideMember, UnknownMember
 
 __all__ = ["enrol", "outside_member"]
 
 
 def outside_member(config: Config, name: str) -> OutsideMember:
     """The outside member (``external = true``) of ``config`` by its name or code;
-    ConfigError naming the outside members there are when it is not one."""
+    UnknownMember naming the outside members there are when no institution has that name,
+    ConfigError when it is one whose node is ours."""
     member = next((m for m in config.outside_members if name in (m.name, m.code)), None)
     if member is None:
         outside = ", ".join(m.name for m in config.outside_members) or "none configured"
-        raise ConfigError(
-            f"{name} is not an outside member (external = true) of {config.path}: {outside}"
+        message = f"{name} is not an outside member (external = true) of {config.path}: {outside}"
+        if any(name in (m.name, m.code) for m in config.members):
+            raise ConfigError(message)
+        raise UnknownMember(
+            message,
+            name,
+            tuple(m.name for m in config.outside_members),
+            f"the outside members (external = true) of {config.path}",
         )
     return member
 

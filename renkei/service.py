@@ -12,6 +12,8 @@ the generated population.
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -46,7 +48,7 @@ from simulators.network import jukinet
 from simulators.network.hub import Hub
 from simulators.portal.portal import PORTAL, Portal
 
-__all__ = ["Box", "Options", "makeService", "seed_demo", "seed_population"]
+__all__ = ["Box", "Options", "japan_time_in_logs", "makeService", "seed_demo", "seed_population"]
 
 
 # A registration the network cannot answer yet is tried again: the hub may still be starting,
@@ -57,7 +59,8 @@ LIST_WAIT = 60.0  # seconds a node waits at start for its first permitted-query 
 
 
 class Options(usage.Options):
-    """twistd renkei options."""
+    """twistd renkei options. One that is not valid (or a configuration that cannot be used)
+    ends twistd with one line, its code and what to do (renkei/failures.py), and status 1."""
 
     optFlags: ClassVar[list[list[str | None]]] = [
         ["single-process", None, "Run every party in this one process (for debugging)."],
@@ -89,11 +92,17 @@ class Options(usage.Options):
         ],
     ]
 
-    def postOptions(self) -> None:
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
         try:
-            self["loaded"] = load_config(Path(self["config"]))
-        except ConfigError as failure:
-            raise usage.UsageError(str(failure)) from None
+            super().parseOptions(options)
+        except (usage.UsageError, ConfigError) as failure:
+            # twistd would print every option's help above the error: one line instead.
+            from renkei.failures import usage_line
+
+            raise SystemExit(usage_line("twistd renkei", failure)) from None
+
+    def postOptions(self) -> None:
+        self["loaded"] = load_config(Path(self["config"]))
         party = self["party"]
         config: Config = self["loaded"]
         if party == HUB and config.network is None:
@@ -527,11 +536,22 @@ async def _retrying(box: Box, call: Callable[..., Deferred[Any]], *args: Any) ->
             await deferLater(box.reactor, 0.5, lambda: None)
 
 
+def japan_time_in_logs() -> None:
+    """Stamp this process's log lines (and those of the parties it starts, which inherit its
+    environment) with Japan time, the time their readers live in, unless ``TZ`` names
+    another zone: Twisted's log observers write the local time."""
+    if "TZ" not in os.environ:
+        os.environ["TZ"] = "JST-9"  # POSIX: Japan Standard Time, UTC+9, no summer time
+        time.tzset()
+
+
 def makeService(options: Options) -> Service:
     """The twistd service maker's body: one party (``--party``), every party in this process
     (``--single-process``), or every party in a process of its own (the default)."""
     from twisted.application.service import MultiService
     from twisted.internet import reactor
+
+    japan_time_in_logs()
 
     from renkei.control import (
         CAPTURE_DIR,

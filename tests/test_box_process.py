@@ -91,6 +91,17 @@ def test_demo_against_a_running_box_prints_the_provision_and_records(tmp_path: P
     finally:
         box.terminate()
         box.wait(timeout=30)
+    # The parties' logs: Japan time, the query as business events, no per-connection noise.
+    number = demo.stdout.split("処理通番 (transaction number): ")[1].split()[0]
+    for party, event in (
+        ("hub", "query 目黒区 → 世田谷区 permitted"),
+        ("meguro", "to 世田谷区 provided"),
+        ("setagaya", "provision to 目黒区 given"),
+    ):
+        lines = (tmp_path / "var" / "log" / f"{party}.log").read_text().splitlines()
+        assert all(line[19:24] == "+0900" for line in lines if line[:2] == "20"), lines[0]
+        assert any(f"処理通番 {number}: " in line and event in line for line in lines), party
+        assert not [line for line in lines if "Starting factory" in line], party
 
 
 def test_each_party_runs_alone_in_a_process_of_its_own(tmp_path: Path) -> None:
@@ -124,7 +135,10 @@ def test_each_party_runs_alone_in_a_process_of_its_own(tmp_path: Path) -> None:
         assert "state: provided" in demo.stdout
         for party in ("[hub]", "[目黒区]", "[世田谷区]"):
             assert party in demo.stdout
-        assert "世田谷区" not in logs["meguro"].read_text()  # each party logs only its own
+        meguro_log = logs["meguro"].read_text()  # each party logs only its own
+        assert "[setagaya#" not in meguro_log
+        assert "世田谷区 (1131121000000000) ready" not in meguro_log
+        assert "[meguro#info] 処理通番 " in meguro_log  # Meguro's query, naming 世田谷区
     finally:
         for process in processes.values():
             process.terminate()

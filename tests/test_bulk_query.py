@@ -644,3 +644,39 @@ async def test_the_cli_rides_out_a_node_restart_and_resumes_a_bulk_query(
     assert again.read_bytes() == first
     out, err, code = await renkei("bulk-query", *common)
     assert code == 2 and "--resume" in err
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_cli_keeps_a_result_file_unless_forced_and_fails_a_file_of_invalid_lines(
+    box: Any, tmp_path: Path
+) -> None:
+    """A file whose every line is invalid asks nothing and fails (its result file saved); run
+    again, its existing result file is kept and nothing is sent; with --force a file with
+    one invalid line of two replaces it and says how many lines were refused."""
+    from tests.test_populate_cli import renkei
+
+    source = tmp_path / "ikkatsu.csv"
+    source.write_bytes(file_of(line(番号体系="99"), line(番号体系="98")))
+    target = tmp_path / "ikkatsu.csv.result.csv"
+    common = ("-c", str(box.config.path), "-i", "meguro", "-s", CARE_INSURANCE)
+    out, err, code = await renkei("bulk-query", str(source), *common, "--interval", "0.2")
+    assert code == 1, out + err
+    assert err.startswith("error: BulkQueryLineInvalid: every line of ") and "(2)" in err, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert target.read_bytes().count(b"\r\n") == 3  # the header and the two lines, why each
+    assert count(box, query) == 0
+    first = target.read_bytes()
+
+    source.write_bytes(file_of(line(), line(番号体系="99")))
+    out, err, code = await renkei("bulk-query", str(source), *common)
+    assert code == 1 and err.startswith("error: ResultFileExists: "), out + err
+    assert "--force" in err and target.read_bytes() == first
+    assert count(box, bulk_query) == 1  # nothing was sent
+
+    out, err, code = await renkei(
+        "bulk-query", str(source), *common, "--force", "--interval", "0.2"
+    )
+    assert code == 0, out + err
+    assert "1 of 2 lines refused as invalid (BulkQueryLineInvalid)" in out
+    rows = list(csv.reader(io.StringIO(target.read_text(encoding="utf-8"))))
+    assert [row[4] for row in rows[1:]] == ["09", "80"]

@@ -236,6 +236,9 @@ def test_clock_and_faults_reach_every_process_and_a_restarted_one(tmp_path: Path
         assert "no fault in force" in run("renkei", "faults", "list", "-c", conf).stdout
         bad = run("renkei", "faults", "add", "drop", "--to", "nerima", "-c", conf)
         assert bad.returncode == 2 and "no party 'nerima'" in bad.stderr
+        unknown = run("renkei", "faults", "clear", "f9", "-c", conf)  # the control API's refusal
+        assert unknown.returncode == 1 and unknown.stderr.startswith("error: UnknownFault: ")
+        assert "renkei faults list" in unknown.stderr and len(unknown.stderr.splitlines()) == 1
     finally:
         box.terminate()
         box.wait(timeout=30)
@@ -248,7 +251,8 @@ def test_clock_commands_without_a_running_box_say_so(tmp_path: Path) -> None:
     config = write_config(tmp_path, tmp_path / "pki")
     result = run("renkei", "clock", "show", "-c", str(config.path))
     assert result.returncode == 1
-    assert "is the box running" in result.stderr and "Traceback" not in result.stderr
+    assert "NetworkUnavailable" in result.stderr and "make run" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @contextlib.contextmanager

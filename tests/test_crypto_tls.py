@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from cryptography import x509
+from twisted.internet.defer import gatherResults
 from twisted.web.client import ResponseNeverReceived
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -26,6 +27,7 @@ from crypto.tls import (
     server_options,
 )
 from tests.certs import BACK_OFFICE_SYSTEM, INSTITUTION, make_pki
+from tests.logs import LogRecorder
 
 TIMEOUT = 10
 
@@ -117,6 +119,32 @@ def test_client_with_an_institution_certificate_gets_its_cn_back(
             yield port.stopListening()
     noisy = [w for w in caught if issubclass(w.category, DeprecationWarning)]
     assert noisy == [], [str(w.message) for w in noisy]
+
+
+@pytest_twisted.inlineCallbacks
+def test_pooled_connections_log_nothing_of_their_own(
+    layout: PkiLayout, ca: x509.Certificate
+) -> Generator[Any, Any, None]:
+    """Connections opened and closed by the client's pool log no "Starting factory" or
+    "Stopping factory" line (Twisted's default for every connection)."""
+    from twisted.internet import reactor
+
+    port = yield _listen(reactor, layout, [ca])
+    number = port.getHost().port
+    policy = ClientTLSPolicy(ca, layout.institution_tls(INSTITUTION).load())
+    policy.expect("127.0.0.1", number, server_name_of_hub())
+    client = make_http_client(reactor, policy, max_per_host=1)
+    with LogRecorder() as log:
+        try:
+            responses = yield gatherResults([_get(reactor, client, number) for _ in range(3)])
+            for response in responses:
+                yield response.content()
+        finally:
+            yield client.close()
+            yield port.stopListening()
+    events = log.events
+    clients = [e for e in events if e.get("log_namespace", "").startswith("twisted.web.client")]
+    assert len(responses) == 3 and clients == []
 
 
 @pytest_twisted.inlineCallbacks

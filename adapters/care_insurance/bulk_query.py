@@ -910,6 +910,7 @@ class BulkQueries(Service):
         if earlier is not None:
             return earlier
         invalid = parsed.invalid
+        self.node.events.bulk_query_accepted(bulk_query_id, system, len(parsed.lines), invalid)
         self._kick()
         return {
             "bulk_query_id": bulk_query_id,

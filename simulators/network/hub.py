@@ -187,6 +187,7 @@ class Hub(Party):
         super().__init__(
             config,
             reactor,
+            name=HUB,
             database=config.network.database,
             migrations=MIGRATIONS,
             outbox=(hub_outbox, hub_outbox_owner),
@@ -234,7 +235,6 @@ class Hub(Party):
         kept = config.retention
         self.purge = Purge(
             self,
-            HUB,
             party_kinds(
                 self.records, hub_checkpoints, hub_outbox, CheckpointSigner(self._signer, HUB), kept
             ),
@@ -477,13 +477,17 @@ class Hub(Party):
     async def _accept(
         self, requester: str, query: messages.QueryRequest, check: _Check, kind: str
     ) -> bytes:
-        number, outgoing, refusal = await self.database.run(
+        number, outgoing, refusal, new = await self.database.run(
             self._record_query, requester, query, self.now(), check, kind
         )
+        asked = (number, requester, query.provider, query.information_name, query.procedure)
         if refusal is not None:
+            if new:
+                self.events.query_refused(*asked, refusal.code)
             raise refusal
         if outgoing is not None:
             self.outbox.send_now(outgoing)
+            self.events.query_permitted(*asked)
         return messages.encode(
             messages.QueryAccepted(message_id=query.message_id, transaction_number=number)
         )
@@ -518,9 +522,10 @@ class Hub(Party):
         now: datetime,
         check: _Check,
         kind: str,
-    ) -> tuple[str, OutgoingMessage | None, RenkeiError | None]:
-        """In one transaction: the 処理通番, the provision request (``kind``) to send and the
-        refusal to answer (returned, not raised, so that the refusal's record is committed)."""
+    ) -> tuple[str, OutgoingMessage | None, RenkeiError | None, bool]:
+        """In one transaction: the 処理通番, the provision request (``kind``) to send, the
+        refusal to answer (returned, not raised, so that the refusal's record is committed)
+        and whether the query is new (not a retry of one answered before)."""
         known = connection.execute(
             select(hub_query.c.transaction_number, hub_query.c.state, hub_query.c.error_code).where(
                 hub_query.c.requester_message_id == query.message_id
@@ -533,8 +538,9 @@ class Hub(Party):
                     number,
                     None,
                     RenkeiError(errors.ALL[known.error_code], transaction_number=number),
+                    False,
                 )
-            return number, None, None  # a retry: same 処理通番, nothing new
+            return number, None, None, False  # a retry: same 処理通番, nothing new
         try:
             check(requester, query, now)
             provider_fugo = self._fugo.convert(query.requester_fugo, requester, query.provider)
@@ -546,6 +552,7 @@ class Hub(Party):
                 number,
                 None,
                 RenkeiError(refusal.kind, **{**refusal.params, "transaction_number": number}),
+                True,
             )
         expires_at = now + timedelta(seconds=self._network.permit_validity)
         number = self._new_query(connection, requester, query, PERMITTED, now, expires_at)
@@ -590,7 +597,7 @@ class Hub(Party):
                 )
             ],
         )
-        return number, outgoing, None
+        return number, outgoing, None, True
 
     def _new_query(
         self,
@@ -668,6 +675,13 @@ class Hub(Party):
         outgoing = await self.database.run(self._record_provision, sender, provision, self.now())
         if outgoing is not None:
             self.outbox.send_now(outgoing)
+            self.events.relayed(
+                provision.transaction_number,
+                sender,
+                outgoing.destination,
+                provision.status,
+                provision.error_code,
+            )
         return messages.encode(
             messages.ProvisionAck(
                 message_id=provision.message_id,
@@ -934,6 +948,13 @@ class Hub(Party):
             )
             if outgoing is not None:
                 self.outbox.send_now(outgoing)
+                self.events.relayed(
+                    message.reference,
+                    message.destination,
+                    outgoing.destination,
+                    "refused by the provider",
+                    refusal.code,
+                )
             raise
         await self.database.run(self._set_state, message.reference, PERMITTED, DELIVERED)
 

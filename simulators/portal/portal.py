@@ -97,6 +97,7 @@ class Portal(Party):
         super().__init__(
             config,
             reactor,
+            name=PORTAL,
             database=settings.database,
             migrations=MIGRATIONS,
             outbox=(portal_outbox, portal_outbox_owner),
@@ -128,7 +129,6 @@ class Portal(Party):
         checkpoints = CheckpointSigner(Signer(layout.portal_signing().load()), settings.code)
         self.purge = Purge(
             self,
-            PORTAL,
             party_kinds(self.records, portal_checkpoints, portal_outbox, checkpoints, kept),
             batch=kept.batch,
             audited=False,
