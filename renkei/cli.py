@@ -1603,10 +1603,14 @@ def scenario_run(
     from renkei.scenarios.runs import record_outcome
 
     kept = (runs_dir or RUNS) / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    done: list[Any] = []
 
     def ended(outcome: Any) -> None:
         record_outcome(kept, outcome)
-        click.echo(summary_line(outcome))
+        done.append(outcome)
+        line, _, more = summary_line(outcome).partition("\n")
+        # Where the run stands, as each scenario ends (several run at once).
+        click.echo(f"{line}  [{len(done)}/{len(scenarios)}]" + (f"\n{more}" if more else ""))
 
     async def work(reactor: Any) -> None:
         runner = ScenarioRunner(

@@ -46,7 +46,8 @@ def changes_pki(scenario: Scenario) -> bool:
 
 def scenario_config(directory: Path, scenario: Scenario, run_pki: Path) -> Config:
     """The configuration of ``scenario``'s network in ``directory``, with its outside
-    members and its generated population; on the run's PKI (``run_pki``, made when
+    members, its generated population and its own permitted-query list rules (a CSV next to
+    the scenario, as the hub's); on the run's PKI (``run_pki``, made when
     missing), or on a copy of its own with its outside members enrolled (in their
     `member_folder`)."""
     # The generated population, when the scenario names one, is loaded at the box's start.
@@ -65,6 +66,8 @@ def scenario_config(directory: Path, scenario: Scenario, run_pki: Path) -> Confi
                     f"provides = {' '.join(member.get('provides', ()))}\n"
                 )
         config = load_config(config.path)
+    if "permitted_list" in scenario.given:
+        config = _with_rules(config, scenario.path.parent / scenario.given["permitted_list"])
     sandbox_pki(replace(config, pki=run_pki))
     if not changes_pki(scenario):
         return replace(config, pki=run_pki)
@@ -73,3 +76,15 @@ def scenario_config(directory: Path, scenario: Scenario, run_pki: Path) -> Confi
     for member in config.outside_members:
         enrol(config, member, member_folder(directory, member.name), None)
     return config
+
+
+def _with_rules(config: Config, rules: Path) -> Config:
+    """``config`` whose hub issues its permitted-query list from ``rules``."""
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(config.path, encoding="utf-8")
+    parser["network"]["permitted_list"] = str(rules.resolve())
+    with config.path.open("w", encoding="utf-8") as handle:
+        parser.write(handle)
+    return load_config(config.path)

@@ -264,7 +264,7 @@ class RunningTarget:
             self._processes = [party["name"] for party in listed["parties"]]
 
     def cannot(self, kind: str) -> str | None:
-        if kind == "given fresh":
+        if kind in ("given fresh", "given permitted_list"):
             return None if self.fresh else "needs a network made for the scenario"
         if kind in RUNNING_STEPS:
             return None
