@@ -250,8 +250,14 @@ class Notices:
             moved["notice_number"] = notice_number
         if state == UNDELIVERABLE:
             moved["error_code"] = error_code
+        # An undeliverable notice was sent, never delivered nor read.
+        passed = (SENT,) if state == UNDELIVERABLE else (SENT, DELIVERED, READ)
         for reached, column in ((SENT, "sent_at"), (DELIVERED, "delivered_at"), (READ, "read_at")):
-            if _ORDER[state] >= _ORDER[reached] and getattr(row, column) is None:
+            if (
+                reached in passed
+                and _ORDER[state] >= _ORDER[reached]
+                and getattr(row, column) is None
+            ):
                 moved[column] = at if reached == state and at is not None else now
         connection.execute(
             notice_recipient.update()

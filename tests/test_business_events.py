@@ -172,15 +172,16 @@ async def test_results_deleted_at_the_end_of_their_retention_are_one_line(
     box: Any, meguro_care: Any
 ) -> None:
     """When the retention of a query's result ends, its deletion is one line with how many
-    were deleted; a sweep that deletes nothing logs nothing."""
+    were deleted and up to when; a purge that deletes nothing logs nothing."""
     submitted = await ask_tax(meguro_care)
     await meguro_care.wait_for_result(submitted["query_id"])
     meguro = box.nodes["meguro"]
     with LogRecorder() as log:
-        await meguro.jobs.run("retention")
-        box.clock.advance(box.config.institution("meguro").result_retention + 1)
-        await meguro.jobs.run("retention")
-    assert log.lines("meguro") == ["query results deleted: 1 (their retention ended)"]
+        await meguro.jobs.run("purge")
+        box.clock.advance(box.config.retention.query_results.seconds + 1)
+        await meguro.jobs.run("purge")
+    (line,) = log.lines("meguro")
+    assert line.startswith("query results deleted: 1 (kept "), line
 
 
 def test_an_institution_the_network_does_not_know_is_named_by_its_code() -> None:

@@ -84,6 +84,10 @@ async def test_a_notice_is_read_and_its_sender_sees_it_read_and_the_unreachable_
         assert before[HANAKO_MEGURO]["state"] == "delivered"
         assert before[ICHIRO_MEGURO]["state"] == "undeliverable"
         assert before[ICHIRO_MEGURO]["error"]["code"] == "NoPortalAccount"
+        # Sent, never delivered nor read.
+        assert before[ICHIRO_MEGURO]["sent_at"] is not None
+        assert before[ICHIRO_MEGURO]["delivered_at"] is None
+        assert before[ICHIRO_MEGURO]["read_at"] is None
 
         home = await browser.open("/")
         assert home.shows("未読 1件")
