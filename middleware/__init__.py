@@ -8,6 +8,7 @@ node's database through ``store`` (``node.store``), never through ``tables``.
 __all__ = [
     "audit",
     "bulk_queries",
+    "business_statistics",
     "chain",
     "clock",
     "conditions",

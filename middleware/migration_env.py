@@ -1,11 +1,16 @@
-"""The body shared by both Alembic environments (node and hub databases)."""
+"""The body shared by both Alembic environments (node and hub databases), and the steps
+that a node's migration and the hub's share."""
 
 from __future__ import annotations
 
-from alembic import context
+import sqlalchemy as sa
+from alembic import context, op
 from sqlalchemy import MetaData, create_engine, pool
 
-__all__ = ["run_migrations"]
+from middleware.business_statistics import COLUMNS, rebuild
+from middleware.tables import UtcDateTime
+
+__all__ = ["create_record_summary", "run_migrations"]
 
 
 def run_migrations(metadata: MetaData) -> None:
@@ -24,3 +29,29 @@ def run_migrations(metadata: MetaData) -> None:
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()
+
+
+def create_record_summary() -> None:
+    """Create the 業務統計 summary beside the provision records and fill it from the records
+    kept so far (`middleware.business_statistics.rebuild`): the one body of the node's
+    revision 0017 and the hub's 0007. As of those revisions: a later change of the summary
+    is a migration of its own, not an edit here."""
+    keys = ("month", "side", "requester", "provider", "procedure", "information_name", "outcome")
+    summary = op.create_table(
+        "provision_record_summary",
+        *(
+            sa.Column(name, sa.String(length=7 if name == "month" else 16), nullable=False)
+            for name in keys
+        ),
+        sa.Column("tally", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint(*keys, name=op.f("pk_provision_record_summary")),
+    )
+    # The record columns an item is made of, as they are at this revision.
+    records = sa.Table(
+        "provision_record",
+        sa.MetaData(),
+        sa.Column("seq", sa.Integer(), primary_key=True),
+        sa.Column("recorded_at", UtcDateTime()),
+        *(sa.Column(name, sa.String()) for name in COLUMNS if name not in ("seq", "recorded_at")),
+    )
+    rebuild(op.get_bind(), records, summary)

@@ -3,7 +3,8 @@
 A `middleware.chain.Chain`: each record's hash covers its content and the previous record's
 hash, so an edited or removed record breaks the chain from that point on, and appends are
 serialized through the single head row, which keeps ``seq`` gap-free and the chain linear
-even with several writer processes.
+even with several writer processes. Each append also moves the party's 業務統計 summary in the
+same transaction (`middleware.business_statistics`), so the statistics never read the records.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, func, select
 
+from middleware.business_statistics import count_appended
 from middleware.chain import GENESIS, Chain, link_hash
 from middleware.clock import iso
+from middleware.tables import summary_of
 
 __all__ = [
     "GENESIS",
@@ -88,10 +91,13 @@ def append_records(
     recorded_at: datetime,
     entries: list[RecordEntry],
 ) -> None:
-    """Append ``entries`` to the chain inside the caller's transaction."""
+    """Append ``entries`` to the chain inside the caller's transaction, and count them in
+    the party's 業務統計 summary in the same transaction (`middleware.business_statistics`)."""
     if entries:
-        record_chain(records, head).append(
-            connection, [{"recorded_at": recorded_at, **entry.as_row()} for entry in entries]
+        rows = [{"recorded_at": recorded_at, **entry.as_row()} for entry in entries]
+        last = record_chain(records, head).append(connection, rows)
+        count_appended(
+            connection, records, summary_of(records), last - len(rows) + 1, recorded_at, rows
         )
 
 

@@ -43,12 +43,14 @@ __all__ = [
     "hub_outbox_owner",
     "hub_query",
     "hub_record_head",
+    "hub_record_summary",
     "hub_records",
     "node_list_versions",
     "node_metadata",
     "node_outbox",
     "node_outbox_owner",
     "node_record_head",
+    "node_record_summary",
     "node_records",
     "person",
     "provision",
@@ -59,6 +61,7 @@ __all__ = [
     "resident",
     "staff_session",
     "staff_user",
+    "summary_of",
 ]
 
 NAMING_CONVENTION = {
@@ -167,6 +170,31 @@ def _provision_records(metadata: MetaData) -> tuple[Table, Table]:
         Column("hash", String(64), nullable=False),
     )
     return records, head
+
+
+def _record_summary(metadata: MetaData) -> Table:
+    """業務統計: the items of the provision records (a query made, a provision request
+    answered) counted by the month they began (Japan time), side, requester, provider,
+    procedure, information name and outcome; kept current in the transaction that appends the
+    records (middleware/business_statistics.py). An unknown value is stored as ``''``."""
+    return Table(
+        "provision_record_summary",
+        metadata,
+        Column("month", String(7), primary_key=True),  # YYYY-MM
+        Column("side", String(16), primary_key=True),
+        Column("requester", String(16), primary_key=True),
+        Column("provider", String(16), primary_key=True),
+        Column("procedure", String(16), primary_key=True),
+        Column("information_name", String(16), primary_key=True),
+        Column("outcome", String(16), primary_key=True),
+        Column("tally", Integer, nullable=False),
+    )
+
+
+def summary_of(records: Table) -> Table:
+    """The 業務統計 summary kept beside a party's provision records ``records`` (the one of
+    the same schema: the node's or the hub's)."""
+    return records.metadata.tables["provision_record_summary"]
 
 
 def _permitted_list_versions(metadata: MetaData) -> Table:
@@ -334,6 +362,7 @@ held_provision = Table(
 node_outbox = _outbox(node_metadata)
 node_outbox_owner = _outbox_owners(node_metadata)
 node_records, node_record_head = _provision_records(node_metadata)
+node_record_summary = _record_summary(node_metadata)
 node_list_versions = _permitted_list_versions(node_metadata)
 
 
@@ -505,4 +534,5 @@ hub_query = Table(
 hub_outbox = _outbox(hub_metadata)
 hub_outbox_owner = _outbox_owners(hub_metadata)
 hub_records, hub_record_head = _provision_records(hub_metadata)
+hub_record_summary = _record_summary(hub_metadata)
 hub_list_versions = _permitted_list_versions(hub_metadata)
