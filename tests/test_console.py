@@ -134,6 +134,8 @@ ROUTES: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("GET", "/persons/000000000010001", ("operator", "auditor", "admin")),
     ("POST", "/persons/000000000010001/flags/NOPE", ("admin",)),
     ("GET", "/permitted-list", ("operator", "auditor", "admin", "approver")),
+    ("GET", "/statistics", ("operator", "auditor", "admin")),
+    ("GET", "/statistics/export.csv", ("operator", "auditor", "admin")),
 ]
 
 
