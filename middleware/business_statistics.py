@@ -24,14 +24,15 @@ the summary alone, never from the records.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Table, func, select
+from sqlalchemy import Connection, Table, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from codes import errors
@@ -111,12 +112,13 @@ _KEY_COLUMNS = (
 
 def month_of(moment: datetime) -> str:
     """The month (``YYYY-MM``, Japan time) of an aware time."""
-    return moment.astimezone(JAPAN).strftime("%Y-%m")
+    local = moment.astimezone(JAPAN)
+    return f"{local.year:04d}-{local.month:02d}"
 
 
-@dataclass(frozen=True)
-class Key:
-    """One cell of the summary: where an item is counted (``''`` for an unknown value)."""
+class Key(NamedTuple):
+    """One cell of the summary: where an item is counted (``''`` for an unknown value); a
+    named tuple, hashed and compared in C, as a walk over millions of records needs."""
 
     month: str
     side: str
@@ -149,7 +151,7 @@ class Tally:
         if item is not None and _continues(side, record):
             del self._open[(number, side)]
             self.counts[item] -= 1
-            item = replace(item, outcome=status)
+            item = item._replace(outcome=status)
         else:
             item = Key(
                 month=month_of(record["recorded_at"]),
@@ -236,10 +238,8 @@ def count_appended(
         earlier += [
             row._mapping
             for row in connection.execute(
-                _selected(records).where(
-                    records.c.transaction_number.in_(numbers[start : start + _IN_LIST]),
-                    records.c.seq < first_seq,
-                )
+                _earlier_records(records),
+                {"numbers": numbers[start : start + _IN_LIST], "first_seq": first_seq},
             )
         ]
     earlier.sort(key=lambda row: int(row["seq"]))
@@ -253,16 +253,32 @@ def count_appended(
 
 def _move(connection: Connection, summary: Table, change: Mapping[Key, int]) -> None:
     """Add ``change`` (counts, negative ones included) to the summary's cells."""
-    values = [{**asdict(key), "tally": by} for key, by in change.items() if by]
+    values = [{**key._asdict(), "tally": by} for key, by in change.items() if by]
     if not values:
         return
-    insert = (postgresql if connection.dialect.name == "postgresql" else sqlite).insert(summary)
-    connection.execute(
-        insert.on_conflict_do_update(
-            index_elements=list(_KEY_COLUMNS),
-            set_={"tally": summary.c.tally + insert.excluded.tally},
-        ),
-        values,
+    connection.execute(_upsert(summary, connection.dialect.name), values)
+
+
+# Each append runs these two statements: built once per table (and dialect), so that an
+# append pays for executing them, not for building them again.
+
+
+@functools.cache
+def _earlier_records(records: Table) -> Any:
+    """The records of some 処理通番 (``numbers``) before ``first_seq``."""
+    return _selected(records).where(
+        records.c.transaction_number.in_(bindparam("numbers", expanding=True)),
+        records.c.seq < bindparam("first_seq"),
+    )
+
+
+@functools.cache
+def _upsert(summary: Table, dialect: str) -> Any:
+    """Add each row's ``tally`` to its cell, creating the cell if it is missing."""
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert(summary)
+    return insert.on_conflict_do_update(
+        index_elements=list(_KEY_COLUMNS),
+        set_={"tally": summary.c.tally + insert.excluded.tally},
     )
 
 
