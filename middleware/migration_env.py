@@ -45,6 +45,7 @@ def create_record_summary() -> None:
         ),
         sa.Column("tally", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint(*keys, name=op.f("pk_provision_record_summary")),
+        sqlite_with_rowid=False,
     )
     # The record columns an item is made of, as they are at this revision.
     records = sa.Table(

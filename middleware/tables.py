@@ -188,6 +188,9 @@ def _record_summary(metadata: MetaData) -> Table:
         Column("information_name", String(16), primary_key=True),
         Column("outcome", String(16), primary_key=True),
         Column("tally", Integer, nullable=False),
+        # On SQLite the rows themselves are kept in key order, months first: a period's
+        # cells are read in one pass, without a second index.
+        sqlite_with_rowid=False,
     )
 
 
