@@ -11,10 +11,18 @@ from typing import Any
 import click
 
 from crypto.pki import InstitutionEntry, PkiLayout, init_pki
+from middleware.business_statistics import GROUPS, figures
 from middleware.config import Config, ConfigError, load_config
 from middleware.records import count_records, records_of_transaction, verify_chain
 from middleware.storage import Database
-from middleware.tables import hub_record_head, hub_records, node_record_head, node_records
+from middleware.tables import (
+    hub_record_head,
+    hub_record_summary,
+    hub_records,
+    node_record_head,
+    node_record_summary,
+    node_records,
+)
 from simulators.faults import KINDS as FAULT_KINDS
 
 __all__ = ["main"]
@@ -295,6 +303,59 @@ def records_verify(config_path: str) -> None:
             click.echo(f"{name}: chain broken at record {first_bad}")
     if broken:
         sys.exit(1)
+
+
+@records.command("statistics")
+@config_option
+@click.option(
+    "--party",
+    "party",
+    default=None,
+    help="hub, or an institution (section name or code); default: every party.",
+)
+@click.option("--from", "since", default="", help="The first month, YYYY-MM (Japan time).")
+@click.option(
+    "--to", "until", default="", help="The last month, YYYY-MM; default: this month in Japan."
+)
+@click.option(
+    "--by",
+    "group",
+    type=click.Choice(GROUPS),
+    default="month",
+    show_default=True,
+    help="What to count by (counterpart: a query's provider, a provision's requester).",
+)
+def records_statistics(
+    config_path: str, party: str | None, since: str, until: str, group: str
+) -> None:
+    """業務統計: each party's queries made and provisions given over a period (by default the
+    twelve months up to --to), counted from its summary, never from its records: one line per
+    side, value and outcome (docs/operations.md, "Business statistics")."""
+    from twisted.internet import reactor
+
+    from adapters.console.statistics import period_of
+
+    config = _config(config_path)
+    period = _coded(period_of, since, until, _now())
+    parties: list[tuple[str, str, Any]] = []
+    if config.network is not None and party in (None, "hub"):
+        parties.append(("hub", config.network.database, hub_record_summary))
+    for institution in config.institutions:
+        if party in (None, institution.name, institution.code):
+            parties.append((institution.name, institution.database, node_record_summary))
+    if not parties:
+        raise click.ClickException(f"no party {party} in {config_path}")
+    for name, url, summary in parties:
+        database = Database(reactor, url)
+        try:
+            found = database.run_blocking(figures, summary, period.since, period.until, group)
+        finally:
+            database.stop()
+        click.echo(f"{name}: {period.since} to {period.until}, by {group}")
+        for f in found:
+            click.echo(f"  {f.side:9} {f.value or '-':16} {f.outcome:9} {f.count:>9,}")
+        if not found:
+            click.echo("  (none)")
 
 
 # -- staff and the audit log ------------------------------------------------------------------

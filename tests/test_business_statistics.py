@@ -413,3 +413,37 @@ async def test_a_malformed_period_or_grouping_is_refused_with_its_code(
     for path in ("/statistics", "/statistics/export.csv"):
         code, body, _ = await browser.get(f"{path}?{query}")
         assert code == 400 and "BadRequest" in body, (path, query)
+
+
+# -- the hub's figures, through the CLI ------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_renkei_records_statistics_prints_the_hubs_figures_and_refuses_a_bad_month(
+    box: Any, offices: dict[str, BackOfficeClient]
+) -> None:
+    """The hub has no console: `renkei records statistics --party hub` prints its queries
+    received (permitted) and the answers it relayed, by outcome; a month that is no month
+    is refused with BadRequest and a non-zero exit."""
+    from click.testing import CliRunner
+
+    from renkei.cli import main
+
+    await every_outcome(box, offices)
+    config = str(box.config.path)
+    done = CliRunner().invoke(
+        main, ["records", "statistics", "-c", config, "--party", "hub", "--by", "outcome"]
+    )
+    assert done.exit_code == 0, done.output
+    heading, *lines = done.output.splitlines()
+    assert heading.startswith("hub: ") and heading.endswith("by outcome")
+    counted = {(side, outcome): int(count) for side, _, outcome, count in map(str.split, lines)}
+    assert counted == {
+        (QUERY, "permitted"): 5,
+        (PROVISION, "provided"): 2,
+        (PROVISION, "no_data"): 1,
+        (PROVISION, "error"): 1,  # Setagaya refused the request (FugoUnknown)
+        (PROVISION, "held"): 1,
+    }
+    refused = CliRunner().invoke(main, ["records", "statistics", "-c", config, "--from", "2026-13"])
+    assert refused.exit_code != 0 and "BadRequest" in refused.output
