@@ -99,16 +99,6 @@ GROUPS = (
 """What `figures` groups by; ``counterpart`` is the provider of a query and the requester of a
 provision (at a node: the other institution)."""
 
-_KEY_COLUMNS = (
-    "month",
-    "side",
-    "requester",
-    "provider",
-    "procedure",
-    "information_name",
-    "outcome",
-)
-
 
 def month_of(moment: datetime) -> str:
     """The month (``YYYY-MM``, Japan time) of an aware time."""
@@ -127,6 +117,9 @@ class Key(NamedTuple):
     procedure: str
     information_name: str
     outcome: str
+
+
+_KEY_COLUMNS = Key._fields
 
 
 class Tally:
@@ -167,6 +160,7 @@ class Tally:
             self._open[(number, side)] = item
 
     def add_all(self, records: Iterable[Mapping[Any, Any]]) -> Tally:
+        """Count ``records`` one after the other; the tally itself."""
         for record in records:
             self.add(record)
         return self
