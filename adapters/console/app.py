@@ -698,8 +698,9 @@ class Console:
 
     async def _statistics(
         self, request: Request
-    ) -> tuple[Period, str, Names, list[SideTable], datetime]:
-        """The period and grouping the form asks, the names of its codes and its tables."""
+    ) -> tuple[Period, str, Names, list[SideTable], datetime, str]:
+        """The period and grouping the form asks, the names of its codes, its tables, the time
+        they were read at and the page's language."""
         now = self.node.now()
         period = period_of(_arg(request, "from"), _arg(request, "to"), now)
         group = _arg(request, "group") or GROUPINGS[0]
@@ -709,13 +710,12 @@ class Console:
         lang = self._language(request)
         t = translator(lang)
         names = Names(self.node.catalogue, self._institution_names(), lang, t)
-        return period, group, names, side_tables(found, period, group, names, t), now
+        return period, group, names, side_tables(found, period, group, names, t), now, lang
 
     @app.route("/statistics", methods=["GET"])
     @page("operator", "auditor", "admin")
     async def statistics(self, request: Request, session: staff.Session) -> bytes:
-        period, group, names, tables, now = await self._statistics(request)
-        lang = self._language(request)
+        period, group, names, tables, now, lang = await self._statistics(request)
         moment = now.astimezone(JST)
         return self.render(
             request,
@@ -739,8 +739,8 @@ class Console:
     @app.route("/statistics/export.csv", methods=["GET"])
     @page("operator", "auditor", "admin")
     async def statistics_export(self, request: Request, session: staff.Session) -> bytes:
-        period, group, names, tables, _ = await self._statistics(request)
-        t = translator(self._language(request))
+        period, group, names, tables, _, lang = await self._statistics(request)
+        t = translator(lang)
         name = f"business-statistics-{period.since}-{period.until}-by-{group}.csv"
         request.setHeader(b"Content-Type", b"text/csv; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-store")

@@ -7,7 +7,8 @@ Create Date: 2026-12-07 12:00:00.000000
 Queries made and provision requests answered, counted by month (Japan time), side, requester,
 provider, procedure, information name and outcome (middleware/business_statistics.py), kept
 current from now on in the transaction that appends records, and filled here from the records
-kept so far (a walk over every record: about a minute per 10 million, docs/performance.md).
+kept so far (a walk over every record: about a minute and a half per 10 million records,
+docs/performance.md).
 """
 
 from collections.abc import Sequence

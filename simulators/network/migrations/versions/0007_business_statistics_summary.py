@@ -8,7 +8,7 @@ The hub's queries received (permitted or refused) and the answers it relayed, co
 (Japan time), side, requester, provider, procedure, information name and outcome
 (middleware/business_statistics.py), kept current from now on in the transaction that appends
 records, and filled here from the records kept so far (a walk over every record: about a
-minute per 10 million, docs/performance.md).
+minute and a half per 10 million, docs/performance.md).
 """
 
 from collections.abc import Sequence
