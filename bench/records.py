@@ -56,11 +56,13 @@ from adapters.console.statistics import (  # noqa: E402
 )
 from codes.catalogue import default_catalogue  # noqa: E402
 from middleware.business_statistics import (  # noqa: E402
+    as_summary,
     count_appended,
     figures,
     rebuild,
     recount,
     summary_counts,
+    summary_of,
 )
 from middleware.record_search import (  # noqa: E402
     EXPORT_COLUMNS,
@@ -70,9 +72,10 @@ from middleware.record_search import (  # noqa: E402
 )
 from middleware.records import GENESIS, RecordEntry, chain_hash, record_chain  # noqa: E402
 from middleware.storage import create_database_engine, migrate  # noqa: E402
-from middleware.tables import node_record_head, node_record_summary, node_records  # noqa: E402
+from middleware.tables import node_record_head, node_records  # noqa: E402
 
 HERE_CODE = "1131105000000000"  # Meguro, the node whose console is measured
+SUMMARY = summary_of(node_records)  # its 業務統計 tables
 COUNTERPARTS = [  # other institutions (Setagaya first: the busiest counterpart)
     "1131121000000000",
     "1131130000000000",
@@ -360,7 +363,7 @@ def statistics_page(engine: Engine, period: Period, group: str) -> int:
     t = translator("ja")
     names = Names(default_catalogue(), {}, "ja", t)
     with engine.begin() as connection:
-        found = figures(connection, node_record_summary, period.since, period.until, group)
+        found = figures(connection, SUMMARY, period.since, period.until, group)
     tables = side_tables(found, period, group, names, t)
     statistics_csv(tables, group, names, t)
     return sum(len(table.rows) for table in tables)
@@ -396,15 +399,20 @@ def business_statistics(engine: Engine, repeat: int, flows: int) -> None:
     print("\n業務統計 (business statistics)")
     t0 = time.perf_counter()
     with engine.begin() as connection:
-        items = rebuild(connection, node_records, node_record_summary)
-        cells = connection.execute(select(func.count()).select_from(node_record_summary))
-        cells_count = cells.scalar_one()
+        items = rebuild(connection, node_records, SUMMARY)
+        cells_count = connection.execute(
+            select(func.count()).select_from(SUMMARY.cells)
+        ).scalar_one()
+        totals_count = connection.execute(
+            select(func.count()).select_from(SUMMARY.totals)
+        ).scalar_one()
     filled = time.perf_counter() - t0
     with engine.begin() as connection:
         records = connection.execute(select(func.count()).select_from(node_records)).scalar_one()
     print(
         f"summary filled from {records:,} records (as its migration does): {items:,} items in "
-        f"{cells_count:,} cells, {filled:.1f} s ({records / filled:,.0f} records/s)"
+        f"{cells_count:,} cells and {totals_count:,} totals, {filled:.1f} s "
+        f"({records / filled:,.0f} records/s)"
     )
     last = (END - timedelta(days=1)).astimezone(JST)  # the data's last month
     until = f"{last:%Y-%m}"
@@ -447,7 +455,7 @@ def business_statistics(engine: Engine, repeat: int, flows: int) -> None:
             newest = chain.append(connection, rows_of)
             t1 = time.perf_counter()
             first_seq = newest - len(rows_of) + 1
-            count_appended(connection, node_records, node_record_summary, first_seq, at, rows_of)
+            count_appended(connection, node_records, SUMMARY, first_seq, at, rows_of)
             t2 = time.perf_counter()
         appending.append((t1 - t0) * 1000)
         summarizing.append((t2 - t1) * 1000)
@@ -459,7 +467,7 @@ def business_statistics(engine: Engine, repeat: int, flows: int) -> None:
     )
     t0 = time.perf_counter()
     with engine.begin() as connection:
-        same = summary_counts(connection, node_record_summary) == recount(connection, node_records)
+        same = summary_counts(connection, SUMMARY) == as_summary(recount(connection, node_records))
     print(
         f"summary against a count over every record: {'equal' if same else 'DIFFERENT'} "
         f"({time.perf_counter() - t0:.1f} s)"

@@ -14,12 +14,13 @@ refused (a replayed permit, say) even on the 処理通番 of one answered before
 record without a 処理通番 (a request refused before its permit could be read). Deleting a
 result (``result_deleted``) is no item.
 
-`Tally` is that definition, walking records in ``seq`` order. The summary table
-(``provision_record_summary``, middleware/tables.py) holds its counts: `count_appended` moves
-them in the transaction that appends records (`middleware.records.append_records`), from the
-earlier records of the same 処理通番 and the new ones; `rebuild` counts every record again (the
-migration that made the table, and a check). `figures` answers the console's question from
-the summary alone, never from the records.
+`Tally` is that definition, walking records in ``seq`` order. A party's `Summary` holds its
+counts in two tables (middleware/tables.py): the cells by every key, and the totals without
+the institutions. `count_appended` moves both in the transaction that appends records
+(`middleware.records.append_records`), from the earlier records of the same 処理通番 and the
+new ones; `rebuild` counts every record again (the migration that made the tables, and a
+check). `figures` answers the console's question from the summary alone, never from the
+records: from the totals, but for a grouping by institution.
 """
 
 from __future__ import annotations
@@ -48,13 +49,17 @@ __all__ = [
     "SIDES",
     "Figure",
     "Key",
+    "Summary",
     "Tally",
+    "Total",
+    "as_summary",
     "count_appended",
     "figures",
     "month_of",
     "rebuild",
     "recount",
     "summary_counts",
+    "summary_of",
 ]
 
 JAPAN = ZoneInfo("Asia/Tokyo")
@@ -119,7 +124,32 @@ class Key(NamedTuple):
     outcome: str
 
 
-_KEY_COLUMNS = Key._fields
+class Total(NamedTuple):
+    """One cell of the totals: a `Key` without its institutions."""
+
+    month: str
+    side: str
+    procedure: str
+    information_name: str
+    outcome: str
+
+
+def _total(key: Key) -> Total:
+    return Total(key.month, key.side, key.procedure, key.information_name, key.outcome)
+
+
+class Summary(NamedTuple):
+    """A party's 業務統計 tables: its cells by every `Key`, and its `Total` cells."""
+
+    cells: Table
+    totals: Table
+
+
+def summary_of(records: Table) -> Summary:
+    """The summary kept beside a party's provision records ``records`` (in the same schema:
+    the node's or the hub's, middleware/tables.py)."""
+    tables = records.metadata.tables
+    return Summary(tables["provision_record_summary"], tables["provision_record_totals"])
 
 
 class Tally:
@@ -187,19 +217,32 @@ def recount(connection: Connection, records: Table) -> Counter[Key]:
     return +tally.counts
 
 
-def summary_counts(connection: Connection, summary: Table) -> Counter[Key]:
-    """What the summary holds (its cells that are not zero)."""
-    counted: Counter[Key] = Counter()
-    for row in connection.execute(select(summary)):
+def as_summary(counted: Counter[Key]) -> tuple[Counter[Key], Counter[Total]]:
+    """What a summary of items ``counted`` holds: the cells, and their totals."""
+    totals: Counter[Total] = Counter()
+    for key, count in counted.items():
+        totals[_total(key)] += count
+    return +counted, +totals
+
+
+def summary_counts(connection: Connection, summary: Summary) -> tuple[Counter[Key], Counter[Total]]:
+    """What the summary holds: its cells and its totals that are not zero."""
+    cells: Counter[Key] = Counter()
+    for row in connection.execute(select(summary.cells)):
         if row.tally:
-            counted[Key(**{name: row._mapping[name] for name in _KEY_COLUMNS})] = row.tally
-    return counted
+            cells[Key(**{name: row._mapping[name] for name in Key._fields})] = row.tally
+    totals: Counter[Total] = Counter()
+    for row in connection.execute(select(summary.totals)):
+        if row.tally:
+            totals[Total(**{name: row._mapping[name] for name in Total._fields})] = row.tally
+    return cells, totals
 
 
-def rebuild(connection: Connection, records: Table, summary: Table) -> int:
+def rebuild(connection: Connection, records: Table, summary: Summary) -> int:
     """Count every record again into an emptied summary; how many items."""
     counted = recount(connection, records)
-    connection.execute(summary.delete())
+    connection.execute(summary.cells.delete())
+    connection.execute(summary.totals.delete())
     _move(connection, summary, counted)
     return sum(counted.values())
 
@@ -211,7 +254,7 @@ _IN_LIST = 500
 def count_appended(
     connection: Connection,
     records: Table,
-    summary: Table,
+    summary: Summary,
     first_seq: int,
     recorded_at: datetime,
     rows: Sequence[Mapping[Any, Any]],
@@ -245,16 +288,19 @@ def count_appended(
     _move(connection, summary, change)
 
 
-def _move(connection: Connection, summary: Table, change: Mapping[Key, int]) -> None:
-    """Add ``change`` (counts, negative ones included) to the summary's cells."""
-    values = [{**key._asdict(), "tally": by} for key, by in change.items() if by]
-    if not values:
-        return
-    connection.execute(_upsert(summary, connection.dialect.name), values)
+def _move(connection: Connection, summary: Summary, change: Mapping[Key, int]) -> None:
+    """Add ``change`` (counts, negative ones included) to the summary's cells and totals."""
+    totals: Counter[Total] = Counter()
+    for key, by in change.items():
+        totals[_total(key)] += by
+    for table, moved in ((summary.cells, change), (summary.totals, totals)):
+        values = [{**key._asdict(), "tally": by} for key, by in moved.items() if by]
+        if values:
+            connection.execute(_upsert(table, connection.dialect.name), values)
 
 
-# Each append runs these two statements: built once per table (and dialect), so that an
-# append pays for executing them, not for building them again.
+# Each append runs these statements: built once per table (and dialect), so that an append
+# pays for executing them, not for building them again.
 
 
 @functools.cache
@@ -267,12 +313,12 @@ def _earlier_records(records: Table) -> Any:
 
 
 @functools.cache
-def _upsert(summary: Table, dialect: str) -> Any:
+def _upsert(table: Table, dialect: str) -> Any:
     """Add each row's ``tally`` to its cell, creating the cell if it is missing."""
-    insert = (postgresql if dialect == "postgresql" else sqlite).insert(summary)
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert(table)
     return insert.on_conflict_do_update(
-        index_elements=list(_KEY_COLUMNS),
-        set_={"tally": summary.c.tally + insert.excluded.tally},
+        index_elements=[column.name for column in table.primary_key],
+        set_={"tally": table.c.tally + insert.excluded.tally},
     )
 
 
@@ -286,23 +332,28 @@ class Figure:
     count: int
 
 
+_BY_INSTITUTION = ("counterpart", "requester", "provider")
+
+
 def figures(
-    connection: Connection, summary: Table, since: str, until: str, group: str
+    connection: Connection, summary: Summary, since: str, until: str, group: str
 ) -> list[Figure]:
     """The items of the months ``since`` to ``until`` (``YYYY-MM``, both included) by side,
-    ``group`` (one of `GROUPS`) and outcome, from the summary alone."""
+    ``group`` (one of `GROUPS`) and outcome, from the summary alone: its totals, or its cells
+    for a grouping by institution."""
     if group not in GROUPS:
         raise ValueError(f"no such grouping: {group}")
+    table = summary.cells if group in _BY_INSTITUTION else summary.totals
     # A counterpart is the provider or the requester depending on the side: grouped by both
     # here (a CASE in GROUP BY is not portable with bound parameters) and merged below.
     columns = ["requester", "provider"] if group == "counterpart" else [group]
     if group == "outcome":
         columns = []
-    grouped = [summary.c[name] for name in columns]
+    grouped = [table.c[name] for name in columns]
     rows = connection.execute(
-        select(summary.c.side, summary.c.outcome, *grouped, func.sum(summary.c.tally))
-        .where(summary.c.month >= since, summary.c.month <= until)
-        .group_by(summary.c.side, summary.c.outcome, *grouped)
+        select(table.c.side, table.c.outcome, *grouped, func.sum(table.c.tally))
+        .where(table.c.month >= since, table.c.month <= until)
+        .group_by(table.c.side, table.c.outcome, *grouped)
     )
     merged: Counter[tuple[str, str, str]] = Counter()
     for row in rows:

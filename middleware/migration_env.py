@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy import MetaData, create_engine, pool
 
-from middleware.business_statistics import COLUMNS, rebuild
+from middleware.business_statistics import COLUMNS, Summary, rebuild
 from middleware.tables import UtcDateTime
 
 __all__ = ["create_record_summary", "run_migrations"]
@@ -32,20 +32,27 @@ def run_migrations(metadata: MetaData) -> None:
 
 
 def create_record_summary() -> None:
-    """Create the 業務統計 summary beside the provision records and fill it from the records
-    kept so far (`middleware.business_statistics.rebuild`): the one body of the node's
-    revision 0017 and the hub's 0007. As of those revisions: a later change of the summary
-    is a migration of its own, not an edit here."""
-    keys = ("month", "side", "requester", "provider", "procedure", "information_name", "outcome")
-    summary = op.create_table(
-        "provision_record_summary",
-        *(
-            sa.Column(name, sa.String(length=7 if name == "month" else 16), nullable=False)
-            for name in keys
-        ),
-        sa.Column("tally", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint(*keys, name=op.f("pk_provision_record_summary")),
-        sqlite_with_rowid=False,
+    """Create the 業務統計 summary beside the provision records (its cells and its totals) and
+    fill it from the records kept so far (`middleware.business_statistics.rebuild`): the one
+    body of the node's revision 0017 and the hub's 0007. As of those revisions: a later change
+    of the summary is a migration of its own, not an edit here."""
+    every = ("month", "side", "requester", "provider", "procedure", "information_name", "outcome")
+    totals = tuple(key for key in every if key not in ("requester", "provider"))
+    cells, sums = (
+        op.create_table(
+            name,
+            *(
+                sa.Column(key, sa.String(length=7 if key == "month" else 16), nullable=False)
+                for key in keys
+            ),
+            sa.Column("tally", sa.Integer(), nullable=False),
+            sa.PrimaryKeyConstraint(*keys, name=op.f(f"pk_{name}")),
+            sqlite_with_rowid=False,
+        )
+        for name, keys in (
+            ("provision_record_summary", every),
+            ("provision_record_totals", totals),
+        )
     )
     # The record columns an item is made of, as they are at this revision.
     records = sa.Table(
@@ -55,4 +62,4 @@ def create_record_summary() -> None:
         sa.Column("recorded_at", UtcDateTime()),
         *(sa.Column(name, sa.String()) for name in COLUMNS if name not in ("seq", "recorded_at")),
     )
-    rebuild(op.get_bind(), records, summary)
+    rebuild(op.get_bind(), records, Summary(cells, sums))

@@ -16,10 +16,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, func, select
 
-from middleware.business_statistics import count_appended
+from middleware.business_statistics import count_appended, summary_of
 from middleware.chain import GENESIS, Chain, link_hash
 from middleware.clock import iso
-from middleware.tables import summary_of
 
 __all__ = [
     "GENESIS",

@@ -33,7 +33,7 @@ from middleware.bulk_queries import ClaimedLine, NewLine, Outcome
 from middleware.deferred import deferred
 from middleware.record_search import RecordFilter, TransactionDetail
 from middleware.storage import Database
-from middleware.tables import node_record_summary
+from middleware.tables import node_records
 
 __all__ = [
     "AuditStore",
@@ -246,15 +246,14 @@ class BusinessStatisticsStore:
 
     def __init__(self, database: Database) -> None:
         self._database = database
+        self._summary = business_statistics.summary_of(node_records)
 
     def figures(
         self, since: str, until: str, group: str
     ) -> Deferred[list[business_statistics.Figure]]:
         """The counts of the months ``since`` to ``until`` (``YYYY-MM``, Japan time) by side,
         ``group`` and outcome (`middleware.business_statistics.figures`)."""
-        return self._database.read(
-            business_statistics.figures, node_record_summary, since, until, group
-        )
+        return self._database.read(business_statistics.figures, self._summary, since, until, group)
 
 
 class BulkQueryStore:

@@ -11,18 +11,11 @@ from typing import Any
 import click
 
 from crypto.pki import InstitutionEntry, PkiLayout, init_pki
-from middleware.business_statistics import GROUPS, figures
+from middleware.business_statistics import GROUPS, figures, summary_of
 from middleware.config import Config, ConfigError, load_config
 from middleware.records import count_records, records_of_transaction, verify_chain
 from middleware.storage import Database
-from middleware.tables import (
-    hub_record_head,
-    hub_record_summary,
-    hub_records,
-    node_record_head,
-    node_record_summary,
-    node_records,
-)
+from middleware.tables import hub_record_head, hub_records, node_record_head, node_records
 from simulators.faults import KINDS as FAULT_KINDS
 
 __all__ = ["main"]
@@ -339,10 +332,10 @@ def records_statistics(
     period = _coded(period_of, since, until, _now())
     parties: list[tuple[str, str, Any]] = []
     if config.network is not None and party in (None, "hub"):
-        parties.append(("hub", config.network.database, hub_record_summary))
+        parties.append(("hub", config.network.database, summary_of(hub_records)))
     for institution in config.institutions:
         if party in (None, institution.name, institution.code):
-            parties.append((institution.name, institution.database, node_record_summary))
+            parties.append((institution.name, institution.database, summary_of(node_records)))
     if not parties:
         raise click.ClickException(f"no party {party} in {config_path}")
     for name, url, summary in parties:

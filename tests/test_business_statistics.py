@@ -20,14 +20,16 @@ from middleware.business_statistics import (
     PROVISION,
     QUERY,
     Figure,
+    as_summary,
     month_of,
     recount,
     summary_counts,
+    summary_of,
 )
 from middleware.clock import VirtualClock, utc_now
 from middleware.network import HUB
 from middleware.network import PROVISION as PROVISION_OPERATION
-from middleware.tables import hub_record_summary, hub_records, node_record_summary, node_records
+from middleware.tables import hub_records, node_records
 from simulators.back_office import BackOfficeClient
 from tests.network import (
     CARE_INSURANCE,
@@ -83,14 +85,13 @@ def outcomes(found: list[Figure]) -> dict[tuple[str, str], int]:
 
 
 def assert_summaries_match_their_records(box: Any) -> None:
-    """At the hub and at every node, the summary is what a count over the records gives."""
-    database = box.hub.database
-    assert database.run_blocking(summary_counts, hub_record_summary) == database.run_blocking(
-        recount, hub_records
-    )
-    for node in box.nodes.values():
-        kept = node.database.run_blocking(summary_counts, node_record_summary)
-        assert kept == node.database.run_blocking(recount, node_records), node.code
+    """At the hub and at every node, the summary (its cells and its totals) is what a count
+    over the records gives."""
+    parties = [(box.hub.database, hub_records)]
+    parties += [(node.database, node_records) for node in box.nodes.values()]
+    for database, records in parties:
+        kept = database.run_blocking(summary_counts, summary_of(records))
+        assert kept == as_summary(database.run_blocking(recount, records)), database.url
 
 
 @pytest_twisted.async_yield_fixture

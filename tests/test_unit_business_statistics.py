@@ -22,18 +22,22 @@ from middleware.business_statistics import (
     Figure,
     Key,
     Tally,
+    as_summary,
     figures,
     month_of,
     rebuild,
     recount,
     summary_counts,
+    summary_of,
 )
 from middleware.records import RecordEntry, append_records, record_chain
 from middleware.storage import Database, migrate
-from middleware.tables import node_record_head, node_record_summary, node_records
+from middleware.tables import node_record_head, node_records
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_MIGRATIONS = ROOT / "middleware" / "migrations"
+
+SUMMARY = summary_of(node_records)
 
 MEGURO = "1131105000000000"
 SETAGAYA = "1131121000000000"
@@ -294,17 +298,15 @@ def test_the_summary_kept_while_appending_matches_a_count_over_the_records(
     appends, expected = flows(random.Random(13), 600)
     for at, entries in appends:
         node_db.run_blocking(append_records, node_records, node_record_head, at, entries)
-    kept = node_db.run_blocking(summary_counts, node_record_summary)
-    assert kept == expected
+    kept = node_db.run_blocking(summary_counts, SUMMARY)
+    assert kept == as_summary(expected)
     assert node_db.run_blocking(recount, node_records) == expected
     outcomes = {(k.side, k.outcome) for k in expected}
     assert outcomes >= {(QUERY, o) for o in ("provided", "no_data", "held", "accepted")}
     assert outcomes >= {(QUERY, "refused"), (QUERY, "error"), (PROVISION, "refused")}
     assert {k.month for k in expected} == {"2026-11", "2026-12", "2027-01", "2027-02", "2027-03"}
-    assert node_db.run_blocking(rebuild, node_records, node_record_summary) == sum(
-        expected.values()
-    )
-    assert node_db.run_blocking(summary_counts, node_record_summary) == expected
+    assert node_db.run_blocking(rebuild, node_records, SUMMARY) == sum(expected.values())
+    assert node_db.run_blocking(summary_counts, SUMMARY) == as_summary(expected)
 
 
 def test_figures_group_by_counterpart_month_and_outcome_within_the_period(
@@ -325,7 +327,7 @@ def test_figures_group_by_counterpart_month_and_outcome_within_the_period(
         node_db.run_blocking(append_records, node_records, node_record_head, at, entries)
 
     def asked(group: str, since: str = "2026-12", until: str = "2027-01") -> list[Figure]:
-        return node_db.run_blocking(figures, node_record_summary, since, until, group)
+        return node_db.run_blocking(figures, SUMMARY, since, until, group)
 
     assert asked("counterpart") == [
         Figure(PROVISION, SHIBUYA, "no_data", 1),
@@ -364,6 +366,6 @@ def test_the_migration_fills_the_summary_from_the_records_kept_before_it(tmp_pat
         for at, entries in appends:
             database.run_blocking(write_chain_only, at, entries)
         command.upgrade(config, "head")
-        assert database.run_blocking(summary_counts, node_record_summary) == expected
+        assert database.run_blocking(summary_counts, SUMMARY) == as_summary(expected)
     finally:
         database.stop()

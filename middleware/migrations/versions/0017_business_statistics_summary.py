@@ -28,4 +28,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("provision_record_totals")
     op.drop_table("provision_record_summary")
