@@ -1,7 +1,7 @@
 """業務統計: the summary of the provision records
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-07 12:00:00.000000
 
 The hub's queries received (permitted or refused) and the answers it relayed, counted by month
@@ -17,8 +17,8 @@ from alembic import op
 
 from middleware.migration_env import create_record_summary
 
-revision: str = "0007"
-down_revision: str | None = "0006"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """業務統計: the summary of the provision records
 
-Revision ID: 0017
-Revises: 0016
+Revision ID: 0021
+Revises: 0020
 Create Date: 2026-12-07 12:00:00.000000
 
 Queries made and provision requests answered, counted by month (Japan time), side, requester,
@@ -17,8 +17,8 @@ from alembic import op
 
 from middleware.migration_env import create_record_summary
 
-revision: str = "0017"
-down_revision: str | None = "0016"
+revision: str = "0021"
+down_revision: str | None = "0020"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
