@@ -7,9 +7,13 @@ migrations, fills it with ``--records`` provision records (default 1,000,000; ``
 then times the console's typical searches with the very statements the console runs
 (``middleware.record_search``'s ``record_branches``, ``page_statement`` and
 ``export_statement``, from the console's form by ``adapters.console.app.record_filter``, and
-the console's ``records_csv``). ``--url postgresql://...`` uses an
-(empty) PostgreSQL database instead. What the figures mean and a real run's figures are in
-docs/performance.md ("Record search"). Nothing here asserts a timing.
+the console's ``records_csv``). Then 業務統計: it fills the summary as the migration that made
+it does (``middleware.business_statistics.rebuild``), times the statistics page's questions
+(``figures`` and the page's tables and CSV from ``adapters.console.statistics``), the cost the
+summary adds to each append of records, and checks the summary against a count over every
+record. ``--url postgresql://...`` uses an (empty) PostgreSQL database instead. What the
+figures mean and a real run's figures are in docs/performance.md ("Record search",
+"Business statistics"). Nothing here asserts a timing.
 """
 
 from __future__ import annotations
@@ -41,17 +45,37 @@ from adapters.console.app import (  # noqa: E402
     record_filter,
     records_csv,
 )
+from adapters.console.i18n import translator  # noqa: E402
+from adapters.console.statistics import (  # noqa: E402
+    GROUPINGS,
+    Names,
+    Period,
+    period_of,
+    side_tables,
+    statistics_csv,
+)
+from codes.catalogue import default_catalogue  # noqa: E402
+from middleware.business_statistics import (  # noqa: E402
+    as_summary,
+    count_appended,
+    figures,
+    rebuild,
+    recount,
+    summary_counts,
+    summary_of,
+)
 from middleware.record_search import (  # noqa: E402
     EXPORT_COLUMNS,
     export_statement,
     page_statement,
     record_branches,
 )
-from middleware.records import GENESIS, RecordEntry, chain_hash  # noqa: E402
+from middleware.records import GENESIS, RecordEntry, chain_hash, record_chain  # noqa: E402
 from middleware.storage import create_database_engine, migrate  # noqa: E402
 from middleware.tables import node_record_head, node_records  # noqa: E402
 
 HERE_CODE = "1131105000000000"  # Meguro, the node whose console is measured
+SUMMARY = summary_of(node_records)  # its 業務統計 tables
 COUNTERPARTS = [  # other institutions (Setagaya first: the busiest counterpart)
     "1131121000000000",
     "1131130000000000",
@@ -83,9 +107,38 @@ BATCH = 20_000
 END = datetime(2026, 11, 26, tzinfo=JST)  # the records span the year before this day
 
 
-def generate(engine: Engine, total: int, seed: int) -> dict[str, Any]:
+def asked(
+    number: str, requester: str, provider: str, what: tuple[str, str, str], person: str
+) -> dict[str, Any]:
+    """The fields every record of one 処理通番 shares; ``what``: affair, procedure and
+    information name."""
+    affair, procedure, information = what
+    return dict(
+        transaction_number=number,
+        requester=requester,
+        provider=provider,
+        affair=affair,
+        procedure=procedure,
+        information_name=information,
+        person=person,
+    )
+
+
+def counterparts(count: int) -> tuple[list[str], list[float]]:
+    """The ``count`` counterpart institutions of the data and their weights: the eight above,
+    then (``--counterparts`` beyond 8) more, each less busy than the one before (Zipf)."""
+    codes = COUNTERPARTS[:count]
+    weights: list[float] = list(COUNTERPART_WEIGHTS[:count])
+    for rank in range(len(codes), count):
+        codes.append(f"2{rank:06d}000000000")
+        weights.append(4 * 8 / (rank + 1))
+    return codes, weights
+
+
+def generate(engine: Engine, total: int, seed: int, institutions: int = 8) -> dict[str, Any]:
     """Insert ``total`` chained records in batches; what was written, and how fast."""
     rng = random.Random(seed)
+    codes, weights = counterparts(institutions)
     start = (END - timedelta(days=365)).astimezone(UTC)
     step = timedelta(days=365) / total
     persons = [f"{10_000 + i:015d}" for i in range(PERSONS)]
@@ -107,21 +160,13 @@ def generate(engine: Engine, total: int, seed: int) -> dict[str, Any]:
         transactions += 1
         moment = start + step * seq
         number = f"{moment.astimezone(JST):%Y%m%d}{transactions:012d}"
-        counterpart = rng.choices(COUNTERPARTS, COUNTERPART_WEIGHTS)[0]
+        counterpart = rng.choices(codes, weights)[0]
         person = rng.choice(persons)
         entries: list[RecordEntry] = []
         if rng.random() < 0.4:  # this node asks: query accepted, then its result
-            affair, procedure, information = rng.choice(OUTGOING)
+            what = rng.choice(OUTGOING)
             status = rng.choices(RESULT_STATUSES, RESULT_WEIGHTS)[0]
-            common: dict[str, Any] = dict(
-                transaction_number=number,
-                requester=HERE_CODE,
-                provider=counterpart,
-                affair=affair,
-                procedure=procedure,
-                information_name=information,
-                person=person,
-            )
+            common = asked(number, HERE_CODE, counterpart, what, person)
             entries.append(RecordEntry(event="query", status="accepted", **common))
             entries.append(
                 RecordEntry(
@@ -129,20 +174,12 @@ def generate(engine: Engine, total: int, seed: int) -> dict[str, Any]:
                 )
             )
         else:  # this node is asked: one provision record
-            affair, procedure, information = rng.choice(INCOMING)
+            what = rng.choice(INCOMING)
             status = rng.choices(PROVISION_STATUSES, PROVISION_WEIGHTS)[0]
+            common = asked(number, counterpart, HERE_CODE, what, person)
             entries.append(
                 RecordEntry(
-                    event="provision",
-                    status=status,
-                    transaction_number=number,
-                    requester=counterpart,
-                    provider=HERE_CODE,
-                    affair=affair,
-                    procedure=procedure,
-                    information_name=information,
-                    person=person,
-                    error_code=ERROR_CODES.get(status),
+                    event="provision", status=status, error_code=ERROR_CODES.get(status), **common
                 )
             )
         for entry in entries:
@@ -320,6 +357,168 @@ def plan(engine: Engine, filters: dict[str, str], before: int | None, export: bo
         return " / ".join(str(r[0]).strip() for r in rows[:4])
 
 
+def statistics_page(engine: Engine, period: Period, group: str) -> int:
+    """The statistics page's work for one question: the figures from the summary (one
+    transaction, as the console's read), the tables with their names and charts, the CSV."""
+    t = translator("ja")
+    names = Names(default_catalogue(), {}, "ja", t)
+    with engine.begin() as connection:
+        found = figures(connection, SUMMARY, period.since, period.until, group)
+    tables = side_tables(found, period, group, names, t)
+    statistics_csv(tables, group, names, t)
+    return sum(len(table.rows) for table in tables)
+
+
+def appended_flows(start: datetime, count: int, seed: int) -> list[tuple[datetime, list[Any]]]:
+    """``count`` new flows after the data, as their parties append them one step (one
+    transaction) at a time: a provision answered (60 %), or a query accepted and then its
+    result (40 %); one in a hundred provisions is held first and decided later."""
+    rng = random.Random(seed)
+    steps: list[tuple[datetime, list[Any]]] = []
+    at = start
+    for index in range(count):
+        number = f"{start.astimezone(JST):%Y%m%d}{900_000_000_000 + index:012d}"
+        counterpart = rng.choice(COUNTERPARTS)
+        person = f"{10_000 + index:015d}"
+        if rng.random() < 0.4:
+            common = asked(number, HERE_CODE, counterpart, rng.choice(OUTGOING), person)
+            steps.append((at, [RecordEntry(event="query", status="accepted", **common)]))
+            steps.append((at, [RecordEntry(event="result", status="provided", **common)]))
+        else:
+            common = asked(number, counterpart, HERE_CODE, rng.choice(INCOMING), person)
+            if rng.random() < 0.01:
+                steps.append((at, [RecordEntry(event="provision", status="held", **common)]))
+            steps.append((at, [RecordEntry(event="provision", status="provided", **common)]))
+        at += timedelta(seconds=1)
+    return steps
+
+
+def business_statistics(engine: Engine, repeat: int, flows: int) -> None:
+    """業務統計 over the records generated: the summary filled as its migration fills it, the
+    page's questions timed, the summary's cost on each append, and a check against a recount."""
+    print("\n業務統計 (business statistics)")
+    t0 = time.perf_counter()
+    with engine.begin() as connection:
+        items = rebuild(connection, node_records, SUMMARY)
+        cells_count = connection.execute(
+            select(func.count()).select_from(SUMMARY.cells)
+        ).scalar_one()
+        totals_count = connection.execute(
+            select(func.count()).select_from(SUMMARY.totals)
+        ).scalar_one()
+    filled = time.perf_counter() - t0
+    with engine.begin() as connection:
+        records = connection.execute(select(func.count()).select_from(node_records)).scalar_one()
+    print(
+        f"summary filled from {records:,} records (as its migration does): {items:,} items in "
+        f"{cells_count:,} cells and {totals_count:,} totals, {filled:.1f} s "
+        f"({records / filled:,.0f} records/s)"
+    )
+    last = (END - timedelta(days=1)).astimezone(JST)  # the data's last month
+    until = f"{last:%Y-%m}"
+    year = period_of("", until, END)
+    since = (
+        f"{last.year - 10:04d}-{last.month + 1:02d}" if last.month < 12 else f"{last.year - 9}-01"
+    )
+    decade = period_of(since, until, END)
+    print(
+        f"\n{'question (period, grouping)':56} {'rows':>6} {'first ms':>9} {'median ms':>10} "
+        f"{'p95 ms':>8}"
+    )
+    for period, name in ((year, "12 months"), (decade, f"{len(decade.months())} months")):
+        for group in GROUPINGS:
+            times: list[float] = []
+            first = 0.0
+            rows = 0
+            for attempt in range(repeat + 1):
+                t0 = time.perf_counter()
+                rows = statistics_page(engine, period, group)
+                elapsed = (time.perf_counter() - t0) * 1000
+                if attempt == 0:
+                    first = elapsed
+                else:
+                    times.append(elapsed)
+            label = f"{name} ({period.since} to {period.until}), by {group}"
+            print(
+                f"{label:56} {rows:>6,} {first:>9.2f} {statistics.median(times):>10.2f} "
+                f"{percentile(times, 0.95):>8.2f}"
+            )
+    with engine.begin() as connection:
+        head = connection.execute(select(func.max(node_records.c.recorded_at))).scalar_one()
+    chain = record_chain(node_records, node_record_head)
+    appending: list[float] = []
+    summarizing: list[float] = []
+    for at, entries in appended_flows(head + timedelta(seconds=1), flows, 2):
+        rows_of = [{"recorded_at": at, **entry.as_row()} for entry in entries]
+        with engine.begin() as connection:
+            t0 = time.perf_counter()
+            newest = chain.append(connection, rows_of)
+            t1 = time.perf_counter()
+            first_seq = newest - len(rows_of) + 1
+            count_appended(connection, node_records, SUMMARY, first_seq, at, rows_of)
+            t2 = time.perf_counter()
+        appending.append((t1 - t0) * 1000)
+        summarizing.append((t2 - t1) * 1000)
+    print(
+        f"\n{len(appending):,} appends of {flows:,} new flows, one step per transaction: "
+        f"chain append median {statistics.median(appending):.3f} ms (p95 "
+        f"{percentile(appending, 0.95):.3f}), summary median "
+        f"{statistics.median(summarizing):.3f} ms (p95 {percentile(summarizing, 0.95):.3f})"
+    )
+    t0 = time.perf_counter()
+    with engine.begin() as connection:
+        same = summary_counts(connection, SUMMARY) == as_summary(recount(connection, node_records))
+    print(
+        f"summary against a count over every record: {'equal' if same else 'DIFFERENT'} "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
+
+
+def record_searches(engine: Engine, repeat: int) -> None:
+    """The console's record searches, each timed ``repeat`` times after a first run."""
+    with engine.begin() as connection:
+        cases = searches(connection)
+    indexes = sorted(
+        f"{index['name']} ({', '.join(str(c) for c in index['column_names'])})"
+        for index in inspect(engine).get_indexes("provision_record")
+    )
+    print(f"provision_record indexes: {', '.join(indexes)}")
+    # the "page 200" case follows the next links 199 times: find its before
+    resolved: list[Search] = []
+    for name, filters, before, export in cases:
+        if name.endswith("page 200"):
+            before = paged_before(engine, filters, 200)
+        resolved.append((name, filters, before, export))
+    print(
+        f"\n{'search':42} {'rows':>6} {'matching':>9} {'first ms':>9} "
+        f"{'median ms':>10} {'p95 ms':>8}"
+    )
+    results: list[tuple[str, float, float]] = []
+    for name, filters, before, export in resolved:
+        times: list[float] = []
+        rows = 0
+        first = 0.0
+        for attempt in range(repeat + 1):
+            t0 = time.perf_counter()
+            rows = run_search(engine, filters, before, export)
+            elapsed = (time.perf_counter() - t0) * 1000
+            if attempt == 0:
+                first = elapsed
+            else:
+                times.append(elapsed)
+        median = statistics.median(times)
+        p95 = percentile(times, 0.95)
+        results.append((name, median, p95))
+        print(
+            f"{name:42} {rows:>6,} {matching(engine, filters):>9,} {first:>9.2f} "
+            f"{median:>10.2f} {p95:>8.2f}"
+        )
+        print(f"    plan: {plan(engine, filters, before, export)}")
+    slow = [name for name, median, _ in results if median > 100]
+    if slow:
+        print(f"\nsearches over 100 ms (median): {', '.join(slow)}")
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
@@ -352,6 +551,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=20, help="timed runs per search")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--counterparts", type=int, default=8, help="counterpart institutions (default 8)"
+    )
+    parser.add_argument(
+        "--only",
+        choices=("search", "statistics"),
+        help="measure the record searches only, or the business statistics only",
+    )
+    parser.add_argument(
+        "--flows", type=int, default=2000, help="new flows appended for the summary's cost"
+    )
     options = parser.parse_args(argv)
     total = 100_000 if options.quick else options.records
     print(f"machine: {machine()}")
@@ -372,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
                     print("the database already holds provision records: use an empty one")
                     return 2
             print(f"generating {total:,} records ...")
-            made = generate(engine, total, options.seed)
+            made = generate(engine, total, options.seed, options.counterparts)
             print()
             t0 = time.perf_counter()
             analyze(engine)
@@ -387,48 +597,12 @@ def main(argv: list[str] | None = None) -> int:
                 size = Path(url.removeprefix("sqlite:///")).stat().st_size
                 print(f"database file: {size / 1024 / 1024:,.0f} MiB")
             with engine.begin() as connection:
-                cases = searches(connection)
                 revision = connection.exec_driver_sql("SELECT version_num FROM alembic_version")
                 print(f"schema revision: {revision.scalar()}")
-            indexes = sorted(
-                f"{index['name']} ({', '.join(str(c) for c in index['column_names'])})"
-                for index in inspect(engine).get_indexes("provision_record")
-            )
-            print(f"provision_record indexes: {', '.join(indexes)}")
-            # the "page 200" case follows the next links 199 times: find its before
-            resolved: list[Search] = []
-            for name, filters, before, export in cases:
-                if name.endswith("page 200"):
-                    before = paged_before(engine, filters, 200)
-                resolved.append((name, filters, before, export))
-            print(
-                f"\n{'search':42} {'rows':>6} {'matching':>9} {'first ms':>9} "
-                f"{'median ms':>10} {'p95 ms':>8}"
-            )
-            results: list[tuple[str, float, float]] = []
-            for name, filters, before, export in resolved:
-                times: list[float] = []
-                rows = 0
-                first = 0.0
-                for attempt in range(options.repeat + 1):
-                    t0 = time.perf_counter()
-                    rows = run_search(engine, filters, before, export)
-                    elapsed = (time.perf_counter() - t0) * 1000
-                    if attempt == 0:
-                        first = elapsed
-                    else:
-                        times.append(elapsed)
-                median = statistics.median(times)
-                p95 = percentile(times, 0.95)
-                results.append((name, median, p95))
-                print(
-                    f"{name:42} {rows:>6,} {matching(engine, filters):>9,} {first:>9.2f} "
-                    f"{median:>10.2f} {p95:>8.2f}"
-                )
-                print(f"    plan: {plan(engine, filters, before, export)}")
-            slow = [name for name, median, _ in results if median > 100]
-            if slow:
-                print(f"\nsearches over 100 ms (median): {', '.join(slow)}")
+            if options.only != "statistics":
+                record_searches(engine, options.repeat)
+            if options.only != "search":
+                business_statistics(engine, options.repeat, options.flows)
         finally:
             engine.dispose()
     finally:

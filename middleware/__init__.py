@@ -10,6 +10,7 @@ __all__ = [
     "audit",
     "backup",
     "bulk_queries",
+    "business_statistics",
     "chain",
     "checkpoint",
     "clock",

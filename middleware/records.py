@@ -3,9 +3,11 @@
 A `middleware.chain.Chain`: each record's hash covers its content and the previous record's
 hash, so an edited or removed record breaks the chain from that point on, and appends are
 serialized through the single head row, which keeps ``seq`` gap-free and the chain linear
-even with several writer processes. Records past their retention are purged, oldest first and
-whole transactions at a time (middleware/retention.py); the chain is then verified from the
-signed checkpoint the purge left (`verify_records`, middleware/checkpoint.py).
+even with several writer processes. Each append also moves the party's 業務統計 summary in the
+same transaction (`middleware.business_statistics`), so the statistics never read the records
+(and a purge of the records leaves them). Records past their retention are purged, oldest
+first and whole transactions at a time (middleware/retention.py); the chain is then verified
+from the signed checkpoint the purge left (`verify_records`, middleware/checkpoint.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, func, select
 
+from middleware.business_statistics import count_appended, summary_of
 from middleware.chain import GENESIS, Chain, link_hash
 from middleware.checkpoint import RECORDS, ChainTrust, ChainVerification, verify_from_checkpoint
 from middleware.clock import iso
@@ -92,10 +95,13 @@ def append_records(
     recorded_at: datetime,
     entries: list[RecordEntry],
 ) -> None:
-    """Append ``entries`` to the chain inside the caller's transaction."""
+    """Append ``entries`` to the chain inside the caller's transaction, and count them in
+    the party's 業務統計 summary in the same transaction (`middleware.business_statistics`)."""
     if entries:
-        record_chain(records, head).append(
-            connection, [{"recorded_at": recorded_at, **entry.as_row()} for entry in entries]
+        rows = [{"recorded_at": recorded_at, **entry.as_row()} for entry in entries]
+        last = record_chain(records, head).append(connection, rows)
+        count_appended(
+            connection, records, summary_of(records), last - len(rows) + 1, recorded_at, rows
         )
 
 

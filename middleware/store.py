@@ -4,9 +4,9 @@ In the manner of Buildbot's ``master.db`` connector components: an adapter (the 
 metrics, the back-office formats) asks ``node.store.records.search(...)`` and receives a
 Deferred of plain values; it imports no table and writes no SQL. Each component runs the SQL
 of its domain's module (``middleware.record_search``, ``staff``, ``audit``, ``replica``,
-``statistics``, ``bulk_queries``, ``jobs``) on the database's threads, one transaction per
-call; what only reads goes through ``Database.read`` (on SQLite, WAL readers that never wait
-behind the node's writes).
+``statistics``, ``business_statistics``, ``bulk_queries``, ``jobs``) on the database's
+threads, one transaction per call; what only reads goes through ``Database.read`` (on
+SQLite, WAL readers that never wait behind the node's writes).
 """
 
 from __future__ import annotations
@@ -20,18 +20,27 @@ from sqlalchemy.exc import IntegrityError
 from twisted.internet.defer import Deferred
 
 from codes.errors import RenkeiError
-from middleware import audit, bulk_queries, record_search, replica, staff, statistics
+from middleware import (
+    audit,
+    bulk_queries,
+    business_statistics,
+    record_search,
+    replica,
+    staff,
+    statistics,
+)
 from middleware.bulk_queries import ClaimedLine, NewLine, Outcome
 from middleware.checkpoint import ChainTrust
 from middleware.deferred import deferred
 from middleware.jobs import JobHistory, job_history
 from middleware.record_search import RecordFilter, TransactionDetail
 from middleware.storage import Database
-from middleware.tables import node_job_run
+from middleware.tables import node_job_run, node_records
 
 __all__ = [
     "AuditStore",
     "BulkQueryStore",
+    "BusinessStatisticsStore",
     "JobStore",
     "NodeStore",
     "PersonStore",
@@ -241,6 +250,22 @@ class StatisticsStore:
         return self._database.read(statistics.gauge_figures)
 
 
+class BusinessStatisticsStore:
+    """業務統計: the node's queries made and provisions given, counted from the summary kept
+    beside its provision records (never by reading the records)."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._summary = business_statistics.summary_of(node_records)
+
+    def figures(
+        self, since: str, until: str, group: str
+    ) -> Deferred[list[business_statistics.Figure]]:
+        """The counts of the months ``since`` to ``until`` (``YYYY-MM``, Japan time) by side,
+        ``group`` and outcome (`middleware.business_statistics.figures`)."""
+        return self._database.read(business_statistics.figures, self._summary, since, until, group)
+
+
 class BulkQueryStore:
     """Bulk queries (一括照会): their lines, the driver's ticks, progress and results."""
 
@@ -341,5 +366,6 @@ class NodeStore:
         self.persons = PersonStore(database)
         self.replica = ReplicaStore(database)
         self.statistics = StatisticsStore(database)
+        self.business_statistics = BusinessStatisticsStore(database)
         self.bulk_queries = BulkQueryStore(database)
         self.jobs = JobStore(database)

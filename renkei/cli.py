@@ -17,6 +17,7 @@ import click
 
 from codes import errors
 from crypto.pki import InstitutionEntry, PkiLayout, init_pki
+from middleware.business_statistics import GROUPS, figures, summary_of
 from middleware.config import Config, ConfigError, load_config
 from middleware.records import count_records, records_of_transaction, verify_records
 from middleware.storage import Database
@@ -466,6 +467,54 @@ def restore(source: Path, config_path: str, institution_name: str | None, hub: b
     )
     if restored.replaced is not None:
         click.echo(f"{party.name}: the database it replaced is kept as {restored.replaced}")
+
+
+@records.command("statistics")
+@config_option
+@click.option(
+    "--party",
+    "party",
+    default=None,
+    help="hub, or an institution (section name or code); default: every party.",
+)
+@click.option("--from", "since", default="", help="The first month, YYYY-MM (Japan time).")
+@click.option(
+    "--to", "until", default="", help="The last month, YYYY-MM; default: this month in Japan."
+)
+@click.option(
+    "--by",
+    "group",
+    type=click.Choice(GROUPS),
+    default="month",
+    show_default=True,
+    help="What to count by (counterpart: a query's provider, a provision's requester).",
+)
+def records_statistics(
+    config_path: str, party: str | None, since: str, until: str, group: str
+) -> None:
+    """業務統計: each party's queries made and provisions given over a period (by default the
+    twelve months up to --to), counted from its summary, never from its records: one line per
+    side, value and outcome (docs/operations.md, "Business statistics")."""
+    from adapters.console.statistics import period_of
+
+    config = _config(config_path)
+    period = period_of(since, until, _now())
+    parties: list[tuple[str, str, Any]] = []
+    if config.network is not None and party in (None, "hub"):
+        parties.append(("hub", config.network.database, summary_of(hub_records)))
+    for institution in config.institutions:
+        if party in (None, institution.name, institution.code):
+            parties.append((institution.name, institution.database, summary_of(node_records)))
+    if not parties:
+        raise click.ClickException(f"no party {party} in {config_path}")
+    for name, url, summary in parties:
+        with _database(url) as database:
+            found = database.run_blocking(figures, summary, period.since, period.until, group)
+        click.echo(f"{name}: {period.since} to {period.until}, by {group}")
+        for f in found:
+            click.echo(f"  {f.side:9} {f.value or '-':16} {f.outcome:9} {f.count:>9,}")
+        if not found:
+            click.echo("  (none)")
 
 
 # -- staff and the audit log ------------------------------------------------------------------

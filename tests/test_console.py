@@ -137,6 +137,8 @@ ROUTES: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("GET", "/jobs", ("operator", "admin")),
     ("GET", "/notices", ("operator", "auditor")),
     ("GET", "/notices/00000000-0000-0000-0000-000000000000", ("operator", "auditor")),
+    ("GET", "/statistics", ("operator", "auditor", "admin")),
+    ("GET", "/statistics/export.csv", ("operator", "auditor", "admin")),
 ]
 
 

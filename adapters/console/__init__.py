@@ -1,8 +1,9 @@
 """The operator console (Klein + Jinja2, served over TLS): see ``adapters.console.app``.
 
-Part of the ``adapters`` layer. ``i18n`` (the console's words) is its own.
+Part of the ``adapters`` layer: ``i18n`` holds the console's words, ``statistics`` the
+業務統計 page's tables and CSV and ``chart`` its SVG chart.
 """
 
 from adapters.console.app import Console, console_listener
 
-__all__ = ["Console", "app", "console_listener"]
+__all__ = ["Console", "app", "chart", "console_listener", "i18n", "statistics"]

@@ -30,6 +30,16 @@ from twisted.web.server import Request
 from werkzeug.exceptions import NotFound
 
 from adapters.console.i18n import LANGUAGES, WORDS, translator
+from adapters.console.statistics import (
+    GROUPINGS,
+    Names,
+    Period,
+    SideTable,
+    month_label,
+    period_of,
+    side_tables,
+    statistics_csv,
+)
 from adapters.listening import Listener, text_refusal
 from adapters.payload_view import describe_payload, payload_attachments
 from codes import errors
@@ -759,6 +769,68 @@ class Console:
     ) -> bytes:
         found = await self.node.notices.status(notice_id, None)
         return self.render(request, "notice_detail.html", session, notice=found)
+
+    # -- business statistics (業務統計) ---------------------------------------------------
+
+    def _institution_names(self) -> dict[str, str]:
+        """Institution names by code: the network's directory (the list in force), else the
+        configuration's."""
+        names = {member.code: member.display_name for member in self.node.config.members}
+        listed = self.node.lists.current
+        if listed is not None:
+            names.update({code: entry.name for code, entry in listed.institutions.items()})
+        return names
+
+    async def _statistics(
+        self, request: Request
+    ) -> tuple[Period, str, Names, list[SideTable], datetime, str]:
+        """The period and grouping the form asks, the names of its codes, its tables, the time
+        they were read at and the page's language."""
+        now = self.node.now()
+        period = period_of(_arg(request, "from"), _arg(request, "to"), now)
+        group = _arg(request, "group") or GROUPINGS[0]
+        if group not in GROUPINGS:
+            raise RenkeiError(errors.BAD_REQUEST, detail=f"no such grouping: {group[:40]}")
+        found = await self.node.store.business_statistics.figures(period.since, period.until, group)
+        lang = self._language(request)
+        t = translator(lang)
+        names = Names(self.node.catalogue, self._institution_names(), lang, t)
+        return period, group, names, side_tables(found, period, group, names, t), now, lang
+
+    @app.route("/statistics", methods=["GET"])
+    @page("operator", "auditor", "admin")
+    async def statistics(self, request: Request, session: staff.Session) -> bytes:
+        period, group, names, tables, now, lang = await self._statistics(request)
+        moment = now.astimezone(JST)
+        return self.render(
+            request,
+            "statistics.html",
+            session,
+            period=period,
+            group=group,
+            groupings=GROUPINGS,
+            names=names,
+            tables=tables,
+            since_label=month_label(period.since, lang),
+            until_label=month_label(period.until, lang),
+            as_of=(
+                f"{moment.year}年{moment.month}月{moment.day}日 {moment:%H:%M}"
+                if lang == "ja"
+                else f"{moment:%Y-%m-%d %H:%M}"
+            ),
+            query_string=urlencode({"from": period.since, "to": period.until, "group": group}),
+        )
+
+    @app.route("/statistics/export.csv", methods=["GET"])
+    @page("operator", "auditor", "admin")
+    async def statistics_export(self, request: Request, session: staff.Session) -> bytes:
+        period, group, names, tables, _, lang = await self._statistics(request)
+        t = translator(lang)
+        name = f"business-statistics-{period.since}-{period.until}-by-{group}.csv"
+        request.setHeader(b"Content-Type", b"text/csv; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(b"Content-Disposition", f'attachment; filename="{name}"'.encode())
+        return statistics_csv(tables, group, names, t)
 
     # -- permitted-query list -------------------------------------------------------------
 
