@@ -75,6 +75,8 @@ __all__ = [
     "portal_outbox",
     "portal_outbox_owner",
     "portal_record_head",
+    "portal_record_summary",
+    "portal_record_totals",
     "portal_records",
     "portal_request",
     "portal_session",
@@ -781,3 +783,4 @@ portal_records, portal_record_head = _provision_records(portal_metadata)
 portal_list_versions = _permitted_list_versions(portal_metadata)
 portal_job_run = _job_runs(portal_metadata)
 portal_checkpoints = _chain_checkpoints(portal_metadata)
+portal_record_summary, portal_record_totals = _record_summaries(portal_metadata)
