@@ -19,7 +19,10 @@ readers never wait for writers, on the same pool as the rest.
 
 from __future__ import annotations
 
+import atexit
 import random
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -123,9 +126,44 @@ _MIGRATING = threading.Lock()
 
 def migrate(url: str, script_location: Path) -> None:
     """Bring the database at ``url`` to the newest Alembic revision in ``script_location``
-    (one migration at a time in a process)."""
+    (one migration at a time in a process). A SQLite file made afresh is a copy of the
+    process's `_template` of those migrations, then brought up to date as any other (which
+    then finds nothing to do)."""
     with _MIGRATING:
+        fresh = _fresh_sqlite_file(url)
+        if fresh is not None:
+            fresh.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(_template(script_location), fresh)
         _migrate(url, script_location)
+
+
+# A process that makes many SQLite databases afresh (a scenario run's networks, a test
+# suite's boxes: seven databases each) runs each folder of migrations once, into a template
+# file, and copies it: byte for byte what the migrations make, as they insert no rows.
+_TEMPLATES: dict[tuple[Path, tuple[tuple[str, int], ...]], Path] = {}
+
+
+def _fresh_sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite ``url`` that does not exist yet (None for another database)."""
+    if not url.startswith("sqlite:///") or "?" in url or ":memory:" in url:
+        return None
+    path = Path(url.removeprefix("sqlite:///"))
+    return None if path.exists() else path
+
+
+def _template(script_location: Path) -> Path:
+    """A SQLite file migrated to the newest revision of ``script_location``, made once
+    per process (again when a migration file changes) and removed at the process's exit."""
+    versions = sorted((script_location / "versions").glob("*.py"))
+    key = (script_location.resolve(), tuple((p.name, p.stat().st_mtime_ns) for p in versions))
+    template = _TEMPLATES.get(key)
+    if template is None:
+        directory = Path(tempfile.mkdtemp(prefix="renkei-schema-"))
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        template = directory / "template.db"
+        _migrate(f"sqlite:///{template}", script_location)
+        _TEMPLATES[key] = template
+    return template
 
 
 def _migrate(url: str, script_location: Path) -> None:

@@ -216,7 +216,9 @@ def test_the_library_runs_against_a_running_network_of_processes(tmp_path: Path)
     import subprocess
     import sys
 
+    from middleware.config import load_config
     from renkei.sandbox import sandbox_config, sandbox_pki
+    from renkei.supervisor import parties_of
     from tests.test_box_process import wait_for_log
 
     config = sandbox_config(tmp_path)
@@ -251,7 +253,8 @@ def test_the_library_runs_against_a_running_network_of_processes(tmp_path: Path)
         clock = run("renkei", "clock", "show", "-c", str(config.path)).stdout
         assert ", running, real time" in clock, clock
         parties = run("renkei", "party", "list", "-c", str(config.path)).stdout.splitlines()
-        assert len(parties) == 6 and all(line.split()[1] == "running" for line in parties)
+        assert [line.split()[0] for line in parties] == parties_of(load_config(config.path))
+        assert all(line.split()[1] == "running" for line in parties), parties
         users = run("renkei", "staff", "list", "-c", str(config.path), "-i", "setagaya").stdout
         made = [line for line in users.splitlines() if "-approver." in line]
         assert made and all(line.endswith("disabled") for line in made), users
