@@ -174,6 +174,11 @@ class AuditStore:
             trust=self._trust,
         )
 
+    def latest(self, action: str, targets: Sequence[str]) -> Deferred[dict[str, dict[str, Any]]]:
+        """`audit.latest_entries`: why a 副本 record was flagged 自動応答不可 (its newest
+        ``flag_change``)."""
+        return self._database.read(audit.latest_entries, action, targets)
+
 
 class ReplicaStore:
     """副本 records written by the thousand (副本 files), one transaction per batch."""
