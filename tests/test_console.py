@@ -365,7 +365,7 @@ async def test_held_provision_is_reviewed_and_approved_in_the_console(
     operator = await logged_in(box, "op", None)
     code, body, _ = await operator.get("/held")
     assert code == 200 and number in body and f'href="/held/{number}"' not in body
-    assert '<td class="time-left">71時間59分</td>' in body or "72時間0分" in body
+    assert '<td class="time-left nowrap">71時間59分</td>' in body or "72時間0分" in body
     code, body, _ = await operator.get(f"/held/{number}")
     assert code == 403 and "RoleForbidden" in body
     approver = await logged_in(box, "ap", secrets["ap"])
@@ -412,8 +412,9 @@ async def check_transaction_path(node: Any, browser: Browser, number: str) -> No
     timeline = body[body.index('<table id="timeline"') : body.index("</table>")]
     assert timeline.count('<tr class="party-') == len(path)
     assert timeline.count('class="party-hub"') == sum(e["party"] == "hub" for e in path) > 0
-    assert f'<td class="party">{node.institution.name}</td>' in timeline
-    assert '<td class="party">the hub</td>' in timeline
+    party = f'<td class="party" data-party="{node.institution.name}">'
+    assert f"{party}{node.institution.display_name}</td>" in timeline
+    assert '<td class="party" data-party="hub">the hub</td>' in timeline
     assert "T0" not in timeline and " JST" in timeline  # Japan time, not ISO
 
     def unreachable(number: str) -> Any:

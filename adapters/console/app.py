@@ -315,7 +315,6 @@ class Console:
         page = self.templates.get_template(template).render(
             t=t,
             lang=lang,
-            names=self.naming(lang),
             short_code=short_code,
             session=session,
             user=session.user if session else None,
@@ -328,6 +327,7 @@ class Console:
             japan_date=lambda moment: japan_date(moment, lang),
             japan_month=lambda moment: japan_month(moment, lang),
             known=WORDS.__contains__,
+            names=self.naming(lang),
             **values,
         )
         return page.encode("utf-8")
@@ -360,9 +360,20 @@ class Console:
         )
 
     @app.handle_errors(NotFound)
-    def not_found(self, request: Request, failure: Failure) -> bytes:
-        error = RenkeiError(errors.PAGE_NOT_FOUND)
-        return self.render(request, "error.html", status=error.status, error=error)
+    def not_found(self, request: Request, failure: Failure) -> Deferred[bytes]:
+        """404 PageNotFound, with the navigation when the visitor is logged in."""
+
+        async def answer() -> bytes:
+            session = None
+            if _cookie(request, SESSION_COOKIE) is not None:
+                try:
+                    session = await self.resume(request)
+                except RenkeiError:
+                    session = None
+            error = RenkeiError(errors.PAGE_NOT_FOUND)
+            return self.render(request, "error.html", session, status=error.status, error=error)
+
+        return ensureDeferred(answer())
 
     @app.handle_errors(Exception)
     def internal_error(self, request: Request, failure: Failure) -> bytes:
@@ -815,6 +826,7 @@ class Console:
             timeline=path,
             faults=faults,
             path_error=path_error,
+            parties={member.name: member.display_name for member in self.node.config.members},
             records=found.records,
             query=found.query,
             provision=found.provision,
@@ -945,7 +957,7 @@ class Console:
             period=period,
             group=group,
             groupings=GROUPINGS,
-            names=names,
+            stat_names=names,
             tables=tables,
             since_label=month_label(period.since, lang),
             until_label=month_label(period.until, lang),

@@ -15,7 +15,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "dash_today": ("本日 ({day})", "Today ({day})"),
     "dash_month": ("今月 ({month})", "This month ({month})"),
     "dash_queries": ("情報照会(当機関から)", "Queries we made"),
-    "dash_provisions": ("情報提供(当機関から)", "Provisions we were asked"),
+    "dash_provisions": ("情報提供(当機関が提供)", "Provisions we were asked"),
     "dash_errors": ("エラーのあった記録", "Records with an error"),
     "dash_statistics": ("業務統計(月別・事務手続別など)を見る", "More in the business statistics"),
     "dash_health": ("稼働状態", "Health"),
@@ -50,6 +50,12 @@ WORDS: dict[str, tuple[str, str]] = {
         "A 副本 record asked for is flagged 自動応答不可, so it is not sent automatically: check"
         " the content, then approve or refuse it.",
     ),
+    "held_why_note_decided": (
+        "求められた副本に自動応答不可フラグが設定されていたため、自動では提供せず保留しました。",
+        "A 副本 record asked for was flagged 自動応答不可, so it was held, not sent automatically.",
+    ),
+    "held_one_decided": ("保留した情報提供", "Held provision (decided or ended)"),
+    "left_decided": ("判断済み", "decided"),
     "flag_reason": ("フラグの理由", "Reason for the flag"),
     "flag_set": ("設定日時(設定者)", "Set at (by)"),
     "flag_reason_unknown": ("(記録なし)", "(none recorded)"),
