@@ -36,7 +36,6 @@ from adapters.console.naming import (
     japan_date,
     japan_month,
     japan_time,
-    short_code,
 )
 from adapters.console.statistics import (
     GROUPINGS,
@@ -315,7 +314,6 @@ class Console:
         page = self.templates.get_template(template).render(
             t=t,
             lang=lang,
-            short_code=short_code,
             session=session,
             user=session.user if session else None,
             csrf=session.csrf_token if session else "",

@@ -102,9 +102,10 @@ WORDS: dict[str, tuple[str, str]] = {
     "kind_other": ("その他", "other"),
     "kind_portal": ("マイナポータル", "マイナポータル"),
     "records_note": (
-        "新しい順に{size}件ずつ表示します。処理通番を選ぶと、ネットワーク全体の時系列と全項目を表示します。",
-        "Newest first, {size} a page. Open a 処理通番 for its timeline across the network and"
-        " every field.",
+        "新しい順に{size}件ずつ表示します。長い名称は省略して表示します(指すと全体を表示)。"
+        "処理通番を選ぶと、ネットワーク全体の時系列と全項目を表示します。",
+        "Newest first, {size} a page; long names are cut short (point at one for all of it)."
+        " Open a 処理通番 for its timeline across the network and every field.",
     ),
     "errors_only": ("エラーのみ", "Errors only"),
     "first_page": ("最初へ", "First page"),

@@ -26,7 +26,6 @@ __all__ = [
     "japan_date",
     "japan_month",
     "japan_time",
-    "short_code",
 ]
 
 Translate = Callable[..., str]
@@ -69,12 +68,6 @@ def _moment(text: str) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo is not None else None
-
-
-def short_code(code: str, keep: int = 6) -> str:
-    """A long code abbreviated for a narrow column: its last ``keep`` characters after an
-    ellipsis (the full value is on the detail page and in the cell's title)."""
-    return code if len(code) <= keep + 1 else "…" + code[-keep:]
 
 
 @dataclass(frozen=True)
