@@ -540,7 +540,10 @@ async def test_a_transactions_page_shows_the_faults_injected_on_its_messages(
     assert code == 200
     faults = body[body.index('<ul id="faults">') : body.index("</ul>", body.index('id="faults"'))]
     assert faults.count("<li>") == 1
-    assert "<code>reset_peer</code>" in faults and f"{SETAGAYA} → hub" in faults
+    assert "<code>reset_peer</code>" in faults
+    source = f'<span data-source="{SETAGAYA}">世田谷区</span>'
+    assert f'{source} → <span data-destination="hub">' in faults
+    assert " JST</strong>" in faults  # its time in Japan time
     box.faults.clear()
     other = await ask_tax(meguro_care)
     plain = await meguro_care.wait_for_result(other["query_id"], timeout=30)

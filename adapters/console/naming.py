@@ -161,7 +161,12 @@ class Naming:
             lines.append((label, self._detail_value(key, value)))
         return lines
 
-    def time(self, moment: datetime | None) -> str:
+    def time(self, moment: datetime | str | None) -> str:
+        """A time in Japan time; an ISO text (with its offset) is read first, any other text
+        is shown as it is."""
+        if isinstance(moment, str):
+            found = _moment(moment)
+            return japan_time(found, self.lang) if found is not None else moment
         return japan_time(moment, self.lang)
 
     def _detail_value(self, key: str, value: Any) -> str:
