@@ -405,6 +405,11 @@ def test_every_page_fits_a_1366_screen_with_names_and_japan_time(
     records = page.locator("#records").inner_text()
     assert "世田谷区" in records and "要介護認定" in records and "保留中" in records
     assert not re.search(r"(?<![0-9])[0-9]{16}(?![0-9])", records)  # no institution code
+    tallest = page.evaluate(
+        "Math.max(...Array.from(document.querySelectorAll('#records tr'))"
+        ".slice(1).map(tr => tr.getBoundingClientRect().height))"
+    )
+    assert tallest <= 40, tallest  # one line a row: 50 rows stay a page of a few screens
     check_page(page, directory, "records")
     page.click(f'#records a[href="/records/{number}"] >> nth=0')
     assert "世田谷区" in page.locator("#timeline").inner_text()

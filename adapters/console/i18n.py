@@ -110,6 +110,10 @@ WORDS: dict[str, tuple[str, str]] = {
     "errors_only": ("エラーのみ", "Errors only"),
     "first_page": ("最初へ", "First page"),
     "full_value": ("全体", "Full value"),
+    "records_arrows": (
+        "→ 相手機関: 当機関が照会した先、← 相手機関: 当機関に照会した機関。",
+        "→ the institution we asked, ← the institution that asked us.",
+    ),
     "to_word": ("照会先", "to"),
     "from_word": ("照会元", "from"),
     "action_expire": ("保留期限切れ(提供不可)", "hold ended (refused)"),
