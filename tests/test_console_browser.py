@@ -62,7 +62,7 @@ from simulators.back_office import BackOfficeClient, BackOfficeError
 
 async def main(reactor, path, action, argument):
     config = load_config(Path(path))
-    if action == "register":
+    if action in ("register", "notice"):
         client = BackOfficeClient(reactor, config, config.institution("meguro"), "care-insurance")
     else:
         client = BackOfficeClient(reactor, config, config.institution("setagaya"), "care-insurance")
@@ -73,6 +73,8 @@ async def main(reactor, path, action, argument):
             except BackOfficeError as refusal:
                 if refusal.code != "RecordIdExists":
                     raise
+        elif action == "notice":
+            print(json.dumps(await client.request("POST", "/notices", json.loads(argument))))
         elif action == "ask":
             print(json.dumps(await client.submit_query(**json.loads(argument))))
         else:
@@ -221,7 +223,7 @@ def test_approver_logs_in_with_totp_and_approves_a_held_provision(
 @NO_CHROMIUM
 @browser_test
 def test_approver_refuses_and_the_requester_sees_provision_refused(
-    running_box: RunningBox, page: Any
+    running_box: RunningBox, page: Any, tmp_path: Path
 ) -> None:
     """An approver refuses a held provision with a reason and the requester's back office sees
     ProvisionRefused."""
@@ -230,9 +232,11 @@ def test_approver_refuses_and_the_requester_sees_provision_refused(
     log_in(page, running_box, "approver2", secret)
     page.goto(f"{running_box.url}/held/{number}?lang=en")
     assert "Content to be sent" in page.content()
+    page.set_viewport_size(SCREEN)
     page.fill("#reason", "DV protection order")
     page.click("#refuse")
     assert page.locator("#confirm-reason").inner_text() == "DV protection order"
+    check_page(page, screenshots_directory(tmp_path), "held-confirm-refuse")
     page.click("#confirm")
     assert "refused" in page.locator("#done").inner_text()
     status = running_box.wait(query_id, "refused")
@@ -256,7 +260,9 @@ def test_operator_is_refused_the_approval_page(running_box: RunningBox, page: An
 
 @NO_CHROMIUM
 @browser_test
-def test_lockout_after_repeated_failures(running_box: RunningBox, page: Any) -> None:
+def test_lockout_after_repeated_failures(
+    running_box: RunningBox, page: Any, tmp_path: Path
+) -> None:
     """Repeated failed logins in the browser lock the account."""
     running_box.add_staff("operator2", "operator")
     for _ in range(5):
@@ -265,6 +271,11 @@ def test_lockout_after_repeated_failures(running_box: RunningBox, page: Any) -> 
     log_in(page, running_box, "operator2", None)
     assert "AccountLocked" in page.content()
     assert page.url.endswith("/login")
+    message = page.locator("#error p[lang=ja]").inner_text()
+    assert re.search(r"[0-9]{4}年[0-9]{1,2}月[0-9]{1,2}日 [0-9]{2}:[0-9]{2}以降", message), message
+    assert " JST" in page.locator("#error p[lang=en]").inner_text()  # Japan time, not UTC
+    page.set_viewport_size(SCREEN)
+    check_page(page, screenshots_directory(tmp_path), "error-login-locked")
 
 
 @NO_CHROMIUM
@@ -354,7 +365,7 @@ def check_page(page: Any, directory: Path, name: str) -> None:
         ".map(th => th.getBoundingClientRect().width))"
     )
     assert narrowest >= 30, (name, narrowest)
-    assert page.locator("nav").count() == 1 or name == "login", name
+    assert page.locator("nav").count() == 1 or "login" in name, name
     path = directory / f"{name}.png"
     page.screenshot(path=str(path))
     assert path.stat().st_size > 0
@@ -444,8 +455,21 @@ def test_every_page_fits_a_1366_screen_with_names_and_japan_time(
     check_page(page, directory, "users")
     page.click("nav >> text=ジョブ状況")
     check_page(page, directory, "jobs")
+    running_box.client(
+        "notice",
+        json.dumps(
+            {
+                "title": "要介護認定の結果のお知らせ",
+                "body": "要介護認定の結果をお知らせします。",
+                "recipients": ["000000000010002"],
+            }
+        ),
+    )
     page.click("nav >> text=お知らせ")
     check_page(page, directory, "notices")
+    page.click("text=要介護認定の結果のお知らせ")
+    assert "000000000010002" in page.locator("#recipients").inner_text()
+    check_page(page, directory, "notice-detail")
     page.click("nav >> text=業務統計")
     check_page(page, directory, "statistics")
     page.click("nav >> text=宛名")
