@@ -511,7 +511,8 @@ class Console:
             "item": item,
             "content": content,
             "decided": not waiting,
-            "content_deleted": waiting and with_content and item.payload is None,
+            # Deleted after its retention ([retention] held_contents): said so, even decided.
+            "content_deleted": item.payload is None,
             "self_information": item.procedure == SELF_INFORMATION_PROCEDURE,
             "attachments": [] if payload is None else payload_attachments(payload),
             "left": time_left(item.hold_expires_at, now),
