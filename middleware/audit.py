@@ -58,6 +58,7 @@ ACTIONS = frozenset(
         "logout",
         "session_expired",
         "view_held_content",
+        "view_person",
         "approve",
         "refuse",
         "export",

@@ -466,6 +466,8 @@ async def test_records_search_detail_export_and_person_page(box: Any, setagaya_a
     admin = await logged_in(box, "ad", secrets["ad"])
     code, body, _ = await admin.get("/persons/000000000010002")
     assert code == 200 and "MEG-KAIGO-0201-DV01" in body and 'id="fugo"' in body
+    viewed = await node.database.run(audit.audit_entries, limit=1, action="view_person")
+    assert (viewed[0]["actor"], viewed[0]["target"]) == ("ad", "000000000010002")
     code, _, _ = await admin.post(
         "/persons/000000000010002/flags/MEG-KAIGO-0201-DV01",
         {"suppressed": "0", "reason": "protection order lifted"},

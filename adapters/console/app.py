@@ -845,7 +845,7 @@ class Console:
     @app.route("/persons/<number>", methods=["GET"])
     @page("operator", "auditor", "admin")
     async def person_page(self, request: Request, session: staff.Session, number: str) -> bytes:
-        found = await self.node.store.persons.holdings(number)
+        found = await self.node.store.persons.view(number, session.user.name, self.node.now())
         records = []
         for item in found.records if found is not None else []:
             records.append(

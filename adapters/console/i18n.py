@@ -147,6 +147,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "action_logout": ("ログアウト", "logged out"),
     "action_session_expired": ("セッション終了", "session ended"),
     "action_view_held_content": ("保留の提供内容の閲覧", "viewed held content"),
+    "action_view_person": ("宛名の閲覧", "viewed a person"),
     "action_approve": ("保留の承認", "approved a hold"),
     "action_refuse": ("保留の提供不可", "refused a hold"),
     "action_export": ("情報提供等記録のCSV出力", "exported records"),
