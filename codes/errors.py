@@ -8,7 +8,9 @@ them. Messages are templates filled with keyword arguments.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 __all__ = [
     "ACCOUNT_LOCKED",
@@ -144,11 +146,29 @@ class RenkeiError(Exception):
 
     @property
     def message_en(self) -> str:
-        return self.kind.en.format_map(_Lenient(self.params))
+        return self.kind.en.format_map(_Lenient(_readable(self.params, "en")))
 
     @property
     def message_ja(self) -> str:
-        return self.kind.ja.format_map(_Lenient(self.params))
+        return self.kind.ja.format_map(_Lenient(_readable(self.params, "ja")))
+
+
+JAPAN = ZoneInfo("Asia/Tokyo")
+
+
+def _readable(params: dict[str, Any], lang: str) -> dict[str, Any]:
+    """The values of a message as a person reads them: a time (an aware datetime) in Japan
+    time, ``2026年12月2日 03:20`` in Japanese and ``2026-12-02 03:20 JST`` in English."""
+    shown = dict(params)
+    for key, value in params.items():
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            local = value.astimezone(JAPAN)
+            shown[key] = (
+                f"{local.year}年{local.month}月{local.day}日 {local:%H:%M}"
+                if lang == "ja"
+                else f"{local:%Y-%m-%d %H:%M} JST"
+            )
+    return shown
 
 
 class _Lenient(dict[str, Any]):

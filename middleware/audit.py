@@ -14,7 +14,7 @@ the purge left (middleware/checkpoint.py).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +44,7 @@ __all__ = [
     "audit_page",
     "audit_verification",
     "count_audit",
+    "latest_entries",
     "verify_audit",
 ]
 
@@ -57,6 +58,7 @@ ACTIONS = frozenset(
         "logout",
         "session_expired",
         "view_held_content",
+        "view_person",
         "approve",
         "refuse",
         "export",
@@ -168,8 +170,12 @@ def verify_audit(connection: Connection, trust: ChainTrust | None = None) -> int
     return audit_verification(connection, trust).first_broken
 
 
-def _filter(actor: str | None, action: str | None) -> ColumnElement[bool]:
+def _filter(
+    actor: str | None, action: str | None, target: str | None = None
+) -> ColumnElement[bool]:
     conditions: list[ColumnElement[bool]] = []
+    if target is not None:
+        conditions.append(audit_record.c.target == target)
     if actor is not None:
         conditions.append(audit_record.c.actor == actor)
     if action is not None:
@@ -184,6 +190,7 @@ def audit_entries(
     offset: int = 0,
     actor: str | None = None,
     action: str | None = None,
+    target: str | None = None,
 ) -> list[dict[str, Any]]:
     """One page of entries, newest first, as plain dictionaries (``detail`` decoded).
 
@@ -200,7 +207,7 @@ def audit_entries(
             audit_record.c.target,
             audit_record.c.detail,
         )
-        .where(_filter(actor, action))
+        .where(_filter(actor, action, target))
         .order_by(audit_record.c.seq.desc())
         .limit(limit)
         .offset(offset)
@@ -212,6 +219,18 @@ def audit_entries(
             entry["detail"] = json.loads(entry["detail"])
         entries.append(entry)
     return entries
+
+
+def latest_entries(
+    connection: Connection, action: str, targets: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The newest entry of ``action`` on each of ``targets`` that has one, by target."""
+    found = {}
+    for target in targets:
+        entries = audit_entries(connection, limit=1, action=action, target=target)
+        if entries:
+            found[target] = entries[0]
+    return found
 
 
 def count_audit(

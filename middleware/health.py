@@ -31,6 +31,7 @@ from twisted.logger import Logger
 
 from middleware.clock import iso
 from middleware.config import HealthConfig
+from middleware.events import japan_time
 from middleware.jobs import JobState
 from middleware.network import TransientFailure
 from middleware.outbox import outbox_figures
@@ -215,7 +216,7 @@ class Health:
                 found.append(
                     (
                         "OutboxStuck",
-                        f"an outbox message has waited since {iso(oldest)}"
+                        f"an outbox message has waited since {japan_time(oldest)}"
                         f" ({(now - oldest).total_seconds():.0f} s)",
                         (),
                     )
@@ -235,7 +236,7 @@ class Health:
                 (
                     "PermittedListExpired",
                     f"the permitted-query list (version {permitted.version}) expired at"
-                    f" {iso(permitted.expires_at)}",
+                    f" {japan_time(permitted.expires_at)}",
                     (),
                 )
             ]
@@ -247,7 +248,7 @@ class Health:
                 (
                     "PermittedListExpiring",
                     f"the permitted-query list (version {permitted.version}) expires at"
-                    f" {iso(permitted.expires_at)}",
+                    f" {japan_time(permitted.expires_at)}",
                     (),
                 )
             ]

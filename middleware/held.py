@@ -71,6 +71,11 @@ class HeldDecisions:
         """The holds that ended undecided most recently (refused with HoldExpired)."""
         return self._database.read(held_queue.expired)
 
+    def item(self, number: str) -> Deferred[held_queue.HeldItem]:
+        """A held item as it stands (UnknownHeldProvision if none); not audited: callers show
+        its metadata only, its payload is read through `content`."""
+        return self._database.read(held_queue.get, number)
+
     def content(self, number: str, actor: str) -> Deferred[held_queue.HeldItem]:
         """A held item with the exact payload that would be sent; the view is audited."""
         return self._database.run(self._view, number, actor)
@@ -130,7 +135,7 @@ class HeldDecisions:
                 errors.HELD_ALREADY_DECIDED, transaction_number=number, state=item.state
             )
         if decision == held_queue.APPROVED and self._party.now() >= item.hold_expires_at:
-            raise RenkeiError(errors.HOLD_EXPIRED, expires_at=item.hold_expires_at.isoformat())
+            raise RenkeiError(errors.HOLD_EXPIRED, expires_at=item.hold_expires_at)
         answer = self._answer(item, decision)
         outgoing = await self._database.run(self._take, number, decision, actor, reason, answer)
         self._party.outbox.send_now(outgoing)

@@ -168,7 +168,7 @@ def decide(
     if item.state != HELD:
         raise RenkeiError(errors.HELD_ALREADY_DECIDED, transaction_number=number, state=item.state)
     if decision == APPROVED and now >= item.hold_expires_at:
-        raise RenkeiError(errors.HOLD_EXPIRED, expires_at=item.hold_expires_at.isoformat())
+        raise RenkeiError(errors.HOLD_EXPIRED, expires_at=item.hold_expires_at)
     connection.execute(
         held_provision.update()
         .where(held_provision.c.transaction_number == number, held_provision.c.state == HELD)

@@ -52,6 +52,7 @@ class RecordFilter:
     status: str | None = None
     transaction_number: str | None = None
     person: str | None = None  # 統合宛名番号
+    errors_only: bool = False  # only records with an error code
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ def record_branches(search: RecordFilter, code: str) -> list[list[Any]]:
         value = getattr(search, name)
         if value:
             common.append(table.c[name] == value)
+    if search.errors_only:
+        common.append(table.c.error_code.is_not(None))
     outgoing = [table.c.requester == code]
     incoming = [table.c.provider == code]
     if search.counterpart:

@@ -503,9 +503,7 @@ def authenticate(
 
     if row.locked_until is not None and now < row.locked_until:
         append_audit(connection, now, row.name, "login_failed", target, {"reason": "locked"})
-        _commit_and_raise(
-            connection, RenkeiError(errors.ACCOUNT_LOCKED, until=iso(row.locked_until))
-        )
+        _commit_and_raise(connection, RenkeiError(errors.ACCOUNT_LOCKED, until=row.locked_until))
     # A lock that has run out gives a fresh count.
     failed = 0 if row.locked_until is not None else row.failed_attempts
 

@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row
+from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError
 from twisted.internet.defer import Deferred
 
@@ -174,6 +174,11 @@ class AuditStore:
             trust=self._trust,
         )
 
+    def latest(self, action: str, targets: Sequence[str]) -> Deferred[dict[str, dict[str, Any]]]:
+        """`audit.latest_entries`: why a 副本 record was flagged 自動応答不可 (its newest
+        ``flag_change``)."""
+        return self._database.read(audit.latest_entries, action, targets)
+
 
 class ReplicaStore:
     """副本 records written by the thousand (副本 files), one transaction per batch."""
@@ -235,6 +240,21 @@ class PersonStore:
 
     def holdings(self, integrated_address_number: str) -> Deferred[replica.PersonHoldings | None]:
         return self._database.read(replica.holdings_of, integrated_address_number)
+
+    def view(
+        self, integrated_address_number: str, actor: str, now: datetime
+    ) -> Deferred[replica.PersonHoldings | None]:
+        """`holdings` as a staff member opens a person's page: the read is audited
+        (``view_person``), found or not."""
+        return self._database.run(_viewed, integrated_address_number, actor, now)
+
+
+def _viewed(
+    connection: Connection, integrated_address_number: str, actor: str, now: datetime
+) -> replica.PersonHoldings | None:
+    found = replica.holdings_of(connection, integrated_address_number)
+    audit.append_audit(connection, now, actor, "view_person", integrated_address_number)
+    return found
 
 
 class StatisticsStore:

@@ -30,6 +30,14 @@ from faker.providers.person.ja_JP import Provider as JapanesePersonProvider
 
 from codes.individual_number import check_digit
 from codes.institution import institution_code_for_municipality
+from codes.item_values import (
+    ASSISTANCE_STATUSES,
+    CARE_LEVELS,
+    ELIGIBILITY_CHANGES,
+    PENSION_KINDS,
+    PROGRAM_CATEGORIES,
+    TAX_CATEGORIES,
+)
 from codes.municipality_code import make_municipality_code
 from middleware.replica import ReplicaRecord
 
@@ -91,17 +99,8 @@ INFORMATION_NAMES: dict[str, str] = {
     "pension": "TM00000000900002",
 }
 
-# 要介護状態区分 codes (as in public 介護保険 interface specifications) and the monthly
-# 区分支給限度基準額 in units (the amounts in force since October 2019).
-CARE_LEVELS: dict[str, str] = {
-    "12": "要支援1",
-    "13": "要支援2",
-    "21": "要介護1",
-    "22": "要介護2",
-    "23": "要介護3",
-    "24": "要介護4",
-    "25": "要介護5",
-}
+# The monthly 区分支給限度基準額 of each 要介護状態区分 in units (the amounts in force since
+# October 2019); the code lists themselves are codes.item_values'.
 BENEFIT_CAPS: dict[str, int] = {
     "12": 5_032,
     "13": 10_531,
@@ -111,24 +110,6 @@ BENEFIT_CAPS: dict[str, int] = {
     "24": 30_938,
     "25": 36_217,
 }
-# Emulated code lists (docs/population.md).
-ELIGIBILITY_CHANGES: dict[str, str] = {
-    "01": "65歳到達",
-    "02": "転入",
-    "03": "制度施行",
-    "21": "転出",
-}
-TAX_CATEGORIES: dict[str, str] = {"1": "課税", "2": "均等割のみ課税", "3": "非課税"}
-ASSISTANCE_STATUSES: dict[str, str] = {"1": "受給中", "2": "廃止"}
-PENSION_KINDS: dict[str, str] = {
-    "01": "老齢基礎年金",
-    "02": "老齢厚生年金",
-    "03": "障害基礎年金",
-    "04": "障害厚生年金",
-    "05": "遺族基礎年金",
-    "06": "遺族厚生年金",
-}
-PROGRAM_CATEGORIES: dict[str, str] = {"1": "要支援認定者", "2": "基本チェックリスト該当者"}
 
 CSV_COLUMNS = (
     "individual_number",

@@ -173,8 +173,13 @@ async def test_role_checks_on_every_route(box: Any) -> None:
                 assert code == 403, (method, path, name, code)
                 assert "RoleForbidden" in body
                 assert "の権限が必要です" in body and "requires the role" in body
-        code, body, _ = await anonymous.request(method, path, {} if method == "POST" else None)
-        assert code == 401 and "SessionExpired" in body, (method, path)
+        code, body, headers = await anonymous.request(
+            method, path, {} if method == "POST" else None
+        )
+        if (method, path) == ("GET", "/"):  # a first visit: to the login page
+            assert code == 302 and headers.getRawHeaders(b"location") == [b"/login"]
+        else:
+            assert code == 401 and "SessionExpired" in body, (method, path)
 
 
 @pytest_twisted.ensureDeferred
@@ -196,6 +201,9 @@ async def test_login_sets_a_strict_secure_cookie_and_logout_ends_the_session(box
     assert "ダッシュボード" not in body  # the language cookie keeps English
     code, _, _ = await browser.post("/logout", {})
     assert code == 302
+    code, _, headers = await browser.get("/")  # the cookie is gone: to the login page
+    assert code == 302 and headers.getRawHeaders(b"location") == [b"/login"]
+    browser.cookies["renkei_console"] = "a-session-that-ended"
     code, body, _ = await browser.get("/")
     assert code == 401 and "SessionExpired" in body
 
@@ -357,7 +365,7 @@ async def test_held_provision_is_reviewed_and_approved_in_the_console(
     operator = await logged_in(box, "op", None)
     code, body, _ = await operator.get("/held")
     assert code == 200 and number in body and f'href="/held/{number}"' not in body
-    assert '<td class="time-left">71時間59分</td>' in body or "72時間0分" in body
+    assert '<td class="time-left nowrap">71時間59分</td>' in body or "72時間0分" in body
     code, body, _ = await operator.get(f"/held/{number}")
     assert code == 403 and "RoleForbidden" in body
     approver = await logged_in(box, "ap", secrets["ap"])
@@ -365,8 +373,29 @@ async def test_held_provision_is_reviewed_and_approved_in_the_console(
     assert code == 200 and "要介護状態区分" in body and "MEG-KAIGO-0201-DV01" in body
     viewed = await node.database.run(audit.audit_entries, limit=5, action="view_held_content")
     assert viewed[0]["actor"] == "ap" and viewed[0]["target"] == number
-    code, _, _ = await approver.post(f"/held/{number}/approve", {})
+    # why it is held, who asks and the time left
+    assert "自動応答不可" in body and 'id="flagged"' in body
+    assert '<td id="requester">世田谷区' in body and "介護保険法による" in body
+    assert 'id="time-left">71時間59分' in body or 'id="time-left">72時間0分' in body
+    # the first step shows what will be sent and decides nothing
+    code, body, _ = await approver.post(f"/held/{number}/approve", {})
+    assert code == 200 and 'id="confirm"' in body and "MEG-KAIGO-0201-DV01" in body
+    assert "世田谷区 に提供します" in body and 'name="confirmed" value="1"' in body
+    assert (await held_item(node)).state == "held"
+    code, _, headers = await approver.post(f"/held/{number}/approve", {"confirmed": "1"})
     assert code == 302
+    location = headers.getRawHeaders(b"location")[0].decode()
+    code, body, _ = await approver.get(location)
+    assert code == 200 and f"処理通番 {number} を承認しました" in body and "世田谷区" in body
+    # decided: no content shown any more, and none read
+    before = len(await node.database.run(audit.audit_entries, limit=50, action="view_held_content"))
+    code, body, _ = await approver.get(f"/held/{number}")
+    assert code == 200 and 'id="content-withheld"' in body and "要介護状態区分" not in body
+    assert 'id="approve"' not in body
+    after = len(await node.database.run(audit.audit_entries, limit=50, action="view_held_content"))
+    assert after == before
+    code, body, _ = await approver.post(f"/held/{number}/approve", {})
+    assert code == 409 and "HeldAlreadyDecided" in body
     status = await wait_for_state(setagaya_asks, query_id, "provided")
     assert status["result"]["records"][0]["record_id"] == "MEG-KAIGO-0201-DV01"
     code, body, _ = await approver.post(f"/held/{number}/approve", {})
@@ -380,11 +409,13 @@ async def check_transaction_path(node: Any, browser: Browser, number: str) -> No
     assert {entry["party"] for entry in path} == {"hub", node.institution.name}
     code, body, _ = await browser.get(f"/records/{number}?lang=en")
     assert code == 200 and 'id="path-fallback"' not in body
-    timeline = body[body.index('<ol id="timeline">') : body.index("</ol>")]
-    assert timeline.count("<li") == len(path)
+    timeline = body[body.index('<table id="timeline"') : body.index("</table>")]
+    assert timeline.count('<tr class="party-') == len(path)
     assert timeline.count('class="party-hub"') == sum(e["party"] == "hub" for e in path) > 0
-    assert f'<span class="party">{node.institution.name}</span>' in timeline
-    assert '<span class="party">the hub</span>' in timeline
+    party = f'<td class="party" data-party="{node.institution.name}">'
+    assert f"{party}{node.institution.display_name}</td>" in timeline
+    assert '<td class="party" data-party="hub">the hub</td>' in timeline
+    assert "T0" not in timeline and " JST" in timeline  # Japan time, not ISO
 
     def unreachable(number: str) -> Any:
         from twisted.internet.defer import fail
@@ -397,8 +428,8 @@ async def check_transaction_path(node: Any, browser: Browser, number: str) -> No
     finally:
         del node.transaction_path
     assert code == 200 and 'id="path-fallback"' in body and "ConnectionRefusedError" in body
-    timeline = body[body.index('<ol id="timeline">') : body.index("</ol>")]
-    assert 'class="party-hub"' not in timeline and timeline.count("<li") == sum(
+    timeline = body[body.index('<table id="timeline"') : body.index("</table>")]
+    assert 'class="party-hub"' not in timeline and timeline.count('<tr class="party-') == sum(
         e["party"] != "hub" for e in path
     )
 
@@ -435,6 +466,8 @@ async def test_records_search_detail_export_and_person_page(box: Any, setagaya_a
     admin = await logged_in(box, "ad", secrets["ad"])
     code, body, _ = await admin.get("/persons/000000000010002")
     assert code == 200 and "MEG-KAIGO-0201-DV01" in body and 'id="fugo"' in body
+    viewed = await node.database.run(audit.audit_entries, limit=1, action="view_person")
+    assert (viewed[0]["actor"], viewed[0]["target"]) == ("ad", "000000000010002")
     code, _, _ = await admin.post(
         "/persons/000000000010002/flags/MEG-KAIGO-0201-DV01",
         {"suppressed": "0", "reason": "protection order lifted"},
@@ -445,7 +478,7 @@ async def test_records_search_detail_export_and_person_page(box: Any, setagaya_a
     code, body, _ = await admin.get("/permitted-list?q=TM00000000000004")
     assert code == 200 and "TM00000000000004" in body
     code, body, _ = await admin.get("/")
-    assert code == 200 and 'id="held_waiting">1<' in body
+    assert code == 200 and '<td class="figure" id="held_waiting">1</td>' in body
 
 
 @pytest_twisted.ensureDeferred
@@ -509,7 +542,10 @@ async def test_a_transactions_page_shows_the_faults_injected_on_its_messages(
     assert code == 200
     faults = body[body.index('<ul id="faults">') : body.index("</ul>", body.index('id="faults"'))]
     assert faults.count("<li>") == 1
-    assert "<code>reset_peer</code>" in faults and f"{SETAGAYA} → hub" in faults
+    assert "<code>reset_peer</code>" in faults
+    source = f'<span data-source="{SETAGAYA}">世田谷区</span>'
+    assert f'{source} → <span data-destination="hub">' in faults
+    assert " JST</strong>" in faults  # its time in Japan time
     box.faults.clear()
     other = await ask_tax(meguro_care)
     plain = await meguro_care.wait_for_result(other["query_id"], timeout=30)

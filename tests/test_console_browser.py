@@ -49,7 +49,7 @@ def test_browser_tests_in_their_own_process() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
-    assert "7 passed" in done.stdout, done.stdout[-2000:]
+    assert "8 passed" in done.stdout, done.stdout[-2000:]
 
 
 CLIENT_SCRIPT = """
@@ -62,7 +62,7 @@ from simulators.back_office import BackOfficeClient, BackOfficeError
 
 async def main(reactor, path, action, argument):
     config = load_config(Path(path))
-    if action == "register":
+    if action in ("register", "notice"):
         client = BackOfficeClient(reactor, config, config.institution("meguro"), "care-insurance")
     else:
         client = BackOfficeClient(reactor, config, config.institution("setagaya"), "care-insurance")
@@ -73,6 +73,8 @@ async def main(reactor, path, action, argument):
             except BackOfficeError as refusal:
                 if refusal.code != "RecordIdExists":
                     raise
+        elif action == "notice":
+            print(json.dumps(await client.request("POST", "/notices", json.loads(argument))))
         elif action == "ask":
             print(json.dumps(await client.submit_query(**json.loads(argument))))
         else:
@@ -209,7 +211,11 @@ def test_approver_logs_in_with_totp_and_approves_a_held_provision(
     assert "要介護状態区分" in page.content()
     assert "MEG-KAIGO-0201-DV01" in page.content()
     page.click("#approve")
-    assert "/held" in page.url
+    assert page.url.endswith(f"/held/{number}/approve")  # the confirmation page
+    assert "MEG-KAIGO-0201-DV01" in page.locator("main").inner_text()
+    page.click("#confirm")
+    assert "/held?done=approved" in page.url
+    assert f"処理通番 {number} を承認しました" in page.locator("#done").inner_text()
     status = running_box.wait(query_id, "provided")
     assert status["result"]["records"][0]["record_id"] == "MEG-KAIGO-0201-DV01"
 
@@ -217,7 +223,7 @@ def test_approver_logs_in_with_totp_and_approves_a_held_provision(
 @NO_CHROMIUM
 @browser_test
 def test_approver_refuses_and_the_requester_sees_provision_refused(
-    running_box: RunningBox, page: Any
+    running_box: RunningBox, page: Any, tmp_path: Path
 ) -> None:
     """An approver refuses a held provision with a reason and the requester's back office sees
     ProvisionRefused."""
@@ -226,8 +232,13 @@ def test_approver_refuses_and_the_requester_sees_provision_refused(
     log_in(page, running_box, "approver2", secret)
     page.goto(f"{running_box.url}/held/{number}?lang=en")
     assert "Content to be sent" in page.content()
+    page.set_viewport_size(SCREEN)
     page.fill("#reason", "DV protection order")
     page.click("#refuse")
+    assert page.locator("#confirm-reason").inner_text() == "DV protection order"
+    check_page(page, screenshots_directory(tmp_path), "held-confirm-refuse")
+    page.click("#confirm")
+    assert "refused" in page.locator("#done").inner_text()
     status = running_box.wait(query_id, "refused")
     assert status["error"]["code"] == "ProvisionRefused"
     assert "提供不可" in status["error"]["message_ja"]
@@ -249,7 +260,9 @@ def test_operator_is_refused_the_approval_page(running_box: RunningBox, page: An
 
 @NO_CHROMIUM
 @browser_test
-def test_lockout_after_repeated_failures(running_box: RunningBox, page: Any) -> None:
+def test_lockout_after_repeated_failures(
+    running_box: RunningBox, page: Any, tmp_path: Path
+) -> None:
     """Repeated failed logins in the browser lock the account."""
     running_box.add_staff("operator2", "operator")
     for _ in range(5):
@@ -258,6 +271,11 @@ def test_lockout_after_repeated_failures(running_box: RunningBox, page: Any) -> 
     log_in(page, running_box, "operator2", None)
     assert "AccountLocked" in page.content()
     assert page.url.endswith("/login")
+    message = page.locator("#error p[lang=ja]").inner_text()
+    assert re.search(r"[0-9]{4}年[0-9]{1,2}月[0-9]{1,2}日 [0-9]{2}:[0-9]{2}以降", message), message
+    assert " JST" in page.locator("#error p[lang=en]").inner_text()  # Japan time, not UTC
+    page.set_viewport_size(SCREEN)
+    check_page(page, screenshots_directory(tmp_path), "error-login-locked")
 
 
 @NO_CHROMIUM
@@ -320,3 +338,147 @@ def test_the_statistics_page_draws_its_charts_and_exports_its_csv(
     data = Path(downloaded.value.path()).read_bytes()
     assert data.startswith(b"\xef\xbb\xbf") and "区分".encode() in data
     assert not [text for text in complaints if "Content Security Policy" in text], complaints
+
+
+SCREEN = {"width": 1366, "height": 768}
+
+
+def screenshots_directory(tmp_path: Path) -> Path:
+    """Where the every-page test keeps its screenshots: $RENKEI_SCREENSHOTS, else the test's
+    pytest tmp directory."""
+    named = os.environ.get("RENKEI_SCREENSHOTS")
+    directory = Path(named) if named else tmp_path / "screenshots"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def check_page(page: Any, directory: Path, name: str) -> None:
+    """The page shown fits a 1366 px wide screen (nothing scrolls sideways), no column of
+    its tables is squeezed to a character's width, and its 1366×768 screenshot is kept;
+    it shows no coded error unless it is an error page."""
+    if not name.startswith("error"):
+        assert page.locator("#error").count() == 0, (name, page.locator("main").inner_text())
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= SCREEN["width"], (name, width)
+    narrowest = page.evaluate(
+        "Math.min(1000, ...Array.from(document.querySelectorAll('main table tr:first-child th'))"
+        ".map(th => th.getBoundingClientRect().width))"
+    )
+    assert narrowest >= 30, (name, narrowest)
+    assert page.locator("nav").count() == 1 or "login" in name, name
+    path = directory / f"{name}.png"
+    page.screenshot(path=str(path))
+    assert path.stat().st_size > 0
+
+
+@NO_CHROMIUM
+@browser_test
+def test_every_page_fits_a_1366_screen_with_names_and_japan_time(
+    running_box: RunningBox, page: Any, tmp_path: Path
+) -> None:
+    """A person with every role opens each page of the console at 1366×768: each fits the
+    screen, keeps the navigation (error pages too), shows institutions, procedures, states and
+    audit actions by name and times in Japan time, and a screenshot of each is kept."""
+    directory = screenshots_directory(tmp_path)
+    secret = running_box.add_staff("everyone", "operator approver auditor admin")
+    page.set_viewport_size(SCREEN)
+    page.goto(running_box.url + "/")
+    assert page.url == running_box.url + "/login"  # a first visit: the login page
+    check_page(page, directory, "login")
+    for _ in range(2):  # a page of records and a held provision waiting
+        _, number = running_box.ask_held()
+    log_in(page, running_box, "everyone", secret)
+    assert page.url == running_box.url + "/"
+    main = page.locator("main").inner_text()
+    assert "本日" in main and "今月" in main and "情報提供ネットワークシステム" in main
+    check_page(page, directory, "dashboard")
+    page.click("#held_waiting a")
+    assert page.url == running_box.url + "/held"
+    held = page.locator("#held").inner_text()
+    assert "世田谷区" in held and "要介護認定" in held and "時間" in held
+    assert "T0" not in held  # no ISO time
+    check_page(page, directory, "held")
+    page.click(f'a[href="/held/{number}"]')
+    why = page.locator("#why").inner_text()
+    assert "自動応答不可" in why
+    assert "世田谷区" in page.locator("#requester").inner_text()
+    assert "介護保険法" in page.locator("#affair").inner_text()
+    check_page(page, directory, "held-detail")
+    page.click("#approve")
+    check_page(page, directory, "held-confirm-approve")
+    page.click("#confirm")
+    check_page(page, directory, "held-approved")
+    page.goto(f"{running_box.url}/held/{number}")
+    assert page.locator("#content-withheld").count() == 1
+    assert page.locator("#approve").count() == 0
+    check_page(page, directory, "held-decided")
+    page.click("nav >> text=情報提供等記録")
+    records = page.locator("#records").inner_text()
+    assert "世田谷区" in records and "要介護認定" in records and "保留中" in records
+    assert not re.search(r"(?<![0-9])[0-9]{16}(?![0-9])", records)  # no institution code
+    tallest = page.evaluate(
+        "Math.max(...Array.from(document.querySelectorAll('#records tr'))"
+        ".slice(1).map(tr => tr.getBoundingClientRect().height))"
+    )
+    assert tallest <= 40, tallest  # one line a row: 50 rows stay a page of a few screens
+    check_page(page, directory, "records")
+    page.click(f'#records a[href="/records/{number}"] >> nth=0')
+    assert "世田谷区" in page.locator("#timeline").inner_text()
+    check_page(page, directory, "record-detail")
+    response = page.goto(running_box.url + "/records/99999999999999999999")
+    assert response.status == 404 and "UnknownTransaction" in page.content()
+    check_page(page, directory, "error-404")
+    for unknown, code in (
+        ("/records/not-a-number", "UnknownTransaction"),
+        ("/held/99999999999999999999", "UnknownHeldProvision"),
+        ("/notices/00000000-0000-0000-0000-000000000000", "UnknownNotice"),
+        ("/no/such/page", "PageNotFound"),
+    ):
+        response = page.goto(running_box.url + unknown)
+        assert response.status == 404 and code in page.content(), unknown
+        assert page.locator("nav").count() == 1, unknown  # the navigation stays
+    page.goto(running_box.url + "/persons/000000000010002")
+    assert "受給者基本情報" in page.locator("#replica").inner_text()
+    check_page(page, directory, "person")
+    response = page.goto(running_box.url + "/persons/000000000099999")
+    assert response.status == 404
+    page.click("nav >> text=照会許可照合リスト")
+    rules = page.locator("#rules").inner_text()
+    assert "市区町村" in rules and "要介護認定" in rules
+    check_page(page, directory, "permitted-list")
+    page.click("nav >> text=監査ログ")
+    audit = page.locator("#audit").inner_text()
+    assert "保留の承認" in audit and "ログイン" in audit and "{" not in audit
+    check_page(page, directory, "audit")
+    page.click("nav >> text=利用者")
+    assert "承認者" in page.locator("#users").inner_text()
+    check_page(page, directory, "users")
+    page.click("nav >> text=ジョブ状況")
+    check_page(page, directory, "jobs")
+    running_box.client(
+        "notice",
+        json.dumps(
+            {
+                "title": "要介護認定の結果のお知らせ",
+                "body": "要介護認定の結果をお知らせします。",
+                "recipients": ["000000000010002"],
+            }
+        ),
+    )
+    page.click("nav >> text=お知らせ")
+    check_page(page, directory, "notices")
+    page.click("text=要介護認定の結果のお知らせ")
+    assert "000000000010002" in page.locator("#recipients").inner_text()
+    check_page(page, directory, "notice-detail")
+    page.click("nav >> text=業務統計")
+    check_page(page, directory, "statistics")
+    page.click("nav >> text=宛名")
+    check_page(page, directory, "persons")
+    page.goto(running_box.url + "/records?lang=en")
+    assert "Long-Term Care Insurance Act" in page.locator("#records").inner_text()
+    check_page(page, directory, "records-en")
+    with page.expect_download() as downloaded:
+        page.goto(running_box.url + "/records?lang=ja")
+        page.click("#export")
+    exported = Path(downloaded.value.path()).read_text(encoding="utf-8-sig")
+    assert "+09:00" in exported and "世田谷区" in exported and "requester_name" in exported

@@ -13,12 +13,12 @@ import csv
 import io
 import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from functools import wraps
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from klein import Klein
@@ -30,6 +30,13 @@ from twisted.web.server import Request
 from werkzeug.exceptions import NotFound
 
 from adapters.console.i18n import LANGUAGES, WORDS, translator
+from adapters.console.naming import (
+    JST,
+    Naming,
+    japan_date,
+    japan_month,
+    japan_time,
+)
 from adapters.console.statistics import (
     GROUPINGS,
     Names,
@@ -48,7 +55,9 @@ from codes.errors import RenkeiError
 from crypto.pki import PkiLayout
 from crypto.tls import server_only_options
 from middleware import audit, staff
+from middleware.held_queue import HELD, HeldItem
 from middleware.jobs import JobHistory, JobState
+from middleware.list_sync import JOB as LIST_SYNC_JOB
 from middleware.node import IntermediateServer
 from middleware.record_search import EXPORT_COLUMNS, RecordFilter
 
@@ -57,6 +66,7 @@ __all__ = [
     "JST",
     "LANG_COOKIE",
     "MAX_FORM_BODY",
+    "NAMED_COLUMNS",
     "PAGE_SIZE",
     "RECENT_FAILURES",
     "RECORD_FILTERS",
@@ -88,7 +98,6 @@ SECURITY_HEADERS = (
     (b"Referrer-Policy", b"no-referrer"),
 )
 EXPORT_LIMIT = 100_000
-JST = ZoneInfo("Asia/Tokyo")
 RECENT_FAILURES = 5  # failed runs shown per job on the ジョブ状況 page
 
 Handler = Callable[..., Awaitable[Any]]
@@ -104,7 +113,11 @@ RECORD_FILTERS = (
     "status",
     "transaction_number",
     "person",
+    "errors",
 )
+
+# The statuses a provision record may have (the search's choices).
+RECORD_STATUSES = ("accepted", "provided", "no_data", "held", "refused", "error")
 
 # The keys of one timeline entry (besides ``party``), as ``transaction_path`` gives them.
 TIMELINE_KEYS = (
@@ -133,17 +146,6 @@ def time_left(until: datetime, now: datetime) -> tuple[int, int] | None:
     if seconds <= 0:
         return None
     return seconds // 3600, seconds % 3600 // 60
-
-
-def japan_time(moment: datetime | None, lang: str = "ja") -> str:
-    """A time as a person in Japan reads it: Japan time, 2026年12月2日 03:05:00 (in English
-    2026-12-02 03:05:00 JST); nothing for no time."""
-    if moment is None:
-        return ""
-    local = moment.astimezone(JST)
-    if lang == "en":
-        return local.strftime("%Y-%m-%d %H:%M:%S JST")
-    return f"{local.year}年{local.month}月{local.day}日 {local:%H:%M:%S}"
 
 
 def job_rows(states: Sequence[JobState], histories: Sequence[JobHistory]) -> list[dict[str, Any]]:
@@ -209,17 +211,26 @@ def _parse_date(value: str) -> datetime | None:
     return day.replace(tzinfo=JST)
 
 
-def page(*roles: str, method: str = "GET") -> Callable[[Handler], Callable[..., Deferred[Any]]]:
+def page(
+    *roles: str, method: str = "GET", login_first: bool = False
+) -> Callable[[Handler], Callable[..., Deferred[Any]]]:
     """Authorize a route: a live session, one of ``roles``, and on POST the CSRF token.
 
-    The handler is called as ``handler(self, request, session, **kwargs)``.
+    The handler is called as ``handler(self, request, session, **kwargs)``. With
+    ``login_first`` a visitor with no session cookie at all is sent to the login page (a
+    first visit), not told their session expired. The session is kept on the request, so
+    that an error page still shows the navigation.
     """
 
     def decorate(handler: Handler) -> Callable[..., Deferred[Any]]:
         @wraps(handler)
         def route(instance: Console, request: Request, **kwargs: Any) -> Deferred[Any]:
             async def run() -> Any:
+                if login_first and _cookie(request, SESSION_COOKIE) is None:
+                    request.redirect(b"/login")
+                    return b""
                 session = await instance.resume(request)
+                request.console_session = session  # type: ignore[attr-defined]
                 if roles:
                     staff.require_role(session.user, *roles)
                 if method == "POST":
@@ -297,8 +308,11 @@ class Console:
             b"Content-Security-Policy",
             b"default-src 'self'; style-src 'self'; form-action 'self'; frame-ancestors 'none'",
         )
+        if session is None:  # an error page after the session was resumed
+            session = getattr(request, "console_session", None)
+        t = translator(lang)
         page = self.templates.get_template(template).render(
-            t=translator(lang),
+            t=t,
             lang=lang,
             session=session,
             user=session.user if session else None,
@@ -308,10 +322,23 @@ class Console:
             # What is failing now (middleware/health.py), shown on every page as a banner.
             banner=self.node.health.failing,
             japan_time=lambda moment: japan_time(moment, lang),
+            japan_date=lambda moment: japan_date(moment, lang),
+            japan_month=lambda moment: japan_month(moment, lang),
             known=WORDS.__contains__,
+            names=self.naming(lang),
             **values,
         )
         return page.encode("utf-8")
+
+    def naming(self, lang: str) -> Naming:
+        """The names of the codes a page shows, in ``lang``."""
+        return Naming(
+            self.node.catalogue,
+            self._institution_names(),
+            lang,
+            translator(lang),
+            WORDS.__contains__,
+        )
 
     def resume(self, request: Request) -> Deferred[staff.Session]:
         return self.node.store.staff.resume(
@@ -331,9 +358,20 @@ class Console:
         )
 
     @app.handle_errors(NotFound)
-    def not_found(self, request: Request, failure: Failure) -> bytes:
-        error = RenkeiError(errors.PAGE_NOT_FOUND)
-        return self.render(request, "error.html", status=error.status, error=error)
+    def not_found(self, request: Request, failure: Failure) -> Deferred[bytes]:
+        """404 PageNotFound, with the navigation when the visitor is logged in."""
+
+        async def answer() -> bytes:
+            session = None
+            if _cookie(request, SESSION_COOKIE) is not None:
+                try:
+                    session = await self.resume(request)
+                except RenkeiError:
+                    session = None
+            error = RenkeiError(errors.PAGE_NOT_FOUND)
+            return self.render(request, "error.html", session, status=error.status, error=error)
+
+        return ensureDeferred(answer())
 
     @app.handle_errors(Exception)
     def internal_error(self, request: Request, failure: Failure) -> bytes:
@@ -401,19 +439,35 @@ class Console:
     # -- dashboard --------------------------------------------------------------------------
 
     @app.route("/", methods=["GET"])
-    @page()
+    @page(login_first=True)
     async def dashboard(self, request: Request, session: staff.Session) -> bytes:
         now = self.node.now()
         today = now.astimezone(JST).replace(hour=0, minute=0, second=0, microsecond=0)
         figures = await self.node.store.statistics.dashboard(today)
+        month = await self.node.store.statistics.dashboard(today.replace(day=1))
         listed = self.node.lists.current
+        health = self.node.health
+        failing = health.failing
+        states = self.node.jobs.states()
+        hub_job = next((state for state in states if state.name == LIST_SYNC_JOB), None)
         return self.render(
             request,
             "dashboard.html",
             session,
             figures=figures,
+            month=month,
+            today=today,
             listed=listed,
             list_expired=listed is not None and listed.expires_at <= now,
+            ready=health.ready,
+            checked_at=health.checked_at,
+            failing=failing,
+            hub_unreachable=any(p.check == "HubUnreachable" for p in failing),
+            hub_contact=hub_job.last_success_at if hub_job is not None else None,
+            jobs={
+                condition: sum(1 for state in states if state.condition == condition)
+                for condition in ("ok", "running", "failing", "waiting")
+            },
         )
 
     # -- held provisions ---------------------------------------------------------------------
@@ -424,46 +478,123 @@ class Console:
         items = await self.node.held.items()
         ended = await self.node.held.expired()
         now = self.node.now()
+        done = _arg(request, "done")
         return self.render(
             request,
             "held_list.html",
             session,
             items=[(item, time_left(item.hold_expires_at, now)) for item in items],
             ended=ended,
+            done=done if done in ("approved", "refused") else "",
+            done_number=_arg(request, "number")[:20],
+            done_requester=self.naming(self._language(request)).institution(
+                _arg(request, "requester")[:16]
+            ),
         )
+
+    async def _held_view(
+        self, request: Request, session: staff.Session, number: str, with_content: bool = True
+    ) -> dict[str, Any]:
+        """What the held-provision pages show of ``number``: the item, why it is held, who
+        asks and the time left; its content (read, and audited, only while it waits for a
+        decision: none is shown once it is decided or its hold has ended)."""
+        now = self.node.now()
+        item = await self.node.held.item(number)
+        waiting = item.state == HELD and item.hold_expires_at > now
+        if waiting and with_content:
+            # The content is read (and the read audited) only while it may be sent.
+            item = await self.node.held.content(number, session.user.name)
+        payload = item.payload if waiting and with_content else None
+        content = None if payload is None else describe_payload(self.node.catalogue, payload)
+        flagged = await self._flagged(item, content)
+        return {
+            "item": item,
+            "content": content,
+            "decided": not waiting,
+            # Deleted after its retention ([retention] held_contents): said so, even decided.
+            "content_deleted": item.payload is None,
+            "self_information": item.procedure == SELF_INFORMATION_PROCEDURE,
+            "attachments": [] if payload is None else payload_attachments(payload),
+            "left": time_left(item.hold_expires_at, now),
+            "flagged": flagged,
+        }
+
+    async def _flagged(
+        self, item: HeldItem, content: dict[str, Any] | None
+    ) -> list[dict[str, Any]]:
+        """The 副本 records flagged 自動応答不可 that hold this provision, with the reason
+        given when the flag was set (its newest ``flag_change`` in the audit log)."""
+        holdings = await self.node.store.persons.holdings(item.integrated_address_number)
+        asked = {record["record_id"] for record in content["records"]} if content else None
+        flagged = [
+            record
+            for record in (holdings.records if holdings is not None else [])
+            if record.suppressed
+            and record.information_name == item.information_name
+            and (asked is None or record.record_id in asked)
+        ]
+        reasons = await self.node.store.audit.latest(
+            "flag_change", [record.record_id for record in flagged]
+        )
+        return [
+            {
+                "record_id": record.record_id,
+                "data_set": record.data_set,
+                "reason": ((reasons.get(record.record_id) or {}).get("detail") or {}).get("reason"),
+                "flagged_at": (reasons.get(record.record_id) or {}).get("recorded_at"),
+                "flagged_by": (reasons.get(record.record_id) or {}).get("actor"),
+            }
+            for record in flagged
+        ]
 
     @app.route("/held/<number>", methods=["GET"])
     @page("approver")
     async def held_detail(self, request: Request, session: staff.Session, number: str) -> bytes:
-        item = await self.node.held.content(number, session.user.name)
-        # None once the content was deleted after its retention ([retention] held_contents).
-        payload = item.payload
-        return self.render(
-            request,
-            "held_detail.html",
-            session,
-            item=item,
-            content=None if payload is None else describe_payload(self.node.catalogue, payload),
-            self_information=item.procedure == SELF_INFORMATION_PROCEDURE,
-            attachments=[] if payload is None else payload_attachments(payload),
-        )
+        view = await self._held_view(request, session, number)
+        return self.render(request, "held_detail.html", session, **view)
+
+    async def _decision(
+        self, request: Request, session: staff.Session, number: str, decision: str
+    ) -> bytes:
+        """The two steps of a decision: without ``confirmed`` a page showing what will be
+        sent (the content, or the refusal and its reason) with a button that confirms it;
+        with it, the decision, then the list of held provisions with a message."""
+        reason = _arg(request, "reason")
+        if decision == "refuse" and not reason:
+            raise RenkeiError(errors.BAD_REQUEST, detail="a refusal needs a reason")
+        if _arg(request, "confirmed") != "1":
+            view = await self._held_view(
+                request, session, number, with_content=decision == "approve"
+            )
+            item = view["item"]
+            if item.state != HELD:
+                raise RenkeiError(
+                    errors.HELD_ALREADY_DECIDED, transaction_number=number, state=item.state
+                )
+            if view["decided"]:
+                raise RenkeiError(errors.HOLD_EXPIRED, expires_at=item.hold_expires_at)
+            return self.render(
+                request, "held_confirm.html", session, decision=decision, reason=reason, **view
+            )
+        if decision == "approve":
+            await self.node.held.approve(number, session.user.name)
+        else:
+            await self.node.held.refuse(number, session.user.name, reason)
+        item = await self.node.held.item(number)
+        done = "approved" if decision == "approve" else "refused"
+        query = urlencode({"done": done, "number": number, "requester": item.requester})
+        request.redirect(f"/held?{query}".encode())
+        return b""
 
     @app.route("/held/<number>/approve", methods=["POST"])
     @page("approver", method="POST")
     async def held_approve(self, request: Request, session: staff.Session, number: str) -> bytes:
-        await self.node.held.approve(number, session.user.name)
-        request.redirect(b"/held?done=approved")
-        return b""
+        return await self._decision(request, session, number, "approve")
 
     @app.route("/held/<number>/refuse", methods=["POST"])
     @page("approver", method="POST")
     async def held_refuse(self, request: Request, session: staff.Session, number: str) -> bytes:
-        reason = _arg(request, "reason")
-        if not reason:
-            raise RenkeiError(errors.BAD_REQUEST, detail="a refusal needs a reason")
-        await self.node.held.refuse(number, session.user.name, reason)
-        request.redirect(b"/held?done=refused")
-        return b""
+        return await self._decision(request, session, number, "refuse")
 
     # -- audit log ------------------------------------------------------------------------------
 
@@ -619,6 +750,8 @@ class Console:
         rows = rows[:PAGE_SIZE]
         query_string = urlencode({k: v for k, v in values.items() if v})
         next_link = f"/records?{query_string}&before={rows[-1]['seq']}" if more and rows else None
+        names = self.naming(self._language(request))
+        institutions = self._institution_names()
         return self.render(
             request,
             "records.html",
@@ -626,8 +759,20 @@ class Console:
             rows=rows,
             filters=values,
             next_link=next_link,
+            before=before,
+            page_size=PAGE_SIZE,
             query_string=query_string,
             code=self.node.code,
+            counterparts=sorted(
+                ((c, n) for c, n in institutions.items() if c != self.node.code),
+                key=lambda pair: pair[0],
+            ),
+            procedures=[(p.code, names.procedure(p.code)) for p in self.node.catalogue.procedures],
+            information_names=[
+                (i.code, names.information_name(i.code))
+                for i in self.node.catalogue.information_names
+            ],
+            statuses=RECORD_STATUSES,
         )
 
     @app.route("/records/export.csv", methods=["GET"])
@@ -641,7 +786,7 @@ class Console:
             actor=session.user.name,
             described={k: v for k, v in values.items() if v},
         )
-        out = records_csv(EXPORT_COLUMNS, rows)
+        out = records_csv(EXPORT_COLUMNS, rows, self.naming(self._language(request)))
         request.setHeader(b"Content-Type", b"text/csv; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-store")
         request.setHeader(b"Content-Disposition", b'attachment; filename="provision-records.csv"')
@@ -680,6 +825,7 @@ class Console:
             timeline=path,
             faults=faults,
             path_error=path_error,
+            parties={member.name: member.display_name for member in self.node.config.members},
             records=found.records,
             query=found.query,
             provision=found.provision,
@@ -699,7 +845,7 @@ class Console:
     @app.route("/persons/<number>", methods=["GET"])
     @page("operator", "auditor", "admin")
     async def person_page(self, request: Request, session: staff.Session, number: str) -> bytes:
-        found = await self.node.store.persons.holdings(number)
+        found = await self.node.store.persons.view(number, session.user.name, self.node.now())
         records = []
         for item in found.records if found is not None else []:
             records.append(
@@ -716,6 +862,7 @@ class Console:
             request,
             "person.html",
             session,
+            status=200 if found is not None else 404,
             number=number,
             found=found,
             records=records,
@@ -726,7 +873,7 @@ class Console:
         codes = list(json.loads(items))
         try:
             found = self.node.catalogue.information_name(information_name).data_set(data_set)
-            return [f"{code} {found.item(code).name}" for code in codes]
+            return [found.item(code).name for code in codes]
         except (RenkeiError, KeyError):
             return codes
 
@@ -809,7 +956,7 @@ class Console:
             period=period,
             group=group,
             groupings=GROUPINGS,
-            names=names,
+            stat_names=names,
             tables=tables,
             since_label=month_label(period.since, lang),
             until_label=month_label(period.until, lang),
@@ -839,19 +986,32 @@ class Console:
     async def permitted_list(self, request: Request, session: staff.Session) -> bytes:
         listed = self.node.lists.current
         text = _arg(request, "q")
+        names = self.naming(self._language(request))
         rows = []
-        if listed is not None:
-            for rule in listed.rules:
-                fields = [
-                    rule.requester_kind,
-                    rule.affair,
-                    rule.procedure,
-                    rule.provider_kind,
-                    rule.information_name,
-                    rule.legal_basis,
-                ]
-                if not text or any(text in field for field in fields):
-                    rows.append(fields)
+        for rule in listed.rules if listed is not None else ():
+            affair_name = next(
+                (
+                    names.affair(p.code)
+                    for p in self.node.catalogue.procedures
+                    if p.affair == rule.affair
+                ),
+                rule.affair,
+            )
+            fields = [
+                rule.requester_kind,
+                rule.affair,
+                rule.procedure,
+                rule.provider_kind,
+                rule.information_name,
+                rule.legal_basis,
+                names.word("kind", rule.requester_kind),
+                names.word("kind", rule.provider_kind),
+                affair_name,
+                names.procedure(rule.procedure),
+                names.information_name(rule.information_name),
+            ]
+            if not text or any(text in field for field in fields):
+                rows.append({**asdict(rule), "affair_name": affair_name})
         return self.render(
             request, "permitted_list.html", session, listed=listed, rows=rows, q=text
         )
@@ -869,23 +1029,46 @@ def record_filter(values: dict[str, str]) -> RecordFilter:
         since=start,
         until=end + timedelta(days=1) if end is not None else None,
         direction=direction,
+        errors_only=values.get("errors") == "1",
         **{
             name: values.get(name) or None
             for name in RECORD_FILTERS
-            if name not in ("date_from", "date_to", "direction")
+            if name not in ("date_from", "date_to", "direction", "errors")
         },
     )
 
 
-def records_csv(columns: list[str], rows: Iterable[Any]) -> str:
-    """The export's CSV text (a header row, then ``rows``)."""
+NAMED_COLUMNS = {
+    "requester_name": ("requester", "institution"),
+    "provider_name": ("provider", "institution"),
+    "procedure_name": ("procedure", "procedure"),
+    "information_name_label": ("information_name", "information_name"),
+    "event_label": ("event", "event"),
+    "status_label": ("status", "status"),
+}
+"""The export's columns after the record's own: the names of its codes (``names`` given)."""
+
+
+def records_csv(columns: list[str], rows: Iterable[Any], names: Naming | None = None) -> str:
+    """The export's CSV text (a header row, then ``rows``): times in ISO 8601 in Japan time
+    (``2026-12-02T03:05:00+09:00``); with ``names``, the names of the codes after them."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(columns)
+    writer.writerow(columns + (list(NAMED_COLUMNS) if names is not None else []))
     for row in rows:
-        writer.writerow(
-            [v.isoformat() if isinstance(v, datetime) else ("" if v is None else v) for v in row]
-        )
+        cells = [
+            v.astimezone(JST).isoformat() if isinstance(v, datetime) else ("" if v is None else v)
+            for v in row
+        ]
+        if names is not None:
+            by_name = dict(zip(columns, row, strict=False))
+            for source, kind in NAMED_COLUMNS.values():
+                code = by_name.get(source)
+                if kind in ("event", "status"):
+                    cells.append(names.word(kind, code))
+                else:
+                    cells.append(getattr(names, kind)(code))
+        writer.writerow(cells)
     return out.getvalue()
 
 

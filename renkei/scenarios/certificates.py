@@ -71,7 +71,7 @@ CONNECT_TIMEOUT = 10.0  # seconds to connect and to wait for each answer
 # What is asked of each listener: a request every caller the listener takes is answered
 # for, after its certificate has been checked (a node's network listener answers the hub's
 # GET /permitted-list with PageNotFound: it serves no list, but it took the certificate).
-REQUESTS = {"network": "/permitted-list", "back_office": "/openapi.json", "console": "/"}
+REQUESTS = {"network": "/permitted-list", "back_office": "/openapi.json", "console": "/held"}
 _CONSOLE_CODE = re.compile(rb'id="error-code">([A-Za-z]+)<')
 
 

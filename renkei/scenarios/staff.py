@@ -207,7 +207,8 @@ class StaffActors:
     ) -> str:
         """Staff actor ``name`` (a declared one, or an approver of ``party`` made for the
         step) opens the held provision ``number`` in ``party``'s console and approves or
-        refuses it there (logging in first when it has no live session)."""
+        refuses it there, then confirms the decision on the page that shows what will be
+        sent (logging in first when it has no live session)."""
         name = name or DEFAULT_APPROVER
         if name in self._declared:
             actor = self._actor(name)
@@ -230,6 +231,9 @@ class StaffActors:
         if page.error_code is None:
             fields = {"reason": reason or "refused by the scenario"} if decision == "refuse" else {}
             page = await actor.browser.submit(action, fields)
+        if page.error_code is None and page.form(action) is not None:
+            # The confirmation page: what will be sent, and the button that confirms it.
+            page = await actor.browser.submit(action)
         call["answer"] = page.error_code or "decided"
         if page.error_code is not None:
             raise StepFailed(f"the console refused to {decision} {number}: {page.error_code}")
