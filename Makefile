@@ -77,7 +77,7 @@ lint: $(BIN)/.installed
 	$(BIN)/lint-imports
 
 test: $(BIN)/.installed system-packages lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/flows.py
