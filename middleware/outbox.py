@@ -13,6 +13,11 @@ into the owners table at every poll (every `HEARTBEAT` seconds at most) and remo
 stops. A message leased by an owner that stopped, or whose heartbeat is older than `STALE`
 seconds (its process died), may be claimed at once, without waiting out the lease: a
 restarted party resumes its predecessor's deliveries within seconds.
+
+What the sender has to write once a message is delivered (the state the answer brings) it
+returns as `AfterDelivery`: the outbox does that work in the transaction that marks the
+message delivered, so that both are written or neither (then the message is delivered again,
+and the receiver's idempotence gives the same answer), in one transaction instead of two.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ __all__ = [
     "HEARTBEAT",
     "PENDING",
     "STALE",
+    "AfterDelivery",
     "Outbox",
     "OutgoingMessage",
     "RetryPolicy",
@@ -74,6 +80,14 @@ class OutgoingMessage:
     destination: str
     reference: str
     body: bytes
+
+
+@dataclass(frozen=True)
+class AfterDelivery:
+    """What a sender returns to have ``work(connection)`` done in the transaction that marks
+    its message delivered (runs on a database thread)."""
+
+    work: Callable[[Connection], None]
 
 
 @dataclass(frozen=True)
@@ -246,6 +260,7 @@ def outbox_figures(connection: Connection, table: Table) -> tuple[int, datetime 
     return int(row[0]), oldest
 
 
+# Posts a message and handles the answer; may return `AfterDelivery` (else anything).
 Sender = Callable[[OutgoingMessage], "Deferred[Any]"]
 
 
@@ -336,7 +351,7 @@ class Outbox:
     @deferred
     async def _attempt(self, message: OutgoingMessage) -> None:
         try:
-            await self._sender(message)
+            answer = await self._sender(message)
         except DeliveryRefused as refusal:
             self.log.info(
                 "{kind} {message_id} refused by {destination}: {code}",
@@ -349,13 +364,26 @@ class Outbox:
         except Exception as failure:
             await self._settle(reschedule, message.message_id, self.policy, repr(failure))
         else:
-            await self._settle(finish, message.message_id, DELIVERED)
+            after = answer.work if isinstance(answer, AfterDelivery) else None
+            await self._settle(_delivered, message.message_id, after)
 
     async def _settle(self, work: Callable[..., None], *args: Any) -> None:
         try:
             await self._database.run(_settle_with_now, work, self._table, self._clock, *args)
         except Exception:
             self.log.failure("could not settle an outbox message")
+
+
+def _delivered(
+    connection: Connection,
+    table: Table,
+    message_id: str,
+    now: datetime,
+    after: Callable[[Connection], None] | None,
+) -> None:
+    if after is not None:
+        after(connection)
+    finish(connection, table, message_id, now, DELIVERED)
 
 
 def _settle_with_now(

@@ -34,7 +34,7 @@ from middleware.config import InstitutionConfig
 from middleware.deferred import deferred, fire
 from middleware.list_sync import PermittedLists
 from middleware.network import HUB, QUERY, DeliveryRefused, decode_answer
-from middleware.outbox import OutgoingMessage
+from middleware.outbox import AfterDelivery, OutgoingMessage
 from middleware.party import Party
 from middleware.queries import (
     ACCEPTED,
@@ -257,8 +257,9 @@ class Requester:
     # -- the hub's answer ---------------------------------------------------------------------
 
     @deferred
-    async def deliver_query(self, message: OutgoingMessage) -> None:
-        """The outbox's delivery of a query: the hub accepts it (a 処理通番) or refuses it."""
+    async def deliver_query(self, message: OutgoingMessage) -> AfterDelivery:
+        """The outbox's delivery of a query: the hub accepts it (a 処理通番), written with
+        the message's delivery, or refuses it."""
         try:
             document = await self._party.transport.exchange(HUB, QUERY, message.body)
             accepted = decode_answer(document, messages.QueryAccepted)
@@ -276,9 +277,8 @@ class Requester:
                 )
             self._query_ended(message.reference)
             raise
-        await self._database.run(
-            self._query_accepted, message.reference, accepted.transaction_number
-        )
+        query_id, number = message.reference, accepted.transaction_number
+        return AfterDelivery(lambda connection: self._query_accepted(connection, query_id, number))
 
     def _query_accepted(self, connection: Connection, query_id: str, number: str) -> None:
         self._hub_answered(connection, query_id, number, ACCEPTED)

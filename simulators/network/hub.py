@@ -71,7 +71,7 @@ from middleware.network import (
     Transport,
     decode_answer,
 )
-from middleware.outbox import OutgoingMessage
+from middleware.outbox import AfterDelivery, OutgoingMessage
 from middleware.party import Party
 from middleware.permitted_list import (
     ListedInstitution,
@@ -935,7 +935,7 @@ class Hub(Party):
         )
 
     @deferred
-    async def _deliver_provision_request(self, message: OutgoingMessage) -> None:
+    async def _deliver_provision_request(self, message: OutgoingMessage) -> AfterDelivery:
         try:
             document = await self.transport.exchange(
                 message.destination, message.kind, self._provision_request(message)
@@ -956,7 +956,7 @@ class Hub(Party):
                     refusal.code,
                 )
             raise
-        await self.database.run(self._set_state, message.reference, PERMITTED, DELIVERED)
+        return self._after(message.reference, PERMITTED, DELIVERED)
 
     def _provider_refused(
         self, connection: Connection, number: str, code: str, now: datetime
@@ -972,14 +972,20 @@ class Hub(Party):
         return self._relay(connection, row, refusal, now)
 
     @deferred
-    async def _deliver_provision(self, message: OutgoingMessage) -> None:
+    async def _deliver_provision(self, message: OutgoingMessage) -> AfterDelivery:
         try:
             document = await self.transport.exchange(message.destination, PROVISION, message.body)
             decode_answer(document, messages.ProvisionAck)
         except DeliveryRefused:
             await self.database.run(self._set_state, message.reference, None, FAILED)
             raise
-        await self.database.run(self._set_state, message.reference, PROVIDED, COMPLETED)
+        return self._after(message.reference, PROVIDED, COMPLETED)
+
+    def _after(self, number: str, expected: str | None, state: str) -> AfterDelivery:
+        """The query's new state, written with its message's delivery (one transaction)."""
+        return AfterDelivery(
+            lambda connection: self._set_state(connection, number, expected, state)
+        )
 
     def _set_state(
         self, connection: Connection, number: str, expected: str | None, state: str
