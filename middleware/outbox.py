@@ -22,13 +22,14 @@ and the receiver's idempotence gives the same answer), in one transaction instea
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, func, select
+from sqlalchemy import Connection, Insert, Table, Update, bindparam, delete, func, select
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
@@ -114,18 +115,36 @@ def enqueue(
     """Store ``message``; the caller's immediate attempt (of ``owner``) holds it for one
     lease."""
     connection.execute(
-        table.insert().values(
-            message_id=message.message_id,
-            kind=message.kind,
-            destination=message.destination,
-            reference=message.reference,
-            body=message.body,
-            state=PENDING,
-            attempts=1,
-            created_at=now,
-            next_attempt_at=now + timedelta(seconds=policy.lease),
-            leased_by=owner,
-        )
+        _insert(table),
+        {
+            "message_id": message.message_id,
+            "kind": message.kind,
+            "destination": message.destination,
+            "reference": message.reference,
+            "body": message.body,
+            "state": PENDING,
+            "attempts": 1,
+            "created_at": now,
+            "next_attempt_at": now + timedelta(seconds=policy.lease),
+            "leased_by": owner,
+        },
+    )
+
+
+# The statements of every message (its insert, its delivered mark) are built once per table:
+# building one again costs several times executing it (SQLAlchemy's cache key included).
+
+
+@functools.cache
+def _insert(table: Table) -> Insert:
+    return table.insert()
+
+
+@functools.cache
+def _finish(table: Table) -> Update:
+    """Sets the columns given at execution on the pending message ``finished_id``."""
+    return table.update().where(
+        table.c.message_id == bindparam("finished_id"), table.c.state == PENDING
     )
 
 
@@ -191,9 +210,14 @@ def finish(
 ) -> None:
     """Mark a message delivered or failed for good."""
     connection.execute(
-        table.update()
-        .where(table.c.message_id == message_id, table.c.state == PENDING)
-        .values(state=state, finished_at=now, last_error=error, leased_by=None)
+        _finish(table),
+        {
+            "finished_id": message_id,
+            "state": state,
+            "finished_at": now,
+            "last_error": error,
+            "leased_by": None,
+        },
     )
 
 

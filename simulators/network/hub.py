@@ -21,6 +21,7 @@ tells the sender when it asks (`notice_status`).
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Update, bindparam, select
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
@@ -139,6 +140,14 @@ NOTICE_UNDELIVERABLE = "undeliverable"
 
 # A check of a query before it is permitted: (requester, query, now), RenkeiError to refuse.
 _Check = Callable[[str, messages.QueryRequest, datetime], None]
+
+
+@functools.cache
+def _state_update(expecting: bool) -> Update:
+    """Sets the columns given at execution on the query ``number`` (in state ``expected``
+    when ``expecting``); built once, as it runs twice a flow."""
+    update = hub_query.update().where(hub_query.c.transaction_number == bindparam("number"))
+    return update.where(hub_query.c.state == bindparam("expected")) if expecting else update
 
 
 def transaction_number(moment: datetime, row_id: int) -> str:
@@ -990,8 +999,9 @@ class Hub(Party):
     def _set_state(
         self, connection: Connection, number: str, expected: str | None, state: str
     ) -> None:
-        update = hub_query.update().where(hub_query.c.transaction_number == number)
-        if expected is not None:
-            update = update.where(hub_query.c.state == expected)
         finished = {"finished_at": self.now()} if state in (COMPLETED, FAILED) else {}
-        connection.execute(update.values(state=state, **finished))
+        expecting = {} if expected is None else {"expected": expected}
+        connection.execute(
+            _state_update(expected is not None),
+            {"number": number, **expecting, "state": state, **finished},
+        )
