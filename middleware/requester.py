@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -61,6 +61,11 @@ __all__ = [
     "submission_hash",
     "verify_payload",
 ]
+
+# The statements of every flow on a query's row, built once (building one costs several times
+# executing it); an update sets the columns given at execution.
+_QUERY_BY_ID = select(query).where(query.c.query_id == bindparam("by_query_id"))
+_UPDATE_QUERY = query.update().where(query.c.query_id == bindparam("by_query_id"))
 
 
 @dataclass(frozen=True)
@@ -302,16 +307,21 @@ class Requester:
         """A submitted query accepted (its 処理通番) or refused (its code) by the hub, and
         recorded; a query past ``submitted`` (its result came first) is left as it is. The
         query's row as it was, or None when it was left."""
-        row = connection.execute(select(query).where(query.c.query_id == query_id)).one()
+        row = connection.execute(_QUERY_BY_ID, {"by_query_id": query_id}).one()
         if row.state != SUBMITTED:
             return None
         now = self._party.now()
         ended = {"error_code": code, "completed_at": now} if state == REFUSED else {}
         accepted = {"accepted_at": now} if state == ACCEPTED else {}
         connection.execute(
-            query.update()
-            .where(query.c.query_id == query_id)
-            .values(state=state, transaction_number=number, **ended, **accepted)
+            _UPDATE_QUERY,
+            {
+                "by_query_id": query_id,
+                "state": state,
+                "transaction_number": number,
+                **ended,
+                **accepted,
+            },
         )
         extra = {"error_code": code} if code is not None else {}
         self._party.record(
@@ -355,9 +365,7 @@ class Requester:
         """The query a relayed provision answers: by our query id, which the hub adds, and
         its 処理通番 (the result may overtake the hub's QueryAccepted answer)."""
         number = delivered.transaction_number
-        row = connection.execute(
-            select(query).where(query.c.query_id == delivered.query_message_id)
-        ).first()
+        row = connection.execute(_QUERY_BY_ID, {"by_query_id": delivered.query_message_id}).first()
         if row is None or row.transaction_number not in (None, number):
             raise RenkeiError(errors.UNKNOWN_TRANSACTION, transaction_number=number)
         return row
@@ -375,10 +383,8 @@ class Requester:
         """The query's row, marked 不開示 first when the provider hides the transaction (its
         records from now on are marked too)."""
         if non_disclosure:
-            connection.execute(
-                query.update().where(query.c.query_id == query_id).values(non_disclosure=True)
-            )
-        return connection.execute(select(query).where(query.c.query_id == query_id)).one()
+            connection.execute(_UPDATE_QUERY, {"by_query_id": query_id, "non_disclosure": True})
+        return connection.execute(_QUERY_BY_ID, {"by_query_id": query_id}).one()
 
     def _mark_held(
         self, connection: Connection, query_id: str, number: str, non_disclosure: bool = False
@@ -392,9 +398,13 @@ class Requester:
         if row.transaction_number is None:
             entries.append(self._record(row, "query", ACCEPTED, transaction_number=number))
         connection.execute(
-            query.update()
-            .where(query.c.query_id == query_id)
-            .values(state=HELD, transaction_number=number, accepted_at=row.accepted_at or now)
+            _UPDATE_QUERY,
+            {
+                "by_query_id": query_id,
+                "state": HELD,
+                "transaction_number": number,
+                "accepted_at": row.accepted_at or now,
+            },
         )
         entries.append(self._record(row, "result", HELD, transaction_number=number))
         self._party.record(connection, now, entries)
@@ -412,26 +422,27 @@ class Requester:
     ) -> bool:
         """The query's result stored and recorded; False when it had one (delivered twice:
         the first delivery stands)."""
-        row = connection.execute(select(query).where(query.c.query_id == query_id)).one()
+        row = connection.execute(_QUERY_BY_ID, {"by_query_id": query_id}).one()
         if row.state in FINISHED:
             return False
-        row = self._query_row(connection, query_id, non_disclosure)
+        if non_disclosure:
+            row = self._query_row(connection, query_id, non_disclosure)
         now = self._party.now()
         entries = []
         if row.transaction_number is None:
             # The result overtook the hub's QueryAccepted answer: accept here.
             entries.append(self._record(row, "query", ACCEPTED, transaction_number=number))
         connection.execute(
-            query.update()
-            .where(query.c.query_id == query_id)
-            .values(
-                state=state,
-                transaction_number=number,
-                accepted_at=row.accepted_at or now,
-                result=result,
-                error_code=code,
-                completed_at=now,
-            )
+            _UPDATE_QUERY,
+            {
+                "by_query_id": query_id,
+                "state": state,
+                "transaction_number": number,
+                "accepted_at": row.accepted_at or now,
+                "result": result,
+                "error_code": code,
+                "completed_at": now,
+            },
         )
         entries.append(
             self._record(row, "result", state, transaction_number=number, error_code=code)
@@ -584,7 +595,7 @@ def provision_ack(delivered: messages.Provision) -> messages.ProvisionAck:
 
 
 def _query_status(connection: Connection, query_id: str, system: str) -> QueryStatus:
-    row = connection.execute(select(query).where(query.c.query_id == query_id)).first()
+    row = connection.execute(_QUERY_BY_ID, {"by_query_id": query_id}).first()
     if row is None or row.system != system:
         # Another system's query is answered exactly as one that does not exist.
         raise RenkeiError(errors.UNKNOWN_QUERY, query_id=query_id)
