@@ -66,6 +66,7 @@ __all__ = [
 # executing it); an update sets the columns given at execution.
 _QUERY_BY_ID = select(query).where(query.c.query_id == bindparam("by_query_id"))
 _UPDATE_QUERY = query.update().where(query.c.query_id == bindparam("by_query_id"))
+_INSERT_QUERY = query.insert()
 
 
 @dataclass(frozen=True)
@@ -220,23 +221,24 @@ class Requester:
         fugo = persons.fugo_of(connection, submission.integrated_address_number)
         query_id = str(uuid.uuid4())
         connection.execute(
-            query.insert().values(
-                query_id=query_id,
-                system=system,
-                integrated_address_number=submission.integrated_address_number,
-                affair=affair,
-                procedure=submission.procedure,
-                information_name=submission.information_name,
-                provider=submission.provider,
-                conditions=conditions_json(submission.conditions),
-                delegating_requester=submission.delegating_requester,
-                delegating_provider=submission.delegating_provider,
-                non_disclosure=submission.non_disclosure,
-                state=SUBMITTED,
-                submitted_at=now,
-                idempotency_key=idempotency_key,
-                request_hash=digest,
-            )
+            _INSERT_QUERY,
+            {
+                "query_id": query_id,
+                "system": system,
+                "integrated_address_number": submission.integrated_address_number,
+                "affair": affair,
+                "procedure": submission.procedure,
+                "information_name": submission.information_name,
+                "provider": submission.provider,
+                "conditions": conditions_json(submission.conditions),
+                "delegating_requester": submission.delegating_requester,
+                "delegating_provider": submission.delegating_provider,
+                "non_disclosure": submission.non_disclosure,
+                "state": SUBMITTED,
+                "submitted_at": now,
+                "idempotency_key": idempotency_key,
+                "request_hash": digest,
+            },
         )
         body = messages.encode(
             messages.QueryRequest(

@@ -142,6 +142,16 @@ NOTICE_UNDELIVERABLE = "undeliverable"
 _Check = Callable[[str, messages.QueryRequest, datetime], None]
 
 
+# The statements of every query, built once (building one costs several times executing it);
+# an update sets the columns given at execution.
+_QUERY_OF_MESSAGE = select(
+    hub_query.c.transaction_number, hub_query.c.state, hub_query.c.error_code
+).where(hub_query.c.requester_message_id == bindparam("message_id"))
+_QUERY_OF_NUMBER = select(hub_query).where(hub_query.c.transaction_number == bindparam("number"))
+_INSERT_QUERY = hub_query.insert()
+_UPDATE_ROW = hub_query.update().where(hub_query.c.id == bindparam("row_id"))
+
+
 @functools.cache
 def _state_update(expecting: bool) -> Update:
     """Sets the columns given at execution on the query ``number`` (in state ``expected``
@@ -535,11 +545,7 @@ class Hub(Party):
         """In one transaction: the 処理通番, the provision request (``kind``) to send, the
         refusal to answer (returned, not raised, so that the refusal's record is committed)
         and whether the query is new (not a retry of one answered before)."""
-        known = connection.execute(
-            select(hub_query.c.transaction_number, hub_query.c.state, hub_query.c.error_code).where(
-                hub_query.c.requester_message_id == query.message_id
-            )
-        ).first()
+        known = connection.execute(_QUERY_OF_MESSAGE, {"message_id": query.message_id}).first()
         if known is not None:
             number = str(known.transaction_number)
             if known.state == REFUSED and known.error_code in errors.ALL:
@@ -620,29 +626,28 @@ class Hub(Party):
     ) -> str:
         """Store a query received, in ``state``, and give it its 処理通番."""
         inserted = connection.execute(
-            hub_query.insert().values(
-                requester=requester,
-                requester_message_id=query.message_id,
-                provider=query.provider,
-                affair=query.affair,
-                procedure=query.procedure,
-                information_name=query.information_name,
-                state=state,
-                error_code=error_code,
-                received_at=now,
-                permit_expires_at=permit_expires_at,
-                finished_at=now if state == REFUSED else None,
-                delegating_requester=query.delegating_requester,
-                delegating_provider=query.delegating_provider,
-                non_disclosure=query.non_disclosure,
-            )
+            _INSERT_QUERY,
+            {
+                "requester": requester,
+                "requester_message_id": query.message_id,
+                "provider": query.provider,
+                "affair": query.affair,
+                "procedure": query.procedure,
+                "information_name": query.information_name,
+                "state": state,
+                "error_code": error_code,
+                "received_at": now,
+                "permit_expires_at": permit_expires_at,
+                "finished_at": now if state == REFUSED else None,
+                "delegating_requester": query.delegating_requester,
+                "delegating_provider": query.delegating_provider,
+                "non_disclosure": query.non_disclosure,
+            },
         ).inserted_primary_key
         assert inserted is not None
         row_id = int(inserted[0])
         number = transaction_number(now, row_id)
-        connection.execute(
-            hub_query.update().where(hub_query.c.id == row_id).values(transaction_number=number)
-        )
+        connection.execute(_UPDATE_ROW, {"row_id": row_id, "transaction_number": number})
         return number
 
     def _record_refused_query(
@@ -706,9 +711,7 @@ class Hub(Party):
         now: datetime,
     ) -> OutgoingMessage | None:
         number = provision.transaction_number
-        row = connection.execute(
-            select(hub_query).where(hub_query.c.transaction_number == number)
-        ).first()
+        row = connection.execute(_QUERY_OF_NUMBER, {"number": number}).first()
         if row is None:
             raise RenkeiError(errors.UNKNOWN_TRANSACTION, transaction_number=number)
         if row.provider != sender:
@@ -728,9 +731,13 @@ class Hub(Party):
         # 提供側不開示: the provider hides the transaction; so does every later record here.
         non_disclosure = bool(row.non_disclosure) or provision.non_disclosure
         connection.execute(
-            hub_query.update()
-            .where(hub_query.c.id == row.id)
-            .values(state=state, error_code=error_code, non_disclosure=non_disclosure)
+            _UPDATE_ROW,
+            {
+                "row_id": row.id,
+                "state": state,
+                "error_code": error_code,
+                "non_disclosure": non_disclosure,
+            },
         )
         message_id = str(uuid.uuid4())
         body = messages.encode(
