@@ -16,6 +16,9 @@ certificate that a revocation list of its issuer names; the lists are files (`re
 revoke` writes them) re-read whenever they change, so a withdrawal takes effect for the next
 connection without a restart (connections already open stay until they close).
 
+The peer's identity is read from its certificate once per connection: a mutual-TLS server
+refuses renegotiation, so the certificate cannot change while the connection lives.
+
 Only TLS 1.2 and later are offered. `cryptography` objects are handed to Twisted and
 pyOpenSSL wherever they accept them, which avoids pyOpenSSL 26's deprecation warnings.
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
+from weakref import WeakKeyDictionary
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -47,6 +51,7 @@ from twisted.internet.ssl import (
     optionsForClientTLS,
     trustRootFromCertificates,
 )
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
@@ -133,7 +138,17 @@ class RevocationList:
         return self._revoked[path]
 
 
-class _CheckedOptions(CertificateOptions):
+class _MutualOptions(CertificateOptions):
+    """Mutual-TLS server options that refuse renegotiation: the client certificate seen at
+    the handshake stays the connection's (`peer_identity` reads it once per connection)."""
+
+    def _makeContext(self, skipCiphers: bool = False) -> SSL.Context:
+        context = super()._makeContext(skipCiphers)
+        context.set_options(SSL.OP_NO_RENEGOTIATION)  # type: ignore[attr-defined]  # not in the stubs
+        return context
+
+
+class _CheckedOptions(_MutualOptions):
     """Server options whose handshake also refuses a revoked client certificate."""
 
     def __init__(self, revocations: RevocationList, **options: Any) -> None:
@@ -172,7 +187,7 @@ def server_options(
         "acceptableCiphers": _SERVER_CIPHERS,
     }
     if revocations is None:
-        return CertificateOptions(**options)
+        return _MutualOptions(**options)
     return _CheckedOptions(revocations, **options)
 
 
@@ -210,15 +225,28 @@ def peer_identity(transport_or_request: object) -> PeerIdentity:
     transport. Raises `RenkeiError(CERTIFICATE_NOT_AUTHORIZED)` when there is no
     certificate (a plain TCP connection, for instance) or it has no usable common name.
     """
-    certificate = _peer_certificate(transport_or_request)
+    transport = _tls_transport(transport_or_request)
+    # A TLS connection's identity, once read (no renegotiation: see `_MutualOptions`).
+    connection = transport if isinstance(transport, TLSMemoryBIOProtocol) else None
+    if connection is not None:
+        known = _IDENTITIES.get(connection)
+        if known is not None:
+            return known
+    certificate = _peer_certificate(transport)
     if certificate is None:
         raise errors.RenkeiError(errors.CERTIFICATE_NOT_AUTHORIZED, subject="(none)")
     try:
-        return identity_of(certificate)
+        identity = identity_of(certificate)
     except ValueError:
         raise errors.RenkeiError(
             errors.CERTIFICATE_NOT_AUTHORIZED, subject=certificate.subject.rfc4514_string()
         ) from None
+    if connection is not None:
+        _IDENTITIES[connection] = identity
+    return identity
+
+
+_IDENTITIES: WeakKeyDictionary[TLSMemoryBIOProtocol, PeerIdentity] = WeakKeyDictionary()
 
 
 class ServerNotExpected(LookupError):
@@ -349,8 +377,8 @@ def _normalize_host(host: str) -> str:
     return host.strip("[]").lower()
 
 
-def _peer_certificate(source: object) -> x509.Certificate | None:
-    """Find the TLS transport behind a request or transport and return its peer certificate."""
+def _tls_transport(source: object) -> Any:
+    """The TLS transport behind a request or transport (what has `getPeerCertificate`)."""
     channel = getattr(source, "channel", None)
     candidates = (
         source,
@@ -358,14 +386,19 @@ def _peer_certificate(source: object) -> x509.Certificate | None:
         getattr(channel, "transport", None),
     )
     for candidate in candidates:
-        get_peer_certificate = getattr(candidate, "getPeerCertificate", None)
-        if get_peer_certificate is None:
-            continue
-        certificate = get_peer_certificate()
-        if certificate is None:
-            return None
-        if isinstance(certificate, x509.Certificate):
-            return certificate
-        converted: x509.Certificate = certificate.to_cryptography()
-        return converted
+        if getattr(candidate, "getPeerCertificate", None) is not None:
+            return candidate
     return None
+
+
+def _peer_certificate(transport: Any) -> x509.Certificate | None:
+    """The peer certificate of a TLS transport (None without one)."""
+    if transport is None:
+        return None
+    certificate = transport.getPeerCertificate()
+    if certificate is None:
+        return None
+    if isinstance(certificate, x509.Certificate):
+        return certificate
+    converted: x509.Certificate = certificate.to_cryptography()
+    return converted

@@ -16,13 +16,14 @@ it (middleware/checkpoint.py).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, select
+from sqlalchemy import Connection, Insert, Select, Table, Update, delete, select
 
 __all__ = ["GENESIS", "ORIGIN", "Chain", "Content", "Link", "link_hash"]
 
@@ -52,6 +53,25 @@ def link_hash(prev_hash: str, content: Mapping[str, Any]) -> str:
     return hashlib.sha256((prev_hash + text).encode()).hexdigest()
 
 
+# The statements of every append, built once per table (building costs more than executing).
+
+
+@functools.cache
+def _head_for_update(head: Table) -> Select[Any]:
+    return select(head.c.seq, head.c.hash).where(head.c.id == 1).with_for_update()
+
+
+@functools.cache
+def _insert(links: Table) -> Insert:
+    return links.insert()
+
+
+@functools.cache
+def _head_update(head: Table) -> Update:
+    """Sets the columns given at execution (``seq``, ``hash``) on the head row."""
+    return head.update().where(head.c.id == 1)
+
+
 @dataclass(frozen=True)
 class Chain:
     """One hash chain: its links, its head and what its hashes cover."""
@@ -64,9 +84,7 @@ class Chain:
         """Append links made of ``rows`` (each without ``seq``, ``prev_hash`` and ``hash``)
         inside the caller's transaction; the ``seq`` of the last one (or of the head when
         ``rows`` is empty)."""
-        head = connection.execute(
-            select(self.head.c.seq, self.head.c.hash).where(self.head.c.id == 1).with_for_update()
-        ).first()
+        head = connection.execute(_head_for_update(self.head)).first()
         if head is None:
             seq, prev_hash = 0, GENESIS
             if rows:
@@ -81,10 +99,8 @@ class Chain:
             link = {**row, "seq": seq, "prev_hash": prev_hash}
             link["hash"] = prev_hash = link_hash(prev_hash, self.content(link))
             links.append(link)
-        connection.execute(self.links.insert(), links)
-        connection.execute(
-            self.head.update().where(self.head.c.id == 1).values(seq=seq, hash=prev_hash)
-        )
+        connection.execute(_insert(self.links), links)
+        connection.execute(_head_update(self.head), {"seq": seq, "hash": prev_hash})
         return seq
 
     def verify(self, connection: Connection, start: Link = ORIGIN) -> int | None:

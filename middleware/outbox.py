@@ -13,17 +13,23 @@ into the owners table at every poll (every `HEARTBEAT` seconds at most) and remo
 stops. A message leased by an owner that stopped, or whose heartbeat is older than `STALE`
 seconds (its process died), may be claimed at once, without waiting out the lease: a
 restarted party resumes its predecessor's deliveries within seconds.
+
+What the sender has to write once a message is delivered (the state the answer brings) it
+returns as `AfterDelivery`: the outbox does that work in the transaction that marks the
+message delivered, so that both are written or neither (then the message is delivered again,
+and the receiver's idempotence gives the same answer), in one transaction instead of two.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, func, select
+from sqlalchemy import Connection, Insert, Table, Update, bindparam, delete, func, select
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
@@ -38,6 +44,7 @@ __all__ = [
     "HEARTBEAT",
     "PENDING",
     "STALE",
+    "AfterDelivery",
     "Outbox",
     "OutgoingMessage",
     "RetryPolicy",
@@ -77,6 +84,14 @@ class OutgoingMessage:
 
 
 @dataclass(frozen=True)
+class AfterDelivery:
+    """What a sender returns to have ``work(connection)`` done in the transaction that marks
+    its message delivered (runs on a database thread)."""
+
+    work: Callable[[Connection], None]
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff between ``initial`` and ``maximum`` seconds; ``lease`` is how long
     an attempt owns a message before anyone else may try it."""
@@ -100,18 +115,36 @@ def enqueue(
     """Store ``message``; the caller's immediate attempt (of ``owner``) holds it for one
     lease."""
     connection.execute(
-        table.insert().values(
-            message_id=message.message_id,
-            kind=message.kind,
-            destination=message.destination,
-            reference=message.reference,
-            body=message.body,
-            state=PENDING,
-            attempts=1,
-            created_at=now,
-            next_attempt_at=now + timedelta(seconds=policy.lease),
-            leased_by=owner,
-        )
+        _insert(table),
+        {
+            "message_id": message.message_id,
+            "kind": message.kind,
+            "destination": message.destination,
+            "reference": message.reference,
+            "body": message.body,
+            "state": PENDING,
+            "attempts": 1,
+            "created_at": now,
+            "next_attempt_at": now + timedelta(seconds=policy.lease),
+            "leased_by": owner,
+        },
+    )
+
+
+# The statements of every message (its insert, its delivered mark) are built once per table:
+# building one again costs several times executing it (SQLAlchemy's cache key included).
+
+
+@functools.cache
+def _insert(table: Table) -> Insert:
+    return table.insert()
+
+
+@functools.cache
+def _finish(table: Table) -> Update:
+    """Sets the columns given at execution on the pending message ``finished_id``."""
+    return table.update().where(
+        table.c.message_id == bindparam("finished_id"), table.c.state == PENDING
     )
 
 
@@ -177,9 +210,14 @@ def finish(
 ) -> None:
     """Mark a message delivered or failed for good."""
     connection.execute(
-        table.update()
-        .where(table.c.message_id == message_id, table.c.state == PENDING)
-        .values(state=state, finished_at=now, last_error=error, leased_by=None)
+        _finish(table),
+        {
+            "finished_id": message_id,
+            "state": state,
+            "finished_at": now,
+            "last_error": error,
+            "leased_by": None,
+        },
     )
 
 
@@ -246,6 +284,7 @@ def outbox_figures(connection: Connection, table: Table) -> tuple[int, datetime 
     return int(row[0]), oldest
 
 
+# Posts a message and handles the answer; may return `AfterDelivery` (else anything).
 Sender = Callable[[OutgoingMessage], "Deferred[Any]"]
 
 
@@ -336,7 +375,7 @@ class Outbox:
     @deferred
     async def _attempt(self, message: OutgoingMessage) -> None:
         try:
-            await self._sender(message)
+            answer = await self._sender(message)
         except DeliveryRefused as refusal:
             self.log.info(
                 "{kind} {message_id} refused by {destination}: {code}",
@@ -349,13 +388,26 @@ class Outbox:
         except Exception as failure:
             await self._settle(reschedule, message.message_id, self.policy, repr(failure))
         else:
-            await self._settle(finish, message.message_id, DELIVERED)
+            after = answer.work if isinstance(answer, AfterDelivery) else None
+            await self._settle(_delivered, message.message_id, after)
 
     async def _settle(self, work: Callable[..., None], *args: Any) -> None:
         try:
             await self._database.run(_settle_with_now, work, self._table, self._clock, *args)
         except Exception:
             self.log.failure("could not settle an outbox message")
+
+
+def _delivered(
+    connection: Connection,
+    table: Table,
+    message_id: str,
+    now: datetime,
+    after: Callable[[Connection], None] | None,
+) -> None:
+    if after is not None:
+        after(connection)
+    finish(connection, table, message_id, now, DELIVERED)
 
 
 def _settle_with_now(

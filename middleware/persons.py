@@ -12,7 +12,7 @@ import hmac
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from codes import errors
 from codes.errors import RenkeiError
@@ -75,10 +75,17 @@ def link(connection: Connection, integrated_address_number: str, fugo: str, now:
     return True
 
 
+# A person looked up on every query and every provision: statements built once.
+_FUGO_OF = select(person.c.fugo).where(
+    person.c.integrated_address_number == bindparam("integrated_address_number")
+)
+_PERSON_OF = select(person.c.integrated_address_number).where(person.c.fugo == bindparam("fugo"))
+
+
 def fugo_of(connection: Connection, integrated_address_number: str) -> str:
     """This institution's 符号 of a person; FugoNotAcquired when there is none."""
     fugo = connection.execute(
-        select(person.c.fugo).where(person.c.integrated_address_number == integrated_address_number)
+        _FUGO_OF, {"integrated_address_number": integrated_address_number}
     ).scalar_one_or_none()
     if fugo is None:
         raise RenkeiError(
@@ -89,9 +96,7 @@ def fugo_of(connection: Connection, integrated_address_number: str) -> str:
 
 def person_of(connection: Connection, fugo: str) -> str:
     """The integrated address number linked to one of our 符号; FugoUnknown otherwise."""
-    number = connection.execute(
-        select(person.c.integrated_address_number).where(person.c.fugo == fugo)
-    ).scalar_one_or_none()
+    number = connection.execute(_PERSON_OF, {"fugo": fugo}).scalar_one_or_none()
     if number is None:
         raise RenkeiError(errors.FUGO_UNKNOWN)
     return str(number)

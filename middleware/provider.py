@@ -33,7 +33,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 from twisted.logger import Logger
 
 from codes import errors
@@ -57,6 +57,13 @@ from middleware.records import RecordEntry
 from middleware.tables import provision, refused_request
 
 __all__ = ["Provider"]
+
+# The statements of every provision, built once (building one costs several times executing
+# it).
+_ANSWER_OF = select(provision.c.message_id).where(
+    provision.c.transaction_number == bindparam("number")
+)
+_INSERT_PROVISION = provision.insert()
 
 
 @dataclass(frozen=True)
@@ -229,9 +236,7 @@ class Provider:
     def _answered(connection: Connection, message_id: str, number: str) -> bool:
         """Whether this 処理通番 was answered: True for the hub's retry of the same request,
         PermitReplayed for another request with the same permit."""
-        used = connection.execute(
-            select(provision.c.message_id).where(provision.c.transaction_number == number)
-        ).first()
+        used = connection.execute(_ANSWER_OF, {"number": number}).first()
         if used is None:
             return False
         if used.message_id == message_id:
@@ -377,19 +382,20 @@ class Provider:
         if self._answered(connection, asked_id, number):
             return None  # answered meanwhile (the hub's retry, delivered twice at once)
         connection.execute(
-            provision.insert().values(
-                transaction_number=number,
-                message_id=asked_id,
-                requester=permit.requester,
-                procedure=permit.procedure,
-                information_name=permit.information_name,
-                integrated_address_number=answer.person,
-                status=answer.status,
-                received_at=now,
-                delegating_requester=permit.delegating_requester,
-                delegating_provider=permit.delegating_provider,
-                non_disclosure=self.withholds(permit.information_name, permit.non_disclosure),
-            )
+            _INSERT_PROVISION,
+            {
+                "transaction_number": number,
+                "message_id": asked_id,
+                "requester": permit.requester,
+                "procedure": permit.procedure,
+                "information_name": permit.information_name,
+                "integrated_address_number": answer.person,
+                "status": answer.status,
+                "received_at": now,
+                "delegating_requester": permit.delegating_requester,
+                "delegating_provider": permit.delegating_provider,
+                "non_disclosure": self.withholds(permit.information_name, permit.non_disclosure),
+            },
         )
         if answer.status == HELD:
             held_queue.hold(

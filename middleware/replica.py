@@ -13,6 +13,7 @@ provided.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import BindParameter, Connection, Select, bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from codes import errors
@@ -328,20 +329,8 @@ def records_of(
     With ``today`` (see `today_in_japan`), only the records whose publication window covers
     that day: a missing PublicationDate or PublishedEndDate leaves that side open.
     """
-    t = replica_record.c
-    query = (
-        select(replica_record)
-        .where(
-            t.integrated_address_number == integrated_address_number,
-            t.information_name == information_name,
-        )
-        .order_by(t.data_set, t.record_id)
-    )
-    if today is not None:
-        query = query.where(
-            or_(t.publication_date.is_(None), t.publication_date <= today),
-            or_(t.published_end_date.is_(None), t.published_end_date >= today),
-        )
+    asked = {"number": integrated_address_number, "information_name": information_name}
+    window = {} if today is None else {"today": today}
     return [
         ReplicaRecord(
             record_id=row.record_id,
@@ -356,8 +345,30 @@ def records_of(
             publication_date=row.publication_date,
             published_end_date=row.published_end_date,
         )
-        for row in connection.execute(query)
+        for row in connection.execute(_records_of(today is not None), {**asked, **window})
     ]
+
+
+@functools.cache
+def _records_of(in_window: bool) -> Select[Any]:
+    """A person's (``number``) records of one information name, with ``in_window`` only
+    those published on ``today``; built once, as every provision reads them."""
+    t = replica_record.c
+    query = (
+        select(replica_record)
+        .where(
+            t.integrated_address_number == bindparam("number"),
+            t.information_name == bindparam("information_name"),
+        )
+        .order_by(t.data_set, t.record_id)
+    )
+    if not in_window:
+        return query
+    today: BindParameter[date] = bindparam("today")
+    return query.where(
+        or_(t.publication_date.is_(None), t.publication_date <= today),
+        or_(t.published_end_date.is_(None), t.published_end_date >= today),
+    )
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -34,7 +34,7 @@ from middleware.config import InstitutionConfig
 from middleware.deferred import deferred, fire
 from middleware.list_sync import PermittedLists
 from middleware.network import HUB, QUERY, DeliveryRefused, decode_answer
-from middleware.outbox import OutgoingMessage
+from middleware.outbox import AfterDelivery, OutgoingMessage
 from middleware.party import Party
 from middleware.queries import (
     ACCEPTED,
@@ -61,6 +61,12 @@ __all__ = [
     "submission_hash",
     "verify_payload",
 ]
+
+# The statements of every flow on a query's row, built once (building one costs several times
+# executing it); an update sets the columns given at execution.
+_QUERY_BY_ID = select(query).where(query.c.query_id == bindparam("by_query_id"))
+_UPDATE_QUERY = query.update().where(query.c.query_id == bindparam("by_query_id"))
+_INSERT_QUERY = query.insert()
 
 
 @dataclass(frozen=True)
@@ -215,23 +221,24 @@ class Requester:
         fugo = persons.fugo_of(connection, submission.integrated_address_number)
         query_id = str(uuid.uuid4())
         connection.execute(
-            query.insert().values(
-                query_id=query_id,
-                system=system,
-                integrated_address_number=submission.integrated_address_number,
-                affair=affair,
-                procedure=submission.procedure,
-                information_name=submission.information_name,
-                provider=submission.provider,
-                conditions=conditions_json(submission.conditions),
-                delegating_requester=submission.delegating_requester,
-                delegating_provider=submission.delegating_provider,
-                non_disclosure=submission.non_disclosure,
-                state=SUBMITTED,
-                submitted_at=now,
-                idempotency_key=idempotency_key,
-                request_hash=digest,
-            )
+            _INSERT_QUERY,
+            {
+                "query_id": query_id,
+                "system": system,
+                "integrated_address_number": submission.integrated_address_number,
+                "affair": affair,
+                "procedure": submission.procedure,
+                "information_name": submission.information_name,
+                "provider": submission.provider,
+                "conditions": conditions_json(submission.conditions),
+                "delegating_requester": submission.delegating_requester,
+                "delegating_provider": submission.delegating_provider,
+                "non_disclosure": submission.non_disclosure,
+                "state": SUBMITTED,
+                "submitted_at": now,
+                "idempotency_key": idempotency_key,
+                "request_hash": digest,
+            },
         )
         body = messages.encode(
             messages.QueryRequest(
@@ -257,8 +264,9 @@ class Requester:
     # -- the hub's answer ---------------------------------------------------------------------
 
     @deferred
-    async def deliver_query(self, message: OutgoingMessage) -> None:
-        """The outbox's delivery of a query: the hub accepts it (a 処理通番) or refuses it."""
+    async def deliver_query(self, message: OutgoingMessage) -> AfterDelivery:
+        """The outbox's delivery of a query: the hub accepts it (a 処理通番), written with
+        the message's delivery, or refuses it."""
         try:
             document = await self._party.transport.exchange(HUB, QUERY, message.body)
             accepted = decode_answer(document, messages.QueryAccepted)
@@ -276,9 +284,8 @@ class Requester:
                 )
             self._query_ended(message.reference)
             raise
-        await self._database.run(
-            self._query_accepted, message.reference, accepted.transaction_number
-        )
+        query_id, number = message.reference, accepted.transaction_number
+        return AfterDelivery(lambda connection: self._query_accepted(connection, query_id, number))
 
     def _query_accepted(self, connection: Connection, query_id: str, number: str) -> None:
         self._hub_answered(connection, query_id, number, ACCEPTED)
@@ -302,16 +309,21 @@ class Requester:
         """A submitted query accepted (its 処理通番) or refused (its code) by the hub, and
         recorded; a query past ``submitted`` (its result came first) is left as it is. The
         query's row as it was, or None when it was left."""
-        row = connection.execute(select(query).where(query.c.query_id == query_id)).one()
+        row = connection.execute(_QUERY_BY_ID, {"by_query_id": query_id}).one()
         if row.state != SUBMITTED:
             return None
         now = self._party.now()
         ended = {"error_code": code, "completed_at": now} if state == REFUSED else {}
         accepted = {"accepted_at": now} if state == ACCEPTED else {}
         connection.execute(
-            query.update()
-            .where(query.c.query_id == query_id)
-            .values(state=state, transaction_number=number, **ended, **accepted)
+            _UPDATE_QUERY,
+            {
+                "by_query_id": query_id,
+                "state": state,
+                "transaction_number": number,
+                **ended,
+                **accepted,
+            },
         )
         extra = {"error_code": code} if code is not None else {}
         self._party.record(
@@ -355,9 +367,7 @@ class Requester:
         """The query a relayed provision answers: by our query id, which the hub adds, and
         its 処理通番 (the result may overtake the hub's QueryAccepted answer)."""
         number = delivered.transaction_number
-        row = connection.execute(
-            select(query).where(query.c.query_id == delivered.query_message_id)
-        ).first()
+        row = connection.execute(_QUERY_BY_ID, {"by_query_id": delivered.query_message_id}).first()
         if row is None or row.transaction_number not in (None, number):
             raise RenkeiError(errors.UNKNOWN_TRANSACTION, transaction_number=number)
         return row
@@ -375,10 +385,8 @@ class Requester:
         """The query's row, marked 不開示 first when the provider hides the transaction (its
         records from now on are marked too)."""
         if non_disclosure:
-            connection.execute(
-                query.update().where(query.c.query_id == query_id).values(non_disclosure=True)
-            )
-        return connection.execute(select(query).where(query.c.query_id == query_id)).one()
+            connection.execute(_UPDATE_QUERY, {"by_query_id": query_id, "non_disclosure": True})
+        return connection.execute(_QUERY_BY_ID, {"by_query_id": query_id}).one()
 
     def _mark_held(
         self, connection: Connection, query_id: str, number: str, non_disclosure: bool = False
@@ -392,9 +400,13 @@ class Requester:
         if row.transaction_number is None:
             entries.append(self._record(row, "query", ACCEPTED, transaction_number=number))
         connection.execute(
-            query.update()
-            .where(query.c.query_id == query_id)
-            .values(state=HELD, transaction_number=number, accepted_at=row.accepted_at or now)
+            _UPDATE_QUERY,
+            {
+                "by_query_id": query_id,
+                "state": HELD,
+                "transaction_number": number,
+                "accepted_at": row.accepted_at or now,
+            },
         )
         entries.append(self._record(row, "result", HELD, transaction_number=number))
         self._party.record(connection, now, entries)
@@ -412,26 +424,27 @@ class Requester:
     ) -> bool:
         """The query's result stored and recorded; False when it had one (delivered twice:
         the first delivery stands)."""
-        row = connection.execute(select(query).where(query.c.query_id == query_id)).one()
+        row = connection.execute(_QUERY_BY_ID, {"by_query_id": query_id}).one()
         if row.state in FINISHED:
             return False
-        row = self._query_row(connection, query_id, non_disclosure)
+        if non_disclosure:
+            row = self._query_row(connection, query_id, non_disclosure)
         now = self._party.now()
         entries = []
         if row.transaction_number is None:
             # The result overtook the hub's QueryAccepted answer: accept here.
             entries.append(self._record(row, "query", ACCEPTED, transaction_number=number))
         connection.execute(
-            query.update()
-            .where(query.c.query_id == query_id)
-            .values(
-                state=state,
-                transaction_number=number,
-                accepted_at=row.accepted_at or now,
-                result=result,
-                error_code=code,
-                completed_at=now,
-            )
+            _UPDATE_QUERY,
+            {
+                "by_query_id": query_id,
+                "state": state,
+                "transaction_number": number,
+                "accepted_at": row.accepted_at or now,
+                "result": result,
+                "error_code": code,
+                "completed_at": now,
+            },
         )
         entries.append(
             self._record(row, "result", state, transaction_number=number, error_code=code)
@@ -584,7 +597,7 @@ def provision_ack(delivered: messages.Provision) -> messages.ProvisionAck:
 
 
 def _query_status(connection: Connection, query_id: str, system: str) -> QueryStatus:
-    row = connection.execute(select(query).where(query.c.query_id == query_id)).first()
+    row = connection.execute(_QUERY_BY_ID, {"by_query_id": query_id}).first()
     if row is None or row.system != system:
         # Another system's query is answered exactly as one that does not exist.
         raise RenkeiError(errors.UNKNOWN_QUERY, query_id=query_id)

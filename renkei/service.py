@@ -35,6 +35,7 @@ from adapters.network_link import (
     portal_transport,
 )
 from codes.catalogue import default_catalogue
+from middleware import process_memory
 from middleware.clock import ReactorTime, VirtualClock
 from middleware.config import Config, ConfigError, InstitutionConfig, PopulationConfig, load_config
 from middleware.deferred import deferred
@@ -139,8 +140,12 @@ class Box(Service):
         faults: FaultPlan | None = None,
         instance: int | None = None,
         capture: Capture | None = None,
+        settle_heap: bool = False,
     ) -> None:
         self.config = config
+        # Whether to freeze the heap and tune the collector once started (a process of its
+        # own: twistd; not a box started inside tests or a scenario runner).
+        self.settle_heap = settle_heap
         self.reactor = reactor
         # Which of the processes of an institution served by several this one is (1, 2, ...):
         # only the first loads the demo persons and the population.
@@ -423,6 +428,8 @@ class Box(Service):
                 name=self.portal.settings.display_name,
                 address=self.portal.settings.web_address,
             )
+        if self.settle_heap:
+            process_memory.settle_heap()
         self.log.info(
             "renkei ready; try `.venv/bin/renkei use-case 1 -c {path}` (1 to 4)",
             path=self.config.path,
@@ -572,7 +579,9 @@ def makeService(options: Options) -> Service:
         name = "box" if party is None else party if instance is None else f"{party}.{instance}"
         capture_dir = (Path(run_dir) if run_dir is not None else var / "run") / CAPTURE_DIR
         capture = CaptureFile(capture_dir / f"{name}.jsonl", reactor)
-        box = Box(config, reactor, party=party, instance=instance, capture=capture)
+        box = Box(
+            config, reactor, party=party, instance=instance, capture=capture, settle_heap=True
+        )
         process = MultiService()
         if party is not None and run_dir is not None:  # a party run by the supervisor
             control = PartyControl(reactor, Path(run_dir), name, box.member())

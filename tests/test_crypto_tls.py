@@ -285,6 +285,45 @@ def test_server_options_require_a_client_certificate_and_tls_1_2(
     assert context.get_verify_mode() & SSL.VERIFY_FAIL_IF_NO_PEER_CERT
     flags = options._options  # private: Twisted's CertificateOptions has no public getter
     assert flags & SSL.OP_NO_TLSv1_1 and flags & SSL.OP_NO_TLSv1
+    # No renegotiation: the client certificate of the handshake stays the connection's.
+    assert context.set_options(0) & SSL.OP_NO_RENEGOTIATION  # type: ignore[attr-defined,func-returns-value]
+
+
+@pytest_twisted.inlineCallbacks
+def test_peer_identity_is_read_once_per_connection(
+    layout: PkiLayout, ca: x509.Certificate, monkeypatch: pytest.MonkeyPatch
+) -> Generator[Any, Any, None]:
+    """Three requests on one kept-alive connection read the client certificate once; a new
+    connection reads it again."""
+    from twisted.internet import reactor
+
+    import crypto.tls
+
+    reads: list[object] = []
+    read = crypto.tls._peer_certificate
+
+    def counted(transport: Any) -> Any:
+        reads.append(transport)
+        return read(transport)
+
+    monkeypatch.setattr(crypto.tls, "_peer_certificate", counted)
+    site = CountingSite()
+    port = yield _listen(reactor, layout, [ca], site)
+    number = port.getHost().port
+    try:
+        for round_ in (1, 2):
+            policy = ClientTLSPolicy(ca, layout.institution_tls(INSTITUTION).load())
+            policy.expect("127.0.0.1", number, server_name_of_hub())
+            client = make_http_client(reactor, policy, max_per_host=1)
+            try:
+                for _ in range(3):
+                    response = yield _get(reactor, client, number)
+                    assert (yield response.content()) == f"{INSTITUTION}|tls|None".encode()
+            finally:
+                yield client.close()
+            assert (site.connections, len(reads)) == (round_, round_)
+    finally:
+        yield port.stopListening()
 
 
 def test_peer_identity_without_a_certificate_is_certificate_not_authorized() -> None:

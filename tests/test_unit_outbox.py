@@ -20,6 +20,7 @@ from middleware.outbox import (
     FAILED,
     PENDING,
     STALE,
+    AfterDelivery,
     Outbox,
     OutgoingMessage,
     RetryPolicy,
@@ -335,6 +336,73 @@ def test_outbox_marks_a_successful_send_delivered(tmp_path: Path) -> Any:
         row = yield database.run(_row, MESSAGE.message_id)
         assert (row.state, row.attempts, row.finished_at) == (DELIVERED, 1, T0)
         assert sender.sent == [MESSAGE.message_id]
+    finally:
+        database.stop()
+
+
+def _answering(after: AfterDelivery) -> Any:
+    def send(message: OutgoingMessage) -> defer.Deferred[Any]:
+        return defer.succeed(after)
+
+    return send
+
+
+@pytest_twisted.inlineCallbacks
+def test_what_a_sender_writes_after_delivery_commits_with_the_delivered_mark(
+    tmp_path: Path,
+) -> Any:
+    """`AfterDelivery` work is done in the transaction that marks the message delivered."""
+    from twisted.internet import reactor
+
+    database = Database(reactor, _url(tmp_path))
+    database.start()
+    try:
+        second = _message(2)
+        after = AfterDelivery(
+            lambda connection: enqueue(connection, node_outbox, T0, second, POLICY)
+        )
+        outbox = Outbox(database, node_outbox, _clock(), _answering(after), POLICY)
+        yield database.run(outbox.enqueue, MESSAGE)
+        outbox.send_now(MESSAGE)
+        yield outbox.stop()
+        row = yield database.run(_row, MESSAGE.message_id)
+        written = yield database.run(_row, second.message_id)
+        assert (row.state, row.finished_at) == (DELIVERED, T0)
+        assert written.state == PENDING
+    finally:
+        database.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_when_the_work_after_delivery_fails_neither_it_nor_the_mark_is_written(
+    tmp_path: Path,
+) -> Any:
+    """A failing `AfterDelivery` rolls its writes back with the delivered mark: the message
+    stays pending under its lease, to be delivered (and the work done) again."""
+    from twisted.internet import reactor
+
+    database = Database(reactor, _url(tmp_path))
+    database.start()
+    second = _message(2)
+    ran: list[str] = []
+
+    def fail_halfway(connection: Connection) -> None:
+        enqueue(connection, node_outbox, T0, second, POLICY)
+        ran.append(second.message_id)
+        raise RuntimeError("the database went away")
+
+    try:
+        outbox = Outbox(
+            database, node_outbox, _clock(), _answering(AfterDelivery(fail_halfway)), POLICY
+        )
+        yield database.run(outbox.enqueue, MESSAGE)
+        outbox.send_now(MESSAGE)
+        yield outbox.stop()
+        row = yield database.run(_row, MESSAGE.message_id)
+        assert ran == [second.message_id]
+        assert (row.state, row.finished_at) == (PENDING, None)
+        pending = yield database.run(backlog, node_outbox)
+        assert pending == 1
     finally:
         database.stop()
 

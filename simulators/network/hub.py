@@ -21,6 +21,7 @@ tells the sender when it asks (`notice_status`).
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Update, bindparam, select
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
@@ -71,7 +72,7 @@ from middleware.network import (
     Transport,
     decode_answer,
 )
-from middleware.outbox import OutgoingMessage
+from middleware.outbox import AfterDelivery, OutgoingMessage
 from middleware.party import Party
 from middleware.permitted_list import (
     ListedInstitution,
@@ -139,6 +140,24 @@ NOTICE_UNDELIVERABLE = "undeliverable"
 
 # A check of a query before it is permitted: (requester, query, now), RenkeiError to refuse.
 _Check = Callable[[str, messages.QueryRequest, datetime], None]
+
+
+# The statements of every query, built once (building one costs several times executing it);
+# an update sets the columns given at execution.
+_QUERY_OF_MESSAGE = select(
+    hub_query.c.transaction_number, hub_query.c.state, hub_query.c.error_code
+).where(hub_query.c.requester_message_id == bindparam("message_id"))
+_QUERY_OF_NUMBER = select(hub_query).where(hub_query.c.transaction_number == bindparam("number"))
+_INSERT_QUERY = hub_query.insert()
+_UPDATE_ROW = hub_query.update().where(hub_query.c.id == bindparam("row_id"))
+
+
+@functools.cache
+def _state_update(expecting: bool) -> Update:
+    """Sets the columns given at execution on the query ``number`` (in state ``expected``
+    when ``expecting``); built once, as it runs twice a flow."""
+    update = hub_query.update().where(hub_query.c.transaction_number == bindparam("number"))
+    return update.where(hub_query.c.state == bindparam("expected")) if expecting else update
 
 
 def transaction_number(moment: datetime, row_id: int) -> str:
@@ -526,11 +545,7 @@ class Hub(Party):
         """In one transaction: the 処理通番, the provision request (``kind``) to send, the
         refusal to answer (returned, not raised, so that the refusal's record is committed)
         and whether the query is new (not a retry of one answered before)."""
-        known = connection.execute(
-            select(hub_query.c.transaction_number, hub_query.c.state, hub_query.c.error_code).where(
-                hub_query.c.requester_message_id == query.message_id
-            )
-        ).first()
+        known = connection.execute(_QUERY_OF_MESSAGE, {"message_id": query.message_id}).first()
         if known is not None:
             number = str(known.transaction_number)
             if known.state == REFUSED and known.error_code in errors.ALL:
@@ -611,29 +626,28 @@ class Hub(Party):
     ) -> str:
         """Store a query received, in ``state``, and give it its 処理通番."""
         inserted = connection.execute(
-            hub_query.insert().values(
-                requester=requester,
-                requester_message_id=query.message_id,
-                provider=query.provider,
-                affair=query.affair,
-                procedure=query.procedure,
-                information_name=query.information_name,
-                state=state,
-                error_code=error_code,
-                received_at=now,
-                permit_expires_at=permit_expires_at,
-                finished_at=now if state == REFUSED else None,
-                delegating_requester=query.delegating_requester,
-                delegating_provider=query.delegating_provider,
-                non_disclosure=query.non_disclosure,
-            )
+            _INSERT_QUERY,
+            {
+                "requester": requester,
+                "requester_message_id": query.message_id,
+                "provider": query.provider,
+                "affair": query.affair,
+                "procedure": query.procedure,
+                "information_name": query.information_name,
+                "state": state,
+                "error_code": error_code,
+                "received_at": now,
+                "permit_expires_at": permit_expires_at,
+                "finished_at": now if state == REFUSED else None,
+                "delegating_requester": query.delegating_requester,
+                "delegating_provider": query.delegating_provider,
+                "non_disclosure": query.non_disclosure,
+            },
         ).inserted_primary_key
         assert inserted is not None
         row_id = int(inserted[0])
         number = transaction_number(now, row_id)
-        connection.execute(
-            hub_query.update().where(hub_query.c.id == row_id).values(transaction_number=number)
-        )
+        connection.execute(_UPDATE_ROW, {"row_id": row_id, "transaction_number": number})
         return number
 
     def _record_refused_query(
@@ -697,9 +711,7 @@ class Hub(Party):
         now: datetime,
     ) -> OutgoingMessage | None:
         number = provision.transaction_number
-        row = connection.execute(
-            select(hub_query).where(hub_query.c.transaction_number == number)
-        ).first()
+        row = connection.execute(_QUERY_OF_NUMBER, {"number": number}).first()
         if row is None:
             raise RenkeiError(errors.UNKNOWN_TRANSACTION, transaction_number=number)
         if row.provider != sender:
@@ -719,9 +731,13 @@ class Hub(Party):
         # 提供側不開示: the provider hides the transaction; so does every later record here.
         non_disclosure = bool(row.non_disclosure) or provision.non_disclosure
         connection.execute(
-            hub_query.update()
-            .where(hub_query.c.id == row.id)
-            .values(state=state, error_code=error_code, non_disclosure=non_disclosure)
+            _UPDATE_ROW,
+            {
+                "row_id": row.id,
+                "state": state,
+                "error_code": error_code,
+                "non_disclosure": non_disclosure,
+            },
         )
         message_id = str(uuid.uuid4())
         body = messages.encode(
@@ -935,7 +951,7 @@ class Hub(Party):
         )
 
     @deferred
-    async def _deliver_provision_request(self, message: OutgoingMessage) -> None:
+    async def _deliver_provision_request(self, message: OutgoingMessage) -> AfterDelivery:
         try:
             document = await self.transport.exchange(
                 message.destination, message.kind, self._provision_request(message)
@@ -956,7 +972,7 @@ class Hub(Party):
                     refusal.code,
                 )
             raise
-        await self.database.run(self._set_state, message.reference, PERMITTED, DELIVERED)
+        return self._after(message.reference, PERMITTED, DELIVERED)
 
     def _provider_refused(
         self, connection: Connection, number: str, code: str, now: datetime
@@ -972,20 +988,27 @@ class Hub(Party):
         return self._relay(connection, row, refusal, now)
 
     @deferred
-    async def _deliver_provision(self, message: OutgoingMessage) -> None:
+    async def _deliver_provision(self, message: OutgoingMessage) -> AfterDelivery:
         try:
             document = await self.transport.exchange(message.destination, PROVISION, message.body)
             decode_answer(document, messages.ProvisionAck)
         except DeliveryRefused:
             await self.database.run(self._set_state, message.reference, None, FAILED)
             raise
-        await self.database.run(self._set_state, message.reference, PROVIDED, COMPLETED)
+        return self._after(message.reference, PROVIDED, COMPLETED)
+
+    def _after(self, number: str, expected: str | None, state: str) -> AfterDelivery:
+        """The query's new state, written with its message's delivery (one transaction)."""
+        return AfterDelivery(
+            lambda connection: self._set_state(connection, number, expected, state)
+        )
 
     def _set_state(
         self, connection: Connection, number: str, expected: str | None, state: str
     ) -> None:
-        update = hub_query.update().where(hub_query.c.transaction_number == number)
-        if expected is not None:
-            update = update.where(hub_query.c.state == expected)
         finished = {"finished_at": self.now()} if state in (COMPLETED, FAILED) else {}
-        connection.execute(update.values(state=state, **finished))
+        expecting = {} if expected is None else {"expected": expected}
+        connection.execute(
+            _state_update(expected is not None),
+            {"number": number, **expecting, "state": state, **finished},
+        )
