@@ -296,17 +296,16 @@ def test_peer_identity_is_read_once_per_connection(
     """Three requests on one kept-alive connection read the client certificate once; a new
     connection reads it again."""
     from twisted.internet import reactor
-
-    import crypto.tls
+    from twisted.protocols.tls import TLSMemoryBIOProtocol
 
     reads: list[object] = []
-    read = crypto.tls._peer_certificate
+    read = TLSMemoryBIOProtocol.getPeerCertificate
 
-    def counted(transport: Any) -> Any:
+    def counted(transport: TLSMemoryBIOProtocol) -> Any:
         reads.append(transport)
         return read(transport)
 
-    monkeypatch.setattr(crypto.tls, "_peer_certificate", counted)
+    monkeypatch.setattr(TLSMemoryBIOProtocol, "getPeerCertificate", counted)
     site = CountingSite()
     port = yield _listen(reactor, layout, [ca], site)
     number = port.getHost().port

@@ -35,4 +35,4 @@ def test_the_cached_parse_answers_as_the_email_package() -> None:
 
 def test_twisted_web_uses_the_cached_parse() -> None:
     """Once the listeners are imported, twisted.web's requests parse with it."""
-    assert http._parseContentType is parse_content_type
+    assert http._parseContentType is parse_content_type  # private: the parse it replaces
