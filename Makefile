@@ -77,7 +77,7 @@ lint: $(BIN)/.installed
 	$(BIN)/lint-imports
 
 test: $(BIN)/.installed system-packages lint
-	$(BIN)/pytest -q -n auto
+	$(BIN)/pytest -q -n logical
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/flows.py
