@@ -25,6 +25,21 @@ NO_CHROMIUM = pytest.mark.skipif(
 )
 
 
+def run_in_own_process(test_file: str, variable: str, passed: int) -> None:
+    """Run ``test_file`` in a pytest process of its own, with ``variable`` set to 1 (its
+    browser tests run only there); all ``passed`` of them pass."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_file],
+        env={**os.environ, variable: "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
+    assert f"{passed} passed" in done.stdout, done.stdout[-2000:]
+
+
 @contextmanager
 def twistd_box(config: Config, ready_within: float = 90) -> Iterator[Path]:
     """``renkei pki init`` and ``twistd renkei`` (supervised) on ``config``, running until

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.chromium import BIN, NO_CHROMIUM, chromium, twistd_box
+from tests.chromium import BIN, NO_CHROMIUM, chromium, run_in_own_process, twistd_box
 from tests.network import CARE_INFORMATION, MEGURO, write_config
 from tests.test_held import CERTIFICATION, FLAGGED_RECORD, TARO_SETAGAYA
 
@@ -40,16 +40,7 @@ browser_test = pytest.mark.skipif(
 def test_browser_tests_in_their_own_process() -> None:
     """The Playwright tests below pass when run in a pytest process of their own (Playwright's
     sync API cannot share the reactor's process)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-        env={**os.environ, "RENKEI_BROWSER_TESTS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
-    assert "8 passed" in done.stdout, done.stdout[-2000:]
+    run_in_own_process(__file__, "RENKEI_BROWSER_TESTS", passed=8)
 
 
 CLIENT_SCRIPT = """

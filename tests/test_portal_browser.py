@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.chromium import NO_CHROMIUM, chromium, twistd_box
+from tests.chromium import NO_CHROMIUM, chromium, run_in_own_process, twistd_box
 from tests.network import (
     CARE_INFORMATION,
     HANAKO_MEGURO,
@@ -40,16 +40,7 @@ browser_test = pytest.mark.skipif(
 @pytest.mark.skipif(IN_OWN_PROCESS, reason="this is the process")
 def test_portal_browser_tests_in_their_own_process() -> None:
     """The Playwright tests below pass when run in a pytest process of their own."""
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-        env={**os.environ, "RENKEI_PORTAL_BROWSER_TESTS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
-    assert "3 passed" in done.stdout, done.stdout[-2000:]
+    run_in_own_process(__file__, "RENKEI_PORTAL_BROWSER_TESTS", passed=3)
 
 
 CLIENT_SCRIPT = """
