@@ -20,6 +20,10 @@ every process on 127.0.0.1 and every loop bounded in time:
 3. half rate (open loop): the same flows paced at half the rate measured in pass 2; the
    latency of each flow counts from the moment it was due to be submitted.
 
+Through every window the resident memory of the box (its process tree) is sampled every
+5 s; whether it stays flat is judged on the second half of the half-rate window
+(``--half-rate-duration 600`` gives the issue's 10 minutes).
+
 Every process started is stopped at the end, also on Ctrl-C or an error. The exit status is 1
 when any flow or echo failed (a correctness check); performance targets are only reported.
 """
@@ -290,25 +294,64 @@ def machine() -> dict[str, Any]:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) a process and its living descendants (the
-    parties' processes under the supervisor) have used so far; 0 if gone."""
-    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, CPU seconds)
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+MEMORY_SAMPLE = 5.0  # seconds between two samples of the box's resident memory in a window
+# Memory counts as flat when, over the second half of a window, it grows at less than this
+# fraction of itself per 10 minutes (least-squares slope of the samples).
+FLAT_GROWTH_PER_10_MINUTES = 0.01
+
+
+def _tree_stats(pid: int) -> list[list[str]]:
+    """The /proc/<pid>/stat fields (after the command name) of a process and its living
+    descendants (the parties' processes under the supervisor); none if it is gone."""
+    stats: dict[int, list[str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
-    tree, total = [pid], 0.0
+    tree, found = [pid], []
     while tree:
         current = tree.pop()
         if current in stats:
-            total += stats[current][1]
-        tree += [child for child, (parent, _) in stats.items() if parent == current]
-    return total
+            found.append(stats[current])
+        tree += [child for child, fields in stats.items() if int(fields[1]) == current]
+    return found
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process and its living descendants have
+    used so far; 0 if gone."""
+    return sum((int(f[11]) + int(f[12])) / CLOCK_TICKS for f in _tree_stats(pid))
+
+
+def process_rss(pid: int) -> int:
+    """Resident memory, in bytes, of a process and its living descendants; 0 if gone."""
+    return sum(int(f[21]) * PAGE_BYTES for f in _tree_stats(pid))
+
+
+def memory_figures(samples: Sequence[tuple[float, int]]) -> dict[str, Any]:
+    """The box's resident memory over a window, from ``(seconds into it, bytes)`` samples:
+    first, last and largest, and the trend of its second half (least-squares slope), which
+    says whether memory is flat (`FLAT_GROWTH_PER_10_MINUTES`)."""
+    if len(samples) < 4:
+        return {}
+    mib = 1024 * 1024
+    half = [(t, rss / mib) for t, rss in samples[len(samples) // 2 :]]
+    mean_t = sum(t for t, _ in half) / len(half)
+    mean_m = sum(m for _, m in half) / len(half)
+    spread = sum((t - mean_t) ** 2 for t, _ in half)
+    slope = sum((t - mean_t) * (m - mean_m) for t, m in half) / spread if spread else 0.0
+    return {
+        "rss_first_mib": round(samples[0][1] / mib, 1),
+        "rss_last_mib": round(samples[-1][1] / mib, 1),
+        "rss_max_mib": round(max(rss for _, rss in samples) / mib, 1),
+        "second_half_mib_per_minute": round(slope * 60, 3),
+        "flat": slope * 600 < FLAT_GROWTH_PER_10_MINUTES * mean_m,
+        "samples": [(round(t, 1), round(rss / mib, 1)) for t, rss in samples],
+    }
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -329,6 +372,8 @@ class CpuWindow:
     machine_first: tuple[float, float] = (0.0, 0.0)
     cores: dict[str, float] = field(default_factory=dict)
     machine_busy: float = 0.0
+    # (seconds into the window, resident bytes) of the server watched (run_clients).
+    memory: list[tuple[float, int]] = field(default_factory=list)
 
     def begin(self) -> None:
         self.started = time.monotonic()
@@ -943,7 +988,9 @@ def run_clients(
     duration: float,
     watched: dict[str, int],
 ) -> tuple[dict[str, Any], CpuWindow]:
-    """Start client processes, release them together, sample CPU over the window, merge."""
+    """Start client processes, release them together, sample CPU over the window and the
+    memory of the one ``watched`` server, merge."""
+    (watched_pid,) = watched.values()
     started = [spawn(supervisor, target, f"{role}-{i}", p) for i, p in enumerate(params)]
     for child, connection in started:
         receive(connection, child, 60)
@@ -954,7 +1001,12 @@ def run_clients(
     window = CpuWindow(pids)
     sleep_until(start + warmup)
     window.begin()
-    sleep_until(start + warmup + duration)
+    end = start + warmup + duration
+    while time.monotonic() < end:
+        # The memory of the watched server (the box, or the echo server) through the window.
+        window.memory.append((time.monotonic() - window.started, process_rss(watched_pid)))
+        sleep_until(min(end, time.monotonic() + MEMORY_SAMPLE))
+    window.memory.append((time.monotonic() - window.started, process_rss(watched_pid)))
     window.end()
     results = [receive(connection, child, GRACE + 30) for child, connection in started]
     for child, _ in started:
@@ -1044,6 +1096,7 @@ def flows_figures(merged: dict[str, Any], duration: float, window: CpuWindow) ->
         "client_cores": client_cores(window, "bench-flow-client"),
         "machine_busy": window.machine_busy,
         "flows_per_box_cpu_second": round(rate / box_cores, 1) if box_cores else None,
+        "box_memory": memory_figures(window.memory),
     }
 
 
@@ -1197,6 +1250,18 @@ def print_report(report: dict[str, Any]) -> None:
             f"{f['box_cores']} / {f['client_cores']} cores / {f['machine_busy'] * 100:.0f}%",
         )
         show("flows per box CPU-second", f["flows_per_box_cpu_second"])
+        memory = f["box_memory"]
+        if memory:
+            show(
+                "box RSS: first / last / max",
+                f"{memory['rss_first_mib']} / {memory['rss_last_mib']} / "
+                f"{memory['rss_max_mib']} MiB",
+            )
+            show(
+                "box RSS trend over the window's second half",
+                f"{memory['second_half_mib_per_minute']:+} MiB/min "
+                f"({'flat' if memory['flat'] else 'GROWING'})",
+            )
         for sample in f["error_samples"]:
             print(f"    error: {sample}")
     r = report["ratios"]
@@ -1217,6 +1282,7 @@ def print_report(report: dict[str, Any]) -> None:
         verdict(t["crypto_floor_ratio"]),
     )
     show(f"p99 < {TARGET_P99_HALF_RATE * 1000:g} ms at half max rate", verdict(t["p99_half_rate"]))
+    show("box memory flat at half max rate", verdict(t["memory_flat_half_rate"]))
     show("errors", "none" if report["errors"] == 0 else report["errors"])
     if report.get("box"):
         show("Meguro queries by state (database)", report["box"]["meguro_query_states"])
@@ -1438,6 +1504,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "p99_half_rate": None
         if not half_rate or half_rate["p99_ms"] is None
         else half_rate["p99_ms"] < TARGET_P99_HALF_RATE * 1000,
+        "memory_flat_half_rate": half_rate["box_memory"].get("flat")
+        if half_rate and half_rate["box_memory"]
+        else None,
     }
     report["errors"] = (
         report["baseline"]["errors"]
