@@ -52,7 +52,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from middleware.messages import Permit, ProvisionPayload
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 if str(REPOSITORY) not in sys.path:
@@ -1301,32 +1304,12 @@ CRYPTO_STEPS = (
 )
 
 
-def crypto_floor(pki: Path, iterations: int) -> dict[str, Any]:
-    """CPU seconds of the cryptography one flow needs, measured in this process.
-
-    With the run's PKI and the project's own crypto functions, as the parties use them: the
-    hub signs a permit (`Signer`), the provider verifies it against the pinned hub signing
-    certificate (`PinnedVerifier`), signs its payload (one local-tax record of the demo
-    population) and seals it for the requester's encryption certificate (`envelope.seal`);
-    the requester opens it (`open_envelope`) and verifies it up to the network CA
-    (`CAVerifier`). Only those calls are timed (`time.process_time`); building the elements,
-    serializing and parsing between them are not. The figure is the mean over ``iterations``
-    rounds after a few untimed ones.
-    """
-    from lxml import etree
-
-    from crypto.envelope import open_envelope, seal
-    from crypto.pki import PkiLayout, load_certificate
-    from crypto.xmlsig import CAVerifier, PinnedVerifier, Signer
+def flow_messages() -> tuple[Permit, ProvisionPayload]:
+    """The two signed messages of one flow: the hub's permit for Meguro's query of Setagaya's
+    local-tax information (`messages.Permit`) and Setagaya's answer (`messages.ProvisionPayload`,
+    one local-tax record of the demo population), unsigned."""
     from middleware import messages
 
-    layout = PkiLayout(pki)
-    ca = load_certificate(layout.ca().certificate)
-    hub_signer = Signer(layout.hub_signing().load())
-    permit_verifier = PinnedVerifier(load_certificate(layout.hub_signing().certificate))
-    provider_signer = Signer(layout.institution_signing(SETAGAYA).load())
-    encryption = layout.institution_encryption(MEGURO).load()
-    payload_verifier = CAVerifier(ca)
     issued = datetime.datetime(2026, 12, 7, 5, 0, tzinfo=datetime.UTC)
     permit = messages.Permit(
         transaction_number="20261207050000000001",
@@ -1361,6 +1344,36 @@ def crypto_floor(pki: Path, iterations: int) -> dict[str, Any]:
             ),
         ),
     )
+    return permit, payload
+
+
+def crypto_floor(pki: Path, iterations: int) -> dict[str, Any]:
+    """CPU seconds of the cryptography one flow needs, measured in this process.
+
+    With the run's PKI and the project's own crypto functions, as the parties use them: the
+    hub signs a permit (`Signer`), the provider verifies it against the pinned hub signing
+    certificate (`PinnedVerifier`), signs its payload (one local-tax record of the demo
+    population) and seals it for the requester's encryption certificate (`envelope.seal`);
+    the requester opens it (`open_envelope`) and verifies it up to the network CA
+    (`CAVerifier`). Only those calls are timed (`time.process_time`); building the elements,
+    serializing and parsing between them are not. The figure is the mean over ``iterations``
+    rounds after a few untimed ones.
+    """
+    from lxml import etree
+
+    from crypto.envelope import open_envelope, seal
+    from crypto.pki import PkiLayout, load_certificate
+    from crypto.xmlsig import CAVerifier, PinnedVerifier, Signer
+    from middleware import messages
+
+    layout = PkiLayout(pki)
+    ca = load_certificate(layout.ca().certificate)
+    hub_signer = Signer(layout.hub_signing().load())
+    permit_verifier = PinnedVerifier(load_certificate(layout.hub_signing().certificate))
+    provider_signer = Signer(layout.institution_signing(SETAGAYA).load())
+    encryption = layout.institution_encryption(MEGURO).load()
+    payload_verifier = CAVerifier(ca)
+    permit, payload = flow_messages()
     totals = [0.0] * len(CRYPTO_STEPS)
 
     def one_flow(timed: bool) -> None:

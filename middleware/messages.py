@@ -14,7 +14,7 @@ FIELDS OF A SIGNED PART BEFORE ITS SIGNATURE IS VERIFIED. Hence:
 * receiving a whole signed document (PermittedList, ProvisionPayload, Permit): `decode_signed`
   parses, checks the root and validates, and returns the element still to be verified; `decode`
   refuses signed types. After verification, `from_element` builds the dataclass from the
-  verified element (signxml's ``VerifyResult.signed_xml``, which no longer has the signature);
+  verified element (what a ``crypto.xmlsig`` verifier returns, no longer with the signature);
 * a `ProvisionRequest` (and a `SelfInformationRequest`, of the same shape) carries a signed
   Permit: `decode` returns it with ``permit_element``, the raw, UNVERIFIED Permit element
   detached as its own document; the caller verifies it and then calls
@@ -1366,11 +1366,11 @@ def decode_signed(
 def from_element(element: etree._Element, expected: type[T]) -> T:
     """Build a message from an element whose signature has ALREADY been verified.
 
-    Pass the verifier's output (signxml's ``VerifyResult.signed_xml``), never an element whose
-    signature has not been checked. The element is checked (root, ``UnexpectedMessage``) and
-    validated (``XmlSchemaInvalid``) again; as the verified output no longer carries the enveloped
-    ``ds:Signature``, a placeholder signature is appended to a copy for validation. Also accepts
-    elements of unsigned message types (validated the same way).
+    Pass the verifier's output (the signed content a ``crypto.xmlsig`` verifier returns), never
+    an element whose signature has not been checked. The element is checked (root,
+    ``UnexpectedMessage``) and validated (``XmlSchemaInvalid``) again; as the verified output no
+    longer carries the enveloped ``ds:Signature``, a placeholder signature is appended to a copy
+    for validation. Also accepts elements of unsigned message types (validated the same way).
     """
     spec = _spec(expected)
     _check_root(element, spec)

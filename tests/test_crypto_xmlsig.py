@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import pytest
+import xmlsec
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from lxml import etree
 from signxml import CanonicalizationMethod, DigestAlgorithm, SignatureMethod, XMLSigner
@@ -170,6 +173,100 @@ def test_verify_pinned_refuses_a_reference_to_only_part_of_the_element(
         verify_pinned(partial, signer.certificate)
 
 
+def _sign_with_xmlsec(
+    credentials: Credentials, c14n: Any, digest: Any, transforms: tuple[Any, ...]
+) -> etree._Element:
+    """A valid enveloped signature of a permit with python-xmlsec, any algorithms."""
+    key = credentials.private_key
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    document = _permit()
+    signature = xmlsec.template.create(
+        document, c14n, xmlsec.constants.TransformEcdsaSha256, ns="ds"
+    )
+    document.append(signature)
+    reference = xmlsec.template.add_reference(signature, digest, uri="")
+    for transform in transforms:
+        xmlsec.template.add_transform(reference, transform)
+    context = xmlsec.SignatureContext()
+    context.key = xmlsec.Key.from_memory(pem, xmlsec.constants.KeyDataFormatPem)
+    context.sign(signature)
+    return document
+
+
+@pytest.mark.parametrize(
+    ("c14n", "digest", "transforms"),
+    [
+        ("TransformInclC14N", "TransformSha256", ("TransformEnveloped", "TransformExclC14N")),
+        ("TransformExclC14N", "TransformSha1", ("TransformEnveloped", "TransformExclC14N")),
+        ("TransformExclC14N", "TransformSha256", ("TransformEnveloped", "TransformInclC14N")),
+    ],
+    ids=["inclusive-c14n-signed-info", "sha1-digest", "inclusive-c14n-reference"],
+)
+def test_verify_refuses_a_valid_signature_with_other_algorithms(
+    layout: PkiLayout, signer: Signer, c14n: str, digest: str, transforms: tuple[str, ...]
+) -> None:
+    """Only the profile of docs/protocol.md verifies, even when the signature itself is valid."""
+    constants = xmlsec.constants
+    signed = _sign_with_xmlsec(
+        layout.institution_signing(INSTITUTION).load(),
+        getattr(constants, c14n),
+        getattr(constants, digest),
+        tuple(getattr(constants, name) for name in transforms),
+    )
+    with pytest.raises(SignatureInvalid, match="another algorithm or transform"):
+        verify_pinned(signed, signer.certificate)
+
+
+def test_verify_accepts_a_signature_of_the_profile_made_elsewhere(
+    layout: PkiLayout, signer: Signer
+) -> None:
+    """The same helper with the profile's algorithms makes a signature that verifies."""
+    constants = xmlsec.constants
+    signed = _sign_with_xmlsec(
+        layout.institution_signing(INSTITUTION).load(),
+        constants.TransformExclC14N,
+        constants.TransformSha256,
+        (constants.TransformEnveloped, constants.TransformExclC14N),
+    )
+    assert _text(verify_pinned(signed, signer.certificate), "Transaction") == "T0001"
+
+
+def test_verify_returns_the_signed_text_not_the_comments_inserted_in_it(signer: Signer) -> None:
+    """Comments are not signed (URI=""): one added inside a text is gone from the content
+    returned, which reads the whole signed text rather than the part before the comment."""
+    signed = signer.sign(_permit())
+    transaction = signed.find("{urn:renkei:permit}Transaction")
+    assert transaction is not None
+    transaction.text = "T00"
+    comment = etree.Comment(" inserted ")
+    comment.tail = "01"
+    transaction.append(comment)
+    verified = verify_pinned(signed, signer.certificate)
+    assert _text(verified, "Transaction") == "T0001"
+    assert not list(verified.iter(etree.Comment))
+
+
+def test_verify_refuses_a_key_value_beside_the_certificate(signer: Signer) -> None:
+    """KeyInfo names the key by its certificate only; a KeyValue there is refused."""
+    signed = signer.sign(_permit())
+    key_info = signed[-1].find(f"{{{DS}}}KeyInfo")
+    assert key_info is not None
+    etree.SubElement(key_info, f"{{{DS}}}KeyValue")
+    with pytest.raises(SignatureInvalid, match="X509Data"):
+        verify_pinned(signed, signer.certificate)
+
+
+def test_verify_refuses_a_second_signature_beside_the_first(signer: Signer) -> None:
+    """The element carries exactly one enveloped ds:Signature."""
+    signed = signer.sign(_permit())
+    signed.append(copy.deepcopy(signed[-1]))
+    with pytest.raises(SignatureInvalid, match="exactly one ds:Signature"):
+        verify_pinned(signed, signer.certificate)
+
+
 def test_verify_pinned_refuses_garbage_input(signer: Signer) -> None:
     """Anything that is not a signed element raises SignatureInvalid, nothing else."""
     with pytest.raises(SignatureInvalid):
@@ -210,7 +307,7 @@ def test_verify_with_ca_accepts_an_institution_signature_and_returns_its_certifi
 def test_verify_with_ca_accepts_the_hub_signing_certificate(
     layout: PkiLayout, ca: x509.Certificate
 ) -> None:
-    """The hub's signing certificate passes signxml's strict path validation too."""
+    """The hub's signing certificate passes the strict path validation too."""
     hub = Signer(layout.hub_signing().load())
     _, certificate = CAVerifier(ca).verify(hub.sign(_permit()))
     assert identity_of(certificate).common_name == "hub"
