@@ -112,6 +112,11 @@ class PinnedVerifier:
         """Pin `certificate`; whatever KeyInfo a signature carries is ignored."""
         self._certificate = certificate
 
+    @property
+    def certificate(self) -> x509.Certificate:
+        """The pinned certificate."""
+        return self._certificate
+
     def verify(self, element: etree._Element) -> etree._Element:
         """Return the signed content of `element` (without ds:Signature) or raise."""
         return _verify_with(element, self._certificate, _CONFIG)
