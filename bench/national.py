@@ -123,13 +123,14 @@ class Settings:
     persons: int = 4
     seconds: float = 60.0
     warmup: float = 10.0
+    idle: float = 20.0
     concurrency: int = 64
     start_concurrency: int = 8
     seed: int = 20221
     pki: Path | None = None
 
 
-QUICK = {"municipalities": 50, "seconds": 10.0, "warmup": 3.0}
+QUICK = {"municipalities": 50, "seconds": 10.0, "warmup": 3.0, "idle": 5.0}
 
 
 def parse_arguments(argv: Sequence[str] | None = None) -> tuple[Settings, argparse.Namespace]:
@@ -157,6 +158,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> tuple[Settings, argpar
         ("persons", positive, "persons per municipality"),
         ("seconds", seconds, "measured window (s)"),
         ("warmup", seconds, "traffic before the window (s)"),
+        ("idle", seconds, "the box measured idle before the traffic (s)"),
         ("concurrency", positive, "flows in flight, a closed loop"),
         ("start_concurrency", positive, "nodes starting at once"),
     ):
@@ -191,6 +193,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> tuple[Settings, argpar
             "persons",
             "seconds",
             "warmup",
+            "idle",
             "concurrency",
             "start_concurrency",
             "seed",
@@ -625,6 +628,10 @@ async def run(settings: Settings, directory: Path, report: dict[str, Any]) -> No
         gc.collect()
         gc.freeze()  # what is built stays: full collections then skip it (bench/flows' box)
         report["memory_idle"] = memory()
+        say(f"idle for {settings.idle:g} s (the parties' periodic jobs only) ...")
+        idle_from = cpu_seconds()
+        await deferLater(reactor, settings.idle, lambda: None)
+        report["idle_cores"] = round((cpu_seconds() - idle_from) / settings.idle, 3)
         report["flows"] = await traffic(settings, nodes, codes, people, reactor)
         report["memory_after_traffic"] = memory()
     finally:
@@ -809,6 +816,9 @@ def print_report(report: dict[str, Any]) -> None:
         show("errors", flows["errors"])
         for sample in flows["error_samples"]:
             print(f"    error: {sample}")
+    if "idle_cores" in report:
+        idle = report["settings"]["idle"]
+        show(f"CPU of the idle box ({idle:g} s, jobs only)", report["idle_cores"], " cores")
     print("\nmemory")
     for key in ("memory_before_start", "memory_idle", "memory_after_traffic"):
         if key in report:

@@ -21,7 +21,7 @@ def test_every_flow_of_a_small_nation_ends_provided(tmp_path: Path) -> None:
             sys.executable,
             str(REPOSITORY / "bench" / "national.py"),
             *("--municipalities", "3", "--persons", "4", "--concurrency", "8"),
-            *("--warmup", "0.5", "--seconds", "2", "--json", str(figures)),
+            *("--idle", "0.5", "--warmup", "0.5", "--seconds", "2", "--json", str(figures)),
         ],
         capture_output=True,
         text=True,
