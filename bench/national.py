@@ -70,7 +70,8 @@ READY_TIMEOUT = 600.0  # seconds every node has to get a permitted-query list in
 # (measured on 100 idle nodes: an outbox poll costs about 1.5 ms of CPU and a health look
 # about 2.5 ms, so at twistd.conf's 1 s and 5 s 1,741 nodes would need about 3.5 cores doing
 # nothing). Every flow's messages leave at once (the outbox's send_now); the poll only picks
-# up retries and expired leases, which a flow here does not need.
+# up retries and expired leases, which a flow here does not need. At these intervals the whole
+# idle box still took 0.88 cores (docs/performance.md, "The nation in one box").
 JOB_INTERVALS = {
     "poll_interval": 10.0,  # twistd.conf: 1 s
     "health_interval": 60.0,  # twistd.conf: 5 s
