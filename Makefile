@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 CONFIG ?= twistd.conf
 
-.PHONY: run consoles test lint bench bench-records bench-care-insurance system-packages clean
+.PHONY: run consoles test lint bench bench-records bench-care-insurance bench-national system-packages clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -87,6 +87,9 @@ bench-records: $(BIN)/.installed
 
 bench-care-insurance: $(BIN)/.installed
 	$(BIN)/python bench/care_insurance.py
+
+bench-national: $(BIN)/.installed
+	$(BIN)/python bench/national.py
 
 clean:
 	rm -rf var $(VENV)

@@ -133,6 +133,11 @@ class PinnedVerifier:
         self._certificate = certificate
         self._key = _verification_key(certificate)
 
+    @property
+    def certificate(self) -> x509.Certificate:
+        """The pinned certificate."""
+        return self._certificate
+
     def verify(self, element: etree._Element) -> etree._Element:
         """Return the signed content of `element` (without ds:Signature) or raise.
 
