@@ -143,13 +143,15 @@ _MIGRATING = threading.Lock()
 def migrate(url: str, script_location: Path) -> None:
     """Bring the database at ``url`` to the newest Alembic revision in ``script_location``
     (one migration at a time in a process). A SQLite file made afresh is a copy of the
-    process's `_template` of those migrations, then brought up to date as any other (which
-    then finds nothing to do)."""
+    process's `_template` of those migrations, which is at that revision already: Alembic is
+    not run on it again (it would load every migration script to find nothing to do, about
+    30 ms a database: 52 s of a box of 1,744 parties)."""
     with _MIGRATING:
         fresh = _fresh_sqlite_file(url)
         if fresh is not None:
             fresh.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(_template(script_location), fresh)
+            return
         _migrate(url, script_location)
 
 

@@ -35,3 +35,26 @@ def test_migrated_schema_matches_the_table_definitions(
         differences = compare_metadata(MigrationContext.configure(connection), metadata)
     engine.dispose()
     assert differences == []
+
+
+@pytest.mark.parametrize(
+    "migrations",
+    ["middleware/migrations", "simulators/network/migrations", "simulators/portal/migrations"],
+    ids=["node", "hub", "portal"],
+)
+def test_a_fresh_database_is_at_the_newest_revision(tmp_path: Path, migrations: str) -> None:
+    """A new SQLite file (a copy of the process's migrated template) is at head, as is one
+    migrated again."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(REPOSITORY / migrations))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    for name in ("first.sqlite", "second.sqlite", "first.sqlite"):
+        url = f"sqlite:///{tmp_path / name}"
+        migrate(url, REPOSITORY / migrations)
+        engine = create_engine(url)
+        with engine.connect() as connection:
+            assert MigrationContext.configure(connection).get_current_revision() == head
+        engine.dispose()
