@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import Any, NoReturn
 
 import pyotp
 from argon2 import PasswordHasher
@@ -52,7 +52,7 @@ from codes import errors
 from codes.errors import RenkeiError
 from middleware.audit import SYSTEM, append_audit
 from middleware.clock import iso
-from middleware.storage import KeepWrites, insert_if_absent
+from middleware.storage import insert_if_absent
 from middleware.tables import staff_session, staff_user
 
 __all__ = [
@@ -337,6 +337,12 @@ def _end_sessions(connection: Connection, name: str) -> int:
     return int(result.rowcount)
 
 
+def _commit_and_raise(connection: Connection, error: RenkeiError) -> NoReturn:
+    """Keep what was written (failure count, audit entry), then refuse."""
+    connection.commit()
+    raise error
+
+
 def add_user(
     connection: Connection,
     now: datetime,
@@ -493,11 +499,11 @@ def authenticate(
     if row is None:
         verify_password(_dummy_hash(), password)
         append_audit(connection, now, ANONYMOUS, "login_failed", target, {"reason": "unknown_user"})
-        raise KeepWrites(RenkeiError(errors.LOGIN_FAILED))
+        _commit_and_raise(connection, RenkeiError(errors.LOGIN_FAILED))
 
     if row.locked_until is not None and now < row.locked_until:
         append_audit(connection, now, row.name, "login_failed", target, {"reason": "locked"})
-        raise KeepWrites(RenkeiError(errors.ACCOUNT_LOCKED, until=row.locked_until))
+        _commit_and_raise(connection, RenkeiError(errors.ACCOUNT_LOCKED, until=row.locked_until))
     # A lock that has run out gives a fresh count.
     failed = 0 if row.locked_until is not None else row.failed_attempts
 
@@ -529,7 +535,7 @@ def authenticate(
         if locked_until is not None:
             detail["locked_until"] = iso(locked_until)
         append_audit(connection, now, row.name, "login_failed", target, detail)
-        raise KeepWrites(RenkeiError(errors.LOGIN_FAILED))
+        _commit_and_raise(connection, RenkeiError(errors.LOGIN_FAILED))
 
     values: dict[str, Any] = {"failed_attempts": 0, "locked_until": None}
     if counter is not None:
@@ -592,7 +598,7 @@ def resume_session(
             user.name,
             {"session": digest[:16], "reason": reason},
         )
-        raise KeepWrites(RenkeiError(errors.SESSION_EXPIRED))
+        _commit_and_raise(connection, RenkeiError(errors.SESSION_EXPIRED))
     last_seen_at = max(now, session_row.last_seen_at)
     connection.execute(
         update(staff_session)

@@ -10,16 +10,6 @@ one would make wrong fails with a serialization failure (or a deadlock) and is r
 SQLite's "database is locked" is. A unit of work is therefore a pure function of the
 database: run again, it does again exactly what it does.
 
-On SQLite, whose one writer thread runs one transaction at a time, the units of work waiting
-for it are run together (**group commit**): the writer takes up to `GROUP` of them, runs each
-in a savepoint of one transaction (``SAVEPOINT``/``RELEASE``; a unit that fails is rolled back
-to its savepoint alone and its caller gets its exception) and commits once; every caller's
-Deferred fires after that commit, with its own result, as if its work had run alone. Under
-load this turns many small transactions (each a ``BEGIN IMMEDIATE``, a commit, a pool
-checkout and a thread hand-off) into one; a unit that finds the writer idle runs in a
-transaction of its own, as before. A unit that must keep what it wrote although it refuses
-(a failed login's count) raises `KeepWrites`.
-
 Work that only reads goes through ``Database.read``: on SQLite it runs on reader connections
 of its own (``query_only``, a deferred ``BEGIN``: a WAL snapshot that neither takes the write
 lock nor waits behind the writer) on a thread pool of its own, so console searches, metrics
@@ -30,7 +20,6 @@ readers never wait for writers, on the same pool as the rest.
 from __future__ import annotations
 
 import atexit
-import collections
 import random
 import shutil
 import tempfile
@@ -50,16 +39,13 @@ from sqlalchemy.pool import NullPool
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
-from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 __all__ = [
-    "GROUP",
     "MIGRATION_LOCK",
     "READERS",
     "Database",
     "DatabaseStopped",
-    "KeepWrites",
     "create_database_engine",
     "insert_if_absent",
     "migrate",
@@ -72,8 +58,6 @@ T = TypeVar("T")
 _LOCKED_RETRIES = 20
 # Reader threads (and connections) of a SQLite database: one per core of this machine.
 READERS = 2
-# Units of work a SQLite writer runs in one transaction at most (group commit).
-GROUP = 32
 
 
 def create_database_engine(url: str, pool_size: int, *, reader: bool = False) -> Engine:
@@ -246,19 +230,6 @@ class DatabaseStopped(Exception):
     """Work was submitted to a database whose service has stopped."""
 
 
-class KeepWrites(Exception):
-    """Raised by a unit of work to have what it wrote committed all the same, and its caller
-    refused with ``error`` (a failed login keeps its count and its audit entry)."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-# A unit of work waiting for a SQLite writer: its Deferred, the function and its arguments.
-_Unit = tuple[Deferred[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
-
-
 class Database:
     """One institution's (or the hub's) database, used only through ``run``."""
 
@@ -277,12 +248,6 @@ class Database:
         if sqlite and ":memory:" not in url:
             self._reader = create_database_engine(url, pool_size=READERS, reader=True)
             self._readers = ThreadPool(minthreads=0, maxthreads=READERS, name=f"db-read:{url}")
-        # Group commit (SQLite's one writer): units waiting, and whether a drain of them is
-        # scheduled on the writer thread (both under ``_waiting_lock``).
-        self._grouped = sqlite and threads == 1
-        self._waiting: collections.deque[_Unit] = collections.deque()
-        self._waiting_lock = threading.Lock()
-        self._draining = False
         self._started = False
 
     def start(self) -> None:
@@ -315,18 +280,9 @@ class Database:
         if not self._started:
             # A stopped Twisted thread pool drops work silently: fail instead of hanging.
             return fail(DatabaseStopped(self.url))
-        if not self._grouped:
-            return deferToThreadPool(
-                self._reactor, self._pool, self.run_blocking, work, *args, **kwargs
-            )
-        done: Deferred[T] = Deferred()
-        with self._waiting_lock:
-            self._waiting.append((done, work, args, kwargs))
-            schedule = not self._draining
-            self._draining = True
-        if schedule:
-            self._pool.callInThread(self._drain)
-        return done
+        return deferToThreadPool(
+            self._reactor, self._pool, self.run_blocking, work, *args, **kwargs
+        )
 
     def read(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         """Run ``work(connection, *args, **kwargs)``, which only reads, in one transaction:
@@ -350,79 +306,9 @@ class Database:
         for attempt in range(_LOCKED_RETRIES):
             try:
                 with engine.begin() as connection:
-                    try:
-                        return work(connection, *args, **kwargs)
-                    except KeepWrites as kept:
-                        refusal = kept.error
-                raise refusal
+                    return work(connection, *args, **kwargs)
             except DBAPIError as failure:
                 if not _retryable(failure) or attempt == _LOCKED_RETRIES - 1:
                     raise
                 time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
         raise AssertionError("unreachable")
-
-    def _drain(self) -> None:
-        """On the writer thread: run the waiting units, up to `GROUP` per transaction, until
-        none waits; each group's callers hear of it once it is committed."""
-        while True:
-            with self._waiting_lock:
-                if not self._waiting:
-                    self._draining = False
-                    return
-                group = [self._waiting.popleft() for _ in range(min(GROUP, len(self._waiting)))]
-            if len(group) == 1:
-                _, work, args, kwargs = group[0]
-                try:
-                    outcomes: list[Any] = [self._in_transaction(self.engine, work, args, kwargs)]
-                except BaseException:
-                    outcomes = [Failure()]
-            else:
-                try:
-                    outcomes = self._group_transaction(group)
-                except BaseException:
-                    failure = Failure()
-                    outcomes = [failure] * len(group)
-            self._reactor.callFromThread(_fire, [unit[0] for unit in group], outcomes)
-
-    def _group_transaction(self, group: list[_Unit]) -> list[Any]:
-        """Run ``group`` in one transaction, each unit in a savepoint: its result, or the
-        `Failure` it ended with (its writes rolled back, unless it raised `KeepWrites`).
-        The whole group is run again when the transaction is (SQLite's lock)."""
-        for attempt in range(_LOCKED_RETRIES):
-            try:
-                with self.engine.begin() as connection:
-                    return [_in_savepoint(connection, unit) for unit in group]
-            except DBAPIError as failure:
-                if not _retryable(failure) or attempt == _LOCKED_RETRIES - 1:
-                    raise
-                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
-        raise AssertionError("unreachable")
-
-
-def _in_savepoint(connection: Connection, unit: _Unit) -> Any:
-    _, work, args, kwargs = unit
-    savepoint = connection.begin_nested()
-    try:
-        result = work(connection, *args, **kwargs)
-    except KeepWrites as kept:
-        savepoint.commit()
-        return Failure(kept.error)
-    except DBAPIError as failure:
-        if _retryable(failure):
-            raise  # the whole transaction is run again
-        savepoint.rollback()
-        return Failure()
-    except Exception:
-        savepoint.rollback()
-        return Failure()
-    savepoint.commit()
-    return result
-
-
-def _fire(waiting: list[Deferred[Any]], outcomes: list[Any]) -> None:
-    """On the reactor: give each caller its outcome (a result or a `Failure`)."""
-    for done, outcome in zip(waiting, outcomes, strict=True):
-        if isinstance(outcome, Failure):
-            done.errback(outcome)
-        else:
-            done.callback(outcome)

@@ -1,5 +1,5 @@
-"""Unit tests for middleware.storage: SQLite settings, transactions through run_blocking,
-group commit of the units waiting for SQLite's writer and reads on SQLite's WAL readers."""
+"""Unit tests for middleware.storage: SQLite settings, transactions through run_blocking and
+reads on SQLite's WAL readers."""
 
 from __future__ import annotations
 
@@ -13,14 +13,10 @@ import pytest
 import pytest_twisted
 from sqlalchemy import Column, Connection, Integer, MetaData, Table, inspect, select, update
 from sqlalchemy.exc import OperationalError
-from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThread
-from twisted.python.failure import Failure
 
-from codes import errors
-from codes.errors import RenkeiError
-from middleware.storage import GROUP, Database, KeepWrites, migrate
+from middleware.storage import Database, migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_MIGRATIONS = ROOT / "middleware" / "migrations"
@@ -189,124 +185,3 @@ async def test_a_read_cannot_write(tmp_path: Path) -> None:
             )
     finally:
         db.stop()
-
-
-def _set(connection: Connection, value: int) -> int:
-    connection.execute(update(counter).where(counter.c.id == 1).values(value=value))
-    return value
-
-
-def _add(connection: Connection, amount: int) -> int:
-    value = _read(connection) + amount
-    connection.execute(update(counter).where(counter.c.id == 1).values(value=value))
-    return value
-
-
-class Broken(Exception):
-    """A unit of work's own failure."""
-
-
-def _add_then_fail(connection: Connection, amount: int) -> None:
-    _add(connection, amount)
-    raise Broken(f"after adding {amount}")
-
-
-def _add_then_refuse(connection: Connection, amount: int) -> None:
-    _add(connection, amount)
-    raise KeepWrites(RenkeiError(errors.LOGIN_FAILED))
-
-
-def _transactions(db: Database) -> list[int]:
-    """Counts, in ``db``'s engine, the transactions begun from now on (one entry each)."""
-    from sqlalchemy import event
-
-    begun: list[int] = []
-    event.listen(db.engine, "begin", lambda _connection: begun.append(1))
-    return begun
-
-
-@pytest_twisted.ensureDeferred
-async def test_units_waiting_for_the_writer_commit_together_each_with_its_own_outcome(
-    tmp_path: Path,
-) -> None:
-    """Units queued behind a busy writer run in one transaction: each caller gets its own
-    result or failure; a failed unit's writes are undone alone, a KeepWrites unit's kept."""
-    from twisted.internet import reactor
-
-    db = Database(reactor, f"sqlite:///{tmp_path / 'unit.sqlite'}")
-    metadata.create_all(db.engine)
-    db.run_blocking(lambda connection: connection.execute(counter.insert().values(id=1, value=0)))
-    db.start()
-    writing, release = threading.Event(), threading.Event()
-
-    def hold_write(connection: Connection) -> None:
-        writing.set()
-        release.wait(10)
-
-    try:
-        held = db.run(hold_write)
-        await deferToThread(writing.wait, 10)
-        begun = _transactions(db)
-        waiting: list[Deferred[object]] = [
-            db.run(_add, 1),
-            db.run(_add_then_fail, 10),
-            db.run(_add, 100),
-            db.run(_add_then_refuse, 1000),
-            db.run(_add, 10000),
-        ]
-        release.set()
-        await held
-        outcomes = await DeferredList(waiting, consumeErrors=True)
-        assert [ok for ok, _ in outcomes] == [True, False, True, False, True]
-        results = [outcome for _, outcome in outcomes]
-        failed, refused = cast(Failure, results[1]), cast(Failure, results[3])
-        assert (results[0], results[2], results[4]) == (1, 101, 11101)
-        assert failed.check(Broken)
-        assert isinstance(refused.value, RenkeiError)
-        assert refused.value.kind is errors.LOGIN_FAILED
-        assert len(begun) == 1  # the five waiting units: one transaction
-        assert await db.read(_read) == 11101
-    finally:
-        release.set()
-        db.stop()
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_group_holds_at_most_GROUP_units_and_keeps_their_order(tmp_path: Path) -> None:
-    """More units than GROUP wait: they run in order, in ceil(n / GROUP) transactions."""
-    from twisted.internet import reactor
-
-    db = Database(reactor, f"sqlite:///{tmp_path / 'unit.sqlite'}")
-    metadata.create_all(db.engine)
-    db.run_blocking(lambda connection: connection.execute(counter.insert().values(id=1, value=0)))
-    db.start()
-    writing, release = threading.Event(), threading.Event()
-
-    def hold_write(connection: Connection) -> None:
-        writing.set()
-        release.wait(10)
-
-    try:
-        held = db.run(hold_write)
-        await deferToThread(writing.wait, 10)
-        begun = _transactions(db)
-        units = 2 * GROUP + 1
-        waiting = [db.run(_set, value) for value in range(units)]
-        release.set()
-        await held
-        assert await DeferredList(waiting, fireOnOneErrback=True) == [
-            (True, value) for value in range(units)
-        ]
-        assert len(begun) == 3
-        assert await db.read(_read) == units - 1
-    finally:
-        release.set()
-        db.stop()
-
-
-def test_keep_writes_commits_what_the_unit_wrote_and_raises_its_error(database: Database) -> None:
-    """Alone (run_blocking), a KeepWrites unit's writes are committed and its error raised."""
-    with pytest.raises(RenkeiError) as caught:
-        database.run_blocking(_add_then_refuse, 5)
-    assert caught.value.kind is errors.LOGIN_FAILED
-    assert database.run_blocking(_read) == 5
