@@ -7,11 +7,12 @@ gathers the exchanges to one destination that arrive while a batch is open into 
 with its operation and ``Content-Digest``). A batch leaves when it holds ``size`` messages,
 when the next message would take its documents past ``max_bytes``, or ``linger`` seconds
 after its first (0: at the reactor's next turn, which gathers what the flows produced in the
-same turn); a batch of one goes as the message's own request. Each caller gets its own
-answer or refusal, as if its message had gone alone: a coded 4xx refusal of one item is a
-`DeliveryRefused` of that item only; a 5xx, an unreadable item, an unreadable batch answer
-or a batch request that failed is a `TransientFailure` of the items concerned, which their
-outboxes send again (receivers are idempotent on message ids).
+same turn) unless ``in_flight`` requests to its destination are still unanswered: then it
+goes on gathering until one is; a batch of one goes as the message's own request. Each
+caller gets its own answer or refusal, as if its message had gone alone: a coded 4xx refusal
+of one item is a `DeliveryRefused` of that item only; a 5xx, an unreadable item, an
+unreadable batch answer or a batch request that failed is a `TransientFailure` of the items
+concerned, which their outboxes send again (receivers are idempotent on message ids).
 
 `answer_batch` is the receiving side, served by `adapters.network_link.NetworkApi`: a batch
 refused whole (malformed, schema-invalid, an operation that may not be batched, more than
@@ -131,6 +132,7 @@ class _Batch:
     items: list[_Item] = field(default_factory=list)
     size: int = 0  # bytes of the items' documents
     timer: Any = None  # the linger's delayed call
+    waiting: bool = False  # lingered, and waits for a request to its destination to end
     request: Deferred[Any] | None = None  # once sent
 
 
@@ -154,6 +156,7 @@ class BatchingTransport:
         self._policy = policy
         self._batched = frozenset(batched)
         self._open: dict[str, _Batch] = {}
+        self._flying: dict[str, int] = {}  # requests sent to each destination, not yet ended
 
     def exchange(
         self,
@@ -178,7 +181,7 @@ class BatchingTransport:
             batch = None
         if batch is None:
             batch = self._open[destination] = _Batch(destination)
-            batch.timer = self._reactor.callLater(self._policy.linger, self._send, batch)
+            batch.timer = self._reactor.callLater(self._policy.linger, self._lingered, batch)
         item = _Item(operation, document, digest or content_digest(document))
         item.answered = Deferred(lambda _: self._cancel(batch, item))
         batch.items.append(item)
@@ -186,6 +189,20 @@ class BatchingTransport:
         if len(batch.items) >= self._policy.size:
             self._send(batch)
         return item.answered
+
+    def _lingered(self, batch: _Batch) -> None:
+        cap = self._policy.in_flight
+        if cap and self._flying.get(batch.destination, 0) >= cap:
+            batch.waiting = True
+        else:
+            self._send(batch)
+
+    def _landed(self, destination: str) -> None:
+        """A request to ``destination`` ended: a batch waiting for that leaves."""
+        self._flying[destination] -= 1
+        batch = self._open.get(destination)
+        if batch is not None and batch.waiting:
+            self._send(batch)
 
     def _send(self, batch: _Batch) -> None:
         if self._open.get(batch.destination) is batch:
@@ -216,6 +233,8 @@ class BatchingTransport:
         batch.request.addCallbacks(
             self._settle, self._failed, callbackArgs=(batch,), errbackArgs=(batch,)
         )
+        self._flying[batch.destination] = self._flying.get(batch.destination, 0) + 1
+        batch.request.addBoth(lambda _: self._landed(batch.destination))
 
     def _outcomes(self, answer: bytes, batch: _Batch) -> list[bytes | Exception]:
         """Each item's answer document or failure, from the batch's answer."""
@@ -272,7 +291,8 @@ class BatchingTransport:
         the link."""
         for batch in list(self._open.values()):
             del self._open[batch.destination]
-            batch.timer.cancel()
+            if batch.timer.active():
+                batch.timer.cancel()
             for item in batch.items:
                 item.answered.errback(TransientFailure("the link was closed"))
         return self._link.close()

@@ -252,6 +252,14 @@ def parse_arguments(argv: Sequence[str] | None = None) -> tuple[Settings, argpar
         "message (0: the reactor's next turn; default: that of twistd.conf)",
     )
     parser.add_argument(
+        "--link-batch-in-flight",
+        type=int,
+        metavar="N",
+        help="[delivery] link_batch_in_flight of the box: unanswered requests to one "
+        "destination after which a lingering batch waits for one to end (0: none; default: "
+        "that of twistd.conf)",
+    )
+    parser.add_argument(
         "--parties-as-processes",
         action="store_true",
         help="run the box as make run does, every party in a process of its own (default: all "
@@ -1389,6 +1397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, value in (
             ("size", arguments.link_batch_size),
             ("linger", arguments.link_batch_linger),
+            ("in_flight", arguments.link_batch_in_flight),
         )
         if value is not None
     }

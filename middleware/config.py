@@ -217,12 +217,14 @@ class BatchingConfig:
     """How a party's mutual-TLS link gathers its messages to one destination into one request
     (``[delivery]`` ``link_batch_*``; adapters/link_batch.py): a batch leaves when it holds
     ``size`` messages, when the next one would take its documents past ``max_bytes``, or
-    ``linger`` seconds after its first message (0: at the reactor's next turn). A ``size`` of 1
-    sends every message alone, as one request each."""
+    ``linger`` seconds after its first message (0: at the reactor's next turn), unless
+    ``in_flight`` requests to its destination are unanswered (0: no such wait): then when one
+    is answered. A ``size`` of 1 sends every message alone, as one request each."""
 
     size: int = 32
     max_bytes: int = 1_048_576
     linger: float = 0.0
+    in_flight: int = 0
 
     @property
     def enabled(self) -> bool:
@@ -245,7 +247,8 @@ def _batching(section: configparser.SectionProxy) -> BatchingConfig:
     linger = section.getfloat("link_batch_linger", BatchingConfig.linger)
     if not 0 <= linger <= 1:
         raise ValueError(f"[{section.name}] link_batch_linger must be between 0 and 1 second")
-    return BatchingConfig(size=size, max_bytes=max_bytes, linger=linger)
+    in_flight = _count(section, "link_batch_in_flight", BatchingConfig.in_flight, 0)
+    return BatchingConfig(size=size, max_bytes=max_bytes, linger=linger, in_flight=in_flight)
 
 
 # The default periods: 情報提供等記録 are kept 7 years (マイナポータル FAQ 2397), and the audit

@@ -77,6 +77,7 @@ class Link:
         self.alone: list[bytes] = []
         self.batches: list[messages.Batch] = []
         self.batch_answer: Any = None
+        self.alone_answer: Any = None
         self.closed = False
 
     def exchange(
@@ -90,6 +91,9 @@ class Link:
     ) -> Deferred[bytes]:
         assert document is not None
         self.alone.append(document)
+        if self.alone_answer is not None:
+            answer: Deferred[bytes] = self.alone_answer()
+            return answer
         return succeed(b"alone:" + document)
 
     def post(self, destination: str, body: bytes) -> Deferred[bytes]:
@@ -105,12 +109,12 @@ class Link:
 
 
 def batching(
-    size: int = 32, max_bytes: int = 1_048_576, linger: float = 0.0
+    size: int = 32, max_bytes: int = 1_048_576, linger: float = 0.0, in_flight: int = 0
 ) -> tuple[BatchingTransport, Link, Party, Clock]:
     """A batching transport to the hub over a `Link` to a `Party`, on a manual clock."""
     party, clock = Party(), Clock()
     link = Link(party)
-    policy = BatchingConfig(size=size, max_bytes=max_bytes, linger=linger)
+    policy = BatchingConfig(size=size, max_bytes=max_bytes, linger=linger, in_flight=in_flight)
     return BatchingTransport(link, link.post, clock, policy, [HUB]), link, party, clock
 
 
@@ -257,6 +261,35 @@ def test_a_batch_lingers_for_its_first_message_then_leaves() -> None:
     clock.advance(0.001)
     assert len(link.batches) == 1
     assert (outcome(early), outcome(late)) == (b"answer:a", b"answer:b")
+
+
+def test_with_requests_in_flight_a_lingered_batch_waits_for_one_to_end() -> None:
+    """With ``in_flight`` requests to its destination unanswered, a batch whose linger has
+    passed goes on gathering, and leaves when one of them is answered."""
+    transport, link, _, clock = batching(in_flight=1)
+    pending: Deferred[bytes] = Deferred()
+    link.alone_answer = lambda: pending
+    first = transport.exchange(HUB, PROVISION, b"a")
+    clock.advance(0)
+    assert link.alone == [b"a"]
+    waiting = [transport.exchange(HUB, PROVISION, body) for body in (b"b", b"c")]
+    clock.advance(1)
+    later = transport.exchange(HUB, PROVISION, b"d")
+    assert not link.batches
+    pending.callback(b"answer:a")
+    assert outcome(first) == b"answer:a"
+    assert [len(batch.items) for batch in link.batches] == [3]
+    assert [outcome(d) for d in [*waiting, later]] == [b"answer:b", b"answer:c", b"answer:d"]
+
+
+def test_a_full_batch_leaves_whatever_is_in_flight() -> None:
+    """The wait for a request in flight holds back a lingered batch, never a full one."""
+    transport, link, _, clock = batching(size=2, in_flight=1)
+    link.alone_answer = Deferred
+    transport.exchange(HUB, PROVISION, b"a")
+    clock.advance(0)
+    full = [transport.exchange(HUB, PROVISION, body) for body in (b"b", b"c")]
+    assert len(link.batches) == 1 and outcome(full[1]) == b"answer:c"
 
 
 def test_a_message_cancelled_before_its_batch_leaves_is_not_sent() -> None:

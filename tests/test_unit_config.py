@@ -94,7 +94,7 @@ def test_delivery_section_gives_the_retry_policy(config: Config) -> None:
 
 def test_delivery_section_gives_the_link_batching(config: Config) -> None:
     """The [delivery] link_batch_* keys say how the links batch messages."""
-    assert config.batching == BatchingConfig(size=32, max_bytes=1_048_576, linger=0.0)
+    assert config.batching == BatchingConfig(size=32, max_bytes=1_048_576, linger=0.0, in_flight=0)
     assert config.batching.enabled
 
 
@@ -105,6 +105,7 @@ def test_delivery_section_gives_the_link_batching(config: Config) -> None:
         ("link_batch_size = 32", "link_batch_size = 0", "link_batch_size"),
         ("link_batch_bytes = 1048576", "link_batch_bytes = 2097153", "link_batch_bytes"),
         ("link_batch_linger = 0", "link_batch_linger = -1", "link_batch_linger"),
+        ("link_batch_in_flight = 0", "link_batch_in_flight = -1", "link_batch_in_flight"),
     ],
 )
 def test_a_link_batching_beyond_what_receivers_take_is_a_config_error(
