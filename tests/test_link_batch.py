@@ -4,6 +4,7 @@ request, each answered or refused as if sent alone; hostile batches refused whol
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +32,15 @@ from middleware.network import (
     answer_of,
     content_digest,
 )
-from tests.network import MEGURO
+from tests.network import (
+    CARE_INSURANCE,
+    HANAKO_MEGURO,
+    MEGURO,
+    PREMIUM_ASSESSMENT,
+    SETAGAYA,
+    TAX_INFORMATION,
+    write_config,
+)
 from tests.test_refusals import as_institution
 
 SENDER = MEGURO
@@ -484,3 +493,39 @@ async def test_the_hub_answers_each_message_of_a_batch(tls_box: Any) -> None:
     codes = [messages.decode(item.document, messages.ErrorMessage).code for item in items]
     assert codes == ["ContentDigestMismatch", "UnexpectedMessage"]
     assert [item.status for item in items] == [400, 400]
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_queries_over_batched_links_are_each_provided(
+    tmp_path: Path, network_pki: Path
+) -> None:
+    """A box over mutual TLS whose links batch (link_batch_size 32, a linger of 20 ms, so
+    that the messages of concurrent flows meet): every query of a burst is provided."""
+    from twisted.internet import reactor
+    from twisted.internet.defer import gatherResults
+
+    from simulators.back_office import BackOfficeClient
+    from tests.conftest import running_box
+
+    delivery = "link_batch_size = 32\nlink_batch_linger = 0.02"
+    config = write_config(tmp_path, network_pki, delivery=delivery)
+    box = await running_box(config, in_memory=False)
+    client = BackOfficeClient(reactor, config, config.institution("meguro"), CARE_INSURANCE)
+    try:
+        submitted = await gatherResults(
+            [
+                client.submit_query(
+                    integrated_address_number=HANAKO_MEGURO,
+                    procedure=PREMIUM_ASSESSMENT,
+                    information_name=TAX_INFORMATION,
+                    provider=SETAGAYA,
+                )
+                for _ in range(6)
+            ]
+        )
+        for query in submitted:
+            status = await client.wait_for_result(query["query_id"])
+            assert status["state"] == "provided"
+    finally:
+        await client.close()
+        await box.stopService()
