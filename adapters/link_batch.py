@@ -213,8 +213,12 @@ class BatchingTransport:
             return
         if len(batch.items) == 1:
             item = batch.items[0]
-            alone = self._link.exchange(
-                batch.destination, item.operation, item.document, digest=item.digest
+            alone: Deferred[bytes] = maybeDeferred(
+                self._link.exchange,
+                batch.destination,
+                item.operation,
+                item.document,
+                digest=item.digest,
             )
             batch.request = alone.addCallback(lambda answer: [answer])
         else:
@@ -228,8 +232,8 @@ class BatchingTransport:
                     )
                 )
             )
-            batch.request = self._post(batch.destination, body)
-            batch.request.addCallback(self._outcomes, batch)
+            posted: Deferred[bytes] = maybeDeferred(self._post, batch.destination, body)
+            batch.request = posted.addCallback(self._outcomes, batch)
         batch.request.addCallbacks(
             self._settle, self._failed, callbackArgs=(batch,), errbackArgs=(batch,)
         )
