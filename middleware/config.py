@@ -219,10 +219,10 @@ class BatchingConfig:
     ``size`` messages, when the next one would take its documents past ``max_bytes``, or
     ``linger`` seconds after its first message (0: at the reactor's next turn), unless
     ``in_flight`` requests to its destination are unanswered (0: no such wait): then when one
-    is answered. A ``size`` of 1, the default, sends every message alone, as one request each:
-    batching did not measurably pay on the benchmark (docs/performance.md, "Batched links")."""
+    is answered. A ``size`` of 1 sends every message alone, as one request each. The defaults
+    are what measured best (docs/performance.md, "Batched links")."""
 
-    size: int = 1
+    size: int = 32
     max_bytes: int = 1_048_576
     linger: float = 0.0
     in_flight: int = 0

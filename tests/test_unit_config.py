@@ -93,17 +93,16 @@ def test_delivery_section_gives_the_retry_policy(config: Config) -> None:
 
 
 def test_delivery_section_gives_the_link_batching(config: Config) -> None:
-    """The [delivery] link_batch_* keys say how the links batch messages: not at all in the
-    default twistd.conf."""
-    assert config.batching == BatchingConfig(size=1, max_bytes=1_048_576, linger=0.0, in_flight=0)
-    assert not config.batching.enabled
+    """The [delivery] link_batch_* keys say how the links batch messages."""
+    assert config.batching == BatchingConfig(size=32, max_bytes=1_048_576, linger=0.0, in_flight=0)
+    assert config.batching.enabled
 
 
 @pytest.mark.parametrize(
     ("old", "new", "named"),
     [
-        ("link_batch_size = 1", "link_batch_size = 65", "link_batch_size"),
-        ("link_batch_size = 1", "link_batch_size = 0", "link_batch_size"),
+        ("link_batch_size = 32", "link_batch_size = 65", "link_batch_size"),
+        ("link_batch_size = 32", "link_batch_size = 0", "link_batch_size"),
         ("link_batch_bytes = 1048576", "link_batch_bytes = 2097153", "link_batch_bytes"),
         ("link_batch_linger = 0", "link_batch_linger = -1", "link_batch_linger"),
         ("link_batch_in_flight = 0", "link_batch_in_flight = -1", "link_batch_in_flight"),
