@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from io import BytesIO
 from typing import Any, cast
 from weakref import WeakSet
@@ -95,11 +95,20 @@ class BoundedRequest(Request):
 
     _refused = False
     _received = 0
+    _cap: int | None = None  # the limit of this request's path, once its headers are in
     _abort: Any = None  # the abort of a refused connection, once its grace period ends
 
     def _limit(self) -> int:
-        site = getattr(self.channel, "site", None)
-        return site.max_body if isinstance(site, ListeningSite) else MAX_MESSAGE_BYTES
+        if self._cap is None:
+            site = getattr(self.channel, "site", None)
+            if isinstance(site, ListeningSite):
+                # The request line's target, which twisted.web keeps on the channel until
+                # the body has arrived.
+                target: bytes = getattr(self.channel, "_path", b"")
+                self._cap = site.body_limit(target.split(b"?", 1)[0])
+            else:
+                self._cap = MAX_MESSAGE_BYTES
+        return self._cap
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self._limit():
@@ -168,13 +177,14 @@ class BoundedRequest(Request):
 class ListeningSite(Site):
     """A Site that caps request bodies and whose open connections can be dropped.
 
-    ``max_body`` is the largest body any of its routes accepts (routes may accept less);
-    a larger one is refused while it is being read (`BoundedRequest`), worded by
-    ``render_refusal``. Stopping a listening port leaves kept-alive connections open; a peer
-    would go on sending requests to a stopped service through them, hence
-    ``drop_connections``. The per-request access log is off: it costs a few per cent of CPU
-    on the hot path, and every party records what matters itself. ``headers`` are added to
-    every answer (the console's HSTS and Referrer-Policy); none carries a ``Server`` banner.
+    ``max_body`` is the largest body its routes accept (routes may accept less), except the
+    paths of ``larger_bodies``, each with its own limit; a larger one is refused while it is
+    being read (`BoundedRequest`), worded by ``render_refusal``. Stopping a listening port
+    leaves kept-alive connections open; a peer would go on sending requests to a stopped
+    service through them, hence ``drop_connections``. The per-request access log is off: it
+    costs a few per cent of CPU on the hot path, and every party records what matters itself.
+    ``headers`` are added to every answer (the console's HSTS and Referrer-Policy); none
+    carries a ``Server`` banner.
     """
 
     requestFactory = BoundedRequest
@@ -185,14 +195,20 @@ class ListeningSite(Site):
         max_body: int = MAX_MESSAGE_BYTES,
         render_refusal: RefusalRenderer = text_refusal,
         headers: Sequence[tuple[bytes, bytes]] = (),
+        larger_bodies: Mapping[bytes, int] | None = None,
     ) -> None:
         super().__init__(resource)
         self.max_body = max_body
+        self.larger_bodies = dict(larger_bodies or {})
         self.headers = tuple(headers)
         self.render_refusal = render_refusal
         self.displayTracebacks = False
         self.noisy = False
         self._channels: WeakSet[Any] = WeakSet()
+
+    def body_limit(self, path: bytes) -> int:
+        """The largest body a request to ``path`` may carry."""
+        return self.larger_bodies.get(path, self.max_body)
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
@@ -225,7 +241,8 @@ class Listener(Service):
     (a taken port fails the start); stopping stops accepting and drops the connections that
     are open, kept-alive ones included. ``shared``: the port is bound with ``SO_REUSEPORT``,
     so that the several processes of one institution (``processes``) listen on it together,
-    the kernel spreading the connections among them. ``headers`` go with every answer.
+    the kernel spreading the connections among them. ``headers`` go with every answer;
+    ``larger_bodies`` lets named paths take bodies above ``max_body`` (`ListeningSite`).
     """
 
     def __init__(
@@ -239,11 +256,12 @@ class Listener(Service):
         render_refusal: RefusalRenderer = text_refusal,
         shared: bool = False,
         headers: Sequence[tuple[bytes, bytes]] = (),
+        larger_bodies: Mapping[bytes, int] | None = None,
     ) -> None:
         self._reactor = reactor
         self.description = description
         self.shared = shared
-        self.site = ListeningSite(resource, max_body, render_refusal, headers)
+        self.site = ListeningSite(resource, max_body, render_refusal, headers, larger_bodies)
         self._options = options
         self._port: Any = None
 

@@ -3,12 +3,15 @@
 `HttpsTransport` is the `middleware.network.Transport` of a party: each operation is one HTTP
 request to the destination's address (``ROUTES``), over a pooled treq client that keeps
 connections alive; a coded refusal (4xx with an ``Error`` message) is a final
-`DeliveryRefused`, anything else a `TransientFailure` the outbox retries. `NetworkApi`,
+`DeliveryRefused`, anything else a `TransientFailure` the outbox retries. The factories
+below wrap it in a `BatchingTransport` (adapters/link_batch.py) that sends several messages
+in one request, as the configuration's ``[delivery]`` ``link_batch_*`` say. `NetworkApi`,
 served by a party's `network_listener` (an `adapters.listening.Listener`), is the way in to
 its `NetworkEndpoint`: it maps each route to its operation, takes the caller's
 identity from the TLS peer certificate (never from the message), caps the body and renders
-every refusal as the same ``Error`` message with its stable code and HTTP status. Nothing of
-HTTP reaches the party (docs/architecture.md).
+every refusal as the same ``Error`` message with its stable code and HTTP status; its
+``POST /batch`` hands a batch's messages to the same endpoint. Nothing of HTTP reaches the
+party (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
+from adapters.link_batch import BATCH_PATH, BatchingTransport, answer_batch
 from adapters.listening import Listener
 from codes import errors
 from codes.errors import RenkeiError
@@ -42,11 +46,12 @@ from crypto.tls import (
     server_options,
 )
 from middleware import messages
-from middleware.config import Config, InstitutionConfig
+from middleware.config import BatchingConfig, Config, InstitutionConfig
 from middleware.deferred import deferred
 from middleware.network import (
     FUGO,
     HUB,
+    MAX_BATCH_BYTES,
     MAX_MESSAGE_BYTES,
     NOTICE,
     NOTICE_READ,
@@ -57,12 +62,12 @@ from middleware.network import (
     QUERY,
     RECORD_DISCLOSURE,
     RECORDS,
-    RETRYABLE,
     SELF_INFORMATION,
     SELF_INFORMATION_REQUEST,
-    DeliveryRefused,
     NetworkEndpoint,
     TransientFailure,
+    Transport,
+    answer_of,
     check_content_digest,
     content_digest,
 )
@@ -149,18 +154,7 @@ class NetworkClient:
             content = await response.content()
         except Exception as failure:
             raise TransientFailure(repr(failure)) from failure
-        status = response.code
-        if 200 <= status < 300:
-            return content
-        if 400 <= status < 500:
-            try:
-                refusal = messages.decode(content, messages.ErrorMessage)
-            except RenkeiError:
-                raise TransientFailure(f"HTTP {status} without an Error message") from None
-            if refusal.code in RETRYABLE:
-                raise TransientFailure(f"{refusal.code}: {refusal.message_en}")
-            raise DeliveryRefused(refusal.code, refusal.message_en, refusal.transaction_number)
-        raise TransientFailure(f"HTTP {status} from {url}")
+        return answer_of(response.code, content, url)
 
     @deferred
     async def post(self, url: str, body: bytes, expected: type[T]) -> T:
@@ -210,17 +204,35 @@ class HttpsTransport:
         url = address + (path.format(argument) if "{}" in path else path)
         return self._client.request(method, url, document, digest)
 
+    def post_batch(self, destination: str, body: bytes) -> Deferred[bytes]:
+        """POST a batch document (adapters/link_batch.py) to ``destination``'s ``/batch``."""
+        address = self._addresses.get(destination)
+        if address is None:
+            raise RenkeiError(errors.UNKNOWN_INSTITUTION, code=destination)
+        return self._client.request("POST", address + BATCH_PATH, body)
+
     def close(self) -> Deferred[None]:
         return cast("Deferred[None]", self._client.close())
+
+
+def _batching(
+    reactor: Any, link: HttpsTransport, batching: BatchingConfig, batched: list[str]
+) -> Transport:
+    """``link``, batching its messages to ``batched`` as ``batching`` says (alone when its
+    size is 1)."""
+    if not batching.enabled:
+        return link
+    return BatchingTransport(link, link.post_batch, reactor, batching, batched)
 
 
 def _client_policy(layout: PkiLayout, credentials: Any) -> ClientTLSPolicy:
     return ClientTLSPolicy([load_certificate(layout.ca().certificate)], credentials)
 
 
-def hub_transport(reactor: Any, config: Config) -> HttpsTransport:
+def hub_transport(reactor: Any, config: Config) -> Transport:
     """The hub's transport: to every institution of the network (outside members included),
-    its TLS certificate shown."""
+    its TLS certificate shown; batched (``config.batching``) to renkei's nodes and portal,
+    not to outside members, whose listeners need serve no ``/batch``."""
     layout = PkiLayout(config.pki)
     policy = _client_policy(layout, layout.hub_tls().load())
     addresses = {}
@@ -232,27 +244,35 @@ def hub_transport(reactor: Any, config: Config) -> HttpsTransport:
         host, port = host_and_port(config.portal.network_address)
         policy.expect(host, port, server_name_of_portal())
         addresses[config.portal.code] = config.portal.network_address
-    return HttpsTransport(NetworkClient(reactor, policy), addresses)
+    link = HttpsTransport(NetworkClient(reactor, policy), addresses)
+    ours = [institution.code for institution in config.institutions]
+    if config.portal is not None:
+        ours.append(config.portal.code)
+    return _batching(reactor, link, config.batching, ours)
 
 
 def institution_transport(
     reactor: Any, config: Config, institution: InstitutionConfig
-) -> HttpsTransport:
-    """An intermediate server's transport: to the hub, its institution's TLS certificate shown."""
+) -> Transport:
+    """An intermediate server's transport: to the hub, its institution's TLS certificate
+    shown, batched as ``config.batching`` says."""
     layout = PkiLayout(config.pki)
     policy = _client_policy(layout, layout.institution_tls(institution.code).load())
     host, port = host_and_port(config.hub_address)
     policy.expect(host, port, server_name_of_hub())
-    return HttpsTransport(NetworkClient(reactor, policy), {HUB: config.hub_address})
+    link = HttpsTransport(NetworkClient(reactor, policy), {HUB: config.hub_address})
+    return _batching(reactor, link, config.batching, [HUB])
 
 
-def portal_transport(reactor: Any, config: Config) -> HttpsTransport:
-    """マイナポータル's transport: to the hub, the portal's TLS certificate shown."""
+def portal_transport(reactor: Any, config: Config) -> Transport:
+    """マイナポータル's transport: to the hub, the portal's TLS certificate shown, batched as
+    ``config.batching`` says."""
     layout = PkiLayout(config.pki)
     policy = _client_policy(layout, layout.portal_tls().load())
     host, port = host_and_port(config.hub_address)
     policy.expect(host, port, server_name_of_hub())
-    return HttpsTransport(NetworkClient(reactor, policy), {HUB: config.hub_address})
+    link = HttpsTransport(NetworkClient(reactor, policy), {HUB: config.hub_address})
+    return _batching(reactor, link, config.batching, [HUB])
 
 
 def xml_response(request: Request, message: Any, status: int = 200) -> bytes:
@@ -271,14 +291,12 @@ def render_refusal(request: Request, failure: Failure) -> bytes:
     return xml_response(request, messages.error_message(error), error.status)
 
 
-def _read_body(request: Request) -> bytes:
+def _read_body(request: Request, limit: int = MAX_MESSAGE_BYTES) -> bytes:
     content = request.content
     assert content is not None
-    body: bytes = content.read(MAX_MESSAGE_BYTES + 1)
-    if len(body) > MAX_MESSAGE_BYTES:
-        raise RenkeiError(
-            errors.XML_TOO_LARGE, size=f"more than {len(body) - 1}", limit=MAX_MESSAGE_BYTES
-        )
+    body: bytes = content.read(limit + 1)
+    if len(body) > limit:
+        raise RenkeiError(errors.XML_TOO_LARGE, size=f"more than {len(body) - 1}", limit=limit)
     return body
 
 
@@ -307,6 +325,15 @@ class NetworkApi:
         if document is not None:
             check_content_digest(document, request.getHeader("content-digest"))
         answer = await self._endpoint.dispatch(caller, operation, document, argument)
+        request.setHeader(b"Content-Type", XML)
+        return answer
+
+    @deferred
+    async def _batch(self, request: Request) -> bytes:
+        caller = _network_caller(request)
+        body = _read_body(request, MAX_BATCH_BYTES)
+        check_content_digest(body, request.getHeader("content-digest"))
+        answer = await answer_batch(self._endpoint, caller, body)
         request.setHeader(b"Content-Type", XML)
         return answer
 
@@ -366,13 +393,17 @@ class NetworkApi:
     def notice_status(self, request: Request) -> Any:
         return self._dispatch(request, NOTICE_STATUS)
 
+    @app.route(BATCH_PATH, methods=["POST"])
+    def batch(self, request: Request) -> Any:
+        return self._batch(request)
+
 
 def network_listener(
     reactor: Any, endpoint: NetworkEndpoint, description: str, options: Any, shared: bool = False
 ) -> Listener:
     """A party's network listener: its `NetworkApi` on ``description``, mutual TLS ``options``,
-    bodies capped at a message's limit, refusals as ``Error`` messages; ``shared`` by the
-    processes of an institution."""
+    bodies capped at a message's limit (a batch's at `MAX_BATCH_BYTES`), refusals as
+    ``Error`` messages; ``shared`` by the processes of an institution."""
     return Listener(
         reactor,
         description,
@@ -381,6 +412,7 @@ def network_listener(
         max_body=MAX_MESSAGE_BYTES,
         render_refusal=xml_refusal,
         shared=shared,
+        larger_bodies={BATCH_PATH.encode("ascii"): MAX_BATCH_BYTES},
     )
 
 

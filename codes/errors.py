@@ -22,6 +22,7 @@ __all__ = [
     "BACKUP_INVALID",
     "BACKUP_OF_ANOTHER_PARTY",
     "BAD_REQUEST",
+    "BATCH_TOO_LARGE",
     "BODY_TOO_LARGE",
     "BULK_QUERY_FILE_INVALID",
     "BULK_QUERY_LINE_INVALID",
@@ -224,6 +225,12 @@ XML_SCHEMA_INVALID = _kind(
     400,
     "The {message_type} message does not conform to its schema: {detail}",
     "{message_type}電文がスキーマに適合しません: {detail}",
+)
+BATCH_TOO_LARGE = _kind(
+    "BatchTooLarge",
+    413,
+    "The batch holds {count} messages; at most {limit} are accepted in one batch.",
+    "一括送信に{count}件の電文が含まれています。一度に受け付けられるのは{limit}件までです。",
 )
 UNEXPECTED_MESSAGE = _kind(
     "UnexpectedMessage",

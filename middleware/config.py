@@ -21,6 +21,7 @@ from codes import errors
 from codes.errors import RenkeiError
 from codes.institution import INSTITUTION_KINDS, PORTAL_KIND, validate_institution_code
 from codes.typed import validate_affair_code, validate_information_name_code
+from middleware.network import MAX_BATCH_BYTES, MAX_BATCH_ITEMS
 from middleware.outbox import RetryPolicy
 from middleware.period import Period, parse_period
 
@@ -30,6 +31,7 @@ __all__ = [
     "AlertsConfig",
     "BackOfficeSystem",
     "BackupConfig",
+    "BatchingConfig",
     "Config",
     "ConfigError",
     "ControlConfig",
@@ -210,6 +212,46 @@ class JobsConfig:
     keep_runs: int = 100
 
 
+@dataclass(frozen=True)
+class BatchingConfig:
+    """How a party's mutual-TLS link gathers its messages to one destination into one request
+    (``[delivery]`` ``link_batch_*``; adapters/link_batch.py): a batch leaves when it holds
+    ``size`` messages, when the next one would take its documents past ``max_bytes``, or
+    ``linger`` seconds after its first message (0: at the reactor's next turn), unless
+    ``in_flight`` requests to its destination are unanswered (0: no such wait): then when one
+    is answered. A ``size`` of 1 sends every message alone, as one request each. The defaults
+    are what measured best (docs/performance.md, "Batched links")."""
+
+    size: int = 32
+    max_bytes: int = 1_048_576
+    linger: float = 0.0
+    in_flight: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 1
+
+
+# At most half the receiver's cap in documents: base64 adds a third, and the items' markup.
+_MAX_LINK_BATCH_BYTES = MAX_BATCH_BYTES // 2
+
+
+def _batching(section: configparser.SectionProxy) -> BatchingConfig:
+    size = _count(section, "link_batch_size", BatchingConfig.size, 1)
+    if size > MAX_BATCH_ITEMS:
+        raise ValueError(f"[{section.name}] link_batch_size must be {MAX_BATCH_ITEMS} or less")
+    max_bytes = _count(section, "link_batch_bytes", BatchingConfig.max_bytes, 1)
+    if max_bytes > _MAX_LINK_BATCH_BYTES:
+        raise ValueError(
+            f"[{section.name}] link_batch_bytes must be {_MAX_LINK_BATCH_BYTES} or less"
+        )
+    linger = section.getfloat("link_batch_linger", BatchingConfig.linger)
+    if not 0 <= linger <= 1:
+        raise ValueError(f"[{section.name}] link_batch_linger must be between 0 and 1 second")
+    in_flight = _count(section, "link_batch_in_flight", BatchingConfig.in_flight, 0)
+    return BatchingConfig(size=size, max_bytes=max_bytes, linger=linger, in_flight=in_flight)
+
+
 # The default periods: 情報提供等記録 are kept 7 years (マイナポータル FAQ 2397), and the audit
 # log of the views of them as long; what is only working data, weeks.
 _SEVEN_YEARS = Period(years=7)
@@ -330,6 +372,8 @@ class Config:
     portal: PortalConfig | None = None
     # Seconds between two お知らせ状況確認 of a node (how its notices stand at the hub).
     notice_status_interval: float = 60.0
+    # How the mutual-TLS links batch messages ([delivery] link_batch_*).
+    batching: BatchingConfig = BatchingConfig()
 
     @property
     def members(self) -> tuple[InstitutionConfig | OutsideMember, ...]:
@@ -706,6 +750,7 @@ def _build(parser: configparser.ConfigParser, path: Path, base: Path) -> Config:
         list_refresh=delivery.getfloat("list_refresh", 300.0),
         retention_interval=delivery.getfloat("retention_interval", 60.0),
         notice_status_interval=delivery.getfloat("notice_status_interval", 60.0),
+        batching=_batching(delivery),
         demo_data=base / _value(demo, "data") if demo is not None else None,
         population=population,
         control=control,

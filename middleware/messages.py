@@ -52,6 +52,10 @@ __all__ = [
     "NS",
     "SCHEMA_DIR",
     "Attachment",
+    "Batch",
+    "BatchAnswer",
+    "BatchAnswerItem",
+    "BatchItem",
     "DelegationEntry",
     "DisclosedRecords",
     "ErrorMessage",
@@ -450,6 +454,39 @@ class NoticeStatusList:
     notices: tuple[NoticeState, ...] = ()
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BatchItem:
+    """One message of a `Batch`: its operation, its document (bytes exactly as sent alone)
+    and its ``Content-Digest``, if the sender gave one."""
+
+    operation: str
+    document: bytes
+    digest: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Batch:
+    """Several messages of one sender to one receiver in one request (``POST /batch``)."""
+
+    items: tuple[BatchItem, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BatchAnswerItem:
+    """The answer one item of a batch would have had alone: its HTTP status and document
+    (the answer, or an ``Error``)."""
+
+    status: int
+    document: bytes
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BatchAnswer:
+    """The answer to a `Batch`: one item per item of the batch, in the same order."""
+
+    items: tuple[BatchAnswerItem, ...]
+
+
 Message = (
     FugoRequest
     | FugoResponse
@@ -473,6 +510,8 @@ Message = (
     | NoticeRead
     | NoticeStatusRequest
     | NoticeStatusList
+    | Batch
+    | BatchAnswer
 )
 
 T = TypeVar("T", bound=Message)
@@ -843,6 +882,23 @@ def _add_attachments(parent: etree._Element, attachments: tuple[Attachment, ...]
         element.set("mediaType", attachment.media_type)
 
 
+def _batch_element(m: Batch) -> etree._Element:
+    root = _root("Batch")
+    for item in m.items:
+        element = _sub(root, "Item", _b64encode(item.document))
+        element.set("operation", item.operation)
+        if item.digest is not None:
+            element.set("digest", item.digest)
+    return root
+
+
+def _batch_answer_element(m: BatchAnswer) -> etree._Element:
+    root = _root("BatchAnswer")
+    for item in m.items:
+        _sub(root, "Item", _b64encode(item.document)).set("status", str(item.status))
+    return root
+
+
 def _error_element(m: ErrorMessage) -> etree._Element:
     root = _root("Error", code=m.code)
     if m.transaction_number is not None:
@@ -1142,6 +1198,30 @@ def _build_notice_status_list(root: etree._Element) -> NoticeStatusList:
     )
 
 
+def _build_batch(root: etree._Element) -> Batch:
+    return Batch(
+        items=tuple(
+            BatchItem(
+                operation=_attr(item, "operation"),
+                document=_b64decode(item.text or ""),
+                digest=item.get("digest"),
+            )
+            for item in root
+            if isinstance(item.tag, str)
+        )
+    )
+
+
+def _build_batch_answer(root: etree._Element) -> BatchAnswer:
+    return BatchAnswer(
+        items=tuple(
+            BatchAnswerItem(status=int(_attr(item, "status")), document=_b64decode(item.text or ""))
+            for item in root
+            if isinstance(item.tag, str)
+        )
+    )
+
+
 def _build_error(root: etree._Element) -> ErrorMessage:
     message_en, message_ja = _read_messages(root)
     return ErrorMessage(
@@ -1219,6 +1299,8 @@ _SPECS: dict[type, _Spec] = {
     NoticeStatusList: _Spec(
         "NoticeStatusList", False, _notice_status_list_element, _build_notice_status_list
     ),
+    Batch: _Spec("Batch", False, _batch_element, _build_batch),
+    BatchAnswer: _Spec("BatchAnswer", False, _batch_answer_element, _build_batch_answer),
 }
 
 

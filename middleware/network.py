@@ -46,8 +46,11 @@ from codes.errors import RenkeiError
 from middleware import messages
 
 __all__ = [
+    "BATCHED_OPERATIONS",
     "FUGO",
     "HUB",
+    "MAX_BATCH_BYTES",
+    "MAX_BATCH_ITEMS",
     "MAX_MESSAGE_BYTES",
     "NOTICE",
     "NOTICE_READ",
@@ -66,6 +69,7 @@ __all__ = [
     "NetworkEndpoint",
     "TransientFailure",
     "Transport",
+    "answer_of",
     "check_content_digest",
     "content_digest",
     "decode_answer",
@@ -104,6 +108,25 @@ OPERATIONS = (
 
 MAX_MESSAGE_BYTES = 1_048_576
 """The largest message document a party accepts, whatever the transport."""
+
+BATCHED_OPERATIONS = frozenset(
+    {
+        FUGO,
+        QUERY,
+        PROVISION_REQUEST,
+        PROVISION,
+        SELF_INFORMATION,
+        SELF_INFORMATION_REQUEST,
+        NOTICE,
+        NOTICE_READ,
+    }
+)
+"""Operations a link may carry in a batch (middleware/schemas/Batch.xsd): those whose request
+is a document and whose answer a short acknowledgement, so that a batch's answer stays small."""
+MAX_BATCH_ITEMS = 64
+"""The most messages a receiver takes in one batch."""
+MAX_BATCH_BYTES = 4 * 1_048_576
+"""The largest batch document a receiver takes (its items base64-encoded)."""
 
 RETRYABLE = frozenset({errors.CONTENT_DIGEST_MISMATCH.code})
 """Coded refusals that say the message was damaged on the way: the sender sends it again."""
@@ -178,6 +201,24 @@ def check_content_digest(document: bytes, digest: str | None) -> None:
     with; a document without one is taken as it is."""
     if digest is not None and digest.strip() != content_digest(document):
         raise RenkeiError(errors.CONTENT_DIGEST_MISMATCH)
+
+
+def answer_of(status: int, document: bytes, origin: str) -> bytes:
+    """What a sender learns of an answer of HTTP ``status`` (from ``origin``, for the
+    failure's text): the answer document for a 2xx; `DeliveryRefused` for a coded refusal
+    (4xx with an ``Error`` message); `TransientFailure` for anything that may succeed later
+    (5xx, a 4xx without an ``Error``, a refusal of a damaged message)."""
+    if 200 <= status < 300:
+        return document
+    if 400 <= status < 500:
+        try:
+            refusal = messages.decode(document, messages.ErrorMessage)
+        except RenkeiError:
+            raise TransientFailure(f"HTTP {status} without an Error message") from None
+        if refusal.code in RETRYABLE:
+            raise TransientFailure(f"{refusal.code}: {refusal.message_en}")
+        raise DeliveryRefused(refusal.code, refusal.message_en, refusal.transaction_number)
+    raise TransientFailure(f"HTTP {status} from {origin}")
 
 
 def refusal_of(error: RenkeiError) -> DeliveryRefused | TransientFailure:

@@ -123,12 +123,14 @@ def write_config(
     delegations: tuple[tuple[str, str], ...] = ((MEGURO, SETAGAYA),),
     sections: str = "",
     notice_status_interval: float = 60,
+    delivery: str = "",
 ) -> Config:
     """Write a configuration for a box in ``directory`` and load it. ``delegations``: who
     may act for whom (委任), as (delegator, delegate): by default Setagaya for Meguro;
     ``retention``: more keys of ``[retention]`` (whose ``query_results`` is
     ``result_retention`` seconds), as INI lines; ``sections``: more sections, as INI text
-    ([health], [alerts], [backup], ...)."""
+    ([health], [alerts], [backup], ...); ``delivery``: more keys of ``[delivery]``, as INI
+    lines."""
     database = database or {}
     names = ("mm", "hub", "mn", "mb", "mc", "sn", "sb", "sc", "ctl", "hh")
     ports = {name: free_port() for name in names}
@@ -207,6 +209,7 @@ poll_interval = 0.2
 list_refresh = 300
 retention_interval = 300
 notice_status_interval = {notice_status_interval}
+{delivery}
 
 [retention]
 query_results = {result_retention}

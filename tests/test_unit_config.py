@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from middleware.config import Config, ConfigError, load_config
+from middleware.config import BatchingConfig, Config, ConfigError, load_config
 from middleware.outbox import RetryPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +90,30 @@ def test_delivery_section_gives_the_retry_policy(config: Config) -> None:
     assert config.list_refresh == 300.0
     assert config.retention_interval == 60.0
     assert config.demo_data == ROOT / "simulators" / "data" / "demo.json"
+
+
+def test_delivery_section_gives_the_link_batching(config: Config) -> None:
+    """The [delivery] link_batch_* keys say how the links batch messages."""
+    assert config.batching == BatchingConfig(size=32, max_bytes=1_048_576, linger=0.0, in_flight=0)
+    assert config.batching.enabled
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "named"),
+    [
+        ("link_batch_size = 32", "link_batch_size = 65", "link_batch_size"),
+        ("link_batch_size = 32", "link_batch_size = 0", "link_batch_size"),
+        ("link_batch_bytes = 1048576", "link_batch_bytes = 2097153", "link_batch_bytes"),
+        ("link_batch_linger = 0", "link_batch_linger = -1", "link_batch_linger"),
+        ("link_batch_in_flight = 0", "link_batch_in_flight = -1", "link_batch_in_flight"),
+    ],
+)
+def test_a_link_batching_beyond_what_receivers_take_is_a_config_error(
+    tmp_path: Path, old: str, new: str, named: str
+) -> None:
+    """A batch size above what a receiver takes (64), a byte cap above half its body limit
+    or a negative linger is refused, naming the key."""
+    assert f"[delivery] {named}" in _load_error(_variant(tmp_path, old, new))
 
 
 def test_institution_is_found_by_name_or_code(config: Config) -> None:
