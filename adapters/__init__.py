@@ -9,6 +9,7 @@ __all__ = [
     "back_office_api",
     "care_insurance",
     "console",
+    "link_batch",
     "listening",
     "metrics",
     "network_link",
