@@ -340,9 +340,12 @@ def count_rows(database: Path, table: str) -> int:
 
 
 def cpu_figures(window: CpuWindow) -> dict[str, Any]:
+    # The box is a child of this process, and a process's CPU counts its descendants': the
+    # client's own share is what remains once the box's is taken off.
+    box, tree = window.cores.get("box"), window.cores.get("bench")
     return {
-        "box_cores": window.cores.get("box"),
-        "bench_cores": window.cores.get("bench"),
+        "box_cores": box,
+        "bench_cores": None if box is None or tree is None else round(max(tree - box, 0.0), 2),
         "machine_busy": window.machine_busy,
         "load_average_after": round(os.getloadavg()[0], 2),
     }
