@@ -149,7 +149,9 @@ def parse_arguments(argv: Sequence[str] | None = None) -> tuple[Settings, argpar
             "echo (Klein on Twisted, the project's TLS settings), then end-to-end query flows/s "
             "of a network in a box (twistd renkei: hub, Meguro, Setagaya, SQLite) driven by "
             "Meguro care-insurance back-office clients that submit and poll, with p50/p99 "
-            "latency, and the p99 latency at half that rate (open loop). Prints the machine and "
+            "latency, and the p99 latency at half that rate (open loop), sampling the box's "
+            "resident memory through each window (flat or growing at half rate: "
+            "--half-rate-duration 600 for 10 minutes). Prints the machine and "
             "every figure; ratios are against the baseline of the same run. Exits 1 when any "
             "flow or echo failed. A default run takes about 2 minutes."
         ),
