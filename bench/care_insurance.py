@@ -13,7 +13,8 @@ Two measurements, each with a baseline from the same run:
    with Meguro's section of a configuration like ``twistd.conf``). The persons are inserted
    directly into the migrated node database (integrated address numbers only: **the 符号
    acquisition is not part of this figure**), then the network in a box in one process (a
-   ``twistd -n renkei --single-process`` subprocess: the hub and Meguro) imports every 副本
+   ``twistd -n renkei --single-process`` subprocess: the hub and Meguro; with
+   ``--parties-as-processes`` a process per party, as ``make run``) imports every 副本
    record through ``POST /replica-files`` over mutual TLS, in files of 5,000 entries sent one
    after the other (as ``simulators.seeding.register_holdings`` does). Baseline: the same rows
    inserted into a fresh database of the same schema with one SQLAlchemy ``executemany`` per
@@ -60,9 +61,12 @@ for _path in (REPOSITORY, BENCH):
         sys.path.insert(0, str(_path))
 
 from flows import (  # noqa: E402  (bench/flows.py: process supervision and CPU accounting)
+    PROBLEMS,
     CpuWindow,
     Supervisor,
     _kill_with_parent,
+    box_command,
+    box_log_problems,
     free_port,
     milliseconds,
     percentile,
@@ -99,6 +103,7 @@ class Settings:
     seed: int
     replica: bool
     bulk: bool
+    as_processes: bool  # every party in a process of its own (as `make run`), not one box
 
 
 def parse_arguments(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace]:
@@ -150,6 +155,13 @@ def parse_arguments(argv: Sequence[str] | None) -> tuple[Settings, argparse.Name
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="population seed")
     parser.add_argument(
+        "--parties-as-processes",
+        action="store_true",
+        help="run the box as `make run` does, every party (the hub, Meguro, Setagaya) in a "
+        "process of its own under the supervisor, not all in one process; the box's CPU "
+        "figures count every process",
+    )
+    parser.add_argument(
         "--json", type=Path, metavar="PATH", help="also write the machine and figures as JSON"
     )
     parser.add_argument(
@@ -173,6 +185,7 @@ def parse_arguments(argv: Sequence[str] | None) -> tuple[Settings, argparse.Name
         seed=arguments.seed,
         replica=arguments.only in (None, "replica"),
         bulk=arguments.only in (None, "bulk"),
+        as_processes=arguments.parties_as_processes,
     )
     return settings, arguments
 
@@ -261,17 +274,16 @@ def write_box_config(directory: Path, pki: Path, institutions: Sequence[str]) ->
     return path
 
 
-def start_box(reactor: Any, supervisor: Supervisor, config: Path, log: Path) -> Any:
-    """Start ``twistd -n renkei -c config``; fires with the Popen once it logged it is ready."""
+def start_box(
+    reactor: Any, supervisor: Supervisor, config: Path, log: Path, as_processes: bool
+) -> Any:
+    """Start ``twistd -n renkei -c config`` (in one process, or with ``as_processes`` a
+    process per party under the supervisor); fires with the Popen once it logged it is ready."""
     from twisted.internet.defer import Deferred
     from twisted.internet.task import LoopingCall
 
-    twistd = Path(sys.executable).parent / "twistd"
     popen = subprocess.Popen(
-        [
-            *(str(twistd), "-n", "--pidfile=", "-l", str(log)),
-            *("renkei", "-c", str(config), "--single-process"),
-        ],
+        box_command(config, log, as_processes),
         cwd=REPOSITORY,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdin=subprocess.DEVNULL,
@@ -305,11 +317,6 @@ def start_box(reactor: Any, supervisor: Supervisor, config: Path, log: Path) -> 
     loop.clock = reactor
     loop.start(0.1)
     return ready
-
-
-def box_log_problems(log: Path) -> int:
-    text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
-    return sum(text.count(marker) for marker in ("Traceback", "Unhandled", "internal error"))
 
 
 def insert_persons(url: str, numbers: Sequence[str]) -> float:
@@ -451,7 +458,7 @@ def replica_import(
             flush=True,
         )
         log = work / "box.log"
-        box = await start_box(reactor, supervisor, config_path, log)
+        box = await start_box(reactor, supervisor, config_path, log, settings.as_processes)
         client = BackOfficeClient(reactor, config, meguro, CARE_INSURANCE)
         window = CpuWindow({"box": box.pid, "bench": os.getpid()})
         refused: list[str] = []
@@ -480,7 +487,8 @@ def replica_import(
         figures["refused_codes"] = sorted(set(refused))
         figures["stored"] = count_rows(work / "meguro.sqlite", "replica_record")
         figures["cpu"] = cpu_figures(window)
-        figures["box_log_problems"] = box_log_problems(log)
+        # "0 refused" is how a 副本 file's import reports its entries: not a problem.
+        figures["box_log_problems"] = box_log_problems(log, PROBLEMS)
         figures["ratio"] = round(
             figures["import_records_per_s"] / figures["baseline_records_per_s"], 3
         )
@@ -619,7 +627,7 @@ def bulk_query(reactor: Any, settings: Settings, directory: Path, supervisor: Su
             engine.dispose()
 
         log = work / "box.log"
-        box = await start_box(reactor, supervisor, config_path, log)
+        box = await start_box(reactor, supervisor, config_path, log, settings.as_processes)
         meguro_client = BackOfficeClient(reactor, config, meguro, CARE_INSURANCE)
         try:
             print(
@@ -672,7 +680,8 @@ def bulk_query(reactor: Any, settings: Settings, directory: Path, supervisor: Su
             figures["meguro_query_states"] = dict(
                 db.execute("SELECT state, count(*) FROM query GROUP BY state").fetchall()
             )
-        figures["box_log_problems"] = box_log_problems(log)
+        # "0 refused" is how a 副本 file's import reports its entries: not a problem.
+        figures["box_log_problems"] = box_log_problems(log, PROBLEMS)
         bulk = figures["bulk"]
         figures["ratio"] = (
             round(bulk["lines_per_s"] / individual["flows_per_s"], 3)
@@ -841,6 +850,8 @@ def cores(cpu: dict[str, Any]) -> str:
 
 def print_report(report: dict[str, Any]) -> None:
     print(f"\nmachine: {report['machine']}")
+    shape = "a process per party" if report["settings"]["as_processes"] else "one process"
+    print(f"box: {shape}")
     r = report.get("replica")
     if r:
         print(f"\n1. 副本 import of Meguro's population ({r['residents_setting']})")

@@ -1175,15 +1175,17 @@ def query_states(database: Path) -> dict[str, int]:
         return dict(db.execute("SELECT state, count(*) FROM query GROUP BY state").fetchall())
 
 
-def box_log_problems(log: Path) -> int:
-    """Problems logged by the box (and by the parties' processes, under the supervisor)."""
+PROBLEMS = ("Traceback", "Unhandled", "internal error")
+
+
+def box_log_problems(log: Path, markers: Sequence[str] = (*PROBLEMS, "refused")) -> int:
+    """Problems logged by the box (and by the parties' processes, under the supervisor): the
+    occurrences of ``markers`` (by default also "refused": no flow here is refused)."""
     logs = [log, *sorted((log.parent / "logs").glob("*.log"))]
     text = "".join(
         path.read_text(encoding="utf-8", errors="replace") for path in logs if path.exists()
     )
-    return sum(
-        text.count(marker) for marker in ("Traceback", "Unhandled", "internal error", "refused")
-    )
+    return sum(text.count(marker) for marker in markers)
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
