@@ -60,6 +60,7 @@ from middleware.network import (
     PROVISION,
     PROVISION_REQUEST,
     QUERY,
+    QUERY_BUNDLE,
     RECORD_DISCLOSURE,
     RECORDS,
     SELF_INFORMATION,
@@ -99,6 +100,7 @@ ROUTES: dict[str, tuple[str, str]] = {
     FUGO: ("POST", "/fugo"),
     PERMITTED_LIST: ("GET", "/permitted-list"),
     QUERY: ("POST", "/queries"),
+    QUERY_BUNDLE: ("POST", "/query-bundles"),
     RECORDS: ("GET", "/records/{}"),
     PROVISION_REQUEST: ("POST", "/provision-requests"),
     PROVISION: ("POST", "/provisions"),
@@ -356,6 +358,10 @@ class NetworkApi:
     @app.route("/queries", methods=["POST"])
     def queries(self, request: Request) -> Any:
         return self._dispatch(request, QUERY)
+
+    @app.route("/query-bundles", methods=["POST"])
+    def query_bundles(self, request: Request) -> Any:
+        return self._dispatch(request, QUERY_BUNDLE)
 
     @app.route("/records/<number>", methods=["GET"])
     def records(self, request: Request, number: str) -> Any:

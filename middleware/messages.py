@@ -80,6 +80,10 @@ __all__ = [
     "ProvisionRequest",
     "ProvisionRequestAck",
     "QueryAccepted",
+    "QueryBundle",
+    "QueryBundleAnswer",
+    "QueryBundleAnswerLine",
+    "QueryBundleLine",
     "QueryConditions",
     "QueryRequest",
     "RecordDisclosureRequest",
@@ -199,6 +203,66 @@ class QueryAccepted:
 
     message_id: str
     transaction_number: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QueryBundleLine:
+    """One query of a `QueryBundle`: the messageId its QueryRequest would have, its person."""
+
+    message_id: str
+    requester_fugo: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QueryBundle:
+    """Requester → network: queries of one shape about several persons in one message (a bulk
+    query's lines); each line is handled as the `QueryRequest` of `query_of`."""
+
+    message_id: str
+    affair: str
+    procedure: str
+    information_name: str
+    provider: str
+    conditions: QueryConditions | None = None
+    delegating_requester: str | None = None  # 照会者機関コード(委任元)
+    delegating_provider: str | None = None  # 提供者機関コード(委任元)
+    non_disclosure: bool = False  # 照会側不開示
+    lines: tuple[QueryBundleLine, ...]
+
+    def query_of(self, line: QueryBundleLine) -> QueryRequest:
+        """The QueryRequest a line stands for."""
+        return QueryRequest(
+            message_id=line.message_id,
+            requester_fugo=line.requester_fugo,
+            affair=self.affair,
+            procedure=self.procedure,
+            information_name=self.information_name,
+            provider=self.provider,
+            conditions=self.conditions,
+            delegating_requester=self.delegating_requester,
+            delegating_provider=self.delegating_provider,
+            non_disclosure=self.non_disclosure,
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QueryBundleAnswerLine:
+    """The network's answer to one line: its 処理通番, and the refusal's code and messages
+    when it refused the line (all three or none)."""
+
+    message_id: str
+    transaction_number: str
+    code: str | None = None
+    message_en: str | None = None
+    message_ja: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QueryBundleAnswer:
+    """Network → requester: the answer to a `QueryBundle`, a line per line, in order."""
+
+    message_id: str
+    lines: tuple[QueryBundleAnswerLine, ...]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -493,6 +557,8 @@ Message = (
     | PermittedListDocument
     | QueryRequest
     | QueryAccepted
+    | QueryBundle
+    | QueryBundleAnswer
     | Permit
     | ProvisionRequest
     | SelfInformationQuery
@@ -657,6 +723,37 @@ def _query_request_element(m: QueryRequest) -> etree._Element:
 
 def _query_accepted_element(m: QueryAccepted) -> etree._Element:
     return _root("QueryAccepted", messageId=m.message_id, transactionNumber=m.transaction_number)
+
+
+def _query_bundle_element(m: QueryBundle) -> etree._Element:
+    root = _root("QueryBundle", messageId=m.message_id)
+    _sub(root, "Affair", m.affair)
+    _sub(root, "Procedure", m.procedure)
+    _sub(root, "InformationName", m.information_name)
+    _sub(root, "Provider", m.provider)
+    _add_conditions(root, m.conditions)
+    _add_acting_for(root, m.delegating_requester, m.delegating_provider, m.non_disclosure)
+    for line in m.lines:
+        element = _sub(root, "Line")
+        element.set("messageId", line.message_id)
+        _sub(element, "RequesterFugo", line.requester_fugo)
+    return root
+
+
+def _query_bundle_answer_element(m: QueryBundleAnswer) -> etree._Element:
+    root = _root("QueryBundleAnswer", messageId=m.message_id)
+    for line in m.lines:
+        element = _sub(root, "Line")
+        element.set("messageId", line.message_id)
+        element.set("transactionNumber", line.transaction_number)
+        if line.code is not None:
+            element.set("code", line.code)
+            _add_messages(
+                _sub(element, "Reason"),
+                _message_text(line.message_en or ""),
+                _message_text(line.message_ja or ""),
+            )
+    return root
 
 
 def _permit_element(m: Permit) -> etree._Element:
@@ -1022,6 +1119,44 @@ def _build_query_accepted(root: etree._Element) -> QueryAccepted:
     )
 
 
+def _build_query_bundle(root: etree._Element) -> QueryBundle:
+    return QueryBundle(
+        message_id=_attr(root, "messageId"),
+        affair=_child_text(root, "Affair"),
+        procedure=_child_text(root, "Procedure"),
+        information_name=_child_text(root, "InformationName"),
+        provider=_child_text(root, "Provider"),
+        conditions=_read_conditions(root),
+        delegating_requester=_optional_text(root, "DelegatingRequester"),
+        delegating_provider=_optional_text(root, "DelegatingProvider"),
+        non_disclosure=_read_non_disclosure(root),
+        lines=tuple(
+            QueryBundleLine(
+                message_id=_attr(line, "messageId"),
+                requester_fugo=_child_text(line, "RequesterFugo"),
+            )
+            for line in root.iterfind(_q("Line"))
+        ),
+    )
+
+
+def _build_query_bundle_answer(root: etree._Element) -> QueryBundleAnswer:
+    lines = []
+    for line in root.iterfind(_q("Line")):
+        reason = line.find(_q("Reason"))
+        message_en, message_ja = (None, None) if reason is None else _read_messages(reason)
+        lines.append(
+            QueryBundleAnswerLine(
+                message_id=_attr(line, "messageId"),
+                transaction_number=_attr(line, "transactionNumber"),
+                code=line.get("code"),
+                message_en=message_en,
+                message_ja=message_ja,
+            )
+        )
+    return QueryBundleAnswer(message_id=_attr(root, "messageId"), lines=tuple(lines))
+
+
 def _build_permit(root: etree._Element) -> Permit:
     return Permit(
         transaction_number=_child_text(root, "TransactionNumber"),
@@ -1252,6 +1387,10 @@ _SPECS: dict[type, _Spec] = {
     ),
     QueryRequest: _Spec("QueryRequest", False, _query_request_element, _build_query_request),
     QueryAccepted: _Spec("QueryAccepted", False, _query_accepted_element, _build_query_accepted),
+    QueryBundle: _Spec("QueryBundle", False, _query_bundle_element, _build_query_bundle),
+    QueryBundleAnswer: _Spec(
+        "QueryBundleAnswer", False, _query_bundle_answer_element, _build_query_bundle_answer
+    ),
     Permit: _Spec("Permit", True, _permit_element, _build_permit),
     ProvisionRequest: _Spec(
         "ProvisionRequest", False, _provision_request_element, _build_provision_request

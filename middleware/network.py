@@ -22,6 +22,7 @@ The operations and the messages they carry (docs/protocol.md §3–§5):
 | ``fugo`` | hub | FugoRequest | FugoResponse |
 | ``permitted_list`` | hub | none | the signed PermittedList |
 | ``query`` | hub | QueryRequest | QueryAccepted |
+| ``query_bundle`` | hub | QueryBundle | QueryBundleAnswer |
 | ``records`` | hub | none; ``argument``: the 処理通番 | RecordList |
 | ``provision_request`` | node | ProvisionRequest | ProvisionRequestAck |
 | ``provision`` | hub, node, portal | Provision | ProvisionAck |
@@ -51,6 +52,7 @@ __all__ = [
     "HUB",
     "MAX_BATCH_BYTES",
     "MAX_BATCH_ITEMS",
+    "MAX_BUNDLE_LINES",
     "MAX_MESSAGE_BYTES",
     "NOTICE",
     "NOTICE_READ",
@@ -60,6 +62,7 @@ __all__ = [
     "PROVISION",
     "PROVISION_REQUEST",
     "QUERY",
+    "QUERY_BUNDLE",
     "RECORDS",
     "RECORD_DISCLOSURE",
     "RETRYABLE",
@@ -82,6 +85,7 @@ HUB = "hub"
 FUGO = "fugo"
 PERMITTED_LIST = "permitted_list"
 QUERY = "query"
+QUERY_BUNDLE = "query_bundle"
 RECORDS = "records"
 PROVISION_REQUEST = "provision_request"
 PROVISION = "provision"
@@ -95,6 +99,7 @@ OPERATIONS = (
     FUGO,
     PERMITTED_LIST,
     QUERY,
+    QUERY_BUNDLE,
     RECORDS,
     PROVISION_REQUEST,
     PROVISION,
@@ -127,6 +132,8 @@ MAX_BATCH_ITEMS = 64
 """The most messages a receiver takes in one batch."""
 MAX_BATCH_BYTES = 4 * 1_048_576
 """The largest batch document a receiver takes (its items base64-encoded)."""
+MAX_BUNDLE_LINES = 500
+"""The most lines of a QueryBundle (middleware/schemas/QueryBundle.xsd)."""
 
 RETRYABLE = frozenset({errors.CONTENT_DIGEST_MISMATCH.code})
 """Coded refusals that say the message was damaged on the way: the sender sends it again."""

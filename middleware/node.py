@@ -59,6 +59,7 @@ from middleware.network import (
     NOTICE,
     PROVISION,
     PROVISION_REQUEST,
+    QUERY_BUNDLE,
     RECORD_DISCLOSURE,
     RECORDS,
     SELF_INFORMATION_REQUEST,
@@ -402,6 +403,7 @@ class IntermediateServer(Party):
         """Hand a message of the outbox to the part that sent it."""
         handlers: dict[str, Callable[[OutgoingMessage], Deferred[Any]]] = {
             "query": self.requester.deliver_query,
+            QUERY_BUNDLE: self.requester.deliver_query_bundle,
             "provision": self.provider.deliver_provision,
             NOTICE: self.notices.deliver,
         }

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -33,7 +34,15 @@ from middleware import messages, persons
 from middleware.config import InstitutionConfig
 from middleware.deferred import deferred, fire
 from middleware.list_sync import PermittedLists
-from middleware.network import HUB, QUERY, DeliveryRefused, decode_answer
+from middleware.network import (
+    HUB,
+    MAX_BUNDLE_LINES,
+    QUERY,
+    QUERY_BUNDLE,
+    DeliveryRefused,
+    TransientFailure,
+    decode_answer,
+)
 from middleware.outbox import AfterDelivery, OutgoingMessage
 from middleware.party import Party
 from middleware.queries import (
@@ -159,26 +168,8 @@ class Requester:
         Under an ``idempotency_key`` the system has used before, the same submission gives
         the first query's id again and nothing new (a back office resending after a
         connection error); another submission under it is IdempotencyKeyReused."""
-        self._catalogue.information_name(submission.information_name)
-        affair = self._catalogue.procedure(submission.procedure).affair
-        if affair not in self._institution.back_office_system(system).affairs:
-            raise RenkeiError(
-                errors.SYSTEM_NOT_AUTHORIZED,
-                system=system,
-                what=f"procedure {submission.procedure} (affair {affair})",
-                what_ja=f"事務手続{submission.procedure}(事務{affair})",
-            )
         now = self._party.now()
-        self._lists.check_current().check(
-            self._code,
-            submission.provider,
-            affair,
-            submission.procedure,
-            submission.information_name,
-            now,
-            delegating_requester=submission.delegating_requester,
-            delegating_provider=submission.delegating_provider,
-        )
+        affair = self._check_submission(submission, system, now)
         create = (self._create_query, submission, system, affair, now, idempotency_key)
         try:
             query_id, outgoing = await self._database.run(*create)
@@ -198,6 +189,132 @@ class Requester:
             )
         return query_id
 
+    @deferred
+    async def submit_queries(
+        self, submissions: Sequence[tuple[QuerySubmission, str | None]], system: str
+    ) -> list[str | RenkeiError]:
+        """情報照会 of several persons at once by back-office ``system`` (a bulk query's
+        lines), each submission with its idempotency key: each checked and stored as
+        `submit_query` would, all in one transaction, and those of one shape sent to the hub
+        together as QueryBundles of at most `MAX_BUNDLE_LINES` lines. For each submission,
+        in order, its query id, or the `RenkeiError` it was refused with (nothing of it
+        stored); a failure of the database fails the whole call (nothing stored)."""
+        now = self._party.now()
+        outcomes: list[str | RenkeiError] = []
+        checked: list[tuple[int, QuerySubmission, str, str | None]] = []
+        for index, (submission, key) in enumerate(submissions):
+            try:
+                affair = self._check_submission(submission, system, now)
+            except RenkeiError as refusal:
+                outcomes.append(refusal)
+                continue
+            outcomes.append("")  # the query id, once stored
+            checked.append((index, submission, affair, key))
+        if not checked:
+            return outcomes
+        create = (self._create_queries, checked, system, now)
+        try:
+            created, outgoing = await self._database.run(*create)
+        except IntegrityError:
+            # The same key sent twice at once (PostgreSQL): the other one is stored now.
+            created, outgoing = await self._database.run(*create)
+        for index, outcome, new in created:
+            outcomes[index] = outcome
+            if new and isinstance(outcome, str):
+                submission = submissions[index][0]
+                self._party.events.query_submitted(
+                    outcome,
+                    system,
+                    submission.provider,
+                    submission.information_name,
+                    submission.procedure,
+                )
+        for message in outgoing:
+            self._party.outbox.send_now(message)
+        return outcomes
+
+    def _check_submission(self, submission: QuerySubmission, system: str, now: datetime) -> str:
+        """The affair of a submission once checked here: the back-office system may use the
+        procedure's affair and the permitted list in force allows the query."""
+        self._catalogue.information_name(submission.information_name)
+        affair = self._catalogue.procedure(submission.procedure).affair
+        if affair not in self._institution.back_office_system(system).affairs:
+            raise RenkeiError(
+                errors.SYSTEM_NOT_AUTHORIZED,
+                system=system,
+                what=f"procedure {submission.procedure} (affair {affair})",
+                what_ja=f"事務手続{submission.procedure}(事務{affair})",
+            )
+        self._lists.check_current().check(
+            self._code,
+            submission.provider,
+            affair,
+            submission.procedure,
+            submission.information_name,
+            now,
+            delegating_requester=submission.delegating_requester,
+            delegating_provider=submission.delegating_provider,
+        )
+        return affair
+
+    def _create_queries(
+        self,
+        connection: Connection,
+        checked: Sequence[tuple[int, QuerySubmission, str, str | None]],
+        system: str,
+        now: datetime,
+    ) -> tuple[list[tuple[int, str | RenkeiError, bool]], list[OutgoingMessage]]:
+        """In one transaction: each checked submission stored (or the first query under its
+        key found, or its refusal), and one QueryBundle in the outbox per shape and per
+        `MAX_BUNDLE_LINES` new queries. Each submission's index, outcome and whether it is
+        new; the messages to send."""
+        created: list[tuple[int, str | RenkeiError, bool]] = []
+        # The lines of each shape, with the affair and a submission of that shape.
+        shapes: dict[tuple[Any, ...], tuple[str, QuerySubmission, list[messages.QueryBundleLine]]]
+        shapes = {}
+        for index, submission, affair, key in checked:
+            try:
+                query_id, fugo = self._store_query(connection, submission, system, affair, now, key)
+            except RenkeiError as refusal:
+                created.append((index, refusal, False))
+                continue
+            created.append((index, query_id, fugo is not None))
+            if fugo is not None:
+                shape = (
+                    affair,
+                    submission.procedure,
+                    submission.information_name,
+                    submission.provider,
+                    submission.conditions,
+                    submission.delegating_requester,
+                    submission.delegating_provider,
+                    submission.non_disclosure,
+                )
+                line = messages.QueryBundleLine(message_id=query_id, requester_fugo=fugo)
+                shapes.setdefault(shape, (affair, submission, []))[2].append(line)
+        outgoing = []
+        for affair, submission, lines in shapes.values():
+            for start in range(0, len(lines), MAX_BUNDLE_LINES):
+                bundle_id = str(uuid.uuid4())
+                body = messages.encode(
+                    messages.QueryBundle(
+                        message_id=bundle_id,
+                        affair=affair,
+                        procedure=submission.procedure,
+                        information_name=submission.information_name,
+                        provider=submission.provider,
+                        conditions=submission.conditions,
+                        delegating_requester=submission.delegating_requester,
+                        delegating_provider=submission.delegating_provider,
+                        non_disclosure=submission.non_disclosure,
+                        lines=tuple(lines[start : start + MAX_BUNDLE_LINES]),
+                    )
+                )
+                message = OutgoingMessage(bundle_id, QUERY_BUNDLE, HUB, bundle_id, body)
+                self._party.outbox.enqueue(connection, message)
+                outgoing.append(message)
+        return created, outgoing
+
     def _create_query(
         self,
         connection: Connection,
@@ -207,6 +324,41 @@ class Requester:
         now: datetime,
         idempotency_key: str | None,
     ) -> tuple[str, OutgoingMessage | None]:
+        query_id, fugo = self._store_query(
+            connection, submission, system, affair, now, idempotency_key
+        )
+        if fugo is None:
+            return query_id, None
+        body = messages.encode(
+            messages.QueryRequest(
+                message_id=query_id,
+                requester_fugo=fugo,
+                affair=affair,
+                procedure=submission.procedure,
+                information_name=submission.information_name,
+                provider=submission.provider,
+                conditions=submission.conditions,
+                delegating_requester=submission.delegating_requester,
+                delegating_provider=submission.delegating_provider,
+                non_disclosure=submission.non_disclosure,
+            )
+        )
+        outgoing = OutgoingMessage(query_id, QUERY, HUB, query_id, body)
+        self._party.outbox.enqueue(connection, outgoing)
+        return query_id, outgoing
+
+    def _store_query(
+        self,
+        connection: Connection,
+        submission: QuerySubmission,
+        system: str,
+        affair: str,
+        now: datetime,
+        idempotency_key: str | None,
+    ) -> tuple[str, str | None]:
+        """The query stored, its id and the person's 符号; the first query's id and None
+        when the system sent the same submission under this key before (IdempotencyKeyReused
+        for another). Refuses (FugoNotAcquired, UnknownPerson) before writing anything."""
         digest = submission_hash(submission)
         if idempotency_key is not None:
             earlier = connection.execute(
@@ -240,23 +392,7 @@ class Requester:
                 "request_hash": digest,
             },
         )
-        body = messages.encode(
-            messages.QueryRequest(
-                message_id=query_id,
-                requester_fugo=fugo,
-                affair=affair,
-                procedure=submission.procedure,
-                information_name=submission.information_name,
-                provider=submission.provider,
-                conditions=submission.conditions,
-                delegating_requester=submission.delegating_requester,
-                delegating_provider=submission.delegating_provider,
-                non_disclosure=submission.non_disclosure,
-            )
-        )
-        outgoing = OutgoingMessage(query_id, "query", HUB, query_id, body)
-        self._party.outbox.enqueue(connection, outgoing)
-        return query_id, outgoing
+        return query_id, fugo
 
     def _record(self, row: Any, event: str, status: str, **extra: Any) -> RecordEntry:
         return query_record(self._code, row, event, status, **extra)
@@ -286,6 +422,56 @@ class Requester:
             raise
         query_id, number = message.reference, accepted.transaction_number
         return AfterDelivery(lambda connection: self._query_accepted(connection, query_id, number))
+
+    @deferred
+    async def deliver_query_bundle(self, message: OutgoingMessage) -> None:
+        """The outbox's delivery of a QueryBundle: the hub's answer stored for every line (its
+        処理通番, or the refusal that ends its query); a bundle the hub refuses whole ends
+        every line refused with that code."""
+        bundle = messages.decode(message.body, messages.QueryBundle)
+        try:
+            document = await self._party.transport.exchange(HUB, QUERY_BUNDLE, message.body)
+            answer = decode_answer(document, messages.QueryBundleAnswer)
+        except DeliveryRefused as refusal:
+            every = [
+                (line.message_id, refusal.transaction_number, refusal.code) for line in bundle.lines
+            ]
+            await self._bundle_answered(every)
+            raise
+        asked = [line.message_id for line in bundle.lines]
+        if (
+            answer.message_id != bundle.message_id
+            or [line.message_id for line in answer.lines] != asked
+        ):
+            raise TransientFailure(
+                f"the hub's answer to query bundle {bundle.message_id} names other lines"
+            )
+        await self._bundle_answered(
+            [(line.message_id, line.transaction_number, line.code) for line in answer.lines]
+        )
+
+    async def _bundle_answered(self, lines: Sequence[tuple[str, str | None, str | None]]) -> None:
+        """The hub's answers to the lines of a bundle (query id, 処理通番, refusal code)
+        stored in one transaction; the refused queries end (their waiters are woken)."""
+        refused = await self._database.run(self._lines_answered, lines)
+        for row, number, code in refused:
+            self._party.events.query_refused_by_network(
+                number, row.query_id, row.provider, row.information_name, code
+            )
+            self._query_ended(row.query_id)
+
+    def _lines_answered(
+        self, connection: Connection, lines: Sequence[tuple[str, str | None, str | None]]
+    ) -> list[tuple[Any, str | None, str]]:
+        refused = []
+        for query_id, number, code in lines:
+            if code is None and number is not None:
+                self._query_accepted(connection, query_id, number)
+            elif code is not None:
+                row = self._query_refused(connection, query_id, code, number)
+                if row is not None:
+                    refused.append((row, number, code))
+        return refused
 
     def _query_accepted(self, connection: Connection, query_id: str, number: str) -> None:
         self._hub_answered(connection, query_id, number, ACCEPTED)

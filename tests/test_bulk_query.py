@@ -479,6 +479,9 @@ async def test_restart_of_the_driver_resumes_without_duplicate_queries(box: Any)
     """Stopping the driver while a bulk query runs leaves no line half-written; the next start
     finishes it and every line has exactly one query."""
     lines = 150
+    # A window below the file's lines and small bundles, so that the stop finds lines taken,
+    # lines in flight and lines not yet taken.
+    bulk(box).window, bulk(box).bundle = 64, 8
     accepted = await bulk(box).submit(file_of(*[line()] * lines), "care-insurance")
     bulk_query_id = accepted["bulk_query_id"]
     for _ in range(400):  # until the driver has taken lines and submits them

@@ -121,7 +121,8 @@ __all__ = [
 
 MAX_LINES = 100_000
 CONCURRENCY = 32  # submissions to the node in flight at once
-WINDOW = 64  # lines submitted (or being submitted) and not yet ended, per node
+BUNDLE = 50  # lines of one submission at most (sent to the network as one bundle)
+WINDOW = 500  # lines submitted (or being submitted) and not yet ended, per node
 POLL_INTERVAL = 0.5  # seconds between two batch polls of the lines' queries
 CLAIM_BATCH = 500  # lines taken from the database at most per poll
 RETRY_PAUSE = 5.0  # seconds without submissions after a transient refusal (HTTP 503)
@@ -686,6 +687,7 @@ class BulkQueries(Service):
         reactor: Any,
         *,
         concurrency: int = CONCURRENCY,
+        bundle: int = BUNDLE,
         window: int = WINDOW,
         poll_interval: float = POLL_INTERVAL,
         max_lines: int = MAX_LINES,
@@ -693,6 +695,7 @@ class BulkQueries(Service):
         self.node = node
         self.reactor = reactor
         self.concurrency = concurrency
+        self.bundle = bundle
         self.window = window
         self.poll_interval = poll_interval
         self.max_lines = max_lines
@@ -824,34 +827,45 @@ class BulkQueries(Service):
             self._release_queue()
             return
         while self._running and self._queue and self._in_flight < self.concurrency:
-            line = self._queue.popleft()
+            # The next lines of one back-office system, submitted together: the node sends
+            # those of one shape to the network as one bundle.
+            system = self._queue[0].system
+            lines: list[ClaimedLine] = []
+            while self._queue and self._queue[0].system == system and len(lines) < self.bundle:
+                lines.append(self._queue.popleft())
             self._in_flight += 1
             submitted = maybeDeferred(
-                self.node.requester.submit_query,
-                line.submission,
-                line.system,
-                line.idempotency_key,
+                self.node.requester.submit_queries,
+                [(line.submission, line.idempotency_key) for line in lines],
+                system,
             )
             submitted.addCallbacks(
-                self._submitted, self._refused, callbackArgs=(line,), errbackArgs=(line,)
+                self._submitted, self._refused, callbackArgs=(lines,), errbackArgs=(lines,)
             )
             submitted.addBoth(self._one_done)
 
-    def _submitted(self, query_id: str, line: ClaimedLine) -> None:
-        self._outcomes.append(
-            Outcome(line.bulk_query_id, line.line_number, SUBMITTED, query_id=query_id)
-        )
+    def _submitted(
+        self, outcomes: Sequence[str | RenkeiError], lines: Sequence[ClaimedLine]
+    ) -> None:
+        for line, outcome in zip(lines, outcomes, strict=True):
+            if isinstance(outcome, RenkeiError):
+                self._outcomes.append(self._outcome_of_refusal(outcome, line))
+            else:
+                key = (line.bulk_query_id, line.line_number)
+                self._outcomes.append(Outcome(*key, SUBMITTED, query_id=outcome))
 
-    def _refused(self, failure: Failure, line: ClaimedLine) -> None:
-        self._outcomes.append(self._outcome_of_refusal(failure, line))
+    def _refused(self, failure: Failure, lines: Sequence[ClaimedLine]) -> None:
+        if not isinstance(failure.value, DatabaseStopped | RenkeiError):
+            keys = [(line.bulk_query_id, line.line_number) for line in lines]
+            self.log.failure("bulk-query lines {lines} not submitted", failure, lines=keys)
+        for line in lines:
+            self._outcomes.append(self._outcome_of_refusal(failure.value, line))
 
-    def _outcome_of_refusal(self, failure: Failure, line: ClaimedLine) -> Outcome:
+    def _outcome_of_refusal(self, error: BaseException, line: ClaimedLine) -> Outcome:
         key = (line.bulk_query_id, line.line_number)
-        error = failure.value
         if isinstance(error, DatabaseStopped):
             return Outcome(*key, PENDING)
         if not isinstance(error, RenkeiError):
-            self.log.failure("bulk-query line {line} not submitted", failure, line=key)
             return Outcome(*key, ERROR, error_code=errors.INTERNAL.code)
         if error.status == 503:
             # No valid permitted-query list or no network for now: retry the line later.

@@ -63,6 +63,7 @@ from middleware.network import (
     PROVISION,
     PROVISION_REQUEST,
     QUERY,
+    QUERY_BUNDLE,
     RECORD_DISCLOSURE,
     RECORDS,
     SELF_INFORMATION,
@@ -356,6 +357,10 @@ class Hub(Party):
             return self.acquire_fugo(caller, messages.decode(document, messages.FugoRequest))
         if operation == QUERY:
             return self.receive_query(caller, messages.decode(document, messages.QueryRequest))
+        if operation == QUERY_BUNDLE:
+            return self.receive_query_bundle(
+                caller, messages.decode(document, messages.QueryBundle)
+            )
         if operation == SELF_INFORMATION:
             return self.receive_self_information(
                 caller, messages.decode(document, messages.SelfInformationQuery)
@@ -473,6 +478,56 @@ class Hub(Party):
         query is recorded too (番号法 第23条: what was asked), and the refusal names its
         処理通番. A retried request gets the first answer again."""
         return await self._accept(requester, query, self._check_listed, PROVISION_REQUEST)
+
+    @deferred
+    async def receive_query_bundle(self, requester: str, bundle: messages.QueryBundle) -> bytes:
+        """Queries of one shape about several persons (a bulk query's lines) in one message:
+        each line handled as the QueryRequest it stands for (`receive_query`), every line in
+        one transaction. A refused line is answered with its code and 処理通番 and does not
+        refuse the others; a retried bundle gets the first answers again."""
+        results = await self.database.run(self._record_query_bundle, requester, bundle, self.now())
+        lines = []
+        for line, (number, outgoing, refusal, new) in zip(bundle.lines, results, strict=True):
+            asked = (number, requester, bundle.provider, bundle.information_name, bundle.procedure)
+            if refusal is not None:
+                if new:
+                    self.events.query_refused(*asked, refusal.code)
+                lines.append(
+                    messages.QueryBundleAnswerLine(
+                        message_id=line.message_id,
+                        transaction_number=number,
+                        code=refusal.code,
+                        message_en=refusal.message_en,
+                        message_ja=refusal.message_ja,
+                    )
+                )
+                continue
+            if outgoing is not None:
+                self.outbox.send_now(outgoing)
+                self.events.query_permitted(*asked)
+            accepted = messages.QueryBundleAnswerLine(
+                message_id=line.message_id, transaction_number=number
+            )
+            lines.append(accepted)
+        return messages.encode(
+            messages.QueryBundleAnswer(message_id=bundle.message_id, lines=tuple(lines))
+        )
+
+    def _record_query_bundle(
+        self, connection: Connection, requester: str, bundle: messages.QueryBundle, now: datetime
+    ) -> list[tuple[str, OutgoingMessage | None, RenkeiError | None, bool]]:
+        """`_record_query` for every line of a bundle, in one transaction."""
+        return [
+            self._record_query(
+                connection,
+                requester,
+                bundle.query_of(line),
+                now,
+                self._check_listed,
+                PROVISION_REQUEST,
+            )
+            for line in bundle.lines
+        ]
 
     @deferred
     async def receive_self_information(
