@@ -30,6 +30,10 @@ from middleware.messages import (
     ProvisionRequest,
     ProvisionRequestAck,
     QueryAccepted,
+    QueryBundle,
+    QueryBundleAnswer,
+    QueryBundleAnswerLine,
+    QueryBundleLine,
     QueryConditions,
     QueryRequest,
     Route,
@@ -51,6 +55,7 @@ PROCEDURE = "JT00000000000002"
 INFORMATION_NAME = "TM00000000000003"
 ISSUED = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 EXPIRES = datetime(2026, 1, 1, 9, 30, 15, 123456, tzinfo=UTC)
+LINE_IDS = ("6c3a1f0e-8b1d-4d2e-9f43-1a2b3c4d5e60", "6c3a1f0e-8b1d-4d2e-9f43-1a2b3c4d5e61")
 CONDITIONS = QueryConditions(
     fiscal_year=2025, period_start=date(2025, 4, 1), period_end=date(2026, 3, 31)
 )
@@ -160,6 +165,33 @@ UNSIGNED_SAMPLES: dict[str, messages.Message] = {
         conditions=QueryConditions(),
     ),
     "QueryAccepted": QueryAccepted(message_id=MESSAGE_ID, transaction_number=TRANSACTION),
+    "QueryBundle": QueryBundle(
+        message_id=MESSAGE_ID,
+        affair=AFFAIR,
+        procedure=PROCEDURE,
+        information_name=INFORMATION_NAME,
+        provider=PROVIDER,
+        conditions=CONDITIONS,
+        delegating_requester=REQUESTER,
+        non_disclosure=True,
+        lines=(
+            QueryBundleLine(message_id=LINE_IDS[0], requester_fugo=FUGO),
+            QueryBundleLine(message_id=LINE_IDS[1], requester_fugo=FUGO[::-1]),
+        ),
+    ),
+    "QueryBundleAnswer": QueryBundleAnswer(
+        message_id=MESSAGE_ID,
+        lines=(
+            QueryBundleAnswerLine(message_id=LINE_IDS[0], transaction_number=TRANSACTION),
+            QueryBundleAnswerLine(
+                message_id=LINE_IDS[1],
+                transaction_number="20260101000000000002",
+                code="FugoNotAcquired",
+                message_en="The person's fugo has not been acquired.",
+                message_ja="符号が未取得です。",
+            ),
+        ),
+    ),
     "ProvisionRequestAck": ProvisionRequestAck(
         message_id=MESSAGE_ID, transaction_number=TRANSACTION
     ),
@@ -586,6 +618,8 @@ def test_every_message_type_has_a_compiled_schema() -> None:
         "PermittedList",
         "QueryRequest",
         "QueryAccepted",
+        "QueryBundle",
+        "QueryBundleAnswer",
         "Permit",
         "ProvisionRequest",
         "ProvisionRequestAck",
@@ -610,6 +644,60 @@ def test_every_message_type_has_a_compiled_schema() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Wrong messages and hostile input
+
+
+def test_a_query_bundle_line_is_the_query_request_it_stands_for() -> None:
+    """Every line of a bundle is handled as a QueryRequest with the bundle's shape."""
+    bundle = UNSIGNED_SAMPLES["QueryBundle"]
+    assert isinstance(bundle, QueryBundle)
+    assert bundle.query_of(bundle.lines[1]) == QueryRequest(
+        message_id=LINE_IDS[1],
+        requester_fugo=FUGO[::-1],
+        affair=AFFAIR,
+        procedure=PROCEDURE,
+        information_name=INFORMATION_NAME,
+        provider=PROVIDER,
+        conditions=CONDITIONS,
+        delegating_requester=REQUESTER,
+        non_disclosure=True,
+    )
+
+
+def bundle_of(lines: int) -> QueryBundle:
+    return QueryBundle(
+        message_id=MESSAGE_ID,
+        affair=AFFAIR,
+        procedure=PROCEDURE,
+        information_name=INFORMATION_NAME,
+        provider=PROVIDER,
+        lines=tuple(
+            QueryBundleLine(message_id=f"6c3a1f0e-8b1d-4d2e-9f43-{n:012d}", requester_fugo=FUGO)
+            for n in range(lines)
+        ),
+    )
+
+
+def test_a_query_bundle_holds_one_to_500_lines() -> None:
+    """A bundle of 500 lines is taken; one of 501 lines or of none is refused by the schema."""
+    assert len(decode(encode(bundle_of(500)), QueryBundle).lines) == 500
+    for lines in (0, 501):
+        assert schema_refusal(encode(bundle_of(lines)), QueryBundle).code == "XmlSchemaInvalid"
+
+
+def test_a_query_bundle_naming_a_line_twice_is_refused() -> None:
+    """Two lines with the same messageId (one query asked twice) are refused whole."""
+    bundle = bundle_of(2)
+    twice = replace(bundle, lines=(bundle.lines[0], bundle.lines[0]))
+    assert schema_refusal(encode(twice), QueryBundle).code == "XmlSchemaInvalid"
+
+
+def test_a_refused_answer_line_needs_its_reason_in_both_languages() -> None:
+    """A line with a code carries the reason in English and Japanese; one language alone is
+    refused."""
+    data = encode(UNSIGNED_SAMPLES["QueryBundleAnswer"])
+    one_language = data.replace("<Message lang=\"ja\">符号が未取得です。</Message>".encode(), b"")
+    assert one_language != data
+    assert schema_refusal(one_language, QueryBundleAnswer).code == "XmlSchemaInvalid"
 
 
 def test_wrong_root_is_an_unexpected_message() -> None:

@@ -6,8 +6,9 @@ invalid line is refused (``BulkQueryLineInvalid``) without stopping the others; 
 cannot be decoded, is empty or has more than `MAX_LINES` lines is refused as a whole
 (``BulkQueryFileInvalid``) and nothing is stored. `BulkQueries.submit` stores the bulk query
 and every line in one transaction and answers at once; the driver of `BulkQueries` then
-submits the valid lines to the node (at most `CONCURRENCY` at a time, at most `WINDOW` lines
-submitted and not yet ended) and watches their ends with one batch query every
+submits the valid lines to the node, up to `BUNDLE` together (the node sends those of one
+shape to the network as one query bundle), at most `CONCURRENCY` submissions at a time and at
+most `WINDOW` lines submitted and not yet ended, and watches their ends with one batch query every
 `POLL_INTERVAL` seconds. The result file is available once every line has ended.
 
 File format, states, the result file and what is emulated: docs/bulk-query.md.
@@ -74,6 +75,7 @@ __all__ = [
     "ADDRESS_NUMBER",
     "ADDRESS_NUMBER_SYSTEM",
     "AFFAIR",
+    "BUNDLE",
     "CLAIM_BATCH",
     "CONCURRENCY",
     "CONDITION_KIND",
