@@ -695,7 +695,7 @@ def test_a_refused_answer_line_needs_its_reason_in_both_languages() -> None:
     """A line with a code carries the reason in English and Japanese; one language alone is
     refused."""
     data = encode(UNSIGNED_SAMPLES["QueryBundleAnswer"])
-    one_language = data.replace("<Message lang=\"ja\">符号が未取得です。</Message>".encode(), b"")
+    one_language = data.replace('<Message lang="ja">符号が未取得です。</Message>'.encode(), b"")
     assert one_language != data
     assert schema_refusal(one_language, QueryBundleAnswer).code == "XmlSchemaInvalid"
 
