@@ -59,6 +59,7 @@ from middleware.network import (
     PERMITTED_LIST,
     PROVISION,
     PROVISION_REQUEST,
+    PROVISION_REQUEST_BUNDLE,
     QUERY,
     QUERY_BUNDLE,
     RECORD_DISCLOSURE,
@@ -103,6 +104,7 @@ ROUTES: dict[str, tuple[str, str]] = {
     QUERY_BUNDLE: ("POST", "/query-bundles"),
     RECORDS: ("GET", "/records/{}"),
     PROVISION_REQUEST: ("POST", "/provision-requests"),
+    PROVISION_REQUEST_BUNDLE: ("POST", "/provision-request-bundles"),
     PROVISION: ("POST", "/provisions"),
     SELF_INFORMATION: ("POST", "/self-information"),
     SELF_INFORMATION_REQUEST: ("POST", "/self-information-requests"),
@@ -370,6 +372,10 @@ class NetworkApi:
     @app.route("/provision-requests", methods=["POST"])
     def provision_requests(self, request: Request) -> Any:
         return self._dispatch(request, PROVISION_REQUEST)
+
+    @app.route("/provision-request-bundles", methods=["POST"])
+    def provision_request_bundles(self, request: Request) -> Any:
+        return self._dispatch(request, PROVISION_REQUEST_BUNDLE)
 
     @app.route("/provisions", methods=["POST"])
     def provisions(self, request: Request) -> Any:

@@ -5,9 +5,9 @@ schema is ``middleware/schemas/<Root>.xsd``. Receiving always goes through the h
 (`middleware.hardened_xml.parse_xml`), a root-element check (``UnexpectedMessage``) and XSD
 validation (``XmlSchemaInvalid``) before any dataclass is built.
 
-Signed parts — `PermittedListDocument`, `Permit`, `ProvisionPayload` — end with an enveloped
-XML-DSig ``ds:Signature``; the crypto code elsewhere signs and verifies them. NEVER TRUST THE
-FIELDS OF A SIGNED PART BEFORE ITS SIGNATURE IS VERIFIED. Hence:
+Signed parts — `PermittedListDocument`, `Permit`, `PermitBundle`, `ProvisionPayload` — end
+with an enveloped XML-DSig ``ds:Signature``; the crypto code elsewhere signs and verifies
+them. NEVER TRUST THE FIELDS OF A SIGNED PART BEFORE ITS SIGNATURE IS VERIFIED. Hence:
 
 * sending: `to_element` returns the UNSIGNED element; the caller signs it (enveloped signature
   appended as last child) and serializes the signed element with `serialize`;
@@ -16,7 +16,8 @@ FIELDS OF A SIGNED PART BEFORE ITS SIGNATURE IS VERIFIED. Hence:
   refuses signed types. After verification, `from_element` builds the dataclass from the
   verified element (what a ``crypto.xmlsig`` verifier returns, no longer with the signature);
 * a `ProvisionRequest` (and a `SelfInformationRequest`, of the same shape) carries a signed
-  Permit: `decode` returns it with ``permit_element``, the raw, UNVERIFIED Permit element
+  Permit, a `ProvisionRequestBundle` a signed PermitBundle in the same way: `decode` returns
+  it with ``permit_element``, the raw, UNVERIFIED Permit element
   detached as its own document; the caller verifies it and then calls
   ``from_element(verified, Permit)``. When sending, ``permit_element`` must be the signed
   Permit; it is copied into the request, whose root declares only the default namespace so
@@ -72,6 +73,8 @@ __all__ = [
     "NoticeStatusRequest",
     "PayloadRecord",
     "Permit",
+    "PermitBundle",
+    "PermitBundleLine",
     "PermittedListDocument",
     "PermittedRow",
     "Provision",
@@ -79,6 +82,9 @@ __all__ = [
     "ProvisionPayload",
     "ProvisionRequest",
     "ProvisionRequestAck",
+    "ProvisionRequestBundle",
+    "ProvisionRequestBundleAnswer",
+    "ProvisionRequestBundleAnswerLine",
     "QueryAccepted",
     "QueryBundle",
     "QueryBundleAnswer",
@@ -285,6 +291,51 @@ class Permit:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class PermitBundleLine:
+    """One permit of a `PermitBundle`: its 処理通番 and the person's 符号 at the provider."""
+
+    transaction_number: str
+    provider_fugo: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PermitBundle:
+    """The permits of a query bundle's permitted lines, signed once by the network; each line
+    is the `Permit` of `permit_of`."""
+
+    requester: str
+    provider: str
+    affair: str
+    procedure: str
+    information_name: str
+    conditions: QueryConditions | None = None
+    delegating_requester: str | None = None
+    delegating_provider: str | None = None
+    non_disclosure: bool = False
+    issued_at: datetime
+    expires_at: datetime
+    lines: tuple[PermitBundleLine, ...]
+
+    def permit_of(self, line: PermitBundleLine) -> Permit:
+        """The Permit a line stands for."""
+        return Permit(
+            transaction_number=line.transaction_number,
+            requester=self.requester,
+            provider=self.provider,
+            affair=self.affair,
+            procedure=self.procedure,
+            information_name=self.information_name,
+            provider_fugo=line.provider_fugo,
+            conditions=self.conditions,
+            delegating_requester=self.delegating_requester,
+            delegating_provider=self.delegating_provider,
+            non_disclosure=self.non_disclosure,
+            issued_at=self.issued_at,
+            expires_at=self.expires_at,
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Route:
     """Where the provision goes: the requester and the certificate (DER) to encrypt it to."""
 
@@ -303,6 +354,38 @@ class ProvisionRequest:
     message_id: str
     permit_element: etree._Element
     route: Route
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProvisionRequestBundle:
+    """Network → provider: provide under each permit of a signed `PermitBundle`.
+
+    ``permit_element`` is the signed ``PermitBundle`` element, UNVERIFIED after `decode` (as a
+    `ProvisionRequest`'s permit): verify it, then ``from_element(verified, PermitBundle)``.
+    """
+
+    message_id: str
+    permit_element: etree._Element
+    route: Route
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProvisionRequestBundleAnswerLine:
+    """The provider's answer to one permit of a bundle: its 処理通番, and the refusal's code
+    and messages when it refused that permit (all three or none)."""
+
+    transaction_number: str
+    code: str | None = None
+    message_en: str | None = None
+    message_ja: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProvisionRequestBundleAnswer:
+    """Provider → network: the answer to a `ProvisionRequestBundle`, a line per permit."""
+
+    message_id: str
+    lines: tuple[ProvisionRequestBundleAnswerLine, ...]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -560,7 +643,10 @@ Message = (
     | QueryBundle
     | QueryBundleAnswer
     | Permit
+    | PermitBundle
     | ProvisionRequest
+    | ProvisionRequestBundle
+    | ProvisionRequestBundleAnswer
     | SelfInformationQuery
     | SelfInformationRequest
     | ProvisionRequestAck
@@ -745,15 +831,29 @@ def _query_bundle_answer_element(m: QueryBundleAnswer) -> etree._Element:
     for line in m.lines:
         element = _sub(root, "Line")
         element.set("messageId", line.message_id)
-        element.set("transactionNumber", line.transaction_number)
-        if line.code is not None:
-            element.set("code", line.code)
-            _add_messages(
-                _sub(element, "Reason"),
-                _message_text(line.message_en or ""),
-                _message_text(line.message_ja or ""),
-            )
+        _add_line_answer(element, line)
     return root
+
+
+def _provision_request_bundle_answer_element(m: ProvisionRequestBundleAnswer) -> etree._Element:
+    root = _root("ProvisionRequestBundleAnswer", messageId=m.message_id)
+    for line in m.lines:
+        _add_line_answer(_sub(root, "Line"), line)
+    return root
+
+
+def _add_line_answer(
+    element: etree._Element, line: QueryBundleAnswerLine | ProvisionRequestBundleAnswerLine
+) -> None:
+    """A bundle answer's line: its 処理通番 and, for a refused line, its code and reason."""
+    element.set("transactionNumber", line.transaction_number)
+    if line.code is not None:
+        element.set("code", line.code)
+        _add_messages(
+            _sub(element, "Reason"),
+            _message_text(line.message_en or ""),
+            _message_text(line.message_ja or ""),
+        )
 
 
 def _permit_element(m: Permit) -> etree._Element:
@@ -769,6 +869,24 @@ def _permit_element(m: Permit) -> etree._Element:
     _add_acting_for(root, m.delegating_requester, m.delegating_provider, m.non_disclosure)
     _sub(root, "IssuedAt", _format_time(m.issued_at))
     _sub(root, "ExpiresAt", _format_time(m.expires_at))
+    return root
+
+
+def _permit_bundle_element(m: PermitBundle) -> etree._Element:
+    root = _root("PermitBundle")
+    _sub(root, "Requester", m.requester)
+    _sub(root, "Provider", m.provider)
+    _sub(root, "Affair", m.affair)
+    _sub(root, "Procedure", m.procedure)
+    _sub(root, "InformationName", m.information_name)
+    _add_conditions(root, m.conditions)
+    _add_acting_for(root, m.delegating_requester, m.delegating_provider, m.non_disclosure)
+    _sub(root, "IssuedAt", _format_time(m.issued_at))
+    _sub(root, "ExpiresAt", _format_time(m.expires_at))
+    for line in m.lines:
+        element = _sub(root, "Line")
+        _sub(element, "TransactionNumber", line.transaction_number)
+        _sub(element, "ProviderFugo", line.provider_fugo)
     return root
 
 
@@ -788,13 +906,19 @@ def _provision_request_element(m: ProvisionRequest) -> etree._Element:
     return _permit_request_element("ProvisionRequest", m)
 
 
+def _provision_request_bundle_element(m: ProvisionRequestBundle) -> etree._Element:
+    return _permit_request_element("ProvisionRequestBundle", m, "PermitBundle")
+
+
 def _permit_request_element(
-    name: str, m: ProvisionRequest | SelfInformationRequest
+    name: str,
+    m: ProvisionRequest | SelfInformationRequest | ProvisionRequestBundle,
+    permit_name: str = "Permit",
 ) -> etree._Element:
-    """A request carrying a signed permit and its route (ProvisionRequest and
-    SelfInformationRequest have this one shape)."""
-    if m.permit_element.tag != _q("Permit"):
-        raise ValueError(f"permit_element is a {m.permit_element.tag}, not a Permit")
+    """A request carrying a signed permit (or permit bundle) and its route (ProvisionRequest,
+    SelfInformationRequest and ProvisionRequestBundle have this one shape)."""
+    if m.permit_element.tag != _q(permit_name):
+        raise ValueError(f"permit_element is a {m.permit_element.tag}, not a {permit_name}")
     root = _root(name, messageId=m.message_id)
     permit = copy.deepcopy(m.permit_element)
     permit.tail = None
@@ -1141,20 +1265,35 @@ def _build_query_bundle(root: etree._Element) -> QueryBundle:
 
 
 def _build_query_bundle_answer(root: etree._Element) -> QueryBundleAnswer:
-    lines = []
-    for line in root.iterfind(_q("Line")):
-        reason = line.find(_q("Reason"))
-        message_en, message_ja = (None, None) if reason is None else _read_messages(reason)
-        lines.append(
-            QueryBundleAnswerLine(
-                message_id=_attr(line, "messageId"),
-                transaction_number=_attr(line, "transactionNumber"),
-                code=line.get("code"),
-                message_en=message_en,
-                message_ja=message_ja,
-            )
-        )
-    return QueryBundleAnswer(message_id=_attr(root, "messageId"), lines=tuple(lines))
+    return QueryBundleAnswer(
+        message_id=_attr(root, "messageId"),
+        lines=tuple(
+            QueryBundleAnswerLine(message_id=_attr(line, "messageId"), **_read_line_answer(line))
+            for line in root.iterfind(_q("Line"))
+        ),
+    )
+
+
+def _build_provision_request_bundle_answer(root: etree._Element) -> ProvisionRequestBundleAnswer:
+    return ProvisionRequestBundleAnswer(
+        message_id=_attr(root, "messageId"),
+        lines=tuple(
+            ProvisionRequestBundleAnswerLine(**_read_line_answer(line))
+            for line in root.iterfind(_q("Line"))
+        ),
+    )
+
+
+def _read_line_answer(line: etree._Element) -> dict[str, Any]:
+    """A bundle answer's line: its 処理通番 and, for a refused line, its code and reason."""
+    reason = line.find(_q("Reason"))
+    message_en, message_ja = (None, None) if reason is None else _read_messages(reason)
+    return {
+        "transaction_number": _attr(line, "transactionNumber"),
+        "code": line.get("code"),
+        "message_en": message_en,
+        "message_ja": message_ja,
+    }
 
 
 def _build_permit(root: etree._Element) -> Permit:
@@ -1175,6 +1314,36 @@ def _build_permit(root: etree._Element) -> Permit:
     )
 
 
+def _build_permit_bundle(root: etree._Element) -> PermitBundle:
+    return PermitBundle(
+        requester=_child_text(root, "Requester"),
+        provider=_child_text(root, "Provider"),
+        affair=_child_text(root, "Affair"),
+        procedure=_child_text(root, "Procedure"),
+        information_name=_child_text(root, "InformationName"),
+        conditions=_read_conditions(root),
+        delegating_requester=_optional_text(root, "DelegatingRequester"),
+        delegating_provider=_optional_text(root, "DelegatingProvider"),
+        non_disclosure=_read_non_disclosure(root),
+        issued_at=_parse_time(_child_text(root, "IssuedAt")),
+        expires_at=_parse_time(_child_text(root, "ExpiresAt")),
+        lines=tuple(
+            PermitBundleLine(
+                transaction_number=_child_text(line, "TransactionNumber"),
+                provider_fugo=_child_text(line, "ProviderFugo"),
+            )
+            for line in root.iterfind(_q("Line"))
+        ),
+    )
+
+
+def _build_provision_request_bundle(root: etree._Element) -> ProvisionRequestBundle:
+    permit, route = _permit_and_route(root, "PermitBundle")
+    return ProvisionRequestBundle(
+        message_id=_attr(root, "messageId"), permit_element=permit, route=route
+    )
+
+
 def _build_provision_request(root: etree._Element) -> ProvisionRequest:
     permit, route = _permit_and_route(root)
     return ProvisionRequest(message_id=_attr(root, "messageId"), permit_element=permit, route=route)
@@ -1187,9 +1356,12 @@ def _build_self_information_request(root: etree._Element) -> SelfInformationRequ
     )
 
 
-def _permit_and_route(root: etree._Element) -> tuple[etree._Element, Route]:
-    """The UNVERIFIED permit of a request, detached as its own document, and its route."""
-    permit = copy.deepcopy(_child(root, "Permit"))  # detached: its own document root
+def _permit_and_route(
+    root: etree._Element, permit_name: str = "Permit"
+) -> tuple[etree._Element, Route]:
+    """The UNVERIFIED permit (or permit bundle) of a request, detached as its own document,
+    and its route."""
+    permit = copy.deepcopy(_child(root, permit_name))  # detached: its own document root
     permit.tail = None
     route = _child(root, "Route")
     return permit, Route(
@@ -1392,6 +1564,19 @@ _SPECS: dict[type, _Spec] = {
         "QueryBundleAnswer", False, _query_bundle_answer_element, _build_query_bundle_answer
     ),
     Permit: _Spec("Permit", True, _permit_element, _build_permit),
+    PermitBundle: _Spec("PermitBundle", True, _permit_bundle_element, _build_permit_bundle),
+    ProvisionRequestBundle: _Spec(
+        "ProvisionRequestBundle",
+        False,
+        _provision_request_bundle_element,
+        _build_provision_request_bundle,
+    ),
+    ProvisionRequestBundleAnswer: _Spec(
+        "ProvisionRequestBundleAnswer",
+        False,
+        _provision_request_bundle_answer_element,
+        _build_provision_request_bundle_answer,
+    ),
     ProvisionRequest: _Spec(
         "ProvisionRequest", False, _provision_request_element, _build_provision_request
     ),
@@ -1552,8 +1737,8 @@ def decode(data: bytes, expected: type[T], *, max_bytes: int | None = None) -> T
     Raises `RenkeiError` with the hardened parser's codes, ``UnexpectedMessage`` if the root is
     not ``expected``'s, ``XmlSchemaInvalid`` with the first libxml2 validation error.
     A `ProvisionRequest`'s ``permit_element`` is returned UNVERIFIED. Signed documents
-    (`PermittedListDocument`, `Permit`, `ProvisionPayload`) are refused with `TypeError`: use
-    `decode_signed`, verify, then `from_element`.
+    (`PermittedListDocument`, `Permit`, `PermitBundle`, `ProvisionPayload`) are refused with
+    `TypeError`: use `decode_signed`, verify, then `from_element`.
     """
     spec = _spec(expected)
     if spec.signed:

@@ -25,6 +25,7 @@ The operations and the messages they carry (docs/protocol.md §3–§5):
 | ``query_bundle`` | hub | QueryBundle | QueryBundleAnswer |
 | ``records`` | hub | none; ``argument``: the 処理通番 | RecordList |
 | ``provision_request`` | node | ProvisionRequest | ProvisionRequestAck |
+| ``provision_request_bundle`` | node | ProvisionRequestBundle | ProvisionRequestBundleAnswer |
 | ``provision`` | hub, node, portal | Provision | ProvisionAck |
 | ``self_information`` | hub (from the portal) | SelfInformationQuery | QueryAccepted |
 | ``self_information_request`` | node | SelfInformationRequest | ProvisionRequestAck |
@@ -61,6 +62,7 @@ __all__ = [
     "PERMITTED_LIST",
     "PROVISION",
     "PROVISION_REQUEST",
+    "PROVISION_REQUEST_BUNDLE",
     "QUERY",
     "QUERY_BUNDLE",
     "RECORDS",
@@ -88,6 +90,7 @@ QUERY = "query"
 QUERY_BUNDLE = "query_bundle"
 RECORDS = "records"
 PROVISION_REQUEST = "provision_request"
+PROVISION_REQUEST_BUNDLE = "provision_request_bundle"
 PROVISION = "provision"
 SELF_INFORMATION = "self_information"
 SELF_INFORMATION_REQUEST = "self_information_request"
@@ -102,6 +105,7 @@ OPERATIONS = (
     QUERY_BUNDLE,
     RECORDS,
     PROVISION_REQUEST,
+    PROVISION_REQUEST_BUNDLE,
     PROVISION,
     SELF_INFORMATION,
     SELF_INFORMATION_REQUEST,

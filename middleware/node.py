@@ -59,6 +59,7 @@ from middleware.network import (
     NOTICE,
     PROVISION,
     PROVISION_REQUEST,
+    PROVISION_REQUEST_BUNDLE,
     QUERY_BUNDLE,
     RECORD_DISCLOSURE,
     RECORDS,
@@ -388,6 +389,10 @@ class IntermediateServer(Party):
         if operation == PROVISION_REQUEST and document is not None:
             return self.provider.receive_request(
                 messages.decode(document, messages.ProvisionRequest)
+            )
+        if operation == PROVISION_REQUEST_BUNDLE and document is not None:
+            return self.provider.receive_request_bundle(
+                messages.decode(document, messages.ProvisionRequestBundle)
             )
         if operation == SELF_INFORMATION_REQUEST and document is not None:
             return self.provider.receive_self_information_request(

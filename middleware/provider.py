@@ -66,6 +66,12 @@ _ANSWER_OF = select(provision.c.message_id).where(
 _INSERT_PROVISION = provision.insert()
 
 
+def _line_message_id(message_id: str, number: str) -> str:
+    """The identifier under which a refusal of one permit of a bundle is recorded: the same
+    for the same request and 処理通番 (the hub's retry records nothing twice)."""
+    return str(uuid.uuid5(uuid.UUID(message_id), number))
+
+
 @dataclass(frozen=True)
 class _Answer:
     """What the replica gives for a permit: the person, the status and the payload."""
@@ -197,6 +203,172 @@ class Provider:
                 message_id=asked.message_id, transaction_number=permit.transaction_number
             )
         )
+
+    @deferred
+    async def receive_request_bundle(self, asked: messages.ProvisionRequestBundle) -> bytes:
+        """情報提供要求 for the permitted lines of a query bundle (docs/protocol.md §1c): the
+        permit bundle verified against the hub's pinned certificate and its terms, route and
+        list checked once; then each line answered as a ProvisionRequest under its own permit
+        would be (a refused line does not refuse the others), every line read in one
+        transaction, signed and encrypted outside any, and stored in one. The answer has a
+        line per permit."""
+        bundle: messages.PermitBundle | None = None
+        now = self._party.now()
+        try:
+            try:
+                verified = self._hub_verifier.verify(asked.permit_element)
+            except SignatureInvalid:
+                raise RenkeiError(errors.PERMIT_SIGNATURE_INVALID) from None
+            bundle = messages.from_element(verified, messages.PermitBundle)
+            permits = [bundle.permit_of(line) for line in bundle.lines]
+            check_permit_terms(
+                transaction_number=permits[0].transaction_number,
+                provider=bundle.provider,
+                issued_at=bundle.issued_at,
+                expires_at=bundle.expires_at,
+                me=self._code,
+                now=now,
+            )
+            recipient = self._route_certificate(asked.route, permits[0])
+            self._lists.check_current().check(
+                bundle.requester,
+                self._code,
+                bundle.affair,
+                bundle.procedure,
+                bundle.information_name,
+                now,
+                delegating_requester=bundle.delegating_requester,
+                delegating_provider=bundle.delegating_provider,
+            )
+        except RenkeiError as refusal:
+            if refusal.status < 500:
+                # 番号法 第23条: a request refused is recorded too, for each of its permits.
+                permits = [] if bundle is None else [bundle.permit_of(x) for x in bundle.lines]
+                recorded = await self._database.run(
+                    self._record_bundle_refused, asked.message_id, permits, refusal, now
+                )
+                for number, requester in recorded:
+                    self._party.events.provision_refused(number, requester, refusal.code)
+            raise
+        prepared = await self._database.read(self._prepare_lines, asked.message_id, permits, now)
+        bodies: dict[str, tuple[str, bytes]] = {}
+        for permit, answer in zip(permits, prepared, strict=True):
+            if isinstance(answer, _Answer):
+                # Signing and encryption: CPU work, outside any transaction.
+                message_id = str(uuid.uuid4())
+                body = self._answer_body(message_id, permit, answer, recipient)
+                bodies[permit.transaction_number] = (message_id, body)
+        stored = await self._database.run(
+            self._store_lines, asked.message_id, permits, prepared, bodies, recipient, now
+        )
+        lines = []
+        for permit, answer, (outgoing, refused, first) in zip(
+            permits, prepared, stored, strict=True
+        ):
+            number = permit.transaction_number
+            if refused is not None:
+                if first:
+                    self._party.events.provision_refused(number, permit.requester, refused.code)
+                lines.append(
+                    messages.ProvisionRequestBundleAnswerLine(
+                        transaction_number=number,
+                        code=refused.code,
+                        message_en=refused.message_en,
+                        message_ja=refused.message_ja,
+                    )
+                )
+                continue
+            if outgoing is not None and isinstance(answer, _Answer):
+                self._party.outbox.send_now(outgoing)
+                self._party.events.provision(
+                    number,
+                    answer.status,
+                    permit.requester,
+                    permit.information_name,
+                    permit.procedure,
+                    now + timedelta(seconds=self._institution.hold_lifetime),
+                )
+            lines.append(messages.ProvisionRequestBundleAnswerLine(transaction_number=number))
+        return messages.encode(
+            messages.ProvisionRequestBundleAnswer(message_id=asked.message_id, lines=tuple(lines))
+        )
+
+    def _prepare_lines(
+        self,
+        connection: Connection,
+        message_id: str,
+        permits: list[messages.Permit],
+        now: datetime,
+    ) -> list[_Answer | RenkeiError | None]:
+        """`_prepare` for each permit of a bundle, from one snapshot: its answer, its refusal,
+        or None when it was answered."""
+        prepared: list[_Answer | RenkeiError | None] = []
+        for permit in permits:
+            try:
+                prepared.append(self._prepare(connection, message_id, permit, now))
+            except RenkeiError as refusal:
+                if refusal.status >= 500:
+                    raise
+                prepared.append(refusal)
+        return prepared
+
+    def _store_lines(
+        self,
+        connection: Connection,
+        message_id: str,
+        permits: list[messages.Permit],
+        prepared: list[_Answer | RenkeiError | None],
+        bodies: dict[str, tuple[str, bytes]],
+        recipient: x509.Certificate,
+        now: datetime,
+    ) -> list[tuple[OutgoingMessage | None, RenkeiError | None, bool]]:
+        """In one transaction, each line of a bundle: its provision stored, held or queued and
+        recorded (`_store`), or its refusal recorded. For each: the message to send, the
+        refusal and whether it was recorded just now."""
+        stored: list[tuple[OutgoingMessage | None, RenkeiError | None, bool]] = []
+        for permit, answer in zip(permits, prepared, strict=True):
+            line_id = _line_message_id(message_id, permit.transaction_number)
+            if isinstance(answer, RenkeiError):
+                first = self._record_refused(connection, line_id, permit, answer, now)
+                stored.append((None, answer, first))
+                continue
+            if answer is None:
+                stored.append((None, None, False))  # answered before: the hub's retry
+                continue
+            provision_id, body = bodies[permit.transaction_number]
+            try:
+                outgoing = self._store(
+                    connection, message_id, permit, recipient, answer, provision_id, body, now
+                )
+            except RenkeiError as refusal:  # answered meanwhile under another request
+                if refusal.status >= 500:
+                    raise
+                first = self._record_refused(connection, line_id, permit, refusal, now)
+                stored.append((None, refusal, first))
+                continue
+            stored.append((outgoing, None, False))
+        return stored
+
+    def _record_bundle_refused(
+        self,
+        connection: Connection,
+        message_id: str,
+        permits: list[messages.Permit],
+        refusal: RenkeiError,
+        now: datetime,
+    ) -> list[tuple[str | None, str | None]]:
+        """A bundle refused whole, recorded for each of its permits (once for the request
+        when its permit bundle could not be verified); the (処理通番, requester) of each
+        refusal recorded just now."""
+        if not permits:
+            first = self._record_refused(connection, message_id, None, refusal, now)
+            return [(None, None)] if first else []
+        recorded: list[tuple[str | None, str | None]] = []
+        for permit in permits:
+            line_id = _line_message_id(message_id, permit.transaction_number)
+            if self._record_refused(connection, line_id, permit, refusal, now):
+                recorded.append((permit.transaction_number, permit.requester))
+        return recorded
 
     def _check_self_information(self, permit: messages.Permit) -> None:
         """A permit for a person's own information: of the 自己情報提供 procedure, asked by

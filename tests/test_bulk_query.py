@@ -15,6 +15,10 @@ import pytest
 import pytest_twisted
 from click.testing import CliRunner
 from sqlalchemy import func, select
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
 
 from adapters.care_insurance.bulk_query import (
     FIELDS,
@@ -612,6 +616,49 @@ async def test_cli_sends_the_file_shows_progress_and_saves_the_result(
     assert "BulkQueryFileInvalid" in err
 
 
+class CliRun(ProcessProtocol):
+    """The CLI run in a process of its own, its standard error watched as it comes (the box
+    runs in this process's reactor): `said` fires once a text has appeared in it, `ended`
+    with (out, err, exit code)."""
+
+    def __init__(self, *args: str) -> None:
+        from twisted.internet import reactor as installed
+
+        reactor: Any = installed
+        self._out: list[bytes] = []
+        self._err: list[bytes] = []
+        self._waiting: list[tuple[str, Deferred[None]]] = []
+        self.ended: Deferred[tuple[str, str, int]] = Deferred()
+        command = [sys.executable, "-c", "from renkei.cli import main; main()", *args]
+        reactor.spawnProcess(
+            self, sys.executable, command, env=dict(os.environ), path=str(REPOSITORY)
+        )
+
+    def said(self, text: str) -> Deferred[None]:
+        heard: Deferred[None] = Deferred()
+        self._waiting.append((text, heard))
+        self.errReceived(b"")
+        return heard
+
+    def outReceived(self, data: bytes) -> None:
+        self._out.append(data)
+
+    def errReceived(self, data: bytes) -> None:
+        self._err.append(data)
+        err = b"".join(self._err).decode(errors="replace")
+        for text, heard in list(self._waiting):
+            if text in err:
+                self._waiting.remove((text, heard))
+                heard.callback(None)
+
+    def processEnded(self, reason: Failure) -> None:
+        code = reason.value.exitCode if isinstance(reason.value, ProcessTerminated) else 0
+        out, err = (b"".join(part).decode(errors="replace") for part in (self._out, self._err))
+        for text, heard in self._waiting:
+            heard.errback(AssertionError(f"the CLI ended without saying {text!r}: {err}"))
+        self.ended.callback((out, err, code or 0))
+
+
 @pytest_twisted.ensureDeferred
 async def test_the_cli_rides_out_a_node_restart_and_resumes_a_bulk_query(
     box: Any, tmp_path: Path
@@ -619,22 +666,16 @@ async def test_the_cli_rides_out_a_node_restart_and_resumes_a_bulk_query(
     """`renkei bulk-query` keeps trying while the node is down, sends its file once (one
     Idempotency-Key per run) and saves the result; `--resume ID` follows the same bulk query
     to the same result file."""
-    from twisted.internet import reactor
-    from twisted.internet.defer import Deferred
-    from twisted.internet.task import deferLater
-
     from tests.test_populate_cli import renkei
 
     source = tmp_path / "ikkatsu.csv"
     source.write_bytes(file_of(line(), line(統合宛名番号=ICHIRO_MEGURO)))
     common = ("-c", str(box.config.path), "-i", "meguro", "-s", CARE_INSURANCE)
     await box.stop_party("meguro")
-    sent = Deferred.fromCoroutine(renkei("bulk-query", str(source), *common, "--interval", "0.2"))
-    await deferLater(reactor, 2.0, lambda: None)
+    sent = CliRun("bulk-query", str(source), *common, "--interval", "0.2")
+    await sent.said("did not answer")  # the node is down: the CLI keeps trying
     await box.start_party("meguro")
-    out, err, code = await sent
-    assert code == 0, out + err
-    assert "did not answer" in err
+    out, err, code = await sent.ended
     stored = box.nodes["meguro"].database.run_blocking(
         lambda connection: connection.execute(select(bulk_query.c.bulk_query_id)).scalars().all()
     )

@@ -22,6 +22,8 @@ from middleware.messages import (
     InstitutionEntry,
     PayloadRecord,
     Permit,
+    PermitBundle,
+    PermitBundleLine,
     PermittedListDocument,
     PermittedRow,
     Provision,
@@ -29,6 +31,9 @@ from middleware.messages import (
     ProvisionPayload,
     ProvisionRequest,
     ProvisionRequestAck,
+    ProvisionRequestBundle,
+    ProvisionRequestBundleAnswer,
+    ProvisionRequestBundleAnswerLine,
     QueryAccepted,
     QueryBundle,
     QueryBundleAnswer,
@@ -76,6 +81,26 @@ def sample_permit(**changes: Any) -> Permit:
         expires_at=EXPIRES,
     )
     return replace(permit, **changes)
+
+
+def sample_permit_bundle() -> PermitBundle:
+    """A PermitBundle of two lines, with every optional field."""
+    return PermitBundle(
+        requester=REQUESTER,
+        provider=PROVIDER,
+        affair=AFFAIR,
+        procedure=PROCEDURE,
+        information_name=INFORMATION_NAME,
+        conditions=CONDITIONS,
+        delegating_provider=PROVIDER,
+        non_disclosure=True,
+        issued_at=ISSUED,
+        expires_at=EXPIRES,
+        lines=(
+            PermitBundleLine(transaction_number=TRANSACTION, provider_fugo=FUGO),
+            PermitBundleLine(transaction_number="20260101000000000002", provider_fugo=FUGO[::-1]),
+        ),
+    )
 
 
 def sample_permitted_list() -> PermittedListDocument:
@@ -194,6 +219,18 @@ UNSIGNED_SAMPLES: dict[str, messages.Message] = {
     ),
     "ProvisionRequestAck": ProvisionRequestAck(
         message_id=MESSAGE_ID, transaction_number=TRANSACTION
+    ),
+    "ProvisionRequestBundleAnswer": ProvisionRequestBundleAnswer(
+        message_id=MESSAGE_ID,
+        lines=(
+            ProvisionRequestBundleAnswerLine(transaction_number=TRANSACTION),
+            ProvisionRequestBundleAnswerLine(
+                transaction_number="20260101000000000002",
+                code="PermitReplayed",
+                message_en="This permit was used before.",
+                message_ja="この許可証は使用済みです。",
+            ),
+        ),
     ),
     "ProvisionProvided": Provision(
         message_id=MESSAGE_ID,
@@ -321,6 +358,7 @@ SIGNED_SAMPLES: dict[str, messages.Message] = {
     "PermittedList": sample_permitted_list(),
     "Permit": sample_permit(),
     "PermitWithoutConditions": sample_permit(conditions=None),
+    "PermitBundle": sample_permit_bundle(),
     "ProvisionPayload": sample_payload(),
     "ProvisionPayloadWithAttachments": replace(
         sample_payload(),
@@ -355,7 +393,7 @@ def sample_provision_request() -> ProvisionRequest:
 def schema_refusal(data: bytes, expected: type) -> RenkeiError:
     """Decode data expecting a refusal, and return it."""
     with pytest.raises(RenkeiError) as info:
-        if expected in (PermittedListDocument, Permit, ProvisionPayload):
+        if expected in (PermittedListDocument, Permit, PermitBundle, ProvisionPayload):
             decode_signed(data, expected)
         else:
             decode(data, expected)
@@ -398,6 +436,36 @@ def test_provision_request_round_trips_with_detached_unverified_permit() -> None
     assert decoded.permit_element.getparent() is None
     assert serialize(decoded.permit_element) == serialize(request.permit_element)
     assert from_element(decoded.permit_element, Permit) == sample_permit()
+
+
+def test_provision_request_bundle_round_trips_with_detached_unverified_permit_bundle() -> None:
+    """A ProvisionRequestBundle decodes to its raw signed permit bundle (detached) and its
+    route; each line of the bundle is the Permit it stands for."""
+    request = ProvisionRequestBundle(
+        message_id=MESSAGE_ID,
+        permit_element=dummy_signed(sample_permit_bundle()),
+        route=Route(requester=REQUESTER, encryption_certificate=b"\x30\x82" + b"\xff" * 64),
+    )
+    decoded = decode(encode(request), ProvisionRequestBundle)
+    assert (decoded.message_id, decoded.route) == (request.message_id, request.route)
+    assert decoded.permit_element.getparent() is None
+    assert serialize(decoded.permit_element) == serialize(request.permit_element)
+    bundle = from_element(decoded.permit_element, PermitBundle)
+    assert bundle == sample_permit_bundle()
+    assert bundle.permit_of(bundle.lines[1]) == sample_permit(
+        transaction_number="20260101000000000002",
+        provider_fugo=FUGO[::-1],
+        delegating_provider=PROVIDER,
+        non_disclosure=True,
+    )
+
+
+def test_a_permit_bundle_naming_a_transaction_twice_is_refused() -> None:
+    """Two lines with one 処理通番 (one permit given twice) are refused by the schema."""
+    bundle = sample_permit_bundle()
+    twice = replace(bundle, lines=(bundle.lines[0], bundle.lines[0]))
+    data = serialize(dummy_signed(twice))
+    assert schema_refusal(data, PermitBundle).code == "XmlSchemaInvalid"
 
 
 def test_self_information_request_round_trips_as_a_provision_request_does() -> None:
@@ -584,7 +652,7 @@ def encoded_sample(expected: type, variant: bytes) -> bytes:
     """The encoded (and, for signed parts, dummy-signed) sample of a message type."""
     if expected is ProvisionRequest:
         return encode(sample_provision_request())
-    if expected in (PermittedListDocument, Permit, ProvisionPayload):
+    if expected in (PermittedListDocument, Permit, PermitBundle, ProvisionPayload):
         message = next(m for m in SIGNED_SAMPLES.values() if type(m) is expected)
         return serialize(dummy_signed(message))
     candidates = [m for m in UNSIGNED_SAMPLES.values() if type(m) is expected]
@@ -621,8 +689,11 @@ def test_every_message_type_has_a_compiled_schema() -> None:
         "QueryBundle",
         "QueryBundleAnswer",
         "Permit",
+        "PermitBundle",
         "ProvisionRequest",
         "ProvisionRequestAck",
+        "ProvisionRequestBundle",
+        "ProvisionRequestBundleAnswer",
         "Provision",
         "ProvisionAck",
         "ProvisionPayload",

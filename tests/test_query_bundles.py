@@ -5,17 +5,35 @@ stands for, answered and recorded line by line, all in one transaction."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
+import pytest
 import pytest_twisted
+from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import func, select
 
 from codes.errors import RenkeiError
 from crypto.pki import PkiLayout
+from crypto.xmlsig import Signer
 from middleware import messages
-from middleware.network import HUB, PROVISION_REQUEST, QUERY_BUNDLE
+from middleware.clock import utc_now
+from middleware.network import (
+    HUB,
+    PROVISION_REQUEST,
+    PROVISION_REQUEST_BUNDLE,
+    QUERY_BUNDLE,
+    DeliveryRefused,
+)
 from middleware.queries import QuerySubmission
-from middleware.tables import hub_outbox, hub_query, hub_records, query
+from middleware.tables import (
+    hub_outbox,
+    hub_query,
+    hub_records,
+    provision,
+    query,
+    refused_request,
+)
 from simulators.network import jukinet
 from simulators.network.fugo import FugoCipher, id_code
 from tests.network import (
@@ -89,17 +107,20 @@ def query_records(box: Any) -> list[tuple[str, str, str | None]]:
     return [tuple(row) for row in rows]
 
 
-def provision_requests(box: Any) -> int:
-    """The provision requests the hub queued (a permitted query's permit, for the provider)."""
-    return int(
-        box.hub.database.run_blocking(
-            lambda connection: connection.execute(
-                select(func.count())
-                .select_from(hub_outbox)
-                .where(hub_outbox.c.kind == PROVISION_REQUEST)
-            ).scalar_one()
+def provision_requests(box: Any) -> list[str]:
+    """The kinds of the provision requests the hub queued (permits, for the provider)."""
+    kinds = box.hub.database.run_blocking(
+        lambda connection: (
+            connection.execute(
+                select(hub_outbox.c.kind).where(
+                    hub_outbox.c.kind.in_((PROVISION_REQUEST, PROVISION_REQUEST_BUNDLE))
+                )
+            )
+            .scalars()
+            .all()
         )
     )
+    return list(kinds)
 
 
 @pytest_twisted.ensureDeferred
@@ -122,7 +143,8 @@ async def test_the_hub_answers_a_bundle_line_by_line(box: Any) -> None:
         (permitted.transaction_number, "permitted", None),
         (refused.transaction_number, "refused", "FugoInvalid"),
     ]
-    assert provision_requests(box) == 1  # the permitted line's
+    # The permitted line's permit, in a bundle of its own: Setagaya is a node of renkei's.
+    assert provision_requests(box) == [PROVISION_REQUEST_BUNDLE]
 
 
 @pytest_twisted.ensureDeferred
@@ -135,7 +157,7 @@ async def test_a_bundle_sent_again_gets_the_first_answers_and_changes_nothing(bo
 
     assert await send_bundle(box, bundle) == first
     assert (hub_queries(box), query_records(box)) == (queries, records)
-    assert provision_requests(box) == 1
+    assert provision_requests(box) == [PROVISION_REQUEST_BUNDLE]
 
 
 def premium_assessment(person: str = HANAKO_MEGURO) -> QuerySubmission:
@@ -175,3 +197,108 @@ async def test_queries_submitted_together_end_each_with_its_own_result(box: Any)
         lambda connection: connection.execute(select(func.count()).select_from(query)).scalar_one()
     )
     assert stored == 2
+
+
+def provision_request_bundle(
+    box: Any, fugos: tuple[str, ...], *, signer: Signer | None = None, message_id: str = ""
+) -> bytes:
+    """A provision request bundle as the hub would send it to Setagaya, a permit per 符号."""
+    from twisted.internet import reactor
+
+    layout = PkiLayout(box.config.pki)
+    now = utc_now(reactor)
+    bundle = messages.PermitBundle(
+        requester=MEGURO,
+        provider=SETAGAYA,
+        affair=CARE_AFFAIR,
+        procedure=PREMIUM_ASSESSMENT,
+        information_name=TAX_INFORMATION,
+        issued_at=now,
+        expires_at=now + timedelta(minutes=5),
+        lines=tuple(
+            messages.PermitBundleLine(
+                transaction_number=f"{uuid.uuid4().int % 10**20:020d}", provider_fugo=fugo
+            )
+            for fugo in fugos
+        ),
+    )
+    signer = signer or Signer(layout.hub_signing().load())
+    return messages.encode(
+        messages.ProvisionRequestBundle(
+            message_id=message_id or str(uuid.uuid4()),
+            permit_element=signer.sign(messages.to_element(bundle)),
+            route=messages.Route(
+                requester=MEGURO,
+                encryption_certificate=layout.institution_encryption(MEGURO)
+                .load()
+                .certificate.public_bytes(Encoding.DER),
+            ),
+        )
+    )
+
+
+async def send_to_setagaya(box: Any, body: bytes) -> messages.ProvisionRequestBundleAnswer:
+    answer: messages.ProvisionRequestBundleAnswer = await send(
+        box,
+        HUB,
+        SETAGAYA,
+        PROVISION_REQUEST_BUNDLE,
+        body,
+        messages.ProvisionRequestBundleAnswer,
+    )
+    return answer
+
+
+def setagaya_provisions(box: Any) -> list[tuple[str, str]]:
+    """Setagaya's provisions (処理通番, status) and refused requests (処理通番, code)."""
+    database = box.nodes["setagaya"].database
+
+    def read(connection: Any) -> list[tuple[str, str]]:
+        provided = connection.execute(select(provision.c.transaction_number, provision.c.status))
+        refused = connection.execute(
+            select(refused_request.c.transaction_number, refused_request.c.error_code)
+        )
+        return sorted(map(tuple, [*provided, *refused]))
+
+    return list(database.run_blocking(read))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_provider_answers_each_permit_of_a_bundle(box: Any) -> None:
+    """Each permit of a bundle is answered as its own ProvisionRequest would be: a person the
+    provider knows is provided, a 符号 it does not know is refused (FugoUnknown, recorded)
+    without refusing the other; the same request again changes nothing."""
+    unknown = "0123456789ABCDEF0123456789ABCDEF"
+    body = provision_request_bundle(box, (fugo_of_hanako(box, SETAGAYA), unknown))
+    answer = await send_to_setagaya(box, body)
+
+    known_line, unknown_line = answer.lines
+    assert known_line.code is None
+    assert (unknown_line.code, bool(unknown_line.message_ja)) == ("FugoUnknown", True)
+    assert setagaya_provisions(box) == sorted(
+        [
+            (known_line.transaction_number, "provided"),
+            (unknown_line.transaction_number, "FugoUnknown"),
+        ]
+    )
+    assert await send_to_setagaya(box, body) == answer
+    assert len(setagaya_provisions(box)) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_provider_refuses_a_bundle_signed_by_another_key_whole(
+    box: Any, tmp_path: Any
+) -> None:
+    """A permit bundle not signed by the hub's pinned key is refused whole
+    (PermitSignatureInvalid), recorded once, and nothing is provided."""
+    from crypto.pki import InstitutionEntry, init_pki
+
+    init_pki(tmp_path / "other", [InstitutionEntry(MEGURO, ())])
+    other = PkiLayout(tmp_path / "other")
+    body = provision_request_bundle(
+        box, (fugo_of_hanako(box, SETAGAYA),), signer=Signer(other.hub_signing().load())
+    )
+    with pytest.raises(DeliveryRefused) as refused:
+        await send_to_setagaya(box, body)
+    assert refused.value.code == "PermitSignatureInvalid"
+    assert setagaya_provisions(box) == [(None, "PermitSignatureInvalid")]

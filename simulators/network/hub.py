@@ -62,6 +62,7 @@ from middleware.network import (
     PERMITTED_LIST,
     PROVISION,
     PROVISION_REQUEST,
+    PROVISION_REQUEST_BUNDLE,
     QUERY,
     QUERY_BUNDLE,
     RECORD_DISCLOSURE,
@@ -487,6 +488,7 @@ class Hub(Party):
         refuse the others; a retried bundle gets the first answers again."""
         results = await self.database.run(self._record_query_bundle, requester, bundle, self.now())
         lines = []
+        sent: set[str] = set()  # the lines of a bundle for a node share one message
         for line, (number, outgoing, refusal, new) in zip(bundle.lines, results, strict=True):
             asked = (number, requester, bundle.provider, bundle.information_name, bundle.procedure)
             if refusal is not None:
@@ -503,7 +505,9 @@ class Hub(Party):
                 )
                 continue
             if outgoing is not None:
-                self.outbox.send_now(outgoing)
+                if outgoing.message_id not in sent:
+                    sent.add(outgoing.message_id)
+                    self.outbox.send_now(outgoing)
                 self.events.query_permitted(*asked)
             accepted = messages.QueryBundleAnswerLine(
                 message_id=line.message_id, transaction_number=number
@@ -516,17 +520,69 @@ class Hub(Party):
     def _record_query_bundle(
         self, connection: Connection, requester: str, bundle: messages.QueryBundle, now: datetime
     ) -> list[tuple[str, OutgoingMessage | None, RenkeiError | None, bool]]:
-        """`_record_query` for every line of a bundle, in one transaction."""
-        return [
-            self._record_query(
-                connection,
-                requester,
-                bundle.query_of(line),
-                now,
-                self._check_listed,
-                PROVISION_REQUEST,
+        """`_record_query` for every line of a bundle, in one transaction. A provider that is a
+        node of renkei's gets the new permits as one PermitBundle (the message of each line
+        is then that one); an outside member, a ProvisionRequest per permit."""
+        if not isinstance(self.members[bundle.provider].config, InstitutionConfig):
+            return [
+                self._record_query(
+                    connection,
+                    requester,
+                    bundle.query_of(line),
+                    now,
+                    self._check_listed,
+                    PROVISION_REQUEST,
+                )
+                for line in bundle.lines
+            ]
+        results: list[tuple[str, messages.Permit | None, RenkeiError | None, bool]] = []
+        for line in bundle.lines:
+            query = bundle.query_of(line)
+            known = self._known_query(connection, query)
+            if known is not None:
+                number, refusal = known
+                results.append((number, None, refusal, False))
+                continue
+            number, permit, refusal = self._permit_query(
+                connection, requester, query, now, self._check_listed
             )
-            for line in bundle.lines
+            results.append((number, permit, refusal, True))
+        permits = [permit for _, permit, _, _ in results if permit is not None]
+        outgoing = None
+        if permits:
+            first = permits[0]
+            bundled = messages.PermitBundle(
+                requester=first.requester,
+                provider=first.provider,
+                affair=first.affair,
+                procedure=first.procedure,
+                information_name=first.information_name,
+                conditions=first.conditions,
+                delegating_requester=first.delegating_requester,
+                delegating_provider=first.delegating_provider,
+                non_disclosure=first.non_disclosure,
+                issued_at=first.issued_at,
+                expires_at=first.expires_at,
+                lines=tuple(
+                    messages.PermitBundleLine(
+                        transaction_number=p.transaction_number, provider_fugo=p.provider_fugo
+                    )
+                    for p in permits
+                ),
+            )
+            # Kept unsigned, as a single permit is: signed when it is sent.
+            message_id = str(uuid.uuid4())
+            outgoing = OutgoingMessage(
+                message_id,
+                PROVISION_REQUEST_BUNDLE,
+                bundle.provider,
+                message_id,
+                messages.encode(bundled),
+            )
+            self.outbox.enqueue(connection, outgoing)
+        return [
+            (number, outgoing if permit is not None else None, refusal, new)
+            for number, permit, refusal, new in results
         ]
 
     @deferred
@@ -600,17 +656,45 @@ class Hub(Party):
         """In one transaction: the 処理通番, the provision request (``kind``) to send, the
         refusal to answer (returned, not raised, so that the refusal's record is committed)
         and whether the query is new (not a retry of one answered before)."""
-        known = connection.execute(_QUERY_OF_MESSAGE, {"message_id": query.message_id}).first()
+        known = self._known_query(connection, query)
         if known is not None:
-            number = str(known.transaction_number)
-            if known.state == REFUSED and known.error_code in errors.ALL:
-                return (
-                    number,
-                    None,
-                    RenkeiError(errors.ALL[known.error_code], transaction_number=number),
-                    False,
-                )
-            return number, None, None, False  # a retry: same 処理通番, nothing new
+            number, refusal = known
+            return number, None, refusal, False  # a retry: the first answer, nothing new
+        number, permit, refusal = self._permit_query(connection, requester, query, now, check)
+        if permit is None:
+            return number, None, refusal, True
+        # The outbox keeps the permit unsigned: it is signed when it is sent
+        # (`_provision_request`), outside any transaction.
+        outgoing = OutgoingMessage(
+            str(uuid.uuid4()), kind, query.provider, number, messages.encode(permit)
+        )
+        self.outbox.enqueue(connection, outgoing)
+        return number, outgoing, None, True
+
+    @staticmethod
+    def _known_query(
+        connection: Connection, query: messages.QueryRequest
+    ) -> tuple[str, RenkeiError | None] | None:
+        """The 処理通番 and refusal (if refused) of a query received before (the requester's
+        retry), or None for a new one."""
+        known = connection.execute(_QUERY_OF_MESSAGE, {"message_id": query.message_id}).first()
+        if known is None:
+            return None
+        number = str(known.transaction_number)
+        if known.state == REFUSED and known.error_code in errors.ALL:
+            return number, RenkeiError(errors.ALL[known.error_code], transaction_number=number)
+        return number, None
+
+    def _permit_query(
+        self,
+        connection: Connection,
+        requester: str,
+        query: messages.QueryRequest,
+        now: datetime,
+        check: _Check,
+    ) -> tuple[str, messages.Permit | None, RenkeiError | None]:
+        """A new query checked, its 符号 converted, given its 処理通番 and recorded: its
+        permit, or its refusal (recorded; raised instead when it is not the query's fault)."""
         try:
             check(requester, query, now)
             provider_fugo = self._fugo.convert(query.requester_fugo, requester, query.provider)
@@ -622,7 +706,6 @@ class Hub(Party):
                 number,
                 None,
                 RenkeiError(refusal.kind, **{**refusal.params, "transaction_number": number}),
-                True,
             )
         expires_at = now + timedelta(seconds=self._network.permit_validity)
         number = self._new_query(connection, requester, query, PERMITTED, now, expires_at)
@@ -641,12 +724,6 @@ class Hub(Party):
             issued_at=now,
             expires_at=expires_at,
         )
-        # The outbox keeps the permit unsigned: it is signed when it is sent
-        # (`_provision_request`), outside any transaction.
-        message_id = str(uuid.uuid4())
-        body = messages.encode(permit)
-        outgoing = OutgoingMessage(message_id, kind, query.provider, number, body)
-        self.outbox.enqueue(connection, outgoing)
         self.record(
             connection,
             now,
@@ -667,7 +744,7 @@ class Hub(Party):
                 )
             ],
         )
-        return number, outgoing, None, True
+        return number, permit, None
 
     def _new_query(
         self,
@@ -977,6 +1054,7 @@ class Hub(Party):
     def deliver(self, message: OutgoingMessage) -> Deferred[Any]:
         handlers: dict[str, Callable[[OutgoingMessage], Deferred[Any]]] = {
             PROVISION_REQUEST: self._deliver_provision_request,
+            PROVISION_REQUEST_BUNDLE: self._deliver_provision_request_bundle,
             SELF_INFORMATION_REQUEST: self._deliver_provision_request,
             "provision": self._deliver_provision,
             NOTICE: self._deliver_notice,
@@ -1028,6 +1106,66 @@ class Hub(Party):
                 )
             raise
         return self._after(message.reference, PERMITTED, DELIVERED)
+
+    @deferred
+    async def _deliver_provision_request_bundle(self, message: OutgoingMessage) -> AfterDelivery:
+        """A PermitBundle of the outbox, signed now and sent with its route; each permit the
+        provider refuses is told to the requester as a single refused one is."""
+        element = parse_xml(message.body)  # the permit bundle `_record_query_bundle` wrote
+        bundle = messages.from_element(element, messages.PermitBundle)
+        numbers = [line.transaction_number for line in bundle.lines]
+        body = messages.encode(
+            messages.ProvisionRequestBundle(
+                message_id=message.message_id,
+                permit_element=self._signer.sign(element),
+                route=messages.Route(
+                    requester=bundle.requester,
+                    encryption_certificate=self.members[bundle.requester].encryption_certificate,
+                ),
+            )
+        )
+        try:
+            document = await self.transport.exchange(
+                message.destination, PROVISION_REQUEST_BUNDLE, body
+            )
+            answer = decode_answer(document, messages.ProvisionRequestBundleAnswer)
+        except DeliveryRefused as refusal:
+            await self._providers_refused(message.destination, [(n, refusal.code) for n in numbers])
+            raise
+        if (
+            answer.message_id != message.message_id
+            or [line.transaction_number for line in answer.lines] != numbers
+        ):
+            raise TransientFailure(f"the answer to {message.message_id} names other permits")
+        refused = [(line.transaction_number, line.code) for line in answer.lines if line.code]
+        if refused:
+            await self._providers_refused(message.destination, refused)
+        accepted = [line.transaction_number for line in answer.lines if not line.code]
+        return AfterDelivery(
+            lambda connection: self._set_states(connection, accepted, PERMITTED, DELIVERED)
+        )
+
+    async def _providers_refused(self, provider: str, refused: list[tuple[str, str]]) -> None:
+        """Permits the provider refused (処理通番, code), each told to its requester."""
+        now = self.now()
+        relayed = await self.database.run(
+            lambda connection: [
+                (number, code, self._provider_refused(connection, number, code, now))
+                for number, code in refused
+            ]
+        )
+        for number, code, outgoing in relayed:
+            if outgoing is not None:
+                self.outbox.send_now(outgoing)
+                self.events.relayed(
+                    number, provider, outgoing.destination, "refused by the provider", code
+                )
+
+    def _set_states(
+        self, connection: Connection, numbers: list[str], expected: str | None, state: str
+    ) -> None:
+        for number in numbers:
+            self._set_state(connection, number, expected, state)
 
     def _provider_refused(
         self, connection: Connection, number: str, code: str, now: datetime
