@@ -58,6 +58,7 @@ from middleware.network import (
     NOTICE_STATUS,
     PERMITTED_LIST,
     PROVISION,
+    PROVISION_BUNDLE,
     PROVISION_REQUEST,
     PROVISION_REQUEST_BUNDLE,
     QUERY,
@@ -106,6 +107,7 @@ ROUTES: dict[str, tuple[str, str]] = {
     PROVISION_REQUEST: ("POST", "/provision-requests"),
     PROVISION_REQUEST_BUNDLE: ("POST", "/provision-request-bundles"),
     PROVISION: ("POST", "/provisions"),
+    PROVISION_BUNDLE: ("POST", "/provision-bundles"),
     SELF_INFORMATION: ("POST", "/self-information"),
     SELF_INFORMATION_REQUEST: ("POST", "/self-information-requests"),
     RECORD_DISCLOSURE: ("POST", "/record-disclosures"),
@@ -380,6 +382,10 @@ class NetworkApi:
     @app.route("/provisions", methods=["POST"])
     def provisions(self, request: Request) -> Any:
         return self._dispatch(request, PROVISION)
+
+    @app.route("/provision-bundles", methods=["POST"])
+    def provision_bundles(self, request: Request) -> Any:
+        return self._dispatch(request, PROVISION_BUNDLE)
 
     @app.route("/self-information", methods=["POST"])
     def self_information(self, request: Request) -> Any:

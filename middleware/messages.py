@@ -57,6 +57,7 @@ __all__ = [
     "BatchAnswer",
     "BatchAnswerItem",
     "BatchItem",
+    "BundleAnswerLine",
     "DelegationEntry",
     "DisclosedRecords",
     "ErrorMessage",
@@ -79,12 +80,13 @@ __all__ = [
     "PermittedRow",
     "Provision",
     "ProvisionAck",
+    "ProvisionBundle",
+    "ProvisionBundleAnswer",
     "ProvisionPayload",
     "ProvisionRequest",
     "ProvisionRequestAck",
     "ProvisionRequestBundle",
     "ProvisionRequestBundleAnswer",
-    "ProvisionRequestBundleAnswerLine",
     "QueryAccepted",
     "QueryBundle",
     "QueryBundleAnswer",
@@ -370,9 +372,9 @@ class ProvisionRequestBundle:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class ProvisionRequestBundleAnswerLine:
-    """The provider's answer to one permit of a bundle: its 処理通番, and the refusal's code
-    and messages when it refused that permit (all three or none)."""
+class BundleAnswerLine:
+    """The receiver's answer to one line of a bundle (a permit, a provision): its 処理通番,
+    and the refusal's code and messages when it refused that line (all three or none)."""
 
     transaction_number: str
     code: str | None = None
@@ -385,7 +387,7 @@ class ProvisionRequestBundleAnswer:
     """Provider → network: the answer to a `ProvisionRequestBundle`, a line per permit."""
 
     message_id: str
-    lines: tuple[ProvisionRequestBundleAnswerLine, ...]
+    lines: tuple[BundleAnswerLine, ...]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -435,6 +437,23 @@ class Provision:
     reason_ja: str | None = None
     # 提供側不開示: the provider hides the transaction from the person's disclosure.
     non_disclosure: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProvisionBundle:
+    """Several `Provision`s in one message (provider → network → requester, between nodes of
+    renkei's and the network), each as it would travel alone."""
+
+    message_id: str
+    provisions: tuple[Provision, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProvisionBundleAnswer:
+    """The answer to a `ProvisionBundle`: a line per provision, in order."""
+
+    message_id: str
+    lines: tuple[BundleAnswerLine, ...]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -651,6 +670,8 @@ Message = (
     | SelfInformationRequest
     | ProvisionRequestAck
     | Provision
+    | ProvisionBundle
+    | ProvisionBundleAnswer
     | ProvisionAck
     | ProvisionPayload
     | ErrorMessage
@@ -843,7 +864,7 @@ def _provision_request_bundle_answer_element(m: ProvisionRequestBundleAnswer) ->
 
 
 def _add_line_answer(
-    element: etree._Element, line: QueryBundleAnswerLine | ProvisionRequestBundleAnswerLine
+    element: etree._Element, line: QueryBundleAnswerLine | BundleAnswerLine
 ) -> None:
     """A bundle answer's line: its 処理通番 and, for a refused line, its code and reason."""
     element.set("transactionNumber", line.transaction_number)
@@ -954,6 +975,21 @@ def _provision_element(m: Provision) -> etree._Element:
         _sub(root, "EncryptedPayload", _b64encode(m.encrypted_payload))
     if m.reason_en is not None and m.reason_ja is not None:
         _add_messages(_sub(root, "Reason"), m.reason_en, m.reason_ja)
+    return root
+
+
+def _provision_bundle_element(m: ProvisionBundle) -> etree._Element:
+    root = _root("ProvisionBundle", messageId=m.message_id)
+    for provision in m.provisions:
+        element = _provision_element(provision)
+        root.append(element)
+    return root
+
+
+def _provision_bundle_answer_element(m: ProvisionBundleAnswer) -> etree._Element:
+    root = _root("ProvisionBundleAnswer", messageId=m.message_id)
+    for line in m.lines:
+        _add_line_answer(_sub(root, "Line"), line)
     return root
 
 
@@ -1278,8 +1314,7 @@ def _build_provision_request_bundle_answer(root: etree._Element) -> ProvisionReq
     return ProvisionRequestBundleAnswer(
         message_id=_attr(root, "messageId"),
         lines=tuple(
-            ProvisionRequestBundleAnswerLine(**_read_line_answer(line))
-            for line in root.iterfind(_q("Line"))
+            BundleAnswerLine(**_read_line_answer(line)) for line in root.iterfind(_q("Line"))
         ),
     )
 
@@ -1400,6 +1435,20 @@ def _build_provision(root: etree._Element) -> Provision:
         reason_en=reason_en,
         reason_ja=reason_ja,
         non_disclosure=root.get("nonDisclosure") in ("true", "1"),
+    )
+
+
+def _build_provision_bundle(root: etree._Element) -> ProvisionBundle:
+    return ProvisionBundle(
+        message_id=_attr(root, "messageId"),
+        provisions=tuple(_build_provision(e) for e in root.iterfind(_q("Provision"))),
+    )
+
+
+def _build_provision_bundle_answer(root: etree._Element) -> ProvisionBundleAnswer:
+    return ProvisionBundleAnswer(
+        message_id=_attr(root, "messageId"),
+        lines=tuple(BundleAnswerLine(**_read_line_answer(e)) for e in root.iterfind(_q("Line"))),
     )
 
 
@@ -1597,6 +1646,15 @@ _SPECS: dict[type, _Spec] = {
     ),
     Provision: _Spec("Provision", False, _provision_element, _build_provision),
     ProvisionAck: _Spec("ProvisionAck", False, _provision_ack_element, _build_provision_ack),
+    ProvisionBundle: _Spec(
+        "ProvisionBundle", False, _provision_bundle_element, _build_provision_bundle
+    ),
+    ProvisionBundleAnswer: _Spec(
+        "ProvisionBundleAnswer",
+        False,
+        _provision_bundle_answer_element,
+        _build_provision_bundle_answer,
+    ),
     ProvisionPayload: _Spec(
         "ProvisionPayload", True, _provision_payload_element, _build_provision_payload
     ),

@@ -27,6 +27,7 @@ The operations and the messages they carry (docs/protocol.md §3–§5):
 | ``provision_request`` | node | ProvisionRequest | ProvisionRequestAck |
 | ``provision_request_bundle`` | node | ProvisionRequestBundle | ProvisionRequestBundleAnswer |
 | ``provision`` | hub, node, portal | Provision | ProvisionAck |
+| ``provision_bundle`` | hub, node | ProvisionBundle | ProvisionBundleAnswer |
 | ``self_information`` | hub (from the portal) | SelfInformationQuery | QueryAccepted |
 | ``self_information_request`` | node | SelfInformationRequest | ProvisionRequestAck |
 | ``record_disclosure`` | hub, node | RecordDisclosureRequest | DisclosedRecords |
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
@@ -53,6 +55,7 @@ __all__ = [
     "HUB",
     "MAX_BATCH_BYTES",
     "MAX_BATCH_ITEMS",
+    "MAX_BUNDLE_BYTES",
     "MAX_BUNDLE_LINES",
     "MAX_MESSAGE_BYTES",
     "NOTICE",
@@ -61,6 +64,7 @@ __all__ = [
     "OPERATIONS",
     "PERMITTED_LIST",
     "PROVISION",
+    "PROVISION_BUNDLE",
     "PROVISION_REQUEST",
     "PROVISION_REQUEST_BUNDLE",
     "QUERY",
@@ -75,6 +79,7 @@ __all__ = [
     "TransientFailure",
     "Transport",
     "answer_of",
+    "bundles_of",
     "check_content_digest",
     "content_digest",
     "decode_answer",
@@ -92,6 +97,7 @@ RECORDS = "records"
 PROVISION_REQUEST = "provision_request"
 PROVISION_REQUEST_BUNDLE = "provision_request_bundle"
 PROVISION = "provision"
+PROVISION_BUNDLE = "provision_bundle"
 SELF_INFORMATION = "self_information"
 SELF_INFORMATION_REQUEST = "self_information_request"
 RECORD_DISCLOSURE = "record_disclosure"
@@ -107,6 +113,7 @@ OPERATIONS = (
     PROVISION_REQUEST,
     PROVISION_REQUEST_BUNDLE,
     PROVISION,
+    PROVISION_BUNDLE,
     SELF_INFORMATION,
     SELF_INFORMATION_REQUEST,
     RECORD_DISCLOSURE,
@@ -137,7 +144,10 @@ MAX_BATCH_ITEMS = 64
 MAX_BATCH_BYTES = 4 * 1_048_576
 """The largest batch document a receiver takes (its items base64-encoded)."""
 MAX_BUNDLE_LINES = 500
-"""The most lines of a QueryBundle (middleware/schemas/QueryBundle.xsd)."""
+"""The most lines of a bundle (middleware/schemas/QueryBundle.xsd and the others)."""
+MAX_BUNDLE_BYTES = 512 * 1024
+"""About the most a ProvisionBundle carries, well under `MAX_MESSAGE_BYTES`: a provision that
+would take a bundle past it starts the next bundle (`bundles_of`)."""
 
 RETRYABLE = frozenset({errors.CONTENT_DIGEST_MISMATCH.code})
 """Coded refusals that say the message was damaged on the way: the sender sends it again."""
@@ -190,6 +200,27 @@ class Transport(Protocol):
     def close(self) -> Deferred[None]:
         """Release what the transport holds (kept-alive connections)."""
         ...
+
+
+def bundles_of(
+    provisions: Sequence[messages.Provision],
+) -> list[tuple[messages.Provision, ...]]:
+    """Provisions, in order, in groups that each go as one ProvisionBundle: at most
+    `MAX_BUNDLE_LINES`, and at most about `MAX_BUNDLE_BYTES` (each provision counted as its
+    payload in base64, its reason in UTF-8 and 256 bytes for the rest) unless a provision
+    alone is larger."""
+    groups: list[list[messages.Provision]] = []
+    size = 0
+    for provision in provisions:
+        reason = len(provision.reason_en or "") + len(provision.reason_ja or "")
+        weight = 256 + 4 * len(provision.encrypted_payload or b"") // 3 + 3 * reason
+        group = groups[-1] if groups else None
+        if group is None or len(group) >= MAX_BUNDLE_LINES or size + weight > MAX_BUNDLE_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(provision)
+        size += weight
+    return [tuple(group) for group in groups]
 
 
 def decode_answer(document: bytes, expected: type[T]) -> T:

@@ -58,6 +58,7 @@ from middleware.network import (
     HUB,
     NOTICE,
     PROVISION,
+    PROVISION_BUNDLE,
     PROVISION_REQUEST,
     PROVISION_REQUEST_BUNDLE,
     QUERY_BUNDLE,
@@ -402,6 +403,10 @@ class IntermediateServer(Party):
             return self.disclose(messages.decode(document, messages.RecordDisclosureRequest))
         if operation == PROVISION and document is not None:
             return self.requester.receive_provision(messages.decode(document, messages.Provision))
+        if operation == PROVISION_BUNDLE and document is not None:
+            return self.requester.receive_provision_bundle(
+                messages.decode(document, messages.ProvisionBundle)
+            )
         raise RenkeiError(errors.PAGE_NOT_FOUND)
 
     def deliver(self, message: OutgoingMessage) -> Deferred[Any]:
@@ -410,6 +415,7 @@ class IntermediateServer(Party):
             "query": self.requester.deliver_query,
             QUERY_BUNDLE: self.requester.deliver_query_bundle,
             "provision": self.provider.deliver_provision,
+            PROVISION_BUNDLE: self.provider.deliver_provision_bundle,
             NOTICE: self.notices.deliver,
         }
         return handlers[message.kind](message)

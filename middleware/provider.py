@@ -48,7 +48,14 @@ from middleware.config import InstitutionConfig
 from middleware.deferred import deferred
 from middleware.hardened_xml import serialize
 from middleware.list_sync import PermittedLists
-from middleware.network import HUB, PROVISION, decode_answer
+from middleware.network import (
+    HUB,
+    PROVISION,
+    PROVISION_BUNDLE,
+    TransientFailure,
+    bundles_of,
+    decode_answer,
+)
 from middleware.outbox import OutgoingMessage
 from middleware.party import Party
 from middleware.permit import check_permit_terms
@@ -251,26 +258,25 @@ class Provider:
                     self._party.events.provision_refused(number, requester, refusal.code)
             raise
         prepared = await self._database.read(self._prepare_lines, asked.message_id, permits, now)
-        bodies: dict[str, tuple[str, bytes]] = {}
+        answers: dict[str, messages.Provision] = {}
         for permit, answer in zip(permits, prepared, strict=True):
             if isinstance(answer, _Answer):
                 # Signing and encryption: CPU work, outside any transaction.
-                message_id = str(uuid.uuid4())
-                body = self._answer_body(message_id, permit, answer, recipient)
-                bodies[permit.transaction_number] = (message_id, body)
-        stored = await self._database.run(
-            self._store_lines, asked.message_id, permits, prepared, bodies, recipient, now
+                number = permit.transaction_number
+                answers[number] = self._answer(str(uuid.uuid4()), permit, answer, recipient)
+        stored, outgoing = await self._database.run(
+            self._store_lines, asked.message_id, permits, prepared, answers, recipient, now
         )
+        for message in outgoing:
+            self._party.outbox.send_now(message)
         lines = []
-        for permit, answer, (outgoing, refused, first) in zip(
-            permits, prepared, stored, strict=True
-        ):
+        for permit, answer, (new, refused, first) in zip(permits, prepared, stored, strict=True):
             number = permit.transaction_number
             if refused is not None:
                 if first:
                     self._party.events.provision_refused(number, permit.requester, refused.code)
                 lines.append(
-                    messages.ProvisionRequestBundleAnswerLine(
+                    messages.BundleAnswerLine(
                         transaction_number=number,
                         code=refused.code,
                         message_en=refused.message_en,
@@ -278,8 +284,7 @@ class Provider:
                     )
                 )
                 continue
-            if outgoing is not None and isinstance(answer, _Answer):
-                self._party.outbox.send_now(outgoing)
+            if new and isinstance(answer, _Answer):
                 self._party.events.provision(
                     number,
                     answer.status,
@@ -288,7 +293,7 @@ class Provider:
                     permit.procedure,
                     now + timedelta(seconds=self._institution.hold_lifetime),
                 )
-            lines.append(messages.ProvisionRequestBundleAnswerLine(transaction_number=number))
+            lines.append(messages.BundleAnswerLine(transaction_number=number))
         return messages.encode(
             messages.ProvisionRequestBundleAnswer(message_id=asked.message_id, lines=tuple(lines))
         )
@@ -318,36 +323,50 @@ class Provider:
         message_id: str,
         permits: list[messages.Permit],
         prepared: list[_Answer | RenkeiError | None],
-        bodies: dict[str, tuple[str, bytes]],
+        answers: dict[str, messages.Provision],
         recipient: x509.Certificate,
         now: datetime,
-    ) -> list[tuple[OutgoingMessage | None, RenkeiError | None, bool]]:
-        """In one transaction, each line of a bundle: its provision stored, held or queued and
-        recorded (`_store`), or its refusal recorded. For each: the message to send, the
-        refusal and whether it was recorded just now."""
-        stored: list[tuple[OutgoingMessage | None, RenkeiError | None, bool]] = []
+    ) -> tuple[list[tuple[bool, RenkeiError | None, bool]], list[OutgoingMessage]]:
+        """In one transaction, each line of a bundle: its provision stored (and held when it
+        is) and recorded, or its refusal recorded; the provisions stored go to the hub
+        together, as ProvisionBundles (`bundles_of`). For each line: whether it was stored just
+        now, its refusal and whether that was recorded just now; and the messages to send."""
+        stored: list[tuple[bool, RenkeiError | None, bool]] = []
+        entries: list[RecordEntry] = []
+        provisions: list[messages.Provision] = []
         for permit, answer in zip(permits, prepared, strict=True):
             line_id = _line_message_id(message_id, permit.transaction_number)
             if isinstance(answer, RenkeiError):
                 first = self._record_refused(connection, line_id, permit, answer, now)
-                stored.append((None, answer, first))
+                stored.append((False, answer, first))
                 continue
             if answer is None:
-                stored.append((None, None, False))  # answered before: the hub's retry
+                stored.append((False, None, False))  # answered before: the hub's retry
                 continue
-            provision_id, body = bodies[permit.transaction_number]
             try:
-                outgoing = self._store(
-                    connection, message_id, permit, recipient, answer, provision_id, body, now
-                )
+                entry = self._stored(connection, message_id, permit, recipient, answer, now)
             except RenkeiError as refusal:  # answered meanwhile under another request
                 if refusal.status >= 500:
                     raise
                 first = self._record_refused(connection, line_id, permit, refusal, now)
-                stored.append((None, refusal, first))
+                stored.append((False, refusal, first))
                 continue
-            stored.append((outgoing, None, False))
-        return stored
+            if entry is None:
+                stored.append((False, None, False))  # answered meanwhile: the hub's retry
+                continue
+            entries.append(entry)
+            provisions.append(answers[permit.transaction_number])
+            stored.append((True, None, False))
+        if entries:
+            self._party.record(connection, now, entries)
+        outgoing = []
+        for group in bundles_of(provisions):
+            bundle_id = str(uuid.uuid4())
+            body = messages.encode(messages.ProvisionBundle(message_id=bundle_id, provisions=group))
+            message = OutgoingMessage(bundle_id, PROVISION_BUNDLE, HUB, bundle_id, body)
+            self._party.outbox.enqueue(connection, message)
+            outgoing.append(message)
+        return stored, outgoing
 
     def _record_bundle_refused(
         self,
@@ -502,18 +521,25 @@ class Provider:
         answer: _Answer,
         recipient: x509.Certificate,
     ) -> bytes:
+        return messages.encode(self._answer(message_id, permit, answer, recipient))
+
+    def _answer(
+        self,
+        message_id: str,
+        permit: messages.Permit,
+        answer: _Answer,
+        recipient: x509.Certificate,
+    ) -> messages.Provision:
         hidden = self.withholds(permit.information_name)
         if answer.status == HELD:
             # The requester learns that its query is held (保留中), nothing more.
-            return messages.encode(
-                messages.Provision(
-                    message_id=message_id,
-                    transaction_number=permit.transaction_number,
-                    status=HELD,
-                    non_disclosure=hidden,
-                )
+            return messages.Provision(
+                message_id=message_id,
+                transaction_number=permit.transaction_number,
+                status=HELD,
+                non_disclosure=hidden,
             )
-        return self.sealed_provision(
+        return self.sealed(
             message_id, permit.transaction_number, answer.status, answer.payload, recipient
         )
 
@@ -525,17 +551,26 @@ class Provider:
         payload: messages.ProvisionPayload,
         recipient: x509.Certificate,
     ) -> bytes:
+        """`sealed`, encoded."""
+        return messages.encode(self.sealed(message_id, number, status, payload, recipient))
+
+    def sealed(
+        self,
+        message_id: str,
+        number: str,
+        status: str,
+        payload: messages.ProvisionPayload,
+        recipient: x509.Certificate,
+    ) -> messages.Provision:
         """A Provision carrying ``payload`` signed by us and encrypted for ``recipient``
         (marked 不開示 when this institution hides its information name)."""
         plaintext = serialize(self._signer.sign(messages.to_element(payload)))
-        return messages.encode(
-            messages.Provision(
-                message_id=message_id,
-                transaction_number=number,
-                status=status,
-                encrypted_payload=envelope.seal(plaintext, recipient),
-                non_disclosure=self.withholds(payload.information_name),
-            )
+        return messages.Provision(
+            message_id=message_id,
+            transaction_number=number,
+            status=status,
+            encrypted_payload=envelope.seal(plaintext, recipient),
+            non_disclosure=self.withholds(payload.information_name),
         )
 
     def _store(
@@ -550,9 +585,25 @@ class Provider:
         now: datetime,
     ) -> OutgoingMessage | None:
         """Store the provision, hold it or queue it, and record it, in one transaction."""
+        entry = self._stored(connection, asked_id, permit, recipient, answer, now)
+        if entry is None:
+            return None  # answered meanwhile (the hub's retry, delivered twice at once)
+        return self.queue_provision(connection, now, message_id, body, entry)
+
+    def _stored(
+        self,
+        connection: Connection,
+        asked_id: str,
+        permit: messages.Permit,
+        recipient: x509.Certificate,
+        answer: _Answer,
+        now: datetime,
+    ) -> RecordEntry | None:
+        """The provision stored (and held when it is), its record still to be written; None
+        when the 処理通番 was answered meanwhile."""
         number = permit.transaction_number
         if self._answered(connection, asked_id, number):
-            return None  # answered meanwhile (the hub's retry, delivered twice at once)
+            return None
         connection.execute(
             _INSERT_PROVISION,
             {
@@ -589,25 +640,19 @@ class Provider:
                     reason=None,
                 ),
             )
-        return self.queue_provision(
-            connection,
-            now,
-            message_id,
-            body,
-            RecordEntry(
-                event="provision",
-                status=answer.status,
-                transaction_number=number,
-                requester=permit.requester,
-                provider=self._code,
-                affair=permit.affair,
-                procedure=permit.procedure,
-                information_name=permit.information_name,
-                person=answer.person,
-                non_disclosure=self.withholds(permit.information_name, permit.non_disclosure),
-                delegating_requester=permit.delegating_requester,
-                delegating_provider=permit.delegating_provider,
-            ),
+        return RecordEntry(
+            event="provision",
+            status=answer.status,
+            transaction_number=number,
+            requester=permit.requester,
+            provider=self._code,
+            affair=permit.affair,
+            procedure=permit.procedure,
+            information_name=permit.information_name,
+            person=answer.person,
+            non_disclosure=self.withholds(permit.information_name, permit.non_disclosure),
+            delegating_requester=permit.delegating_requester,
+            delegating_provider=permit.delegating_provider,
         )
 
     def queue_provision(
@@ -630,6 +675,22 @@ class Provider:
         """The outbox's delivery of a provision to the hub."""
         document = await self._party.transport.exchange(HUB, PROVISION, message.body)
         decode_answer(document, messages.ProvisionAck)
+
+    @deferred
+    async def deliver_provision_bundle(self, message: OutgoingMessage) -> None:
+        """The outbox's delivery of a ProvisionBundle to the hub. A provision the hub refuses
+        alone is refused for good, as a single one would be: logged."""
+        document = await self._party.transport.exchange(HUB, PROVISION_BUNDLE, message.body)
+        answer = decode_answer(document, messages.ProvisionBundleAnswer)
+        if answer.message_id != message.message_id:
+            raise TransientFailure(f"the hub's answer to {message.message_id} names another")
+        for line in answer.lines:
+            if line.code is not None:
+                self.log.warn(
+                    "provision {number} refused by the hub: {code}",
+                    number=line.transaction_number,
+                    code=line.code,
+                )
 
     # -- refusals ------------------------------------------------------------------------------
 

@@ -549,6 +549,89 @@ class Requester:
             raise RenkeiError(errors.ALL[code], transaction_number=delivered.transaction_number)
         return messages.encode(provision_ack(delivered))
 
+    @deferred
+    async def receive_provision_bundle(self, bundle: messages.ProvisionBundle) -> bytes:
+        """Provisions relayed together by the hub: each decrypted, verified and stored once as
+        a single one is (`receive_provision`), the queries read in one transaction and the
+        results stored in one; the answer has a line per provision (a refusal of one, its
+        code: an unknown transaction, a payload refused)."""
+        rows = await self._database.read(self._queries_of_results, bundle.provisions)
+        work: list[tuple[Any, messages.Provision, str, bytes | None, str | None]] = []
+        codes: dict[str, str] = {}
+        for delivered, row in zip(bundle.provisions, rows, strict=True):
+            if isinstance(row, RenkeiError):
+                codes[delivered.transaction_number] = row.code
+            elif row.state not in FINISHED:
+                # Decryption and verification are CPU work outside any transaction.
+                state, result, code = (
+                    (HELD, None, None)
+                    if delivered.status == HELD
+                    else self._open_result(row, delivered)
+                )
+                work.append((row, delivered, state, result, code))
+        stored = await self._database.run(self._store_results, work)
+        for (row, delivered, state, _, code), new in zip(work, stored, strict=True):
+            number = delivered.transaction_number
+            if new:
+                self._party.events.query_ended(
+                    number, row.query_id, state, row.provider, row.information_name, code
+                )
+            if state != HELD:
+                self._query_ended(row.query_id)
+            if code is not None and state == ERROR:
+                codes[number] = code
+        lines = []
+        for delivered in bundle.provisions:
+            number = delivered.transaction_number
+            code = codes.get(number)
+            if code is None:
+                lines.append(messages.BundleAnswerLine(transaction_number=number))
+                continue
+            refusal = RenkeiError(errors.ALL[code], transaction_number=number)
+            lines.append(
+                messages.BundleAnswerLine(
+                    transaction_number=number,
+                    code=code,
+                    message_en=refusal.message_en,
+                    message_ja=refusal.message_ja,
+                )
+            )
+        return messages.encode(
+            messages.ProvisionBundleAnswer(message_id=bundle.message_id, lines=tuple(lines))
+        )
+
+    def _queries_of_results(
+        self, connection: Connection, provisions: Sequence[messages.Provision]
+    ) -> list[Any]:
+        """The query of each provision (`_query_of_result`), or its refusal."""
+        rows: list[Any] = []
+        for delivered in provisions:
+            try:
+                rows.append(self._query_of_result(connection, delivered))
+            except RenkeiError as refusal:
+                rows.append(refusal)
+        return rows
+
+    def _store_results(
+        self,
+        connection: Connection,
+        work: Sequence[tuple[Any, messages.Provision, str, bytes | None, str | None]],
+    ) -> list[bool]:
+        """Each provision's end (held, or its result) stored and recorded, in one
+        transaction; whether each was new."""
+        stored = []
+        for row, delivered, state, result, code in work:
+            number, hidden = delivered.transaction_number, delivered.non_disclosure
+            if state == HELD:
+                stored.append(self._mark_held(connection, row.query_id, number, hidden))
+            else:
+                stored.append(
+                    self._store_result(
+                        connection, row.query_id, number, state, result, code, hidden
+                    )
+                )
+        return stored
+
     def _query_of_result(self, connection: Connection, delivered: messages.Provision) -> Any:
         """The query a relayed provision answers: by our query id, which the hub adds, and
         its 処理通番 (the result may overtake the hub's QueryAccepted answer)."""

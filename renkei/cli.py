@@ -1311,7 +1311,8 @@ def faults_group() -> None:
 @click.option(
     "--operation",
     default=None,
-    help="The message kind: query, provision_request, provision, fugo, permitted_list, records.",
+    help="The message kind: query, query_bundle, provision_request, provision_request_bundle, "
+    "provision, provision_bundle, fugo, permitted_list, records.",
 )
 @click.option("--probability", type=float, default=1.0, show_default=True)
 @click.option(

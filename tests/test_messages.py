@@ -16,6 +16,7 @@ from middleware.hardened_xml import serialize
 from middleware.messages import (
     DSIG_NS,
     NS,
+    BundleAnswerLine,
     ErrorMessage,
     FugoRequest,
     FugoResponse,
@@ -28,12 +29,13 @@ from middleware.messages import (
     PermittedRow,
     Provision,
     ProvisionAck,
+    ProvisionBundle,
+    ProvisionBundleAnswer,
     ProvisionPayload,
     ProvisionRequest,
     ProvisionRequestAck,
     ProvisionRequestBundle,
     ProvisionRequestBundleAnswer,
-    ProvisionRequestBundleAnswerLine,
     QueryAccepted,
     QueryBundle,
     QueryBundleAnswer,
@@ -220,11 +222,41 @@ UNSIGNED_SAMPLES: dict[str, messages.Message] = {
     "ProvisionRequestAck": ProvisionRequestAck(
         message_id=MESSAGE_ID, transaction_number=TRANSACTION
     ),
+    "ProvisionBundle": ProvisionBundle(
+        message_id=MESSAGE_ID,
+        provisions=(
+            Provision(
+                message_id=LINE_IDS[0],
+                transaction_number=TRANSACTION,
+                status="provided",
+                query_message_id=LINE_IDS[1],
+                encrypted_payload=bytes(range(256)),
+            ),
+            Provision(
+                message_id=LINE_IDS[1],
+                transaction_number="20260101000000000002",
+                status="held",
+                non_disclosure=True,
+            ),
+        ),
+    ),
+    "ProvisionBundleAnswer": ProvisionBundleAnswer(
+        message_id=MESSAGE_ID,
+        lines=(
+            BundleAnswerLine(transaction_number=TRANSACTION),
+            BundleAnswerLine(
+                transaction_number="20260101000000000002",
+                code="UnknownTransaction",
+                message_en="Unknown transaction.",
+                message_ja="処理通番が不明です。",
+            ),
+        ),
+    ),
     "ProvisionRequestBundleAnswer": ProvisionRequestBundleAnswer(
         message_id=MESSAGE_ID,
         lines=(
-            ProvisionRequestBundleAnswerLine(transaction_number=TRANSACTION),
-            ProvisionRequestBundleAnswerLine(
+            BundleAnswerLine(transaction_number=TRANSACTION),
+            BundleAnswerLine(
                 transaction_number="20260101000000000002",
                 code="PermitReplayed",
                 message_en="This permit was used before.",
@@ -696,6 +728,8 @@ def test_every_message_type_has_a_compiled_schema() -> None:
         "ProvisionRequestBundleAnswer",
         "Provision",
         "ProvisionAck",
+        "ProvisionBundle",
+        "ProvisionBundleAnswer",
         "ProvisionPayload",
         "Error",
         "RecordList",
@@ -769,6 +803,33 @@ def test_a_refused_answer_line_needs_its_reason_in_both_languages() -> None:
     one_language = data.replace('<Message lang="ja">符号が未取得です。</Message>'.encode(), b"")
     assert one_language != data
     assert schema_refusal(one_language, QueryBundleAnswer).code == "XmlSchemaInvalid"
+
+
+def test_provision_bundles_stay_under_their_size_and_line_caps() -> None:
+    """Provisions are grouped in order into bundles of at most 500 lines and about 512 KiB of
+    payloads; a provision larger than that alone goes in a bundle of its own."""
+    from middleware.network import MAX_BUNDLE_BYTES, bundles_of
+
+    def provision(n: int, payload: int) -> Provision:
+        number = f"{n:020d}"
+        return Provision(
+            message_id=MESSAGE_ID,
+            transaction_number=number,
+            status="provided",
+            encrypted_payload=b"x" * payload,
+        )
+
+    small = [provision(n, 100) for n in range(1_200)]
+    assert [len(group) for group in bundles_of(small)] == [500, 500, 200]
+    large = [provision(n, 100_000) for n in range(12)]
+    groups = bundles_of(large)
+    assert [p for group in groups for p in group] == large
+    assert all(len(g) * (256 + 4 * 100_000 // 3) <= MAX_BUNDLE_BYTES for g in groups)
+    assert [len(group) for group in bundles_of([provision(0, 600_000), *large[:1]])] == [1, 1]
+    for group in groups:  # each bundle is a message a receiver takes
+        data = encode(ProvisionBundle(message_id=MESSAGE_ID, provisions=group))
+        assert len(data) < 1_048_576
+        assert decode(data, ProvisionBundle).provisions == group
 
 
 def test_wrong_root_is_an_unexpected_message() -> None:

@@ -5,6 +5,7 @@ stands for, answered and recorded line by line, all in one transaction."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ from middleware import messages
 from middleware.clock import utc_now
 from middleware.network import (
     HUB,
+    PROVISION_BUNDLE,
     PROVISION_REQUEST,
     PROVISION_REQUEST_BUNDLE,
     QUERY_BUNDLE,
@@ -30,6 +32,7 @@ from middleware.tables import (
     hub_outbox,
     hub_query,
     hub_records,
+    node_records,
     provision,
     query,
     refused_request,
@@ -302,3 +305,71 @@ async def test_a_provider_refuses_a_bundle_signed_by_another_key_whole(
         await send_to_setagaya(box, body)
     assert refused.value.code == "PermitSignatureInvalid"
     assert setagaya_provisions(box) == [(None, "PermitSignatureInvalid")]
+
+
+def records_at(database: Any, table: Any) -> int:
+    return int(
+        database.run_blocking(
+            lambda connection: connection.execute(
+                select(func.count()).select_from(table)
+            ).scalar_one()
+        )
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_provision_bundles_sent_again_change_nothing_and_unknown_lines_are_refused(
+    box: Any,
+) -> None:
+    """Provisions travel in bundles (provider → hub → requester). A bundle sent again (its
+    answer lost) is taken line by line as the first time — nothing relayed, stored or
+    recorded twice — and a provision of a transaction the receiver does not know is refused
+    alone (UnknownTransaction)."""
+    meguro = box.nodes["meguro"]
+    asked = [(premium_assessment(), f"again-{n}") for n in range(2)]
+    query_ids = await meguro.requester.submit_queries(asked, CARE_INSURANCE)
+    numbers = []
+    for query_id in query_ids:
+        assert isinstance(query_id, str)
+        status = await meguro.requester.wait_for_end(query_id, 30.0, CARE_INSURANCE)
+        assert status.state == "provided"
+        numbers.append(status.transaction_number)
+    kinds = box.hub.database.run_blocking(
+        lambda connection: connection.execute(select(hub_outbox.c.kind)).scalars().all()
+    )
+    assert sorted(kinds) == [PROVISION_BUNDLE, PROVISION_REQUEST_BUNDLE]
+    delivered = box.hub.database.run_blocking(
+        lambda connection: connection.execute(
+            select(hub_outbox.c.body).where(hub_outbox.c.kind == PROVISION_BUNDLE)
+        ).scalar_one()
+    )
+    relayed = messages.decode(delivered, messages.ProvisionBundle)
+    assert sorted(p.transaction_number for p in relayed.provisions) == sorted(numbers)
+    before = (records_at(box.hub.database, hub_records), records_at(meguro.database, node_records))
+
+    unknown = replace(relayed.provisions[0], transaction_number="20260101000000000999")
+    again = replace(relayed, provisions=(*relayed.provisions, unknown))
+    to_meguro: messages.ProvisionBundleAnswer = await send(
+        box, HUB, MEGURO, PROVISION_BUNDLE, messages.encode(again), messages.ProvisionBundleAnswer
+    )
+    assert [line.code for line in to_meguro.lines] == [None, None, "UnknownTransaction"]
+
+    from_setagaya = replace(
+        again,
+        provisions=tuple(replace(p, query_message_id=None) for p in again.provisions),
+    )
+    to_hub: messages.ProvisionBundleAnswer = await send(
+        box,
+        SETAGAYA,
+        HUB,
+        PROVISION_BUNDLE,
+        messages.encode(from_setagaya),
+        messages.ProvisionBundleAnswer,
+    )
+    assert [line.code for line in to_hub.lines] == [None, None, "UnknownTransaction"]
+    after = (records_at(box.hub.database, hub_records), records_at(meguro.database, node_records))
+    assert after == before
+    for query_id in query_ids:
+        assert isinstance(query_id, str)
+        status = await meguro.requester.query_status(query_id, CARE_INSURANCE)
+        assert status.state == "provided"

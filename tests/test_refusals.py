@@ -522,18 +522,18 @@ async def test_a_payload_naming_items_the_catalogue_lacks_ends_the_query_in_erro
     from tests.test_flow import ask_tax
 
     provider = box.nodes["setagaya"].provider
-    original = provider.sealed_provision
+    original = provider.sealed
 
     def with_an_unknown_item(
         message_id: str, number: str, status: str, payload: Any, recipient: Any
-    ) -> bytes:
+    ) -> Any:
         records = tuple(
             replace(record, items=(*record.items, ("TK00000201019999", "1")))
             for record in payload.records
         )
         return original(message_id, number, status, replace(payload, records=records), recipient)
 
-    monkeypatch.setattr(provider, "sealed_provision", with_an_unknown_item)
+    monkeypatch.setattr(provider, "sealed", with_an_unknown_item)
     submitted = await ask_tax(meguro_care)
     status = await meguro_care.wait_for_result(submitted["query_id"], timeout=30)
     assert (status["state"], status["error"]["code"]) == ("error", "PayloadInvalid")

@@ -61,6 +61,7 @@ from middleware.network import (
     NOTICE_STATUS,
     PERMITTED_LIST,
     PROVISION,
+    PROVISION_BUNDLE,
     PROVISION_REQUEST,
     PROVISION_REQUEST_BUNDLE,
     QUERY,
@@ -72,6 +73,7 @@ from middleware.network import (
     DeliveryRefused,
     TransientFailure,
     Transport,
+    bundles_of,
     decode_answer,
 )
 from middleware.outbox import AfterDelivery, OutgoingMessage
@@ -380,6 +382,10 @@ class Hub(Party):
             )
         if operation == PROVISION:
             return self.receive_provision(caller, messages.decode(document, messages.Provision))
+        if operation == PROVISION_BUNDLE:
+            return self.receive_provision_bundle(
+                caller, messages.decode(document, messages.ProvisionBundle)
+            )
         raise RenkeiError(errors.PAGE_NOT_FOUND)
 
     @deferred
@@ -835,6 +841,83 @@ class Hub(Party):
             )
         )
 
+    @deferred
+    async def receive_provision_bundle(
+        self, sender: str, bundle: messages.ProvisionBundle
+    ) -> bytes:
+        """情報提供 of several transactions at once from a node of renkei's: each provision
+        relayed, unread, as a single one is (`receive_provision`), all in one transaction;
+        those for a node of renkei's go on together, as ProvisionBundles (`bundles_of`). A
+        provision refused alone (not this sender's, unknown) does not refuse the others."""
+        now = self.now()
+        results, outgoing = await self.database.run(
+            self._record_provision_bundle, sender, bundle, now
+        )
+        for message in outgoing:
+            self.outbox.send_now(message)
+        lines = []
+        for provision, (requester, refusal) in zip(bundle.provisions, results, strict=True):
+            number = provision.transaction_number
+            if refusal is not None:
+                lines.append(
+                    messages.BundleAnswerLine(
+                        transaction_number=number,
+                        code=refusal.code,
+                        message_en=refusal.message_en,
+                        message_ja=refusal.message_ja,
+                    )
+                )
+                continue
+            if requester is not None:
+                self.events.relayed(
+                    number, sender, requester, provision.status, provision.error_code
+                )
+            lines.append(messages.BundleAnswerLine(transaction_number=number))
+        return messages.encode(
+            messages.ProvisionBundleAnswer(message_id=bundle.message_id, lines=tuple(lines))
+        )
+
+    def _record_provision_bundle(
+        self,
+        connection: Connection,
+        sender: str,
+        bundle: messages.ProvisionBundle,
+        now: datetime,
+    ) -> tuple[list[tuple[str | None, RenkeiError | None]], list[OutgoingMessage]]:
+        """Each provision of a bundle relayed (its requester), left (a retry: None) or refused;
+        and the messages to send: one ProvisionBundle per requester that is a node of
+        renkei's (or more, `bundles_of`), a Provision per provision for any other."""
+        results: list[tuple[str | None, RenkeiError | None]] = []
+        bundles: dict[str, list[messages.Provision]] = {}
+        outgoing: list[OutgoingMessage] = []
+        for provision in bundle.provisions:
+            try:
+                row = self._open_row(connection, sender, provision)
+            except RenkeiError as refusal:
+                if refusal.status >= 500:
+                    raise
+                results.append((None, refusal))
+                continue
+            if row is None:
+                results.append((None, None))
+                continue
+            results.append((row.requester, None))
+            if isinstance(self.members[row.requester].config, InstitutionConfig):
+                relayed = self._relayed(connection, row, provision, now)
+                bundles.setdefault(row.requester, []).append(relayed)
+            else:
+                outgoing.append(self._relay(connection, row, provision, now))
+        for requester, provisions in bundles.items():
+            for group in bundles_of(provisions):
+                message_id = str(uuid.uuid4())
+                body = messages.encode(
+                    messages.ProvisionBundle(message_id=message_id, provisions=group)
+                )
+                message = OutgoingMessage(message_id, PROVISION_BUNDLE, requester, message_id, body)
+                self.outbox.enqueue(connection, message)
+                outgoing.append(message)
+        return results, outgoing
+
     def _record_provision(
         self,
         connection: Connection,
@@ -842,6 +925,15 @@ class Hub(Party):
         provision: messages.Provision,
         now: datetime,
     ) -> OutgoingMessage | None:
+        row = self._open_row(connection, sender, provision)
+        if row is None:
+            return None  # the provider's retry of a provision already relayed
+        return self._relay(connection, row, provision, now)
+
+    @staticmethod
+    def _open_row(connection: Connection, sender: str, provision: messages.Provision) -> Any:
+        """The query a provision answers, if it still waits for it (None for the provider's
+        retry of a provision already relayed); refused when it is not the sender's."""
         number = provision.transaction_number
         row = connection.execute(_QUERY_OF_NUMBER, {"number": number}).first()
         if row is None:
@@ -849,13 +941,29 @@ class Hub(Party):
         if row.provider != sender:
             raise RenkeiError(errors.SENDER_NOT_PARTY, sender=sender, transaction_number=number)
         if row.state not in OPEN or (row.state == HELD and provision.status == HELD):
-            return None  # the provider's retry of a provision already relayed
-        return self._relay(connection, row, provision, now)
+            return None
+        return row
 
     def _relay(
         self, connection: Connection, row: Any, provision: messages.Provision, now: datetime
     ) -> OutgoingMessage:
         """Queue the provision, unread, for the requester, naming the requester's query."""
+        relayed = self._relayed(connection, row, provision, now)
+        outgoing = OutgoingMessage(
+            relayed.message_id,
+            "provision",
+            row.requester,
+            row.transaction_number,
+            messages.encode(relayed),
+        )
+        self.outbox.enqueue(connection, outgoing)
+        return outgoing
+
+    def _relayed(
+        self, connection: Connection, row: Any, provision: messages.Provision, now: datetime
+    ) -> messages.Provision:
+        """The provision as it goes on, unread, to the requester, naming the requester's
+        query; the query's new state and the record written."""
         error_code = provision.error_code
         state = {"held": HELD, "provided": PROVIDED, "no_data": PROVIDED}.get(
             provision.status, REFUSED
@@ -871,14 +979,9 @@ class Hub(Party):
                 "non_disclosure": non_disclosure,
             },
         )
-        message_id = str(uuid.uuid4())
-        body = messages.encode(
-            replace(provision, message_id=message_id, query_message_id=row.requester_message_id)
+        relayed = replace(
+            provision, message_id=str(uuid.uuid4()), query_message_id=row.requester_message_id
         )
-        outgoing = OutgoingMessage(
-            message_id, "provision", row.requester, row.transaction_number, body
-        )
-        self.outbox.enqueue(connection, outgoing)
         self.record(
             connection,
             now,
@@ -899,7 +1002,7 @@ class Hub(Party):
                 )
             ],
         )
-        return outgoing
+        return relayed
 
     # -- お知らせ -------------------------------------------------------------------------------
 
@@ -1057,6 +1160,7 @@ class Hub(Party):
             PROVISION_REQUEST_BUNDLE: self._deliver_provision_request_bundle,
             SELF_INFORMATION_REQUEST: self._deliver_provision_request,
             "provision": self._deliver_provision,
+            PROVISION_BUNDLE: self._deliver_provision_bundle,
             NOTICE: self._deliver_notice,
         }
         return handlers[message.kind](message)
@@ -1189,6 +1293,34 @@ class Hub(Party):
             await self.database.run(self._set_state, message.reference, None, FAILED)
             raise
         return self._after(message.reference, PROVIDED, COMPLETED)
+
+    @deferred
+    async def _deliver_provision_bundle(self, message: OutgoingMessage) -> AfterDelivery:
+        """Provisions relayed together to a node of renkei's: each that the requester takes
+        completes its query, each it refuses fails it (as for a single provision)."""
+        bundle = messages.decode(message.body, messages.ProvisionBundle)
+        numbers = [provision.transaction_number for provision in bundle.provisions]
+        try:
+            document = await self.transport.exchange(
+                message.destination, PROVISION_BUNDLE, message.body
+            )
+            answer = decode_answer(document, messages.ProvisionBundleAnswer)
+        except DeliveryRefused:
+            await self.database.run(self._set_states, numbers, None, FAILED)
+            raise
+        if (
+            answer.message_id != message.message_id
+            or [line.transaction_number for line in answer.lines] != numbers
+        ):
+            raise TransientFailure(f"the answer to {message.message_id} names other provisions")
+        taken = [line.transaction_number for line in answer.lines if not line.code]
+        refused = [line.transaction_number for line in answer.lines if line.code]
+
+        def after(connection: Connection) -> None:
+            self._set_states(connection, taken, PROVIDED, COMPLETED)
+            self._set_states(connection, refused, None, FAILED)
+
+        return AfterDelivery(after)
 
     def _after(self, number: str, expected: str | None, state: str) -> AfterDelivery:
         """The query's new state, written with its message's delivery (one transaction)."""
