@@ -30,7 +30,7 @@ from codes.errors import RenkeiError
 from middleware.clock import iso, utc_now
 from middleware.messages import check_document
 from middleware.network import DeliveryRefused, Transport
-from simulators.faults import message_id_of, transaction_number_of
+from simulators.faults import message_id_of, names_of, transaction_number_of
 
 __all__ = [
     "Capture",
@@ -77,6 +77,11 @@ class Exchange:
         if self.number is not None:
             return self.number
         return transaction_number_of(self.request) or transaction_number_of(self.answer)
+
+    @property
+    def named(self) -> tuple[str, ...]:
+        """A bundle's: every 処理通番 and line message id it (or its answer) names."""
+        return names_of(self.operation, self.request) or names_of(self.operation, self.answer)
 
     @property
     def status(self) -> str | None:

@@ -50,9 +50,18 @@ from twisted.logger import Logger
 from codes import errors
 from codes.errors import RenkeiError
 from middleware.clock import utc_now
-from middleware.network import OPERATIONS, TransientFailure, Transport, content_digest
+from middleware.network import (
+    OPERATIONS,
+    PROVISION_BUNDLE,
+    PROVISION_REQUEST_BUNDLE,
+    QUERY_BUNDLE,
+    TransientFailure,
+    Transport,
+    content_digest,
+)
 
 __all__ = [
+    "BUNDLES",
     "KINDS",
     "REORDER_WINDOW",
     "Fault",
@@ -61,6 +70,7 @@ __all__ = [
     "Hit",
     "SkewedClock",
     "message_id_of",
+    "names_of",
     "transaction_number_of",
 ]
 
@@ -83,6 +93,12 @@ DEFAULT_TIMEOUT = 30.0  # seconds a ``timeout`` fault hangs when it names no lat
 _log = Logger(namespace=__name__)
 _MESSAGE_ID = re.compile(rb'messageId="([^"]{1,64})"')
 _TRANSACTION_NUMBER = re.compile(rb'transactionNumber="([0-9]{20})"')
+# What a bundle names of its lines: their 処理通番 (attributes, or a permit bundle's elements)
+# and the message ids of a query bundle's lines.
+_NAMED = re.compile(
+    rb'(?:transactionNumber="|<TransactionNumber>)([0-9]{20})|<Line messageId="([^"]{1,64})"'
+)
+BUNDLES = frozenset({QUERY_BUNDLE, PROVISION_REQUEST_BUNDLE, PROVISION_BUNDLE})
 
 
 @dataclass(frozen=True)
@@ -161,6 +177,7 @@ class Hit:
     message_id: str | None
     at: datetime
     transaction_number: str | None = None  # the 処理通番 the message names, if any
+    named: tuple[str, ...] = ()  # a bundle's: every 処理通番 and line message id it names
 
 
 @dataclass
@@ -242,6 +259,7 @@ class FaultPlan:
                 message_id_of(document),
                 self._now(),
                 transaction_number_of(document),
+                names_of(operation, document),
             )
             self.hits.append(hit)
             _log.info(
@@ -257,11 +275,15 @@ class FaultPlan:
 
     def hits_of(self, transaction_number: str, message_ids: Collection[str] = ()) -> list[Hit]:
         """The hits on the messages of one transaction: those naming its 処理通番, and those
-        with one of ``message_ids`` (a query, sent before the hub gave it its number)."""
+        with one of ``message_ids`` (a query, sent before the hub gave it its number), alone
+        or among the lines of a bundle."""
         return [
             hit
             for hit in self.hits
-            if hit.transaction_number == transaction_number or hit.message_id in message_ids
+            if hit.transaction_number == transaction_number
+            or hit.message_id in message_ids
+            or transaction_number in hit.named
+            or any(name in message_ids for name in hit.named)
         ]
 
     def corrupted(self, document: bytes) -> bytes:
@@ -387,6 +409,17 @@ def transaction_number_of(document: bytes | None) -> str | None:
         return None
     found = _TRANSACTION_NUMBER.search(document[:1024])
     return found.group(1).decode("ascii") if found else None
+
+
+def names_of(operation: str, document: bytes | None) -> tuple[str, ...]:
+    """Every 処理通番 and line message id a bundle (`BUNDLES`) or its answer names; nothing
+    for any other message."""
+    if operation not in BUNDLES or document is None:
+        return ()
+    return tuple(
+        (number or message_id).decode("ascii", "replace")
+        for number, message_id in _NAMED.findall(document)
+    )
 
 
 def message_id_of(document: bytes | None) -> str | None:

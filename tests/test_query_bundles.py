@@ -373,3 +373,32 @@ async def test_provision_bundles_sent_again_change_nothing_and_unknown_lines_are
         assert isinstance(query_id, str)
         status = await meguro.requester.query_status(query_id, CARE_INSURANCE)
         assert status.state == "provided"
+
+
+def test_a_fault_on_a_bundle_counts_for_each_of_its_lines() -> None:
+    """A fault that hits a bundle hits every line it carries: the hit is found under each
+    line's 処理通番 (or, for a query bundle, each line's query id), as for a single message."""
+    from twisted.internet.task import Clock
+
+    from simulators.faults import Fault, FaultPlan, names_of
+
+    bundle = bundle_of("0" * 32, "1" * 32)
+    query_ids = [line.message_id for line in bundle.lines]
+    provisions = messages.ProvisionBundle(
+        message_id=str(uuid.uuid4()),
+        provisions=tuple(
+            messages.Provision(message_id=str(uuid.uuid4()), transaction_number=n, status="error")
+            for n in ("20261207000000000001", "20261207000000000002")
+        ),
+    )
+    assert names_of(QUERY_BUNDLE, messages.encode(bundle)) == tuple(query_ids)
+    assert names_of(PROVISION_REQUEST, messages.encode(bundle)) == ()  # not a bundle
+
+    plan = FaultPlan(seed=1, clock=Clock())
+    plan.add(Fault(kind="drop", operation=QUERY_BUNDLE))
+    plan.add(Fault(kind="drop", operation=PROVISION_BUNDLE))
+    plan.draw(MEGURO, HUB, QUERY_BUNDLE, messages.encode(bundle))
+    plan.draw(SETAGAYA, HUB, PROVISION_BUNDLE, messages.encode(provisions))
+    assert [hit.fault for hit in plan.hits_of("20269999000000000000", query_ids[1:])] == ["f1"]
+    assert [hit.fault for hit in plan.hits_of("20261207000000000002")] == ["f2"]
+    assert plan.hits_of("20261207000000000003", ["not-a-line"]) == []

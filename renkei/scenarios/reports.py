@@ -16,6 +16,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from middleware.clock import iso
 from middleware.replica import JST
 from renkei.scenarios.runner import ScenarioOutcome
+from simulators.faults import BUNDLES
 
 __all__ = [
     "LANE_WIDTH",
@@ -31,7 +32,15 @@ __all__ = [
 
 # What a diagram shows: the messages of the conversation (list fetches and 符号 acquisition
 # only when a fault hit them).
-CONVERSATION = ("query", "provision_request", "provision", "records")
+CONVERSATION = (
+    "query",
+    "query_bundle",
+    "provision_request",
+    "provision_request_bundle",
+    "provision",
+    "provision_bundle",
+    "records",
+)
 LANE_WIDTH = 190
 ROW_HEIGHT = 30
 
@@ -174,7 +183,9 @@ def sequence(outcome: ScenarioOutcome) -> tuple[list[str], list[Arrow]]:
                 unclaimed.remove(hit)
         number = event.transaction_number
         label = event.operation + (f" {number}" if number else "")
-        if event.status:
+        if event.operation in BUNDLES:
+            label = f"{event.operation} of {len(set(event.named))} lines"
+        elif event.status:
             label += f" ({event.status})"
         detail = event.refusal or event.failure or ("answered" if event.answer else "")
         arrows.append(

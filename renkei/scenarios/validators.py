@@ -1,8 +1,8 @@
 """The checks that always hold, whatever a scenario's steps say (docs/scenarios.md, "What
 always holds"): every captured message is a schema-valid message of the protocol; every
-permit the hub sent is signed by the hub; every payload the hub relayed opens for its
-requester alone (the hub's keys fail) and is signed by its provider; every party's hash chain
-of provision records verifies."""
+permit (and permit bundle) the hub sent is signed by the hub; every payload the hub relayed,
+alone or in a bundle, opens for its requester alone (the hub's keys fail) and is signed by its
+provider; every party's hash chain of provision records verifies."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ from typing import Any
 
 from codes.errors import RenkeiError
 from middleware.config import Config
-from middleware.network import HUB
+from middleware.network import (
+    HUB,
+    PROVISION,
+    PROVISION_BUNDLE,
+    PROVISION_REQUEST,
+    PROVISION_REQUEST_BUNDLE,
+)
 from middleware.records import verify_records
 from middleware.tables import (
     hub_checkpoints,
@@ -61,40 +67,60 @@ def cryptography_problems(config: Config, log: MessageLog) -> list[str]:
     hub_permits = PinnedVerifier(load_certificate(layout.hub_signing().certificate))
     providers = CAVerifier(load_certificate(layout.ca().certificate))
     hub_keys = [layout.hub_tls().load(), layout.hub_signing().load()]
-    problems = []
+    problems: list[str] = []
+
+    def check_provision(provision: messages.Provision, refusal: str | None, requester: str) -> None:
+        number = provision.transaction_number
+        if provision.encrypted_payload is None:
+            return
+        for key in hub_keys:
+            try:
+                open_envelope(provision.encrypted_payload, key)
+            except RenkeiError:
+                continue
+            problems.append(f"the hub could open the payload of {number}")
+        if refusal in REQUESTER_REFUSALS:
+            return  # the requester found it wrong itself, and refused it
+        keys = layout.institution_encryption(requester).load()
+        try:
+            plaintext = open_envelope(provision.encrypted_payload, keys)
+            element = messages.decode_signed(plaintext, messages.ProvisionPayload)
+            _, signer = providers.verify(element)
+        except (RenkeiError, SignatureInvalid) as failure:
+            problems.append(f"the payload of {number} does not open and verify: {failure}")
+            return
+        payload = messages.from_element(element, messages.ProvisionPayload)
+        if identity_of(signer).common_name != payload.provider:
+            problems.append(f"the payload of {number} is not signed by its provider")
+
     for exchange in log.exchanges:
         if exchange.source != HUB or exchange.request is None:
             continue
         number = exchange.transaction_number
-        if exchange.operation == "provision_request":
+        if exchange.operation == PROVISION_REQUEST:
             asked = messages.decode(exchange.request, messages.ProvisionRequest)
             try:
                 hub_permits.verify(asked.permit_element)
             except SignatureInvalid:
                 problems.append(f"the permit of {number} is not signed by the hub")
-        elif exchange.operation == "provision":
-            provision = messages.decode(exchange.request, messages.Provision)
-            if provision.encrypted_payload is None:
-                continue
-            for key in hub_keys:
-                try:
-                    open_envelope(provision.encrypted_payload, key)
-                except RenkeiError:
-                    continue
-                problems.append(f"the hub could open the payload of {number}")
-            if exchange.refusal in REQUESTER_REFUSALS:
-                continue  # the requester found it wrong itself, and refused it
-            requester = layout.institution_encryption(exchange.destination).load()
+        elif exchange.operation == PROVISION_REQUEST_BUNDLE:
+            bundled = messages.decode(exchange.request, messages.ProvisionRequestBundle)
             try:
-                plaintext = open_envelope(provision.encrypted_payload, requester)
-                element = messages.decode_signed(plaintext, messages.ProvisionPayload)
-                _, signer = providers.verify(element)
-            except (RenkeiError, SignatureInvalid) as failure:
-                problems.append(f"the payload of {number} does not open and verify: {failure}")
-                continue
-            payload = messages.from_element(element, messages.ProvisionPayload)
-            if identity_of(signer).common_name != payload.provider:
-                problems.append(f"the payload of {number} is not signed by its provider")
+                hub_permits.verify(bundled.permit_element)
+            except SignatureInvalid:
+                problems.append(f"the permit bundle {bundled.message_id} is not signed by the hub")
+        elif exchange.operation == PROVISION:
+            provision = messages.decode(exchange.request, messages.Provision)
+            check_provision(provision, exchange.refusal, exchange.destination)
+        elif exchange.operation == PROVISION_BUNDLE:
+            bundle = messages.decode(exchange.request, messages.ProvisionBundle)
+            refused: dict[str, str | None] = {}
+            if exchange.answer is not None and exchange.refusal is None:
+                answer = messages.decode(exchange.answer, messages.ProvisionBundleAnswer)
+                refused = {line.transaction_number: line.code for line in answer.lines}
+            for provision in bundle.provisions:
+                refusal = refused.get(provision.transaction_number) or exchange.refusal
+                check_provision(provision, refusal, exchange.destination)
     return problems
 
 
