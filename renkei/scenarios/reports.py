@@ -184,7 +184,8 @@ def sequence(outcome: ScenarioOutcome) -> tuple[list[str], list[Arrow]]:
         number = event.transaction_number
         label = event.operation + (f" {number}" if number else "")
         if event.operation in BUNDLES:
-            label = f"{event.operation} of {len(set(event.named))} lines"
+            lines = len(set(event.named))
+            label = f"{event.operation} of {lines} line" + ("" if lines == 1 else "s")
         elif event.status:
             label += f" ({event.status})"
         detail = event.refusal or event.failure or ("answered" if event.answer else "")
