@@ -331,42 +331,45 @@ class Provider:
         is) and recorded, or its refusal recorded; the provisions stored go to the hub
         together, as ProvisionBundles (`bundles_of`). For each line: whether it was stored just
         now, its refusal and whether that was recorded just now; and the messages to send."""
-        stored: list[tuple[bool, RenkeiError | None, bool]] = []
-        entries: list[RecordEntry] = []
-        provisions: list[messages.Provision] = []
-        for permit, answer in zip(permits, prepared, strict=True):
-            line_id = _line_message_id(message_id, permit.transaction_number)
-            if isinstance(answer, RenkeiError):
-                first = self._record_refused(connection, line_id, permit, answer, now)
-                stored.append((False, answer, first))
-                continue
-            if answer is None:
-                stored.append((False, None, False))  # answered before: the hub's retry
-                continue
-            try:
-                entry = self._stored(connection, message_id, permit, recipient, answer, now)
-            except RenkeiError as refusal:  # answered meanwhile under another request
-                if refusal.status >= 500:
-                    raise
-                first = self._record_refused(connection, line_id, permit, refusal, now)
-                stored.append((False, refusal, first))
-                continue
-            if entry is None:
-                stored.append((False, None, False))  # answered meanwhile: the hub's retry
-                continue
-            entries.append(entry)
-            provisions.append(answers[permit.transaction_number])
-            stored.append((True, None, False))
-        if entries:
-            self._party.record(connection, now, entries)
-        outgoing = []
-        for group in bundles_of(provisions):
-            bundle_id = str(uuid.uuid4())
-            body = messages.encode(messages.ProvisionBundle(message_id=bundle_id, provisions=group))
-            message = OutgoingMessage(bundle_id, PROVISION_BUNDLE, HUB, bundle_id, body)
-            self._party.outbox.enqueue(connection, message)
-            outgoing.append(message)
-        return stored, outgoing
+        with self._party.records_together(connection):
+            stored: list[tuple[bool, RenkeiError | None, bool]] = []
+            entries: list[RecordEntry] = []
+            provisions: list[messages.Provision] = []
+            for permit, answer in zip(permits, prepared, strict=True):
+                line_id = _line_message_id(message_id, permit.transaction_number)
+                if isinstance(answer, RenkeiError):
+                    first = self._record_refused(connection, line_id, permit, answer, now)
+                    stored.append((False, answer, first))
+                    continue
+                if answer is None:
+                    stored.append((False, None, False))  # answered before: the hub's retry
+                    continue
+                try:
+                    entry = self._stored(connection, message_id, permit, recipient, answer, now)
+                except RenkeiError as refusal:  # answered meanwhile under another request
+                    if refusal.status >= 500:
+                        raise
+                    first = self._record_refused(connection, line_id, permit, refusal, now)
+                    stored.append((False, refusal, first))
+                    continue
+                if entry is None:
+                    stored.append((False, None, False))  # answered meanwhile: the hub's retry
+                    continue
+                entries.append(entry)
+                provisions.append(answers[permit.transaction_number])
+                stored.append((True, None, False))
+            if entries:
+                self._party.record(connection, now, entries)
+            outgoing = []
+            for group in bundles_of(provisions):
+                bundle_id = str(uuid.uuid4())
+                body = messages.encode(
+                    messages.ProvisionBundle(message_id=bundle_id, provisions=group)
+                )
+                message = OutgoingMessage(bundle_id, PROVISION_BUNDLE, HUB, bundle_id, body)
+                self._party.outbox.enqueue(connection, message)
+                outgoing.append(message)
+            return stored, outgoing
 
     def _record_bundle_refused(
         self,

@@ -463,15 +463,16 @@ class Requester:
     def _lines_answered(
         self, connection: Connection, lines: Sequence[tuple[str, str | None, str | None]]
     ) -> list[tuple[Any, str | None, str]]:
-        refused = []
-        for query_id, number, code in lines:
-            if code is None and number is not None:
-                self._query_accepted(connection, query_id, number)
-            elif code is not None:
-                row = self._query_refused(connection, query_id, code, number)
-                if row is not None:
-                    refused.append((row, number, code))
-        return refused
+        with self._party.records_together(connection):
+            refused = []
+            for query_id, number, code in lines:
+                if code is None and number is not None:
+                    self._query_accepted(connection, query_id, number)
+                elif code is not None:
+                    row = self._query_refused(connection, query_id, code, number)
+                    if row is not None:
+                        refused.append((row, number, code))
+            return refused
 
     def _query_accepted(self, connection: Connection, query_id: str, number: str) -> None:
         self._hub_answered(connection, query_id, number, ACCEPTED)
@@ -619,18 +620,19 @@ class Requester:
     ) -> list[bool]:
         """Each provision's end (held, or its result) stored and recorded, in one
         transaction; whether each was new."""
-        stored = []
-        for row, delivered, state, result, code in work:
-            number, hidden = delivered.transaction_number, delivered.non_disclosure
-            if state == HELD:
-                stored.append(self._mark_held(connection, row.query_id, number, hidden))
-            else:
-                stored.append(
-                    self._store_result(
-                        connection, row.query_id, number, state, result, code, hidden
+        with self._party.records_together(connection):
+            stored = []
+            for row, delivered, state, result, code in work:
+                number, hidden = delivered.transaction_number, delivered.non_disclosure
+                if state == HELD:
+                    stored.append(self._mark_held(connection, row.query_id, number, hidden))
+                else:
+                    stored.append(
+                        self._store_result(
+                            connection, row.query_id, number, state, result, code, hidden
+                        )
                     )
-                )
-        return stored
+            return stored
 
     def _query_of_result(self, connection: Connection, delivered: messages.Provision) -> Any:
         """The query a relayed provision answers: by our query id, which the hub adds, and

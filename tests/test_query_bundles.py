@@ -402,3 +402,43 @@ def test_a_fault_on_a_bundle_counts_for_each_of_its_lines() -> None:
     assert [hit.fault for hit in plan.hits_of("20269999000000000000", query_ids[1:])] == ["f1"]
     assert [hit.fault for hit in plan.hits_of("20261207000000000002")] == ["f2"]
     assert plan.hits_of("20261207000000000003", ["not-a-line"]) == []
+
+
+def test_records_written_together_keep_their_order_and_chain(box: Any) -> None:
+    """Records appended inside `records_together` are written when it ends, in their order,
+    as one extension of the hash chain that verifies; an error inside writes none."""
+    from datetime import UTC, datetime
+
+    from middleware.records import RecordEntry, verify_chain
+    from middleware.tables import hub_record_head
+
+    hub = box.hub
+    now = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+
+    def entry(n: int) -> RecordEntry:
+        return RecordEntry(
+            event="query", status="permitted", transaction_number=f"{n:020d}", requester=MEGURO
+        )
+
+    def together(connection: Any) -> int:
+        with hub.records_together(connection):
+            hub.record(connection, now, [entry(1)])
+            hub.record(connection, now, [entry(2), entry(3)])
+            written = connection.execute(select(func.count()).select_from(hub_records))
+            assert written.scalar_one() == 0  # not yet
+        numbers = connection.execute(
+            select(hub_records.c.transaction_number).order_by(hub_records.c.seq)
+        )
+        assert [int(n) for n in numbers.scalars()] == [1, 2, 3]
+        return 3
+
+    def failing(connection: Any) -> None:
+        with hub.records_together(connection):
+            hub.record(connection, now, [entry(4)])
+            raise RuntimeError("the bundle fails")
+
+    hub.database.run_blocking(together)
+    with pytest.raises(RuntimeError):
+        hub.database.run_blocking(failing)
+    assert records_at(hub.database, hub_records) == 3
+    assert hub.database.run_blocking(verify_chain, hub_records, hub_record_head) is None

@@ -529,67 +529,68 @@ class Hub(Party):
         """`_record_query` for every line of a bundle, in one transaction. A provider that is a
         node of renkei's gets the new permits as one PermitBundle (the message of each line
         is then that one); an outside member, a ProvisionRequest per permit."""
-        if not isinstance(self.members[bundle.provider].config, InstitutionConfig):
-            return [
-                self._record_query(
-                    connection,
-                    requester,
-                    bundle.query_of(line),
-                    now,
-                    self._check_listed,
-                    PROVISION_REQUEST,
-                )
-                for line in bundle.lines
-            ]
-        results: list[tuple[str, messages.Permit | None, RenkeiError | None, bool]] = []
-        for line in bundle.lines:
-            query = bundle.query_of(line)
-            known = self._known_query(connection, query)
-            if known is not None:
-                number, refusal = known
-                results.append((number, None, refusal, False))
-                continue
-            number, permit, refusal = self._permit_query(
-                connection, requester, query, now, self._check_listed
-            )
-            results.append((number, permit, refusal, True))
-        permits = [permit for _, permit, _, _ in results if permit is not None]
-        outgoing = None
-        if permits:
-            first = permits[0]
-            bundled = messages.PermitBundle(
-                requester=first.requester,
-                provider=first.provider,
-                affair=first.affair,
-                procedure=first.procedure,
-                information_name=first.information_name,
-                conditions=first.conditions,
-                delegating_requester=first.delegating_requester,
-                delegating_provider=first.delegating_provider,
-                non_disclosure=first.non_disclosure,
-                issued_at=first.issued_at,
-                expires_at=first.expires_at,
-                lines=tuple(
-                    messages.PermitBundleLine(
-                        transaction_number=p.transaction_number, provider_fugo=p.provider_fugo
+        with self.records_together(connection):
+            if not isinstance(self.members[bundle.provider].config, InstitutionConfig):
+                return [
+                    self._record_query(
+                        connection,
+                        requester,
+                        bundle.query_of(line),
+                        now,
+                        self._check_listed,
+                        PROVISION_REQUEST,
                     )
-                    for p in permits
-                ),
-            )
-            # Kept unsigned, as a single permit is: signed when it is sent.
-            message_id = str(uuid.uuid4())
-            outgoing = OutgoingMessage(
-                message_id,
-                PROVISION_REQUEST_BUNDLE,
-                bundle.provider,
-                message_id,
-                messages.encode(bundled),
-            )
-            self.outbox.enqueue(connection, outgoing)
-        return [
-            (number, outgoing if permit is not None else None, refusal, new)
-            for number, permit, refusal, new in results
-        ]
+                    for line in bundle.lines
+                ]
+            results: list[tuple[str, messages.Permit | None, RenkeiError | None, bool]] = []
+            for line in bundle.lines:
+                query = bundle.query_of(line)
+                known = self._known_query(connection, query)
+                if known is not None:
+                    number, refusal = known
+                    results.append((number, None, refusal, False))
+                    continue
+                number, permit, refusal = self._permit_query(
+                    connection, requester, query, now, self._check_listed
+                )
+                results.append((number, permit, refusal, True))
+            permits = [permit for _, permit, _, _ in results if permit is not None]
+            outgoing = None
+            if permits:
+                first = permits[0]
+                bundled = messages.PermitBundle(
+                    requester=first.requester,
+                    provider=first.provider,
+                    affair=first.affair,
+                    procedure=first.procedure,
+                    information_name=first.information_name,
+                    conditions=first.conditions,
+                    delegating_requester=first.delegating_requester,
+                    delegating_provider=first.delegating_provider,
+                    non_disclosure=first.non_disclosure,
+                    issued_at=first.issued_at,
+                    expires_at=first.expires_at,
+                    lines=tuple(
+                        messages.PermitBundleLine(
+                            transaction_number=p.transaction_number, provider_fugo=p.provider_fugo
+                        )
+                        for p in permits
+                    ),
+                )
+                # Kept unsigned, as a single permit is: signed when it is sent.
+                message_id = str(uuid.uuid4())
+                outgoing = OutgoingMessage(
+                    message_id,
+                    PROVISION_REQUEST_BUNDLE,
+                    bundle.provider,
+                    message_id,
+                    messages.encode(bundled),
+                )
+                self.outbox.enqueue(connection, outgoing)
+            return [
+                (number, outgoing if permit is not None else None, refusal, new)
+                for number, permit, refusal, new in results
+            ]
 
     @deferred
     async def receive_self_information(
@@ -887,36 +888,39 @@ class Hub(Party):
         """Each provision of a bundle relayed (its requester), left (a retry: None) or refused;
         and the messages to send: one ProvisionBundle per requester that is a node of
         renkei's (or more, `bundles_of`), a Provision per provision for any other."""
-        results: list[tuple[str | None, RenkeiError | None]] = []
-        bundles: dict[str, list[messages.Provision]] = {}
-        outgoing: list[OutgoingMessage] = []
-        for provision in bundle.provisions:
-            try:
-                row = self._open_row(connection, sender, provision)
-            except RenkeiError as refusal:
-                if refusal.status >= 500:
-                    raise
-                results.append((None, refusal))
-                continue
-            if row is None:
-                results.append((None, None))
-                continue
-            results.append((row.requester, None))
-            if isinstance(self.members[row.requester].config, InstitutionConfig):
-                relayed = self._relayed(connection, row, provision, now)
-                bundles.setdefault(row.requester, []).append(relayed)
-            else:
-                outgoing.append(self._relay(connection, row, provision, now))
-        for requester, provisions in bundles.items():
-            for group in bundles_of(provisions):
-                message_id = str(uuid.uuid4())
-                body = messages.encode(
-                    messages.ProvisionBundle(message_id=message_id, provisions=group)
-                )
-                message = OutgoingMessage(message_id, PROVISION_BUNDLE, requester, message_id, body)
-                self.outbox.enqueue(connection, message)
-                outgoing.append(message)
-        return results, outgoing
+        with self.records_together(connection):
+            results: list[tuple[str | None, RenkeiError | None]] = []
+            bundles: dict[str, list[messages.Provision]] = {}
+            outgoing: list[OutgoingMessage] = []
+            for provision in bundle.provisions:
+                try:
+                    row = self._open_row(connection, sender, provision)
+                except RenkeiError as refusal:
+                    if refusal.status >= 500:
+                        raise
+                    results.append((None, refusal))
+                    continue
+                if row is None:
+                    results.append((None, None))
+                    continue
+                results.append((row.requester, None))
+                if isinstance(self.members[row.requester].config, InstitutionConfig):
+                    relayed = self._relayed(connection, row, provision, now)
+                    bundles.setdefault(row.requester, []).append(relayed)
+                else:
+                    outgoing.append(self._relay(connection, row, provision, now))
+            for requester, provisions in bundles.items():
+                for group in bundles_of(provisions):
+                    message_id = str(uuid.uuid4())
+                    body = messages.encode(
+                        messages.ProvisionBundle(message_id=message_id, provisions=group)
+                    )
+                    message = OutgoingMessage(
+                        message_id, PROVISION_BUNDLE, requester, message_id, body
+                    )
+                    self.outbox.enqueue(connection, message)
+                    outgoing.append(message)
+            return results, outgoing
 
     def _record_provision(
         self,
