@@ -326,11 +326,17 @@ class QuietConnectionPool(HTTPConnectionPool):
 
 
 class MutualTLSHTTPClient(HTTPClient):
-    """A treq `HTTPClient` that owns its persistent connection pool."""
+    """A treq `HTTPClient` that owns its persistent connection pool.
+
+    ``agent`` is the bare `Agent` under it, for a caller that sends its own requests on the
+    same pool without treq's per-request work (URL parsing, cookie, redirect and decoding
+    agents): the network link does (adapters/network_link.py).
+    """
 
     def __init__(self, agent: Agent, pool: HTTPConnectionPool) -> None:
         """Send requests through `agent`, whose connections are kept in `pool`."""
         super().__init__(cast(IAgent, agent))
+        self.agent = agent
         self.pool = pool
 
     def close(self) -> Deferred[None]:
