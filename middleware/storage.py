@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import random
 import shutil
+import sqlite3
 import tempfile
 import threading
 import time
@@ -100,7 +101,18 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        _begin(connection, "BEGIN IMMEDIATE")
+
+
+def _begin(connection: Connection, statement: str) -> None:
+    """Issue a SQLite ``BEGIN`` straight on the driver's connection, a failure (``database
+    is locked``) raised as SQLAlchemy raises it. Through ``exec_driver_sql`` (an execution
+    context, its events and result) it cost 1.7 % of a flow's CPU, once per transaction."""
+    driver: Any = connection.connection.driver_connection  # a sqlite3.Connection
+    try:
+        driver.execute(statement)
+    except sqlite3.Error as error:
+        raise DBAPIError.instance(statement, None, error, sqlite3.Error) from error
 
 
 def _configure_sqlite_reader(engine: Engine) -> None:
@@ -115,7 +127,7 @@ def _configure_sqlite_reader(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         # Deferred: the first read takes a WAL snapshot, and no lock is taken.
-        connection.exec_driver_sql("BEGIN")
+        _begin(connection, "BEGIN")
 
 
 # Alembic keeps the migration in progress in module-global state (``alembic.context``,

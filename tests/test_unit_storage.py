@@ -3,6 +3,7 @@ reads on SQLite's WAL readers."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -104,6 +105,26 @@ def test_run_blocking_returns_the_work_result_and_passes_arguments(database: Dat
         return _read(connection) + a, b
 
     assert database.run_blocking(work, 5, b=7) == (5, 7)
+
+
+def test_a_transaction_kept_from_the_write_lock_fails_as_sqlalchemy_says(
+    database: Database, tmp_path: Path
+) -> None:
+    """While another connection holds SQLite's write lock, a unit of work cannot begin: it
+    fails with SQLAlchemy's OperationalError ("database is locked", the error the retries
+    look for), not the driver's own; once the lock is released the same database works."""
+    raw = database.engine.raw_connection()  # the pool's connection: wait for no lock
+    raw.cursor().execute("PRAGMA busy_timeout=0")
+    raw.close()
+    holder = sqlite3.connect(tmp_path / "unit.sqlite", isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(OperationalError, match="database is locked"):
+            database.run_blocking(_increment)
+    finally:
+        holder.close()
+    database.run_blocking(_increment)
+    assert database.run_blocking(_read) == 1
 
 
 def test_run_blocking_rolls_back_when_the_work_fails(database: Database) -> None:
