@@ -38,6 +38,7 @@ Layout (all PEM, keys unencrypted PKCS#8, every file mode 0600, directories 0700
 from __future__ import annotations
 
 import datetime
+import functools
 import ipaddress
 import json
 import os
@@ -139,8 +140,13 @@ class PeerIdentity:
     organization: str | None
 
 
+@functools.lru_cache(maxsize=4096)
 def identity_of(cert: x509.Certificate) -> PeerIdentity:
-    """Read CN, OU and O from a certificate's subject; each may occur at most once, CN once."""
+    """Read CN, OU and O from a certificate's subject; each may occur at most once, CN once.
+
+    Remembered per certificate (certificates are equal, and hash, by their DER bytes): the
+    requester reads the identity of each payload's signer, the same few certificates again
+    and again."""
     common_name = _single_attribute(cert.subject, NameOID.COMMON_NAME)
     if common_name is None:
         raise ValueError(f"certificate {cert.subject.rfc4514_string()} has no common name")

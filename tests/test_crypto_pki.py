@@ -289,3 +289,14 @@ def test_issued_certificates_still_answer_past_their_capacity(layout: PkiLayout)
     assert len(ders) > 1
     for der in ders + ders:
         assert issued.check(der)[0].public_bytes(Encoding.DER) == der
+
+
+def test_identity_of_gives_each_certificate_its_own_names_every_time(layout: PkiLayout) -> None:
+    """Read in turn and again, two institutions' certificates each give their own CN."""
+    mine = load_certificate(layout.institution_signing(INSTITUTION).certificate)
+    other = load_certificate(layout.institution_signing(OTHER_INSTITUTION).certificate)
+    for _ in range(2):
+        assert identity_of(mine).common_name == INSTITUTION
+        assert identity_of(other).common_name == OTHER_INSTITUTION
+        again = x509.load_der_x509_certificate(_der(layout.institution_signing(INSTITUTION)))
+        assert identity_of(again) == identity_of(mine)
