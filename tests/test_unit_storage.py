@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import pytest_twisted
@@ -204,5 +204,40 @@ async def test_a_read_cannot_write(tmp_path: Path) -> None:
             await db.read(
                 lambda connection: connection.execute(counter.insert().values(id=1, value=0))
             )
+    finally:
+        db.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_units_of_work_on_the_pool_follow_each_other_whole(tmp_path: Path) -> None:
+    """On the pool's thread one unit of work after another: one that fails leaves nothing
+    behind for the next, one refused by the write lock is run again once it is free, and
+    each read sees the writes committed before it."""
+    from twisted.internet import reactor
+
+    db = Database(reactor, f"sqlite:///{tmp_path / 'unit.sqlite'}")
+    metadata.create_all(db.engine)
+    db.run_blocking(lambda connection: connection.execute(counter.insert().values(id=1, value=0)))
+    db.start()
+
+    def failing(connection: Connection) -> None:
+        _increment(connection)
+        raise RuntimeError("boom")
+
+    try:
+        for expected in range(1, 4):
+            with pytest.raises(RuntimeError, match="boom"):
+                await db.run(failing)
+            await db.run(_increment)
+            assert await db.run(_read) == expected
+            assert await db.read(_read) == expected
+        holder = sqlite3.connect(tmp_path / "unit.sqlite", isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            waiting = db.run(_increment)
+        finally:
+            cast(Any, reactor).callLater(0.2, holder.close)
+        await waiting
+        assert await db.read(_read) == 4
     finally:
         db.stop()
