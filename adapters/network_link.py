@@ -1,9 +1,10 @@
 """The network link: the parties' messages as XML over HTTPS with mutual TLS.
 
 `HttpsTransport` is the `middleware.network.Transport` of a party: each operation is one HTTP
-request to the destination's address (``ROUTES``), over a pooled treq client that keeps
-connections alive; a coded refusal (4xx with an ``Error`` message) is a final
-`DeliveryRefused`, anything else a `TransientFailure` the outbox retries. The factories
+request to the destination's address (``ROUTES``), sent on the `Agent` of a pooled client
+that keeps connections alive (crypto/tls.py); a coded refusal (4xx with an ``Error``
+message) is a final `DeliveryRefused`, anything else a `TransientFailure` the outbox
+retries. The factories
 below wrap it in a `BatchingTransport` (adapters/link_batch.py) that sends several messages
 in one request, as the configuration's ``[delivery]`` ``link_batch_*`` say. `NetworkApi`,
 served by a party's `network_listener` (an `adapters.listening.Listener`), is the way in to
