@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,9 +43,19 @@ class ReactorTime(Clock, Protocol):
     ) -> Any: ...
 
 
+# The last whole second `utc_now` turned into a datetime, and that datetime: a party asks
+# for the time many times a second (several times per message), always in the same second.
+_last_second: tuple[int, datetime] = (0, datetime.fromtimestamp(0, UTC))
+
+
 def utc_now(clock: Clock) -> datetime:
     """The current time of ``clock`` as an aware UTC datetime (microseconds dropped)."""
-    return datetime.fromtimestamp(clock.seconds(), UTC).replace(microsecond=0)
+    global _last_second
+    second = math.floor(clock.seconds())
+    last = _last_second  # one read: another thread may replace it meanwhile
+    if last[0] != second:
+        last = _last_second = (second, datetime.fromtimestamp(second, UTC))
+    return last[1]
 
 
 def periodic(work: Callable[[], Any], clock: ReactorTime) -> LoopingCall:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import functools
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -694,8 +695,14 @@ T = TypeVar("T", bound=Message)
 # Value helpers
 
 
+@functools.cache
 def _q(local: str) -> str:
+    """The qualified name of an element of the protocol (one string per name: lxml matches
+    a string it has seen faster)."""
     return f"{{{NS}}}{local}"
+
+
+_NSMAP = {None: NS}
 
 
 def _format_time(value: datetime) -> str:
@@ -733,7 +740,7 @@ def _message_text(text: str) -> str:
 
 
 def _root(local: str, **attributes: str) -> etree._Element:
-    element = etree.Element(_q(local), nsmap={None: NS})  # type: ignore[dict-item]
+    element = etree.Element(_q(local), nsmap=_NSMAP)  # type: ignore[arg-type]
     for name, value in attributes.items():
         element.set(name, value)
     return element
@@ -1032,7 +1039,7 @@ def _read_records(parent: etree._Element) -> tuple[NetworkRecord, ...]:
             non_disclosure=entry.get("nonDisclosure") in ("true", "1"),
             **{field_name: entry.get(attribute) for attribute, field_name in _RECORD_ATTRIBUTES},
         )
-        for entry in parent.iterfind(_q("Record"))
+        for entry in _children(parent, "Record")
     )
 
 
@@ -1168,8 +1175,19 @@ def _error_element(m: ErrorMessage) -> etree._Element:
 # Decoding (from validated elements only)
 
 
+def _find(parent: etree._Element, local: str) -> etree._Element | None:
+    """The first child element ``local`` of ``parent`` (as ``find``, without its path
+    parser: a tag matched in C)."""
+    return next(parent.iterchildren(_q(local)), None)
+
+
+def _children(parent: etree._Element, local: str) -> Iterator[etree._Element]:
+    """Every child element ``local`` of ``parent``, in order (as ``iterfind``)."""
+    return parent.iterchildren(_q(local))
+
+
 def _child(parent: etree._Element, local: str) -> etree._Element:
-    element = parent.find(_q(local))
+    element = _find(parent, local)
     if element is None:
         raise ValueError(f"missing {local} in {etree.QName(parent).localname}")
     return element
@@ -1177,6 +1195,8 @@ def _child(parent: etree._Element, local: str) -> etree._Element:
 
 def _text(element: etree._Element) -> str:
     """The whole text of a simple-content element (text split by comments is joined)."""
+    if not len(element):  # no comment splits it: its text is all of it
+        return element.text or ""
     return "".join(cast("Iterator[str]", element.itertext()))
 
 
@@ -1192,12 +1212,12 @@ def _attr(element: etree._Element, name: str) -> str:
 
 
 def _read_conditions(parent: etree._Element) -> QueryConditions | None:
-    element = parent.find(_q("Conditions"))
+    element = _find(parent, "Conditions")
     if element is None:
         return None
-    fiscal_year = element.find(_q("FiscalYear"))
-    period_start = element.find(_q("PeriodStart"))
-    period_end = element.find(_q("PeriodEnd"))
+    fiscal_year = _find(element, "FiscalYear")
+    period_start = _find(element, "PeriodStart")
+    period_end = _find(element, "PeriodEnd")
     return QueryConditions(
         fiscal_year=None if fiscal_year is None else int(_text(fiscal_year)),
         period_start=None if period_start is None else date.fromisoformat(_text(period_start)),
@@ -1206,7 +1226,7 @@ def _read_conditions(parent: etree._Element) -> QueryConditions | None:
 
 
 def _optional_text(parent: etree._Element, local: str) -> str | None:
-    element = parent.find(_q(local))
+    element = _find(parent, local)
     return None if element is None else _text(element)
 
 
@@ -1215,7 +1235,7 @@ def _read_non_disclosure(parent: etree._Element) -> bool:
 
 
 def _read_messages(parent: etree._Element) -> tuple[str, str]:
-    by_lang = {_attr(m, "lang"): _text(m) for m in parent.iterfind(_q("Message"))}
+    by_lang = {_attr(m, "lang"): _text(m) for m in _children(parent, "Message")}
     return by_lang["en"], by_lang["ja"]
 
 
@@ -1237,7 +1257,7 @@ def _build_permitted_list(root: etree._Element) -> PermittedListDocument:
         expires_at=_parse_time(_attr(root, "expiresAt")),
         institutions=tuple(
             InstitutionEntry(code=_attr(e, "code"), name=_attr(e, "name"), kind=_attr(e, "kind"))
-            for e in root.iterfind(_q("Institution"))
+            for e in _children(root, "Institution")
         ),
         rows=tuple(
             PermittedRow(
@@ -1248,11 +1268,11 @@ def _build_permitted_list(root: etree._Element) -> PermittedListDocument:
                 information_name=_attr(e, "informationName"),
                 legal_basis=_attr(e, "legalBasis"),
             )
-            for e in root.iterfind(_q("Row"))
+            for e in _children(root, "Row")
         ),
         delegations=tuple(
             DelegationEntry(delegator=_attr(e, "delegator"), delegate=_attr(e, "delegate"))
-            for e in root.iterfind(_q("Delegation"))
+            for e in _children(root, "Delegation")
         ),
     )
 
@@ -1422,8 +1442,8 @@ def _build_provision_request_ack(root: etree._Element) -> ProvisionRequestAck:
 
 
 def _build_provision(root: etree._Element) -> Provision:
-    payload = root.find(_q("EncryptedPayload"))
-    reason = root.find(_q("Reason"))
+    payload = _find(root, "EncryptedPayload")
+    reason = _find(root, "Reason")
     reason_en, reason_ja = (None, None) if reason is None else _read_messages(reason)
     return Provision(
         message_id=_attr(root, "messageId"),
@@ -1471,10 +1491,10 @@ def _build_provision_payload(root: etree._Element) -> ProvisionPayload:
                 data_set=_attr(record, "dataSet"),
                 record_id=_attr(record, "recordId"),
                 items=tuple(
-                    (_attr(item, "code"), _text(item)) for item in record.iterfind(_q("Item"))
+                    (_attr(item, "code"), _text(item)) for item in _children(record, "Item")
                 ),
             )
-            for record in root.iterfind(_q("Record"))
+            for record in _children(root, "Record")
         ),
         attachments=_read_attachments(root),
     )
@@ -1487,7 +1507,7 @@ def _read_attachments(parent: etree._Element) -> tuple[Attachment, ...]:
             media_type=_attr(element, "mediaType"),
             content=_b64decode(_text(element)),
         )
-        for element in parent.iterfind(_q("Attachment"))
+        for element in _children(parent, "Attachment")
     )
 
 
@@ -1535,7 +1555,7 @@ def _build_notice_read(root: etree._Element) -> NoticeRead:
 def _build_notice_status_request(root: etree._Element) -> NoticeStatusRequest:
     return NoticeStatusRequest(
         message_id=_attr(root, "messageId"),
-        notice_numbers=tuple(_text(e) for e in root.iterfind(_q("NoticeNumber"))),
+        notice_numbers=tuple(_text(e) for e in _children(root, "NoticeNumber")),
     )
 
 
@@ -1549,7 +1569,7 @@ def _build_notice_status_list(root: etree._Element) -> NoticeStatusList:
                 changed_at=_parse_time(_attr(entry, "changedAt")),
                 error_code=entry.get("errorCode"),
             )
-            for entry in root.iterfind(_q("Notice"))
+            for entry in _children(root, "Notice")
         ),
     )
 

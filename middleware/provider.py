@@ -41,7 +41,7 @@ from codes.catalogue import SELF_INFORMATION_PROCEDURE, Catalogue, DataSet
 from codes.errors import RenkeiError
 from codes.institution import PORTAL_KIND
 from crypto import envelope
-from crypto.pki import identity_of
+from crypto.pki import IssuedCertificates
 from crypto.xmlsig import PinnedVerifier, SignatureInvalid, Signer
 from middleware import attachments, conditions, held_queue, messages, persons, replica
 from middleware.config import InstitutionConfig
@@ -110,7 +110,7 @@ class Provider:
         self._code = institution.code
         self._catalogue = catalogue
         self._lists = lists
-        self._ca = ca
+        self._encryption_certificates = IssuedCertificates(ca)
         self._signer = signer
         self._hub_verifier = hub_verifier
 
@@ -413,11 +413,11 @@ class Provider:
     ) -> x509.Certificate:
         """The requester's encryption certificate, checked to be the network's and the permit's."""
         try:
-            certificate = x509.load_der_x509_certificate(route.encryption_certificate)
-            certificate.verify_directly_issued_by(self._ca)
+            certificate, identity = self._encryption_certificates.check(
+                route.encryption_certificate
+            )
         except Exception:
             raise RenkeiError(errors.PERMIT_MISMATCH) from None
-        identity = identity_of(certificate)
         if (
             route.requester != permit.requester
             or identity.common_name != permit.requester

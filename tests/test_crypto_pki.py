@@ -7,13 +7,16 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from crypto.pki import (
     CredentialPaths,
     Credentials,
     InstitutionEntry,
+    IssuedCertificates,
     PeerIdentity,
     PkiLayout,
     identity_of,
@@ -243,3 +246,57 @@ def test_credentials_load_refuses_a_key_that_does_not_match_the_certificate(
         Credentials.load(layout.hub_tls().certificate, layout.hub_signing().key)
     key = load_private_key(layout.hub_signing().key)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
+
+
+def _der(paths: CredentialPaths) -> bytes:
+    return load_certificate(paths.certificate).public_bytes(Encoding.DER)
+
+
+def test_issued_certificates_give_each_certificate_its_own_identity(layout: PkiLayout) -> None:
+    """A certificate checked once is never handed out for other bytes: each peer's
+    certificate, asked for in turn and again, comes back with its own names."""
+    issued = IssuedCertificates(load_certificate(layout.ca().certificate))
+    mine = _der(layout.institution_encryption(INSTITUTION))
+    other = _der(layout.institution_encryption(OTHER_INSTITUTION))
+    for der in (mine, other, mine, other):
+        certificate, identity = issued.check(der)
+        assert certificate.public_bytes(Encoding.DER) == der
+        assert identity == identity_of(x509.load_der_x509_certificate(der))
+    assert issued.check(mine)[1].common_name == INSTITUTION
+    assert issued.check(other)[1].common_name == OTHER_INSTITUTION
+
+
+def test_issued_certificates_refuse_one_not_issued_by_the_ca_every_time(
+    layout: PkiLayout,
+) -> None:
+    """A certificate issued by another CA (a back-office CA's client) is refused, again on a
+    second try (failures are not remembered), after a good one was checked."""
+    issued = IssuedCertificates(load_certificate(layout.ca().certificate))
+    issued.check(_der(layout.institution_encryption(INSTITUTION)))
+    stranger = _der(layout.back_office_client(INSTITUTION, BACK_OFFICE_SYSTEM))
+    for _ in range(2):
+        with pytest.raises((ValueError, InvalidSignature)):
+            issued.check(stranger)
+    with pytest.raises(ValueError):
+        issued.check(b"\x30\x82\x01\x0a" + b"\xff" * 64)
+
+
+def test_issued_certificates_still_answer_past_their_capacity(layout: PkiLayout) -> None:
+    """Past its capacity the remembered certificates are forgotten, not refused: each is
+    checked again and given with its own identity."""
+    issued = IssuedCertificates(load_certificate(layout.ca().certificate), capacity=1)
+    ders = [_der(layout.institution_encryption(entry.code)) for entry in INSTITUTIONS]
+    assert len(ders) > 1
+    for der in ders + ders:
+        assert issued.check(der)[0].public_bytes(Encoding.DER) == der
+
+
+def test_identity_of_gives_each_certificate_its_own_names_every_time(layout: PkiLayout) -> None:
+    """Read in turn and again, two institutions' certificates each give their own CN."""
+    mine = load_certificate(layout.institution_signing(INSTITUTION).certificate)
+    other = load_certificate(layout.institution_signing(OTHER_INSTITUTION).certificate)
+    for _ in range(2):
+        assert identity_of(mine).common_name == INSTITUTION
+        assert identity_of(other).common_name == OTHER_INSTITUTION
+        again = x509.load_der_x509_certificate(_der(layout.institution_signing(INSTITUTION)))
+        assert identity_of(again) == identity_of(mine)

@@ -11,7 +11,7 @@ import pytest
 import pytest_twisted
 from cryptography import x509
 from twisted.internet.defer import gatherResults
-from twisted.web.client import ResponseNeverReceived
+from twisted.web.client import URI, ResponseNeverReceived
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -20,6 +20,7 @@ from crypto.pki import Credentials, PeerIdentity, PkiLayout, load_certificate, s
 from crypto.pki import server_name_of_institution as institution_name
 from crypto.tls import (
     ClientTLSPolicy,
+    PeerEndpoints,
     ServerNotExpected,
     listen_mutual_tls,
     make_http_client,
@@ -414,3 +415,26 @@ async def test_tls_1_2_is_limited_to_ecdhe_with_aead_ciphers(
             assert await deferToThread(_handshake, number, refused, layout, ca) is None
     finally:
         await port.stopListening()
+
+
+def test_peer_endpoints_are_made_once_per_peer_and_anew_for_a_new_identity(
+    layout: PkiLayout, ca: x509.Certificate
+) -> None:
+    """Requests to one peer share its endpoint, another peer gets its own, a peer the policy
+    does not expect is refused, and a peer expected anew (another server name) gets a new
+    endpoint."""
+    from twisted.internet import reactor
+
+    policy = ClientTLSPolicy(ca, layout.institution_tls(INSTITUTION).load())
+    policy.expect("127.0.0.1", 8001, server_name_of_hub())
+    policy.expect("127.0.0.1", 8002, institution_name(INSTITUTION))
+    endpoints = PeerEndpoints(reactor, policy, 5.0)
+    hub = endpoints.endpointForURI(URI.fromBytes(b"https://127.0.0.1:8001/queries"))
+    assert endpoints.endpointForURI(URI.fromBytes(b"https://127.0.0.1:8001/batch")) is hub
+    other = endpoints.endpointForURI(URI.fromBytes(b"https://127.0.0.1:8002/batch"))
+    assert other is not hub
+    with pytest.raises(ServerNotExpected):
+        endpoints.endpointForURI(URI.fromBytes(b"https://127.0.0.1:8003/batch"))
+    policy.expect("127.0.0.1", 8001, institution_name(INSTITUTION))
+    renewed = endpoints.endpointForURI(URI.fromBytes(b"https://127.0.0.1:8001/batch"))
+    assert renewed is not hub

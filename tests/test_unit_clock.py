@@ -133,6 +133,22 @@ def test_utc_now_reads_the_clock() -> None:
     assert utc_now(clock).isoformat() == "2026-01-02T00:00:00+00:00"
 
 
+def test_utc_now_of_clocks_at_different_times_gives_each_its_own() -> None:
+    """Two clocks read in turn, within a second and across seconds (and one put back), each
+    give their own whole second, never the other's."""
+    _, early = clocks(start=1_767_225_600.25)  # 2026-01-01T00:00:00.25Z
+    _, late = clocks(start=1_767_225_600.0 + 86400.5)
+    for _ in range(2):
+        assert utc_now(early).isoformat() == "2026-01-01T00:00:00+00:00"
+        assert utc_now(late).isoformat() == "2026-01-02T00:00:00+00:00"
+    early.advance(0.74)
+    assert utc_now(early).isoformat() == "2026-01-01T00:00:00+00:00"
+    early.advance(0.02)
+    assert utc_now(early).isoformat() == "2026-01-01T00:00:01+00:00"
+    early.set(1_767_225_599.9)
+    assert utc_now(early).isoformat() == "2025-12-31T23:59:59+00:00"
+
+
 def test_a_clock_adopts_the_state_of_another() -> None:
     """A clock of another process that adopts this one's state tells the same time, frozen
     or running, and fires the timers the new time has reached."""

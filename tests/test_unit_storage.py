@@ -3,11 +3,12 @@ reads on SQLite's WAL readers."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import pytest_twisted
@@ -106,6 +107,26 @@ def test_run_blocking_returns_the_work_result_and_passes_arguments(database: Dat
     assert database.run_blocking(work, 5, b=7) == (5, 7)
 
 
+def test_a_transaction_kept_from_the_write_lock_fails_as_sqlalchemy_says(
+    database: Database, tmp_path: Path
+) -> None:
+    """While another connection holds SQLite's write lock, a unit of work cannot begin: it
+    fails with SQLAlchemy's OperationalError ("database is locked", the error the retries
+    look for), not the driver's own; once the lock is released the same database works."""
+    raw = database.engine.raw_connection()  # the pool's connection: wait for no lock
+    raw.cursor().execute("PRAGMA busy_timeout=0")
+    raw.close()
+    holder = sqlite3.connect(tmp_path / "unit.sqlite", isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(OperationalError, match="database is locked"):
+            database.run_blocking(_increment)
+    finally:
+        holder.close()
+    database.run_blocking(_increment)
+    assert database.run_blocking(_read) == 1
+
+
 def test_run_blocking_rolls_back_when_the_work_fails(database: Database) -> None:
     """A unit of work that raises leaves nothing of its writes behind."""
 
@@ -183,5 +204,40 @@ async def test_a_read_cannot_write(tmp_path: Path) -> None:
             await db.read(
                 lambda connection: connection.execute(counter.insert().values(id=1, value=0))
             )
+    finally:
+        db.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_units_of_work_on_the_pool_follow_each_other_whole(tmp_path: Path) -> None:
+    """On the pool's thread one unit of work after another: one that fails leaves nothing
+    behind for the next, one refused by the write lock is run again once it is free, and
+    each read sees the writes committed before it."""
+    from twisted.internet import reactor
+
+    db = Database(reactor, f"sqlite:///{tmp_path / 'unit.sqlite'}")
+    metadata.create_all(db.engine)
+    db.run_blocking(lambda connection: connection.execute(counter.insert().values(id=1, value=0)))
+    db.start()
+
+    def failing(connection: Connection) -> None:
+        _increment(connection)
+        raise RuntimeError("boom")
+
+    try:
+        for expected in range(1, 4):
+            with pytest.raises(RuntimeError, match="boom"):
+                await db.run(failing)
+            await db.run(_increment)
+            assert await db.run(_read) == expected
+            assert await db.read(_read) == expected
+        holder = sqlite3.connect(tmp_path / "unit.sqlite", isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            waiting = db.run(_increment)
+        finally:
+            cast(Any, reactor).callLater(0.2, holder.close)
+        await waiting
+        assert await db.read(_read) == 4
     finally:
         db.stop()
