@@ -32,6 +32,7 @@ and the receiver's idempotence gives the same answer), in one transaction instea
 from __future__ import annotations
 
 import functools
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -276,7 +277,8 @@ def next_due(
     ).scalar_one()
     if beaten is None:
         return due
-    stale = beaten + timedelta(seconds=STALE)
+    # `claim_due` takes the message once the heartbeat is older than STALE seconds.
+    stale = beaten + timedelta(seconds=STALE, microseconds=1)
     return stale if due is None else min(due, stale)
 
 
@@ -390,6 +392,11 @@ class Outbox:
             except Exception:
                 self.log.failure("the outbox's owner {owner} not retired", owner=self.owner)
 
+    def settled(self) -> Deferred[None]:
+        """Fires once every attempt in flight now has settled (none is cancelled)."""
+        attempts: Deferred[Any] = DeferredList(list(self._in_flight), consumeErrors=True)
+        return attempts.addCallback(lambda _: None)
+
     def enqueue(self, connection: Connection, message: OutgoingMessage) -> None:
         """Store ``message`` inside the caller's transaction (runs on a database thread);
         a paced poll is brought forward to the end of its lease (should no attempt settle
@@ -411,7 +418,7 @@ class Outbox:
 
     def _expect(self, due: datetime) -> None:
         """A message falls due at ``due``: the poll runs then (on the reactor)."""
-        at = due.timestamp()
+        at = _claimable(due)
         before = _earliest(self._polled_due, self._noted_due)
         self._noted_due = _earliest(self._noted_due, at)
         if self._wake is not None and (before is None or at < before):
@@ -436,7 +443,7 @@ class Outbox:
         if beat:
             self._beaten_at = self._clock.seconds()
         self._full = len(due) >= self._batch
-        self._polled_due = None if later is None else later.timestamp()
+        self._polled_due = None if later is None else _claimable(later)
         for message in due:
             self.send_now(message)
         return {"claimed": len(due)}
@@ -484,6 +491,12 @@ class Outbox:
         except Exception:
             self.log.failure("could not settle an outbox message")
             return None
+
+
+def _claimable(due: datetime) -> float:
+    """The clock's second from which a poll claims a message due at ``due`` (a poll's time is
+    in whole seconds, `utc_now`)."""
+    return float(math.ceil(due.timestamp()))
 
 
 def _earliest(first: float | None, second: float | None) -> float | None:
