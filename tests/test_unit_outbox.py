@@ -14,6 +14,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.task import Clock
 
+from middleware.jobs import Scheduler
 from middleware.network import DeliveryRefused
 from middleware.outbox import (
     DELIVERED,
@@ -33,7 +34,6 @@ from middleware.outbox import (
     reschedule,
     retire,
 )
-from middleware.jobs import Scheduler
 from middleware.storage import Database, migrate
 from middleware.tables import node_job_run, node_outbox, node_outbox_owner
 
@@ -557,6 +557,7 @@ class Paced:
     way a party runs it, on a clock the test moves; ``polls`` are the times it polled."""
 
     def __init__(self, database: Database, sender: Any, interval: float = 1.0) -> None:
+        self.database = database
         self.clock = _clock()
         self.polls: list[float] = []
         self.jobs = Scheduler(database, node_job_run, self.clock)
@@ -589,153 +590,134 @@ class Paced:
             if self.jobs.state("outbox").condition == "running":
                 await self.jobs.run("outbox")
 
+    async def send_after(self, seconds: float) -> None:
+        """Start, let ``seconds`` pass, then enqueue `MESSAGE` and send it at once, as a
+        party does, and wait for that attempt to settle."""
+        await self.start()
+        await self.advance(seconds)
+        await self.database.run(self.outbox.enqueue, MESSAGE)
+        self.outbox.send_now(MESSAGE)
+        await self.outbox.settled()
+
+    async def settle_after(self, seconds: float, step: float = 1.0) -> None:
+        """`advance`, then wait for the attempts the polls started to settle."""
+        await self.advance(seconds, step)
+        await self.outbox.settled()
+
     async def stop(self) -> None:
         await self.jobs.stop()
         await self.outbox.stop()
 
 
-def _database(tmp_path: Path) -> Database:
+@pytest_twisted.async_yield_fixture
+async def started(tmp_path: Path) -> Any:
+    """A migrated node database in a SQLite file, started on the reactor's threads."""
     from twisted.internet import reactor
 
     database = Database(reactor, _url(tmp_path))
     database.start()
-    return database
+    try:
+        yield database
+    finally:
+        database.stop()
 
 
 @pytest_twisted.ensureDeferred
-async def test_an_idle_outbox_alone_on_its_database_does_not_poll(tmp_path: Path) -> None:
+async def test_an_idle_outbox_alone_on_its_database_does_not_poll(started: Database) -> None:
     """With nothing pending, the poll at start is the only one: an hour of its 1 s interval
     passes without a poll (no transaction), and the job says no next run."""
-    database = _database(tmp_path)
-    paced = Paced(database, FakeSender())
-    try:
-        await paced.start()
-        await paced.advance(3600)
-        assert paced.polls == [0]
-        assert paced.jobs.state("outbox").next_run_at is None
-        await paced.stop()
-    finally:
-        database.stop()
+    paced = Paced(started, FakeSender())
+    await paced.start()
+    await paced.advance(3600)
+    assert paced.polls == [0]
+    assert paced.jobs.state("outbox").next_run_at is None
+    await paced.stop()
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_message_sent_now_is_delivered_without_a_poll(tmp_path: Path) -> None:
+async def test_a_message_sent_now_is_delivered_without_a_poll(started: Database) -> None:
     """A message enqueued and sent at once is delivered by its own attempt, no poll waited
     for; the poll runs once, when its lease would have ended, and finds nothing."""
-    database = _database(tmp_path)
     sender = FakeSender()
-    paced = Paced(database, sender)
-    try:
-        await paced.start()
-        await paced.advance(100)
-        await database.run(paced.outbox.enqueue, MESSAGE)
-        paced.outbox.send_now(MESSAGE)
-        await paced.outbox.stop()  # the attempt settled
-        assert sender.sent == [MESSAGE.message_id]
-        row = await database.run(_row, MESSAGE.message_id)
-        assert (row.state, row.finished_at) == (DELIVERED, T0 + timedelta(seconds=100))
-        await paced.advance(3600)
-        assert paced.polls == [0, 100 + POLICY.lease]
-        await paced.stop()
-    finally:
-        database.stop()
+    paced = Paced(started, sender)
+    await paced.send_after(100)
+    assert sender.sent == [MESSAGE.message_id]
+    row = await started.run(_row, MESSAGE.message_id)
+    assert (row.state, row.finished_at) == (DELIVERED, T0 + timedelta(seconds=100))
+    await paced.advance(3600)
+    assert paced.polls == [0, 100 + POLICY.lease]
+    await paced.stop()
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_failed_delivery_is_retried_at_its_backoff_time(tmp_path: Path) -> None:
+async def test_a_failed_delivery_is_retried_at_its_backoff_time(started: Database) -> None:
     """An attempt that fails brings the poll forward to the retry (0.5 s of backoff: the
     poll's next whole second), which delivers the message; no poll runs before."""
-    database = _database(tmp_path)
     sender = FakeSender(ConnectionRefusedError("provider down"))
-    paced = Paced(database, sender)
-    try:
-        await paced.start()
-        await paced.advance(100)
-        await database.run(paced.outbox.enqueue, MESSAGE)
-        paced.outbox.send_now(MESSAGE)
-        await paced.outbox.settled()
-        assert paced.jobs.state("outbox").next_run_at == T0 + timedelta(seconds=101)
-        await paced.advance(1, step=0.5)
-        assert paced.polls == [0, 101]
-        await paced.outbox.settled()
-        assert sender.sent == [MESSAGE.message_id, MESSAGE.message_id]
-        row = await database.run(_row, MESSAGE.message_id)
-        assert (row.state, row.attempts) == (DELIVERED, 2)
-        await paced.stop()
-    finally:
-        database.stop()
+    paced = Paced(started, sender)
+    await paced.send_after(100)
+    assert paced.jobs.state("outbox").next_run_at == T0 + timedelta(seconds=101)
+    await paced.settle_after(1, step=0.5)
+    assert paced.polls == [0, 101]
+    assert sender.sent == [MESSAGE.message_id, MESSAGE.message_id]
+    row = await started.run(_row, MESSAGE.message_id)
+    assert (row.state, row.attempts) == (DELIVERED, 2)
+    await paced.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_message_enqueued_but_never_sent_is_claimed_when_its_lease_ends(
-    tmp_path: Path,
+    started: Database,
 ) -> None:
     """A message whose immediate attempt never started (its writer failed after the commit)
     is claimed by the poll the enqueue brought forward to the end of its lease."""
-    database = _database(tmp_path)
     sender = FakeSender()
-    paced = Paced(database, sender)
-    try:
-        await paced.start()
-        await database.run(paced.outbox.enqueue, MESSAGE)
-        lease_end = T0 + timedelta(seconds=POLICY.lease)
-        assert paced.jobs.state("outbox").next_run_at == lease_end
-        await paced.advance(POLICY.lease)
-        assert paced.polls == [0, POLICY.lease]
-        await paced.outbox.settled()
-        assert sender.sent == [MESSAGE.message_id]
-        await paced.stop()
-    finally:
-        database.stop()
+    paced = Paced(started, sender)
+    await paced.start()
+    await started.run(paced.outbox.enqueue, MESSAGE)
+    lease_end = T0 + timedelta(seconds=POLICY.lease)
+    assert paced.jobs.state("outbox").next_run_at == lease_end
+    await paced.settle_after(POLICY.lease)
+    assert (paced.polls, sender.sent) == ([0, POLICY.lease], [MESSAGE.message_id])
+    await paced.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_restarted_outbox_polls_when_its_dead_predecessor_s_lease_goes_stale(
-    tmp_path: Path,
+    started: Database,
 ) -> None:
     """The outbox of a restarted process finds at its first poll a message its killed
-    predecessor leased: it polls again once the predecessor's heartbeat is STALE seconds
-    old, and delivers it, without polling in between."""
-    database = _database(tmp_path)
-    try:
-        await database.run(heartbeat, node_outbox_owner, "killed", T0)
-        await database.run(enqueue, node_outbox, T0, MESSAGE, POLICY, "killed")
-        sender = FakeSender()
-        paced = Paced(database, sender)
-        await paced.start()
-        # Stale once older than STALE seconds: the poll's next whole second.
-        assert paced.jobs.state("outbox").next_run_at == T0 + timedelta(seconds=STALE + 1)
-        await paced.advance(STALE + 1)
-        assert paced.polls == [0, STALE + 1]
-        await paced.outbox.settled()
-        assert sender.sent == [MESSAGE.message_id]
-        await paced.stop()
-    finally:
-        database.stop()
+    predecessor leased: it polls again once the predecessor's heartbeat is older than STALE
+    seconds (the poll's next whole second), and delivers it, without polling in between."""
+    await started.run(heartbeat, node_outbox_owner, "killed", T0)
+    await started.run(enqueue, node_outbox, T0, MESSAGE, POLICY, "killed")
+    sender = FakeSender()
+    paced = Paced(started, sender)
+    await paced.start()
+    assert paced.jobs.state("outbox").next_run_at == T0 + timedelta(seconds=STALE + 1)
+    await paced.settle_after(STALE + 1)
+    assert (paced.polls, sender.sent) == ([0, STALE + 1], [MESSAGE.message_id])
+    await paced.stop()
 
 
 @pytest_twisted.ensureDeferred
-async def test_an_outbox_on_a_shared_database_polls_every_interval(tmp_path: Path) -> None:
+async def test_an_outbox_on_a_shared_database_polls_every_interval(started: Database) -> None:
     """Another process may enqueue into a shared database (PostgreSQL) at any time: its
     outbox polls every interval, pending or not."""
-    database = _database(tmp_path)
-    try:
-        clock = _clock()
-        outbox = Outbox(database, node_outbox, clock, FakeSender(), POLICY, alone=False)
-        assert outbox.next_poll() == 0.0  # as soon as its interval allows
-        jobs = Scheduler(database, node_job_run, clock)
-        polls: list[float] = []
+    clock = _clock()
+    outbox = Outbox(started, node_outbox, clock, FakeSender(), POLICY, alone=False)
+    assert outbox.next_poll() == 0.0  # as soon as its interval allows
+    jobs = Scheduler(started, node_job_run, clock)
+    polls: list[float] = []
 
-        def poll() -> defer.Deferred[dict[str, int]]:
-            polls.append(clock.seconds() - START_SECONDS)
-            return outbox.poll()
+    def poll() -> defer.Deferred[dict[str, int]]:
+        polls.append(clock.seconds() - START_SECONDS)
+        return outbox.poll()
 
-        jobs.add("outbox", 1.0, poll, next_run=outbox.next_poll)
-        jobs.start()
-        for _ in range(4):
-            clock.advance(0 if not polls else 1)
-            await jobs.run("outbox")
-        assert polls == [0, 1, 2, 3]
-        await jobs.stop()
-    finally:
-        database.stop()
+    jobs.add("outbox", 1.0, poll, next_run=outbox.next_poll)
+    jobs.start()
+    for _ in range(4):
+        clock.advance(0 if not polls else 1)
+        await jobs.run("outbox")
+    assert polls == [0, 1, 2, 3]
+    await jobs.stop()
