@@ -279,14 +279,16 @@ class Scheduler:
         job = self._jobs.get(name)
         if job is None or job.halted or not self._started:
             return
-        at = self._clock.seconds() + max(0.0, delay)
+        now = self._clock.seconds()
+        at = now + max(0.0, delay)
         if job.running:
             job.woken_at = at if job.woken_at is None else min(job.woken_at, at)
             return
         if job.state.failures:
             return  # its retry is due after the backoff, whatever falls due
         if job.last_started is not None:
-            at = max(at, job.last_started + job.interval)
+            # A clock put back (a scenario's, a corrected one) does not push the run away.
+            at = max(at, min(job.last_started, now) + job.interval)
         if job.due_at is not None and job.due_at <= at:
             return
         self._cancel_timer(job)
@@ -389,7 +391,7 @@ class Scheduler:
         meanwhile) says, but not sooner than an interval after it; not at all when neither
         says when."""
         now = self._clock.seconds()
-        earliest = started + job.interval
+        earliest = min(started, now) + job.interval  # a clock put back: from now
         at: float | None = earliest
         if job.next_run is not None:
             try:
