@@ -71,7 +71,10 @@ READY_TIMEOUT = 600.0  # seconds every node has to get a permitted-query list in
 # about 2.5 ms, so at twistd.conf's 1 s and 5 s 1,741 nodes would need about 3.5 cores doing
 # nothing). Every flow's messages leave at once (the outbox's send_now); the poll only picks
 # up retries and expired leases, which a flow here does not need. At these intervals the whole
-# idle box still took 0.88 cores (docs/performance.md, "The nation in one box").
+# idle box took 0.88-1.4 cores while every outbox polled every poll_interval; since each
+# party's outbox (SQLite, one process) polls only when a lease or a retry falls due, and not
+# at all while nothing is pending, poll_interval is only the shortest time between two polls
+# (docs/performance.md, "The nation in one box").
 JOB_INTERVALS = {
     "poll_interval": 10.0,  # twistd.conf: 1 s
     "health_interval": 60.0,  # twistd.conf: 5 s

@@ -15,6 +15,12 @@ ended, its outcome, its counts and its error); the newest ``keep_runs`` of each 
 outcome are kept, so the failures stay visible behind thousands of quiet successful runs. A
 job that runs several times a second (the outbox's poll) is ``quiet``: it records a
 successful run at most once a minute, with the counts of the runs since.
+
+A job may be paced by its work instead of its interval (``next_run``): after a successful
+run it runs again when ``next_run()`` says (None: not until it is woken, `Scheduler.wake`),
+and never sooner than one interval after its last run started. The outbox's poll of a
+database no other process shares is such a job: it runs when a lease or a retry falls due,
+not every interval, so an idle party's jobs cost nothing between their runs.
 The console's ジョブ状況 page, the metrics and the health read the scheduler's state and
 these rows.
 """
@@ -149,6 +155,12 @@ class _Job:
     quiet: float | None = None
     last_recorded_at: float | None = None
     unrecorded_counts: dict[str, int] = field(default_factory=dict)
+    # A job paced by its work: seconds until its next run after a successful one (None: not
+    # until woken), never sooner than an interval after the last run started.
+    next_run: Callable[[], float | None] | None = None
+    last_started: float | None = None
+    # When a wake during a run asked for the next one (at the latest).
+    woken_at: float | None = None
 
     def snapshot(self) -> JobState:
         """The job's state as others see it."""
@@ -191,19 +203,23 @@ class Scheduler:
         now: bool = True,
         retry: Callable[[int], float] | None = None,
         quiet: float | None = None,
+        next_run: Callable[[], float | None] | None = None,
     ) -> None:
         """Run ``work`` every ``interval`` seconds as the job ``name`` (at once when the
         scheduler runs and ``now``, else after one interval); ``retry`` gives the seconds
         before the next run after n failures in a row (default: the scheduler's backoff).
         A ``quiet`` job records a successful run at most every ``quiet`` seconds, its counts
         summed over the runs since the last recorded (a poll that runs several times a
-        second would otherwise write a row each time); every failure is recorded."""
+        second would otherwise write a row each time); every failure is recorded. With
+        ``next_run``, the job runs again ``next_run()`` seconds after a successful run
+        (None: once woken, `wake`) instead of every interval, but never sooner than
+        ``interval`` after its last run started."""
         if name in self._jobs:
             raise ValueError(f"a job {name!r} is registered already")
         if interval <= 0:
             raise ValueError(f"the job {name!r} needs an interval above 0 s")
         state = JobState(name, interval, False, None, 0, 0, None, None, None)
-        job = _Job(name, interval, work, now, retry, state, quiet=quiet)
+        job = _Job(name, interval, work, now, retry, state, quiet=quiet, next_run=next_run)
         self._jobs[name] = job
         if self._started:
             self._schedule(job, 0.0 if now else interval)
@@ -255,6 +271,29 @@ class Scheduler:
             self._launch(job)
         return waiter
 
+    def wake(self, name: str, delay: float = 0.0) -> None:
+        """Run the job ``name`` within ``delay`` seconds, or as soon after as its interval
+        allows (something it handles falls due then): a run due sooner stays due sooner, a
+        failing job keeps its backoff, and a job running now runs again then at the
+        latest. Nothing happens before the scheduler starts (it runs every job then)."""
+        job = self._jobs.get(name)
+        if job is None or job.halted or not self._started:
+            return
+        now = self._clock.seconds()
+        at = now + max(0.0, delay)
+        if job.running:
+            job.woken_at = at if job.woken_at is None else min(job.woken_at, at)
+            return
+        if job.state.failures:
+            return  # its retry is due after the backoff, whatever falls due
+        if job.last_started is not None:
+            # A clock put back (a scenario's, a corrected one) does not push the run away.
+            at = max(at, min(job.last_started, now) + job.interval)
+        if job.due_at is not None and job.due_at <= at:
+            return
+        self._cancel_timer(job)
+        self._schedule(job, at - self._clock.seconds())
+
     def remove(self, name: str) -> Deferred[None]:
         """Take the job ``name`` off the scheduler, cancelling its run in flight."""
         job = self._jobs.pop(name, None)
@@ -295,6 +334,8 @@ class Scheduler:
     def _launch(self, job: _Job) -> None:
         job.due_at = None
         job.running = True
+        job.woken_at = None
+        job.last_started = self._clock.seconds()
         active = Deferred.fromCoroutine(self._run(job))
         if job.running:  # still in flight (not ended at once)
             job.active = active
@@ -332,8 +373,7 @@ class Scheduler:
             await self._record(job, run)
             if not job.halted:
                 if failure is None:
-                    wait = started_seconds + job.interval - self._clock.seconds()
-                    self._schedule(job, min(job.interval, max(0.0, wait)))
+                    self._schedule_after(job, started_seconds)
                 else:
                     self._schedule(job, self._retry_delay(job, state.failures))
         except CancelledError:
@@ -344,6 +384,31 @@ class Scheduler:
             waiters, job.waiters = job.waiters, []
             for waiter in waiters:
                 waiter.callback(run)
+
+    def _schedule_after(self, job: _Job, started: float) -> None:
+        """Schedule the run after a successful one that started at ``started``: an
+        interval after it, or for a job paced by its work when ``next_run`` (or a wake
+        meanwhile) says, but not sooner than an interval after it; not at all when neither
+        says when."""
+        now = self._clock.seconds()
+        earliest = min(started, now) + job.interval  # a clock put back: from now
+        at: float | None = earliest
+        if job.next_run is not None:
+            try:
+                wanted = job.next_run()
+            except Exception:
+                self.log.failure("job {job} did not say when it runs next", job=job.name)
+                wanted = job.interval
+            at = None if wanted is None else max(earliest, now + max(0.0, wanted))
+        if job.woken_at is not None:
+            woken = max(earliest, job.woken_at)
+            at = woken if at is None else min(at, woken)
+            job.woken_at = None
+        if at is None:
+            job.due_at = None  # until woken (or run)
+            return
+        delay = max(0.0, at - now)
+        self._schedule(job, delay if job.next_run is not None else min(job.interval, delay))
 
     def _retry_delay(self, job: _Job, failures: int) -> float:
         return (job.retry or self.backoff.delay)(failures)

@@ -14,6 +14,15 @@ stops. A message leased by an owner that stopped, or whose heartbeat is older th
 seconds (its process died), may be claimed at once, without waiting out the lease: a
 restarted party resumes its predecessor's deliveries within seconds.
 
+On a database no other process shares (SQLite: one process per party), the outbox knows
+everything that can fall due, so its poll is paced by what it knows instead of running every
+``poll_interval``: each poll reads when the next pending message may be claimed (`next_due`:
+a lease or a retry ending, a dead predecessor's heartbeat going stale), every message enqueued
+brings the poll forward to the end of its lease and every failed attempt to its retry, and
+an outbox with nothing pending does not poll at all (it never polls more often than every
+``poll_interval``). On a shared database (PostgreSQL) another process may enqueue or die at
+any time: the poll runs every ``poll_interval``, as it always did.
+
 What the sender has to write once a message is delivered (the state the answer brings) it
 returns as `AfterDelivery`: the outbox does that work in the transaction that marks the
 message delivered, so that both are written or neither (then the message is delivered again,
@@ -23,6 +32,7 @@ and the receiver's idempotence gives the same answer), in one transaction instea
 from __future__ import annotations
 
 import functools
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +64,7 @@ __all__ = [
     "enqueue",
     "finish",
     "heartbeat",
+    "next_due",
     "oldest_pending",
     "outbox_figures",
     "reschedule",
@@ -228,20 +239,47 @@ def reschedule(
     now: datetime,
     policy: RetryPolicy,
     error: str,
-) -> None:
-    """Put a message back for a later attempt after a transient failure."""
+) -> datetime:
+    """Put a message back for a later attempt after a transient failure; when it is due."""
     attempts = connection.execute(
         select(table.c.attempts).where(table.c.message_id == message_id)
     ).scalar_one()
+    due = now + timedelta(seconds=policy.delay(attempts))
     connection.execute(
         table.update()
         .where(table.c.message_id == message_id, table.c.state == PENDING)
-        .values(
-            next_attempt_at=now + timedelta(seconds=policy.delay(attempts)),
-            last_error=error[:500],
-            leased_by=None,
-        )
+        .values(next_attempt_at=due, last_error=error[:500], leased_by=None)
     )
+    return due
+
+
+def next_due(
+    connection: Connection,
+    table: Table,
+    owner: str | None = None,
+    owners: Table | None = None,
+) -> datetime | None:
+    """When `claim_due` may next claim a pending message (None: nothing is pending): the
+    earliest next attempt and, given the ``owners`` table, the earliest time a heartbeat of
+    another owner that leases a pending message goes stale."""
+    due: datetime | None = connection.execute(
+        select(func.min(table.c.next_attempt_at)).where(table.c.state == PENDING)
+    ).scalar_one()
+    if owners is None:
+        return due
+    leasing = select(table.c.id).where(
+        table.c.state == PENDING, table.c.leased_by == owners.c.owner
+    )
+    if owner is not None:
+        leasing = leasing.where(table.c.leased_by != owner)
+    beaten: datetime | None = connection.execute(
+        select(func.min(owners.c.heartbeat_at)).where(leasing.exists())
+    ).scalar_one()
+    if beaten is None:
+        return due
+    # `claim_due` takes the message once the heartbeat is older than STALE seconds.
+    stale = beaten + timedelta(seconds=STALE, microseconds=1)
+    return stale if due is None else min(due, stale)
 
 
 def heartbeat(connection: Connection, owners: Table, owner: str, now: datetime) -> None:
@@ -306,7 +344,14 @@ class Outbox:
         policy: RetryPolicy,
         batch: int = 64,
         owners: Table | None = None,
+        *,
+        alone: bool = False,
+        wake: Callable[[float], None] | None = None,
     ) -> None:
+        """``alone``: no other process uses this outbox (its database is SQLite), so its poll
+        is paced by `next_poll`; ``wake(seconds)`` is called when something falls due
+        sooner than the poll knew (the party's scheduler brings the ``outbox`` job
+        forward)."""
         self._database = database
         self._table = table
         # This outbox as an owner of leases (with ``owners``, the table of living owners).
@@ -318,6 +363,13 @@ class Outbox:
         self.policy = policy
         self._batch = batch
         self._in_flight: set[Deferred[None]] = set()
+        self._alone = alone
+        self._wake = wake
+        # What falls due, in seconds of the clock: by the last poll's look (None: nothing
+        # pending then), and what became due since that poll began (enqueued, rescheduled).
+        self._polled_due: float | None = None
+        self._noted_due: float | None = None
+        self._full = False  # the last poll claimed a whole batch: more may be due now
 
     @property
     def table(self) -> Table:
@@ -340,9 +392,37 @@ class Outbox:
             except Exception:
                 self.log.failure("the outbox's owner {owner} not retired", owner=self.owner)
 
+    def settled(self) -> Deferred[None]:
+        """Fires once every attempt in flight now has settled (none is cancelled)."""
+        attempts: Deferred[Any] = DeferredList(list(self._in_flight), consumeErrors=True)
+        return attempts.addCallback(lambda _: None)
+
     def enqueue(self, connection: Connection, message: OutgoingMessage) -> None:
-        """Store ``message`` inside the caller's transaction (runs on a database thread)."""
-        enqueue(connection, self._table, utc_now(self._clock), message, self.policy, self.owner)
+        """Store ``message`` inside the caller's transaction (runs on a database thread);
+        a paced poll is brought forward to the end of its lease (should no attempt settle
+        it)."""
+        now = utc_now(self._clock)
+        enqueue(connection, self._table, now, message, self.policy, self.owner)
+        if self._alone:
+            lease_end = now + timedelta(seconds=self.policy.lease)
+            self._database.call_from_thread(self._expect, lease_end)
+
+    def next_poll(self) -> float | None:
+        """Seconds until the poll should run again (the ``outbox`` job's ``next_run``): at
+        once (within ``poll_interval``) on a shared database or after a full batch, else
+        when the earliest message it knows of falls due; None when nothing is pending."""
+        if not self._alone or self._full:
+            return 0.0
+        due = _earliest(self._polled_due, self._noted_due)
+        return None if due is None else max(0.0, due - self._clock.seconds())
+
+    def _expect(self, due: datetime) -> None:
+        """A message falls due at ``due``: the poll runs then (on the reactor)."""
+        at = _claimable(due)
+        before = _earliest(self._polled_due, self._noted_due)
+        self._noted_due = _earliest(self._noted_due, at)
+        if self._wake is not None and (before is None or at < before):
+            self._wake(max(0.0, at - self._clock.seconds()))
 
     def send_now(self, message: OutgoingMessage) -> None:
         """Attempt delivery right away; the message was enqueued in a committed transaction."""
@@ -358,19 +438,29 @@ class Outbox:
         beat = self._owners is not None and (
             self._beaten_at is None or self._clock.seconds() - self._beaten_at >= HEARTBEAT
         )
-        due = await self._database.run(self._claim, now, beat)
+        self._noted_due = None  # what is noted from now on, this poll may not see
+        due, later = await self._database.run(self._claim, now, beat)
         if beat:
             self._beaten_at = self._clock.seconds()
+        self._full = len(due) >= self._batch
+        self._polled_due = None if later is None else _claimable(later)
         for message in due:
             self.send_now(message)
         return {"claimed": len(due)}
 
-    def _claim(self, connection: Connection, now: datetime, beat: bool) -> list[OutgoingMessage]:
+    def _claim(
+        self, connection: Connection, now: datetime, beat: bool
+    ) -> tuple[list[OutgoingMessage], datetime | None]:
+        """Claim what is due (the heartbeat first, when it is time) and, alone on the
+        database, say when the next message falls due."""
         if beat and self._owners is not None:
             heartbeat(connection, self._owners, self.owner, now)
-        return claim_due(
+        due = claim_due(
             connection, self._table, now, self._batch, self.policy, self.owner, self._owners
         )
+        if not self._alone:
+            return due, None
+        return due, next_due(connection, self._table, self.owner, self._owners)
 
     @deferred
     async def _attempt(self, message: OutgoingMessage) -> None:
@@ -386,16 +476,33 @@ class Outbox:
             )
             await self._settle(finish, message.message_id, FAILED, refusal.code)
         except Exception as failure:
-            await self._settle(reschedule, message.message_id, self.policy, repr(failure))
+            retry = await self._settle(reschedule, message.message_id, self.policy, repr(failure))
+            if self._alone and retry is not None:
+                self._expect(retry)
         else:
             after = answer.work if isinstance(answer, AfterDelivery) else None
             await self._settle(_delivered, message.message_id, after)
 
-    async def _settle(self, work: Callable[..., None], *args: Any) -> None:
+    async def _settle(self, work: Callable[..., Any], *args: Any) -> Any:
+        """Run ``work`` on the message in a transaction of its own; what it returns (None
+        when it failed: the message stays pending, under its lease)."""
         try:
-            await self._database.run(_settle_with_now, work, self._table, self._clock, *args)
+            return await self._database.run(_settle_with_now, work, self._table, self._clock, *args)
         except Exception:
             self.log.failure("could not settle an outbox message")
+            return None
+
+
+def _claimable(due: datetime) -> float:
+    """The clock's second from which a poll claims a message due at ``due`` (a poll's time is
+    in whole seconds, `utc_now`)."""
+    return float(math.ceil(due.timestamp()))
+
+
+def _earliest(first: float | None, second: float | None) -> float | None:
+    if first is None:
+        return second
+    return first if second is None else min(first, second)
 
 
 def _delivered(
@@ -412,10 +519,10 @@ def _delivered(
 
 def _settle_with_now(
     connection: Connection,
-    work: Callable[..., None],
+    work: Callable[..., Any],
     table: Table,
     clock: ReactorTime,
     message_id: str,
     *rest: Any,
-) -> None:
-    work(connection, table, message_id, utc_now(clock), *rest)
+) -> Any:
+    return work(connection, table, message_id, utc_now(clock), *rest)

@@ -1,7 +1,8 @@
 """A party of the network: what the hub and every intermediate server are built on.
 
 A party has one clock (wall time and timers), one database (migrated when it starts), one
-durable outbox that delivers through its transport, one chain of provision records, one
+durable outbox that delivers through its transport (its poll paced by what falls due when
+no other process shares the database), one chain of provision records, one
 scheduler of its periodic jobs (`middleware.jobs.Scheduler`, ``party.jobs``: the outbox's
 poll is its first job; with ``[backup]``, the backup of its database is another,
 `add_backup`) and one log of its business events (`middleware.events.BusinessLog`,
@@ -81,6 +82,8 @@ class Party(Service):
             self.deliver,
             config.retry,
             owners=owners,
+            alone=not self.database.shared,
+            wake=self._outbox_due,
         )
         self.transport = transport
         # One line per business event, under the party's name (``hub``, ``meguro``).
@@ -95,7 +98,19 @@ class Party(Service):
             Backoff(config.jobs.retry_initial, config.jobs.retry_maximum),
             keep=config.jobs.keep_runs,
         )
-        self.jobs.add("outbox", config.poll_interval, self.outbox.poll, quiet=QUIET_RECORDS)
+        # Paced by what falls due (at most every poll_interval; on a shared database every
+        # poll_interval): an idle party's outbox does not poll (middleware/outbox.py).
+        self.jobs.add(
+            "outbox",
+            config.poll_interval,
+            self.outbox.poll,
+            quiet=QUIET_RECORDS,
+            next_run=self.outbox.next_poll,
+        )
+
+    def _outbox_due(self, delay: float) -> None:
+        """Something in the outbox falls due in ``delay`` seconds: its poll runs then."""
+        self.jobs.wake("outbox", delay)
 
     def add_backup(self, database: PartyDatabase) -> None:
         """Back up the party's database (``database`` says what it is) as its ``backup`` job

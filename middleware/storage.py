@@ -281,6 +281,9 @@ class Database:
     def __init__(self, reactor: IReactorThreads, url: str, threads: int | None = None) -> None:
         self.url = url
         sqlite = url.startswith("sqlite")
+        # Whether other processes may use the database at once (PostgreSQL); a SQLite one is
+        # its party's process's alone (several processes of a party need PostgreSQL).
+        self.shared = not sqlite
         if threads is None:
             # SQLite serializes writers anyway: one thread avoids lock contention.
             threads = 1 if sqlite else 4
@@ -360,6 +363,11 @@ class Database:
             kwargs,
             self._kept_readers,
         )
+
+    def call_from_thread(self, call: Callable[..., object], *args: Any) -> None:
+        """Have the reactor call ``call(*args)`` (from a unit of work, on a database
+        thread: what it learnt, for the reactor's side to act on)."""
+        self._reactor.callFromThread(call, *args)
 
     def run_blocking(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a unit of work on the calling thread (CLI tools and migrations only)."""

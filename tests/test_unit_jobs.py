@@ -329,3 +329,90 @@ async def test_a_quiet_job_records_a_success_a_minute_with_the_counts_since(
         assert rows(database, "outbox", FAILED) == 1
     finally:
         await jobs.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_job_paced_by_its_work_runs_when_it_says_or_is_woken_not_every_interval(
+    database: Database,
+) -> None:
+    """A job with ``next_run``: when it says None the job does not run again at its
+    interval, only once woken, after the delay the wake asks; a wake never runs it sooner
+    than an interval after its last run started; when ``next_run`` says 30 s, it runs 30 s
+    after its run."""
+    clock = clock_at()
+    runs: list[float] = []
+    pace: list[float | None] = [None]
+    jobs = Scheduler(database, node_job_run, clock)
+    jobs.add(
+        "outbox",
+        10,
+        lambda: runs.append(clock.seconds() - T0.timestamp()),
+        next_run=lambda: pace[0],
+    )
+    jobs.start()
+    clock.advance(0)
+    try:
+        await jobs.run("outbox")  # the run at start
+        assert runs == [0]
+        assert jobs.state("outbox").next_run_at is None
+        for _ in range(360):
+            clock.advance(10)
+        assert runs == [0]
+        jobs.wake("outbox", 5)
+        assert jobs.state("outbox").next_run_at == T0 + timedelta(seconds=3605)
+        clock.advance(4)
+        assert runs == [0]
+        clock.advance(1)
+        await jobs.run("outbox")  # the run the wake started
+        assert runs == [0, 3605]
+        jobs.wake("outbox")  # at once, but not within its interval of the last run
+        assert jobs.state("outbox").next_run_at == T0 + timedelta(seconds=3615)
+        pace[0] = 30.0
+        clock.advance(10)
+        await jobs.run("outbox")
+        assert runs == [0, 3605, 3615]
+        assert jobs.state("outbox").next_run_at == T0 + timedelta(seconds=3645)
+    finally:
+        await jobs.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_wake_while_a_paced_job_runs_is_its_next_run(database: Database) -> None:
+    """Something falling due while the job runs: its next run is due then (its interval
+    after the run's start at the soonest), although ``next_run`` says nothing is."""
+    clock = clock_at()
+    slow = Slow()
+    jobs = Scheduler(database, node_job_run, clock)
+    jobs.add("outbox", 10, slow, next_run=lambda: None)
+    jobs.start()
+    clock.advance(0)
+    try:
+        assert jobs.state("outbox").condition == "running"
+        jobs.wake("outbox", 25)
+        ended = jobs.run("outbox")  # waits for the run in flight
+        slow.started[0].callback(None)
+        await ended
+        assert jobs.state("outbox").next_run_at == T0 + timedelta(seconds=25)
+    finally:
+        await jobs.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_wake_leaves_a_failing_job_to_its_backoff(database: Database) -> None:
+    """A failing job runs again after its backoff, however often it is woken meanwhile."""
+    clock = clock_at()
+
+    def failing() -> None:
+        raise RuntimeError("database is locked")
+
+    jobs = Scheduler(database, node_job_run, clock, Backoff(initial=4.0, maximum=60.0))
+    jobs.add("outbox", 1, failing, next_run=lambda: None)
+    jobs.start()
+    clock.advance(0)
+    try:
+        await jobs.run("outbox")
+        assert jobs.state("outbox").next_run_at == T0 + timedelta(seconds=4)
+        jobs.wake("outbox")
+        assert jobs.state("outbox").next_run_at == T0 + timedelta(seconds=4)
+    finally:
+        await jobs.stop()

@@ -14,6 +14,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.task import Clock
 
+from middleware.jobs import Scheduler
 from middleware.network import DeliveryRefused
 from middleware.outbox import (
     DELIVERED,
@@ -29,11 +30,12 @@ from middleware.outbox import (
     enqueue,
     finish,
     heartbeat,
+    next_due,
     reschedule,
     retire,
 )
 from middleware.storage import Database, migrate
-from middleware.tables import node_outbox, node_outbox_owner
+from middleware.tables import node_job_run, node_outbox, node_outbox_owner
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_MIGRATIONS = ROOT / "middleware" / "migrations"
@@ -521,3 +523,201 @@ async def test_the_next_outbox_resumes_what_a_crashed_one_held_within_seconds(
         for attempt in hanging:
             attempt.cancel()
         database.stop()
+
+
+# -- an outbox alone on its database: the poll paced by what falls due ----------------------------
+
+
+def test_next_due_is_the_earliest_next_attempt_of_a_pending_message(node_db: Database) -> None:
+    """Nothing pending: None; else the earliest next attempt (a lease's end, a retry)."""
+    assert node_db.run_blocking(next_due, node_outbox) is None
+    _enqueue(node_db, T0)
+    _enqueue(node_db, T0 + timedelta(seconds=5), _message(2))
+    assert node_db.run_blocking(next_due, node_outbox) == T0 + timedelta(seconds=POLICY.lease)
+    node_db.run_blocking(reschedule, node_outbox, _message(2).message_id, T0, POLICY, "down")
+    assert node_db.run_blocking(next_due, node_outbox) == T0 + timedelta(seconds=0.5)
+    node_db.run_blocking(finish, node_outbox, _message(2).message_id, T0, DELIVERED)
+    node_db.run_blocking(finish, node_outbox, MESSAGE.message_id, T0, DELIVERED)
+    assert node_db.run_blocking(next_due, node_outbox) is None
+
+
+def test_next_due_counts_when_another_owner_s_heartbeat_goes_stale(node_db: Database) -> None:
+    """A message leased by another owner may be claimed once that owner's heartbeat is STALE
+    seconds old, before its lease ends; the owner's own lease is waited out."""
+    node_db.run_blocking(enqueue, node_outbox, T0, MESSAGE, POLICY, "dead")
+    node_db.run_blocking(heartbeat, node_outbox_owner, "dead", T0)
+    stale = T0 + timedelta(seconds=STALE, microseconds=1)  # older than STALE seconds
+    assert node_db.run_blocking(next_due, node_outbox, "next", node_outbox_owner) == stale
+    lease_end = T0 + timedelta(seconds=POLICY.lease)
+    assert node_db.run_blocking(next_due, node_outbox, "dead", node_outbox_owner) == lease_end
+
+
+class Paced:
+    """An outbox alone on its database (``alone``) with its poll as a job of a scheduler, the
+    way a party runs it, on a clock the test moves; ``polls`` are the times it polled."""
+
+    def __init__(self, database: Database, sender: Any, interval: float = 1.0) -> None:
+        self.database = database
+        self.clock = _clock()
+        self.polls: list[float] = []
+        self.jobs = Scheduler(database, node_job_run, self.clock)
+        self.outbox = Outbox(
+            database,
+            node_outbox,
+            self.clock,
+            sender,
+            POLICY,
+            owners=node_outbox_owner,
+            alone=True,
+            wake=lambda delay: self.jobs.wake("outbox", delay),
+        )
+        self.jobs.add("outbox", interval, self.poll, quiet=60, next_run=self.outbox.next_poll)
+
+    def poll(self) -> defer.Deferred[dict[str, int]]:
+        self.polls.append(self.clock.seconds() - START_SECONDS)
+        return self.outbox.poll()
+
+    async def start(self) -> None:
+        self.jobs.start()
+        self.clock.advance(0)
+        await self.jobs.run("outbox")  # the poll at start
+
+    async def advance(self, seconds: float, step: float = 1.0) -> None:
+        """Move the clock ``seconds`` forward, ``step`` at a time, each poll it started
+        waited for."""
+        for _ in range(round(seconds / step)):
+            self.clock.advance(step)
+            if self.jobs.state("outbox").condition == "running":
+                await self.jobs.run("outbox")
+
+    async def send_after(self, seconds: float) -> None:
+        """Start, let ``seconds`` pass, then enqueue `MESSAGE` and send it at once, as a
+        party does, and wait for that attempt to settle."""
+        await self.start()
+        await self.advance(seconds)
+        await self.database.run(self.outbox.enqueue, MESSAGE)
+        self.outbox.send_now(MESSAGE)
+        await self.outbox.settled()
+
+    async def settle_after(self, seconds: float, step: float = 1.0) -> None:
+        """`advance`, then wait for the attempts the polls started to settle."""
+        await self.advance(seconds, step)
+        await self.outbox.settled()
+
+    async def stop(self) -> None:
+        await self.jobs.stop()
+        await self.outbox.stop()
+
+
+@pytest_twisted.async_yield_fixture
+async def started(tmp_path: Path) -> Any:
+    """A migrated node database in a SQLite file, started on the reactor's threads."""
+    from twisted.internet import reactor
+
+    database = Database(reactor, _url(tmp_path))
+    database.start()
+    try:
+        yield database
+    finally:
+        database.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_idle_outbox_alone_on_its_database_does_not_poll(started: Database) -> None:
+    """With nothing pending, the poll at start is the only one: an hour of its 1 s interval
+    passes without a poll (no transaction), and the job says no next run."""
+    paced = Paced(started, FakeSender())
+    await paced.start()
+    await paced.advance(3600)
+    assert paced.polls == [0]
+    assert paced.jobs.state("outbox").next_run_at is None
+    await paced.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_sent_now_is_delivered_without_a_poll(started: Database) -> None:
+    """A message enqueued and sent at once is delivered by its own attempt, no poll waited
+    for; the poll runs once, when its lease would have ended, and finds nothing."""
+    sender = FakeSender()
+    paced = Paced(started, sender)
+    await paced.send_after(100)
+    assert sender.sent == [MESSAGE.message_id]
+    row = await started.run(_row, MESSAGE.message_id)
+    assert (row.state, row.finished_at) == (DELIVERED, T0 + timedelta(seconds=100))
+    await paced.advance(3600)
+    assert paced.polls == [0, 100 + POLICY.lease]
+    await paced.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_delivery_is_retried_at_its_backoff_time(started: Database) -> None:
+    """An attempt that fails brings the poll forward to the retry (0.5 s of backoff: the
+    poll's next whole second), which delivers the message; no poll runs before."""
+    sender = FakeSender(ConnectionRefusedError("provider down"))
+    paced = Paced(started, sender)
+    await paced.send_after(100)
+    assert paced.jobs.state("outbox").next_run_at == T0 + timedelta(seconds=101)
+    await paced.settle_after(1, step=0.5)
+    assert paced.polls == [0, 101]
+    assert sender.sent == [MESSAGE.message_id, MESSAGE.message_id]
+    row = await started.run(_row, MESSAGE.message_id)
+    assert (row.state, row.attempts) == (DELIVERED, 2)
+    await paced.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_enqueued_but_never_sent_is_claimed_when_its_lease_ends(
+    started: Database,
+) -> None:
+    """A message whose immediate attempt never started (its writer failed after the commit)
+    is claimed by the poll the enqueue brought forward to the end of its lease."""
+    sender = FakeSender()
+    paced = Paced(started, sender)
+    await paced.start()
+    await started.run(paced.outbox.enqueue, MESSAGE)
+    lease_end = T0 + timedelta(seconds=POLICY.lease)
+    assert paced.jobs.state("outbox").next_run_at == lease_end
+    await paced.settle_after(POLICY.lease)
+    assert (paced.polls, sender.sent) == ([0, POLICY.lease], [MESSAGE.message_id])
+    await paced.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_restarted_outbox_polls_when_its_dead_predecessor_s_lease_goes_stale(
+    started: Database,
+) -> None:
+    """The outbox of a restarted process finds at its first poll a message its killed
+    predecessor leased: it polls again once the predecessor's heartbeat is older than STALE
+    seconds (the poll's next whole second), and delivers it, without polling in between."""
+    await started.run(heartbeat, node_outbox_owner, "killed", T0)
+    await started.run(enqueue, node_outbox, T0, MESSAGE, POLICY, "killed")
+    sender = FakeSender()
+    paced = Paced(started, sender)
+    await paced.start()
+    assert paced.jobs.state("outbox").next_run_at == T0 + timedelta(seconds=STALE + 1)
+    await paced.settle_after(STALE + 1)
+    assert (paced.polls, sender.sent) == ([0, STALE + 1], [MESSAGE.message_id])
+    await paced.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_outbox_on_a_shared_database_polls_every_interval(started: Database) -> None:
+    """Another process may enqueue into a shared database (PostgreSQL) at any time: its
+    outbox polls every interval, pending or not."""
+    clock = _clock()
+    outbox = Outbox(started, node_outbox, clock, FakeSender(), POLICY, alone=False)
+    assert outbox.next_poll() == 0.0  # as soon as its interval allows
+    jobs = Scheduler(started, node_job_run, clock)
+    polls: list[float] = []
+
+    def poll() -> defer.Deferred[dict[str, int]]:
+        polls.append(clock.seconds() - START_SECONDS)
+        return outbox.poll()
+
+    jobs.add("outbox", 1.0, poll, next_run=outbox.next_poll)
+    jobs.start()
+    for _ in range(4):
+        clock.advance(0 if not polls else 1)
+        await jobs.run("outbox")
+    assert polls == [0, 1, 2, 3]
+    await jobs.stop()
