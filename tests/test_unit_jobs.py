@@ -377,6 +377,29 @@ async def test_a_job_paced_by_its_work_runs_when_it_says_or_is_woken_not_every_i
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_clock_put_back_does_not_push_a_paced_job_away(database: Database) -> None:
+    """A clock put back (as a scenario puts the network's clock back to real time) after a
+    run: a wake runs the job after its interval counted from now, not from a last start that
+    now lies two hours ahead."""
+    clock = clock_at()
+    jobs = Scheduler(database, node_job_run, clock)
+    jobs.add("outbox", 10, lambda: None, next_run=lambda: None)
+    jobs.start()
+    clock.advance(0)
+    try:
+        await jobs.run("outbox")  # the run at start
+        clock.advance(7200)  # the clock two hours ahead ...
+        jobs.wake("outbox")
+        clock.advance(0)
+        await jobs.run("outbox")  # ... where the job runs
+        clock.advance(-7200)  # ... then put back
+        jobs.wake("outbox", 5)
+        assert jobs.state("outbox").next_run_at == T0 + timedelta(seconds=10)
+    finally:
+        await jobs.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_wake_while_a_paced_job_runs_is_its_next_run(database: Database) -> None:
     """Something falling due while the job runs: its next run is due then (its interval
     after the run's start at the soonest), although ``next_run`` says nothing is."""
