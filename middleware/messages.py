@@ -265,6 +265,19 @@ class QueryBundleAnswerLine:
     message_en: str | None = None
     message_ja: str | None = None
 
+    @classmethod
+    def refusing(
+        cls, message_id: str, transaction_number: str, refusal: RenkeiError
+    ) -> QueryBundleAnswerLine:
+        """The answer to a line refused with ``refusal``: its code and both messages."""
+        return cls(
+            message_id=message_id,
+            transaction_number=transaction_number,
+            code=refusal.code,
+            message_en=refusal.message_en,
+            message_ja=refusal.message_ja,
+        )
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class QueryBundleAnswer:
@@ -381,6 +394,16 @@ class BundleAnswerLine:
     code: str | None = None
     message_en: str | None = None
     message_ja: str | None = None
+
+    @classmethod
+    def refusing(cls, transaction_number: str, refusal: RenkeiError) -> BundleAnswerLine:
+        """The answer to a line refused with ``refusal``: its code and both messages."""
+        return cls(
+            transaction_number=transaction_number,
+            code=refusal.code,
+            message_en=refusal.message_en,
+            message_ja=refusal.message_ja,
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

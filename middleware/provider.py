@@ -275,14 +275,7 @@ class Provider:
             if refused is not None:
                 if first:
                     self._party.events.provision_refused(number, permit.requester, refused.code)
-                lines.append(
-                    messages.BundleAnswerLine(
-                        transaction_number=number,
-                        code=refused.code,
-                        message_en=refused.message_en,
-                        message_ja=refused.message_ja,
-                    )
-                )
+                lines.append(messages.BundleAnswerLine.refusing(number, refused))
                 continue
             if new and isinstance(answer, _Answer):
                 self._party.events.provision(

@@ -589,14 +589,7 @@ class Requester:
                 lines.append(messages.BundleAnswerLine(transaction_number=number))
                 continue
             refusal = RenkeiError(errors.ALL[code], transaction_number=number)
-            lines.append(
-                messages.BundleAnswerLine(
-                    transaction_number=number,
-                    code=code,
-                    message_en=refusal.message_en,
-                    message_ja=refusal.message_ja,
-                )
-            )
+            lines.append(messages.BundleAnswerLine.refusing(number, refusal))
         return messages.encode(
             messages.ProvisionBundleAnswer(message_id=bundle.message_id, lines=tuple(lines))
         )

@@ -501,13 +501,7 @@ class Hub(Party):
                 if new:
                     self.events.query_refused(*asked, refusal.code)
                 lines.append(
-                    messages.QueryBundleAnswerLine(
-                        message_id=line.message_id,
-                        transaction_number=number,
-                        code=refusal.code,
-                        message_en=refusal.message_en,
-                        message_ja=refusal.message_ja,
-                    )
+                    messages.QueryBundleAnswerLine.refusing(line.message_id, number, refusal)
                 )
                 continue
             if outgoing is not None:
@@ -860,14 +854,7 @@ class Hub(Party):
         for provision, (requester, refusal) in zip(bundle.provisions, results, strict=True):
             number = provision.transaction_number
             if refusal is not None:
-                lines.append(
-                    messages.BundleAnswerLine(
-                        transaction_number=number,
-                        code=refusal.code,
-                        message_en=refusal.message_en,
-                        message_ja=refusal.message_ja,
-                    )
-                )
+                lines.append(messages.BundleAnswerLine.refusing(number, refusal))
                 continue
             if requester is not None:
                 self.events.relayed(
