@@ -8,6 +8,7 @@ the whole network use: the same institutions, rules and demo persons as ``make r
 from __future__ import annotations
 
 import configparser
+import os
 import random
 import socket
 from pathlib import Path
@@ -37,12 +38,29 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+def _worker_slice(low: int, high: int) -> tuple[int, int]:
+    """The part of ``low``..``high`` that this pytest-xdist worker draws from (all of it
+    outside xdist)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or "1")
+    if not worker.startswith("gw") or not worker[2:].isdigit() or count < 2:
+        return low, high
+    width = (high - low + 1) // count
+    start = low + int(worker[2:]) % count * width
+    return start, start + width - 1
+
+
 def free_port() -> int:
     """A loopback port to listen on, below the kernel's ephemeral range (where outgoing
     connections take their ports: a port the kernel picks would be free now and maybe taken
-    by a client connection before the box listens on it), never the same twice a session."""
+    by a client connection before the box listens on it), never the same twice a session.
+
+    Under pytest-xdist each worker draws from its own slice of that range: workers are
+    separate processes, so one cannot see what another handed out, and two boxes started at
+    once by two workers would otherwise meet on a port between one's probe and its listen."""
     high = min(_ephemeral_low(), 65536) - 1
     low = max(1024, high - 12_000)
+    low, high = _worker_slice(low, high)
     for _ in range(1000):
         port = random.randint(low, high)
         if port in _HANDED_OUT:
