@@ -69,8 +69,10 @@ from flows import (  # noqa: E402  (bench/flows.py: process supervision and CPU 
     box_log_problems,
     free_port,
     milliseconds,
+    party_cores,
     percentile,
     stop_popen,
+    with_parties,
 )
 
 MEGURO = "1131105000000000"
@@ -352,6 +354,7 @@ def cpu_figures(window: CpuWindow) -> dict[str, Any]:
     box, tree = window.cores.get("box"), window.cores.get("bench")
     return {
         "box_cores": box,
+        "party_cores": party_cores(window),
         "bench_cores": None if box is None or tree is None else round(max(tree - box, 0.0), 2),
         "machine_busy": window.machine_busy,
         "load_average_after": round(os.getloadavg()[0], 2),
@@ -460,7 +463,7 @@ def replica_import(
         log = work / "box.log"
         box = await start_box(reactor, supervisor, config_path, log, settings.as_processes)
         client = BackOfficeClient(reactor, config, meguro, CARE_INSURANCE)
-        window = CpuWindow({"box": box.pid, "bench": os.getpid()})
+        window = CpuWindow(with_parties({"box": box.pid, "bench": os.getpid()}))
         refused: list[str] = []
         per_file: list[float] = []
         try:
@@ -737,7 +740,7 @@ def individual_queries(
 
     @deferred
     async def run() -> dict[str, Any]:
-        window = CpuWindow({"box": box_pid, "bench": os.getpid()})
+        window = CpuWindow(with_parties({"box": box_pid, "bench": os.getpid()}))
         window.begin()
         began = time.perf_counter()
         await gatherResults([worker() for _ in range(concurrency)], consumeErrors=True)
@@ -770,7 +773,7 @@ def one_bulk_query(reactor: Any, client: Any, persons: Sequence[Any], box_pid: i
         asked_at = datetime.datetime(2026, 11, 26, 9, 0, 0)
         lines = [bulk_query_line(p, MEGURO, SETAGAYA, asked_at) for p in persons]
         body = ("\r\n".join(lines) + "\r\n").encode("cp932")
-        window = CpuWindow({"box": box_pid, "bench": os.getpid()})
+        window = CpuWindow(with_parties({"box": box_pid, "bench": os.getpid()}))
         window.begin()
         began = time.perf_counter()
         answer = await client.send_file("/bulk-queries", body, "text/csv")
@@ -841,8 +844,10 @@ def show(label: str, value: Any) -> None:
 
 
 def cores(cpu: dict[str, Any]) -> str:
+    parties = ", ".join(f"{name} {used}" for name, used in cpu.get("party_cores", {}).items())
     return (
-        f"box {cpu['box_cores']} cores, this process (client) {cpu['bench_cores']} cores, "
+        f"box {cpu['box_cores']} cores{f' ({parties})' if parties else ''}, "
+        f"this process (client) {cpu['bench_cores']} cores, "
         f"machine {cpu['machine_busy'] * 100:.0f} % busy (load average "
         f"{cpu['load_average_after']} after)"
     )

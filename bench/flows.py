@@ -328,9 +328,8 @@ MEMORY_SAMPLE = 5.0  # seconds between two samples of the box's resident memory 
 FLAT_GROWTH_PER_10_MINUTES = 0.01
 
 
-def _tree_stats(pid: int) -> list[list[str]]:
-    """The /proc/<pid>/stat fields (after the command name) of a process and its living
-    descendants (the parties' processes under the supervisor); none if it is gone."""
+def _all_stats() -> dict[int, list[str]]:
+    """The /proc/<pid>/stat fields (after the command name) of every living process."""
     stats: dict[int, list[str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -339,19 +338,64 @@ def _tree_stats(pid: int) -> list[list[str]]:
             stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
+    return stats
+
+
+def _tree_of(pid: int, stats: dict[int, list[str]]) -> list[int]:
+    """``pid`` (if living) and its living descendants."""
     tree, found = [pid], []
     while tree:
         current = tree.pop()
         if current in stats:
-            found.append(stats[current])
+            found.append(current)
         tree += [child for child, fields in stats.items() if int(fields[1]) == current]
     return found
+
+
+def _descendants(pid: int) -> list[int]:
+    return [found for found in _tree_of(pid, _all_stats()) if found != pid]
+
+
+def _tree_stats(pid: int) -> list[list[str]]:
+    """The /proc/<pid>/stat fields (after the command name) of a process and its living
+    descendants (the parties' processes under the supervisor); none if it is gone."""
+    stats = _all_stats()
+    return [stats[found] for found in _tree_of(pid, stats)]
 
 
 def process_cpu(pid: int) -> float:
     """CPU seconds (user + system, all threads) a process and its living descendants have
     used so far; 0 if gone."""
     return sum((int(f[11]) + int(f[12])) / CLOCK_TICKS for f in _tree_stats(pid))
+
+
+PARTY = "party:"  # the key of a party's process in a CpuWindow: "party:meguro"
+
+
+def with_parties(pids: dict[str, int]) -> dict[str, int]:
+    """``pids`` and, for each of them running the parties as processes, each party's process
+    as ``PARTY + name`` (a process whose command line has ``--party NAME``), so that a window
+    also tells which party took the box's CPU."""
+    parties: dict[str, int] = {}
+    for pid in pids.values():
+        for child in _descendants(pid):
+            try:
+                arguments = (Path("/proc") / str(child) / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"--party" in arguments[:-1]:
+                name = arguments[arguments.index(b"--party") + 1].decode()
+                parties[PARTY + name] = child
+    return {**pids, **parties}
+
+
+def party_cores(window: CpuWindow) -> dict[str, float]:
+    """Cores each party's process used in ``window`` (none when the box is one process)."""
+    return {
+        name.removeprefix(PARTY): cores
+        for name, cores in window.cores.items()
+        if name.startswith(PARTY)
+    }
 
 
 def process_rss(pid: int) -> int:
@@ -1029,7 +1073,7 @@ def run_clients(
     start = time.monotonic() + 0.3
     for _, connection in started:
         connection.send((start, warmup, duration))
-    pids = {**watched, **{child.name: child.pid or 0 for child, _ in started}}
+    pids = {**with_parties(watched), **{child.name: child.pid or 0 for child, _ in started}}
     window = CpuWindow(pids)
     sleep_until(start + warmup)
     window.begin()
@@ -1125,6 +1169,7 @@ def flows_figures(merged: dict[str, Any], duration: float, window: CpuWindow) ->
             rate * HOPS_PER_FLOW + merged.get("polls_in_window", 0) / duration, 1
         ),
         "box_cores": box_cores,
+        "party_cores": party_cores(window),
         "client_cores": client_cores(window, "bench-flow-client"),
         "machine_busy": window.machine_busy,
         "flows_per_box_cpu_second": round(rate / box_cores, 1) if box_cores else None,
@@ -1288,6 +1333,8 @@ def print_report(report: dict[str, Any]) -> None:
             "CPU: box / clients / machine busy",
             f"{f['box_cores']} / {f['client_cores']} cores / {f['machine_busy'] * 100:.0f}%",
         )
+        if f.get("party_cores"):
+            show("CPU by party (cores)", f["party_cores"])
         show("flows per box CPU-second", f["flows_per_box_cpu_second"])
         memory = f["box_memory"]
         if memory:
