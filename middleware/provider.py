@@ -317,6 +317,7 @@ class Provider:
         for message in outgoing:
             self._party.outbox.send_now(message)
         lines = []
+        given: list[tuple[str, str]] = []  # one business event for them all (bundle's shape)
         for permit, answer, (new, refused, first) in zip(permits, prepared, stored, strict=True):
             number = permit.transaction_number
             if refused is not None:
@@ -324,7 +325,9 @@ class Provider:
                     self._party.events.provision_refused(number, permit.requester, refused.code)
                 lines.append(messages.BundleAnswerLine.refusing(number, refused))
                 continue
-            if new and isinstance(answer, _Answer):
+            if new and isinstance(answer, _Answer) and answer.status != HELD:
+                given.append((number, answer.status))
+            elif new and isinstance(answer, _Answer):
                 self._party.events.provision(
                     number,
                     answer.status,
@@ -334,6 +337,9 @@ class Provider:
                     now + timedelta(seconds=self._institution.hold_lifetime),
                 )
             lines.append(messages.BundleAnswerLine(transaction_number=number))
+        self._party.events.provisions_given(
+            given, bundle.requester, bundle.information_name, bundle.procedure
+        )
         return messages.encode(
             messages.ProvisionRequestBundleAnswer(message_id=asked.message_id, lines=tuple(lines))
         )

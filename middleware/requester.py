@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -263,17 +264,18 @@ class Requester:
         except IntegrityError:
             # The same key sent twice at once (PostgreSQL): the other one is stored now.
             created, outgoing = await self._database.run(*create)
+        # One business event per shape for all the new queries (each is in the database).
+        shapes: Counter[tuple[str, str, str]] = Counter()
         for index, outcome, new in created:
             outcomes[index] = outcome
             if new and isinstance(outcome, str):
                 submission = submissions[index][0]
-                self._party.events.query_submitted(
-                    outcome,
-                    system,
-                    submission.provider,
-                    submission.information_name,
-                    submission.procedure,
-                )
+                asked = (submission.provider, submission.information_name, submission.procedure)
+                shapes[asked] += 1
+        for (provider, information_name, procedure), count in shapes.items():
+            self._party.events.queries_submitted(
+                count, system, provider, information_name, procedure
+            )
         for message in outgoing:
             self._party.outbox.send_now(message)
         return outcomes
@@ -683,9 +685,14 @@ class Requester:
                 )
                 work.append((row, delivered, state, result, code))
         stored = await self._database.run(self._store_results, work)
+        # The queries that ended provided or with no data: one business event per provider
+        # and information name (each is in the records); any other end, one each.
+        given: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for (row, delivered, state, _, code), new in zip(work, stored, strict=True):
             number = delivered.transaction_number
-            if new:
+            if new and state in (PROVIDED, NO_DATA):
+                given.setdefault((row.provider, row.information_name), []).append((number, state))
+            elif new:
                 self._party.events.query_ended(
                     number, row.query_id, state, row.provider, row.information_name, code
                 )
@@ -693,6 +700,8 @@ class Requester:
                 self._query_ended(row.query_id)
             if code is not None and state == ERROR:
                 codes[number] = code
+        for (provider, information_name), ended in given.items():
+            self._party.events.queries_ended(ended, provider, information_name)
         lines = []
         for delivered in bundle.provisions:
             number = delivered.transaction_number

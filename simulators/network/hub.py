@@ -593,6 +593,7 @@ class Hub(Party):
         results = await self.database.run(self._record_query_bundle, requester, bundle, self.now())
         lines = []
         sent: set[str] = set()  # the lines of a bundle for a node share one message
+        permitted: list[str] = []  # one business event for them all
         for line, (number, outgoing, refusal, new) in zip(bundle.lines, results, strict=True):
             asked = (number, requester, bundle.provider, bundle.information_name, bundle.procedure)
             if refusal is not None:
@@ -606,11 +607,14 @@ class Hub(Party):
                 if outgoing.message_id not in sent:
                     sent.add(outgoing.message_id)
                     self.outbox.send_now(outgoing)
-                self.events.query_permitted(*asked)
+                permitted.append(number)
             accepted = messages.QueryBundleAnswerLine(
                 message_id=line.message_id, transaction_number=number
             )
             lines.append(accepted)
+        self.events.queries_permitted(
+            permitted, requester, bundle.provider, bundle.information_name, bundle.procedure
+        )
         return messages.encode(
             messages.QueryBundleAnswer(message_id=bundle.message_id, lines=tuple(lines))
         )
@@ -942,16 +946,19 @@ class Hub(Party):
         for message in outgoing:
             self.outbox.send_now(message)
         lines = []
+        relayed: dict[str, list[tuple[str, str, str | None]]] = {}
         for provision, (requester, refusal) in zip(bundle.provisions, results, strict=True):
             number = provision.transaction_number
             if refusal is not None:
                 lines.append(messages.BundleAnswerLine.refusing(number, refusal))
                 continue
             if requester is not None:
-                self.events.relayed(
-                    number, sender, requester, provision.status, provision.error_code
+                relayed.setdefault(requester, []).append(
+                    (number, provision.status, provision.error_code)
                 )
             lines.append(messages.BundleAnswerLine(transaction_number=number))
+        for requester, answers in relayed.items():  # one business event per requester
+            self.events.relayed_together(answers, sender, requester)
         return messages.encode(
             messages.ProvisionBundleAnswer(message_id=bundle.message_id, lines=tuple(lines))
         )
