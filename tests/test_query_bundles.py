@@ -442,3 +442,91 @@ def test_records_written_together_keep_their_order_and_chain(box: Any) -> None:
         hub.database.run_blocking(failing)
     assert records_at(hub.database, hub_records) == 3
     assert hub.database.run_blocking(verify_chain, hub_records, hub_record_head) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bundle_with_lines_answered_before_answers_those_as_first_and_the_rest_anew(
+    box: Any,
+) -> None:
+    """A bundle whose lines were partly received before (in an earlier bundle) answers those
+    lines with their first 処理通番 and changes nothing of them; its new lines, permitted or
+    refused, get new 処理通番 in their order, and their records follow that order on the chain."""
+    from middleware.records import verify_chain
+    from middleware.tables import hub_record_head
+
+    ok, wrong = fugo_of_hanako(box, MEGURO), fugo_of_hanako(box, SETAGAYA)
+    first = bundle_of(ok, wrong)
+    first_answer = await send_bundle(box, first)
+    more = bundle_of(ok, wrong)
+    mixed = replace(
+        more,
+        lines=(first.lines[0], more.lines[0], first.lines[1], more.lines[1]),
+    )
+    answer = await send_bundle(box, mixed)
+
+    old_ok, new_ok, old_wrong, new_wrong = answer.lines
+    assert (old_ok.transaction_number, old_ok.code) == (
+        first_answer.lines[0].transaction_number,
+        None,
+    )
+    assert (old_wrong.transaction_number, old_wrong.code) == (
+        first_answer.lines[1].transaction_number,
+        "FugoInvalid",
+    )
+    assert (new_ok.code, new_wrong.code) == (None, "FugoInvalid")
+    assert new_ok.transaction_number < new_wrong.transaction_number
+    assert hub_queries(box) == [
+        (first.lines[0].message_id, old_ok.transaction_number, None),
+        (first.lines[1].message_id, old_wrong.transaction_number, "FugoInvalid"),
+        (more.lines[0].message_id, new_ok.transaction_number, None),
+        (more.lines[1].message_id, new_wrong.transaction_number, "FugoInvalid"),
+    ]
+    assert query_records(box) == [
+        (old_ok.transaction_number, "permitted", None),
+        (old_wrong.transaction_number, "refused", "FugoInvalid"),
+        (new_ok.transaction_number, "permitted", None),
+        (new_wrong.transaction_number, "refused", "FugoInvalid"),
+    ]
+    assert box.hub.database.run_blocking(verify_chain, hub_records, hub_record_head) is None
+
+
+def test_a_line_met_twice_in_one_bundle_is_the_retry_of_the_first(box: Any) -> None:
+    """A bundle naming the same line twice (the schema refuses it on the network; the hub's
+    own handling does not count on that) stores one query: the second is its retry, with the
+    same 処理通番 and nothing new."""
+    line = bundle_of(fugo_of_hanako(box, MEGURO)).lines[0]
+    bundle = replace(bundle_of(), lines=(line, line))
+    now = utc_now(box.clock)
+    results = box.hub.database.run_blocking(box.hub._record_query_bundle, MEGURO, bundle, now)
+
+    (number, outgoing, refusal, new), (again, resent, refused_again, new_again) = results
+    assert (outgoing is not None, refusal, new) == (True, None, True)
+    assert (again, resent, refused_again, new_again) == (number, None, None, False)
+    assert hub_queries(box) == [(line.message_id, number, None)]
+    assert query_records(box) == [(number, "permitted", None)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_key_met_twice_among_queries_submitted_together_is_a_resend(box: Any) -> None:
+    """Queries submitted together are stored as if one after the other: an idempotency key met
+    again among them gives the first query's id (the same submission) or IdempotencyKeyReused
+    (another), and one stored before gives its query; only the new ones are stored."""
+    meguro = box.nodes["meguro"]
+    (before,) = await meguro.requester.submit_queries(
+        [(premium_assessment(), "stored-before")], CARE_INSURANCE
+    )
+    other = premium_assessment("000000000099999")  # another person
+    asked = [
+        (premium_assessment(), "twice"),
+        (premium_assessment(), "twice"),
+        (premium_assessment(), "stored-before"),
+        (other, "twice"),
+    ]
+    first, again, earlier, reused = await meguro.requester.submit_queries(asked, CARE_INSURANCE)
+
+    assert isinstance(first, str) and again == first and earlier == before
+    assert isinstance(reused, RenkeiError) and reused.code == "IdempotencyKeyReused"
+    stored = meguro.database.run_blocking(
+        lambda connection: connection.execute(select(func.count()).select_from(query)).scalar_one()
+    )
+    assert stored == 2
