@@ -530,3 +530,86 @@ async def test_a_key_met_twice_among_queries_submitted_together_is_a_resend(box:
         lambda connection: connection.execute(select(func.count()).select_from(query)).scalar_one()
     )
     assert stored == 2
+
+
+class StatementCount:
+    """The SQL statements run by some work (`counting`), an executemany counting once."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.count = 0
+        self._inside = threading.local()
+
+    def counting(self, work: Any) -> Any:
+        """``work``, its statements counted (on whatever thread it runs)."""
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self._inside.on = True
+            try:
+                return work(*args, **kwargs)
+            finally:
+                self._inside.on = False
+
+        return counted
+
+    def _executed(self, *_: Any) -> None:
+        if getattr(self._inside, "on", False):
+            self.count += 1
+
+    def __enter__(self) -> StatementCount:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        event.listen(Engine, "before_cursor_execute", self._executed)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        event.remove(Engine, "before_cursor_execute", self._executed)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bundle_costs_as_many_statements_whatever_its_lines(
+    box: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each party handles a bundle's lines with a few statements for all of them (one read
+    for what each line needs, one executemany for what each writes), not some for each line:
+    a bundle of 8 lines runs as many statements as one of 2, at the requester storing its
+    queries, at the hub permitting them and at the provider answering them."""
+    meguro, setagaya = box.nodes["meguro"], box.nodes["setagaya"]
+    now = utc_now(box.clock)
+
+    def store(lines: int) -> int:
+        checked = [
+            (index, premium_assessment(), CARE_AFFAIR, f"{lines}-{index}") for index in range(lines)
+        ]
+        with StatementCount() as counted:
+            create = counted.counting(meguro.requester._create_queries)
+            meguro.database.run_blocking(create, checked, CARE_INSURANCE, now)
+        return counted.count
+
+    def permit(lines: int) -> int:
+        bundle = bundle_of(*[fugo_of_hanako(box, MEGURO)] * lines)
+        with StatementCount() as counted:
+            record = counted.counting(box.hub._record_query_bundle)
+            box.hub.database.run_blocking(record, MEGURO, bundle, now)
+        return counted.count
+
+    async def provide(lines: int) -> int:
+        body = provision_request_bundle(box, (fugo_of_hanako(box, SETAGAYA),) * lines)
+        with StatementCount() as counted, monkeypatch.context() as patched:
+            for name in ("_prepare_lines", "_store_lines"):
+                work = getattr(setagaya.provider, name)
+                patched.setattr(setagaya.provider, name, counted.counting(work))
+            answer = await send_to_setagaya(box, body)
+        assert [line.code for line in answer.lines] == [None] * lines
+        return counted.count
+
+    # Once first: the first records of a party also make its chain's head.
+    store(1), permit(1), await provide(1)
+    assert store(2) == store(8)
+    assert permit(2) == permit(8)
+    assert await provide(2) == await provide(8)

@@ -160,8 +160,9 @@ _QUERIES_OF_MESSAGES = select(
     hub_query.c.state,
     hub_query.c.error_code,
 ).where(hub_query.c.requester_message_id.in_(bindparam("message_ids", expanding=True)))
-# Many rows in one statement, their ids in the order of the rows.
-_INSERT_QUERIES = hub_query.insert().returning(hub_query.c.id, sort_by_parameter_order=True)
+_IDS_OF_MESSAGES = select(hub_query.c.requester_message_id, hub_query.c.id).where(
+    hub_query.c.requester_message_id.in_(bindparam("message_ids", expanding=True))
+)
 _QUERIES_OF_NUMBERS = select(hub_query).where(
     hub_query.c.transaction_number.in_(bindparam("numbers", expanding=True))
 )
@@ -718,7 +719,16 @@ class Hub(Party):
             else _query_values(requester, query, REFUSED, now, None, refusal.code)
             for query, _, refusal in new
         ]
-        row_ids = list(connection.execute(_INSERT_QUERIES, values).scalars()) if values else []
+        # One executemany, then the ids read back by message id (unique): RETURNING in the
+        # order of the rows would make SQLite's driver insert them one at a time.
+        ids: dict[str, int] = {}
+        if values:
+            connection.execute(_INSERT_QUERY, values)
+            asked = [query.message_id for query, _, _ in new]
+            for some in in_slices(asked):
+                for inserted in connection.execute(_IDS_OF_MESSAGES, {"message_ids": some}):
+                    ids[inserted.requester_message_id] = inserted.id
+        row_ids = [ids[query.message_id] for query, _, _ in new]
         numbers = [transaction_number(now, row_id) for row_id in row_ids]
         if numbers:
             connection.execute(
