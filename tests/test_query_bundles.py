@@ -578,7 +578,8 @@ async def test_a_bundle_costs_as_many_statements_whatever_its_lines(
     """Each party handles a bundle's lines with a few statements for all of them (one read
     for what each line needs, one executemany for what each writes), not some for each line:
     a bundle of 8 lines runs as many statements as one of 2, at the requester storing its
-    queries, at the hub permitting them and at the provider answering them."""
+    queries, at the hub permitting them and marking them delivered, and at the provider
+    answering them."""
     meguro, setagaya = box.nodes["meguro"], box.nodes["setagaya"]
     now = utc_now(box.clock)
 
@@ -598,6 +599,13 @@ async def test_a_bundle_costs_as_many_statements_whatever_its_lines(
             box.hub.database.run_blocking(record, MEGURO, bundle, now)
         return counted.count
 
+    def deliver(lines: int) -> int:
+        numbers = [f"{n:020d}" for n in range(lines)]
+        with StatementCount() as counted:
+            settle = counted.counting(box.hub._set_states)
+            box.hub.database.run_blocking(settle, numbers, "permitted", "delivered")
+        return counted.count
+
     async def provide(lines: int) -> int:
         body = provision_request_bundle(box, (fugo_of_hanako(box, SETAGAYA),) * lines)
         with StatementCount() as counted, monkeypatch.context() as patched:
@@ -612,4 +620,5 @@ async def test_a_bundle_costs_as_many_statements_whatever_its_lines(
     store(1), permit(1), await provide(1)
     assert store(2) == store(8)
     assert permit(2) == permit(8)
+    assert deliver(2) == deliver(8)
     assert await provide(2) == await provide(8)

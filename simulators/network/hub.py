@@ -1400,8 +1400,15 @@ class Hub(Party):
     def _set_states(
         self, connection: Connection, numbers: list[str], expected: str | None, state: str
     ) -> None:
-        for number in numbers:
-            self._set_state(connection, number, expected, state)
+        """`_set_state` of several queries (a bundle's), in one executemany."""
+        if not numbers:
+            return
+        finished = {"finished_at": self.now()} if state in (COMPLETED, FAILED) else {}
+        expecting = {} if expected is None else {"expected": expected}
+        connection.execute(
+            _state_update(expected is not None),
+            [{"number": number, **expecting, "state": state, **finished} for number in numbers],
+        )
 
     def _provider_refused(
         self, connection: Connection, number: str, code: str, now: datetime
@@ -1463,9 +1470,4 @@ class Hub(Party):
     def _set_state(
         self, connection: Connection, number: str, expected: str | None, state: str
     ) -> None:
-        finished = {"finished_at": self.now()} if state in (COMPLETED, FAILED) else {}
-        expecting = {} if expected is None else {"expected": expected}
-        connection.execute(
-            _state_update(expected is not None),
-            {"number": number, **expecting, "state": state, **finished},
-        )
+        self._set_states(connection, [number], expected, state)
