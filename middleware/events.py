@@ -6,7 +6,10 @@ its time is up) is logged once, when it is committed, in one line in the party's
 (``var/log/NAME.log``), under the party's name as its namespace (``[meguro#info]``): the
 処理通番 first (or the query's id before the hub gave one), the institutions by name (目黒区, not
 their codes), the information name and the procedure by code, the state and the code of a
-refusal. The time at the head of each line is Japan time (renkei/service.py).
+refusal. The lines of a bundle (docs/protocol.md §1c: a bulk query's) are logged one line per
+event for all of them, with their lowest and highest 処理通番 and the count of each outcome
+(each line is in the provision records); one held, refused or failed is logged alone. The
+time at the head of each line is Japan time (renkei/service.py).
 
 No person is ever named: no 個人番号, no 統合宛名番号, no 符号, no item value. The
 provision records (情報提供等記録) say who was asked about; the log says what happened.
@@ -14,7 +17,8 @@ provision records (情報提供等記録) say who was asked about; the log says 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -59,6 +63,26 @@ class BusinessLog:
         head = f"処理通番 {number}: " if number else ""
         self.log.info("{line}", line=head + text, transaction_number=number, **fields)
 
+    def _together(self, numbers: Sequence[str], text: str, **fields: Any) -> None:
+        """One line for the same event of several transactions of a bundle (each is in the
+        provision records): their 処理通番, lowest and highest, and how many."""
+        first, last = min(numbers), max(numbers)
+        head = f"処理通番 {first}: " if first == last else f"処理通番 {first} to {last}: "
+        self.log.info(
+            "{line}",
+            line=head + text,
+            transaction_number=None,
+            first_transaction_number=first,
+            last_transaction_number=last,
+            count=len(numbers),
+            **fields,
+        )
+
+    @staticmethod
+    def _counted(counts: Mapping[str, int], words: Mapping[str, str]) -> str:
+        """``counts`` by state, as a person reads them: ``provided 48, answered: no data 2``."""
+        return ", ".join(f"{words.get(state, state)} {n}" for state, n in sorted(counts.items()))
+
     # -- the requester (情報照会) --------------------------------------------------------------
 
     def query_submitted(
@@ -71,6 +95,33 @@ class BusinessLog:
             f"{self.name(provider)} for {procedure}",
             query_id=query_id,
         )
+
+    def queries_submitted(
+        self, count: int, system: str, provider: str, information_name: str, procedure: str
+    ) -> None:
+        """A back-office system submitted queries together (a bulk query's lines): one line
+        for all of them (each query is in the database, and logged when it ends)."""
+        if count:
+            self._line(
+                None,
+                f"{count} queries submitted together by {system}: {information_name} of "
+                f"{self.name(provider)} for {procedure}",
+                count=count,
+            )
+
+    def queries_ended(
+        self, ended: Sequence[tuple[str, str]], provider: str, information_name: str
+    ) -> None:
+        """Queries of a bundle ended provided or with no data (their 処理通番 and state): one
+        line for all of them, with the count of each state; their records say which is
+        which. A query held, refused or failed has a line of its own (`query_ended`)."""
+        if ended:
+            counts = self._counted(Counter(state for _, state in ended), RESULTS)
+            self._together(
+                [number for number, _ in ended],
+                f"{len(ended)} queries to {self.name(provider)} ended, {information_name}: "
+                f"{counts}",
+            )
 
     def query_ended(
         self,
@@ -135,6 +186,24 @@ class BusinessLog:
         else:
             self._line(number, f"{to} {GIVEN.get(status, status)}, {asked}")
 
+    def provisions_given(
+        self,
+        given: Sequence[tuple[str, str]],
+        requester: str,
+        information_name: str,
+        procedure: str,
+    ) -> None:
+        """Provision requests of a bundle answered, given (their 処理通番 and status,
+        ``provided`` or ``no_data``): one line for all of them; their records say which is
+        which. A provision held or refused has a line of its own."""
+        if given:
+            counts = self._counted(Counter(status for _, status in given), GIVEN)
+            self._together(
+                [number for number, _ in given],
+                f"{len(given)} provisions to {self.name(requester)}: {counts}, "
+                f"{information_name} for {procedure}",
+            )
+
     def provision_refused(self, number: str | None, requester: str | None, code: str) -> None:
         """A provision request refused with ``code`` (its permit, the list, the replica)."""
         self._line(number, f"provision request of {self.name(requester)} refused ({code})")
@@ -163,6 +232,23 @@ class BusinessLog:
             f"{information_name} for {procedure}",
         )
 
+    def queries_permitted(
+        self,
+        numbers: Sequence[str],
+        requester: str,
+        provider: str,
+        information_name: str,
+        procedure: str,
+    ) -> None:
+        """The hub permitted the queries of a bundle (their 処理通番): one line for all of
+        them; a query refused has a line of its own (`query_refused`)."""
+        if numbers:
+            self._together(
+                numbers,
+                f"{len(numbers)} queries {self.name(requester)} → {self.name(provider)} "
+                f"permitted, {information_name} for {procedure}",
+            )
+
     def query_refused(
         self,
         number: str,
@@ -187,6 +273,20 @@ class BusinessLog:
         self._line(
             number, f"provision {self.name(provider)} → {self.name(requester)} relayed: {what}"
         )
+
+    def relayed_together(
+        self, relayed: Sequence[tuple[str, str, str | None]], provider: str, requester: str
+    ) -> None:
+        """The hub relayed the answers of a bundle from ``provider`` to ``requester`` (their
+        処理通番, status and code): one line for all of them, with the count of each status
+        (and code)."""
+        if relayed:
+            counts = Counter(status + (f" ({code})" if code else "") for _, status, code in relayed)
+            self._together(
+                [number for number, _, _ in relayed],
+                f"{len(relayed)} provisions {self.name(provider)} → {self.name(requester)} "
+                f"relayed: {self._counted(counts, {})}",
+            )
 
     # -- deletions ----------------------------------------------------------------------------
 

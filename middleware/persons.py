@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from sqlalchemy import Connection, bindparam, func, select
 
 from codes import errors
 from codes.errors import RenkeiError
+from middleware.storage import in_slices
 from middleware.tables import address_number as address_number_table
 from middleware.tables import person
 
@@ -23,12 +25,14 @@ __all__ = [
     "INTEGRATED_ADDRESS_DIGITS",
     "enrol",
     "fugo_of",
+    "fugos_of",
     "link",
     "link_address_number",
     "person_key",
     "person_of",
     "person_of_address_number",
     "person_state",
+    "persons_of",
     "record_failure",
 ]
 
@@ -80,6 +84,12 @@ _FUGO_OF = select(person.c.fugo).where(
     person.c.integrated_address_number == bindparam("integrated_address_number")
 )
 _PERSON_OF = select(person.c.integrated_address_number).where(person.c.fugo == bindparam("fugo"))
+_FUGOS_OF = select(person.c.integrated_address_number, person.c.fugo).where(
+    person.c.integrated_address_number.in_(bindparam("numbers", expanding=True))
+)
+_PERSONS_OF = select(person.c.integrated_address_number, person.c.fugo).where(
+    person.c.fugo.in_(bindparam("fugos", expanding=True))
+)
 
 
 def fugo_of(connection: Connection, integrated_address_number: str) -> str:
@@ -92,6 +102,27 @@ def fugo_of(connection: Connection, integrated_address_number: str) -> str:
             errors.FUGO_NOT_ACQUIRED, integrated_address_number=integrated_address_number
         )
     return str(fugo)
+
+
+def fugos_of(connection: Connection, integrated_address_numbers: Iterable[str]) -> dict[str, str]:
+    """This institution's 符号 of each of some persons who have one (`fugo_of` of many: one
+    statement per `IN_SLICE` persons), by integrated address number."""
+    found: dict[str, str] = {}
+    for some in in_slices(sorted(set(integrated_address_numbers))):
+        for row in connection.execute(_FUGOS_OF, {"numbers": some}):
+            if row.fugo is not None:
+                found[row.integrated_address_number] = row.fugo
+    return found
+
+
+def persons_of(connection: Connection, fugos: Iterable[str]) -> dict[str, str]:
+    """The integrated address number linked to each of some of our 符号 that has one
+    (`person_of` of many: one statement per `IN_SLICE` 符号), by 符号."""
+    found: dict[str, str] = {}
+    for some in in_slices(sorted(set(fugos))):
+        for row in connection.execute(_PERSONS_OF, {"fugos": some}):
+            found[row.fugo] = row.integrated_address_number
+    return found
 
 
 def person_of(connection: Connection, fugo: str) -> str:

@@ -27,7 +27,8 @@ hub and the requester mark theirs too (`withholds`).
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -61,14 +62,15 @@ from middleware.party import Party
 from middleware.permit import check_permit_terms
 from middleware.queries import HELD, NO_DATA, PROVIDED, REFUSED
 from middleware.records import RecordEntry
+from middleware.storage import in_slices
 from middleware.tables import provision, refused_request
 
 __all__ = ["Provider"]
 
 # The statements of every provision, built once (building one costs several times executing
 # it).
-_ANSWER_OF = select(provision.c.message_id).where(
-    provision.c.transaction_number == bindparam("number")
+_ANSWERS_OF = select(provision.c.transaction_number, provision.c.message_id).where(
+    provision.c.transaction_number.in_(bindparam("numbers", expanding=True))
 )
 _INSERT_PROVISION = provision.insert()
 
@@ -77,6 +79,51 @@ def _line_message_id(message_id: str, number: str) -> str:
     """The identifier under which a refusal of one permit of a bundle is recorded: the same
     for the same request and 処理通番 (the hub's retry records nothing twice)."""
     return str(uuid.uuid5(uuid.UUID(message_id), number))
+
+
+def _answers_of(connection: Connection, numbers: Sequence[str]) -> dict[str, str]:
+    """The request (message id) each of some 処理通番 was answered under, for those that were:
+    one statement per `IN_SLICE` of them."""
+    answered: dict[str, str] = {}
+    for some in in_slices(sorted(set(numbers))):
+        for row in connection.execute(_ANSWERS_OF, {"numbers": some}):
+            answered[row.transaction_number] = row.message_id
+    return answered
+
+
+def _was_answered(answered: Mapping[str, str], message_id: str, number: str) -> bool:
+    """Whether this 処理通番 was answered (of ``answered``, `_answers_of`): True for the hub's
+    retry of the same request, PermitReplayed for another request with the same permit."""
+    used = answered.get(number)
+    if used is None:
+        return False
+    if used == message_id:
+        return True
+    raise RenkeiError(errors.PERMIT_REPLAYED, transaction_number=number)
+
+
+@dataclass
+class _Stores:
+    """The provisions of a bundle to store: what was answered before (`_answers_of`), and
+    each provision added since (answered too, then) with its hold, written by `write` in one
+    insert (executemany)."""
+
+    answered: dict[str, str]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    holds: list[held_queue.HeldItem] = field(default_factory=list)
+
+    def add(self, message_id: str, row: dict[str, Any], held: held_queue.HeldItem | None) -> None:
+        self.answered[row["transaction_number"]] = message_id
+        self.rows.append(row)
+        if held is not None:
+            self.holds.append(held)
+
+    def write(self, connection: Connection) -> None:
+        if self.rows:
+            connection.execute(_INSERT_PROVISION, self.rows)
+        for held in self.holds:  # after their provisions, which they name
+            held_queue.hold(connection, held)
+        self.rows, self.holds = [], []
 
 
 @dataclass(frozen=True)
@@ -270,6 +317,7 @@ class Provider:
         for message in outgoing:
             self._party.outbox.send_now(message)
         lines = []
+        given: list[tuple[str, str]] = []  # one business event for them all (bundle's shape)
         for permit, answer, (new, refused, first) in zip(permits, prepared, stored, strict=True):
             number = permit.transaction_number
             if refused is not None:
@@ -277,7 +325,9 @@ class Provider:
                     self._party.events.provision_refused(number, permit.requester, refused.code)
                 lines.append(messages.BundleAnswerLine.refusing(number, refused))
                 continue
-            if new and isinstance(answer, _Answer):
+            if new and isinstance(answer, _Answer) and answer.status != HELD:
+                given.append((number, answer.status))
+            elif new and isinstance(answer, _Answer):
                 self._party.events.provision(
                     number,
                     answer.status,
@@ -287,6 +337,9 @@ class Provider:
                     now + timedelta(seconds=self._institution.hold_lifetime),
                 )
             lines.append(messages.BundleAnswerLine(transaction_number=number))
+        self._party.events.provisions_given(
+            given, bundle.requester, bundle.information_name, bundle.procedure
+        )
         return messages.encode(
             messages.ProvisionRequestBundleAnswer(message_id=asked.message_id, lines=tuple(lines))
         )
@@ -298,16 +351,34 @@ class Provider:
         permits: list[messages.Permit],
         now: datetime,
     ) -> list[_Answer | RenkeiError | None]:
-        """`_prepare` for each permit of a bundle, from one snapshot: its answer, its refusal,
-        or None when it was answered."""
+        """`_prepare` for each permit of a bundle (one shape: one information name), from one
+        snapshot and with one read each of the permits answered, the persons and their
+        records, whatever their number: its answer, its refusal, or None when it was
+        answered."""
+        numbers = [permit.transaction_number for permit in permits]
+        answered = _answers_of(connection, numbers)
+        people = persons.persons_of(connection, [permit.provider_fugo for permit in permits])
+        held = replica.records_of_persons(
+            connection,
+            people.values(),
+            permits[0].information_name if permits else "",
+            replica.today_in_japan(now),
+        )
         prepared: list[_Answer | RenkeiError | None] = []
         for permit in permits:
             try:
-                prepared.append(self._prepare(connection, message_id, permit, now))
-            except RenkeiError as refusal:
-                if refusal.status >= 500:
-                    raise
-                prepared.append(refusal)
+                if _was_answered(answered, message_id, permit.transaction_number):
+                    prepared.append(None)
+                    continue
+            except RenkeiError as replayed:
+                prepared.append(replayed)
+                continue
+            person = people.get(permit.provider_fugo)
+            if person is None:
+                prepared.append(RenkeiError(errors.FUGO_UNKNOWN))
+                continue
+            assert permit.information_name == permits[0].information_name
+            prepared.append(self._answer_of(permit, person, held.get(person, []), (), now))
         return prepared
 
     def _store_lines(
@@ -328,6 +399,13 @@ class Provider:
             stored: list[tuple[bool, RenkeiError | None, bool]] = []
             entries: list[RecordEntry] = []
             provisions: list[messages.Provision] = []
+            # What was answered since `_prepare_lines` read it (the hub's retry, at once).
+            numbers = [
+                permit.transaction_number
+                for permit, answer in zip(permits, prepared, strict=True)
+                if isinstance(answer, _Answer)
+            ]
+            batch = _Stores(_answers_of(connection, numbers))
             for permit, answer in zip(permits, prepared, strict=True):
                 line_id = _line_message_id(message_id, permit.transaction_number)
                 if isinstance(answer, RenkeiError):
@@ -338,7 +416,9 @@ class Provider:
                     stored.append((False, None, False))  # answered before: the hub's retry
                     continue
                 try:
-                    entry = self._stored(connection, message_id, permit, recipient, answer, now)
+                    entry = self._stored(
+                        connection, message_id, permit, recipient, answer, now, batch
+                    )
                 except RenkeiError as refusal:  # answered meanwhile under another request
                     if refusal.status >= 500:
                         raise
@@ -351,6 +431,7 @@ class Provider:
                 entries.append(entry)
                 provisions.append(answers[permit.transaction_number])
                 stored.append((True, None, False))
+            batch.write(connection)
             if entries:
                 self._party.record(connection, now, entries)
             outgoing = []
@@ -423,12 +504,7 @@ class Provider:
     def _answered(connection: Connection, message_id: str, number: str) -> bool:
         """Whether this 処理通番 was answered: True for the hub's retry of the same request,
         PermitReplayed for another request with the same permit."""
-        used = connection.execute(_ANSWER_OF, {"number": number}).first()
-        if used is None:
-            return False
-        if used.message_id == message_id:
-            return True
-        raise RenkeiError(errors.PERMIT_REPLAYED, transaction_number=number)
+        return _was_answered(_answers_of(connection, [number]), message_id, number)
 
     # -- the answer ----------------------------------------------------------------------------
 
@@ -445,14 +521,29 @@ class Provider:
         if self._answered(connection, message_id, number):
             return None
         person = persons.person_of(connection, permit.provider_fugo)
+        records = replica.records_of(
+            connection, person, permit.information_name, replica.today_in_japan(now)
+        )
+        files: tuple[messages.Attachment, ...] = ()
+        if self_information:
+            files = attachments.attachments_of(connection, person, permit.information_name)
+        return self._answer_of(permit, person, records, files, now, self_information)
+
+    def _answer_of(
+        self,
+        permit: messages.Permit,
+        person: str,
+        records: list[replica.ReplicaRecord],
+        files: tuple[messages.Attachment, ...],
+        now: datetime,
+        self_information: bool = False,
+    ) -> _Answer:
+        """What to answer a permit about ``person``, from their records of its information
+        name published today (and, for a person's own information, their files)."""
+        number = permit.transaction_number
         # Only records whose publication window covers today (JST) and that meet the
         # query's conditions (照会条件, carried in the permit) are provided.
-        records = self._records_asked(
-            replica.records_of(
-                connection, person, permit.information_name, replica.today_in_japan(now)
-            ),
-            permit,
-        )
+        records = self._records_asked(records, permit)
         held = any(record.suppressed for record in records)
         provided = [
             messages.PayloadRecord(
@@ -462,11 +553,9 @@ class Provider:
             )
             for record in records
         ]
-        files: tuple[messages.Attachment, ...] = ()
         if self_information:
             # What the catalogue lets a person see of their own records, and their files.
             provided = self._for_person(permit.information_name, provided)
-            files = attachments.attachments_of(connection, person, permit.information_name)
         payload = messages.ProvisionPayload(
             transaction_number=number,
             information_name=permit.information_name,
@@ -594,48 +683,54 @@ class Provider:
         recipient: x509.Certificate,
         answer: _Answer,
         now: datetime,
+        batch: _Stores | None = None,
     ) -> RecordEntry | None:
         """The provision stored (and held when it is), its record still to be written; None
-        when the 処理通番 was answered meanwhile."""
+        when the 処理通番 was answered meanwhile. With ``batch``, what was answered is taken
+        from it and the provision (and its hold) is added to it, for the caller to write."""
         number = permit.transaction_number
-        if self._answered(connection, asked_id, number):
+        if batch is None:
+            if self._answered(connection, asked_id, number):
+                return None
+        elif _was_answered(batch.answered, asked_id, number):
             return None
-        connection.execute(
-            _INSERT_PROVISION,
-            {
-                "transaction_number": number,
-                "message_id": asked_id,
-                "requester": permit.requester,
-                "procedure": permit.procedure,
-                "information_name": permit.information_name,
-                "integrated_address_number": answer.person,
-                "status": answer.status,
-                "received_at": now,
-                "delegating_requester": permit.delegating_requester,
-                "delegating_provider": permit.delegating_provider,
-                "non_disclosure": self.withholds(permit.information_name, permit.non_disclosure),
-            },
-        )
+        values = {
+            "transaction_number": number,
+            "message_id": asked_id,
+            "requester": permit.requester,
+            "procedure": permit.procedure,
+            "information_name": permit.information_name,
+            "integrated_address_number": answer.person,
+            "status": answer.status,
+            "received_at": now,
+            "delegating_requester": permit.delegating_requester,
+            "delegating_provider": permit.delegating_provider,
+            "non_disclosure": self.withholds(permit.information_name, permit.non_disclosure),
+        }
+        held = None
         if answer.status == HELD:
-            held_queue.hold(
-                connection,
-                held_queue.HeldItem(
-                    transaction_number=number,
-                    requester=permit.requester,
-                    procedure=permit.procedure,
-                    information_name=permit.information_name,
-                    integrated_address_number=answer.person,
-                    payload=serialize(messages.to_element(answer.payload)),
-                    recipient_certificate=recipient.public_bytes(Encoding.DER),
-                    permit_expires_at=permit.expires_at,
-                    held_at=now,
-                    hold_expires_at=now + timedelta(seconds=self._institution.hold_lifetime),
-                    state=held_queue.HELD,
-                    decided_at=None,
-                    decided_by=None,
-                    reason=None,
-                ),
+            held = held_queue.HeldItem(
+                transaction_number=number,
+                requester=permit.requester,
+                procedure=permit.procedure,
+                information_name=permit.information_name,
+                integrated_address_number=answer.person,
+                payload=serialize(messages.to_element(answer.payload)),
+                recipient_certificate=recipient.public_bytes(Encoding.DER),
+                permit_expires_at=permit.expires_at,
+                held_at=now,
+                hold_expires_at=now + timedelta(seconds=self._institution.hold_lifetime),
+                state=held_queue.HELD,
+                decided_at=None,
+                decided_by=None,
+                reason=None,
             )
+        if batch is None:
+            connection.execute(_INSERT_PROVISION, values)
+            if held is not None:
+                held_queue.hold(connection, held)
+        else:
+            batch.add(asked_id, values, held)
         return RecordEntry(
             event="provision",
             status=answer.status,

@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from codes import errors
 from codes.catalogue import Catalogue
 from codes.errors import RenkeiError
+from middleware.storage import in_slices
 from middleware.tables import person, replica_file_answer, replica_record
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "keep_file_answer",
     "known_persons",
     "records_of",
+    "records_of_persons",
     "row_of",
     "set_suppressed",
     "store",
@@ -332,34 +334,59 @@ def records_of(
     asked = {"number": integrated_address_number, "information_name": information_name}
     window = {} if today is None else {"today": today}
     return [
-        ReplicaRecord(
-            record_id=row.record_id,
-            integrated_address_number=row.integrated_address_number,
-            information_name=row.information_name,
-            data_set=row.data_set,
-            items=json.loads(row.items),
-            suppressed=row.suppressed,
-            data_set_record_key=row.data_set_record_key,
-            parent_record_key=row.parent_record_key,
-            major_version=row.major_version,
-            publication_date=row.publication_date,
-            published_end_date=row.published_end_date,
-        )
+        _replica_record(row)
         for row in connection.execute(_records_of(today is not None), {**asked, **window})
     ]
 
 
+def records_of_persons(
+    connection: Connection,
+    integrated_address_numbers: Iterable[str],
+    information_name: str,
+    today: date | None = None,
+) -> dict[str, list[ReplicaRecord]]:
+    """`records_of` of several persons, one statement per `IN_SLICE` persons: each person's
+    records, in data set and record id order, by integrated address number (a person without
+    any is left out)."""
+    window = {} if today is None else {"today": today}
+    found: dict[str, list[ReplicaRecord]] = {}
+    for some in in_slices(sorted(set(integrated_address_numbers))):
+        asked = {"numbers": some, "information_name": information_name, **window}
+        for row in connection.execute(_records_of(today is not None, many=True), asked):
+            found.setdefault(row.integrated_address_number, []).append(_replica_record(row))
+    return found
+
+
+def _replica_record(row: Any) -> ReplicaRecord:
+    return ReplicaRecord(
+        record_id=row.record_id,
+        integrated_address_number=row.integrated_address_number,
+        information_name=row.information_name,
+        data_set=row.data_set,
+        items=json.loads(row.items),
+        suppressed=row.suppressed,
+        data_set_record_key=row.data_set_record_key,
+        parent_record_key=row.parent_record_key,
+        major_version=row.major_version,
+        publication_date=row.publication_date,
+        published_end_date=row.published_end_date,
+    )
+
+
 @functools.cache
-def _records_of(in_window: bool) -> Select[Any]:
-    """A person's (``number``) records of one information name, with ``in_window`` only
-    those published on ``today``; built once, as every provision reads them."""
+def _records_of(in_window: bool, many: bool = False) -> Select[Any]:
+    """A person's (``number``; with ``many``, some persons': ``numbers``) records of one
+    information name, with ``in_window`` only those published on ``today``; built once, as
+    every provision reads them."""
     t = replica_record.c
+    person = (
+        t.integrated_address_number.in_(bindparam("numbers", expanding=True))
+        if many
+        else t.integrated_address_number == bindparam("number")
+    )
     query = (
         select(replica_record)
-        .where(
-            t.integrated_address_number == bindparam("number"),
-            t.information_name == bindparam("information_name"),
-        )
+        .where(person, t.information_name == bindparam("information_name"))
         .order_by(t.data_set, t.record_id)
     )
     if not in_window:

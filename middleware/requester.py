@@ -14,9 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
@@ -58,6 +60,7 @@ from middleware.queries import (
     conditions_json,
 )
 from middleware.records import RecordEntry
+from middleware.storage import in_slices
 from middleware.tables import query
 
 __all__ = [
@@ -76,6 +79,11 @@ __all__ = [
 _QUERY_BY_ID = select(query).where(query.c.query_id == bindparam("by_query_id"))
 _UPDATE_QUERY = query.update().where(query.c.query_id == bindparam("by_query_id"))
 _INSERT_QUERY = query.insert()
+_QUERIES_OF_KEYS = select(query.c.idempotency_key, query.c.query_id, query.c.request_hash).where(
+    query.c.system == bindparam("system"),
+    query.c.idempotency_key.in_(bindparam("keys", expanding=True)),
+)
+_QUERIES_BY_IDS = select(query).where(query.c.query_id.in_(bindparam("query_ids", expanding=True)))
 
 
 @dataclass(frozen=True)
@@ -123,6 +131,44 @@ def query_record(code: str, row: Any, event: str, status: str, **extra: Any) -> 
         delegating_provider=row.delegating_provider,
         **extra,
     )
+
+
+class _QueryRows:
+    """Some queries' rows, read in one statement per `IN_SLICE` queries, changed in memory
+    as one after the other, and written back with one UPDATE (executemany) per set of
+    columns changed: what a bundle's lines do to their queries costs a few statements, not
+    two a line."""
+
+    def __init__(self, connection: Connection, query_ids: Sequence[str]) -> None:
+        self.rows: dict[str, SimpleNamespace] = {}
+        for some in in_slices(sorted(set(query_ids))):
+            for row in connection.execute(_QUERIES_BY_IDS, {"query_ids": some}):
+                self.rows[row.query_id] = SimpleNamespace(**row._mapping)
+        self._changes: dict[str, dict[str, Any]] = {}
+
+    def row(self, query_id: str) -> SimpleNamespace:
+        """The query's row as changed so far (KeyError when there is no such query)."""
+        return self.rows[query_id]
+
+    def change(self, query_id: str, **values: Any) -> SimpleNamespace:
+        """Set columns of the query's row, to be written by `write`; the row as it was."""
+        row = self.rows[query_id]
+        before = SimpleNamespace(**vars(row))
+        for name, value in values.items():
+            setattr(row, name, value)
+        self._changes.setdefault(query_id, {}).update(values)
+        return before
+
+    def write(self, connection: Connection) -> None:
+        """Every change made, one UPDATE statement per set of columns changed."""
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for query_id, values in self._changes.items():
+            by_columns.setdefault(tuple(sorted(values)), []).append(
+                {"by_query_id": query_id, **values}
+            )
+        for parameters in by_columns.values():
+            connection.execute(_UPDATE_QUERY, parameters)
+        self._changes.clear()
 
 
 LOOK_AGAIN = 1.0  # seconds between two looks of a long poll at its query in the database
@@ -218,17 +264,18 @@ class Requester:
         except IntegrityError:
             # The same key sent twice at once (PostgreSQL): the other one is stored now.
             created, outgoing = await self._database.run(*create)
+        # One business event per shape for all the new queries (each is in the database).
+        shapes: Counter[tuple[str, str, str]] = Counter()
         for index, outcome, new in created:
             outcomes[index] = outcome
             if new and isinstance(outcome, str):
                 submission = submissions[index][0]
-                self._party.events.query_submitted(
-                    outcome,
-                    system,
-                    submission.provider,
-                    submission.information_name,
-                    submission.procedure,
-                )
+                asked = (submission.provider, submission.information_name, submission.procedure)
+                shapes[asked] += 1
+        for (provider, information_name, procedure), count in shapes.items():
+            self._party.events.queries_submitted(
+                count, system, provider, information_name, procedure
+            )
         for message in outgoing:
             self._party.outbox.send_now(message)
         return outcomes
@@ -272,14 +319,11 @@ class Requester:
         # The lines of each shape, with the affair and a submission of that shape.
         shapes: dict[tuple[Any, ...], tuple[str, QuerySubmission, list[messages.QueryBundleLine]]]
         shapes = {}
-        for index, submission, affair, key in checked:
-            try:
-                query_id, fugo = self._store_query(connection, submission, system, affair, now, key)
-            except RenkeiError as refusal:
-                created.append((index, refusal, False))
-                continue
-            created.append((index, query_id, fugo is not None))
+        stored = self._store_queries(connection, checked, system, now)
+        for (index, submission, affair, _), (outcome, fugo) in zip(checked, stored, strict=True):
+            created.append((index, outcome, fugo is not None))
             if fugo is not None:
+                assert isinstance(outcome, str)
                 shape = (
                     affair,
                     submission.procedure,
@@ -290,7 +334,7 @@ class Requester:
                     submission.delegating_provider,
                     submission.non_disclosure,
                 )
-                line = messages.QueryBundleLine(message_id=query_id, requester_fugo=fugo)
+                line = messages.QueryBundleLine(message_id=outcome, requester_fugo=fugo)
                 shapes.setdefault(shape, (affair, submission, []))[2].append(line)
         outgoing = []
         for affair, submission, lines in shapes.values():
@@ -374,25 +418,92 @@ class Requester:
         query_id = str(uuid.uuid4())
         connection.execute(
             _INSERT_QUERY,
-            {
-                "query_id": query_id,
-                "system": system,
-                "integrated_address_number": submission.integrated_address_number,
-                "affair": affair,
-                "procedure": submission.procedure,
-                "information_name": submission.information_name,
-                "provider": submission.provider,
-                "conditions": conditions_json(submission.conditions),
-                "delegating_requester": submission.delegating_requester,
-                "delegating_provider": submission.delegating_provider,
-                "non_disclosure": submission.non_disclosure,
-                "state": SUBMITTED,
-                "submitted_at": now,
-                "idempotency_key": idempotency_key,
-                "request_hash": digest,
-            },
+            self._query_row_of(query_id, submission, system, affair, now, idempotency_key, digest),
         )
         return query_id, fugo
+
+    def _store_queries(
+        self,
+        connection: Connection,
+        checked: Sequence[tuple[int, QuerySubmission, str, str | None]],
+        system: str,
+        now: datetime,
+    ) -> list[tuple[str | RenkeiError, str | None]]:
+        """`_store_query` for each checked submission (its index, submission, affair and
+        idempotency key), in the caller's transaction, with one read of the keys used before,
+        one of the 符号 and one insert of every new query, whatever their number: for each,
+        its query id and 符号 (None when it was stored before under its key), or its refusal
+        (IdempotencyKeyReused, FugoNotAcquired). A key used twice among them is taken as if
+        they came one after the other: the first stored, the second its resend (or
+        IdempotencyKeyReused)."""
+        earlier: dict[str, tuple[str, str]] = {}  # key: (query id, request hash)
+        keys = sorted({key for _, _, _, key in checked if key is not None})
+        for some in in_slices(keys):
+            for row in connection.execute(_QUERIES_OF_KEYS, {"system": system, "keys": some}):
+                earlier[row.idempotency_key] = (str(row.query_id), row.request_hash)
+        fugos = persons.fugos_of(
+            connection,
+            (
+                submission.integrated_address_number
+                for _, submission, _, key in checked
+                if key is None or key not in earlier
+            ),
+        )
+        outcomes: list[tuple[str | RenkeiError, str | None]] = []
+        rows: list[dict[str, Any]] = []
+        for _, submission, affair, key in checked:
+            digest = submission_hash(submission)
+            if key is not None and key in earlier:
+                query_id, first_digest = earlier[key]
+                if first_digest != digest:
+                    refusal = RenkeiError(errors.IDEMPOTENCY_KEY_REUSED, key=key)
+                    outcomes.append((refusal, None))
+                else:
+                    outcomes.append((query_id, None))
+                continue
+            number = submission.integrated_address_number
+            fugo = fugos.get(number)
+            if fugo is None:
+                refusal = RenkeiError(errors.FUGO_NOT_ACQUIRED, integrated_address_number=number)
+                outcomes.append((refusal, None))
+                continue
+            query_id = str(uuid.uuid4())
+            rows.append(self._query_row_of(query_id, submission, system, affair, now, key, digest))
+            if key is not None:
+                earlier[key] = (query_id, digest)
+            outcomes.append((query_id, fugo))
+        if rows:
+            connection.execute(_INSERT_QUERY, rows)
+        return outcomes
+
+    @staticmethod
+    def _query_row_of(
+        query_id: str,
+        submission: QuerySubmission,
+        system: str,
+        affair: str,
+        now: datetime,
+        idempotency_key: str | None,
+        digest: str,
+    ) -> dict[str, Any]:
+        """The row of a new query."""
+        return {
+            "query_id": query_id,
+            "system": system,
+            "integrated_address_number": submission.integrated_address_number,
+            "affair": affair,
+            "procedure": submission.procedure,
+            "information_name": submission.information_name,
+            "provider": submission.provider,
+            "conditions": conditions_json(submission.conditions),
+            "delegating_requester": submission.delegating_requester,
+            "delegating_provider": submission.delegating_provider,
+            "non_disclosure": submission.non_disclosure,
+            "state": SUBMITTED,
+            "submitted_at": now,
+            "idempotency_key": idempotency_key,
+            "request_hash": digest,
+        }
 
     def _record(self, row: Any, event: str, status: str, **extra: Any) -> RecordEntry:
         return query_record(self._code, row, event, status, **extra)
@@ -463,19 +574,25 @@ class Requester:
     def _lines_answered(
         self, connection: Connection, lines: Sequence[tuple[str, str | None, str | None]]
     ) -> list[tuple[Any, str | None, str]]:
+        """`_hub_answered` for each line, in the caller's transaction: the queries read in one
+        statement, written in one UPDATE per kind of answer, recorded in one append."""
+        rows = _QueryRows(connection, [query_id for query_id, _, _ in lines])
         with self._party.records_together(connection):
             refused = []
             for query_id, number, code in lines:
                 if code is None and number is not None:
-                    self._query_accepted(connection, query_id, number)
+                    self._hub_answered(connection, rows, query_id, number, ACCEPTED)
                 elif code is not None:
-                    row = self._query_refused(connection, query_id, code, number)
+                    row = self._hub_answered(connection, rows, query_id, number, REFUSED, code)
                     if row is not None:
                         refused.append((row, number, code))
+            rows.write(connection)
             return refused
 
     def _query_accepted(self, connection: Connection, query_id: str, number: str) -> None:
-        self._hub_answered(connection, query_id, number, ACCEPTED)
+        rows = _QueryRows(connection, [query_id])
+        self._hub_answered(connection, rows, query_id, number, ACCEPTED)
+        rows.write(connection)
 
     def _query_refused(
         self, connection: Connection, query_id: str, code: str, number: str | None
@@ -483,42 +600,37 @@ class Requester:
         """The hub refused the query: it ends refused, with the 処理通番 under which the hub
         recorded the refusal (so that the transaction's path shows both records); the
         query's row, or None when it had ended already."""
-        return self._hub_answered(connection, query_id, number, REFUSED, code)
+        rows = _QueryRows(connection, [query_id])
+        row = self._hub_answered(connection, rows, query_id, number, REFUSED, code)
+        rows.write(connection)
+        return row
 
     def _hub_answered(
         self,
         connection: Connection,
+        rows: _QueryRows,
         query_id: str,
         number: str | None,
         state: str,
         code: str | None = None,
     ) -> Any:
-        """A submitted query accepted (its 処理通番) or refused (its code) by the hub, and
-        recorded; a query past ``submitted`` (its result came first) is left as it is. The
-        query's row as it was, or None when it was left."""
-        row = connection.execute(_QUERY_BY_ID, {"by_query_id": query_id}).one()
+        """A submitted query (of ``rows``) accepted (its 処理通番) or refused (its code) by
+        the hub, and recorded; a query past ``submitted`` (its result came first) is left as
+        it is. The query's row as it was, or None when it was left."""
+        row = rows.row(query_id)
         if row.state != SUBMITTED:
             return None
         now = self._party.now()
         ended = {"error_code": code, "completed_at": now} if state == REFUSED else {}
         accepted = {"accepted_at": now} if state == ACCEPTED else {}
-        connection.execute(
-            _UPDATE_QUERY,
-            {
-                "by_query_id": query_id,
-                "state": state,
-                "transaction_number": number,
-                **ended,
-                **accepted,
-            },
-        )
+        before = rows.change(query_id, state=state, transaction_number=number, **ended, **accepted)
         extra = {"error_code": code} if code is not None else {}
         self._party.record(
             connection,
             now,
-            [self._record(row, "query", state, transaction_number=number, **extra)],
+            [self._record(before, "query", state, transaction_number=number, **extra)],
         )
-        return row
+        return before
 
     # -- the result ------------------------------------------------------------------------
 
@@ -531,7 +643,9 @@ class Requester:
         number = delivered.transaction_number
         hidden = delivered.non_disclosure  # 提供側不開示: the provider hides the transaction
         if delivered.status == HELD:
-            if await self._database.run(self._mark_held, row.query_id, number, hidden):
+            if await self._database.run(
+                self._end_one, self._mark_held, row.query_id, number, hidden
+            ):
                 self._party.events.query_ended(
                     number, row.query_id, HELD, row.provider, row.information_name
                 )
@@ -539,7 +653,7 @@ class Requester:
         # Decryption and verification are CPU work outside any transaction.
         state, result, code = self._open_result(row, delivered)
         stored = await self._database.run(
-            self._store_result, row.query_id, number, state, result, code, hidden
+            self._end_one, self._store_result, row.query_id, number, state, result, code, hidden
         )
         if stored:
             self._party.events.query_ended(
@@ -571,9 +685,14 @@ class Requester:
                 )
                 work.append((row, delivered, state, result, code))
         stored = await self._database.run(self._store_results, work)
+        # The queries that ended provided or with no data: one business event per provider
+        # and information name (each is in the records); any other end, one each.
+        given: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for (row, delivered, state, _, code), new in zip(work, stored, strict=True):
             number = delivered.transaction_number
-            if new:
+            if new and state in (PROVIDED, NO_DATA):
+                given.setdefault((row.provider, row.information_name), []).append((number, state))
+            elif new:
                 self._party.events.query_ended(
                     number, row.query_id, state, row.provider, row.information_name, code
                 )
@@ -581,6 +700,8 @@ class Requester:
                 self._query_ended(row.query_id)
             if code is not None and state == ERROR:
                 codes[number] = code
+        for (provider, information_name), ended in given.items():
+            self._party.events.queries_ended(ended, provider, information_name)
         lines = []
         for delivered in bundle.provisions:
             number = delivered.transaction_number
@@ -597,14 +718,19 @@ class Requester:
     def _queries_of_results(
         self, connection: Connection, provisions: Sequence[messages.Provision]
     ) -> list[Any]:
-        """The query of each provision (`_query_of_result`), or its refusal."""
-        rows: list[Any] = []
-        for delivered in provisions:
-            try:
-                rows.append(self._query_of_result(connection, delivered))
-            except RenkeiError as refusal:
-                rows.append(refusal)
-        return rows
+        """The query of each provision (`_query_of_result`), or its refusal: every query read
+        in one statement."""
+        asked = [delivered.query_message_id or "" for delivered in provisions]
+        rows = _QueryRows(connection, asked)
+        found: list[Any] = []
+        for delivered, query_id in zip(provisions, asked, strict=True):
+            number = delivered.transaction_number
+            row = rows.rows.get(query_id)
+            if row is None or row.transaction_number not in (None, number):
+                found.append(RenkeiError(errors.UNKNOWN_TRANSACTION, transaction_number=number))
+            else:
+                found.append(row)
+        return found
 
     def _store_results(
         self,
@@ -612,29 +738,31 @@ class Requester:
         work: Sequence[tuple[Any, messages.Provision, str, bytes | None, str | None]],
     ) -> list[bool]:
         """Each provision's end (held, or its result) stored and recorded, in one
-        transaction; whether each was new."""
+        transaction: the queries read in one statement, written in one UPDATE per kind of
+        end, recorded in one append; whether each was new."""
+        rows = _QueryRows(connection, [row.query_id for row, _, _, _, _ in work])
         with self._party.records_together(connection):
             stored = []
             for row, delivered, state, result, code in work:
                 number, hidden = delivered.transaction_number, delivered.non_disclosure
                 if state == HELD:
-                    stored.append(self._mark_held(connection, row.query_id, number, hidden))
+                    stored.append(self._mark_held(connection, rows, row.query_id, number, hidden))
                 else:
                     stored.append(
                         self._store_result(
-                            connection, row.query_id, number, state, result, code, hidden
+                            connection, rows, row.query_id, number, state, result, code, hidden
                         )
                     )
+            rows.write(connection)
             return stored
 
     def _query_of_result(self, connection: Connection, delivered: messages.Provision) -> Any:
         """The query a relayed provision answers: by our query id, which the hub adds, and
         its 処理通番 (the result may overtake the hub's QueryAccepted answer)."""
-        number = delivered.transaction_number
-        row = connection.execute(_QUERY_BY_ID, {"by_query_id": delivered.query_message_id}).first()
-        if row is None or row.transaction_number not in (None, number):
-            raise RenkeiError(errors.UNKNOWN_TRANSACTION, transaction_number=number)
-        return row
+        (found,) = self._queries_of_results(connection, [delivered])
+        if isinstance(found, RenkeiError):
+            raise found
+        return found
 
     def _open_result(
         self, row: Any, delivered: messages.Provision
@@ -644,41 +772,49 @@ class Requester:
             delivered, provider=row.provider, information_name=row.information_name
         )
 
+    def _end_one(self, connection: Connection, end: Any, query_id: str, *args: Any) -> bool:
+        """``end`` (`_mark_held`, `_store_result`) of one query, in the caller's transaction."""
+        rows = _QueryRows(connection, [query_id])
+        stored = bool(end(connection, rows, query_id, *args))
+        rows.write(connection)
+        return stored
+
     @staticmethod
-    def _query_row(connection: Connection, query_id: str, non_disclosure: bool) -> Any:
+    def _hidden(rows: _QueryRows, query_id: str, non_disclosure: bool) -> Any:
         """The query's row, marked 不開示 first when the provider hides the transaction (its
         records from now on are marked too)."""
         if non_disclosure:
-            connection.execute(_UPDATE_QUERY, {"by_query_id": query_id, "non_disclosure": True})
-        return connection.execute(_QUERY_BY_ID, {"by_query_id": query_id}).one()
+            rows.change(query_id, non_disclosure=True)
+        return rows.row(query_id)
 
     def _mark_held(
-        self, connection: Connection, query_id: str, number: str, non_disclosure: bool = False
+        self,
+        connection: Connection,
+        rows: _QueryRows,
+        query_id: str,
+        number: str,
+        non_disclosure: bool = False,
     ) -> bool:
-        """The query held by its provider; False when it was already (or has ended)."""
-        row = self._query_row(connection, query_id, non_disclosure)
+        """The query (of ``rows``) held by its provider; False when it was already (or has
+        ended)."""
+        row = self._hidden(rows, query_id, non_disclosure)
         if row.state not in (SUBMITTED, ACCEPTED):
             return False  # already held, or the final result overtook this notice
         now = self._party.now()
         entries = []
         if row.transaction_number is None:
             entries.append(self._record(row, "query", ACCEPTED, transaction_number=number))
-        connection.execute(
-            _UPDATE_QUERY,
-            {
-                "by_query_id": query_id,
-                "state": HELD,
-                "transaction_number": number,
-                "accepted_at": row.accepted_at or now,
-            },
-        )
         entries.append(self._record(row, "result", HELD, transaction_number=number))
+        rows.change(
+            query_id, state=HELD, transaction_number=number, accepted_at=row.accepted_at or now
+        )
         self._party.record(connection, now, entries)
         return True
 
     def _store_result(
         self,
         connection: Connection,
+        rows: _QueryRows,
         query_id: str,
         number: str,
         state: str,
@@ -686,32 +822,27 @@ class Requester:
         code: str | None,
         non_disclosure: bool = False,
     ) -> bool:
-        """The query's result stored and recorded; False when it had one (delivered twice:
-        the first delivery stands)."""
-        row = connection.execute(_QUERY_BY_ID, {"by_query_id": query_id}).one()
-        if row.state in FINISHED:
+        """The query's (of ``rows``) result stored and recorded; False when it had one
+        (delivered twice: the first delivery stands)."""
+        if rows.row(query_id).state in FINISHED:
             return False
-        if non_disclosure:
-            row = self._query_row(connection, query_id, non_disclosure)
+        row = self._hidden(rows, query_id, non_disclosure)
         now = self._party.now()
         entries = []
         if row.transaction_number is None:
             # The result overtook the hub's QueryAccepted answer: accept here.
             entries.append(self._record(row, "query", ACCEPTED, transaction_number=number))
-        connection.execute(
-            _UPDATE_QUERY,
-            {
-                "by_query_id": query_id,
-                "state": state,
-                "transaction_number": number,
-                "accepted_at": row.accepted_at or now,
-                "result": result,
-                "error_code": code,
-                "completed_at": now,
-            },
-        )
         entries.append(
             self._record(row, "result", state, transaction_number=number, error_code=code)
+        )
+        rows.change(
+            query_id,
+            state=state,
+            transaction_number=number,
+            accepted_at=row.accepted_at or now,
+            result=result,
+            error_code=code,
+            completed_at=now,
         )
         self._party.record(connection, now, entries)
         return True

@@ -26,7 +26,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 from weakref import WeakSet
@@ -43,11 +43,13 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 __all__ = [
+    "IN_SLICE",
     "MIGRATION_LOCK",
     "READERS",
     "Database",
     "DatabaseStopped",
     "create_database_engine",
+    "in_slices",
     "insert_if_absent",
     "migrate",
     "stop_all",
@@ -213,6 +215,17 @@ def insert_if_absent(connection: Connection, table: Table, **values: Any) -> boo
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     result = connection.execute(insert(table).values(**values).on_conflict_do_nothing())
     return bool(result.rowcount == 1)
+
+
+# The values of one `IN` list: far below SQLite's 32,766 parameters of a statement (and
+# PostgreSQL's 65,535), as large as a bundle's lines (`MAX_BUNDLE_LINES`).
+IN_SLICE = 500
+
+
+def in_slices(values: Sequence[T], size: int = IN_SLICE) -> Iterator[Sequence[T]]:
+    """``values`` in slices of at most ``size``, each for one statement's `IN` list."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 MIGRATION_LOCK = 0x72656E6B  # the advisory lock the migrations of a database are run under

@@ -13,6 +13,7 @@ import pytest_twisted
 from codes.errors import RenkeiError
 from middleware import messages
 from middleware.events import BusinessLog
+from middleware.queries import QuerySubmission
 from tests.logs import LogRecorder
 from tests.network import (
     CARE_INFORMATION,
@@ -189,3 +190,44 @@ def test_an_institution_the_network_does_not_know_is_named_by_its_code() -> None
     log = BusinessLog("meguro", [("1131121000000000", "世田谷区")])
     assert log.name("1131121000000000") == "世田谷区"
     assert log.name("9999999999999999") == "9999999999999999"
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_lines_of_a_bundle_are_one_line_per_event_at_each_party(box: Any) -> None:
+    """Queries submitted together (a bulk query's lines) go as a bundle: each party logs one
+    line for all of them per event, with their 処理通番 (lowest, highest) and the count of
+    each outcome (each line is in the provision records), not a line per query."""
+    meguro = box.nodes["meguro"]
+    asked = [
+        (
+            QuerySubmission(
+                integrated_address_number=HANAKO_MEGURO,
+                procedure=PREMIUM_ASSESSMENT,
+                information_name=TAX_INFORMATION,
+                provider=SETAGAYA,
+            ),
+            None,
+        )
+    ] * 3
+    with LogRecorder() as log:
+        query_ids = await meguro.requester.submit_queries(asked, "care-insurance")
+        for query_id in query_ids:
+            await meguro.requester.wait_for_end(query_id, 30.0, "care-insurance")
+        await wait_until(lambda: len(log.lines("hub")) == 2)
+    statuses = [await meguro.requester.query_status(q, "care-insurance") for q in query_ids]
+    assert [status.state for status in statuses] == ["provided"] * 3
+    numbers = sorted(str(status.transaction_number) for status in statuses)
+    head = f"処理通番 {numbers[0]} to {numbers[-1]}: 3"
+    asked_of = f"{TAX_INFORMATION} for {PREMIUM_ASSESSMENT}"
+    lines = business_lines(log)
+    assert lines["meguro"] == [
+        f"3 queries submitted together by care-insurance: {TAX_INFORMATION} of 世田谷区 for "
+        f"{PREMIUM_ASSESSMENT}",
+        f"{head} queries to 世田谷区 ended, {TAX_INFORMATION}: provided 3",
+    ]
+    assert lines["hub"] == [
+        f"{head} queries 目黒区 → 世田谷区 permitted, {asked_of}",
+        f"{head} provisions 世田谷区 → 目黒区 relayed: provided 3",
+    ]
+    assert lines["setagaya"] == [f"{head} provisions to 目黒区: given 3, {asked_of}"]
+    no_person_in(log, HANAKO_MEGURO, "84200")

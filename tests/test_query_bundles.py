@@ -442,3 +442,183 @@ def test_records_written_together_keep_their_order_and_chain(box: Any) -> None:
         hub.database.run_blocking(failing)
     assert records_at(hub.database, hub_records) == 3
     assert hub.database.run_blocking(verify_chain, hub_records, hub_record_head) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bundle_with_lines_answered_before_answers_those_as_first_and_the_rest_anew(
+    box: Any,
+) -> None:
+    """A bundle whose lines were partly received before (in an earlier bundle) answers those
+    lines with their first 処理通番 and changes nothing of them; its new lines, permitted or
+    refused, get new 処理通番 in their order, and their records follow that order on the chain."""
+    from middleware.records import verify_chain
+    from middleware.tables import hub_record_head
+
+    ok, wrong = fugo_of_hanako(box, MEGURO), fugo_of_hanako(box, SETAGAYA)
+    first = bundle_of(ok, wrong)
+    first_answer = await send_bundle(box, first)
+    more = bundle_of(ok, wrong)
+    mixed = replace(
+        more,
+        lines=(first.lines[0], more.lines[0], first.lines[1], more.lines[1]),
+    )
+    answer = await send_bundle(box, mixed)
+
+    old_ok, new_ok, old_wrong, new_wrong = answer.lines
+    assert (old_ok.transaction_number, old_ok.code) == (
+        first_answer.lines[0].transaction_number,
+        None,
+    )
+    assert (old_wrong.transaction_number, old_wrong.code) == (
+        first_answer.lines[1].transaction_number,
+        "FugoInvalid",
+    )
+    assert (new_ok.code, new_wrong.code) == (None, "FugoInvalid")
+    assert new_ok.transaction_number < new_wrong.transaction_number
+    assert hub_queries(box) == [
+        (first.lines[0].message_id, old_ok.transaction_number, None),
+        (first.lines[1].message_id, old_wrong.transaction_number, "FugoInvalid"),
+        (more.lines[0].message_id, new_ok.transaction_number, None),
+        (more.lines[1].message_id, new_wrong.transaction_number, "FugoInvalid"),
+    ]
+    assert query_records(box) == [
+        (old_ok.transaction_number, "permitted", None),
+        (old_wrong.transaction_number, "refused", "FugoInvalid"),
+        (new_ok.transaction_number, "permitted", None),
+        (new_wrong.transaction_number, "refused", "FugoInvalid"),
+    ]
+    assert box.hub.database.run_blocking(verify_chain, hub_records, hub_record_head) is None
+
+
+def test_a_line_met_twice_in_one_bundle_is_the_retry_of_the_first(box: Any) -> None:
+    """A bundle naming the same line twice (the schema refuses it on the network; the hub's
+    own handling does not count on that) stores one query: the second is its retry, with the
+    same 処理通番 and nothing new."""
+    line = bundle_of(fugo_of_hanako(box, MEGURO)).lines[0]
+    bundle = replace(bundle_of(), lines=(line, line))
+    now = utc_now(box.clock)
+    results = box.hub.database.run_blocking(box.hub._record_query_bundle, MEGURO, bundle, now)
+
+    (number, outgoing, refusal, new), (again, resent, refused_again, new_again) = results
+    assert (outgoing is not None, refusal, new) == (True, None, True)
+    assert (again, resent, refused_again, new_again) == (number, None, None, False)
+    assert hub_queries(box) == [(line.message_id, number, None)]
+    assert query_records(box) == [(number, "permitted", None)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_key_met_twice_among_queries_submitted_together_is_a_resend(box: Any) -> None:
+    """Queries submitted together are stored as if one after the other: an idempotency key met
+    again among them gives the first query's id (the same submission) or IdempotencyKeyReused
+    (another), and one stored before gives its query; only the new ones are stored."""
+    meguro = box.nodes["meguro"]
+    (before,) = await meguro.requester.submit_queries(
+        [(premium_assessment(), "stored-before")], CARE_INSURANCE
+    )
+    other = premium_assessment("000000000099999")  # another person
+    asked = [
+        (premium_assessment(), "twice"),
+        (premium_assessment(), "twice"),
+        (premium_assessment(), "stored-before"),
+        (other, "twice"),
+    ]
+    first, again, earlier, reused = await meguro.requester.submit_queries(asked, CARE_INSURANCE)
+
+    assert isinstance(first, str) and again == first and earlier == before
+    assert isinstance(reused, RenkeiError) and reused.code == "IdempotencyKeyReused"
+    stored = meguro.database.run_blocking(
+        lambda connection: connection.execute(select(func.count()).select_from(query)).scalar_one()
+    )
+    assert stored == 2
+
+
+class StatementCount:
+    """The SQL statements run by some work (`counting`), an executemany counting once."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.count = 0
+        self._inside = threading.local()
+
+    def counting(self, work: Any) -> Any:
+        """``work``, its statements counted (on whatever thread it runs)."""
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self._inside.on = True
+            try:
+                return work(*args, **kwargs)
+            finally:
+                self._inside.on = False
+
+        return counted
+
+    def _executed(self, *_: Any) -> None:
+        if getattr(self._inside, "on", False):
+            self.count += 1
+
+    def __enter__(self) -> StatementCount:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        event.listen(Engine, "before_cursor_execute", self._executed)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        event.remove(Engine, "before_cursor_execute", self._executed)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bundle_costs_as_many_statements_whatever_its_lines(
+    box: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each party handles a bundle's lines with a few statements for all of them (one read
+    for what each line needs, one executemany for what each writes), not some for each line:
+    a bundle of 8 lines runs as many statements as one of 2, at the requester storing its
+    queries, at the hub permitting them and marking them delivered, and at the provider
+    answering them."""
+    meguro, setagaya = box.nodes["meguro"], box.nodes["setagaya"]
+    now = utc_now(box.clock)
+
+    def store(lines: int) -> int:
+        checked = [
+            (index, premium_assessment(), CARE_AFFAIR, f"{lines}-{index}") for index in range(lines)
+        ]
+        with StatementCount() as counted:
+            create = counted.counting(meguro.requester._create_queries)
+            meguro.database.run_blocking(create, checked, CARE_INSURANCE, now)
+        return counted.count
+
+    def permit(lines: int) -> int:
+        bundle = bundle_of(*[fugo_of_hanako(box, MEGURO)] * lines)
+        with StatementCount() as counted:
+            record = counted.counting(box.hub._record_query_bundle)
+            box.hub.database.run_blocking(record, MEGURO, bundle, now)
+        return counted.count
+
+    def deliver(lines: int) -> int:
+        numbers = [f"{n:020d}" for n in range(lines)]
+        with StatementCount() as counted:
+            settle = counted.counting(box.hub._set_states)
+            box.hub.database.run_blocking(settle, numbers, "permitted", "delivered")
+        return counted.count
+
+    async def provide(lines: int) -> int:
+        body = provision_request_bundle(box, (fugo_of_hanako(box, SETAGAYA),) * lines)
+        with StatementCount() as counted, monkeypatch.context() as patched:
+            for name in ("_prepare_lines", "_store_lines"):
+                work = getattr(setagaya.provider, name)
+                patched.setattr(setagaya.provider, name, counted.counting(work))
+            answer = await send_to_setagaya(box, body)
+        assert [line.code for line in answer.lines] == [None] * lines
+        return counted.count
+
+    # Once first: the first records of a party also make its chain's head.
+    store(1), permit(1), await provide(1)
+    assert store(2) == store(8)
+    assert permit(2) == permit(8)
+    assert deliver(2) == deliver(8)
+    assert await provide(2) == await provide(8)

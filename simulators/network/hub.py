@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -89,6 +90,7 @@ from middleware.permitted_list import (
 )
 from middleware.records import RecordEntry, records_of_transaction
 from middleware.retention import Purge, party_kinds
+from middleware.storage import in_slices
 from middleware.tables import (
     hub_checkpoints,
     hub_job_run,
@@ -151,8 +153,19 @@ _Check = Callable[[str, messages.QueryRequest, datetime], None]
 _QUERY_OF_MESSAGE = select(
     hub_query.c.transaction_number, hub_query.c.state, hub_query.c.error_code
 ).where(hub_query.c.requester_message_id == bindparam("message_id"))
-_QUERY_OF_NUMBER = select(hub_query).where(hub_query.c.transaction_number == bindparam("number"))
 _INSERT_QUERY = hub_query.insert()
+_QUERIES_OF_MESSAGES = select(
+    hub_query.c.requester_message_id,
+    hub_query.c.transaction_number,
+    hub_query.c.state,
+    hub_query.c.error_code,
+).where(hub_query.c.requester_message_id.in_(bindparam("message_ids", expanding=True)))
+_IDS_OF_MESSAGES = select(hub_query.c.requester_message_id, hub_query.c.id).where(
+    hub_query.c.requester_message_id.in_(bindparam("message_ids", expanding=True))
+)
+_QUERIES_OF_NUMBERS = select(hub_query).where(
+    hub_query.c.transaction_number.in_(bindparam("numbers", expanding=True))
+)
 _UPDATE_ROW = hub_query.update().where(hub_query.c.id == bindparam("row_id"))
 
 
@@ -167,6 +180,92 @@ def _state_update(expecting: bool) -> Update:
 def transaction_number(moment: datetime, row_id: int) -> str:
     """処理通番: the issue date and a sequence, 20 digits (the real format is not public)."""
     return f"{moment:%Y%m%d}{row_id:012d}"
+
+
+def _known_answer(row: Any) -> tuple[str, RenkeiError | None]:
+    """The 処理通番 and refusal (if refused) of a query received before, from its row."""
+    number = str(row.transaction_number)
+    if row.state == REFUSED and row.error_code in errors.ALL:
+        return number, RenkeiError(errors.ALL[row.error_code], transaction_number=number)
+    return number, None
+
+
+def _query_values(
+    requester: str,
+    query: messages.QueryRequest,
+    state: str,
+    now: datetime,
+    permit_expires_at: datetime | None,
+    error_code: str | None = None,
+) -> dict[str, Any]:
+    """The row of a query received, in ``state``, still without its 処理通番."""
+    return {
+        "requester": requester,
+        "requester_message_id": query.message_id,
+        "provider": query.provider,
+        "affair": query.affair,
+        "procedure": query.procedure,
+        "information_name": query.information_name,
+        "state": state,
+        "error_code": error_code,
+        "received_at": now,
+        "permit_expires_at": permit_expires_at,
+        "finished_at": now if state == REFUSED else None,
+        "delegating_requester": query.delegating_requester,
+        "delegating_provider": query.delegating_provider,
+        "non_disclosure": query.non_disclosure,
+    }
+
+
+def _query_entry(
+    requester: str,
+    query: messages.QueryRequest,
+    number: str,
+    status: str,
+    error_code: str | None = None,
+) -> RecordEntry:
+    """The hub's record of a query permitted or refused."""
+    return RecordEntry(
+        event="query",
+        status=status,
+        transaction_number=number,
+        requester=requester,
+        provider=query.provider,
+        affair=query.affair,
+        procedure=query.procedure,
+        information_name=query.information_name,
+        person=query.requester_fugo,
+        error_code=error_code,
+        non_disclosure=query.non_disclosure,
+        delegating_requester=query.delegating_requester,
+        delegating_provider=query.delegating_provider,
+    )
+
+
+def _permit_of(
+    requester: str,
+    query: messages.QueryRequest,
+    number: str,
+    provider_fugo: str,
+    now: datetime,
+    expires_at: datetime,
+) -> messages.Permit:
+    """The permit of a query permitted under the 処理通番 ``number``."""
+    return messages.Permit(
+        transaction_number=number,
+        requester=requester,
+        provider=query.provider,
+        affair=query.affair,
+        procedure=query.procedure,
+        information_name=query.information_name,
+        provider_fugo=provider_fugo,
+        conditions=query.conditions,
+        delegating_requester=query.delegating_requester,
+        delegating_provider=query.delegating_provider,
+        non_disclosure=query.non_disclosure,
+        issued_at=now,
+        expires_at=expires_at,
+    )
 
 
 def party_database(network: NetworkConfig) -> PartyDatabase:
@@ -495,6 +594,7 @@ class Hub(Party):
         results = await self.database.run(self._record_query_bundle, requester, bundle, self.now())
         lines = []
         sent: set[str] = set()  # the lines of a bundle for a node share one message
+        permitted: list[str] = []  # one business event for them all
         for line, (number, outgoing, refusal, new) in zip(bundle.lines, results, strict=True):
             asked = (number, requester, bundle.provider, bundle.information_name, bundle.procedure)
             if refusal is not None:
@@ -508,11 +608,14 @@ class Hub(Party):
                 if outgoing.message_id not in sent:
                     sent.add(outgoing.message_id)
                     self.outbox.send_now(outgoing)
-                self.events.query_permitted(*asked)
+                permitted.append(number)
             accepted = messages.QueryBundleAnswerLine(
                 message_id=line.message_id, transaction_number=number
             )
             lines.append(accepted)
+        self.events.queries_permitted(
+            permitted, requester, bundle.provider, bundle.information_name, bundle.procedure
+        )
         return messages.encode(
             messages.QueryBundleAnswer(message_id=bundle.message_id, lines=tuple(lines))
         )
@@ -536,18 +639,9 @@ class Hub(Party):
                     )
                     for line in bundle.lines
                 ]
-            results: list[tuple[str, messages.Permit | None, RenkeiError | None, bool]] = []
-            for line in bundle.lines:
-                query = bundle.query_of(line)
-                known = self._known_query(connection, query)
-                if known is not None:
-                    number, refusal = known
-                    results.append((number, None, refusal, False))
-                    continue
-                number, permit, refusal = self._permit_query(
-                    connection, requester, query, now, self._check_listed
-                )
-                results.append((number, permit, refusal, True))
+            results = self._permit_queries(
+                connection, requester, [bundle.query_of(line) for line in bundle.lines], now
+            )
             permits = [permit for _, permit, _, _ in results if permit is not None]
             outgoing = None
             if permits:
@@ -585,6 +679,91 @@ class Hub(Party):
                 (number, outgoing if permit is not None else None, refusal, new)
                 for number, permit, refusal, new in results
             ]
+
+    def _permit_queries(
+        self,
+        connection: Connection,
+        requester: str,
+        queries: Sequence[messages.QueryRequest],
+        now: datetime,
+    ) -> list[tuple[str, messages.Permit | None, RenkeiError | None, bool]]:
+        """`_known_query`, then `_permit_query` (against the list) for each of some queries,
+        in the caller's transaction, with one read of the queries received before, one insert
+        of the new ones and one update of their 処理通番, whatever their number: for each, its
+        処理通番, permit, refusal and whether it is new. Their records follow their order. A
+        message id met twice is the retry of its first query."""
+        known: dict[str, tuple[str, RenkeiError | None]] = {}
+        for some in in_slices(sorted({query.message_id for query in queries})):
+            for row in connection.execute(_QUERIES_OF_MESSAGES, {"message_ids": some}):
+                known[row.requester_message_id] = _known_answer(row)
+        expires_at = now + timedelta(seconds=self._network.permit_validity)
+        # The new queries: each with its provider's 符号, or its refusal.
+        new: list[tuple[messages.QueryRequest, str | None, RenkeiError | None]] = []
+        first: set[str] = set()
+        for query in queries:
+            if query.message_id in known or query.message_id in first:
+                continue
+            first.add(query.message_id)
+            try:
+                self._check_listed(requester, query, now)
+                converted = self._fugo.convert(query.requester_fugo, requester, query.provider)
+            except RenkeiError as failure:
+                if failure.status >= 500:
+                    raise  # not a refusal of the query: the requester will send it again
+                new.append((query, None, failure))
+                continue
+            new.append((query, converted, None))
+        values = [
+            _query_values(requester, query, PERMITTED, now, expires_at)
+            if refusal is None
+            else _query_values(requester, query, REFUSED, now, None, refusal.code)
+            for query, _, refusal in new
+        ]
+        # One executemany, then the ids read back by message id (unique): RETURNING in the
+        # order of the rows would make SQLite's driver insert them one at a time.
+        ids: dict[str, int] = {}
+        if values:
+            connection.execute(_INSERT_QUERY, values)
+            asked = [query.message_id for query, _, _ in new]
+            for some in in_slices(asked):
+                for inserted in connection.execute(_IDS_OF_MESSAGES, {"message_ids": some}):
+                    ids[inserted.requester_message_id] = inserted.id
+        row_ids = [ids[query.message_id] for query, _, _ in new]
+        numbers = [transaction_number(now, row_id) for row_id in row_ids]
+        if numbers:
+            connection.execute(
+                _UPDATE_ROW,
+                [
+                    {"row_id": row_id, "transaction_number": number}
+                    for row_id, number in zip(row_ids, numbers, strict=True)
+                ],
+            )
+        permitted: dict[str, tuple[str, messages.Permit | None, RenkeiError | None]] = {}
+        entries = []
+        for (query, fugo, refusal), number in zip(new, numbers, strict=True):
+            if refusal is not None:
+                code = refusal.code
+                entries.append(_query_entry(requester, query, number, REFUSED, code))
+                refused = RenkeiError(
+                    refusal.kind, **{**refusal.params, "transaction_number": number}
+                )
+                permitted[query.message_id] = (number, None, refused)
+                continue
+            assert fugo is not None
+            entries.append(_query_entry(requester, query, number, PERMITTED))
+            permit = _permit_of(requester, query, number, fugo, now, expires_at)
+            permitted[query.message_id] = (number, permit, None)
+        self.record(connection, now, entries)
+        results: list[tuple[str, messages.Permit | None, RenkeiError | None, bool]] = []
+        for query in queries:
+            if query.message_id in known:
+                known_number, known_refusal = known[query.message_id]
+                results.append((known_number, None, known_refusal, False))
+                continue
+            answer = permitted[query.message_id]
+            results.append((*answer, True))
+            known[query.message_id] = (answer[0], answer[2])  # met again: a retry
+        return results
 
     @deferred
     async def receive_self_information(
@@ -679,12 +858,7 @@ class Hub(Party):
         """The 処理通番 and refusal (if refused) of a query received before (the requester's
         retry), or None for a new one."""
         known = connection.execute(_QUERY_OF_MESSAGE, {"message_id": query.message_id}).first()
-        if known is None:
-            return None
-        number = str(known.transaction_number)
-        if known.state == REFUSED and known.error_code in errors.ALL:
-            return number, RenkeiError(errors.ALL[known.error_code], transaction_number=number)
-        return number, None
+        return None if known is None else _known_answer(known)
 
     def _permit_query(
         self,
@@ -710,42 +884,8 @@ class Hub(Party):
             )
         expires_at = now + timedelta(seconds=self._network.permit_validity)
         number = self._new_query(connection, requester, query, PERMITTED, now, expires_at)
-        permit = messages.Permit(
-            transaction_number=number,
-            requester=requester,
-            provider=query.provider,
-            affair=query.affair,
-            procedure=query.procedure,
-            information_name=query.information_name,
-            provider_fugo=provider_fugo,
-            conditions=query.conditions,
-            delegating_requester=query.delegating_requester,
-            delegating_provider=query.delegating_provider,
-            non_disclosure=query.non_disclosure,
-            issued_at=now,
-            expires_at=expires_at,
-        )
-        self.record(
-            connection,
-            now,
-            [
-                RecordEntry(
-                    event="query",
-                    status=PERMITTED,
-                    transaction_number=number,
-                    requester=requester,
-                    provider=query.provider,
-                    affair=query.affair,
-                    procedure=query.procedure,
-                    information_name=query.information_name,
-                    person=query.requester_fugo,
-                    non_disclosure=query.non_disclosure,
-                    delegating_requester=query.delegating_requester,
-                    delegating_provider=query.delegating_provider,
-                )
-            ],
-        )
-        return number, permit, None
+        self.record(connection, now, [_query_entry(requester, query, number, PERMITTED)])
+        return number, _permit_of(requester, query, number, provider_fugo, now, expires_at), None
 
     def _new_query(
         self,
@@ -760,22 +900,7 @@ class Hub(Party):
         """Store a query received, in ``state``, and give it its 処理通番."""
         inserted = connection.execute(
             _INSERT_QUERY,
-            {
-                "requester": requester,
-                "requester_message_id": query.message_id,
-                "provider": query.provider,
-                "affair": query.affair,
-                "procedure": query.procedure,
-                "information_name": query.information_name,
-                "state": state,
-                "error_code": error_code,
-                "received_at": now,
-                "permit_expires_at": permit_expires_at,
-                "finished_at": now if state == REFUSED else None,
-                "delegating_requester": query.delegating_requester,
-                "delegating_provider": query.delegating_provider,
-                "non_disclosure": query.non_disclosure,
-            },
+            _query_values(requester, query, state, now, permit_expires_at, error_code),
         ).inserted_primary_key
         assert inserted is not None
         row_id = int(inserted[0])
@@ -793,27 +918,7 @@ class Hub(Party):
     ) -> str:
         """Record a query the network refuses: its 処理通番 and a record with the code."""
         number = self._new_query(connection, requester, query, REFUSED, now, None, code)
-        self.record(
-            connection,
-            now,
-            [
-                RecordEntry(
-                    event="query",
-                    status=REFUSED,
-                    transaction_number=number,
-                    requester=requester,
-                    provider=query.provider,
-                    affair=query.affair,
-                    procedure=query.procedure,
-                    information_name=query.information_name,
-                    person=query.requester_fugo,
-                    error_code=code,
-                    non_disclosure=query.non_disclosure,
-                    delegating_requester=query.delegating_requester,
-                    delegating_provider=query.delegating_provider,
-                )
-            ],
-        )
+        self.record(connection, now, [_query_entry(requester, query, number, REFUSED, code)])
         return number
 
     @deferred
@@ -851,16 +956,19 @@ class Hub(Party):
         for message in outgoing:
             self.outbox.send_now(message)
         lines = []
+        relayed: dict[str, list[tuple[str, str, str | None]]] = {}
         for provision, (requester, refusal) in zip(bundle.provisions, results, strict=True):
             number = provision.transaction_number
             if refusal is not None:
                 lines.append(messages.BundleAnswerLine.refusing(number, refusal))
                 continue
             if requester is not None:
-                self.events.relayed(
-                    number, sender, requester, provision.status, provision.error_code
+                relayed.setdefault(requester, []).append(
+                    (number, provision.status, provision.error_code)
                 )
             lines.append(messages.BundleAnswerLine(transaction_number=number))
+        for requester, answers in relayed.items():  # one business event per requester
+            self.events.relayed_together(answers, sender, requester)
         return messages.encode(
             messages.ProvisionBundleAnswer(message_id=bundle.message_id, lines=tuple(lines))
         )
@@ -879,23 +987,23 @@ class Hub(Party):
             results: list[tuple[str | None, RenkeiError | None]] = []
             bundles: dict[str, list[messages.Provision]] = {}
             outgoing: list[OutgoingMessage] = []
-            for provision in bundle.provisions:
-                try:
-                    row = self._open_row(connection, sender, provision)
-                except RenkeiError as refusal:
-                    if refusal.status >= 500:
-                        raise
-                    results.append((None, refusal))
+            rows = self._open_rows(connection, sender, bundle.provisions)
+            updates: list[dict[str, Any]] = []
+            for provision, row in zip(bundle.provisions, rows, strict=True):
+                if isinstance(row, RenkeiError):
+                    results.append((None, row))
                     continue
                 if row is None:
                     results.append((None, None))
                     continue
                 results.append((row.requester, None))
                 if isinstance(self.members[row.requester].config, InstitutionConfig):
-                    relayed = self._relayed(connection, row, provision, now)
+                    relayed = self._relayed(connection, row, provision, now, updates)
                     bundles.setdefault(row.requester, []).append(relayed)
                 else:
                     outgoing.append(self._relay(connection, row, provision, now))
+            if updates:
+                connection.execute(_UPDATE_ROW, updates)
             for requester, provisions in bundles.items():
                 for group in bundles_of(provisions):
                     message_id = str(uuid.uuid4())
@@ -925,15 +1033,39 @@ class Hub(Party):
     def _open_row(connection: Connection, sender: str, provision: messages.Provision) -> Any:
         """The query a provision answers, if it still waits for it (None for the provider's
         retry of a provision already relayed); refused when it is not the sender's."""
-        number = provision.transaction_number
-        row = connection.execute(_QUERY_OF_NUMBER, {"number": number}).first()
-        if row is None:
-            raise RenkeiError(errors.UNKNOWN_TRANSACTION, transaction_number=number)
-        if row.provider != sender:
-            raise RenkeiError(errors.SENDER_NOT_PARTY, sender=sender, transaction_number=number)
-        if row.state not in OPEN or (row.state == HELD and provision.status == HELD):
-            return None
+        (row,) = Hub._open_rows(connection, sender, [provision])
+        if isinstance(row, RenkeiError):
+            raise row
         return row
+
+    @staticmethod
+    def _open_rows(
+        connection: Connection, sender: str, provisions: Sequence[messages.Provision]
+    ) -> list[Any]:
+        """`_open_row` of each of some provisions, the queries read in one statement per
+        `IN_SLICE` of them: its query's row (to change in place, so that the same 処理通番
+        met again finds it as changed), None, or its refusal."""
+        found: dict[str, SimpleNamespace] = {}
+        numbers = sorted({provision.transaction_number for provision in provisions})
+        for some in in_slices(numbers):
+            for read in connection.execute(_QUERIES_OF_NUMBERS, {"numbers": some}):
+                found[read.transaction_number] = SimpleNamespace(**read._mapping)
+        opened: list[Any] = []
+        for provision in provisions:
+            number = provision.transaction_number
+            row = found.get(number)
+            if row is None:
+                opened.append(RenkeiError(errors.UNKNOWN_TRANSACTION, transaction_number=number))
+            elif row.provider != sender:
+                refusal = RenkeiError(
+                    errors.SENDER_NOT_PARTY, sender=sender, transaction_number=number
+                )
+                opened.append(refusal)
+            elif row.state not in OPEN or (row.state == HELD and provision.status == HELD):
+                opened.append(None)
+            else:
+                opened.append(row)
+        return opened
 
     def _relay(
         self, connection: Connection, row: Any, provision: messages.Provision, now: datetime
@@ -951,25 +1083,34 @@ class Hub(Party):
         return outgoing
 
     def _relayed(
-        self, connection: Connection, row: Any, provision: messages.Provision, now: datetime
+        self,
+        connection: Connection,
+        row: Any,
+        provision: messages.Provision,
+        now: datetime,
+        updates: list[dict[str, Any]] | None = None,
     ) -> messages.Provision:
         """The provision as it goes on, unread, to the requester, naming the requester's
-        query; the query's new state and the record written."""
+        query; the query's new state written (or added to ``updates``, for the caller to
+        write with others in one statement) and the record written."""
         error_code = provision.error_code
         state = {"held": HELD, "provided": PROVIDED, "no_data": PROVIDED}.get(
             provision.status, REFUSED
         )
         # 提供側不開示: the provider hides the transaction; so does every later record here.
         non_disclosure = bool(row.non_disclosure) or provision.non_disclosure
-        connection.execute(
-            _UPDATE_ROW,
-            {
-                "row_id": row.id,
-                "state": state,
-                "error_code": error_code,
-                "non_disclosure": non_disclosure,
-            },
-        )
+        update = {
+            "row_id": row.id,
+            "state": state,
+            "error_code": error_code,
+            "non_disclosure": non_disclosure,
+        }
+        if updates is None:
+            connection.execute(_UPDATE_ROW, update)
+        else:
+            updates.append(update)
+            # The row as changed, should its 処理通番 come again in the same bundle.
+            row.state, row.error_code, row.non_disclosure = state, error_code, non_disclosure
         relayed = replace(
             provision, message_id=str(uuid.uuid4()), query_message_id=row.requester_message_id
         )
@@ -1259,8 +1400,15 @@ class Hub(Party):
     def _set_states(
         self, connection: Connection, numbers: list[str], expected: str | None, state: str
     ) -> None:
-        for number in numbers:
-            self._set_state(connection, number, expected, state)
+        """`_set_state` of several queries (a bundle's), in one executemany."""
+        if not numbers:
+            return
+        finished = {"finished_at": self.now()} if state in (COMPLETED, FAILED) else {}
+        expecting = {} if expected is None else {"expected": expected}
+        connection.execute(
+            _state_update(expected is not None),
+            [{"number": number, **expecting, "state": state, **finished} for number in numbers],
+        )
 
     def _provider_refused(
         self, connection: Connection, number: str, code: str, now: datetime
@@ -1322,9 +1470,4 @@ class Hub(Party):
     def _set_state(
         self, connection: Connection, number: str, expected: str | None, state: str
     ) -> None:
-        finished = {"finished_at": self.now()} if state in (COMPLETED, FAILED) else {}
-        expecting = {} if expected is None else {"expected": expected}
-        connection.execute(
-            _state_update(expected is not None),
-            {"number": number, **expecting, "state": state, **finished},
-        )
+        self._set_states(connection, [number], expected, state)
