@@ -987,9 +987,11 @@ class Hub(Party):
             results: list[tuple[str | None, RenkeiError | None]] = []
             bundles: dict[str, list[messages.Provision]] = {}
             outgoing: list[OutgoingMessage] = []
-            rows = self._open_rows(connection, sender, bundle.provisions)
+            found = self._queries_of_numbers(connection, bundle.provisions)
             updates: list[dict[str, Any]] = []
-            for provision, row in zip(bundle.provisions, rows, strict=True):
+            for provision in bundle.provisions:
+                # Each at its turn: a 処理通番 met again finds its row as changed before.
+                row = self._opened(found, sender, provision)
                 if isinstance(row, RenkeiError):
                     results.append((None, row))
                     continue
@@ -1001,7 +1003,7 @@ class Hub(Party):
                     relayed = self._relayed(connection, row, provision, now, updates)
                     bundles.setdefault(row.requester, []).append(relayed)
                 else:
-                    outgoing.append(self._relay(connection, row, provision, now))
+                    outgoing.append(self._relay(connection, row, provision, now, updates))
             if updates:
                 connection.execute(_UPDATE_ROW, updates)
             for requester, provisions in bundles.items():
@@ -1033,45 +1035,51 @@ class Hub(Party):
     def _open_row(connection: Connection, sender: str, provision: messages.Provision) -> Any:
         """The query a provision answers, if it still waits for it (None for the provider's
         retry of a provision already relayed); refused when it is not the sender's."""
-        (row,) = Hub._open_rows(connection, sender, [provision])
+        row = Hub._opened(Hub._queries_of_numbers(connection, [provision]), sender, provision)
         if isinstance(row, RenkeiError):
             raise row
         return row
 
     @staticmethod
-    def _open_rows(
-        connection: Connection, sender: str, provisions: Sequence[messages.Provision]
-    ) -> list[Any]:
-        """`_open_row` of each of some provisions, the queries read in one statement per
-        `IN_SLICE` of them: its query's row (to change in place, so that the same 処理通番
-        met again finds it as changed), None, or its refusal."""
+    def _queries_of_numbers(
+        connection: Connection, provisions: Sequence[messages.Provision]
+    ) -> dict[str, SimpleNamespace]:
+        """The queries some provisions answer, by 処理通番, read in one statement per
+        `IN_SLICE` of them (rows to change in place, as `_relayed` does)."""
         found: dict[str, SimpleNamespace] = {}
         numbers = sorted({provision.transaction_number for provision in provisions})
         for some in in_slices(numbers):
             for read in connection.execute(_QUERIES_OF_NUMBERS, {"numbers": some}):
                 found[read.transaction_number] = SimpleNamespace(**read._mapping)
-        opened: list[Any] = []
-        for provision in provisions:
-            number = provision.transaction_number
-            row = found.get(number)
-            if row is None:
-                opened.append(RenkeiError(errors.UNKNOWN_TRANSACTION, transaction_number=number))
-            elif row.provider != sender:
-                refusal = RenkeiError(
-                    errors.SENDER_NOT_PARTY, sender=sender, transaction_number=number
-                )
-                opened.append(refusal)
-            elif row.state not in OPEN or (row.state == HELD and provision.status == HELD):
-                opened.append(None)
-            else:
-                opened.append(row)
-        return opened
+        return found
+
+    @staticmethod
+    def _opened(
+        found: dict[str, SimpleNamespace], sender: str, provision: messages.Provision
+    ) -> Any:
+        """`_open_row` of a provision, its query taken from ``found`` (`_queries_of_numbers`)
+        as it stands now: its row, None, or its refusal."""
+        number = provision.transaction_number
+        row = found.get(number)
+        if row is None:
+            return RenkeiError(errors.UNKNOWN_TRANSACTION, transaction_number=number)
+        if row.provider != sender:
+            return RenkeiError(errors.SENDER_NOT_PARTY, sender=sender, transaction_number=number)
+        if row.state not in OPEN or (row.state == HELD and provision.status == HELD):
+            return None
+        return row
 
     def _relay(
-        self, connection: Connection, row: Any, provision: messages.Provision, now: datetime
+        self,
+        connection: Connection,
+        row: Any,
+        provision: messages.Provision,
+        now: datetime,
+        updates: list[dict[str, Any]] | None = None,
     ) -> OutgoingMessage:
-        """Queue the provision, unread, for the requester, naming the requester's query."""
-        relayed = self._relayed(connection, row, provision, now)
+        """Queue the provision, unread, for the requester, naming the requester's query (its
+        new state written, or added to ``updates``: `_relayed`)."""
+        relayed = self._relayed(connection, row, provision, now, updates)
         outgoing = OutgoingMessage(
             relayed.message_id,
             "provision",
