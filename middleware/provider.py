@@ -397,7 +397,6 @@ class Provider:
         now, its refusal and whether that was recorded just now; and the messages to send."""
         with self._party.records_together(connection):
             stored: list[tuple[bool, RenkeiError | None, bool]] = []
-            entries: list[RecordEntry] = []
             provisions: list[messages.Provision] = []
             # What was answered since `_prepare_lines` read it (the hub's retry, at once).
             numbers = [
@@ -428,12 +427,12 @@ class Provider:
                 if entry is None:
                     stored.append((False, None, False))  # answered meanwhile: the hub's retry
                     continue
-                entries.append(entry)
+                # At its turn, among the refusals: the records follow the lines (written
+                # together when `records_together` ends).
+                self._party.record(connection, now, [entry])
                 provisions.append(answers[permit.transaction_number])
                 stored.append((True, None, False))
             batch.write(connection)
-            if entries:
-                self._party.record(connection, now, entries)
             outgoing = []
             for group in bundles_of(provisions):
                 bundle_id = str(uuid.uuid4())
