@@ -6,16 +6,28 @@ handled once, as a single message sent twice is."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
+from lxml import etree
 from sqlalchemy import insert, select
+from twisted.internet.defer import ensureDeferred
 
 from codes.errors import RenkeiError
 from crypto.pki import PkiLayout
 from middleware import business_statistics, messages, persons
 from middleware.clock import utc_now
-from middleware.network import PROVISION_BUNDLE
+from middleware.network import (
+    MAX_BUNDLE_LINES,
+    PROVISION_BUNDLE,
+    PROVISION_REQUEST_BUNDLE,
+    QUERY_BUNDLE,
+    DeliveryRefused,
+)
 from middleware.outbox import PENDING
 from middleware.queries import QuerySubmission
 from middleware.tables import (
@@ -25,6 +37,7 @@ from middleware.tables import (
     hub_records,
     node_outbox,
     node_records,
+    person,
     provision,
     query,
     refused_request,
@@ -32,6 +45,8 @@ from middleware.tables import (
 from simulators.network import jukinet
 from simulators.network.fugo import FugoCipher, id_code
 from simulators.network.hub import PERMITTED, transaction_number
+from tests.conftest import running_box
+from tests.logs import LogRecorder
 from tests.network import (
     CARE_AFFAIR,
     CARE_INSURANCE,
@@ -43,16 +58,45 @@ from tests.network import (
     PREMIUM_ASSESSMENT,
     SETAGAYA,
     TAX_INFORMATION,
+    write_config,
 )
+from tests.test_business_events import no_person_in
 from tests.test_business_statistics import FLAGGED_TAX_RECORD, TARO_MEGURO, client_of
 from tests.test_flow import wait_until
-from tests.test_query_bundles import fugo_of_hanako
+from tests.test_query_bundles import (
+    bundle_of,
+    fugo_of_hanako,
+    provision_request_bundle,
+    send_bundle,
+    send_to_setagaya,
+)
 
 ICHIRO_INDIVIDUAL_NUMBER = "345678901234"
 ICHIRO_SETAGAYA = "000000000020003"  # linked at Setagaya here: known there, without records
 STRANGER_MEGURO = "000000000010009"  # a 符号 of a resident Setagaya does not know
 FORGED_MEGURO = "000000000010008"  # a 符号 issued to Setagaya: the hub refuses it
 NOBODY_MEGURO = "000000000099999"  # registered nowhere: no 符号, refused at Meguro
+
+
+@pytest_twisted.async_yield_fixture
+async def postgresql_box(
+    tmp_path: Path, network_pki: Path, postgresql_database: Any
+) -> AsyncIterator[Any]:
+    """The box, its hub and nodes on PostgreSQL (stopped at teardown, the test passed or
+    not)."""
+    databases = {party: postgresql_database() for party in ("hub", "meguro", "setagaya")}
+    running = await running_box(
+        write_config(tmp_path, network_pki, database=databases), in_memory=True
+    )
+    yield running
+    await running.stopService()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_box(request: pytest.FixtureRequest) -> Any:
+    """The box on SQLite, then on PostgreSQL."""
+    return request.getfixturevalue("box" if request.param == "sqlite" else "postgresql_box")
+
 
 # What a record says, without what differs from one run to the next (its place in the chain,
 # its time, its 処理通番).
@@ -272,21 +316,23 @@ async def singly(box: Any, lines: list[tuple[QuerySubmission, str]]) -> list[str
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_mixed_bundle_leaves_what_its_lines_sent_alone_leave(box: Any) -> None:
+async def test_a_mixed_bundle_leaves_what_its_lines_sent_alone_leave(any_box: Any) -> None:
     """The same lines (provided, held, no data, refused by the provider, refused by the hub,
     refused here, a resend, the same person twice) submitted one by one, then together (one
     QueryBundle, one PermitBundle, one ProvisionBundle): each line of the bundle leaves the
     same query, hub row, provision or refusal or hold, and records at each party as its
     single counterpart; 業務統計 count the bundle's lines as they counted the single ones;
-    and the bundle's records are in the order of its lines."""
+    and the bundle's records are in the order of its lines. On SQLite and PostgreSQL."""
+    box = any_box
     await persons_of_every_kind(box)
     meguro = box.nodes["meguro"]
 
     alone = await singly(box, asked("alone"))
     await wait_until(lambda: settled(box, [o for o in alone if isinstance(o, str)]))
     counted_alone = statistics(box)
-    together = await meguro.requester.submit_queries(asked("together"), CARE_INSURANCE)
-    await wait_until(lambda: settled(box, [o for o in together if isinstance(o, str)]))
+    with LogRecorder() as log:
+        together = await meguro.requester.submit_queries(asked("together"), CARE_INSURANCE)
+        await wait_until(lambda: settled(box, [o for o in together if isinstance(o, str)]))
 
     assert together[6] == together[0] and alone[6] == alone[0]  # the resend
     states = [trace(box, outcome)["meguro query"]["state"] for outcome in together[:5]]
@@ -297,8 +343,28 @@ async def test_a_mixed_bundle_leaves_what_its_lines_sent_alone_leave(box: Any) -
     counted = statistics(box)
     assert counted_alone["meguro"] and counted_alone["setagaya"] and counted_alone["hub"]
     assert counted == {
-        party: {key: 2 * n for key, n in figures.items()} for party, figures in counted_alone.items()
+        party: {key: 2 * n for key, n in figures.items()}
+        for party, figures in counted_alone.items()
     }
+
+    # The business log: a line per event for the bundle's lines, one alone for each held or
+    # refused line naming its query, and never a person.
+    meguro_lines, setagaya_lines = log.lines("meguro"), log.lines("setagaya")
+    assert sum("6 queries submitted together by care-insurance" in x for x in meguro_lines) == 1
+    ended = [x for x in meguro_lines if "3 queries to 世田谷区 ended" in x]
+    assert len(ended) == 1 and "answered: no data 1, provided 2" in ended[0]
+    for alone, words in ((together[1], "held"), (together[3], "FugoUnknown")):
+        assert sum(alone in x and words in x for x in meguro_lines) == 1, (alone, meguro_lines)
+    assert sum(together[4] in x and "FugoInvalid" in x for x in meguro_lines) == 1
+    assert (
+        sum("3 provisions to 目黒区: given (no data) 1, given 2" in x for x in setagaya_lines) == 1
+    )
+    assert sum("held (自動応答不可)" in x for x in setagaya_lines) == 1
+    assert sum("refused (FugoUnknown)" in x for x in setagaya_lines) == 1
+    assert sum("5 queries 目黒区 → 世田谷区 permitted" in x for x in log.lines("hub")) == 1
+    people = (HANAKO_MEGURO, TARO_MEGURO, ICHIRO_MEGURO, STRANGER_MEGURO, FORGED_MEGURO)
+    fugos = read(meguro.database, select(person.c.fugo).where(person.c.fugo.is_not(None)))
+    no_person_in(log, *people, ICHIRO_SETAGAYA, NOBODY_MEGURO, *(f for (f,) in fugos), "84200")
 
     # The records of the bundle's lines follow its lines, at the hub and at the provider.
     numbers = [
@@ -351,14 +417,17 @@ def open_query(hub: Any, requester: str, now: Any) -> str:
 
 
 def no_data(number: str) -> messages.Provision:
-    return messages.Provision(message_id=str(uuid.uuid4()), transaction_number=number, status="no_data")
+    return messages.Provision(
+        message_id=str(uuid.uuid4()), transaction_number=number, status="no_data"
+    )
 
 
 def test_a_provision_met_twice_in_one_bundle_is_relayed_once(portal_box: Any) -> None:
-    """A provider's bundle naming a 処理通番 twice is taken as that provision sent twice
-    alone: relayed and recorded once, the second left as a retry; for a requester that is a
-    node of renkei's (relayed in a ProvisionBundle) and for one that is not (マイナポータル,
-    relayed as a Provision)."""
+    """A provider's bundle naming a 処理通番 twice (the schema refuses it on the network; the
+    hub's own handling does not count on that) is taken as that provision sent twice alone:
+    relayed and recorded once, the second left as a retry; for a requester that is a node of
+    renkei's (relayed in a ProvisionBundle) and for one that is not (マイナポータル, relayed
+    as a Provision)."""
     hub = portal_box.hub
     now = utc_now(portal_box.clock)
     to_meguro, to_portal = open_query(hub, MEGURO, now), open_query(hub, PORTAL, now)
@@ -372,7 +441,7 @@ def test_a_provision_met_twice_in_one_bundle_is_relayed_once(portal_box: Any) ->
     )
 
     assert results == [(MEGURO, None), (None, None), (PORTAL, None), (None, None)]
-    relayed = {}
+    relayed: dict[str, list[str]] = {}
     for message in outgoing:
         if message.kind == PROVISION_BUNDLE:
             provisions = messages.decode(message.body, messages.ProvisionBundle).provisions
@@ -383,10 +452,138 @@ def test_a_provision_met_twice_in_one_bundle_is_relayed_once(portal_box: Any) ->
             relayed.setdefault(message.destination, []).append(message.reference)
     assert relayed == {MEGURO: [to_meguro], PORTAL: [to_portal]}
     for number in (to_meguro, to_portal):
-        provisions = read(
+        recorded = read(
             hub.database,
             select(hub_records.c.seq).where(
                 hub_records.c.transaction_number == number, hub_records.c.event == "provision"
             ),
         )
-        assert len(provisions) == 1, number
+        assert len(recorded) == 1, number
+
+
+@pytest_twisted.ensureDeferred
+async def test_permits_asked_again_are_answered_as_single_requests_asked_again(box: Any) -> None:
+    """A provision request bundle sent again (the hub's retry) gets the first answers and
+    changes nothing; its permits asked under another request are PermitReplayed line by line
+    and recorded, as a ProvisionRequest asked again under another message would be, and
+    provide nothing more; a bundle naming a 処理通番 twice is refused on the way in (the
+    schema) and stores nothing."""
+    setagaya = box.nodes["setagaya"].database
+    hanako = fugo_of_hanako(box, SETAGAYA)
+    numbers = tuple(f"{uuid.uuid4().int % 10**20:020d}" for _ in range(2))
+    body = provision_request_bundle(box, (hanako, hanako), numbers=numbers)
+
+    answer = await send_to_setagaya(box, body)
+    assert [(line.transaction_number, line.code) for line in answer.lines] == [
+        (numbers[0], None),
+        (numbers[1], None),
+    ]
+    assert await send_to_setagaya(box, body) == answer
+    replayed = await send_to_setagaya(
+        box, provision_request_bundle(box, (hanako, hanako), numbers=numbers)
+    )
+    assert [line.code for line in replayed.lines] == ["PermitReplayed", "PermitReplayed"]
+
+    assert read(setagaya, select(provision.c.status)) == [("provided",), ("provided",)]
+    for number in numbers:
+        assert [r[1] for r in records_of(setagaya, node_records, number)] == [
+            "provided",
+            "refused",
+        ]
+    sent = read(setagaya, select(node_outbox.c.body).where(node_outbox.c.kind == PROVISION_BUNDLE))
+    (relayed,) = [messages.decode(body, messages.ProvisionBundle) for (body,) in sent]
+    assert [p.transaction_number for p in relayed.provisions] == list(numbers)
+
+    twice = f"{uuid.uuid4().int % 10**20:020d}"
+    with pytest.raises(DeliveryRefused) as refused:
+        await send_to_setagaya(
+            box, provision_request_bundle(box, (hanako, hanako), numbers=(twice, twice))
+        )
+    assert refused.value.code == "XmlSchemaInvalid"
+    assert records_of(setagaya, node_records, twice) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_queries_past_a_bundles_lines_travel_in_two_bundles_each_stored_once(
+    any_box: Any,
+) -> None:
+    """501 queries submitted together (one more than a bundle's lines, as many as an `IN`
+    list's values) travel in two QueryBundles and are each permitted, provided and recorded
+    once at every party; submitted again under their keys they give the same queries and
+    nothing new. On SQLite and PostgreSQL."""
+    box = any_box
+    meguro, setagaya = box.nodes["meguro"], box.nodes["setagaya"].database
+    lines = [(premium_assessment(HANAKO_MEGURO), f"many-{n}") for n in range(MAX_BUNDLE_LINES + 1)]
+
+    outcomes = await meguro.requester.submit_queries(lines, CARE_INSURANCE)
+    query_ids = [o for o in outcomes if isinstance(o, str)]
+    assert len(set(query_ids)) == len(lines)
+    await wait_until(lambda: settled(box, query_ids), timeout=300)
+
+    states = read(meguro.database, select(query.c.state, query.c.transaction_number))
+    assert sorted({state for state, _ in states}) == ["provided"]
+    numbers = {number for _, number in states}
+    assert len(numbers) == len(lines)
+    sent = read(meguro.database, select(node_outbox.c.kind))
+    assert sent == [(QUERY_BUNDLE,), (QUERY_BUNDLE,)]
+    hub_numbers = read(box.hub.database, select(hub_query.c.transaction_number))
+    assert {number for (number,) in hub_numbers} == numbers
+    provided = read(setagaya, select(provision.c.transaction_number))
+    assert {number for (number,) in provided} == numbers
+    for database, table in (
+        (meguro.database, node_records),
+        (box.hub.database, hub_records),
+        (setagaya, node_records),
+    ):
+        recorded = read(database, select(table.c.transaction_number, table.c.event))
+        assert len(recorded) == len(set(recorded)), "a record written twice"
+
+    again = await meguro.requester.submit_queries(lines, CARE_INSURANCE)
+    assert again == outcomes
+    assert len(read(meguro.database, select(query.c.query_id))) == len(lines)
+    assert len(read(meguro.database, select(node_outbox.c.id))) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_bundles_with_lines_in_common_received_at_once_store_each_line_once(
+    any_box: Any,
+) -> None:
+    """Bundles whose lines overlap, received at the same time (a requester's retry while
+    the first is still being handled): each line is stored, numbered, recorded and permitted
+    once, and both answers give a line the same 処理通番. On SQLite and PostgreSQL."""
+    from twisted.internet.defer import gatherResults
+
+    box = any_box
+    ok = fugo_of_hanako(box, MEGURO)
+    for _ in range(3):
+        first, more = bundle_of(ok, ok, ok), bundle_of(ok, ok)
+        second = replace(more, lines=(first.lines[2], more.lines[0], first.lines[1], more.lines[1]))
+        answers = await gatherResults(
+            [ensureDeferred(send_bundle(box, first)), ensureDeferred(send_bundle(box, second))]
+        )
+        numbered: dict[str, set[str]] = {}
+        for answer in answers:
+            assert [line.code for line in answer.lines] == [None] * len(answer.lines)
+            for line in answer.lines:
+                numbered.setdefault(line.message_id, set()).add(line.transaction_number)
+        assert len(numbered) == 5
+        assert all(len(numbers) == 1 for numbers in numbered.values()), numbered
+
+    queries = read(box.hub.database, select(hub_query.c.requester_message_id))
+    assert len(queries) == 15
+    permitted = read(
+        box.hub.database,
+        select(hub_records.c.transaction_number).where(hub_records.c.event == "query"),
+    )
+    assert len(permitted) == len(set(permitted)) == 15
+    bodies = read(
+        box.hub.database,
+        select(hub_outbox.c.body).where(hub_outbox.c.kind == PROVISION_REQUEST_BUNDLE),
+    )
+    # The permit bundles the hub queued (kept unsigned until sent): each line's 処理通番.
+    permits = [
+        str(element.text)
+        for (body,) in bodies
+        for element in etree.fromstring(body).iter("{*}TransactionNumber")
+    ]
+    assert sorted(permits) == sorted(number for (number,) in permitted)

@@ -203,9 +203,15 @@ async def test_queries_submitted_together_end_each_with_its_own_result(box: Any)
 
 
 def provision_request_bundle(
-    box: Any, fugos: tuple[str, ...], *, signer: Signer | None = None, message_id: str = ""
+    box: Any,
+    fugos: tuple[str, ...],
+    *,
+    signer: Signer | None = None,
+    message_id: str = "",
+    numbers: tuple[str, ...] = (),
 ) -> bytes:
-    """A provision request bundle as the hub would send it to Setagaya, a permit per 符号."""
+    """A provision request bundle as the hub would send it to Setagaya, a permit per 符号
+    (under ``numbers``, the 処理通番 of each, if given; otherwise new ones)."""
     from twisted.internet import reactor
 
     layout = PkiLayout(box.config.pki)
@@ -219,10 +225,10 @@ def provision_request_bundle(
         issued_at=now,
         expires_at=now + timedelta(minutes=5),
         lines=tuple(
-            messages.PermitBundleLine(
-                transaction_number=f"{uuid.uuid4().int % 10**20:020d}", provider_fugo=fugo
+            messages.PermitBundleLine(transaction_number=number, provider_fugo=fugo)
+            for number, fugo in zip(
+                numbers or [f"{uuid.uuid4().int % 10**20:020d}" for _ in fugos], fugos, strict=True
             )
-            for fugo in fugos
         ),
     )
     signer = signer or Signer(layout.hub_signing().load())
