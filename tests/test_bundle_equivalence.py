@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from lxml import etree
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from twisted.internet.defer import ensureDeferred
 
 from codes.errors import RenkeiError
@@ -44,7 +44,7 @@ from middleware.tables import (
 )
 from simulators.network import jukinet
 from simulators.network.fugo import FugoCipher, id_code
-from simulators.network.hub import PERMITTED, transaction_number
+from simulators.network.hub import PERMITTED
 from tests.conftest import running_box
 from tests.logs import LogRecorder
 from tests.network import (
@@ -66,6 +66,7 @@ from tests.test_flow import wait_until
 from tests.test_query_bundles import (
     bundle_of,
     fugo_of_hanako,
+    premium_assessment,
     provision_request_bundle,
     send_bundle,
     send_to_setagaya,
@@ -114,15 +115,6 @@ _RECORD_COLUMNS = (
     "delegating_requester",
     "delegating_provider",
 )
-
-
-def premium_assessment(person: str) -> QuerySubmission:
-    return QuerySubmission(
-        integrated_address_number=person,
-        procedure=PREMIUM_ASSESSMENT,
-        information_name=TAX_INFORMATION,
-        provider=SETAGAYA,
-    )
 
 
 def fugo_of(box: Any, resident_code: str, institution: str) -> str:
@@ -390,30 +382,15 @@ async def test_a_mixed_bundle_leaves_what_its_lines_sent_alone_leave(any_box: An
 
 def open_query(hub: Any, requester: str, now: Any) -> str:
     """A query of ``requester`` to Setagaya the hub permitted: its 処理通番."""
-
-    def add(connection: Any) -> str:
-        inserted = connection.execute(
-            insert(hub_query).values(
-                requester=requester,
-                requester_message_id=str(uuid.uuid4()),
-                provider=SETAGAYA,
-                affair=CARE_AFFAIR,
-                procedure=PREMIUM_ASSESSMENT,
-                information_name=TAX_INFORMATION,
-                state=PERMITTED,
-                received_at=now,
-            )
-        ).inserted_primary_key
-        assert inserted is not None
-        number = transaction_number(now, int(inserted[0]))
-        connection.execute(
-            hub_query.update()
-            .where(hub_query.c.id == inserted[0])
-            .values(transaction_number=number)
-        )
-        return number
-
-    return str(hub.database.run_blocking(add))
+    asked = messages.QueryRequest(
+        message_id=str(uuid.uuid4()),
+        requester_fugo="0" * 32,
+        affair=CARE_AFFAIR,
+        procedure=PREMIUM_ASSESSMENT,
+        information_name=TAX_INFORMATION,
+        provider=SETAGAYA,
+    )
+    return str(hub.database.run_blocking(hub._new_query, requester, asked, PERMITTED, now, now))
 
 
 def no_data(number: str) -> messages.Provision:
