@@ -503,7 +503,8 @@ def test_a_line_met_twice_in_one_bundle_is_the_retry_of_the_first(box: Any) -> N
     line = bundle_of(fugo_of_hanako(box, MEGURO)).lines[0]
     bundle = replace(bundle_of(), lines=(line, line))
     now = utc_now(box.clock)
-    results = box.hub.database.run_blocking(box.hub._record_query_bundle, MEGURO, bundle, now)
+    record = box.hub._record_query_bundle  # private: below the schema, which refuses a repeat
+    results = box.hub.database.run_blocking(record, MEGURO, bundle, now)
 
     (number, outgoing, refusal, new), (again, resent, refused_again, new_again) = results
     assert (outgoing is not None, refusal, new) == (True, None, True)
@@ -594,21 +595,21 @@ async def test_a_bundle_costs_as_many_statements_whatever_its_lines(
             (index, premium_assessment(), CARE_AFFAIR, f"{lines}-{index}") for index in range(lines)
         ]
         with StatementCount() as counted:
-            create = counted.counting(meguro.requester._create_queries)
+            create = counted.counting(meguro.requester._create_queries)  # private: its statements
             meguro.database.run_blocking(create, checked, CARE_INSURANCE, now)
         return counted.count
 
     def permit(lines: int) -> int:
         bundle = bundle_of(*[fugo_of_hanako(box, MEGURO)] * lines)
         with StatementCount() as counted:
-            record = counted.counting(box.hub._record_query_bundle)
+            record = counted.counting(box.hub._record_query_bundle)  # private: its statements
             box.hub.database.run_blocking(record, MEGURO, bundle, now)
         return counted.count
 
     def deliver(lines: int) -> int:
         numbers = [f"{n:020d}" for n in range(lines)]
         with StatementCount() as counted:
-            settle = counted.counting(box.hub._set_states)
+            settle = counted.counting(box.hub._set_states)  # private: its statements
             box.hub.database.run_blocking(settle, numbers, "permitted", "delivered")
         return counted.count
 
