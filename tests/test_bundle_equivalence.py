@@ -44,7 +44,7 @@ from middleware.tables import (
 )
 from simulators.network import jukinet
 from simulators.network.fugo import FugoCipher, id_code
-from simulators.network.hub import PERMITTED
+from simulators.network.hub import PERMITTED, query_values, transaction_number
 from tests.conftest import running_box
 from tests.logs import LogRecorder
 from tests.network import (
@@ -390,8 +390,16 @@ def open_query(hub: Any, requester: str, now: Any) -> str:
         information_name=TAX_INFORMATION,
         provider=SETAGAYA,
     )
-    new_query = hub._new_query  # private: a query row as the hub stores one
-    return str(hub.database.run_blocking(new_query, requester, asked, PERMITTED, now, now))
+    values = query_values(requester, asked, PERMITTED, now, now)
+
+    def store(connection: Any) -> str:
+        row_id = connection.execute(hub_query.insert(), values).inserted_primary_key[0]
+        number = transaction_number(now, row_id)
+        where = hub_query.c.id == row_id
+        connection.execute(hub_query.update().where(where).values(transaction_number=number))
+        return number
+
+    return str(hub.database.run_blocking(store))
 
 
 def no_data(number: str) -> messages.Provision:

@@ -122,6 +122,7 @@ __all__ = [
     "Hub",
     "Member",
     "party_database",
+    "query_values",
     "transaction_number",
 ]
 
@@ -150,9 +151,6 @@ _Check = Callable[[str, messages.QueryRequest, datetime], None]
 
 # The statements of every query, built once (building one costs several times executing it);
 # an update sets the columns given at execution.
-_QUERY_OF_MESSAGE = select(
-    hub_query.c.transaction_number, hub_query.c.state, hub_query.c.error_code
-).where(hub_query.c.requester_message_id == bindparam("message_id"))
 _INSERT_QUERY = hub_query.insert()
 _QUERIES_OF_MESSAGES = select(
     hub_query.c.requester_message_id,
@@ -190,7 +188,7 @@ def _known_answer(row: Any) -> tuple[str, RenkeiError | None]:
     return number, None
 
 
-def _query_values(
+def query_values(
     requester: str,
     query: messages.QueryRequest,
     state: str,
@@ -639,9 +637,8 @@ class Hub(Party):
                     )
                     for line in bundle.lines
                 ]
-            results = self._permit_queries(
-                connection, requester, [bundle.query_of(line) for line in bundle.lines], now
-            )
+            queries = [bundle.query_of(line) for line in bundle.lines]
+            results = self._permit_queries(connection, requester, queries, now, self._check_listed)
             permits = [permit for _, permit, _, _ in results if permit is not None]
             outgoing = None
             if permits:
@@ -686,12 +683,15 @@ class Hub(Party):
         requester: str,
         queries: Sequence[messages.QueryRequest],
         now: datetime,
+        check: _Check,
     ) -> list[tuple[str, messages.Permit | None, RenkeiError | None, bool]]:
-        """`_known_query`, then `_permit_query` (against the list) for each of some queries,
-        in the caller's transaction, with one read of the queries received before, one insert
-        of the new ones and one update of their 処理通番, whatever their number: for each, its
-        処理通番, permit, refusal and whether it is new. Their records follow their order. A
-        message id met twice is the retry of its first query."""
+        """Some queries, in the caller's transaction: a query received before (the
+        requester's retry) gets its first answer; a new one is checked (``check``), its 符号
+        converted, given its 処理通番 and recorded, with its permit or its refusal (recorded;
+        raised instead when it is not the query's fault). One read of the queries received
+        before, one insert of the new ones and one update of their 処理通番, whatever their
+        number: for each, its 処理通番, permit, refusal and whether it is new. Their records
+        follow their order. A message id met twice is the retry of its first query."""
         known: dict[str, tuple[str, RenkeiError | None]] = {}
         for some in in_slices(sorted({query.message_id for query in queries})):
             for row in connection.execute(_QUERIES_OF_MESSAGES, {"message_ids": some}):
@@ -705,7 +705,7 @@ class Hub(Party):
                 continue
             first.add(query.message_id)
             try:
-                self._check_listed(requester, query, now)
+                check(requester, query, now)
                 converted = self._fugo.convert(query.requester_fugo, requester, query.provider)
             except RenkeiError as failure:
                 if failure.status >= 500:
@@ -714,9 +714,9 @@ class Hub(Party):
                 continue
             new.append((query, converted, None))
         values = [
-            _query_values(requester, query, PERMITTED, now, expires_at)
+            query_values(requester, query, PERMITTED, now, expires_at)
             if refusal is None
-            else _query_values(requester, query, REFUSED, now, None, refusal.code)
+            else query_values(requester, query, REFUSED, now, None, refusal.code)
             for query, _, refusal in new
         ]
         # One executemany, then the ids read back by message id (unique): RETURNING in the
@@ -836,13 +836,11 @@ class Hub(Party):
         """In one transaction: the 処理通番, the provision request (``kind``) to send, the
         refusal to answer (returned, not raised, so that the refusal's record is committed)
         and whether the query is new (not a retry of one answered before)."""
-        known = self._known_query(connection, query)
-        if known is not None:
-            number, refusal = known
-            return number, None, refusal, False  # a retry: the first answer, nothing new
-        number, permit, refusal = self._permit_query(connection, requester, query, now, check)
+        ((number, permit, refusal, new),) = self._permit_queries(
+            connection, requester, [query], now, check
+        )
         if permit is None:
-            return number, None, refusal, True
+            return number, None, refusal, new  # a retry (the first answer) or a refusal
         # The outbox keeps the permit unsigned: it is signed when it is sent
         # (`_provision_request`), outside any transaction.
         outgoing = OutgoingMessage(
@@ -850,76 +848,6 @@ class Hub(Party):
         )
         self.outbox.enqueue(connection, outgoing)
         return number, outgoing, None, True
-
-    @staticmethod
-    def _known_query(
-        connection: Connection, query: messages.QueryRequest
-    ) -> tuple[str, RenkeiError | None] | None:
-        """The 処理通番 and refusal (if refused) of a query received before (the requester's
-        retry), or None for a new one."""
-        known = connection.execute(_QUERY_OF_MESSAGE, {"message_id": query.message_id}).first()
-        return None if known is None else _known_answer(known)
-
-    def _permit_query(
-        self,
-        connection: Connection,
-        requester: str,
-        query: messages.QueryRequest,
-        now: datetime,
-        check: _Check,
-    ) -> tuple[str, messages.Permit | None, RenkeiError | None]:
-        """A new query checked, its 符号 converted, given its 処理通番 and recorded: its
-        permit, or its refusal (recorded; raised instead when it is not the query's fault)."""
-        try:
-            check(requester, query, now)
-            provider_fugo = self._fugo.convert(query.requester_fugo, requester, query.provider)
-        except RenkeiError as refusal:
-            if refusal.status >= 500:
-                raise  # not a refusal of the query: the requester will send it again
-            number = self._record_refused_query(connection, requester, query, refusal.code, now)
-            return (
-                number,
-                None,
-                RenkeiError(refusal.kind, **{**refusal.params, "transaction_number": number}),
-            )
-        expires_at = now + timedelta(seconds=self._network.permit_validity)
-        number = self._new_query(connection, requester, query, PERMITTED, now, expires_at)
-        self.record(connection, now, [_query_entry(requester, query, number, PERMITTED)])
-        return number, _permit_of(requester, query, number, provider_fugo, now, expires_at), None
-
-    def _new_query(
-        self,
-        connection: Connection,
-        requester: str,
-        query: messages.QueryRequest,
-        state: str,
-        now: datetime,
-        permit_expires_at: datetime | None,
-        error_code: str | None = None,
-    ) -> str:
-        """Store a query received, in ``state``, and give it its 処理通番."""
-        inserted = connection.execute(
-            _INSERT_QUERY,
-            _query_values(requester, query, state, now, permit_expires_at, error_code),
-        ).inserted_primary_key
-        assert inserted is not None
-        row_id = int(inserted[0])
-        number = transaction_number(now, row_id)
-        connection.execute(_UPDATE_ROW, {"row_id": row_id, "transaction_number": number})
-        return number
-
-    def _record_refused_query(
-        self,
-        connection: Connection,
-        requester: str,
-        query: messages.QueryRequest,
-        code: str,
-        now: datetime,
-    ) -> str:
-        """Record a query the network refuses: its 処理通番 and a record with the code."""
-        number = self._new_query(connection, requester, query, REFUSED, now, None, code)
-        self.record(connection, now, [_query_entry(requester, query, number, REFUSED, code)])
-        return number
 
     @deferred
     async def receive_provision(self, sender: str, provision: messages.Provision) -> bytes:
